@@ -1,0 +1,128 @@
+/**
+ * The error catalogue: every error sdq answers with, its HTTP status and message template. The API's
+ * error handler turns a ServiceError into `{"id","name","message"}`; a test checks that every name here
+ * is documented in the README. Names follow Stability's v1 API where Stability has one.
+ */
+export interface ErrorSpec {
+  status: number;
+  /** Message template; `{detail}` is replaced by the detail given when the error is raised. */
+  message: string;
+  /** One line for the README and the OpenAPI document. */
+  description: string;
+}
+
+export const ERROR_CATALOGUE = {
+  bad_request: { status: 400, message: '{detail}', description: 'The request is malformed or a field is out of range.' },
+  unauthorized: {
+    status: 401,
+    message: '{detail}',
+    description: 'Missing, unknown or revoked API key (or admin token on admin endpoints).',
+  },
+  permission_denied: { status: 403, message: '{detail}', description: 'The credentials are valid but do not allow this.' },
+  not_found: { status: 404, message: '{detail}', description: 'Unknown engine, job, route or artifact (another account\'s job is 404 too).' },
+  invalid_samples: {
+    status: 400,
+    message: '{detail}',
+    description: '`samples` out of range, or more than one sample asked with an image `Accept`.',
+  },
+  invalid_height_or_width: {
+    status: 400,
+    message: '{detail}',
+    description: '`height`/`width` not a multiple of 64, under 128, or both given to upscale.',
+  },
+  invalid_pixel_count: { status: 400, message: '{detail}', description: 'width x height is above the configured maximum (MAX_PIXELS).' },
+  invalid_prompts: { status: 400, message: '{detail}', description: '`text_prompts` missing, empty or a text over 2000 characters.' },
+  invalid_sampler: { status: 400, message: '{detail}', description: 'Unknown sampler name, or one the engine cannot use.' },
+  invalid_file_size: { status: 400, message: '{detail}', description: 'An uploaded file is larger than the limit (MAX_UPLOAD_BYTES).' },
+  invalid_mime_type: { status: 400, message: '{detail}', description: 'An upload is not a PNG, JPEG or WebP image, or the body is not JSON/multipart as the endpoint needs.' },
+  invalid_image_dimensions: {
+    status: 400,
+    message: '{detail}',
+    description: 'An image\'s size is unusable (not a multiple of 64, too small, or over MAX_PIXELS).',
+  },
+  invalid_mask_image: { status: 400, message: '{detail}', description: '`mask_image` missing or not the size of `init_image`.' },
+  invalid_accept: { status: 406, message: '{detail}', description: 'The `Accept` header names no type sdq can answer with.' },
+  conflict: { status: 409, message: '{detail}', description: 'The job is already finished (cancel), or the request conflicts with the current state.' },
+  canceled: { status: 409, message: '{detail}', description: 'The job was canceled before it finished (a synchronous request whose job was canceled).' },
+  service_unavailable: {
+    status: 503,
+    message: '{detail}',
+    description: 'Redis (or the storage backend) cannot be reached; retry later.',
+  },
+  internal_error: { status: 500, message: 'internal error (request id {detail})', description: 'A bug or an unexpected fault; the log has the details under the request id.' },
+} as const satisfies Record<string, ErrorSpec>;
+
+export type ErrorName = keyof typeof ERROR_CATALOGUE;
+export const ERROR_NAMES = Object.keys(ERROR_CATALOGUE) as ErrorName[];
+
+/** The body of every error response. */
+export interface ErrorBody {
+  /** A fresh id per error (the request id), to find the log lines. */
+  id: string;
+  name: ErrorName;
+  message: string;
+}
+
+/** An error the service raises on purpose; the API's error handler answers it from the catalogue. */
+export class ServiceError extends Error {
+  readonly status: number;
+  constructor(
+    readonly code: ErrorName,
+    detail: string,
+    /** Extra response headers (e.g. WWW-Authenticate). */
+    readonly headers: Record<string, string> = {},
+  ) {
+    super(ERROR_CATALOGUE[code].message.replace('{detail}', detail));
+    this.name = 'ServiceError';
+    this.status = ERROR_CATALOGUE[code].status;
+  }
+}
+
+export function isErrorName(name: string): name is ErrorName {
+  return Object.prototype.hasOwnProperty.call(ERROR_CATALOGUE, name);
+}
+
+/**
+ * The pipeline's PipelineErrorCode values, mapped onto the catalogue. Kept as strings so contracts does
+ * not depend on the pipeline package; a missing code falls back to internal_error.
+ */
+export const PIPELINE_ERROR_MAP: Record<string, ErrorName> = {
+  invalid_height_or_width: 'invalid_height_or_width',
+  invalid_samples: 'invalid_samples',
+  invalid_prompts: 'invalid_prompts',
+  invalid_steps: 'bad_request',
+  invalid_cfg_scale: 'bad_request',
+  invalid_seed: 'bad_request',
+  invalid_sampler: 'invalid_sampler',
+  invalid_image_strength: 'bad_request',
+  invalid_image: 'invalid_mime_type',
+  invalid_image_dimensions: 'invalid_image_dimensions',
+  invalid_mask_image: 'invalid_mask_image',
+  invalid_output_format: 'invalid_accept',
+  unsupported_mode: 'bad_request',
+  // A broken model folder or a missing execution provider is the operator's fault, not the client's.
+  invalid_model: 'internal_error',
+  provider_unavailable: 'service_unavailable',
+  canceled: 'canceled',
+};
+
+export function errorNameForPipelineCode(code: string): ErrorName {
+  return PIPELINE_ERROR_MAP[code] ?? 'internal_error';
+}
+
+/**
+ * How a worker fails a job so the API can tell the client why: BullMQ keeps only the error's message
+ * (`failedReason`), so the catalogue name travels in it as `[name] message`. The worker throws
+ * `new UnrecoverableError(formatFailedReason(name, message))` for input errors and cancellation, and a
+ * plain Error (retried) for the rest; the API reads it back with parseFailedReason.
+ */
+export function formatFailedReason(name: ErrorName, message: string): string {
+  return `[${name}] ${message}`;
+}
+
+export function parseFailedReason(reason: string | undefined): { name: ErrorName; message: string } {
+  const match = /^\[([a-z_]+)\] ([\s\S]*)$/.exec(reason ?? '');
+  if (match && isErrorName(match[1])) return { name: match[1], message: match[2] };
+  // An unformatted reason is a runtime fault that exhausted its retries: say so without leaking internals.
+  return { name: 'internal_error', message: 'the job failed after its retries' };
+}

@@ -1,0 +1,5 @@
+export * from './queues';
+export * from './errors';
+export * from './requests';
+export * from './jobs';
+export * from './storage';

@@ -1,0 +1,151 @@
+/**
+ * What travels through the queue: the payload the API enqueues, the progress and the result the worker
+ * reports, and the public job object the API builds from them.
+ *
+ * Images never travel in the payload: the API stores uploads under `inputs/<job id>/...` in the storage
+ * backend and the payload names their keys; the worker downloads them, generates, uploads each image to
+ * `generations/<job id>/<index>.<ext>` and returns the keys as its result.
+ */
+import { z } from 'zod';
+import { JOB_NAMES, type JobName } from './queues';
+import { MASK_SOURCES } from './requests';
+
+export const OUTPUT_FORMATS = ['png', 'jpeg', 'webp'] as const;
+export type OutputFormat = (typeof OUTPUT_FORMATS)[number];
+export const CONTENT_TYPES: Record<OutputFormat, string> = { png: 'image/png', jpeg: 'image/jpeg', webp: 'image/webp' };
+const EXTENSIONS: Record<OutputFormat, string> = { png: 'png', jpeg: 'jpg', webp: 'webp' };
+
+/** Storage key of a job's index-th output image. */
+export function artifactKey(jobId: string, index: number, format: OutputFormat): string {
+  return `generations/${jobId}/${index}.${EXTENSIONS[format]}`;
+}
+/** Storage key prefixes owned by a job: removed with it when its results expire. */
+export function jobKeyPrefixes(jobId: string): string[] {
+  return [`generations/${jobId}/`, `inputs/${jobId}/`];
+}
+/** Storage key of an uploaded input (`init_image`, `mask_image`, `image`). */
+export function inputKey(jobId: string, field: 'init_image' | 'mask_image' | 'image'): string {
+  return `inputs/${jobId}/${field}`;
+}
+
+const WeightedPrompt = z.object({ text: z.string(), weight: z.number().optional() });
+
+/**
+ * Generation parameters as the pipeline's GenerateRequest names them (camelCase), already resolved by
+ * the API: defaults applied, width/height concrete, style preset appended to the prompts, image
+ * strength computed from the init image mode. The worker passes them through as they are.
+ */
+export const GenerationParams = z.object({
+  prompts: z.array(WeightedPrompt).min(1),
+  width: z.number().int().positive(),
+  height: z.number().int().positive(),
+  steps: z.number().int().positive(),
+  cfgScale: z.number(),
+  samples: z.number().int().positive(),
+  /** 0 = random (the pipeline picks). */
+  seed: z.number().int().min(0),
+  sampler: z.string().optional(),
+  /** image-to-image and masking. */
+  imageStrength: z.number().min(0).max(1).optional(),
+  /** masking. */
+  maskSource: z.enum(MASK_SOURCES).optional(),
+  outputFormat: z.enum(OUTPUT_FORMATS),
+  /** Recorded for the job's history; already applied to `prompts`. */
+  stylePreset: z.string().optional(),
+});
+export type GenerationParams = z.infer<typeof GenerationParams>;
+
+export const UpscaleParams = z.object({
+  width: z.number().int().positive().optional(),
+  height: z.number().int().positive().optional(),
+  outputFormat: z.enum(OUTPUT_FORMATS),
+});
+export type UpscaleParams = z.infer<typeof UpscaleParams>;
+
+const common = {
+  /** Bumped when the payload changes incompatibly; a worker refuses versions it does not know. */
+  version: z.literal(1),
+  jobId: z.string().min(1),
+  accountId: z.string().min(1),
+  engineId: z.string().min(1),
+  /** Unix ms. */
+  createdAt: z.number().int(),
+};
+
+export const JobPayload = z.discriminatedUnion('kind', [
+  z.object({ ...common, kind: z.literal('text-to-image'), params: GenerationParams }),
+  z.object({ ...common, kind: z.literal('image-to-image'), params: GenerationParams, inputs: z.object({ initImage: z.string() }) }),
+  z.object({
+    ...common,
+    kind: z.literal('masking'),
+    params: GenerationParams,
+    inputs: z.object({ initImage: z.string(), maskImage: z.string().optional() }),
+  }),
+  z.object({ ...common, kind: z.literal('upscale'), params: UpscaleParams, inputs: z.object({ image: z.string() }) }),
+]);
+export type JobPayload = z.infer<typeof JobPayload>;
+export type JobPayloadOf<K extends JobName> = Extract<JobPayload, { kind: K }>;
+
+/** The job's BullMQ name is its kind. */
+export function jobNameOf(payload: JobPayload): JobName {
+  return payload.kind;
+}
+export { JOB_NAMES };
+
+/** What the worker reports after every step: `job.updateProgress({ step, steps })` (step counts from 1). */
+export const JobProgress = z.object({ step: z.number().int().min(0), steps: z.number().int().min(0) });
+export type JobProgress = z.infer<typeof JobProgress>;
+
+export const FINISH_REASONS = ['SUCCESS', 'ERROR', 'CONTENT_FILTERED'] as const;
+
+/** One stored image, as the worker returns it. */
+export const StoredArtifact = z.object({
+  key: z.string(),
+  seed: z.number().int(),
+  finish_reason: z.enum(FINISH_REASONS),
+  content_type: z.string(),
+  width: z.number().int(),
+  height: z.number().int(),
+});
+export type StoredArtifact = z.infer<typeof StoredArtifact>;
+
+/** The worker processor's return value (BullMQ `returnvalue`). */
+export const JobResult = z.object({ artifacts: z.array(StoredArtifact) });
+export type JobResult = z.infer<typeof JobResult>;
+
+export const JOB_STATUSES = ['queued', 'running', 'succeeded', 'failed', 'canceled'] as const;
+export type JobStatus = (typeof JOB_STATUSES)[number];
+export const TERMINAL_STATUSES: ReadonlySet<JobStatus> = new Set(['succeeded', 'failed', 'canceled']);
+
+/** The public job object (GET /v1/jobs/{id}, 202 answers, SSE events). Times are ISO 8601. */
+export const JobObject = z
+  .object({
+    id: z.string(),
+    status: z.enum(JOB_STATUSES),
+    engine: z.string(),
+    kind: z.enum(JOB_NAMES),
+    created_at: z.string(),
+    started_at: z.string().nullable(),
+    finished_at: z.string().nullable(),
+    /** Jobs ahead of this one in its engine's queue (0 = next); null unless queued. */
+    queue_position: z.number().int().nullable(),
+    progress: JobProgress.nullable(),
+    artifacts: z.array(
+      z.object({
+        url: z.string(),
+        seed: z.number().int(),
+        finish_reason: z.enum(FINISH_REASONS),
+        content_type: z.string(),
+        width: z.number().int(),
+        height: z.number().int(),
+      }),
+    ),
+    error: z.object({ name: z.string(), message: z.string() }).nullable(),
+    urls: z.object({ self: z.string(), cancel: z.string(), events: z.string() }),
+  })
+  .meta({ id: 'Job' });
+export type JobObject = z.infer<typeof JobObject>;
+
+/** Server-Sent Event names of GET /v1/jobs/{id}/events, in the order they can occur. */
+export const JOB_EVENT_NAMES = ['queued', 'started', 'progress', 'completed'] as const;
+export type JobEventName = (typeof JOB_EVENT_NAMES)[number];

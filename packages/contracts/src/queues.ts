@@ -1,0 +1,54 @@
+/**
+ * Queue naming and the Redis names both apps must agree on.
+ *
+ * One BullMQ queue per engine, so that a job for an engine only reaches the workers that serve it:
+ * a worker opens the queues of the engines it has loaded and nothing else. Every key lives under a
+ * prefix (env QUEUE_PREFIX, default "sdq"), passed as BullMQ's `prefix` option and used for sdq's own
+ * keys too, so two deployments (or two test files) can share one Redis without seeing each other.
+ */
+
+/** Default key prefix (env QUEUE_PREFIX). */
+export const DEFAULT_QUEUE_PREFIX = 'sdq';
+
+/** Job names: one per kind of work; a worker registers exactly one handler for each. */
+export const JOB_NAMES = ['text-to-image', 'image-to-image', 'masking', 'upscale'] as const;
+export type JobName = (typeof JOB_NAMES)[number];
+/** A job's kind is its name. */
+export type JobKind = JobName;
+
+/** Which engine kind serves each job name. */
+export const ENGINE_KIND_FOR_JOB: Record<JobName, 'generation' | 'upscale'> = {
+  'text-to-image': 'generation',
+  'image-to-image': 'generation',
+  masking: 'generation',
+  upscale: 'upscale',
+};
+
+/**
+ * The BullMQ queue name of an engine. BullMQ forbids ':' in queue names (it separates key parts), so
+ * engine ids holding one are refused here rather than producing keys that collide.
+ */
+export function queueNameForEngine(engineId: string): string {
+  if (!engineId || engineId.includes(':')) throw new Error(`invalid engine id for a queue name: ${JSON.stringify(engineId)}`);
+  return `engine.${engineId}`;
+}
+
+/**
+ * Pub/sub channel on which the API asks workers to stop a running job. Message: the job id, as a plain
+ * string. A worker subscribed to it aborts that job's AbortSignal if it is running the job, and the job
+ * then fails with the `canceled` reason (see formatFailedReason).
+ */
+export function cancelChannel(prefix: string): string {
+  return `${prefix}:cancel`;
+}
+
+/**
+ * A key set (with a TTL) by the API when it asks for a cancellation, so that a worker that picks the
+ * job up after the pub/sub message went out still sees it: a worker checks it before starting a job.
+ */
+export function cancelFlagKey(prefix: string, jobId: string): string {
+  return `${prefix}:cancel:${jobId}`;
+}
+
+/** How long a cancel flag lives: longer than any job could wait to start after its cancel. */
+export const CANCEL_FLAG_TTL_SECONDS = 24 * 3600;

@@ -1,0 +1,165 @@
+/**
+ * Request schemas of the public API. The API validates with these and /openapi.json is generated from
+ * them, so the document cannot drift from what is enforced. Field names, ranges and defaults are
+ * Stability v1's; every documented Stability field is accepted, even those sdq ignores.
+ */
+import { z } from 'zod';
+import type { ErrorName } from './errors';
+
+export const STABILITY_SAMPLERS = [
+  'DDIM',
+  'DDPM',
+  'K_DPMPP_2M',
+  'K_DPMPP_2S_ANCESTRAL',
+  'K_DPM_2',
+  'K_DPM_2_ANCESTRAL',
+  'K_EULER',
+  'K_EULER_ANCESTRAL',
+  'K_HEUN',
+  'K_LMS',
+] as const;
+
+export const CLIP_GUIDANCE_PRESETS = ['FAST_BLUE', 'FAST_GREEN', 'NONE', 'SIMPLE', 'SLOW', 'SLOWER', 'SLOWEST'] as const;
+
+/** Stability's style presets, each applied as a suffix to the positive prompts. */
+export const STYLE_PRESETS = {
+  '3d-model': '3d model, octane render, highly detailed, volumetric',
+  'analog-film': 'analog film photo, faded film, desaturated, grainy, vignette',
+  anime: 'anime artwork, anime style, key visual, vibrant, studio anime, highly detailed',
+  cinematic: 'cinematic film still, shallow depth of field, vignette, highly detailed, film grain',
+  'comic-book': 'comic book style, graphic illustration, comic art, graphic novel art, vibrant',
+  'digital-art': 'digital artwork, illustrative, painterly, matte painting, highly detailed',
+  enhance: 'breathtaking, award-winning, professional, highly detailed',
+  'fantasy-art': 'ethereal fantasy concept art, magnificent, celestial, painterly, epic',
+  isometric: 'isometric style, vibrant, beautiful, crisp, detailed, ultra detailed, intricate',
+  'line-art': 'line art drawing, professional, sleek, modern, minimalist, graphic, line art, vector graphics',
+  'low-poly': 'low-poly style, low-poly game art, polygon mesh, jagged, blocky, wireframe edges, centered composition',
+  'modeling-compound': 'play-doh style, sculpture, clay art, centered composition, claymation',
+  'neon-punk': 'neonpunk style, cyberpunk, vaporwave, neon, vibes, vibrant, stunningly beautiful, crisp, detailed',
+  origami: 'origami style, paper art, pleated paper, folded, origami art, pleats, cut and fold, centered composition',
+  photographic: 'cinematic photo, 35mm photograph, film, bokeh, professional, 4k, highly detailed',
+  'pixel-art': 'pixel-art, low-res, blocky, pixel art style, 8-bit graphics',
+  'tile-texture': 'tile texture, seamless, repeating pattern',
+} as const;
+export type StylePreset = keyof typeof STYLE_PRESETS;
+export const STYLE_PRESET_NAMES = Object.keys(STYLE_PRESETS) as [StylePreset, ...StylePreset[]];
+
+export const MAX_PROMPT_LENGTH = 2000;
+export const MAX_SEED = 4_294_967_295;
+
+const dimension = (axis: 'height' | 'width') =>
+  z
+    .number()
+    .int()
+    .min(128)
+    .multipleOf(64, 'must be a multiple of 64')
+    .optional()
+    .describe(`Output ${axis} in pixels: a multiple of 64, at least 128. Default: the engine's native size (text-to-image) or the init image's (image-to-image).`);
+
+export const TextPrompt = z.object({
+  text: z.string().trim().min(1, 'must not be empty').max(MAX_PROMPT_LENGTH, `must be at most ${MAX_PROMPT_LENGTH} characters`),
+  weight: z.number().finite().optional().describe('Default 1; a negative weight makes a negative prompt.'),
+});
+
+/** Fields every generation endpoint shares. */
+const generationFields = {
+  text_prompts: z.array(TextPrompt).min(1, 'at least one prompt is required').max(10, 'at most 10 prompts'),
+  height: dimension('height'),
+  width: dimension('width'),
+  cfg_scale: z.number().min(0).max(35).default(7).describe('How strictly the image follows the prompt. Default 7.'),
+  clip_guidance_preset: z.enum(CLIP_GUIDANCE_PRESETS).default('NONE').describe('Accepted for compatibility; sdq ignores it.'),
+  sampler: z.enum(STABILITY_SAMPLERS).optional().describe("Default: the engine's own scheduler."),
+  samples: z.number().int().min(1).max(10).default(1).describe('Images to generate. Default 1.'),
+  seed: z.number().int().min(0).max(MAX_SEED).default(0).describe('0 = random; sample i uses seed + i.'),
+  steps: z.number().int().min(10).max(150).default(30).describe('Denoising steps. Default 30.'),
+  style_preset: z.enum(STYLE_PRESET_NAMES).optional().describe('Applied as a suffix to the positive prompts.'),
+  extras: z.record(z.string(), z.unknown()).optional().describe('Accepted for compatibility; sdq ignores it.'),
+};
+
+/** An uploaded file in a multipart body; validated by the API (size, type, dimensions), not by zod. */
+const file = (description: string) =>
+  z.custom<Buffer>((v) => Buffer.isBuffer(v)).meta({ type: 'string', contentMediaType: 'application/octet-stream', description });
+
+export const TextToImageRequest = z.object(generationFields).meta({ id: 'TextToImageRequest' });
+export type TextToImageRequest = z.infer<typeof TextToImageRequest>;
+
+export const ImageToImageRequest = z
+  .object({
+    ...generationFields,
+    init_image: file('PNG, JPEG or WebP image to start from.'),
+    init_image_mode: z.enum(['IMAGE_STRENGTH', 'STEP_SCHEDULE']).default('IMAGE_STRENGTH'),
+    image_strength: z.number().min(0).max(1).default(0.35).describe('How much of the init image is kept. Default 0.35.'),
+    step_schedule_start: z.number().min(0).max(1).default(0.65).describe('With STEP_SCHEDULE: image_strength = 1 - step_schedule_start.'),
+    step_schedule_end: z.number().min(0).max(1).optional().describe('Accepted for compatibility; sdq ignores it.'),
+  })
+  .meta({ id: 'ImageToImageRequest' });
+export type ImageToImageRequest = z.infer<typeof ImageToImageRequest>;
+
+export const MASK_SOURCES = ['MASK_IMAGE_WHITE', 'MASK_IMAGE_BLACK', 'INIT_IMAGE_ALPHA'] as const;
+
+export const MaskingRequest = z
+  .object({
+    ...generationFields,
+    init_image: file('PNG, JPEG or WebP image to repaint.'),
+    mask_source: z.enum(MASK_SOURCES).describe('Which pixels are repainted: white or black of mask_image, or transparent ones of init_image.'),
+    mask_image: file('Required unless mask_source is INIT_IMAGE_ALPHA; the size of init_image.').optional(),
+  })
+  .meta({ id: 'MaskingRequest' });
+export type MaskingRequest = z.infer<typeof MaskingRequest>;
+
+export const UpscaleRequest = z
+  .object({
+    image: file('PNG, JPEG or WebP image to upscale.'),
+    width: z.number().int().min(1).optional().describe('Target width (not with height). Default: the engine\'s native scale.'),
+    height: z.number().int().min(1).optional().describe('Target height (not with width).'),
+  })
+  .meta({ id: 'UpscaleRequest' });
+export type UpscaleRequest = z.infer<typeof UpscaleRequest>;
+
+/** Multipart fields that carry numbers (multipart sends every value as a string). */
+export const NUMERIC_FORM_FIELDS = new Set([
+  'height',
+  'width',
+  'cfg_scale',
+  'samples',
+  'seed',
+  'steps',
+  'image_strength',
+  'step_schedule_start',
+  'step_schedule_end',
+  'weight',
+]);
+
+export const CreateAccountRequest = z
+  .object({
+    name: z.string().trim().min(1).max(200),
+    credits: z.number().min(0).default(0).describe('Starting balance (credits arrive with the credits issue; stored now).'),
+  })
+  .meta({ id: 'CreateAccountRequest' });
+
+export const ListJobsQuery = z.object({
+  limit: z.coerce.number().int().min(1).max(100).default(20),
+  cursor: z.string().optional(),
+});
+
+/**
+ * The catalogue name for a validation problem in a field: Stability answers some fields with their own
+ * names, everything else is bad_request.
+ */
+export function errorNameForField(field: string | number | undefined): ErrorName {
+  switch (field) {
+    case 'text_prompts':
+      return 'invalid_prompts';
+    case 'height':
+    case 'width':
+      return 'invalid_height_or_width';
+    case 'samples':
+      return 'invalid_samples';
+    case 'sampler':
+      return 'invalid_sampler';
+    case 'mask_image':
+      return 'invalid_mask_image';
+    default:
+      return 'bad_request';
+  }
+}
