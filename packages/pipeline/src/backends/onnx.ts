@@ -1,0 +1,163 @@
+/**
+ * The only module that imports onnxruntime-node: sessions, execution providers and tensors.
+ * Everything above it works with Float32Array / number[] and the graphs' own metadata.
+ */
+import * as ort from 'onnxruntime-node';
+import { existsSync } from 'node:fs';
+import { PipelineError } from '../errors';
+import type { ExecutionProvider, RuntimeOptions } from '../types';
+import { float16BitsToFloat32, float32ToFloat16Bits } from '../fp16';
+
+export type TensorType = 'float32' | 'float16' | 'int32' | 'int64';
+
+export interface IoInfo {
+  name: string;
+  type: TensorType | string;
+  /** Symbolic dimensions are strings (e.g. "batch"); -1 when unknown. */
+  shape: (number | string)[];
+}
+
+/** A tensor on the JS side: float data is always Float32Array, integer data plain numbers. */
+export interface HostTensor {
+  data: Float32Array;
+  dims: number[];
+}
+
+export interface FeedValue {
+  /** Float32Array for float inputs (converted to float16 when the graph wants it); number[] for integer ids. */
+  data: Float32Array | number[];
+  dims: number[];
+}
+
+/** Time spent inside onnxruntime, summed over all sessions of one pipeline. */
+export class OnnxClock {
+  ms = 0;
+}
+
+function ioInfo(meta: readonly ort.InferenceSession.ValueMetadata[]): IoInfo[] {
+  return meta.map((m) =>
+    m.isTensor
+      ? { name: m.name, type: m.type, shape: [...m.shape].map((d) => (typeof d === 'number' ? d : String(d))) }
+      : { name: m.name, type: 'non-tensor', shape: [] },
+  );
+}
+
+function toOrtTensor(value: FeedValue, type: string): ort.Tensor {
+  const size = value.dims.reduce((a, b) => a * b, 1);
+  if (value.data.length !== size) throw new Error(`tensor data has ${value.data.length} values for shape [${value.dims}]`);
+  switch (type) {
+    case 'float32':
+      return new ort.Tensor('float32', value.data instanceof Float32Array ? value.data : Float32Array.from(value.data), value.dims);
+    case 'float16': {
+      const src = value.data instanceof Float32Array ? value.data : Float32Array.from(value.data);
+      return new ort.Tensor('float16', float32ToFloat16Bits(src), value.dims);
+    }
+    case 'int32':
+      return new ort.Tensor('int32', Int32Array.from(value.data as ArrayLike<number>), value.dims);
+    case 'int64': {
+      const out = new BigInt64Array(size);
+      for (let i = 0; i < size; i++) out[i] = BigInt(Math.round(value.data[i] as number));
+      return new ort.Tensor('int64', out, value.dims);
+    }
+    default:
+      throw new Error(`unsupported input tensor type ${type}`);
+  }
+}
+
+function fromOrtTensor(tensor: ort.Tensor): HostTensor {
+  const dims = [...tensor.dims];
+  switch (tensor.type) {
+    case 'float32':
+      return { data: tensor.data as Float32Array, dims };
+    case 'float16': {
+      const data = tensor.data as unknown;
+      // Newer Node versions hand back Float16Array; Node 20 gives the raw IEEE half bits.
+      if (data instanceof Uint16Array) return { data: float16BitsToFloat32(data), dims };
+      return { data: Float32Array.from(data as ArrayLike<number>), dims };
+    }
+    default:
+      return { data: Float32Array.from(tensor.data as ArrayLike<number>, Number), dims };
+  }
+}
+
+/** One ONNX graph, loaded once and reused for every request. */
+export class OnnxModel {
+  readonly inputs: IoInfo[];
+  readonly outputs: IoInfo[];
+
+  private constructor(
+    private readonly session: ort.InferenceSession,
+    readonly path: string,
+    readonly provider: ExecutionProvider,
+    private readonly clock: OnnxClock,
+  ) {
+    this.inputs = ioInfo(session.inputMetadata);
+    this.outputs = ioInfo(session.outputMetadata);
+  }
+
+  /**
+   * Creates the session on the first provider of the priority list that loads. Without `fallback` the
+   * first failure is final, since silently running a GPU deployment on the CPU is rarely wanted.
+   */
+  static async load(path: string, options: RuntimeOptions, clock: OnnxClock): Promise<OnnxModel> {
+    if (!existsSync(path)) throw new PipelineError('invalid_model', `model file missing: ${path}`);
+    const providers = options.providers?.length ? options.providers : (['cpu'] as ExecutionProvider[]);
+    const warn = options.warn ?? ((m: string) => console.warn(m));
+    const failures: string[] = [];
+    for (let i = 0; i < providers.length; i++) {
+      const provider = providers[i];
+      try {
+        const session = await ort.InferenceSession.create(path, {
+          executionProviders: [provider],
+          graphOptimizationLevel: 'all',
+          ...(options.threads ? { intraOpNumThreads: options.threads, interOpNumThreads: 1 } : {}),
+        });
+        if (failures.length) warn(`execution provider fallback for ${path}: using ${provider} (${failures.join('; ')})`);
+        return new OnnxModel(session, path, provider, clock);
+      } catch (err) {
+        const reason = err instanceof Error ? err.message.split('\n')[0] : String(err);
+        if (/protobuf|parse|invalid model|load model/i.test(reason) && !/provider|execution/i.test(reason)) {
+          throw new PipelineError('invalid_model', `malformed ONNX graph ${path}: ${reason}`);
+        }
+        failures.push(`${provider} unavailable: ${reason}`);
+        const last = i === providers.length - 1;
+        if (!options.fallback || last) {
+          throw new PipelineError(
+            'provider_unavailable',
+            `execution provider ${provider} could not load ${path}: ${reason}` +
+              (options.fallback ? '' : ' (set fallback to try the next provider)'),
+          );
+        }
+      }
+    }
+    throw new PipelineError('provider_unavailable', `no execution provider could load ${path}`);
+  }
+
+  input(name: string): IoInfo | undefined {
+    return this.inputs.find((i) => i.name === name);
+  }
+
+  output(name: string): IoInfo | undefined {
+    return this.outputs.find((o) => o.name === name);
+  }
+
+  /** Runs the graph; inputs are converted to the dtypes the graph declares. */
+  async run(feeds: Record<string, FeedValue>, outputNames?: string[]): Promise<Record<string, HostTensor>> {
+    const ortFeeds: Record<string, ort.Tensor> = {};
+    for (const [name, value] of Object.entries(feeds)) {
+      const info = this.input(name);
+      if (!info) throw new Error(`${this.path} has no input named ${name}`);
+      ortFeeds[name] = toOrtTensor(value, info.type);
+    }
+    const started = performance.now();
+    const results = outputNames ? await this.session.run(ortFeeds, outputNames) : await this.session.run(ortFeeds);
+    this.clock.ms += performance.now() - started;
+    const out: Record<string, HostTensor> = {};
+    for (const [name, tensor] of Object.entries(results)) out[name] = fromOrtTensor(tensor as ort.Tensor);
+    return out;
+  }
+
+  async dispose(): Promise<void> {
+    await this.session.release();
+  }
+}

@@ -1,0 +1,89 @@
+/** A Stability-style prompt: positive weights condition the image, negative weights form the negative prompt. */
+export interface WeightedPrompt {
+  text: string;
+  /** Default 1. Negative = negative prompt. */
+  weight?: number;
+}
+
+export type OutputFormat = 'png' | 'jpeg' | 'webp';
+
+/** Which pixels of a masking request are repainted. */
+export type MaskSource = 'MASK_IMAGE_WHITE' | 'MASK_IMAGE_BLACK' | 'INIT_IMAGE_ALPHA';
+
+export interface ProgressEvent {
+  step: number;
+  total: number;
+  elapsedMs: number;
+}
+
+export interface GenerateRequest {
+  prompts: WeightedPrompt[];
+  /** Default: the engine's native size (unet sample_size x VAE scale factor). */
+  width?: number;
+  height?: number;
+  /** Default 30. */
+  steps?: number;
+  /** Default 7. Guidance is off when <= 1. */
+  cfgScale?: number;
+  /** Images in one batch. Default 1. */
+  samples?: number;
+  /** 0 or undefined = random; sample i uses seed + i. */
+  seed?: number;
+  /** Stability sampler name (K_EULER, DDIM, ...). Default: the model's own scheduler_config.json. */
+  sampler?: string;
+  /** Encoded image (PNG/JPEG/WebP) for image-to-image and masking. */
+  initImage?: Buffer;
+  /** Fraction of the init image kept (Stability's image_strength). Default 0.35. */
+  imageStrength?: number;
+  /** Encoded mask image; with maskSource selects masking mode. */
+  maskImage?: Buffer;
+  maskSource?: MaskSource;
+  /** Default png. */
+  outputFormat?: OutputFormat;
+  /** Engine id written into the PNG parameters chunk. */
+  engineId?: string;
+  onProgress?: (p: ProgressEvent) => void;
+  signal?: AbortSignal;
+}
+
+export type FinishReason = 'SUCCESS' | 'ERROR' | 'CONTENT_FILTERED';
+
+export interface GeneratedImage {
+  data: Buffer;
+  seed: number;
+  contentType: string;
+  width: number;
+  height: number;
+  finishReason: FinishReason;
+}
+
+export interface GenerateResult {
+  images: GeneratedImage[];
+  /** Prompt tokens dropped because they did not fit the text encoder's window. */
+  truncatedTokens: number;
+  timings: { totalMs: number; onnxMs: number };
+}
+
+export interface UpscaleRequest {
+  image: Buffer;
+  /** Target width or height (not both); default = native scale. */
+  width?: number;
+  height?: number;
+  outputFormat?: OutputFormat;
+  onProgress?: (p: ProgressEvent) => void;
+  signal?: AbortSignal;
+}
+
+/** Execution providers, in priority order. */
+export type ExecutionProvider = 'cpu' | 'cuda' | 'tensorrt' | 'webgpu';
+
+export interface RuntimeOptions {
+  /** Default ['cpu']. */
+  providers?: ExecutionProvider[];
+  /** When a provider cannot load, try the next one (with a warning) instead of failing. Default false. */
+  fallback?: boolean;
+  /** onnxruntime intra-op threads; default: onnxruntime's choice. */
+  threads?: number;
+  /** Called with warnings (provider fallback). Default console.warn. */
+  warn?: (message: string) => void;
+}
