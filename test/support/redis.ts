@@ -1,0 +1,119 @@
+/**
+ * Redis for tests. Uses REDIS_URL when set; otherwise starts a private `redis-server` on a free port in
+ * a temporary folder (never the system Redis on 6379, which may hold someone's data). Each test file
+ * gets its own key prefix and removes its keys afterwards.
+ */
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Redis } from 'ioredis';
+
+export interface TestRedis {
+  url: string;
+  /** A key prefix of this test file's own. */
+  prefix: string;
+  /** Only for a private server: stop it (the port stays reserved for restart()). */
+  stop(): Promise<void>;
+  restart(): Promise<void>;
+  /** Removes this file's keys and stops a private server. */
+  close(): Promise<void>;
+}
+
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as { port: number };
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+function hasRedisServer(): boolean {
+  return spawnSync('redis-server', ['--version'], { stdio: 'ignore' }).status === 0;
+}
+
+async function waitForPing(url: string, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const client = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
+    client.on('error', () => {});
+    try {
+      await client.connect();
+      await client.ping();
+      client.disconnect();
+      return;
+    } catch (err) {
+      client.disconnect();
+      if (Date.now() > deadline) throw new Error(`redis at ${url} did not answer: ${(err as Error).message}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+}
+
+/**
+ * @param opts.private start a private server even when REDIS_URL is set (tests that stop Redis).
+ */
+export async function startTestRedis(opts: { private?: boolean } = {}): Promise<TestRedis> {
+  const prefix = `t${randomUUID().slice(0, 8)}`;
+  const cleanup = async (url: string) => {
+    const client = new Redis(url, { maxRetriesPerRequest: 1 });
+    try {
+      let cursor = '0';
+      do {
+        const [next, keys] = await client.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 1000);
+        if (keys.length) await client.unlink(...keys);
+        cursor = next;
+      } while (cursor !== '0');
+    } finally {
+      client.disconnect();
+    }
+  };
+
+  if (process.env.REDIS_URL && !opts.private) {
+    const url = process.env.REDIS_URL;
+    await waitForPing(url);
+    const unsupported = async () => {
+      throw new Error('cannot stop a Redis given by REDIS_URL; use startTestRedis({ private: true })');
+    };
+    return { url, prefix, stop: unsupported, restart: unsupported, close: () => cleanup(url) };
+  }
+
+  if (!hasRedisServer()) {
+    throw new Error('tests need Redis: set REDIS_URL, or install redis-server (apt-get install redis-server) so a private one can be started');
+  }
+  const port = await freePort();
+  const dir = mkdtempSync(join(tmpdir(), 'sdq-redis-'));
+  const url = `redis://127.0.0.1:${port}`;
+  let child: ChildProcess | undefined;
+  const start = async () => {
+    child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--save', '', '--appendonly', 'no'], {
+      stdio: 'ignore',
+    });
+    await waitForPing(url);
+  };
+  const stop = async () => {
+    const c = child;
+    child = undefined;
+    if (!c || c.exitCode !== null) return;
+    await new Promise<void>((resolve) => {
+      c.once('exit', () => resolve());
+      c.kill('SIGKILL');
+    });
+  };
+  await start();
+  return {
+    url,
+    prefix,
+    stop,
+    restart: start,
+    close: async () => {
+      await stop();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
