@@ -1,0 +1,146 @@
+/**
+ * Wiring: createApp builds the Express app from its parts; startServer makes the parts from a Config,
+ * listens, runs the sweeper, and returns a close function (tests start the API in-process with it).
+ */
+import { randomUUID } from 'node:crypto';
+import type { AddressInfo } from 'node:net';
+import express, { type Express, type RequestHandler } from 'express';
+import { pinoHttp } from 'pino-http';
+import type { Logger } from 'pino';
+import { discoverEngines, type EngineInfo } from '@sdq/pipeline/engines';
+import { queueNameForEngine, ServiceError, type Storage } from '@sdq/contracts';
+import { createStorage } from '@sdq/storage';
+import { requireAdmin, requireApiKey } from './auth';
+import type { Config } from './config';
+import { errorHandler, notFound } from './errors';
+import { generationRoutes } from './generation.routes';
+import { JobsService } from './jobs.service';
+import { createLogger } from './logger';
+import { buildOpenApi } from './openapi';
+import { JobQueue } from './queue';
+import { adminRoutes, artifactRoutes, engineRoutes, healthRoutes, jobRoutes } from './routes';
+import { Store } from './store';
+
+export interface AppDeps {
+  config: Config;
+  logger: Logger;
+  store: Store;
+  queue: JobQueue;
+  storage: Storage;
+  engines: Map<string, EngineInfo>;
+  jobs: JobsService;
+}
+
+/** While Redis is down, answer 503 at once instead of waiting on a dead connection. */
+function requireRedis(store: Store): RequestHandler {
+  return (_req, _res, next) =>
+    next(store.ready ? undefined : new ServiceError('service_unavailable', 'the job store (Redis) is unreachable; retry shortly'));
+}
+
+export function createApp(deps: AppDeps): Express {
+  const { config, logger, store, storage, engines, jobs } = deps;
+  const app = express();
+  app.disable('x-powered-by');
+  app.set('trust proxy', false);
+  app.use(
+    pinoHttp({
+      logger,
+      genReqId: (req, res) => {
+        const id = randomUUID();
+        res.setHeader('X-Request-Id', id);
+        return id;
+      },
+      customLogLevel: (_req, res, err) => (err || res.statusCode >= 500 ? 'error' : res.statusCode >= 400 ? 'info' : 'info'),
+    }),
+  );
+  const openapi = buildOpenApi(config.publicUrl);
+  app.get('/openapi.json', (_req, res) => {
+    res.json(openapi);
+  });
+  app.use(healthRoutes(store, storage));
+  app.use(artifactRoutes(storage, config));
+  app.use('/v1', requireRedis(store));
+  app.use('/v1/admin', requireAdmin(config.adminToken), adminRoutes(store));
+  app.use('/v1', requireApiKey(store));
+  app.use(engineRoutes(engines));
+  app.use(generationRoutes({ config, engines, jobs }));
+  app.use(jobRoutes(jobs));
+  app.use(notFound);
+  app.use(errorHandler);
+  return app;
+}
+
+export interface RunningServer {
+  url: string;
+  port: number;
+  deps: AppDeps;
+  close(): Promise<void>;
+}
+
+/** Engines under MODELS_DIR whose ids can name a queue. */
+export function loadEngines(modelsDir: string, logger: Logger): Map<string, EngineInfo> {
+  const engines = new Map<string, EngineInfo>();
+  for (const engine of discoverEngines(modelsDir)) {
+    try {
+      queueNameForEngine(engine.id);
+      engines.set(engine.id, engine);
+    } catch (err) {
+      logger.warn({ engine: engine.id }, (err as Error).message);
+    }
+  }
+  return engines;
+}
+
+export async function startServer(config: Config, opts: { logger?: Logger } = {}): Promise<RunningServer> {
+  const logger = opts.logger ?? createLogger(config);
+  const engines = loadEngines(config.modelsDir, logger);
+  const store = new Store(config.redisUrl, config.queuePrefix, config.redisTimeoutMs);
+  store.redis.on('error', (err) => logger.debug({ err: err.message }, 'redis connection error'));
+  let redisWasReady = false;
+  store.redis.on('ready', () => {
+    if (redisWasReady) logger.info('redis connection restored');
+    redisWasReady = true;
+  });
+  store.redis.on('close', () => redisWasReady && logger.warn('redis connection lost; answering 503 until it returns'));
+  const queue = new JobQueue({ redisUrl: config.redisUrl, prefix: config.queuePrefix, engines: [...engines.keys()], timeoutMs: config.redisTimeoutMs, logger, redis: store.redis });
+  const storage = createStorage(
+    's3' in config.storage ? { s3: config.storage.s3 } : { local: { ...config.storage.local, publicUrl: config.publicUrl } },
+  );
+  const jobs = new JobsService({ config, store, queue, storage, logger });
+  const deps: AppDeps = { config, logger, store, queue, storage, engines, jobs };
+  const app = createApp(deps);
+
+  const server = app.listen(config.port, config.host);
+  await new Promise<void>((resolve, reject) => {
+    server.once('listening', resolve);
+    server.once('error', reject);
+  });
+  const port = (server.address() as AddressInfo).port;
+
+  // The sweeper: one API process at a time (a lease), removing jobs whose retention has passed.
+  const sweep = async () => {
+    if (!store.ready) return;
+    try {
+      if (await store.takeLease('sweeper', config.sweepInterval * 1000)) await jobs.sweep();
+    } catch (err) {
+      logger.warn({ err: (err as Error).message }, 'sweep failed; retrying next interval');
+    }
+  };
+  const sweeper = setInterval(sweep, config.sweepInterval * 1000);
+  sweeper.unref();
+
+  logger.info({ port, engines: [...engines.keys()], storage: storage.kind }, 'sdq api listening');
+  return {
+    url: `http://127.0.0.1:${port}`,
+    port,
+    deps,
+    close: async () => {
+      clearInterval(sweeper);
+      server.closeAllConnections();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+      await queue.close().catch(() => {});
+      await store.close();
+      await storage.close?.();
+    },
+  };
+}

@@ -1,0 +1,238 @@
+/**
+ * Stability v1 generation endpoints: validate, enqueue, then answer as Stability does (sync), or with
+ * the job object (`Prefer: respond-async`, `Prefer: wait=N`, or a sync wait that ran out).
+ */
+import express, { type Request, type Response, Router } from 'express';
+import type { z } from 'zod';
+import type { EngineInfo } from '@sdq/pipeline/engines';
+import {
+  CONTENT_TYPES,
+  errorNameForField,
+  type GenerationParams,
+  ImageToImageRequest,
+  MaskingRequest,
+  type OutputFormat,
+  ServiceError,
+  STYLE_PRESETS,
+  TERMINAL_STATUSES,
+  TextToImageRequest,
+  UpscaleRequest,
+} from '@sdq/contracts';
+import type { Config } from './config';
+import type { JobInputs, JobsService, NewJob } from './jobs.service';
+import type { JobRecord } from './store';
+import { type CheckedImage, multipart, parseFormFields, readImage } from './uploads';
+
+const ACCEPTABLE = ['application/json', 'image/png', 'image/jpeg', 'image/webp'];
+
+/** What the client asked to receive: JSON (default) or the bytes of one image. */
+export function negotiate(req: Request): { json: boolean; format: OutputFormat } {
+  const type = req.accepts(ACCEPTABLE);
+  if (!type) throw new ServiceError('invalid_accept', `Accept: none of ${ACCEPTABLE.join(', ')} is acceptable (got ${req.headers.accept})`);
+  if (type === 'application/json') return { json: true, format: 'png' };
+  return { json: false, format: type.slice('image/'.length) as OutputFormat };
+}
+
+/** `Prefer: respond-async` and `Prefer: wait=N` (RFC 7240); N is kept within 1-60 s. */
+export function parsePrefer(header: string | undefined): { async: boolean; wait?: number } {
+  const prefs = (header ?? '').split(',').map((p) => p.trim().toLowerCase());
+  const waitPref = prefs.find((p) => p.startsWith('wait='));
+  const wait = waitPref ? Number(waitPref.slice(5)) : undefined;
+  return {
+    async: prefs.includes('respond-async'),
+    wait: wait === undefined || !Number.isFinite(wait) ? undefined : Math.min(60, Math.max(1, Math.floor(wait))),
+  };
+}
+
+function validate<S extends z.ZodType>(schema: S, body: unknown): z.infer<S> {
+  const parsed = schema.safeParse(body ?? {});
+  if (parsed.success) return parsed.data;
+  const issue = parsed.error.issues[0];
+  const path = issue.path.length ? issue.path.map((p) => (typeof p === 'number' ? `[${p}]` : `.${String(p)}`)).join('').replace(/^\./, '') : 'body';
+  throw new ServiceError(errorNameForField(issue.path[0] as string | undefined), `${path}: ${issue.message}`);
+}
+
+function checkSize(width: number, height: number, maxPixels: number): void {
+  if (width * height > maxPixels) {
+    throw new ServiceError('invalid_pixel_count', `width x height: ${width}x${height} = ${width * height} pixels is over the maximum of ${maxPixels}`);
+  }
+}
+
+/** An init image decides the output size when width/height are not given: it must then be valid. */
+function sizeFromImage(image: CheckedImage, maxPixels: number): { width: number; height: number } {
+  const { width, height } = image;
+  if (width % 64 !== 0 || height % 64 !== 0 || width < 128 || height < 128) {
+    throw new ServiceError('invalid_image_dimensions', `init_image: ${width}x${height} must be multiples of 64 and at least 128 (or give width and height)`);
+  }
+  if (width * height > maxPixels) {
+    throw new ServiceError('invalid_image_dimensions', `init_image: ${width}x${height} is over the maximum of ${maxPixels} pixels`);
+  }
+  return { width, height };
+}
+
+function applyStyle(prompts: { text: string; weight?: number }[], style?: string): { text: string; weight?: number }[] {
+  if (!style) return prompts;
+  const suffix = STYLE_PRESETS[style as keyof typeof STYLE_PRESETS];
+  return prompts.map((p) => ((p.weight ?? 1) > 0 ? { ...p, text: `${p.text}, ${suffix}` } : p));
+}
+
+function requireFile(image: CheckedImage | undefined, field: string): CheckedImage {
+  if (!image) throw new ServiceError('bad_request', `${field}: is required`);
+  return image;
+}
+
+type Kind = NewJob['kind'];
+
+export function generationRoutes(deps: { config: Config; engines: Map<string, EngineInfo>; jobs: JobsService }): Router {
+  const { config, engines, jobs } = deps;
+  const router = Router();
+
+  const engineFor = (req: Request, kind: Kind): EngineInfo => {
+    const engine = engines.get(String(req.params.engine_id));
+    if (!engine) throw new ServiceError('not_found', `engine ${req.params.engine_id} not found (GET /v1/engines/list lists them)`);
+    const wanted = kind === 'upscale' ? 'upscale' : 'generation';
+    if (engine.kind !== wanted) throw new ServiceError('bad_request', `engine ${engine.id} is a ${engine.kind} engine and cannot serve ${kind}`);
+    return engine;
+  };
+
+  /** Builds the job from the request; everything the client got wrong is thrown here, before any storage. */
+  const build = async (req: Request, kind: Kind, engine: EngineInfo, format: OutputFormat): Promise<{ job: NewJob; inputs: JobInputs; samples: number }> => {
+    if (kind === 'text-to-image') {
+      if (!req.is('application/json')) throw new ServiceError('invalid_mime_type', `body: this endpoint takes application/json (got ${req.headers['content-type'] ?? 'no Content-Type'})`);
+      const body = validate(TextToImageRequest, req.body);
+      const width = body.width ?? engine.nativeWidth ?? 512;
+      const height = body.height ?? engine.nativeHeight ?? 512;
+      checkSize(width, height, config.maxPixels);
+      return { job: { kind, params: generationParams(body, width, height, format) }, inputs: {}, samples: body.samples };
+    }
+    const fields = parseFormFields(req.body as Record<string, unknown>);
+    if (kind === 'upscale') {
+      const image = requireFile(await readImage(req, 'image'), 'image');
+      const body = validate(UpscaleRequest, { ...fields, image: image.data });
+      if (body.width !== undefined && body.height !== undefined) throw new ServiceError('invalid_height_or_width', 'width, height: give one of them, not both');
+      if (image.width * image.height > config.maxPixels) {
+        throw new ServiceError('invalid_image_dimensions', `image: ${image.width}x${image.height} is over the maximum of ${config.maxPixels} pixels`);
+      }
+      const scale = engine.scale ?? 2;
+      const outW = body.width ?? (body.height ? Math.round((image.width * body.height) / image.height) : image.width * scale);
+      const outH = body.height ?? Math.round((image.height * outW) / image.width);
+      if (outW * outH > config.maxPixels * 4) {
+        throw new ServiceError('invalid_pixel_count', `output: ${outW}x${outH} is over the upscale maximum of ${config.maxPixels * 4} pixels`);
+      }
+      return { job: { kind, params: { width: body.width, height: body.height, outputFormat: format } }, inputs: { image }, samples: 1 };
+    }
+    const init = requireFile(await readImage(req, 'init_image'), 'init_image');
+    const mask = kind === 'masking' ? await readImage(req, 'mask_image') : undefined;
+    const body =
+      kind === 'masking'
+        ? validate(MaskingRequest, { ...fields, init_image: init.data, mask_image: mask?.data })
+        : validate(ImageToImageRequest, { ...fields, init_image: init.data });
+    if (body.width === undefined !== (body.height === undefined)) {
+      throw new ServiceError('invalid_height_or_width', 'width, height: give both or neither (neither = the init image\'s size)');
+    }
+    const size = body.width && body.height ? { width: body.width, height: body.height } : sizeFromImage(init, config.maxPixels);
+    checkSize(size.width, size.height, config.maxPixels);
+    const params = generationParams(body, size.width, size.height, format);
+    if ('init_image_mode' in body) {
+      params.imageStrength = body.init_image_mode === 'STEP_SCHEDULE' ? 1 - body.step_schedule_start : body.image_strength;
+    }
+    if ('mask_source' in body) {
+      params.maskSource = body.mask_source;
+      if (body.mask_source === 'INIT_IMAGE_ALPHA') {
+        if (!init.hasAlpha) throw new ServiceError('invalid_mask_image', 'init_image: has no alpha channel, which mask_source INIT_IMAGE_ALPHA needs');
+      } else {
+        if (!mask) throw new ServiceError('invalid_mask_image', `mask_image: is required with mask_source ${body.mask_source}`);
+        if (mask.width !== init.width || mask.height !== init.height) {
+          throw new ServiceError('invalid_mask_image', `mask_image: is ${mask.width}x${mask.height}, expected the init image's ${init.width}x${init.height}`);
+        }
+      }
+    }
+    return { job: { kind, params }, inputs: { initImage: init, maskImage: mask }, samples: body.samples };
+  };
+
+  const handle = (kind: Kind) => async (req: Request, res: Response) => {
+    const engine = engineFor(req, kind);
+    const accept = negotiate(req);
+    const prefer = parsePrefer(req.get('prefer'));
+    const { job, inputs, samples } = await build(req, kind, engine, accept.format);
+    if (!accept.json && samples > 1) {
+      throw new ServiceError('invalid_samples', `samples: ${samples} images cannot be sent as ${req.headers.accept}; ask for application/json or samples=1`);
+    }
+    const record = await jobs.create(req.accountId!, engine.id, job, inputs);
+    req.log = req.log.child({ job_id: record.id });
+
+    if (prefer.async || prefer.wait !== undefined) {
+      const snapshot = prefer.wait !== undefined ? await jobs.waitForEnd(record, prefer.wait * 1000) : undefined;
+      const object = await jobs.describe(record, snapshot);
+      res.set('Preference-Applied', prefer.wait !== undefined ? `wait=${prefer.wait}` : 'respond-async');
+      res.set('Location', object.urls.self);
+      res.status(TERMINAL_STATUSES.has(object.status) ? 200 : 202).json(object);
+      return;
+    }
+    const snapshot = await jobs.waitForEnd(record, config.syncWait * 1000);
+    await answerStability(res, jobs, record, snapshot, accept);
+  };
+
+  const wrap = (fn: (req: Request, res: Response) => Promise<void>) => (req: Request, res: Response, next: (err?: unknown) => void) => {
+    fn(req, res).catch(next);
+  };
+
+  const json = express.json({ limit: '1mb' });
+  const form = multipart(config.maxUploadBytes);
+  router.post('/v1/generation/:engine_id/text-to-image', json, wrap(handle('text-to-image')));
+  router.post('/v1/generation/:engine_id/image-to-image', form, wrap(handle('image-to-image')));
+  router.post('/v1/generation/:engine_id/image-to-image/masking', form, wrap(handle('masking')));
+  router.post('/v1/generation/:engine_id/image-to-image/upscale', form, wrap(handle('upscale')));
+  return router;
+}
+
+function generationParams(
+  body: z.infer<typeof TextToImageRequest>,
+  width: number,
+  height: number,
+  outputFormat: OutputFormat,
+): GenerationParams {
+  return {
+    prompts: applyStyle(body.text_prompts, body.style_preset),
+    width,
+    height,
+    steps: body.steps,
+    cfgScale: body.cfg_scale,
+    samples: body.samples,
+    seed: body.seed,
+    sampler: body.sampler,
+    outputFormat,
+    stylePreset: body.style_preset,
+  };
+}
+
+/** A finished sync request, answered as Stability does; an unfinished one gets the job object (202). */
+async function answerStability(
+  res: Response,
+  jobs: JobsService,
+  record: JobRecord,
+  snapshot: Awaited<ReturnType<JobsService['waitForEnd']>>,
+  accept: { json: boolean; format: OutputFormat },
+): Promise<void> {
+  const object = await jobs.describe(record, snapshot);
+  if (!TERMINAL_STATUSES.has(object.status)) {
+    res.set('Location', object.urls.self).status(202).json(object);
+    return;
+  }
+  if (object.status === 'canceled') throw new ServiceError('canceled', `job ${record.id} was canceled`);
+  if (object.status === 'failed') {
+    const { name, message } = object.error!;
+    if (name === 'internal_error') throw new Error(`job ${record.id} failed: ${message}`);
+    throw new ServiceError(name as ConstructorParameters<typeof ServiceError>[0], message);
+  }
+  const stored = snapshot!.result!.artifacts;
+  const images = await Promise.all(stored.map((a) => jobs.readArtifact(a.key)));
+  if (accept.json) {
+    res.json({ artifacts: stored.map((a, i) => ({ base64: images[i].toString('base64'), seed: a.seed, finishReason: a.finish_reason })) });
+    return;
+  }
+  res
+    .status(200)
+    .set({ 'Content-Type': stored[0].content_type || CONTENT_TYPES[accept.format], Seed: String(stored[0].seed), 'Finish-Reason': stored[0].finish_reason })
+    .send(images[0]);
+}

@@ -1,0 +1,210 @@
+/**
+ * Jobs: creation (uploads to storage, record, enqueue), the public job object, waiting, listing,
+ * cancellation and expiry. Routes call this; this calls the store, the queue and storage.
+ */
+import { randomUUID } from 'node:crypto';
+import type { Logger } from 'pino';
+import {
+  type GenerationParams,
+  inputKey,
+  jobKeyPrefixes,
+  type JobKind,
+  type JobObject,
+  type JobPayload,
+  type JobStatus,
+  parseFailedReason,
+  ServiceError,
+  type Storage,
+  TERMINAL_STATUSES,
+  type UpscaleParams,
+} from '@sdq/contracts';
+import type { Config } from './config';
+import type { JobQueue, QueueJobSnapshot } from './queue';
+import type { JobRecord, Store } from './store';
+
+export interface JobInputs {
+  initImage?: { data: Buffer; contentType: string };
+  maskImage?: { data: Buffer; contentType: string };
+  image?: { data: Buffer; contentType: string };
+}
+
+export type NewJob =
+  | { kind: 'text-to-image' | 'image-to-image' | 'masking'; params: GenerationParams }
+  | { kind: 'upscale'; params: UpscaleParams };
+
+const iso = (ms: number | undefined | null) => (ms ? new Date(ms).toISOString() : null);
+
+export class JobsService {
+  constructor(
+    private readonly deps: { config: Config; store: Store; queue: JobQueue; storage: Storage; logger: Logger },
+  ) {}
+
+  async create(accountId: string, engineId: string, job: NewJob, inputs: JobInputs): Promise<JobRecord> {
+    const { store, queue, storage, config } = this.deps;
+    const id = randomUUID();
+    const createdAt = Date.now();
+    // Uploads go to storage first: the payload only names their keys.
+    const keys: Record<string, string> = {};
+    const uploads: [keyof JobInputs, 'init_image' | 'mask_image' | 'image'][] = [
+      ['initImage', 'init_image'],
+      ['maskImage', 'mask_image'],
+      ['image', 'image'],
+    ];
+    for (const [name, field] of uploads) {
+      const input = inputs[name];
+      if (!input) continue;
+      keys[name] = inputKey(id, field);
+      await storage.put(keys[name], input.data, input.contentType);
+    }
+    const common = { version: 1 as const, jobId: id, accountId, engineId, createdAt };
+    const payload = { ...common, ...job, ...(Object.keys(keys).length ? { inputs: keys } : {}) } as JobPayload;
+    const record: JobRecord = { id, account_id: accountId, engine: engineId, kind: job.kind, created_at: createdAt, seq: await store.nextJobSeq() };
+    // The record first, so that a worker's events always find a job the API knows.
+    await store.saveJob(record, createdAt + config.resultRetention * 1000);
+    await queue.add(payload);
+    this.deps.logger.info({ job_id: id, engine: engineId, kind: job.kind, account_id: accountId }, 'job queued');
+    return record;
+  }
+
+  /** The caller's own job; another account's is not found, not forbidden. */
+  async getOwn(accountId: string, id: string): Promise<JobRecord> {
+    const record = await this.deps.store.getJob(id);
+    if (!record || record.account_id !== accountId) throw new ServiceError('not_found', `job ${id} not found`);
+    return record;
+  }
+
+  async snapshot(record: JobRecord): Promise<QueueJobSnapshot | undefined> {
+    return this.deps.queue.snapshot(record.engine, record.id);
+  }
+
+  status(record: JobRecord, snapshot: QueueJobSnapshot | undefined): JobStatus {
+    if (!snapshot || snapshot.state === 'unknown') return record.canceled_at ? 'canceled' : 'failed';
+    switch (snapshot.state) {
+      case 'active':
+        return 'running';
+      case 'completed':
+        return 'succeeded';
+      case 'failed':
+        return parseFailedReason(snapshot.failedReason).name === 'canceled' ? 'canceled' : 'failed';
+      default:
+        return 'queued';
+    }
+  }
+
+  async describe(record: JobRecord, known?: QueueJobSnapshot): Promise<JobObject> {
+    const { config, storage, queue } = this.deps;
+    const snapshot = known ?? (await this.snapshot(record));
+    const status = this.status(record, snapshot);
+    const base = `${config.publicUrl}/v1/jobs/${record.id}`;
+    let error: JobObject['error'] = null;
+    if (status === 'failed') {
+      error = snapshot ? parseFailedReason(snapshot.failedReason) : { name: 'internal_error', message: 'the job is no longer in its queue' };
+    } else if (status === 'canceled') {
+      error = { name: 'canceled', message: 'the job was canceled' };
+    }
+    const artifacts =
+      status === 'succeeded' && snapshot?.result
+        ? await Promise.all(
+            snapshot.result.artifacts.map(async ({ key, ...rest }) => ({ url: await storage.signedUrl(key, config.artifactUrlExpiry), ...rest })),
+          )
+        : [];
+    return {
+      id: record.id,
+      status,
+      engine: record.engine,
+      kind: record.kind as JobKind,
+      created_at: iso(record.created_at)!,
+      started_at: iso(snapshot?.processedOn),
+      finished_at: TERMINAL_STATUSES.has(status) ? iso(snapshot?.finishedOn ?? record.canceled_at ?? Date.now()) : null,
+      queue_position: status === 'queued' ? await queue.position(record.engine, record.id) : null,
+      progress: snapshot?.progress ?? null,
+      artifacts,
+      error,
+      urls: { self: base, cancel: `${base}/cancel`, events: `${base}/events` },
+    };
+  }
+
+  /** Resolves when the job is finished or `ms` have passed; the snapshot it ended on. */
+  async waitForEnd(record: JobRecord, ms: number): Promise<QueueJobSnapshot | undefined> {
+    let stop = () => {};
+    const ended = new Promise<void>((resolve) => {
+      stop = this.deps.queue.subscribe(record.id, (event) => {
+        if (event.type === 'completed' || event.type === 'failed' || event.type === 'removed') resolve();
+      });
+    });
+    try {
+      // Subscribed before looking, so an end between the look and the wait is not missed.
+      const first = await this.snapshot(record);
+      if (TERMINAL_STATUSES.has(this.status(record, first)) || ms <= 0) return first;
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([ended, new Promise<void>((resolve) => (timer = setTimeout(resolve, ms)))]);
+      clearTimeout(timer);
+      return await this.snapshot(record);
+    } finally {
+      stop();
+    }
+  }
+
+  async list(accountId: string, limit: number, cursor?: string): Promise<{ data: JobObject[]; next_cursor: string | null }> {
+    let before: number | undefined;
+    if (cursor !== undefined) {
+      before = /^[A-Za-z0-9_-]+$/.test(cursor) ? Number(Buffer.from(cursor, 'base64url').toString()) : NaN;
+      if (!Number.isInteger(before) || before < 1) throw new ServiceError('bad_request', 'cursor: is not a cursor this API returned');
+    }
+    const { records, nextSeq } = await this.deps.store.listJobs(accountId, limit, before);
+    const data = await Promise.all(records.map((r) => this.describe(r)));
+    return { data, next_cursor: nextSeq === undefined ? null : Buffer.from(String(nextSeq)).toString('base64url') };
+  }
+
+  /** Queued: removed at once. Running: the worker is told to stop. Finished: 409. */
+  async cancel(record: JobRecord): Promise<JobObject> {
+    const { queue, store, logger } = this.deps;
+    const before = await this.snapshot(record);
+    const status = this.status(record, before);
+    if (TERMINAL_STATUSES.has(status)) throw new ServiceError('conflict', `job ${record.id} is already ${status}`);
+    if (await queue.removeIfWaiting(record.engine, record.id)) {
+      record.canceled_at = Date.now();
+      await store.updateJob(record.id, { canceled_at: record.canceled_at, cancel_requested_at: record.canceled_at });
+      logger.info({ job_id: record.id }, 'queued job canceled');
+      return this.describe(record, undefined);
+    }
+    record.cancel_requested_at = Date.now();
+    await store.updateJob(record.id, { cancel_requested_at: record.cancel_requested_at });
+    await queue.signalCancel(record.engine, record.id);
+    logger.info({ job_id: record.id }, 'running job asked to cancel');
+    return this.describe(record);
+  }
+
+  /** Listens to one job's queue events (SSE); returns the function that stops listening. */
+  subscribe(jobId: string, listener: Parameters<JobQueue['subscribe']>[1]): () => void {
+    return this.deps.queue.subscribe(jobId, listener);
+  }
+
+  /** The bytes of a stored image, for Stability-style answers (held only for the request). */
+  readArtifact(key: string): Promise<Buffer> {
+    return this.deps.storage.get(key);
+  }
+
+  /** Removes jobs whose retention has passed, with their stored objects; returns how many. */
+  async sweep(now = Date.now()): Promise<number> {
+    const { store, queue, storage, config, logger } = this.deps;
+    let removed = 0;
+    for (const id of await store.jobsDueForExpiry(now, 100)) {
+      const record = await store.getJob(id);
+      if (record) {
+        const status = this.status(record, await this.snapshot(record));
+        // A job still queued or running keeps its record until it has finished and aged.
+        if (!TERMINAL_STATUSES.has(status)) {
+          await store.postponeExpiry(id, now + config.resultRetention * 1000);
+          continue;
+        }
+        for (const prefix of jobKeyPrefixes(id)) await storage.deletePrefix(prefix);
+        await queue.remove(record.engine, id);
+      }
+      await store.deleteJob(id);
+      removed++;
+      logger.info({ job_id: id }, 'job expired and removed');
+    }
+    return removed;
+  }
+}

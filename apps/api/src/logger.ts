@@ -1,0 +1,26 @@
+import { pino, type Logger } from 'pino';
+import type { Config } from './config';
+
+/** Paths whose values never reach a log line: credentials in headers and bodies. */
+export const REDACT_PATHS = [
+  'req.headers.authorization',
+  'req.headers.cookie',
+  'req.headers["x-api-key"]',
+  'res.headers["set-cookie"]',
+  'api_key',
+  '*.api_key',
+  'apiKey',
+  '*.apiKey',
+  'secret',
+  '*.secret',
+  'token',
+  '*.token',
+  'adminToken',
+  '*.adminToken',
+  'password',
+  '*.password',
+];
+
+export function createLogger(config: Pick<Config, 'logLevel'>, destination?: pino.DestinationStream): Logger {
+  return pino({ level: config.logLevel, base: { service: 'sdq-api' }, redact: { paths: REDACT_PATHS, censor: '[redacted]' } }, destination);
+}

@@ -1,0 +1,203 @@
+/** The OpenAPI 3.1 document, generated from the same zod schemas that validate requests. */
+import { z } from 'zod';
+import {
+  CreateAccountRequest,
+  ERROR_CATALOGUE,
+  ERROR_NAMES,
+  ImageToImageRequest,
+  JobObject,
+  MaskingRequest,
+  TextToImageRequest,
+  UpscaleRequest,
+} from '@sdq/contracts';
+
+type JsonSchema = Record<string, unknown>;
+
+/** JSON Schema of one zod schema; named sub-schemas move to components. */
+function schemaOf(schema: z.ZodType, components: Record<string, JsonSchema>, io: 'input' | 'output'): JsonSchema {
+  const json = z.toJSONSchema(schema, { io, unrepresentable: 'any', target: 'draft-2020-12' }) as JsonSchema;
+  const text = JSON.stringify(json).replaceAll('"#/$defs/', '"#/components/schemas/');
+  const { $schema: _, $defs, ...rest } = JSON.parse(text) as JsonSchema & { $defs?: Record<string, JsonSchema> };
+  Object.assign(components, $defs ?? {});
+  return rest;
+}
+
+export function buildOpenApi(publicUrl: string): Record<string, unknown> {
+  const schemas: Record<string, JsonSchema> = {};
+  schemas.Error = {
+    type: 'object',
+    required: ['id', 'name', 'message'],
+    properties: { id: { type: 'string' }, name: { type: 'string', enum: ERROR_NAMES }, message: { type: 'string' } },
+  };
+  const job = schemaOf(JobObject, schemas, 'output');
+  const t2i = schemaOf(TextToImageRequest, schemas, 'input');
+  const i2i = schemaOf(ImageToImageRequest, schemas, 'input');
+  const masking = schemaOf(MaskingRequest, schemas, 'input');
+  const upscale = schemaOf(UpscaleRequest, schemas, 'input');
+  const account = schemaOf(CreateAccountRequest, schemas, 'input');
+
+  const errorResponses = (names: (keyof typeof ERROR_CATALOGUE)[]) => {
+    const byStatus: Record<string, string[]> = {};
+    for (const n of names) (byStatus[ERROR_CATALOGUE[n].status] ??= []).push(n);
+    return Object.fromEntries(
+      Object.entries(byStatus).map(([status, ns]) => [
+        status,
+        { description: ns.join(', '), content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } } },
+      ]),
+    );
+  };
+  const common = errorResponses(['unauthorized', 'service_unavailable', 'internal_error']);
+  const generationResponses = {
+    '200': {
+      description: 'Finished: Stability artifacts (JSON) or one image (image Accept) with Seed and Finish-Reason headers',
+      headers: { Seed: { schema: { type: 'integer' } }, 'Finish-Reason': { schema: { type: 'string' } } },
+      content: {
+        'application/json': {
+          schema: {
+            type: 'object',
+            properties: {
+              artifacts: {
+                type: 'array',
+                items: {
+                  type: 'object',
+                  properties: { base64: { type: 'string' }, seed: { type: 'integer' }, finishReason: { type: 'string', enum: ['SUCCESS', 'ERROR', 'CONTENT_FILTERED'] } },
+                },
+              },
+            },
+          },
+        },
+        'image/png': { schema: { type: 'string', contentMediaType: 'image/png' } },
+        'image/jpeg': { schema: { type: 'string', contentMediaType: 'image/jpeg' } },
+        'image/webp': { schema: { type: 'string', contentMediaType: 'image/webp' } },
+      },
+    },
+    '202': { description: 'Not finished (Prefer: respond-async, Prefer: wait=N, or the sync wait ran out): the job', content: { 'application/json': { schema: job } } },
+    ...errorResponses([
+      'bad_request',
+      'invalid_samples',
+      'invalid_height_or_width',
+      'invalid_pixel_count',
+      'invalid_prompts',
+      'invalid_sampler',
+      'invalid_file_size',
+      'invalid_mime_type',
+      'invalid_image_dimensions',
+      'invalid_mask_image',
+      'not_found',
+      'invalid_accept',
+      'canceled',
+    ]),
+    ...common,
+  };
+  const engineParam = { name: 'engine_id', in: 'path', required: true, schema: { type: 'string' } };
+  const jobParam = { name: 'id', in: 'path', required: true, schema: { type: 'string' } };
+  const preferParam = {
+    name: 'Prefer',
+    in: 'header',
+    required: false,
+    schema: { type: 'string' },
+    description: '`respond-async` answers 202 at once; `wait=N` (1-60) waits up to N seconds.',
+  };
+  const generation = (summary: string, body: JsonSchema, mediaType: string) => ({
+    post: {
+      summary,
+      parameters: [engineParam, preferParam],
+      requestBody: { required: true, content: { [mediaType]: { schema: body } } },
+      responses: generationResponses,
+    },
+  });
+  const jobResponse = { description: 'The job', content: { 'application/json': { schema: job } } };
+
+  return {
+    openapi: '3.1.0',
+    info: { title: 'sdq', version: '0.1.0', description: 'Queue-backed Stable Diffusion service, compatible with Stability REST v1.' },
+    servers: [{ url: publicUrl }],
+    security: [{ bearer: [] }],
+    paths: {
+      '/v1/engines/list': {
+        get: {
+          summary: 'List engines',
+          responses: {
+            '200': {
+              description: 'Engines',
+              content: {
+                'application/json': {
+                  schema: {
+                    type: 'array',
+                    items: { type: 'object', properties: { id: { type: 'string' }, name: { type: 'string' }, description: { type: 'string' }, type: { type: 'string' } } },
+                  },
+                },
+              },
+            },
+            ...common,
+          },
+        },
+      },
+      '/v1/generation/{engine_id}/text-to-image': generation('Text to image', t2i, 'application/json'),
+      '/v1/generation/{engine_id}/image-to-image': generation('Image to image', i2i, 'multipart/form-data'),
+      '/v1/generation/{engine_id}/image-to-image/masking': generation('Inpainting with a mask', masking, 'multipart/form-data'),
+      '/v1/generation/{engine_id}/image-to-image/upscale': generation('Upscale', upscale, 'multipart/form-data'),
+      '/v1/jobs': {
+        get: {
+          summary: "The caller's jobs, newest first",
+          parameters: [
+            { name: 'limit', in: 'query', schema: { type: 'integer', minimum: 1, maximum: 100, default: 20 } },
+            { name: 'cursor', in: 'query', schema: { type: 'string' } },
+          ],
+          responses: {
+            '200': {
+              description: 'A page of jobs',
+              content: {
+                'application/json': {
+                  schema: { type: 'object', properties: { data: { type: 'array', items: job }, next_cursor: { type: ['string', 'null'] } } },
+                },
+              },
+            },
+            ...errorResponses(['bad_request']),
+            ...common,
+          },
+        },
+      },
+      '/v1/jobs/{id}': { get: { summary: 'A job', parameters: [jobParam], responses: { '200': jobResponse, ...errorResponses(['not_found']), ...common } } },
+      '/v1/jobs/{id}/cancel': {
+        post: {
+          summary: 'Cancel a job',
+          parameters: [jobParam],
+          responses: { '200': jobResponse, '202': jobResponse, ...errorResponses(['not_found', 'conflict']), ...common },
+        },
+      },
+      '/v1/jobs/{id}/events': {
+        get: {
+          summary: 'Server-Sent Events: queued, started, progress, completed',
+          parameters: [jobParam],
+          responses: { '200': { description: 'An event stream', content: { 'text/event-stream': { schema: { type: 'string' } } } }, ...errorResponses(['not_found']), ...common },
+        },
+      },
+      '/v1/admin/accounts': {
+        post: {
+          summary: 'Create an account and its first API key (shown once)',
+          security: [{ admin: [] }],
+          requestBody: { required: true, content: { 'application/json': { schema: account } } },
+          responses: { '201': { description: 'The account, with api_key' }, ...errorResponses(['bad_request', 'permission_denied']), ...common },
+        },
+        get: { summary: 'List accounts', security: [{ admin: [] }], responses: { '200': { description: 'Accounts' }, ...common } },
+      },
+      '/v1/admin/accounts/{id}/keys': {
+        post: { summary: 'New API key', security: [{ admin: [] }], parameters: [jobParam], responses: { '201': { description: 'The key, shown once' }, ...errorResponses(['not_found']), ...common } },
+        get: { summary: "An account's keys", security: [{ admin: [] }], parameters: [jobParam], responses: { '200': { description: 'Keys' }, ...errorResponses(['not_found']), ...common } },
+      },
+      '/v1/admin/keys/{id}': {
+        delete: { summary: 'Revoke an API key', security: [{ admin: [] }], parameters: [jobParam], responses: { '200': { description: 'The revoked key' }, ...errorResponses(['not_found']), ...common } },
+      },
+      '/healthz': { get: { summary: 'Process up', security: [], responses: { '200': { description: 'ok' } } } },
+      '/readyz': { get: { summary: 'Redis and storage reachable', security: [], responses: { '200': { description: 'ready' }, ...errorResponses(['service_unavailable']) } } },
+    },
+    components: {
+      schemas,
+      securitySchemes: {
+        bearer: { type: 'http', scheme: 'bearer', description: 'An API key (sk-...)' },
+        admin: { type: 'http', scheme: 'bearer', description: 'ADMIN_TOKEN' },
+      },
+    },
+  };
+}

@@ -1,0 +1,205 @@
+/** The non-generation routes: admin, engines, jobs (incl. SSE), artifacts, health. */
+import express, { type NextFunction, type Request, type Response, Router } from 'express';
+import type { EngineInfo } from '@sdq/pipeline/engines';
+import {
+  CreateAccountRequest,
+  errorNameForField,
+  type JobObject,
+  ListJobsQuery,
+  ServiceError,
+  type Storage,
+  StorageNotFoundError,
+  TERMINAL_STATUSES,
+} from '@sdq/contracts';
+import { checkLocalSignature, LOCAL_ARTIFACTS_PATH } from '@sdq/storage';
+import type { Config } from './config';
+import type { JobsService } from './jobs.service';
+import type { Store } from './store';
+
+type Handler = (req: Request, res: Response) => Promise<void> | void;
+const wrap = (fn: Handler) => (req: Request, res: Response, next: NextFunction) => {
+  Promise.resolve(fn(req, res)).catch(next);
+};
+
+function parse<T>(schema: { safeParse(v: unknown): { success: true; data: T } | { success: false; error: { issues: { path: PropertyKey[]; message: string }[] } } }, value: unknown): T {
+  const parsed = schema.safeParse(value ?? {});
+  if (parsed.success) return parsed.data;
+  const issue = parsed.error.issues[0];
+  throw new ServiceError(errorNameForField(issue.path[0] as string), `${issue.path.join('.') || 'body'}: ${issue.message}`);
+}
+
+export function adminRoutes(store: Store): Router {
+  const router = Router();
+  router.use(express.json({ limit: '64kb' }));
+  router.post(
+    '/accounts',
+    wrap(async (req, res) => {
+      const body = parse(CreateAccountRequest, req.body);
+      const account = await store.createAccount(body.name, body.credits);
+      const { key, apiKey } = await store.createApiKey(account.id);
+      res.status(201).json({ ...account, key_id: key.id, api_key: apiKey });
+    }),
+  );
+  router.get(
+    '/accounts',
+    wrap(async (_req, res) => {
+      res.json({ data: await store.listAccounts() });
+    }),
+  );
+  router.post(
+    '/accounts/:id/keys',
+    wrap(async (req, res) => {
+      const account = await store.getAccount(String(req.params.id));
+      if (!account) throw new ServiceError('not_found', `account ${req.params.id} not found`);
+      const { key, apiKey } = await store.createApiKey(account.id);
+      res.status(201).json({ ...key, api_key: apiKey });
+    }),
+  );
+  router.get(
+    '/accounts/:id/keys',
+    wrap(async (req, res) => {
+      const account = await store.getAccount(String(req.params.id));
+      if (!account) throw new ServiceError('not_found', `account ${req.params.id} not found`);
+      res.json({ data: await store.listApiKeys(account.id) });
+    }),
+  );
+  router.delete(
+    '/keys/:id',
+    wrap(async (req, res) => {
+      const key = await store.revokeApiKey(String(req.params.id));
+      if (!key) throw new ServiceError('not_found', `key ${req.params.id} not found`);
+      res.json(key);
+    }),
+  );
+  return router;
+}
+
+export function engineRoutes(engines: Map<string, EngineInfo>): Router {
+  const router = Router();
+  router.get('/v1/engines/list', (_req, res) => {
+    res.json([...engines.values()].map((e) => ({ id: e.id, name: e.id, description: e.description, type: 'PICTURE' })));
+  });
+  return router;
+}
+
+export function jobRoutes(jobs: JobsService): Router {
+  const router = Router();
+  router.get(
+    '/v1/jobs',
+    wrap(async (req, res) => {
+      const query = parse(ListJobsQuery, req.query);
+      res.json(await jobs.list(req.accountId!, query.limit, query.cursor));
+    }),
+  );
+  router.get(
+    '/v1/jobs/:id',
+    wrap(async (req, res) => {
+      res.json(await jobs.describe(await jobs.getOwn(req.accountId!, String(req.params.id))));
+    }),
+  );
+  router.post(
+    '/v1/jobs/:id/cancel',
+    wrap(async (req, res) => {
+      const object = await jobs.cancel(await jobs.getOwn(req.accountId!, String(req.params.id)));
+      res.status(TERMINAL_STATUSES.has(object.status) ? 200 : 202).json(object);
+    }),
+  );
+  router.get('/v1/jobs/:id/events', wrap((req, res) => streamEvents(jobs, req, res)));
+  return router;
+}
+
+/**
+ * Server-Sent Events: `queued`, `started`, `progress` (per step, `{id, step, steps}`) and `completed`
+ * (the final job object), then the stream ends. `queued`, `started` and `completed` carry the job object.
+ */
+async function streamEvents(jobs: JobsService, req: Request, res: Response): Promise<void> {
+  const record = await jobs.getOwn(req.accountId!, String(req.params.id));
+  res.status(200).set({ 'Content-Type': 'text/event-stream', 'Cache-Control': 'no-cache', Connection: 'keep-alive', 'X-Accel-Buffering': 'no' });
+  res.flushHeaders();
+  let closed = false;
+  const send = (event: string, data: unknown) => {
+    if (!closed) res.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
+  };
+  const finish = async () => {
+    if (closed) return;
+    send('completed', await jobs.describe(record));
+    closed = true;
+    res.end();
+  };
+  // Events are handled one at a time, in arrival order, so a late `progress` never follows `completed`.
+  let chain = Promise.resolve();
+  const stop = jobs.subscribe(record.id, (event) => {
+    chain = chain
+      .then(async () => {
+        if (event.type === 'active') send('started', await jobs.describe(record));
+        else if (event.type === 'progress') send('progress', { id: record.id, ...event.progress });
+        else await finish();
+      })
+      .catch((err) => req.log.warn({ err }, 'event stream error'));
+  });
+  const heartbeat = setInterval(() => !closed && res.write(': keep-alive\n\n'), 15_000);
+  const cleanup = () => {
+    closed = true;
+    stop();
+    clearInterval(heartbeat);
+  };
+  res.on('close', cleanup);
+  // The current state first (subscribed already, so nothing is lost in between).
+  const current: JobObject = await jobs.describe(record);
+  chain = chain.then(async () => {
+    if (TERMINAL_STATUSES.has(current.status)) return finish();
+    if (current.status === 'queued') send('queued', current);
+    else {
+      send('started', current);
+      if (current.progress) send('progress', { id: record.id, ...current.progress });
+    }
+  });
+  await chain;
+}
+
+/** Local storage's signed URLs (no API key: the signature is the credential). */
+export function artifactRoutes(storage: Storage, config: Config): Router {
+  const router = Router();
+  if (!('local' in config.storage)) return router;
+  const secret = config.storage.local.secret;
+  router.get(
+    `${LOCAL_ARTIFACTS_PATH}*key`,
+    wrap(async (req, res) => {
+      const key = ([] as string[]).concat(req.params.key as unknown as string[]).join('/');
+      const problem = checkLocalSignature(secret, key, req.query.expires as string | undefined, req.query.signature as string | undefined);
+      if (problem === 'expired') throw new ServiceError('permission_denied', 'this artifact URL has expired; fetch the job again for a fresh one');
+      if (problem) throw new ServiceError('permission_denied', `this artifact URL is ${problem === 'missing' ? 'not signed' : 'not validly signed'}`);
+      try {
+        const data = await storage.get(key);
+        const ext = key.split('.').pop();
+        const type = ext === 'png' ? 'image/png' : ext === 'jpg' ? 'image/jpeg' : ext === 'webp' ? 'image/webp' : 'application/octet-stream';
+        res.set({ 'Content-Type': type, 'Cache-Control': 'private, max-age=60' }).send(data);
+      } catch (err) {
+        if (err instanceof StorageNotFoundError) throw new ServiceError('not_found', `artifact ${key} not found (it may have expired)`);
+        throw err;
+      }
+    }),
+  );
+  return router;
+}
+
+export function healthRoutes(store: Store, storage: Storage): Router {
+  const router = Router();
+  router.get('/healthz', (_req, res) => {
+    res.json({ status: 'ok' });
+  });
+  router.get(
+    '/readyz',
+    wrap(async (_req, res) => {
+      if (!store.ready) throw new ServiceError('service_unavailable', 'Redis is unreachable');
+      await store.ping();
+      try {
+        await storage.check();
+      } catch (err) {
+        throw new ServiceError('service_unavailable', `storage is unreachable: ${(err as Error).name}`);
+      }
+      res.json({ status: 'ready' });
+    }),
+  );
+  return router;
+}
