@@ -1,0 +1,54 @@
+/**
+ * The engines this worker serves, loaded once at start: every folder under MODELS_DIR that
+ * discoverEngines recognises, restricted to ENGINES when it is set. An ENGINES entry that names no
+ * folder is a start-up error, not a worker that silently serves less than asked.
+ */
+import { discoverEngines, type EngineInfo, StableDiffusionPipeline, Upscaler } from '@sdq/pipeline';
+import type { Logger } from 'pino';
+import type { WorkerConfig } from './config';
+
+export type LoadedEngine =
+  | { info: EngineInfo & { kind: 'generation' }; pipeline: StableDiffusionPipeline }
+  | { info: EngineInfo & { kind: 'upscale' }; upscaler: Upscaler };
+
+export class EngineSelectionError extends Error {}
+
+/** The engines to serve, without loading them (cheap: reads JSON only). */
+export function selectEngines(config: Pick<WorkerConfig, 'modelsDir' | 'engines'>): EngineInfo[] {
+  const found = discoverEngines(config.modelsDir);
+  const names = found.map((e) => e.id);
+  if (!config.engines) {
+    if (found.length === 0) throw new EngineSelectionError(`no engine under MODELS_DIR ${config.modelsDir}: it needs folders with a model_index.json or an upscaler graph`);
+    return found;
+  }
+  const missing = config.engines.filter((id) => !names.includes(id));
+  if (missing.length > 0) {
+    throw new EngineSelectionError(`ENGINES names ${missing.join(', ')}, not found under MODELS_DIR ${config.modelsDir} (found: ${names.join(', ') || 'none'})`);
+  }
+  return found.filter((e) => config.engines!.includes(e.id));
+}
+
+export async function loadEngines(config: WorkerConfig, logger: Logger): Promise<Map<string, LoadedEngine>> {
+  const runtime = {
+    providers: config.providers,
+    // Several providers are a priority list: fall back along it rather than refuse to start.
+    fallback: config.providers.length > 1,
+    threads: config.threads,
+    warn: (message: string) => logger.warn(message),
+  };
+  const loaded = new Map<string, LoadedEngine>();
+  for (const info of selectEngines(config)) {
+    const started = performance.now();
+    if (info.kind === 'generation') {
+      loaded.set(info.id, { info: info as EngineInfo & { kind: 'generation' }, pipeline: await StableDiffusionPipeline.load(info.dir, runtime) });
+    } else {
+      loaded.set(info.id, { info: info as EngineInfo & { kind: 'upscale' }, upscaler: await Upscaler.load(info.dir, runtime) });
+    }
+    logger.info({ engine: info.id, kind: info.kind, ms: Math.round(performance.now() - started) }, 'engine loaded');
+  }
+  return loaded;
+}
+
+export async function disposeEngines(engines: Map<string, LoadedEngine>): Promise<void> {
+  await Promise.all([...engines.values()].map((e) => ('pipeline' in e ? e.pipeline.dispose() : e.upscaler.dispose())));
+}

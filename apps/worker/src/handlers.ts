@@ -1,0 +1,136 @@
+/**
+ * One handler per job name: download the inputs, run the engine, upload the images, return the
+ * JobResult. Handlers know nothing of BullMQ: they throw JobFailure for what must not be retried and
+ * any other error for what may succeed on a retry; queue.ts turns that into BullMQ's terms.
+ */
+import type { Logger } from 'pino';
+import {
+  artifactKey,
+  CONTENT_TYPES,
+  type ErrorName,
+  errorNameForPipelineCode,
+  type JobName,
+  type JobPayloadOf,
+  type JobResult,
+  type Storage,
+  StorageNotFoundError,
+  type StoredArtifact,
+} from '@sdq/contracts';
+import { isInputError, PipelineError } from '@sdq/pipeline/errors';
+import type { GeneratedImage as Image, ProgressEvent } from '@sdq/pipeline/types';
+import type { LoadedEngine } from './engines';
+
+/** A failure that a retry cannot fix: the job fails at once with this catalogue name and message. */
+export class JobFailure extends Error {
+  constructor(
+    readonly code: ErrorName,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'JobFailure';
+  }
+}
+
+export interface JobContext<K extends JobName> {
+  payload: JobPayloadOf<K>;
+  engine: LoadedEngine;
+  storage: Storage;
+  /** Aborted when the job is canceled (or the worker must stop). */
+  signal: AbortSignal;
+  /** Reports a finished step (counting from 1) out of steps. */
+  progress(step: number, steps: number): void;
+  log: Logger;
+}
+
+export type JobHandler<K extends JobName> = (ctx: JobContext<K>) => Promise<JobResult>;
+export type JobHandlers = { [K in JobName]: JobHandler<K> };
+
+function onProgress<K extends JobName>(ctx: JobContext<K>) {
+  return ({ step, total }: ProgressEvent) => ctx.progress(step, total);
+}
+
+function generationEngine<K extends JobName>(ctx: JobContext<K>) {
+  if (!('pipeline' in ctx.engine)) throw new JobFailure('bad_request', `engine ${ctx.engine.info.id} is an upscale engine: it cannot run ${ctx.payload.kind} jobs`);
+  return ctx.engine.pipeline;
+}
+
+/** A stored input; a missing one will not appear on a retry. */
+async function input<K extends JobName>(ctx: JobContext<K>, key: string): Promise<Buffer> {
+  try {
+    return await ctx.storage.get(key);
+  } catch (err) {
+    if (err instanceof StorageNotFoundError) throw new JobFailure('not_found', `the job's input ${key} is gone from storage (expired or removed)`);
+    throw new Error(`storage: could not read ${key}: ${(err as Error).message}`, { cause: err });
+  }
+}
+
+/** Uploads each image to generations/<job id>/<index>.<ext>. */
+async function store<K extends JobName>(ctx: JobContext<K>, images: Image[]): Promise<JobResult> {
+  const format = ctx.payload.params.outputFormat;
+  const artifacts: StoredArtifact[] = [];
+  for (const [index, image] of images.entries()) {
+    const key = artifactKey(ctx.payload.jobId, index, format);
+    const contentType = image.contentType || CONTENT_TYPES[format];
+    try {
+      await ctx.storage.put(key, image.data, contentType);
+    } catch (err) {
+      throw new Error(`storage: could not write ${key}: ${(err as Error).message}`, { cause: err });
+    }
+    artifacts.push({ key, seed: image.seed, finish_reason: image.finishReason, content_type: contentType, width: image.width, height: image.height });
+  }
+  return { artifacts };
+}
+
+async function generate<K extends 'text-to-image' | 'image-to-image' | 'masking'>(ctx: JobContext<K>, initImage?: Buffer, maskImage?: Buffer): Promise<JobResult> {
+  const pipeline = generationEngine(ctx);
+  const payload = ctx.payload as JobPayloadOf<'text-to-image' | 'image-to-image' | 'masking'>;
+  const { params } = payload;
+  const result = await pipeline.generate({
+    prompts: params.prompts,
+    width: params.width,
+    height: params.height,
+    steps: params.steps,
+    cfgScale: params.cfgScale,
+    samples: params.samples,
+    seed: params.seed,
+    sampler: params.sampler,
+    imageStrength: params.imageStrength,
+    initImage,
+    maskImage,
+    maskSource: params.maskSource,
+    outputFormat: params.outputFormat,
+    engineId: payload.engineId,
+    onProgress: onProgress(ctx),
+    signal: ctx.signal,
+  });
+  ctx.log.info({ ms: Math.round(result.timings.totalMs), onnx_ms: Math.round(result.timings.onnxMs), truncated_tokens: result.truncatedTokens }, 'generated');
+  return store(ctx, result.images);
+}
+
+/** Every job name's handler; the type makes a missing one a compile error, startWorker a start-up one. */
+export const HANDLERS: JobHandlers = {
+  'text-to-image': (ctx) => generate(ctx),
+  'image-to-image': async (ctx) => generate(ctx, await input(ctx, ctx.payload.inputs.initImage)),
+  masking: async (ctx) => {
+    const { initImage, maskImage } = ctx.payload.inputs;
+    return generate(ctx, await input(ctx, initImage), maskImage ? await input(ctx, maskImage) : undefined);
+  },
+  upscale: async (ctx) => {
+    if (!('upscaler' in ctx.engine)) throw new JobFailure('bad_request', `engine ${ctx.engine.info.id} is not an upscale engine`);
+    const image = await input(ctx, ctx.payload.inputs.image);
+    const { width, height, outputFormat } = ctx.payload.params;
+    const out = await ctx.engine.upscaler.upscale({ image, width, height, outputFormat, onProgress: onProgress(ctx), signal: ctx.signal });
+    return store(ctx, [out]);
+  },
+};
+
+/**
+ * What a pipeline error means for the job: input errors and cancellation fail at once with their
+ * catalogue name; everything else (provider trouble, runtime faults) is left to retry.
+ */
+export function classifyError(err: unknown): JobFailure | undefined {
+  if (err instanceof JobFailure) return err;
+  if (err instanceof PipelineError && err.code === 'canceled') return new JobFailure('canceled', 'the job was canceled');
+  if (isInputError(err)) return new JobFailure(errorNameForPipelineCode(err.code), err.message);
+  return undefined;
+}

@@ -1,0 +1,42 @@
+/** /healthz (the process answers) and /readyz (engines loaded, Redis reachable, taking jobs). */
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+
+export interface Readiness {
+  /** Names of the checks that fail; empty = ready. */
+  (): Promise<string[]>;
+}
+
+export async function startHealthServer(host: string, port: number, readiness: Readiness): Promise<Server> {
+  const server = createServer((req, res) => {
+    const reply = (status: number, body: object) => {
+      res.writeHead(status, { 'content-type': 'application/json', 'cache-control': 'no-store' });
+      res.end(JSON.stringify(body));
+    };
+    const path = (req.url ?? '').split('?')[0];
+    if (path === '/healthz') return reply(200, { status: 'ok' });
+    if (path === '/readyz') {
+      readiness().then(
+        (failing) => reply(failing.length ? 503 : 200, failing.length ? { status: 'unavailable', failing } : { status: 'ready' }),
+        (err: Error) => reply(503, { status: 'unavailable', failing: [err.message] }),
+      );
+      return;
+    }
+    reply(404, { status: 'not found' });
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', (err: NodeJS.ErrnoException) => {
+      reject(
+        err.code === 'EADDRINUSE'
+          ? new Error(`HEALTH_PORT ${port} is in use (another worker on this machine?): set HEALTH_PORT to a free port, or 0 for any`)
+          : err,
+      );
+    });
+    server.listen(port, host, () => resolve());
+  });
+  return server;
+}
+
+export function portOf(server: Server): number {
+  return (server.address() as AddressInfo).port;
+}

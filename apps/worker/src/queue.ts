@@ -1,0 +1,185 @@
+/**
+ * The worker's one BullMQ module: a BullMQ Worker per served engine's queue (so a job only reaches
+ * workers that have its engine), the processor that validates payloads and runs the handlers, and the
+ * translation of handler outcomes into BullMQ's: JobFailure -> UnrecoverableError (fails at once),
+ * anything else -> a retried attempt (attempts and backoff come from the API's jobOptions).
+ */
+import { type Job, UnrecoverableError, WaitingError, Worker } from 'bullmq';
+import type { Logger } from 'pino';
+import { formatFailedReason, JOB_NAMES, type JobName, JobPayload, type JobResult, queueNameForEngine, type Storage } from '@sdq/contracts';
+import type { CancelWatcher } from './cancel';
+import { redisOptionsFromUrl, type WorkerConfig } from './config';
+import type { LoadedEngine } from './engines';
+import { classifyError, type JobContext, JobFailure, type JobHandlers } from './handlers';
+
+/** The payload versions this worker understands. */
+const PAYLOAD_VERSIONS = [1];
+
+export interface EngineWorkersOptions {
+  config: WorkerConfig;
+  engines: Map<string, LoadedEngine>;
+  handlers: JobHandlers;
+  storage: Storage;
+  cancel: CancelWatcher;
+  logger: Logger;
+}
+
+/**
+ * WORKER_CONCURRENCY counts for the whole process, while BullMQ counts per Worker (per engine queue).
+ * With several engines, the gate pauses the other engines' Workers while every slot is busy; a job one
+ * of them fetched in the same instant waits here for a slot.
+ */
+class SlotGate {
+  private used = 0;
+  private readonly waiters: (() => void)[] = [];
+  constructor(
+    private readonly slots: number,
+    private readonly onFull: () => void,
+    private readonly onFree: () => void,
+  ) {}
+
+  async acquire(): Promise<() => void> {
+    if (this.used >= this.slots) await new Promise<void>((resolve) => this.waiters.push(resolve));
+    else this.used++;
+    if (this.used === this.slots) this.onFull();
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      const next = this.waiters.shift();
+      // A waiter takes the slot over directly, so `used` does not change.
+      if (next) return next();
+      this.used--;
+      this.onFree();
+    };
+  }
+}
+
+export class EngineWorkers {
+  private readonly workers = new Map<string, Worker>();
+  private readonly gate: SlotGate;
+
+  constructor(private readonly opts: EngineWorkersOptions) {
+    const { config, engines, handlers, logger } = opts;
+    const missing = JOB_NAMES.filter((name) => typeof handlers[name] !== 'function');
+    if (missing.length > 0) throw new Error(`no handler registered for job name(s): ${missing.join(', ')}`);
+
+    const connection = { ...redisOptionsFromUrl(config.redisUrl), maxRetriesPerRequest: null };
+    for (const engineId of engines.keys()) {
+      const worker = new Worker(queueNameForEngine(engineId), (job, token) => this.process(engineId, job, token), {
+        prefix: config.queuePrefix,
+        connection,
+        concurrency: config.concurrency,
+        lockDuration: config.lockDurationMs,
+        stalledInterval: config.stalledIntervalMs,
+        maxStalledCount: config.maxStalledCount,
+        // Started by run(), once every engine's Worker exists.
+        autorun: false,
+      });
+      worker.on('error', (err) => logger.warn({ engine: engineId, err: err.message }, 'queue connection error'));
+      worker.on('stalled', (jobId) => logger.warn({ job_id: jobId, engine: engineId }, 'job stalled (its worker stopped answering): back in the queue'));
+      this.workers.set(engineId, worker);
+    }
+    const many = this.workers.size > 1;
+    this.gate = new SlotGate(
+      config.concurrency,
+      () => many && this.workers.forEach((w) => void w.pause(true)),
+      () => many && this.workers.forEach((w) => void w.resume()),
+    );
+  }
+
+  /** Starts taking jobs. */
+  run(): void {
+    for (const [engineId, worker] of this.workers) {
+      worker.run().catch((err) => this.opts.logger.error({ engine: engineId, err }, 'worker loop stopped'));
+    }
+  }
+
+  get running(): boolean {
+    return [...this.workers.values()].every((w) => w.isRunning());
+  }
+
+  private async process(engineId: string, job: Job, token: string | undefined): Promise<JobResult> {
+    const { engines, handlers, storage, cancel } = this.opts;
+    const log = this.opts.logger.child({ job_id: job.id, engine: engineId, job_name: job.name, attempt: job.attemptsMade + 1 });
+    const payload = this.parse(engineId, job, log);
+    const release = await this.gate.acquire();
+    const tracked = await cancel.begin(job.id!);
+    const started = performance.now();
+    try {
+      if (tracked.canceled) throw new JobFailure('canceled', 'the job was canceled');
+      log.info('job started');
+      const ctx: JobContext<JobName> = {
+        payload,
+        engine: engines.get(engineId)!,
+        storage,
+        signal: tracked.signal,
+        log,
+        progress: (step, steps) => {
+          // Not awaited: the pipeline goes on while Redis records it; one connection keeps the order.
+          job.updateProgress({ step, steps }).catch((err) => log.warn({ err: err.message }, 'could not record progress'));
+        },
+      };
+      const result = await (handlers[payload.kind] as (c: JobContext<JobName>) => Promise<JobResult>)(ctx);
+      log.info({ ms: Math.round(performance.now() - started), artifacts: result.artifacts.length }, 'job succeeded');
+      return result;
+    } catch (err) {
+      if (tracked.signal.aborted && tracked.signal.reason === 'shutdown') {
+        // The worker is stopping past its grace period: the job goes back to wait for another worker,
+        // without spending one of its attempts.
+        log.warn('worker shutting down: job returned to the queue');
+        await job.moveToWait(token);
+        throw new WaitingError();
+      }
+      const failure = classifyError(err);
+      if (failure) {
+        log.info({ name: failure.code, reason: failure.message }, failure.code === 'canceled' ? 'job canceled' : 'job failed (not retried)');
+        throw new UnrecoverableError(formatFailedReason(failure.code, failure.message));
+      }
+      const attempts = job.opts.attempts ?? 1;
+      log.error({ err, retry: job.attemptsMade + 1 < attempts }, 'job attempt failed');
+      throw err;
+    } finally {
+      tracked.end();
+      release();
+    }
+  }
+
+  /** The job's payload, or an UnrecoverableError: a malformed payload stays malformed. */
+  private parse(engineId: string, job: Job, log: Logger): JobPayload {
+    const fail = (message: string) => {
+      log.warn({ reason: message }, 'job refused');
+      return new UnrecoverableError(formatFailedReason('bad_request', message));
+    };
+    const version = (job.data as { version?: unknown } | undefined)?.version;
+    if (!PAYLOAD_VERSIONS.includes(version as number)) {
+      throw fail(`payload version ${JSON.stringify(version)} is not one this worker knows (${PAYLOAD_VERSIONS.join(', ')}): upgrade the worker`);
+    }
+    const parsed = JobPayload.safeParse(job.data);
+    if (!parsed.success) {
+      const issue = parsed.error.issues[0];
+      throw fail(`invalid payload: ${issue.path.join('.') || '(root)'}: ${issue.message}`);
+    }
+    const payload = parsed.data;
+    if (payload.kind !== job.name) throw fail(`job name ${job.name} does not match the payload kind ${payload.kind}`);
+    if (payload.engineId !== engineId) throw fail(`payload engine ${payload.engineId} arrived on the queue of ${engineId}`);
+    if (payload.jobId !== job.id) throw fail(`payload job id ${payload.jobId} is not the queue job id ${job.id}`);
+    return payload;
+  }
+
+  /**
+   * Stops taking jobs and waits for the running ones up to graceMs; then aborts them, which returns
+   * them to the queue (see process), and waits for that.
+   */
+  async close(graceMs: number): Promise<void> {
+    const closing = Promise.all([...this.workers.values()].map((w) => w.close()));
+    let timer: NodeJS.Timeout | undefined;
+    const grace = new Promise<'grace'>((resolve) => (timer = setTimeout(() => resolve('grace'), graceMs)));
+    if ((await Promise.race([closing, grace])) === 'grace') {
+      this.opts.logger.warn({ grace_ms: graceMs }, 'grace period over: returning running jobs to the queue');
+      this.opts.cancel.abortAll('shutdown');
+      await closing;
+    }
+    clearTimeout(timer);
+  }
+}

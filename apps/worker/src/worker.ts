@@ -1,0 +1,102 @@
+/**
+ * The worker process's parts, put together: engines, storage, Redis connections, the cancel watcher,
+ * the engine queues' BullMQ Workers and the health server. main.ts runs it; tests start it in-process.
+ */
+import type { Server } from 'node:http';
+import { Redis } from 'ioredis';
+import type { Logger } from 'pino';
+import type { Storage } from '@sdq/contracts';
+import { createStorage } from '@sdq/storage';
+import { CancelWatcher } from './cancel';
+import { redactUrl, type WorkerConfig } from './config';
+import { disposeEngines, type LoadedEngine, loadEngines } from './engines';
+import { HANDLERS, type JobHandlers } from './handlers';
+import { portOf, startHealthServer } from './health';
+import { EngineWorkers } from './queue';
+
+export interface RunningWorker {
+  engines: string[];
+  /** The health server's port (useful with HEALTH_PORT=0). */
+  healthPort: number;
+  /** Stops taking jobs, finishes the running ones within the grace period, releases everything. */
+  close(graceMs?: number): Promise<void>;
+}
+
+export async function startWorker(config: WorkerConfig, logger: Logger, handlers: JobHandlers = HANDLERS): Promise<RunningWorker> {
+  logger.info(
+    { redis: redactUrl(config.redisUrl), prefix: config.queuePrefix, models_dir: config.modelsDir, providers: config.providers, concurrency: config.concurrency, storage: Object.keys(config.storage)[0] },
+    'worker starting',
+  );
+  let engines = new Map<string, LoadedEngine>();
+  let ready = false;
+  // Health first, so an orchestrator sees a live process (not yet ready) while engines load.
+  const redis = new Redis(config.redisUrl, { maxRetriesPerRequest: null, lazyConnect: true });
+  const subscriber = new Redis(config.redisUrl, { maxRetriesPerRequest: null, lazyConnect: true });
+  let workers: EngineWorkers | undefined;
+  const health: Server = await startHealthServer(config.healthHost, config.healthPort, async () => {
+    const failing: string[] = [];
+    if (!ready) failing.push('engines not loaded');
+    if (redis.status !== 'ready' || !(await pingWithin(redis, 1000))) failing.push('redis unreachable');
+    if (ready && !workers?.running) failing.push('not taking jobs');
+    return failing;
+  });
+  let redisDown = false;
+  for (const [name, client] of [['redis', redis], ['redis subscriber', subscriber]] as const) {
+    client.on('error', (err) => {
+      // One line per outage, not one per reconnect attempt.
+      if (!redisDown) logger.warn({ err: err.message, connection: name }, 'redis unreachable: retrying');
+      redisDown = true;
+    });
+    client.on('ready', () => {
+      if (redisDown) logger.info('redis reachable again');
+      redisDown = false;
+    });
+  }
+
+  let storage: Storage | undefined;
+  let cancel: CancelWatcher | undefined;
+  try {
+    engines = await loadEngines(config, logger);
+    storage = createStorage('s3' in config.storage ? config.storage : { local: { ...config.storage.local, publicUrl: 'http://unused.invalid', secret: 'the worker signs no URL' } });
+    await Promise.all([redis.connect(), subscriber.connect()]);
+    cancel = new CancelWatcher(subscriber, redis, config.queuePrefix, logger);
+    await cancel.start();
+    workers = new EngineWorkers({ config, engines, handlers, storage, cancel, logger });
+    workers.run();
+    ready = true;
+  } catch (err) {
+    health.close();
+    redis.disconnect();
+    subscriber.disconnect();
+    await disposeEngines(engines);
+    throw err;
+  }
+  logger.info({ engines: [...engines.keys()], health_port: portOf(health) }, 'worker ready: taking jobs');
+
+  let closed: Promise<void> | undefined;
+  return {
+    engines: [...engines.keys()],
+    healthPort: portOf(health),
+    close: (graceMs = config.shutdownGraceMs) =>
+      (closed ??= (async () => {
+        ready = false;
+        await workers!.close(graceMs);
+        await cancel!.close();
+        redis.disconnect();
+        await storage!.close?.();
+        await new Promise<void>((resolve) => health.close(() => resolve()));
+        await disposeEngines(engines);
+        logger.info('worker stopped');
+      })()),
+  };
+}
+
+async function pingWithin(redis: Redis, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), ms)));
+  try {
+    return await Promise.race([redis.ping().then(() => true, () => false), timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
