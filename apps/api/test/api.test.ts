@@ -57,7 +57,7 @@ async function expectError(res: Response, status: number, name: string) {
 
 describe('auth', () => {
   it('answers 401 with WWW-Authenticate without a key, with an unknown key, and after revocation', async () => {
-    for (const headers of [{}, { authorization: 'Bearer sk-nope' }, { authorization: 'Basic abc' }]) {
+    for (const headers of [{}, { authorization: 'Bearer sk-nope' }, { authorization: 'Basic abc' }] as Record<string, string>[]) {
       const res = await fetch(api.url + '/v1/engines/list', { headers });
       expect(res.headers.get('www-authenticate')).toBe('Bearer');
       await expectError(res, 401, 'unauthorized');
