@@ -1,0 +1,226 @@
+// DDIMScheduler after diffusers' scheduling_ddim.py, with eta = 0 (the deterministic sampler of
+// "Denoising Diffusion Implicit Models"). Each step jumps from t to t - num_train_timesteps / N.
+import type { Scheduler, StepResult } from './index';
+
+/** The scheduler_config.json keys DDIM reads; a missing or null key takes diffusers' default, shown here. */
+export const DDIM_DEFAULTS = {
+  num_train_timesteps: 1000,
+  beta_start: 0.0001,
+  beta_end: 0.02,
+  /** "linear", "scaled_linear" or "squaredcos_cap_v2". */
+  beta_schedule: 'linear',
+  /** Betas given outright (one per training timestep) instead of beta_start..beta_end. */
+  trained_betas: null as number[] | null,
+  /** Clamp the predicted x0 to ±clip_sample_range: for pixel-space models; SD configs set it false. */
+  clip_sample: true,
+  clip_sample_range: 1.0,
+  /** The last step lands on alpha_cumprod = 1 (true) or on alphas_cumprod[0] (false). */
+  set_alpha_to_one: true,
+  steps_offset: 0,
+  /** "epsilon", "v_prediction" or "sample". */
+  prediction_type: 'epsilon',
+  /** Dynamic thresholding is for pixel-space models and is not supported: only false. */
+  thresholding: false,
+  /** "leading", "trailing" or "linspace". */
+  timestep_spacing: 'leading',
+  rescale_betas_zero_snr: false,
+};
+export type DDIMConfig = typeof DDIM_DEFAULTS;
+
+const NAME = 'DDIMScheduler';
+const f32 = Math.fround;
+
+export class DDIMScheduler implements Scheduler {
+  readonly name = NAME;
+  readonly order = 1;
+  readonly initNoiseSigma = 1;
+  readonly config: DDIMConfig;
+  timesteps: number[];
+  private readonly alphasCumprod: Float64Array;
+  private readonly finalAlphaCumprod: number;
+  private numInferenceSteps: number | null = null;
+
+  constructor(config: Record<string, unknown> = {}) {
+    this.config = readConfig(config);
+    if (this.config.thresholding) throw new Error(`${NAME}: thresholding is not supported (got true)`);
+    checkOneOf('prediction_type', this.config.prediction_type, ['epsilon', 'v_prediction', 'sample']);
+    checkOneOf('timestep_spacing', this.config.timestep_spacing, ['leading', 'trailing', 'linspace']);
+    this.alphasCumprod = alphasCumprod(this.config);
+    this.finalAlphaCumprod = this.config.set_alpha_to_one ? 1 : this.alphasCumprod[0];
+    const T = this.config.num_train_timesteps;
+    this.timesteps = Array.from({ length: T }, (_, i) => T - 1 - i);
+  }
+
+  setTimesteps(numInferenceSteps: number): void {
+    const { num_train_timesteps: T, timestep_spacing: spacing, steps_offset: offset } = this.config;
+    if (!Number.isInteger(numInferenceSteps) || numInferenceSteps < 1 || numInferenceSteps > T) {
+      throw new Error(`${NAME}: numInferenceSteps must be an integer in 1..${T} (got ${numInferenceSteps})`);
+    }
+    const n = numInferenceSteps;
+    if (spacing === 'linspace') {
+      this.timesteps = linspace(0, T - 1, n).map(roundHalfEven).reverse();
+    } else if (spacing === 'leading') {
+      const ratio = Math.floor(T / n);
+      this.timesteps = Array.from({ length: n }, (_, i) => (n - 1 - i) * ratio + offset);
+    } else {
+      this.timesteps = arangeDown(T, T / n).map((t) => roundHalfEven(t) - 1);
+    }
+    this.numInferenceSteps = n;
+  }
+
+  // DDIM's step is keyed by the timestep alone; diffusers' DDIM has no begin index to set.
+  setBeginIndex(_index: number): void {}
+
+  scaleModelInput(sample: Float32Array, _t: number): Float32Array {
+    return sample.slice();
+  }
+
+  step(modelOutput: Float32Array, t: number, sample: Float32Array): StepResult {
+    if (this.numInferenceSteps === null) throw new Error(`${NAME}: call setTimesteps before step`);
+    if (modelOutput.length !== sample.length) {
+      throw new Error(`${NAME}: modelOutput has ${modelOutput.length} values, sample has ${sample.length}`);
+    }
+    // diffusers steps by the mean spacing even where trailing/linspace spacing is uneven
+    const prevT = t - Math.floor(this.config.num_train_timesteps / this.numInferenceSteps);
+    const alphaProdT = this.alphaAt(t);
+    const alphaProdPrev = prevT >= 0 ? this.alphaAt(prevT) : this.finalAlphaCumprod;
+    const sqrtAlpha = Math.sqrt(alphaProdT);
+    const sqrtBeta = Math.sqrt(1 - alphaProdT);
+    // x0 = x0FromSample * x + x0FromOutput * out; eps likewise (eps is never re-derived from a clipped x0)
+    let x0FromSample: number, x0FromOutput: number, epsFromSample: number, epsFromOutput: number;
+    if (this.config.prediction_type === 'epsilon') {
+      [x0FromSample, x0FromOutput, epsFromSample, epsFromOutput] = [1 / sqrtAlpha, -sqrtBeta / sqrtAlpha, 0, 1];
+    } else if (this.config.prediction_type === 'v_prediction') {
+      [x0FromSample, x0FromOutput, epsFromSample, epsFromOutput] = [sqrtAlpha, -sqrtBeta, sqrtBeta, sqrtAlpha];
+    } else {
+      [x0FromSample, x0FromOutput, epsFromSample, epsFromOutput] = [0, 1, 1 / sqrtBeta, -sqrtAlpha / sqrtBeta];
+    }
+    const clip = this.config.clip_sample ? this.config.clip_sample_range : Infinity;
+    const toX0 = Math.sqrt(alphaProdPrev);
+    const toEps = Math.sqrt(1 - alphaProdPrev);
+    const prevSample = new Float32Array(sample.length);
+    const predOriginalSample = new Float32Array(sample.length);
+    for (let i = 0; i < sample.length; i++) {
+      const x = sample[i];
+      const out = modelOutput[i];
+      const x0 = Math.min(clip, Math.max(-clip, x0FromSample * x + x0FromOutput * out));
+      predOriginalSample[i] = x0;
+      prevSample[i] = toX0 * x0 + toEps * (epsFromSample * x + epsFromOutput * out);
+    }
+    return { prevSample, predOriginalSample };
+  }
+
+  addNoise(original: Float32Array, noise: Float32Array, t: number): Float32Array {
+    if (original.length !== noise.length) {
+      throw new Error(`${NAME}: original has ${original.length} values, noise has ${noise.length}`);
+    }
+    const alphaProd = this.alphaAt(t);
+    const a = Math.sqrt(alphaProd);
+    const b = Math.sqrt(1 - alphaProd);
+    const noisy = new Float32Array(original.length);
+    for (let i = 0; i < original.length; i++) noisy[i] = a * original[i] + b * noise[i];
+    return noisy;
+  }
+
+  private alphaAt(t: number): number {
+    if (!Number.isInteger(t) || t < 0 || t >= this.alphasCumprod.length) {
+      throw new Error(`${NAME}: timestep must be an integer in 0..${this.alphasCumprod.length - 1} (got ${t})`);
+    }
+    return this.alphasCumprod[t];
+  }
+}
+
+// the type each null-by-default key takes when it is set
+const NULLABLE: Record<string, string> = { trained_betas: 'number[]' };
+
+// unknown keys are ignored; a missing or null key keeps its default
+function readConfig(config: Record<string, unknown>): DDIMConfig {
+  const out: Record<string, unknown> = { ...DDIM_DEFAULTS };
+  for (const [key, fallback] of Object.entries(DDIM_DEFAULTS)) {
+    const value = config[key];
+    if (value === undefined || value === null) continue;
+    const type = fallback === null ? NULLABLE[key] : typeof fallback;
+    const ok = type === 'number[]' ? Array.isArray(value) && value.every((v) => typeof v === 'number') : typeof value === type;
+    if (!ok) throw new Error(`${NAME}: ${key} must be ${type === 'number[]' ? 'an array of numbers' : `a ${type}`} (got ${JSON.stringify(value)})`);
+    out[key] = value;
+  }
+  return out as DDIMConfig;
+}
+
+function checkOneOf(key: string, value: string, allowed: string[]): void {
+  if (!allowed.includes(value)) throw new Error(`${NAME}: ${key} must be one of ${allowed.join(', ')} (got "${value}")`);
+}
+
+// alphas_cumprod exactly as diffusers holds it: float32 betas (torch.linspace in float32), a cumulative
+// product accumulated in double and stored as float32, as torch's CPU cumprod does.
+function alphasCumprod(c: DDIMConfig): Float64Array {
+  const T = c.num_train_timesteps;
+  let betas: Float64Array;
+  if (c.trained_betas) {
+    if (c.trained_betas.length !== T) throw new Error(`${NAME}: trained_betas must have num_train_timesteps = ${T} values (got ${c.trained_betas.length})`);
+    betas = Float64Array.from(c.trained_betas, f32);
+  } else if (c.beta_schedule === 'linear') {
+    betas = linspaceF32(c.beta_start, c.beta_end, T);
+  } else if (c.beta_schedule === 'scaled_linear') {
+    betas = linspaceF32(Math.sqrt(c.beta_start), Math.sqrt(c.beta_end), T).map((b) => f32(b * b));
+  } else if (c.beta_schedule === 'squaredcos_cap_v2') {
+    const alphaBar = (x: number) => Math.cos(((x + 0.008) / 1.008) * Math.PI / 2) ** 2;
+    betas = Float64Array.from({ length: T }, (_, i) => f32(Math.min(1 - alphaBar((i + 1) / T) / alphaBar(i / T), 0.999)));
+  } else {
+    throw new Error(`${NAME}: beta_schedule must be one of linear, scaled_linear, squaredcos_cap_v2 (got "${c.beta_schedule}")`);
+  }
+  if (c.rescale_betas_zero_snr) betas = rescaleZeroTerminalSnr(betas);
+  return cumprodF32(betas);
+}
+
+function cumprodF32(betas: Float64Array): Float64Array {
+  const out = new Float64Array(betas.length);
+  let product = 1;
+  for (let i = 0; i < betas.length; i++) {
+    product *= f32(1 - betas[i]);
+    out[i] = f32(product);
+  }
+  return out;
+}
+
+// "Common Diffusion Noise Schedules and Sample Steps are Flawed": shift sqrt(alphas_cumprod) so the
+// last timestep has zero SNR, in float32 like diffusers.
+function rescaleZeroTerminalSnr(betas: Float64Array): Float64Array {
+  const root = cumprodF32(betas).map((a) => f32(Math.sqrt(a)));
+  const first = root[0];
+  const last = root[root.length - 1];
+  const scale = f32(first / f32(first - last));
+  const alphaBar = root.map((r) => {
+    const shifted = f32(f32(r - last) * scale);
+    return f32(shifted * shifted);
+  });
+  return alphaBar.map((a, i) => f32(1 - (i === 0 ? a : f32(a / alphaBar[i - 1]))));
+}
+
+// torch.linspace(start, end, steps, dtype=float32) on CPU: a float32 step, filled from both ends
+function linspaceF32(start: number, end: number, steps: number): Float64Array {
+  const [s, e] = [f32(start), f32(end)];
+  if (steps === 1) return Float64Array.of(s);
+  const step = f32(f32(e - s) / (steps - 1));
+  const half = Math.floor(steps / 2);
+  return Float64Array.from({ length: steps }, (_, i) => (i < half ? f32(s + f32(step * i)) : f32(e - f32(step * (steps - i - 1)))));
+}
+
+// numpy.linspace(start, stop, num): i * step + start, with the last value pinned to stop
+function linspace(start: number, stop: number, num: number): number[] {
+  const step = (stop - start) / (num - 1);
+  return Array.from({ length: num }, (_, i) => (i === 0 ? start : i === num - 1 ? stop : i * step + start));
+}
+
+// numpy.arange(start, 0, -step) for a float step, including numpy's length rule and fill arithmetic
+function arangeDown(start: number, step: number): number[] {
+  const length = Math.ceil((0 - start) / -step);
+  const delta = start - step - start;
+  return Array.from({ length }, (_, i) => start + i * delta);
+}
+
+// numpy rounds halves to even (166.5 -> 166); Math.round would not
+function roundHalfEven(x: number): number {
+  const r = Math.round(x);
+  return r - x === 0.5 && r % 2 !== 0 ? r - 1 : r;
+}

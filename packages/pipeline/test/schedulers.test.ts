@@ -1,0 +1,341 @@
+// The schedulers against diffusers, as diffusers' own scheduler tests do it: a known dummy model drives
+// each scheduler through a whole trajectory. torch cannot be installed here, so the expected values come
+// from scripts/reference/schedulers.py, a separate numpy re-derivation of diffusers' maths
+// (fixtures/schedulers.json; rerun the script to regenerate). The dummy model and the shared rng:
+//   x0[i] = sin(0.01 i) * initNoiseSigma, 64 elements; out = scaleModelInput(x, t) * t / (t + 1)
+//   rng.randn(n) = cos(0.37 k) for a counter k = 0, 1, 2, ... running over the whole case
+//   img2img cases: setBeginIndex(b); x = addNoise(cos(0.05 i), randn(64), timesteps[b]); run timesteps[b..]
+import { readFileSync } from 'node:fs';
+import { describe, expect, it } from 'vitest';
+import {
+  createScheduler,
+  DDIMScheduler,
+  DPMSolverMultistepScheduler,
+  EulerAncestralDiscreteScheduler,
+  EulerDiscreteScheduler,
+  InvalidSamplerError,
+  LCMScheduler,
+  PNDMScheduler,
+  SAMPLERS,
+  schedulerConfigForSampler,
+  UnsupportedSchedulerError,
+  type Rng,
+  type Scheduler,
+} from '../src/schedulers/index';
+
+interface Summary { sum: number; absSum: number; head: number[] }
+interface Case {
+  class: string;
+  case: string;
+  config: Record<string, unknown>;
+  steps: number;
+  beginIndex?: number;
+  timesteps: number[];
+  sigmas?: number[];
+  initNoiseSigma: number;
+  trajectory: Summary[];
+  final: number[];
+}
+
+const fixture = JSON.parse(readFileSync(new URL('./fixtures/schedulers.json', import.meta.url), 'utf8')) as { cases: Case[] };
+const N = 64;
+const REL = 1e-4;
+
+function cosRng(): Rng {
+  let k = 0;
+  return {
+    randn(n) {
+      const out = new Float32Array(n);
+      for (let i = 0; i < n; i++) out[i] = Math.cos(0.37 * k++);
+      return out;
+    },
+  };
+}
+
+function close(actual: number, expected: number, what: string, floor = 1e-9): void {
+  const ok = Math.abs(actual - expected) <= REL * Math.abs(expected) + floor;
+  if (!ok) expect.fail(`${what}: got ${actual}, expected ${expected} (relative error ${Math.abs(actual - expected) / Math.abs(expected)})`);
+}
+
+function dummyModel(scheduler: Scheduler, x: Float32Array, t: number): Float32Array {
+  const input = scheduler.scaleModelInput(x, t);
+  const out = new Float32Array(input.length);
+  for (let i = 0; i < input.length; i++) out[i] = input[i] * (t / (t + 1));
+  return out;
+}
+
+function run(c: Case): { scheduler: Scheduler; trajectory: Summary[]; final: Float32Array } {
+  const scheduler = createScheduler({ _class_name: c.class, ...c.config });
+  scheduler.setTimesteps(c.steps);
+  const rng = cosRng();
+  let timesteps = scheduler.timesteps;
+  let x: Float32Array = Float32Array.from({ length: N }, (_, i) => Math.sin(0.01 * i) * scheduler.initNoiseSigma);
+  if (c.beginIndex !== undefined) {
+    scheduler.setBeginIndex(c.beginIndex);
+    const original = Float32Array.from({ length: N }, (_, i) => Math.cos(0.05 * i));
+    x = scheduler.addNoise(original, rng.randn(N), timesteps[c.beginIndex]);
+    timesteps = timesteps.slice(c.beginIndex);
+  }
+  const trajectory: Summary[] = [];
+  for (const t of timesteps) {
+    x = scheduler.step(dummyModel(scheduler, x, t), t, x, rng).prevSample;
+    let sum = 0;
+    let absSum = 0;
+    for (const v of x) [sum, absSum] = [sum + v, absSum + Math.abs(v)];
+    trajectory.push({ sum, absSum, head: Array.from(x.subarray(0, 4)) });
+  }
+  return { scheduler, trajectory, final: x };
+}
+
+const label = (c: Case) => `${c.class} ${c.case} ${c.steps} steps${c.beginIndex === undefined ? '' : ` from step ${c.beginIndex}`}`;
+const floatTimesteps = new Set(['EulerDiscreteScheduler', 'EulerAncestralDiscreteScheduler']);
+
+describe('schedulers follow diffusers over whole trajectories (numpy reference)', () => {
+  it.each(fixture.cases.map((c) => [label(c), c] as const))('%s', (_, c) => {
+    const { scheduler, trajectory, final } = run(c);
+    expect(scheduler.name).toBe(c.class);
+    expect(scheduler.timesteps.length).toBe(c.timesteps.length);
+    scheduler.timesteps.forEach((t, i) => {
+      if (!floatTimesteps.has(c.class)) expect(t, `timesteps[${i}]`).toBe(c.timesteps[i]);
+      // Karras timesteps come from float32 log-sigma interpolation, where numpy and V8 may differ by an ulp
+      else expect(Math.abs(t - c.timesteps[i]), `timesteps[${i}]`).toBeLessThanOrEqual(c.config.use_karras_sigmas ? 1e-3 : 1e-6);
+    });
+    if (c.sigmas) c.sigmas.forEach((s, i) => close(scheduler.sigmas![i], s, `sigmas[${i}]`));
+    else expect(scheduler.sigmas).toBeUndefined();
+    close(scheduler.initNoiseSigma, c.initNoiseSigma, 'initNoiseSigma');
+    expect(trajectory.length).toBe(c.trajectory.length);
+    trajectory.forEach((got, step) => {
+      const want = c.trajectory[step];
+      close(got.sum, want.sum, `step ${step} sum`, 1e-6);
+      close(got.absSum, want.absSum, `step ${step} absSum`, 1e-6);
+      want.head.forEach((v, i) => close(got.head[i], v, `step ${step} x[${i}]`));
+    });
+    c.final.forEach((v, i) => close(final[i], v, `final x[${i}]`));
+  });
+});
+
+// SD 1.5's scheduler config (its own class is PNDM; these keys are what the other classes read)
+const SD15 = {
+  beta_schedule: 'scaled_linear',
+  beta_start: 0.00085,
+  beta_end: 0.012,
+  num_train_timesteps: 1000,
+  steps_offset: 1,
+  timestep_spacing: 'leading',
+  clip_sample: false,
+  set_alpha_to_one: false,
+  skip_prk_steps: true,
+};
+
+describe('facts checkable by hand from diffusers source', () => {
+  it('DDIM, SD 1.5 config, 50 steps: leading spacing 1000 // 50 = 20 plus steps_offset 1 gives 981, 961, ..., 1', () => {
+    const s = new DDIMScheduler(SD15);
+    s.setTimesteps(50);
+    expect(s.timesteps).toEqual(Array.from({ length: 50 }, (_, i) => 981 - 20 * i));
+  });
+
+  it('PNDM (PLMS), SD 1.5 config, 50 steps: the second timestep is evaluated twice', () => {
+    const s = new PNDMScheduler(SD15);
+    s.setTimesteps(50);
+    expect(s.timesteps.slice(0, 4)).toEqual([981, 961, 961, 941]);
+    expect(s.timesteps.length).toBe(51);
+    expect(s.timesteps.at(-1)).toBe(1);
+  });
+
+  it('trailing spacing with 4 steps gives 999, 749, 499, 249', () => {
+    for (const make of [
+      (c: Record<string, unknown>) => new DDIMScheduler(c),
+      (c: Record<string, unknown>) => new EulerDiscreteScheduler(c),
+      (c: Record<string, unknown>) => new EulerAncestralDiscreteScheduler(c),
+      (c: Record<string, unknown>) => new DPMSolverMultistepScheduler(c),
+    ]) {
+      const s = make({ ...SD15, timestep_spacing: 'trailing' });
+      s.setTimesteps(4);
+      expect(s.timesteps, s.name).toEqual([999, 749, 499, 249]);
+    }
+  });
+
+  it('linspace spacing rounds halves to even like numpy: 999 * 4/24 = 166.5 -> 166', () => {
+    const s = new DDIMScheduler({ ...SD15, timestep_spacing: 'linspace' });
+    s.setTimesteps(25);
+    expect(s.timesteps.at(-5)).toBe(166);
+  });
+
+  it('Euler, SD 1.5 config: sigma_max = 14.6146; initNoiseSigma is sqrt(sigma_max² + 1) only over the full table', () => {
+    const s = new EulerDiscreteScheduler(SD15);
+    // before setTimesteps the table reaches t = 999; leading spacing adds the +1
+    expect(s.initNoiseSigma).toBeCloseTo(Math.sqrt(14.6146 ** 2 + 1), 3);
+    expect(s.initNoiseSigma).toBeCloseTo(14.6488, 3);
+    // after setTimesteps(50) the top timestep is 981, whose sigma is 13.1204
+    s.setTimesteps(50);
+    expect(s.sigmas[0]).toBeCloseTo(13.1204, 3);
+    expect(s.initNoiseSigma).toBeCloseTo(Math.sqrt(13.1204 ** 2 + 1), 3);
+    // trailing and linspace start at t = 999 and use the bare sigma
+    const trailing = new EulerDiscreteScheduler({ ...SD15, timestep_spacing: 'trailing' });
+    trailing.setTimesteps(50);
+    expect(trailing.initNoiseSigma).toBeCloseTo(14.6146, 3);
+    expect(trailing.sigmas.length).toBe(51);
+    expect(trailing.sigmas.at(-1)).toBe(0);
+  });
+
+  it('LCM with original_inference_steps 50 and 4 steps gives 999, 759, 499, 259', () => {
+    const s = new LCMScheduler(SD15);
+    s.setTimesteps(4);
+    expect(s.timesteps).toEqual([999, 759, 499, 259]);
+  });
+
+  it('LCM boundary condition at t = 0: c_skip = 1 and c_out = 0, so the sample passes through', () => {
+    const s = new LCMScheduler(SD15);
+    s.setTimesteps(1);
+    s.timesteps = [0];
+    const x = Float32Array.of(0.5, -2, 3);
+    const { prevSample } = s.step(Float32Array.of(9, 9, 9), 0, x);
+    expect(Array.from(prevSample)).toEqual([0.5, -2, 3]);
+  });
+
+  it('DPM++ 2M Karras, SD 1.5 config, 25 steps: sigmas run from 14.6146 to 0.0292 and then 0', () => {
+    const s = new DPMSolverMultistepScheduler({ ...SD15, use_karras_sigmas: true });
+    s.setTimesteps(25);
+    expect(s.sigmas![0]).toBeCloseTo(14.6146, 3);
+    expect(s.sigmas![24]).toBeCloseTo(0.0292, 4);
+    expect(s.sigmas![25]).toBe(0);
+    expect(s.timesteps[0]).toBe(999);
+    expect(s.timesteps.at(-1)).toBe(0);
+  });
+
+  it('a timestep that occurs twice starts at its second occurrence, unless setBeginIndex says otherwise', () => {
+    const schedule = () => {
+      const s = new DPMSolverMultistepScheduler({ ...SD15, use_karras_sigmas: true });
+      s.setTimesteps(50);
+      return s;
+    };
+    const timesteps = schedule().timesteps;
+    const first = timesteps.findIndex((t, i) => timesteps.indexOf(t, i + 1) > i);
+    expect(first).toBeGreaterThan(0); // 50 Karras steps repeat t = 1
+    const second = timesteps.indexOf(timesteps[first], first + 1);
+    const x = Float32Array.from({ length: 8 }, (_, i) => Math.sin(i));
+    const stepFrom = (s: DPMSolverMultistepScheduler) => Array.from(s.step(x, timesteps[first], x).prevSample);
+    const byTimestep = stepFrom(schedule());
+    const atSecond = schedule();
+    atSecond.setBeginIndex(second);
+    const atFirst = schedule();
+    atFirst.setBeginIndex(first);
+    expect(byTimestep).toEqual(stepFrom(atSecond));
+    expect(byTimestep).not.toEqual(stepFrom(atFirst));
+  });
+
+  it('addNoise without a begin index uses the sigma of timestep t', () => {
+    const s = new EulerDiscreteScheduler(SD15);
+    s.setTimesteps(10);
+    const noisy = s.addNoise(Float32Array.of(1, 2), Float32Array.of(1, -1), s.timesteps[3]);
+    expect(noisy[0]).toBeCloseTo(1 + s.sigmas![3], 5);
+    expect(noisy[1]).toBeCloseTo(2 - s.sigmas![3], 5);
+  });
+});
+
+describe('the scheduler contract', () => {
+  const classes = ['PNDMScheduler', 'DDIMScheduler', 'EulerDiscreteScheduler', 'EulerAncestralDiscreteScheduler', 'DPMSolverMultistepScheduler', 'LCMScheduler'];
+
+  it.each(classes)('%s: scaleModelInput returns a new array and leaves its input alone', (className) => {
+    const s = createScheduler({ _class_name: className, ...SD15 });
+    s.setTimesteps(10);
+    const x = Float32Array.of(1, 2, 3);
+    const scaled = s.scaleModelInput(x, s.timesteps[0]);
+    expect(scaled).not.toBe(x);
+    expect(Array.from(x)).toEqual([1, 2, 3]);
+  });
+
+  it.each(classes)('%s: order 1, unknown config keys ignored, defaults for missing keys', (className) => {
+    const s = createScheduler({ _class_name: className, _diffusers_version: '0.30.0', not_a_key: 42 });
+    expect(s.name).toBe(className);
+    expect(s.order).toBe(1);
+  });
+
+  it('Euler ancestral and LCM refuse to step without an rng', () => {
+    const a = new EulerAncestralDiscreteScheduler(SD15);
+    a.setTimesteps(4);
+    const x = new Float32Array(4);
+    expect(() => a.step(x, a.timesteps[0], x)).toThrow(/needs an rng/);
+    const lcm = new LCMScheduler(SD15);
+    lcm.setTimesteps(4);
+    expect(() => lcm.step(x, lcm.timesteps[0], x)).toThrow(/needs an rng/);
+  });
+
+  it('reads the embedded tiny-sd model config', () => {
+    const config = JSON.parse(readFileSync(new URL('../../../models/tiny-sd/scheduler/scheduler_config.json', import.meta.url), 'utf8'));
+    const s = createScheduler(config);
+    expect(s).toBeInstanceOf(EulerDiscreteScheduler);
+    s.setTimesteps(20);
+    expect(s.timesteps[0]).toBe(951);
+  });
+
+  it('createScheduler names an unsupported class', () => {
+    expect(() => createScheduler({ _class_name: 'KDPM2DiscreteScheduler' })).toThrow(UnsupportedSchedulerError);
+    expect(() => createScheduler({ _class_name: 'KDPM2DiscreteScheduler' })).toThrow(/"KDPM2DiscreteScheduler"/);
+    expect(() => createScheduler({})).toThrow(/unsupported scheduler/);
+    expect(() => createScheduler({ _class_name: 'toString' })).toThrow(UnsupportedSchedulerError);
+  });
+
+  it('rejects bad option values with the value and what was expected', () => {
+    expect(() => new DDIMScheduler({ beta_schedule: 'cubic' })).toThrow(/beta_schedule must be one of .* \(got "cubic"\)/);
+    expect(() => new EulerDiscreteScheduler({ num_train_timesteps: '1000' })).toThrow(/num_train_timesteps must be a number/);
+    expect(() => new DPMSolverMultistepScheduler({ algorithm_type: 'sde-dpmsolver++' })).toThrow(/algorithm_type/);
+  });
+});
+
+describe('Stability sampler names', () => {
+  const base = JSON.parse(readFileSync(new URL('../../../models/tiny-sd/scheduler/scheduler_config.json', import.meta.url), 'utf8'));
+  const expected: Record<string, string> = {
+    DDIM: 'DDIMScheduler',
+    K_EULER: 'EulerDiscreteScheduler',
+    K_EULER_ANCESTRAL: 'EulerAncestralDiscreteScheduler',
+    K_DPMPP_2M: 'DPMSolverMultistepScheduler',
+    K_DPMPP_2M_KARRAS: 'DPMSolverMultistepScheduler',
+    PNDM: 'PNDMScheduler',
+    LCM: 'LCMScheduler',
+  };
+
+  it('lists exactly the supported samplers', () => {
+    expect([...SAMPLERS].sort()).toEqual(Object.keys(expected).sort());
+  });
+
+  it.each(Object.entries(expected))('%s -> %s, keeping the model config', (sampler, className) => {
+    const config = schedulerConfigForSampler(base, sampler);
+    expect(config._class_name).toBe(className);
+    expect(config.beta_schedule).toBe(base.beta_schedule);
+    const s = createScheduler(config);
+    expect(s.name).toBe(className);
+    s.setTimesteps(4);
+  });
+
+  it('K_DPMPP_2M_KARRAS turns Karras sigmas on, K_DPMPP_2M off; PNDM skips PRK; DDIM does not clip latents', () => {
+    expect(schedulerConfigForSampler({ ...base, use_karras_sigmas: false }, 'K_DPMPP_2M_KARRAS').use_karras_sigmas).toBe(true);
+    expect(schedulerConfigForSampler({ ...base, use_karras_sigmas: true }, 'K_DPMPP_2M').use_karras_sigmas).toBe(false);
+    expect(schedulerConfigForSampler(base, 'K_DPMPP_2M')).toMatchObject({ algorithm_type: 'dpmsolver++', solver_order: 2 });
+    expect(schedulerConfigForSampler({ ...base, skip_prk_steps: false }, 'PNDM').skip_prk_steps).toBe(true);
+    expect(schedulerConfigForSampler(base, 'DDIM').clip_sample).toBe(false);
+    expect(schedulerConfigForSampler({ ...base, clip_sample: true }, 'DDIM').clip_sample).toBe(true);
+  });
+
+  it('no sampler: the model config unchanged', () => {
+    expect(schedulerConfigForSampler(base)).toEqual(base);
+  });
+
+  it.each(['K_FOO', 'DDPM', 'K_DPMPP_2S_ANCESTRAL', 'K_DPM_2', 'K_DPM_2_ANCESTRAL', 'K_HEUN', 'K_LMS', '', 'ddim', 'toString'])(
+    'rejects %j with InvalidSamplerError listing the valid names',
+    (sampler) => {
+      let error: unknown;
+      try {
+        schedulerConfigForSampler(base, sampler);
+      } catch (e) {
+        error = e;
+      }
+      expect(error).toBeInstanceOf(InvalidSamplerError);
+      expect(error).toBeInstanceOf(Error);
+      expect((error as InvalidSamplerError).code).toBe('invalid_sampler');
+      expect((error as Error).message).toBe(
+        `unknown sampler "${sampler}"; valid samplers: DDIM, K_EULER, K_EULER_ANCESTRAL, K_DPMPP_2M, K_DPMPP_2M_KARRAS, PNDM, LCM`,
+      );
+    },
+  );
+});
