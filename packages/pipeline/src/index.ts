@@ -1,0 +1,10 @@
+export { StableDiffusionPipeline, DEFAULTS } from './pipeline';
+export { Upscaler, type UpscalerOptions } from './upscaler';
+export { PipelineError, isInputError, type PipelineErrorCode } from './errors';
+export { NormalRng, BatchRng, resolveSeed, sampleSeed, MAX_SEED } from './rng';
+export { ClipTokenizer } from './tokenizer/clip-tokenizer';
+export { createScheduler } from './schedulers';
+export { SAMPLERS, schedulerConfigForSampler } from './schedulers/samplers';
+export { discoverEngines, describeEngine, type EngineInfo, type EngineKind } from './engines';
+export { readPngText } from './image';
+export * from './types';

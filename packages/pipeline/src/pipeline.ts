@@ -1,0 +1,401 @@
+import { basename } from 'node:path';
+import type { FeedValue, OnnxModel } from './backends/onnx';
+import { PipelineError } from './errors';
+import { CONTENT_TYPES, decodeImage, decodeMask, encodeImage, imageSize, type PlanarImage } from './image';
+import { loadStableDiffusionModel, type StableDiffusionModel } from './model';
+import { BatchRng, NormalRng, resolveSeed, sampleSeed, MAX_SEED } from './rng';
+import { createScheduler, type Scheduler } from './schedulers';
+import { InvalidSamplerError, schedulerConfigForSampler } from './schedulers/samplers';
+import type { GenerateRequest, GenerateResult, GeneratedImage, OutputFormat, RuntimeOptions, WeightedPrompt } from './types';
+
+export const DEFAULTS = { steps: 30, cfgScale: 7, samples: 1, imageStrength: 0.35, outputFormat: 'png' as OutputFormat };
+const LIMITS = { maxSteps: 1000, maxSamples: 64, maxCfgScale: 100 };
+
+/** A request after checkInputs: every default filled in, every value known good. */
+interface CheckedRequest {
+  positive: WeightedPrompt[];
+  negative: WeightedPrompt[];
+  width: number;
+  height: number;
+  steps: number;
+  cfgScale: number;
+  samples: number;
+  seed: number;
+  schedulerConfig: Record<string, unknown>;
+  samplerName: string;
+  imageStrength: number;
+  outputFormat: OutputFormat;
+}
+
+function isInt(v: unknown): v is number {
+  return typeof v === 'number' && Number.isInteger(v);
+}
+
+/** Text-to-image, image-to-image and masking for SD 1.x / 2.x / Turbo checkpoints in the diffusers ONNX layout. */
+export class StableDiffusionPipeline {
+  private constructor(
+    readonly model: StableDiffusionModel,
+    readonly engineId: string,
+  ) {}
+
+  static async load(dir: string, options: RuntimeOptions = {}): Promise<StableDiffusionPipeline> {
+    return new StableDiffusionPipeline(await loadStableDiffusionModel(dir, options), basename(dir));
+  }
+
+  get nativeWidth(): number {
+    return this.model.nativeWidth;
+  }
+
+  get nativeHeight(): number {
+    return this.model.nativeHeight;
+  }
+
+  get supportsImageToImage(): boolean {
+    return this.model.vaeEncoder !== undefined;
+  }
+
+  async dispose(): Promise<void> {
+    const m = this.model;
+    await Promise.all([m.textEncoder, m.unet, m.vaeDecoder, m.vaeEncoder].map((s) => s?.dispose()));
+  }
+
+  /** Validates a request and fills in defaults; every message names the bad value and what was expected. */
+  checkInputs(req: GenerateRequest, initSize?: { width: number; height: number }): CheckedRequest {
+    if (!Array.isArray(req.prompts) || req.prompts.length === 0) {
+      throw new PipelineError('invalid_prompts', 'prompts must be a non-empty list of {text, weight}');
+    }
+    for (const [i, p] of req.prompts.entries()) {
+      if (typeof p?.text !== 'string') throw new PipelineError('invalid_prompts', `prompts[${i}].text must be a string`);
+      if (p.weight !== undefined && !Number.isFinite(p.weight)) {
+        throw new PipelineError('invalid_prompts', `prompts[${i}].weight must be a finite number (got ${p.weight})`);
+      }
+    }
+    const positive = req.prompts.filter((p) => (p.weight ?? 1) > 0);
+    const negative = req.prompts.filter((p) => (p.weight ?? 1) < 0);
+    if (positive.length === 0) throw new PipelineError('invalid_prompts', 'at least one prompt must have a positive weight');
+
+    const { vaeScaleFactor, unetMultiple } = this.model;
+    const multiple = vaeScaleFactor * unetMultiple;
+    const width = req.width ?? initSize?.width ?? this.model.nativeWidth;
+    const height = req.height ?? initSize?.height ?? this.model.nativeHeight;
+    for (const [name, v] of [['width', width], ['height', height]] as const) {
+      if (!isInt(v) || v <= 0) throw new PipelineError('invalid_height_or_width', `${name} must be a positive integer (got ${v})`);
+      if (v % vaeScaleFactor !== 0) throw new PipelineError('invalid_height_or_width', `${name} must be a multiple of ${vaeScaleFactor} (got ${v})`);
+      if (v % multiple !== 0) {
+        throw new PipelineError('invalid_height_or_width', `${name} must be a multiple of ${multiple} for this engine (got ${v})`);
+      }
+    }
+    const steps = req.steps ?? DEFAULTS.steps;
+    if (!isInt(steps) || steps < 1 || steps > LIMITS.maxSteps) {
+      throw new PipelineError('invalid_steps', `steps must be an integer from 1 to ${LIMITS.maxSteps} (got ${steps})`);
+    }
+    const cfgScale = req.cfgScale ?? DEFAULTS.cfgScale;
+    if (typeof cfgScale !== 'number' || !Number.isFinite(cfgScale) || cfgScale < 0 || cfgScale > LIMITS.maxCfgScale) {
+      throw new PipelineError('invalid_cfg_scale', `cfg_scale must be a number from 0 to ${LIMITS.maxCfgScale} (got ${cfgScale})`);
+    }
+    const samples = req.samples ?? DEFAULTS.samples;
+    if (!isInt(samples) || samples < 1 || samples > LIMITS.maxSamples) {
+      throw new PipelineError('invalid_samples', `samples must be an integer from 1 to ${LIMITS.maxSamples} (got ${samples})`);
+    }
+    if (req.seed !== undefined && (!isInt(req.seed) || req.seed < 0 || req.seed > MAX_SEED)) {
+      throw new PipelineError('invalid_seed', `seed must be an integer from 0 to ${MAX_SEED} (got ${req.seed})`);
+    }
+    const imageStrength = req.imageStrength ?? DEFAULTS.imageStrength;
+    if (typeof imageStrength !== 'number' || !(imageStrength >= 0 && imageStrength <= 1)) {
+      throw new PipelineError('invalid_image_strength', `image_strength must be a number from 0 to 1 (got ${imageStrength})`);
+    }
+    const outputFormat = req.outputFormat ?? DEFAULTS.outputFormat;
+    if (!(outputFormat in CONTENT_TYPES)) {
+      throw new PipelineError('invalid_output_format', `output format must be png, jpeg or webp (got ${outputFormat})`);
+    }
+    if ((req.initImage || req.maskImage || req.maskSource) && !this.model.vaeEncoder) {
+      throw new PipelineError('unsupported_mode', `engine ${this.engineId} has no vae_encoder, so it cannot do image-to-image or masking`);
+    }
+    if ((req.maskImage || req.maskSource) && !req.initImage) {
+      throw new PipelineError('invalid_mask_image', 'masking needs an init image');
+    }
+    if (req.maskImage && !req.maskSource) throw new PipelineError('invalid_mask_image', 'mask_source is required with a mask image');
+    if (req.maskSource && req.maskSource !== 'INIT_IMAGE_ALPHA' && !req.maskImage) {
+      throw new PipelineError('invalid_mask_image', `mask_source ${req.maskSource} needs a mask image`);
+    }
+    let schedulerConfig: Record<string, unknown>;
+    try {
+      schedulerConfig = schedulerConfigForSampler(this.model.schedulerConfig, req.sampler);
+    } catch (err) {
+      if (err instanceof InvalidSamplerError) throw new PipelineError('invalid_sampler', err.message);
+      throw err;
+    }
+    return {
+      positive,
+      negative,
+      width,
+      height,
+      steps,
+      cfgScale,
+      samples,
+      seed: resolveSeed(req.seed),
+      schedulerConfig,
+      samplerName: req.sampler ?? String(this.model.schedulerConfig._class_name),
+      imageStrength,
+      outputFormat,
+    };
+  }
+
+  /**
+   * Encodes weighted prompts: each text once, then a weight-normalised blend of the embeddings
+   * (positive prompts -> conditioning, |negative| prompts -> the unconditional branch, default "").
+   */
+  private async encodePrompts(positive: WeightedPrompt[], negative: WeightedPrompt[], withUncond: boolean) {
+    const negatives = negative.length ? negative : [{ text: '', weight: -1 }];
+    const texts = [...new Set([...positive.map((p) => p.text), ...(withUncond ? negatives.map((p) => p.text) : [])])];
+    const { tokenizer, textEncoder } = this.model;
+    const encoded = texts.map((t) => tokenizer.encode(t));
+    const seq = tokenizer.maxLength;
+    const idsName = textEncoder.inputs[0].name;
+    const out = await textEncoder.run(
+      { [idsName]: { data: encoded.flatMap((e) => e.ids), dims: [texts.length, seq] } },
+      [textEncoder.output('last_hidden_state') ? 'last_hidden_state' : textEncoder.outputs[0].name],
+    );
+    const hidden = Object.values(out)[0];
+    const rowSize = hidden.data.length / texts.length;
+    const blend = (prompts: WeightedPrompt[]) => {
+      const row = new Float32Array(rowSize);
+      const total = prompts.reduce((s, p) => s + Math.abs(p.weight ?? 1), 0);
+      for (const p of prompts) {
+        const w = Math.abs(p.weight ?? 1) / total;
+        const offset = texts.indexOf(p.text) * rowSize;
+        for (let i = 0; i < rowSize; i++) row[i] += w * hidden.data[offset + i];
+      }
+      return row;
+    };
+    const truncatedTokens = [...positive, ...(withUncond ? negative : [])].reduce(
+      (s, p) => s + encoded[texts.indexOf(p.text)].truncatedTokens,
+      0,
+    );
+    return { cond: blend(positive), uncond: withUncond ? blend(negatives) : undefined, rowSize, dims: hidden.dims, truncatedTokens };
+  }
+
+  /** Feeds for the UNet's timestep input: float or int64, scalar, [1] or [batch], as its metadata says. */
+  private timestepFeed(t: number, batch: number): FeedValue {
+    const info = this.model.unet.input('timestep') ?? this.model.unet.inputs[1];
+    const shape = info.shape;
+    if (shape.length === 0) return { data: [t], dims: [] };
+    const first = shape[0];
+    const perRow = first === batch || (typeof first === 'string' && /batch/i.test(first));
+    return perRow ? { data: new Array(batch).fill(t), dims: [batch] } : { data: [t], dims: [1] };
+  }
+
+  private async encodeInitImage(image: PlanarImage, samples: number): Promise<Float32Array> {
+    const encoder = this.model.vaeEncoder as OnnxModel;
+    const pixels = new Float32Array(image.data.length);
+    for (let i = 0; i < pixels.length; i++) pixels[i] = image.data[i] * 2 - 1;
+    const out = await encoder.run({ [encoder.inputs[0].name]: { data: pixels, dims: [1, 3, image.height, image.width] } });
+    const latent = out.latent_sample ?? out.latent_parameters ?? Object.values(out)[0];
+    // latent_parameters holds mean and log-variance; the mean is the deterministic encoding.
+    const plane = (image.height / this.model.vaeScaleFactor) * (image.width / this.model.vaeScaleFactor);
+    const size = 4 * plane;
+    const one = new Float32Array(size);
+    for (let i = 0; i < size; i++) one[i] = latent.data[i] * this.model.scalingFactor;
+    const batch = new Float32Array(size * samples);
+    for (let s = 0; s < samples; s++) batch.set(one, s * size);
+    return batch;
+  }
+
+  private async decodeLatents(latents: Float32Array, samples: number, h: number, w: number): Promise<PlanarImage[]> {
+    const decoder = this.model.vaeDecoder;
+    const input = decoder.inputs[0];
+    const scaled = new Float32Array(latents.length);
+    for (let i = 0; i < latents.length; i++) scaled[i] = latents[i] / this.model.scalingFactor;
+    const per = latents.length / samples;
+    const height = h * this.model.vaeScaleFactor;
+    const width = w * this.model.vaeScaleFactor;
+    const toImage = (data: Float32Array, offset: number): PlanarImage => {
+      const img = new Float32Array(3 * height * width);
+      for (let i = 0; i < img.length; i++) img[i] = data[offset + i] / 2 + 0.5;
+      return { data: img, width, height };
+    };
+    // Graphs exported with a fixed batch of 1 are decoded one image at a time.
+    if (typeof input.shape[0] === 'number' && input.shape[0] === 1 && samples > 1) {
+      const images: PlanarImage[] = [];
+      for (let s = 0; s < samples; s++) {
+        const out = await decoder.run({ [input.name]: { data: scaled.subarray(s * per, (s + 1) * per), dims: [1, 4, h, w] } });
+        images.push(toImage(Object.values(out)[0].data, 0));
+      }
+      return images;
+    }
+    const out = await decoder.run({ [input.name]: { data: scaled, dims: [samples, 4, h, w] } });
+    const data = Object.values(out)[0].data;
+    return Array.from({ length: samples }, (_, s) => toImage(data, s * 3 * height * width));
+  }
+
+  async generate(req: GenerateRequest): Promise<GenerateResult> {
+    const started = performance.now();
+    const onnxBefore = this.model.clock.ms;
+    const initSize = req.initImage ? await imageSize(req.initImage, 'init_image') : undefined;
+    const r = this.checkInputs(req, initSize);
+    const { samples, width, height } = r;
+    const h = height / this.model.vaeScaleFactor;
+    const w = width / this.model.vaeScaleFactor;
+    const latentSize = 4 * h * w;
+    const guidance = r.cfgScale > 1;
+    const signal = req.signal;
+
+    // 1. encode the prompts (conditional and, with guidance, unconditional)
+    const prompts = await this.encodePrompts(r.positive, r.negative, guidance);
+    const rows = guidance ? 2 * samples : samples;
+    const hidden = new Float32Array(rows * prompts.rowSize);
+    for (let s = 0; s < samples; s++) {
+      if (guidance) hidden.set(prompts.uncond!, s * prompts.rowSize);
+      hidden.set(prompts.cond, (guidance ? samples + s : s) * prompts.rowSize);
+    }
+    const hiddenDims = [rows, ...prompts.dims.slice(1)];
+
+    // 2. set the timesteps; image-to-image starts part-way, at (1 - image_strength) of the schedule
+    const scheduler: Scheduler = createScheduler(r.schedulerConfig);
+    scheduler.setTimesteps(r.steps);
+    let timesteps = scheduler.timesteps;
+    const seeds = Array.from({ length: samples }, (_, i) => sampleSeed(r.seed, i));
+    const generators = seeds.map((seed) => new NormalRng(seed));
+    const rng = new BatchRng(generators);
+    const noise = rng.randn(samples * latentSize);
+
+    // 3. prepare the latents: pure noise, or the init image's latents noised to the first timestep
+    let latents: Float32Array;
+    let initLatents: Float32Array | undefined;
+    let initImage: PlanarImage | undefined;
+    let pixelMask: Float32Array | undefined;
+    let latentMask: Float32Array | undefined;
+    if (req.initImage) {
+      initImage = await decodeImage(req.initImage, width, height, 'init_image');
+      initLatents = await this.encodeInitImage(initImage, samples);
+      if (req.maskSource) {
+        pixelMask = await decodeMask(req.maskSource === 'INIT_IMAGE_ALPHA' ? req.initImage : req.maskImage!, width, height, req.maskSource);
+        latentMask = downsampleMask(pixelMask, width, height, this.model.vaeScaleFactor);
+      }
+      // diffusers' img2img: init_timestep = int(steps * strength), start at steps - init_timestep.
+      // Masking repaints fully unless the caller asks to keep some of the original inside the mask.
+      const strength = req.maskSource && req.imageStrength === undefined ? 1 : 1 - r.imageStrength;
+      const initTimestep = Math.min(Math.floor(r.steps * strength), r.steps);
+      const tStart = Math.max(r.steps - initTimestep, 0) * scheduler.order;
+      timesteps = timesteps.slice(tStart);
+      scheduler.setBeginIndex(tStart);
+      latents = timesteps.length ? scheduler.addNoise(initLatents, noise, timesteps[0]) : initLatents.slice();
+    } else {
+      latents = new Float32Array(noise.length);
+      for (let i = 0; i < noise.length; i++) latents[i] = noise[i] * scheduler.initNoiseSigma;
+    }
+
+    // 4. the denoising loop
+    const unet = this.model.unet;
+    const sampleName = unet.input('sample') ? 'sample' : unet.inputs[0].name;
+    const timestepName = unet.input('timestep') ? 'timestep' : unet.inputs[1].name;
+    const hiddenName = unet.input('encoder_hidden_states') ? 'encoder_hidden_states' : unet.inputs[2].name;
+    const outName = unet.outputs[0].name;
+    const total = timesteps.length;
+    for (let i = 0; i < total; i++) {
+      if (signal?.aborted) throw new PipelineError('canceled', `generation canceled before step ${i + 1} of ${total}`);
+      const t = timesteps[i];
+      // expand the latents for guidance: [uncond rows, cond rows]
+      const expanded = guidance ? concat(latents, latents) : latents;
+      // scale the model input as the scheduler needs
+      const modelInput = scheduler.scaleModelInput(expanded, t);
+      // predict the noise residual
+      const out = await unet.run(
+        {
+          [sampleName]: { data: modelInput, dims: [rows, 4, h, w] },
+          [timestepName]: this.timestepFeed(t, rows),
+          [hiddenName]: { data: hidden, dims: hiddenDims },
+        },
+        [outName],
+      );
+      const pred = out[outName].data;
+      // combine: uncond + cfg * (cond - uncond)
+      let noisePred: Float32Array;
+      if (guidance) {
+        const n = samples * latentSize;
+        noisePred = new Float32Array(n);
+        for (let k = 0; k < n; k++) noisePred[k] = pred[k] + r.cfgScale * (pred[n + k] - pred[k]);
+      } else {
+        noisePred = pred;
+      }
+      // step: x_t -> x_t-1
+      latents = scheduler.step(noisePred, t, latents, rng).prevSample;
+      // masking: outside the mask, put back the original latents noised to the next timestep
+      if (latentMask && initLatents) {
+        const known = i + 1 < total ? scheduler.addNoise(initLatents, noise, timesteps[i + 1]) : initLatents;
+        const plane = h * w;
+        for (let k = 0; k < latents.length; k++) {
+          const m = latentMask[k % plane];
+          latents[k] = m * latents[k] + (1 - m) * known[k];
+        }
+      }
+      req.onProgress?.({ step: i + 1, total, elapsedMs: performance.now() - started });
+    }
+    if (signal?.aborted) throw new PipelineError('canceled', `generation canceled after step ${total} of ${total}`);
+
+    // 5. decode the latents and compose masked results over the original pixels
+    const decoded = await this.decodeLatents(latents, samples, h, w);
+    const images: GeneratedImage[] = [];
+    for (let s = 0; s < samples; s++) {
+      const image = decoded[s];
+      if (pixelMask && initImage) composite(image, initImage, pixelMask);
+      const data = await encodeImage(image, r.outputFormat, this.parameters(r, seeds[s], req));
+      images.push({ data, seed: seeds[s], contentType: CONTENT_TYPES[r.outputFormat], width, height, finishReason: 'SUCCESS' });
+    }
+    return {
+      images,
+      truncatedTokens: prompts.truncatedTokens,
+      timings: { totalMs: performance.now() - started, onnxMs: this.model.clock.ms - onnxBefore },
+    };
+  }
+
+  /** AUTOMATIC1111's "parameters" text: prompt, negative prompt, then one line of settings. */
+  private parameters(r: CheckedRequest, seed: number, req: GenerateRequest): string {
+    const join = (ps: WeightedPrompt[]) => ps.map((p) => (Math.abs(p.weight ?? 1) === 1 ? p.text : `(${p.text}:${Math.abs(p.weight ?? 1)})`)).join(', ');
+    const lines = [join(r.positive)];
+    if (r.negative.length) lines.push(`Negative prompt: ${join(r.negative)}`);
+    const settings = [
+      `Steps: ${r.steps}`,
+      `Sampler: ${r.samplerName}`,
+      `CFG scale: ${r.cfgScale}`,
+      `Seed: ${seed}`,
+      `Size: ${r.width}x${r.height}`,
+      `Model: ${req.engineId ?? this.engineId}`,
+    ];
+    if (req.initImage) settings.push(`Denoising strength: ${req.maskSource && req.imageStrength === undefined ? 1 : +(1 - r.imageStrength).toFixed(4)}`);
+    lines.push(settings.join(', '));
+    return lines.join('\n');
+  }
+}
+
+function concat(a: Float32Array, b: Float32Array): Float32Array {
+  const out = new Float32Array(a.length + b.length);
+  out.set(a, 0);
+  out.set(b, a.length);
+  return out;
+}
+
+/** Pixel mask -> latent mask by averaging each factor x factor cell. */
+function downsampleMask(mask: Float32Array, width: number, height: number, factor: number): Float32Array {
+  const w = width / factor;
+  const h = height / factor;
+  const out = new Float32Array(w * h);
+  for (let y = 0; y < height; y++) {
+    for (let x = 0; x < width; x++) out[Math.floor(y / factor) * w + Math.floor(x / factor)] += mask[y * width + x];
+  }
+  const area = factor * factor;
+  for (let i = 0; i < out.length; i++) out[i] /= area;
+  return out;
+}
+
+/** Where the mask is 0 the original pixels are kept exactly; the VAE round trip would blur them. */
+function composite(image: PlanarImage, original: PlanarImage, mask: Float32Array): void {
+  const plane = image.width * image.height;
+  for (let c = 0; c < 3; c++) {
+    for (let i = 0; i < plane; i++) {
+      const m = mask[i];
+      const k = c * plane + i;
+      image.data[k] = m * image.data[k] + (1 - m) * original.data[k];
+    }
+  }
+}

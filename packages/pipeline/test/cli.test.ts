@@ -1,0 +1,53 @@
+import { execFile } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import sharp from 'sharp';
+import { afterAll, describe, expect, it } from 'vitest';
+import { readPngText } from '../src/image';
+
+const run = promisify(execFile);
+const bin = 'packages/pipeline/bin/sdq-generate.js';
+const dir = mkdtempSync(join(tmpdir(), 'sdq-cli-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+describe('sdq-generate', () => {
+  it('generates the issue example with a progress bar and the seed on stdout', async () => {
+    const out = join(dir, 'out.png');
+    const { stdout, stderr } = await run('node', [bin, 'a red circle on a blue background', '--model', 'models/tiny-sd', '--steps', '25', '--seed', '42', '--sampler', 'K_EULER', '-o', out]);
+    expect(stdout.trim()).toBe(`${out} seed=42`);
+    expect(stderr).toContain('25/25');
+    expect(stderr).toMatch(/\[#+\]/);
+    const meta = await sharp(out).metadata();
+    expect([meta.width, meta.height]).toEqual([128, 128]);
+    const { readFileSync } = await import('node:fs');
+    expect(readPngText(readFileSync(out)).parameters).toContain('Steps: 25, Sampler: K_EULER, CFG scale: 7, Seed: 42');
+  });
+
+  it('runs image-to-image, masking and upscaling from files', async () => {
+    const init = join(dir, 'init.png');
+    await run('node', [bin, 'a red circle on a blue background', '--steps', '10', '--seed', '1', '-o', init]);
+    const mask = join(dir, 'mask.png');
+    await sharp({ create: { width: 128, height: 128, channels: 3, background: '#000' } })
+      .composite([{ input: { create: { width: 64, height: 128, channels: 3, background: '#fff' } }, left: 0, top: 0 }])
+      .png()
+      .toFile(mask);
+    const outs = {
+      img2img: [bin, 'a yellow circle on a blue background', '--init', init, '--strength', '0.5', '--steps', '10', '-o', join(dir, 'i2i.png')],
+      mask: [bin, 'a green square on a blue background', '--init', init, '--mask', mask, '--steps', '10', '-o', join(dir, 'mask-out.png')],
+      upscale: [bin, '--upscale', '--init', init, '-o', join(dir, 'up.webp')],
+    };
+    for (const args of Object.values(outs)) await run('node', args);
+    expect((await sharp(join(dir, 'up.webp')).metadata()).width).toBe(256);
+    expect((await sharp(join(dir, 'up.webp')).metadata()).format).toBe('webp');
+    expect((await sharp(join(dir, 'i2i.png')).metadata()).width).toBe(128);
+    expect((await sharp(join(dir, 'mask-out.png')).metadata()).width).toBe(128);
+  });
+
+  it('exits 2 with the error code and the valid samplers for an unknown sampler', async () => {
+    const err = await run('node', [bin, 'a red circle', '--sampler', 'K_FOO', '-o', join(dir, 'x.png')]).catch((e) => e);
+    expect(err.code).toBe(2);
+    expect(err.stderr).toMatch(/error \(invalid_sampler\): .*K_FOO.*K_EULER/);
+  });
+});
