@@ -93,9 +93,12 @@ export async function loadStableDiffusionModel(dir: string, options: RuntimeOpti
 
   const clock = new OnnxClock();
   const textEncoder = await OnnxModel.load(graph('text_encoder'), options, clock);
-  const unet = await OnnxModel.load(graph('unet'), options, clock);
-  const vaeDecoder = await OnnxModel.load(graph('vae_decoder'), options, clock);
-  const vaeEncoder = existsSync(graph('vae_encoder')) ? await OnnxModel.load(graph('vae_encoder'), options, clock) : undefined;
+  // The other graphs start at the provider that worked, so a fallback warns once per model, not per graph.
+  const providers = options.providers?.length ? options.providers : undefined;
+  const rest = { ...options, providers: providers?.slice(Math.max(0, providers.indexOf(textEncoder.provider))) };
+  const unet = await OnnxModel.load(graph('unet'), rest, clock);
+  const vaeDecoder = await OnnxModel.load(graph('vae_decoder'), rest, clock);
+  const vaeEncoder = existsSync(graph('vae_encoder')) ? await OnnxModel.load(graph('vae_encoder'), rest, clock) : undefined;
 
   // Native size from the UNet config; else from the graph's static latent shape; else SD 1.x's 64 latents.
   const sampleSize = unetConfig?.sample_size;

@@ -300,3 +300,36 @@ describe('fp16 models', () => {
     await fp16.dispose();
   });
 });
+
+describe('execution providers', () => {
+  // On a machine with CUDA libraries the first case loads; CI machines have none, which is what this checks.
+  const cudaMissing = !process.env.SDQ_TEST_GPU;
+
+  it.runIf(cudaMissing)('fails with provider_unavailable when the only provider cannot load', async () => {
+    await expect(StableDiffusionPipeline.load('models/tiny-sd', { providers: ['cuda'] })).rejects.toMatchObject({
+      code: 'provider_unavailable',
+      message: expect.stringMatching(/execution provider cuda could not load .*text_encoder.*set fallback/),
+    });
+  });
+
+  it.runIf(cudaMissing)('falls back to the next provider with one warning when asked to', async () => {
+    const warnings: string[] = [];
+    const sd = await StableDiffusionPipeline.load('models/tiny-sd', { providers: ['cuda', 'cpu'], fallback: true, warn: (m) => warnings.push(m) });
+    expect(sd.model.unet.provider).toBe('cpu');
+    expect(warnings).toHaveLength(1);
+    expect(warnings[0]).toMatch(/using cpu \(cuda unavailable/);
+    const result = await sd.generate(base('a red circle on a blue background', { steps: 5 }));
+    expect(result.images).toHaveLength(1);
+    await sd.dispose();
+  });
+
+  it('honours a thread count', async () => {
+    const sd = await StableDiffusionPipeline.load('models/tiny-sd', { threads: 1 });
+    const one = await sd.generate(base('a red circle on a blue background', { steps: 5 }));
+    const many = await pipeline.generate(base('a red circle on a blue background', { steps: 5 }));
+    // thread count changes speed, not results (beyond float summation order)
+    const [x, y] = [await pixels(one.images[0].data), await pixels(many.images[0].data)];
+    expect(meanAbsDiff(x.data, y.data)).toBeLessThan(1 / 255);
+    await sd.dispose();
+  });
+});
