@@ -39,7 +39,7 @@ export interface TestApi {
   close(): Promise<void>;
 }
 
-export async function startTestApi(env: Record<string, string | undefined>): Promise<TestApi> {
+export async function startTestApi(env: Record<string, string | undefined>, opts: { logger?: pino.Logger } = {}): Promise<TestApi> {
   const modelsDir = makeModelsDir();
   const artifactsDir = mkdtempSync(join(tmpdir(), 'sdq-artifacts-'));
   // A known port, so PUBLIC_URL (job urls, local artifact URLs) names it.
@@ -57,7 +57,7 @@ export async function startTestApi(env: Record<string, string | undefined>): Pro
     LOG_LEVEL: 'silent',
     ...env,
   });
-  const logger = pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' });
+  const logger = opts.logger ?? pino({ level: 'silent' });
   const server = await startServer(config, { logger });
   const admin = (path: string, init: RequestInit = {}) =>
     fetch(server.url + path, { ...init, headers: { authorization: `Bearer ${ADMIN_TOKEN}`, 'content-type': 'application/json', ...(init.headers ?? {}) } });

@@ -1,0 +1,81 @@
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parseConfig } from '../src/config';
+import { Store } from '../src/store';
+import { startTestRedis, type TestRedis } from '../../../test/support/redis';
+
+const run = promisify(execFile);
+
+describe('config', () => {
+  it('applies defaults', () => {
+    const config = parseConfig({}, () => 'random-secret');
+    expect(config).toMatchObject({
+      port: 3000,
+      redisUrl: 'redis://127.0.0.1:6379',
+      queuePrefix: 'sdq',
+      modelsDir: './models',
+      syncWait: 120,
+      maxPixels: 1_048_576,
+      resultRetention: 86_400,
+      storage: { local: { dir: '.data/artifacts', secret: 'random-secret' } },
+    });
+  });
+
+  it.each([
+    [{ PORT: 'abc' }, /^Invalid environment: PORT must be a number/],
+    [{ PORT: '70000' }, /^Invalid environment: PORT /],
+    [{ REDIS_URL: 'http://x' }, /^Invalid environment: REDIS_URL must be a URL/],
+    [{ S3_ENDPOINT: 'http://minio:9000' }, /^Invalid environment: S3_BUCKET is required when S3_ENDPOINT is set$/],
+    [{ LOG_LEVEL: 'loud' }, /^Invalid environment: LOG_LEVEL /],
+    [{ ADMIN_TOKEN: 'short' }, /^Invalid environment: ADMIN_TOKEN must be at least 16 characters \(got "\*\*\*"\)$/],
+    [{ AWS_ACCESS_KEY_ID: 'x' }, /^Invalid environment: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY/],
+    [{ SYNC_WAIT: '-1' }, /^Invalid environment: SYNC_WAIT /],
+  ])('refuses %o', (env, message) => {
+    expect(() => parseConfig(env)).toThrow(message);
+  });
+
+  it('chooses S3 when S3_BUCKET is set', () => {
+    expect(parseConfig({ S3_BUCKET: 'b', S3_ENDPOINT: 'http://127.0.0.1:9000', S3_FORCE_PATH_STYLE: 'true' }).storage).toEqual({
+      s3: { bucket: 'b', endpoint: 'http://127.0.0.1:9000', region: 'us-east-1', forcePathStyle: true, credentials: undefined },
+    });
+  });
+});
+
+describe('sdq CLI', () => {
+  let redis: TestRedis;
+  beforeAll(async () => {
+    redis = await startTestRedis();
+  });
+  afterAll(async () => {
+    await redis.close();
+  });
+  const sdq = (...args: string[]) =>
+    run('node', ['apps/api/bin/sdq.js', ...args], { env: { ...process.env, REDIS_URL: redis.url, QUEUE_PREFIX: redis.prefix }, cwd: new URL('../../..', import.meta.url).pathname });
+
+  it('creates and lists accounts, creates and revokes keys', async () => {
+    const help = await sdq('--help');
+    expect(help.stdout).toContain('accounts create');
+    const created = JSON.parse((await sdq('accounts', 'create', '--name', 'alice', '--credits', '10', '--json')).stdout);
+    expect(created).toMatchObject({ name: 'alice', credits: 10, api_key: expect.stringMatching(/^sk-/) });
+    expect((await sdq('accounts', 'list')).stdout).toContain('alice');
+    const key = JSON.parse((await sdq('keys', 'create', 'alice', '--json')).stdout);
+
+    const store = new Store(redis.url, redis.prefix, 2000);
+    await new Promise((r) => store.redis.once('ready', r));
+    try {
+      expect(await store.authenticate(created.api_key)).toEqual({ accountId: created.id, keyId: created.key_id });
+      await sdq('keys', 'revoke', created.key_id);
+      await sdq('keys', 'revoke', key.api_key);
+      expect(await store.authenticate(created.api_key)).toBeUndefined();
+      expect(await store.authenticate(key.api_key)).toBeUndefined();
+      // Only hashes are stored: the key itself appears nowhere in Redis.
+      const dump = await Promise.all((await store.redis.keys(`${redis.prefix}:*`)).map((k) => store.redis.dumpBuffer(k)));
+      expect(dump.some((d) => d?.toString('latin1').includes(created.api_key))).toBe(false);
+    } finally {
+      await store.close();
+    }
+    await expect(sdq('keys', 'revoke', 'key_nope')).rejects.toMatchObject({ code: 2 });
+    await expect(sdq('accounts', 'create')).rejects.toMatchObject({ code: 2 });
+  });
+});
