@@ -1,0 +1,182 @@
+/**
+ * `npm start`: the whole service on one machine, on embedded defaults: the processes in PROCESSES as
+ * child processes, with Redis from REDIS_URL, or a private redis-server when nothing answers there.
+ *
+ *   npm start                  every process
+ *   npm start -- worker        only the named ones (with the same Redis bootstrapping)
+ *
+ * Signals are forwarded; when one process dies the others are stopped and the launcher exits with its
+ * code. `npm run start:api` / `npm run start:worker` run one process without this launcher, for
+ * machines that join an existing Redis.
+ */
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { connect, createServer } from 'node:net';
+import { join, resolve } from 'node:path';
+
+const ROOT = resolve(import.meta.dirname, '..');
+const DATA_DIR = join(ROOT, '.data');
+
+/** The service's processes: name -> entry point. A new process (e.g. webhook delivery) is one line here. */
+const PROCESSES: Record<string, string> = {
+  api: 'apps/api/src/main.ts',
+  worker: 'apps/worker/src/main.ts',
+};
+
+const DEFAULT_REDIS_URL = 'redis://127.0.0.1:6379';
+
+function say(message: string): void {
+  process.stderr.write(`sdq: ${message}\n`);
+}
+
+/** True when something speaking Redis answers at the URL (an auth error counts: it is a Redis). */
+function redisAnswers(url: string, timeoutMs = 1000): Promise<boolean> {
+  const u = new URL(url);
+  return new Promise((done) => {
+    const socket = connect({ host: u.hostname, port: Number(u.port || 6379) });
+    const finish = (ok: boolean) => {
+      socket.destroy();
+      done(ok);
+    };
+    socket.setTimeout(timeoutMs, () => finish(false));
+    socket.once('error', () => finish(false));
+    socket.once('connect', () => socket.write('PING\r\n'));
+    socket.once('data', (data) => finish(/^(\+PONG|-NOAUTH|-ERR)/.test(data.toString())));
+  });
+}
+
+function portIsFree(port: number): Promise<boolean> {
+  return new Promise((done) => {
+    const server = createServer();
+    server.once('error', () => done(false));
+    server.listen(port, '127.0.0.1', () => server.close(() => done(true)));
+  });
+}
+
+async function freePort(): Promise<number> {
+  return new Promise((done, fail) => {
+    const server = createServer();
+    server.once('error', fail);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as { port: number };
+      server.close(() => done(port));
+    });
+  });
+}
+
+const LOOPBACK = new Set(['127.0.0.1', 'localhost', '::1', '[::1]']);
+
+/** Redis at REDIS_URL, or a private redis-server started here; exits with advice when neither works. */
+async function ensureRedis(): Promise<{ url: string; child?: ChildProcess }> {
+  const url = process.env.REDIS_URL || DEFAULT_REDIS_URL;
+  if (await redisAnswers(url)) return { url };
+  const u = new URL(url);
+  const hasServer = spawnSync('redis-server', ['--version'], { stdio: 'ignore' }).status === 0;
+  if (!LOOPBACK.has(u.hostname) || !hasServer) {
+    say(`no Redis answers at ${u.host}.`);
+    if (!LOOPBACK.has(u.hostname)) say('REDIS_URL names another machine: start Redis there, or point REDIS_URL at one that runs.');
+    else say('Install Redis (apt-get install redis-server, brew install redis) so `npm start` can run a private one, run one yourself (docker run -p 6379:6379 redis:7), or set REDIS_URL.');
+    process.exit(1);
+  }
+  const wanted = Number(u.port || 6379);
+  const port = (await portIsFree(wanted)) ? wanted : await freePort();
+  const dir = join(DATA_DIR, 'redis');
+  mkdirSync(dir, { recursive: true });
+  // AOF on, so queued jobs survive a restart; noeviction, because an evicted job key is a lost job.
+  const child = spawn(
+    'redis-server',
+    ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--appendonly', 'yes', '--appendfsync', 'everysec', '--maxmemory-policy', 'noeviction', '--save', ''],
+    { stdio: ['ignore', 'ignore', 'inherit'], detached: true },
+  );
+  u.port = String(port);
+  u.hostname = '127.0.0.1';
+  const privateUrl = u.toString().replace(/\/$/, '');
+  const deadline = Date.now() + 10_000;
+  while (!(await redisAnswers(privateUrl, 200))) {
+    if (child.exitCode !== null || Date.now() > deadline) {
+      say(`the private redis-server did not start (see its messages above)`);
+      process.exit(1);
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  say(`no Redis answered at ${url}: started a private redis-server at ${privateUrl} (data in .data/redis, AOF on); it stops with sdq`);
+  return { url: privateUrl, child };
+}
+
+/** A local artifact URL secret that survives restarts, so links handed out stay valid. */
+function artifactSecret(): string {
+  const file = join(DATA_DIR, 'artifact-url-secret');
+  if (!existsSync(file)) {
+    mkdirSync(DATA_DIR, { recursive: true });
+    writeFileSync(file, randomBytes(32).toString('hex'), { mode: 0o600 });
+  }
+  return readFileSync(file, 'utf8').trim();
+}
+
+function stopChild(child: ChildProcess, signal: NodeJS.Signals): Promise<void> {
+  return new Promise((done) => {
+    if (child.exitCode !== null || child.signalCode !== null) return done();
+    child.once('exit', () => done());
+    child.kill(signal);
+  });
+}
+
+async function main(): Promise<void> {
+  const names = process.argv.slice(2);
+  const unknown = names.filter((n) => !(n in PROCESSES));
+  if (unknown.length) {
+    say(`unknown process ${unknown.join(', ')}; choose from ${Object.keys(PROCESSES).join(', ')}`);
+    process.exit(2);
+  }
+  const selected = names.length ? names : Object.keys(PROCESSES);
+  const redis = await ensureRedis();
+  const env = {
+    ...process.env,
+    REDIS_URL: redis.url,
+    ARTIFACT_URL_SECRET: process.env.ARTIFACT_URL_SECRET || artifactSecret(),
+  };
+
+  const children = new Map<string, ChildProcess>();
+  let stopping: Promise<void> | undefined;
+  let exitCode = 0;
+  const stopAll = (signal: NodeJS.Signals) =>
+    (stopping ??= (async () => {
+      await Promise.all([...children.values()].map((c) => stopChild(c, signal)));
+      if (redis.child) await stopChild(redis.child, 'SIGTERM');
+      process.exit(exitCode);
+    })());
+
+  for (const name of selected) {
+    // Own process group (detached): a terminal's Ctrl-C reaches the launcher only, which stops the
+    // processes in order instead of everything at once.
+    const child = spawn(process.execPath, ['--import', 'tsx', PROCESSES[name]], { cwd: ROOT, env, stdio: 'inherit', detached: true });
+    children.set(name, child);
+    child.on('exit', (code, signal) => {
+      if (stopping) return;
+      say(`${name} exited (${signal ?? `code ${code}`}); stopping the others`);
+      exitCode = code || 1;
+      void stopAll('SIGTERM');
+    });
+  }
+  say(`started ${selected.map((n) => `${n} (pid ${children.get(n)!.pid})`).join(', ')}`);
+
+  let firstSignalAt = 0;
+  for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+    process.on(signal, () => {
+      // A second signal means "now": the processes are killed without their grace period. One within a
+      // second of the first is the same Ctrl-C relayed by npm and tsx, not a second request.
+      if (firstSignalAt && Date.now() - firstSignalAt < 1000) return;
+      if (firstSignalAt) {
+        say('stopping now');
+        for (const child of children.values()) child.kill('SIGKILL');
+        return;
+      }
+      firstSignalAt = Date.now();
+      say(`${signal}: stopping (again to force)`);
+      void stopAll('SIGTERM');
+    });
+  }
+}
+
+await main();
