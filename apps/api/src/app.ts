@@ -109,6 +109,17 @@ export async function startServer(config: Config, opts: { logger?: Logger } = {}
   const jobs = new JobsService({ config, store, queue, storage, logger });
   const deps: AppDeps = { config, logger, store, queue, storage, engines, jobs };
   const app = createApp(deps);
+  // Give Redis a moment to connect so the first requests are not 503s; start without it if it is down.
+  if (!store.ready) {
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, config.redisTimeoutMs);
+      store.redis.once('ready', () => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+    if (!store.ready) logger.warn({ redis: config.redisUrl.replace(/\/\/[^@]*@/, '//***@') }, 'redis unreachable at start; answering 503 until it is');
+  }
 
   const server = app.listen(config.port, config.host);
   await new Promise<void>((resolve, reject) => {

@@ -116,9 +116,11 @@ export class JobQueue {
   }
 
   async snapshot(engine: string, jobId: string): Promise<QueueJobSnapshot | undefined> {
+    // State first, then the job's hash: a job that finishes in between then shows as still running,
+    // never as failed without its reason or completed without its result.
+    const state = (await this.queue(engine).getJobState(jobId)) as QueueState;
     const job: Job | undefined = await this.queue(engine).getJob(jobId);
     if (!job) return undefined;
-    const state = (await job.getState()) as QueueState;
     const progress = JobProgress.safeParse(job.progress);
     return {
       state,
