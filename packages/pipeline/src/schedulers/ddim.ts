@@ -1,6 +1,8 @@
 // DDIMScheduler after diffusers' scheduling_ddim.py, with eta = 0 (the deterministic sampler of
 // "Denoising Diffusion Implicit Models"). Each step jumps from t to t - num_train_timesteps / N.
 import type { Scheduler, StepResult } from './index';
+import { alphasCumprod, arangeDown, linspace, roundHalfEven } from './noise-schedule';
+import { checkOneOf, readConfig } from './scheduler-config';
 
 /** The scheduler_config.json keys DDIM reads; a missing or null key takes diffusers' default, shown here. */
 export const DDIM_DEFAULTS = {
@@ -27,8 +29,10 @@ export const DDIM_DEFAULTS = {
 };
 export type DDIMConfig = typeof DDIM_DEFAULTS;
 
+// the type each null-by-default key takes when it is set
+const NULLABLE: Record<string, string> = { trained_betas: 'number[]' };
+
 const NAME = 'DDIMScheduler';
-const f32 = Math.fround;
 
 export class DDIMScheduler implements Scheduler {
   readonly name = NAME;
@@ -41,11 +45,11 @@ export class DDIMScheduler implements Scheduler {
   private numInferenceSteps: number | null = null;
 
   constructor(config: Record<string, unknown> = {}) {
-    this.config = readConfig(config);
+    this.config = readConfig(NAME, DDIM_DEFAULTS, config, NULLABLE);
     if (this.config.thresholding) throw new Error(`${NAME}: thresholding is not supported (got true)`);
-    checkOneOf('prediction_type', this.config.prediction_type, ['epsilon', 'v_prediction', 'sample']);
-    checkOneOf('timestep_spacing', this.config.timestep_spacing, ['leading', 'trailing', 'linspace']);
-    this.alphasCumprod = alphasCumprod(this.config);
+    checkOneOf(NAME, 'prediction_type', this.config.prediction_type, ['epsilon', 'v_prediction', 'sample']);
+    checkOneOf(NAME, 'timestep_spacing', this.config.timestep_spacing, ['leading', 'trailing', 'linspace']);
+    this.alphasCumprod = alphasCumprod(NAME, this.config);
     this.finalAlphaCumprod = this.config.set_alpha_to_one ? 1 : this.alphasCumprod[0];
     const T = this.config.num_train_timesteps;
     this.timesteps = Array.from({ length: T }, (_, i) => T - 1 - i);
@@ -128,99 +132,4 @@ export class DDIMScheduler implements Scheduler {
     }
     return this.alphasCumprod[t];
   }
-}
-
-// the type each null-by-default key takes when it is set
-const NULLABLE: Record<string, string> = { trained_betas: 'number[]' };
-
-// unknown keys are ignored; a missing or null key keeps its default
-function readConfig(config: Record<string, unknown>): DDIMConfig {
-  const out: Record<string, unknown> = { ...DDIM_DEFAULTS };
-  for (const [key, fallback] of Object.entries(DDIM_DEFAULTS)) {
-    const value = config[key];
-    if (value === undefined || value === null) continue;
-    const type = fallback === null ? NULLABLE[key] : typeof fallback;
-    const ok = type === 'number[]' ? Array.isArray(value) && value.every((v) => typeof v === 'number') : typeof value === type;
-    if (!ok) throw new Error(`${NAME}: ${key} must be ${type === 'number[]' ? 'an array of numbers' : `a ${type}`} (got ${JSON.stringify(value)})`);
-    out[key] = value;
-  }
-  return out as DDIMConfig;
-}
-
-function checkOneOf(key: string, value: string, allowed: string[]): void {
-  if (!allowed.includes(value)) throw new Error(`${NAME}: ${key} must be one of ${allowed.join(', ')} (got "${value}")`);
-}
-
-// alphas_cumprod exactly as diffusers holds it: float32 betas (torch.linspace in float32), a cumulative
-// product accumulated in double and stored as float32, as torch's CPU cumprod does.
-function alphasCumprod(c: DDIMConfig): Float64Array {
-  const T = c.num_train_timesteps;
-  let betas: Float64Array;
-  if (c.trained_betas) {
-    if (c.trained_betas.length !== T) throw new Error(`${NAME}: trained_betas must have num_train_timesteps = ${T} values (got ${c.trained_betas.length})`);
-    betas = Float64Array.from(c.trained_betas, f32);
-  } else if (c.beta_schedule === 'linear') {
-    betas = linspaceF32(c.beta_start, c.beta_end, T);
-  } else if (c.beta_schedule === 'scaled_linear') {
-    betas = linspaceF32(Math.sqrt(c.beta_start), Math.sqrt(c.beta_end), T).map((b) => f32(b * b));
-  } else if (c.beta_schedule === 'squaredcos_cap_v2') {
-    const alphaBar = (x: number) => Math.cos(((x + 0.008) / 1.008) * Math.PI / 2) ** 2;
-    betas = Float64Array.from({ length: T }, (_, i) => f32(Math.min(1 - alphaBar((i + 1) / T) / alphaBar(i / T), 0.999)));
-  } else {
-    throw new Error(`${NAME}: beta_schedule must be one of linear, scaled_linear, squaredcos_cap_v2 (got "${c.beta_schedule}")`);
-  }
-  if (c.rescale_betas_zero_snr) betas = rescaleZeroTerminalSnr(betas);
-  return cumprodF32(betas);
-}
-
-function cumprodF32(betas: Float64Array): Float64Array {
-  const out = new Float64Array(betas.length);
-  let product = 1;
-  for (let i = 0; i < betas.length; i++) {
-    product *= f32(1 - betas[i]);
-    out[i] = f32(product);
-  }
-  return out;
-}
-
-// "Common Diffusion Noise Schedules and Sample Steps are Flawed": shift sqrt(alphas_cumprod) so the
-// last timestep has zero SNR, in float32 like diffusers.
-function rescaleZeroTerminalSnr(betas: Float64Array): Float64Array {
-  const root = cumprodF32(betas).map((a) => f32(Math.sqrt(a)));
-  const first = root[0];
-  const last = root[root.length - 1];
-  const scale = f32(first / f32(first - last));
-  const alphaBar = root.map((r) => {
-    const shifted = f32(f32(r - last) * scale);
-    return f32(shifted * shifted);
-  });
-  return alphaBar.map((a, i) => f32(1 - (i === 0 ? a : f32(a / alphaBar[i - 1]))));
-}
-
-// torch.linspace(start, end, steps, dtype=float32) on CPU: a float32 step, filled from both ends
-function linspaceF32(start: number, end: number, steps: number): Float64Array {
-  const [s, e] = [f32(start), f32(end)];
-  if (steps === 1) return Float64Array.of(s);
-  const step = f32(f32(e - s) / (steps - 1));
-  const half = Math.floor(steps / 2);
-  return Float64Array.from({ length: steps }, (_, i) => (i < half ? f32(s + f32(step * i)) : f32(e - f32(step * (steps - i - 1)))));
-}
-
-// numpy.linspace(start, stop, num): i * step + start, with the last value pinned to stop
-function linspace(start: number, stop: number, num: number): number[] {
-  const step = (stop - start) / (num - 1);
-  return Array.from({ length: num }, (_, i) => (i === 0 ? start : i === num - 1 ? stop : i * step + start));
-}
-
-// numpy.arange(start, 0, -step) for a float step, including numpy's length rule and fill arithmetic
-function arangeDown(start: number, step: number): number[] {
-  const length = Math.ceil((0 - start) / -step);
-  const delta = start - step - start;
-  return Array.from({ length }, (_, i) => start + i * delta);
-}
-
-// numpy rounds halves to even (166.5 -> 166); Math.round would not
-function roundHalfEven(x: number): number {
-  const r = Math.round(x);
-  return r - x === 0.5 && r % 2 !== 0 ? r - 1 : r;
 }

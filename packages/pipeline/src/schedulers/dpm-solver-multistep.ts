@@ -2,6 +2,8 @@
 // 2022) and DPM-Solver++, multistep, in the half-log-SNR lambda = log(alpha_t / sigma_t). With
 // algorithm_type "dpmsolver++", solver_order 2 and Karras sigmas this is the "DPM++ 2M Karras" sampler.
 import type { Scheduler, StepResult } from './index';
+import { alphasCumprod, arangeDown, interp, karrasSigmas, linspace, roundHalfEven, sigmaTable, sigmaToT } from './noise-schedule';
+import { checkOneOf, readConfig } from './scheduler-config';
 
 /** The scheduler_config.json keys DPM-Solver reads; a missing or null key takes diffusers' default, shown here. */
 export const DPM_SOLVER_MULTISTEP_DEFAULTS = {
@@ -53,6 +55,9 @@ export const DPM_SOLVER_MULTISTEP_DEFAULTS = {
 };
 export type DPMSolverMultistepConfig = typeof DPM_SOLVER_MULTISTEP_DEFAULTS;
 
+// the type each null-by-default key takes when it is set
+const NULLABLE: Record<string, string> = { trained_betas: 'number[]', sigma_min: 'number', sigma_max: 'number', variance_type: 'string' };
+
 const NAME = 'DPMSolverMultistepScheduler';
 const f32 = Math.fround;
 
@@ -74,15 +79,15 @@ export class DPMSolverMultistepScheduler implements Scheduler {
   private lowerOrderNums = 0;
 
   constructor(config: Record<string, unknown> = {}) {
-    const c = (this.config = readConfig(config));
+    const c = (this.config = readConfig(NAME, DPM_SOLVER_MULTISTEP_DEFAULTS, config, NULLABLE));
     // diffusers maps these aliases onto what it implements
     if (c.algorithm_type === 'deis') c.algorithm_type = 'dpmsolver++';
     if (['logrho', 'bh1', 'bh2'].includes(c.solver_type)) c.solver_type = 'midpoint';
-    checkOneOf('algorithm_type', c.algorithm_type, ['dpmsolver++', 'dpmsolver']);
-    checkOneOf('solver_type', c.solver_type, ['midpoint', 'heun']);
-    checkOneOf('prediction_type', c.prediction_type, ['epsilon', 'v_prediction', 'sample']);
-    checkOneOf('timestep_spacing', c.timestep_spacing, ['linspace', 'leading', 'trailing']);
-    checkOneOf('final_sigmas_type', c.final_sigmas_type, ['zero', 'sigma_min']);
+    checkOneOf(NAME, 'algorithm_type', c.algorithm_type, ['dpmsolver++', 'dpmsolver']);
+    checkOneOf(NAME, 'solver_type', c.solver_type, ['midpoint', 'heun']);
+    checkOneOf(NAME, 'prediction_type', c.prediction_type, ['epsilon', 'v_prediction', 'sample']);
+    checkOneOf(NAME, 'timestep_spacing', c.timestep_spacing, ['linspace', 'leading', 'trailing']);
+    checkOneOf(NAME, 'final_sigmas_type', c.final_sigmas_type, ['zero', 'sigma_min']);
     if (![1, 2, 3].includes(c.solver_order)) throw new Error(`${NAME}: solver_order must be 1, 2 or 3 (got ${c.solver_order})`);
     for (const key of ['thresholding', 'use_exponential_sigmas', 'use_beta_sigmas', 'use_lu_lambdas', 'use_flow_sigmas'] as const) {
       if (c[key]) throw new Error(`${NAME}: ${key} is not supported (got true)`);
@@ -91,7 +96,7 @@ export class DPMSolverMultistepScheduler implements Scheduler {
     if (c.algorithm_type === 'dpmsolver' && c.final_sigmas_type === 'zero') {
       throw new Error(`${NAME}: final_sigmas_type "zero" needs algorithm_type "dpmsolver++" (got "dpmsolver"); use "sigma_min"`);
     }
-    this.alphasCumprod = alphasCumprod(c);
+    this.alphasCumprod = alphasCumprod(NAME, c);
     // zero terminal SNR would make the top sigma infinite; diffusers caps it like this
     if (c.rescale_betas_zero_snr) this.alphasCumprod[this.alphasCumprod.length - 1] = 2 ** -24;
     this.lambdas = this.alphasCumprod.map((a) => f32(f32(Math.log(f32(Math.sqrt(a)))) - f32(Math.log(f32(Math.sqrt(f32(1 - a)))))));
@@ -307,130 +312,4 @@ export class DPMSolverMultistepScheduler implements Scheduler {
 function alphaSigma(sigma: number): { alpha: number; sigma: number } {
   const alpha = 1 / Math.sqrt(sigma * sigma + 1);
   return { alpha, sigma: sigma * alpha };
-}
-
-// ((1 - alphas_cumprod) / alphas_cumprod) ** 0.5 in float32, ascending with t
-function sigmaTable(alphasCumprod: Float64Array): number[] {
-  return Array.from(alphasCumprod, (a) => f32(Math.sqrt(f32(f32(1 - a) / a))));
-}
-
-// numpy.interp at t over the table indexed 0..len-1
-function interp(t: number, table: number[]): number {
-  if (t <= 0) return table[0];
-  if (t >= table.length - 1) return table[table.length - 1];
-  const j = Math.floor(t);
-  return (table[j + 1] - table[j]) * (t - j) + table[j];
-}
-
-// Karras et al. (2022), eq. 5 with rho = 7
-function karrasSigmas(sigmaMin: number, sigmaMax: number, n: number): number[] {
-  const rho = 7;
-  const minInvRho = sigmaMin ** (1 / rho);
-  const maxInvRho = sigmaMax ** (1 / rho);
-  return linspace(0, 1, n).map((ramp) => (maxInvRho + ramp * (minInvRho - maxInvRho)) ** rho);
-}
-
-// the fractional timestep whose log-sigma (linearly interpolated in the table) equals log(sigma)
-function sigmaToT(sigma: number, logTable: number[]): number {
-  const logSigma = Math.log(Math.max(sigma, 1e-10));
-  let low = 0;
-  for (let j = 0; j < logTable.length; j++) if (logSigma >= logTable[j]) low = j;
-  low = Math.min(low, logTable.length - 2);
-  const w = Math.min(1, Math.max(0, (logTable[low] - logSigma) / (logTable[low] - logTable[low + 1])));
-  return (1 - w) * low + w * (low + 1);
-}
-
-// the type each null-by-default key takes when it is set
-const NULLABLE: Record<string, string> = { trained_betas: 'number[]', sigma_min: 'number', sigma_max: 'number', variance_type: 'string' };
-
-// unknown keys are ignored; a missing or null key keeps its default
-function readConfig(config: Record<string, unknown>): DPMSolverMultistepConfig {
-  const out: Record<string, unknown> = { ...DPM_SOLVER_MULTISTEP_DEFAULTS };
-  for (const [key, fallback] of Object.entries(DPM_SOLVER_MULTISTEP_DEFAULTS)) {
-    const value = config[key];
-    if (value === undefined || value === null) continue;
-    const type = fallback === null ? NULLABLE[key] : typeof fallback;
-    const ok = type === 'number[]' ? Array.isArray(value) && value.every((v) => typeof v === 'number') : typeof value === type;
-    if (!ok) throw new Error(`${NAME}: ${key} must be ${type === 'number[]' ? 'an array of numbers' : `a ${type}`} (got ${JSON.stringify(value)})`);
-    out[key] = value;
-  }
-  return out as DPMSolverMultistepConfig;
-}
-
-function checkOneOf(key: string, value: string, allowed: string[]): void {
-  if (!allowed.includes(value)) throw new Error(`${NAME}: ${key} must be one of ${allowed.join(', ')} (got "${value}")`);
-}
-
-// alphas_cumprod exactly as diffusers holds it: float32 betas (torch.linspace in float32), a cumulative
-// product accumulated in double and stored as float32, as torch's CPU cumprod does.
-function alphasCumprod(c: DPMSolverMultistepConfig): Float64Array {
-  const T = c.num_train_timesteps;
-  let betas: Float64Array;
-  if (c.trained_betas) {
-    if (c.trained_betas.length !== T) throw new Error(`${NAME}: trained_betas must have num_train_timesteps = ${T} values (got ${c.trained_betas.length})`);
-    betas = Float64Array.from(c.trained_betas, f32);
-  } else if (c.beta_schedule === 'linear') {
-    betas = linspaceF32(c.beta_start, c.beta_end, T);
-  } else if (c.beta_schedule === 'scaled_linear') {
-    betas = linspaceF32(Math.sqrt(c.beta_start), Math.sqrt(c.beta_end), T).map((b) => f32(b * b));
-  } else if (c.beta_schedule === 'squaredcos_cap_v2') {
-    const alphaBar = (x: number) => Math.cos(((x + 0.008) / 1.008) * Math.PI / 2) ** 2;
-    betas = Float64Array.from({ length: T }, (_, i) => f32(Math.min(1 - alphaBar((i + 1) / T) / alphaBar(i / T), 0.999)));
-  } else {
-    throw new Error(`${NAME}: beta_schedule must be one of linear, scaled_linear, squaredcos_cap_v2 (got "${c.beta_schedule}")`);
-  }
-  if (c.rescale_betas_zero_snr) betas = rescaleZeroTerminalSnr(betas);
-  return cumprodF32(betas);
-}
-
-function cumprodF32(betas: Float64Array): Float64Array {
-  const out = new Float64Array(betas.length);
-  let product = 1;
-  for (let i = 0; i < betas.length; i++) {
-    product *= f32(1 - betas[i]);
-    out[i] = f32(product);
-  }
-  return out;
-}
-
-// "Common Diffusion Noise Schedules and Sample Steps are Flawed": shift sqrt(alphas_cumprod) so the
-// last timestep has zero SNR, in float32 like diffusers.
-function rescaleZeroTerminalSnr(betas: Float64Array): Float64Array {
-  const root = cumprodF32(betas).map((a) => f32(Math.sqrt(a)));
-  const first = root[0];
-  const last = root[root.length - 1];
-  const scale = f32(first / f32(first - last));
-  const alphaBar = root.map((r) => {
-    const shifted = f32(f32(r - last) * scale);
-    return f32(shifted * shifted);
-  });
-  return alphaBar.map((a, i) => f32(1 - (i === 0 ? a : f32(a / alphaBar[i - 1]))));
-}
-
-// torch.linspace(start, end, steps, dtype=float32) on CPU: a float32 step, filled from both ends
-function linspaceF32(start: number, end: number, steps: number): Float64Array {
-  const [s, e] = [f32(start), f32(end)];
-  if (steps === 1) return Float64Array.of(s);
-  const step = f32(f32(e - s) / (steps - 1));
-  const half = Math.floor(steps / 2);
-  return Float64Array.from({ length: steps }, (_, i) => (i < half ? f32(s + f32(step * i)) : f32(e - f32(step * (steps - i - 1)))));
-}
-
-// numpy.linspace(start, stop, num): i * step + start, with the last value pinned to stop
-function linspace(start: number, stop: number, num: number): number[] {
-  const step = (stop - start) / (num - 1);
-  return Array.from({ length: num }, (_, i) => (i === 0 ? start : i === num - 1 ? stop : i * step + start));
-}
-
-// numpy.arange(start, 0, -step) for a float step, including numpy's length rule and fill arithmetic
-function arangeDown(start: number, step: number): number[] {
-  const length = Math.ceil((0 - start) / -step);
-  const delta = start - step - start;
-  return Array.from({ length }, (_, i) => start + i * delta);
-}
-
-// numpy rounds halves to even (166.5 -> 166); Math.round would not
-function roundHalfEven(x: number): number {
-  const r = Math.round(x);
-  return r - x === 0.5 && r % 2 !== 0 ? r - 1 : r;
 }
