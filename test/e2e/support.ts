@@ -1,0 +1,211 @@
+/**
+ * The whole service for end-to-end tests: the API started in-process on a free loopback port, workers
+ * in-process (startWorker) or as child processes (for SIGKILL), the real models under models/, real
+ * Redis (test/support/redis.ts) and a real S3 protocol server (s3rver) or a local artifact folder.
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { Writable } from 'node:stream';
+import { pino } from 'pino';
+import { type RunningServer, startServer } from '../../apps/api/src/app';
+import { parseConfig } from '../../apps/api/src/config';
+import { parseWorkerConfig } from '../../apps/worker/src/config';
+import { type RunningWorker, startWorker } from '../../apps/worker/src/worker';
+import type { TestRedis } from '../support/redis';
+import type { TestS3 } from '../support/s3';
+
+export const ROOT = resolve(import.meta.dirname, '../..');
+export const MODELS_DIR = join(ROOT, 'models');
+const ADMIN_TOKEN = 'e2e-admin-token-0123456789';
+const LOG_LEVEL = process.env.TEST_LOG_LEVEL ?? 'silent';
+
+export interface Service {
+  url: string;
+  server: RunningServer;
+  /** The environment both apps share (Redis, prefix, storage). */
+  env: Record<string, string>;
+  /** A new account's API key. */
+  apiKey(name?: string): Promise<string>;
+  close(): Promise<void>;
+}
+
+/** Environment for storage: S3 (s3rver) or a fresh local folder. */
+export function storageEnv(s3?: TestS3): { env: Record<string, string>; cleanup(): void } {
+  if (s3) {
+    return {
+      env: {
+        S3_BUCKET: s3.bucket,
+        S3_ENDPOINT: s3.endpoint,
+        S3_FORCE_PATH_STYLE: 'true',
+        AWS_ACCESS_KEY_ID: s3.credentials.accessKeyId,
+        AWS_SECRET_ACCESS_KEY: s3.credentials.secretAccessKey,
+      },
+      cleanup: () => {},
+    };
+  }
+  const dir = mkdtempSync(join(tmpdir(), 'sdq-e2e-artifacts-'));
+  return { env: { ARTIFACTS_DIR: dir }, cleanup: () => rmSync(dir, { recursive: true, force: true }) };
+}
+
+export async function startService(redis: TestRedis, opts: { s3?: TestS3; env?: Record<string, string> } = {}): Promise<Service> {
+  const storage = storageEnv(opts.s3);
+  const env = { REDIS_URL: redis.url, QUEUE_PREFIX: redis.prefix, MODELS_DIR, ...storage.env, ...opts.env };
+  const config = parseConfig({
+    ...env,
+    PORT: '0',
+    HOST: '127.0.0.1',
+    ADMIN_TOKEN,
+    ARTIFACT_URL_SECRET: 'e2e-artifact-secret-0123456789',
+    SYNC_WAIT: '30',
+    REDIS_TIMEOUT_MS: '500',
+    LOG_LEVEL,
+  });
+  const server = await startServer(config, { logger: pino({ level: LOG_LEVEL }) });
+  // Job and local artifact URLs must name the real port.
+  config.publicUrl = server.url;
+  return {
+    url: server.url,
+    server,
+    env,
+    apiKey: async (name = 'e2e') => {
+      const res = await fetch(`${server.url}/v1/admin/accounts`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${ADMIN_TOKEN}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ name, credits: 10 }),
+      });
+      if (res.status !== 201) throw new Error(`account creation failed: ${res.status} ${await res.text()}`);
+      return ((await res.json()) as { api_key: string }).api_key;
+    },
+    close: async () => {
+      await server.close();
+      storage.cleanup();
+    },
+  };
+}
+
+/** A worker in this process; `jobs` lists the job ids it started, in order. */
+export interface TestWorker extends RunningWorker {
+  jobs: string[];
+}
+
+/** Fast stalled-job recovery, so a killed worker's job is taken over within a few seconds. */
+const FAST_RECOVERY = { WORKER_LOCK_DURATION_MS: '2000', WORKER_STALLED_INTERVAL_MS: '1000' };
+
+export async function startTestWorker(service: Pick<Service, 'env'>, env: Record<string, string> = {}): Promise<TestWorker> {
+  const config = parseWorkerConfig({ ...service.env, HEALTH_PORT: '0', HEALTH_HOST: '127.0.0.1', LOG_LEVEL: 'info', ...FAST_RECOVERY, ...env });
+  const jobs: string[] = [];
+  // The worker's own log lines tell which worker ran which job.
+  const sink = new Writable({
+    write(chunk, _enc, done) {
+      for (const line of String(chunk).split('\n').filter(Boolean)) {
+        const entry = JSON.parse(line) as { msg?: string; job_id?: string };
+        if (entry.msg === 'job started' && entry.job_id) jobs.push(entry.job_id);
+        if (LOG_LEVEL !== 'silent') process.stderr.write(`${line}\n`);
+      }
+      done();
+    },
+  });
+  const worker = await startWorker(config, pino({ level: 'info' }, sink));
+  return Object.assign(worker, { jobs });
+}
+
+/** A worker as a child process (`npm run start:worker`'s entry), for SIGKILL. */
+export interface ChildWorker {
+  child: ChildProcess;
+  /** Lines it wrote (JSON logs). */
+  lines: string[];
+  /** Resolves once it logs that it takes jobs. */
+  ready: Promise<void>;
+  kill(signal: NodeJS.Signals): Promise<number | null>;
+}
+
+export function spawnWorker(service: Pick<Service, 'env'>, env: Record<string, string> = {}): ChildWorker {
+  const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'apps/worker/src/main.ts')], {
+    cwd: ROOT,
+    env: { PATH: process.env.PATH, ...service.env, HEALTH_PORT: '0', HEALTH_HOST: '127.0.0.1', LOG_LEVEL: 'info', ...FAST_RECOVERY, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const lines: string[] = [];
+  let onReady: () => void;
+  let onExit: (err: Error) => void;
+  const ready = new Promise<void>((res, rej) => ((onReady = res), (onExit = rej)));
+  let buffered = '';
+  child.stdout!.on('data', (data: Buffer) => {
+    buffered += data.toString();
+    const parts = buffered.split('\n');
+    buffered = parts.pop()!;
+    for (const line of parts) {
+      lines.push(line);
+      if (line.includes('"worker ready: taking jobs"')) onReady();
+    }
+  });
+  child.stderr!.on('data', (data: Buffer) => lines.push(data.toString()));
+  child.on('exit', (code) => onExit(new Error(`worker exited with ${code} before it was ready:\n${lines.join('\n')}`)));
+  return {
+    child,
+    lines,
+    ready,
+    kill: (signal) =>
+      new Promise((res) => {
+        if (child.exitCode !== null || child.signalCode !== null) return res(child.exitCode);
+        child.once('exit', (code) => res(code));
+        child.kill(signal);
+      }),
+  };
+}
+
+export interface SseEvent {
+  event: string;
+  data: any;
+}
+
+/** Reads a Server-Sent Events stream to its end (or until `stop` says so). */
+export async function readEvents(url: string, apiKey: string, stop: (e: SseEvent, all: SseEvent[]) => boolean = () => false): Promise<SseEvent[]> {
+  const res = await fetch(url, { headers: { authorization: `Bearer ${apiKey}`, accept: 'text/event-stream' } });
+  if (res.status !== 200) throw new Error(`events: ${res.status} ${await res.text()}`);
+  const events: SseEvent[] = [];
+  const decoder = new TextDecoder();
+  let buffer = '';
+  const reader = res.body!.getReader();
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    buffer += decoder.decode(value, { stream: true });
+    let end: number;
+    while ((end = buffer.indexOf('\n\n')) >= 0) {
+      const block = buffer.slice(0, end);
+      buffer = buffer.slice(end + 2);
+      const event = /^event: (.*)$/m.exec(block)?.[1];
+      const data = /^data: (.*)$/m.exec(block)?.[1];
+      if (!event) continue;
+      const parsed = { event, data: data ? JSON.parse(data) : undefined };
+      events.push(parsed);
+      if (stop(parsed, events)) {
+        await reader.cancel();
+        return events;
+      }
+    }
+  }
+  return events;
+}
+
+export async function waitFor<T>(check: () => Promise<T | undefined | false>, what: string, timeoutMs = 30_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await check();
+    if (value) return value;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/** A Stability-style text-to-image body at tiny-sd's native size, 10 steps. */
+export function textToImageBody(extra: Record<string, unknown> = {}): string {
+  return JSON.stringify({ text_prompts: [{ text: 'a red circle on a blue background' }], steps: 10, seed: 42, ...extra });
+}
+
+export function authed(apiKey: string, headers: Record<string, string> = {}): Record<string, string> {
+  return { authorization: `Bearer ${apiKey}`, ...headers };
+}
