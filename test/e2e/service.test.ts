@@ -16,7 +16,7 @@ describe('the service with S3 storage', () => {
   let key: string;
   let png: Buffer;
 
-  const post = (path: string, body: BodyInit, headers: Record<string, string> = {}) =>
+  const post = (path: string, body: string | FormData, headers: Record<string, string> = {}) =>
     fetch(`${service.url}${path}`, { method: 'POST', body, headers: authed(key, typeof body === 'string' ? { 'content-type': 'application/json', ...headers } : headers) });
   const getJob = async (id: string) => (await fetch(`${service.url}/v1/jobs/${id}`, { headers: authed(key) })).json();
   const submit = async (extra: Record<string, unknown> = {}) => {
