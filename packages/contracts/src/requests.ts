@@ -6,18 +6,13 @@
 import { z } from 'zod';
 import type { ErrorName } from './errors';
 
-export const STABILITY_SAMPLERS = [
-  'DDIM',
-  'DDPM',
-  'K_DPMPP_2M',
-  'K_DPMPP_2S_ANCESTRAL',
-  'K_DPM_2',
-  'K_DPM_2_ANCESTRAL',
-  'K_EULER',
-  'K_EULER_ANCESTRAL',
-  'K_HEUN',
-  'K_LMS',
-] as const;
+/**
+ * The samplers sdq runs: Stability's names where Stability has one, plus PNDM, LCM and a Karras variant.
+ * Stability's DDPM, K_DPMPP_2S_ANCESTRAL, K_DPM_2, K_DPM_2_ANCESTRAL, K_HEUN and K_LMS are refused at
+ * submission (invalid_sampler, listing these) rather than silently swapped for another sampler.
+ * test/contracts-pipeline.test.ts keeps this list equal to the pipeline's own.
+ */
+export const SAMPLERS = ['DDIM', 'K_EULER', 'K_EULER_ANCESTRAL', 'K_DPMPP_2M', 'K_DPMPP_2M_KARRAS', 'PNDM', 'LCM'] as const;
 
 export const CLIP_GUIDANCE_PRESETS = ['FAST_BLUE', 'FAST_GREEN', 'NONE', 'SIMPLE', 'SLOW', 'SLOWER', 'SLOWEST'] as const;
 
@@ -68,7 +63,10 @@ const generationFields = {
   width: dimension('width'),
   cfg_scale: z.number().min(0).max(35).default(7).describe('How strictly the image follows the prompt. Default 7.'),
   clip_guidance_preset: z.enum(CLIP_GUIDANCE_PRESETS).default('NONE').describe('Accepted for compatibility; sdq ignores it.'),
-  sampler: z.enum(STABILITY_SAMPLERS).optional().describe("Default: the engine's own scheduler."),
+  sampler: z
+    .enum(SAMPLERS, { error: () => `unknown sampler; valid samplers: ${SAMPLERS.join(', ')}` })
+    .optional()
+    .describe("Default: the engine's own scheduler."),
   samples: z.number().int().min(1).max(10).default(1).describe('Images to generate. Default 1.'),
   seed: z.number().int().min(0).max(MAX_SEED).default(0).describe('0 = random; sample i uses seed + i.'),
   steps: z.number().int().min(10).max(150).default(30).describe('Denoising steps. Default 30.'),
