@@ -1,2 +1,4 @@
 export * from './amounts';
 export * from './prices';
+export * from './keys';
+export * from './credits.service';
