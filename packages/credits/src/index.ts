@@ -2,3 +2,5 @@ export * from './amounts';
 export * from './prices';
 export * from './keys';
 export * from './credits.service';
+export * from './idempotency';
+export * from './rate-limit';
