@@ -16,7 +16,7 @@ export function webhookKeys(prefix: string) {
     delivery: (deliveryId: string) => k('delivery', deliveryId),
     /** List of JSON attempt records, oldest first. */
     attempts: (deliveryId: string) => k('delivery', deliveryId, 'attempts'),
-    /** Sorted set: delivery id -> created (Unix ms). */
+    /** List of the job's delivery ids, oldest first. */
     jobDeliveries: (jobId: string) => k('job', jobId, 'deliveries'),
     /** Hash: event key (`job.completed`, `job.progress:12`) -> delivery id; makes emitting idempotent. */
     jobEvents: (jobId: string) => k('job', jobId, 'events'),
