@@ -222,6 +222,9 @@ export class Webhooks {
       prefix: this.prefix,
       connection,
       concurrency,
+      // A delivery process killed mid-attempt leaves its jobs stalled; they run again (same webhook-id)
+      // rather than failing after BullMQ's default single stall.
+      maxStalledCount: 5,
       settings: { backoffStrategy: webhookBackoffStrategy(this.retryDelaysMs) },
     });
   }
