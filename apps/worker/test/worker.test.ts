@@ -126,6 +126,13 @@ describe('worker', () => {
     expect(await ready.json()).toEqual({ status: 'ready' });
   });
 
+  it.each([
+    ['a job name without a handler', {}, { ...HANDLERS, masking: undefined } as unknown as JobHandlers, /no handler registered for job name\(s\): masking/],
+    ['ENGINES naming an engine that is not there', { ENGINES: 'tiny-sd,sd-xl' }, HANDLERS, /ENGINES names sd-xl, not found under MODELS_DIR .* \(found: tiny-sd, tiny-upscaler-x2\)/],
+  ])('refuses to start with %s', async (_name, env, handlers, message) => {
+    await expect(startWorker(testConfig({ ...env, QUEUE_PREFIX: `${redis.prefix}x` }), logger, handlers)).rejects.toThrow(message);
+  });
+
   it('runs a text-to-image job: progress after every step, images under generations/<job id>/', async () => {
     const payload = textToImage({ samples: 2 });
     const progress: unknown[] = [];
