@@ -71,6 +71,30 @@ describe('a worker killed in the middle of a job', () => {
     const started = (w: ChildWorker) => w.lines.some((l) => l.includes('"job started"') && l.includes(job.id));
     expect([started(first), started(second)]).toEqual([true, true]);
   });
+
+  it('SIGTERM: the worker takes no new job, finishes the running one and exits 0', async () => {
+    const key = await service.apiKey('sigterm');
+    // Only this worker serves the queue.
+    await Promise.all(children.map((c) => c.kill('SIGKILL')));
+    const worker = spawnWorker(service, { ENGINES: 'tiny-sd' });
+    children.push(worker);
+    await worker.ready;
+    const submit = async () => {
+      const res = await fetch(`${service.url}/v1/generation/tiny-sd/text-to-image`, {
+        method: 'POST',
+        headers: authed(key, { 'content-type': 'application/json', prefer: 'respond-async' }),
+        body: textToImageBody({ steps: 100 }),
+      });
+      return (await res.json()) as { id: string; urls: { events: string } };
+    };
+    const running = await submit();
+    const next = await submit();
+    await readEvents(running.urls.events, key, (e) => e.event === 'progress' && e.data.step >= 3);
+    expect(await worker.kill('SIGTERM')).toBe(0);
+    const status = async (id: string) => (await (await fetch(`${service.url}/v1/jobs/${id}`, { headers: authed(key) })).json()).status;
+    expect(await status(running.id)).toBe('succeeded');
+    expect(await status(next.id)).toBe('queued');
+  });
 });
 
 describe('Redis stopped and restarted under the API', () => {
