@@ -126,13 +126,27 @@ async function streamEvents(jobs: JobsService, req: Request, res: Response): Pro
     closed = true;
     res.end();
   };
+  // The snapshot below and live events can overlap: `started` goes out once and progress only forwards,
+  // so a client never sees step 5 followed by a stale step 4.
+  let startedSent = false;
+  let lastStep = -1;
+  const sendStarted = (job: JobObject) => {
+    if (startedSent) return;
+    startedSent = true;
+    send('started', job);
+  };
+  const sendProgress = (progress: { step: number; steps: number }) => {
+    if (progress.step <= lastStep) return;
+    lastStep = progress.step;
+    send('progress', { id: record.id, ...progress });
+  };
   // Events are handled one at a time, in arrival order, so a late `progress` never follows `completed`.
   let chain = Promise.resolve();
   const stop = jobs.subscribe(record.id, (event) => {
     chain = chain
       .then(async () => {
-        if (event.type === 'active') send('started', await jobs.describe(record));
-        else if (event.type === 'progress') send('progress', { id: record.id, ...event.progress });
+        if (event.type === 'active') sendStarted(await jobs.describe(record));
+        else if (event.type === 'progress') sendProgress(event.progress);
         else await finish();
       })
       .catch((err) => req.log.warn({ err }, 'event stream error'));
@@ -150,8 +164,8 @@ async function streamEvents(jobs: JobsService, req: Request, res: Response): Pro
     if (TERMINAL_STATUSES.has(current.status)) return finish();
     if (current.status === 'queued') send('queued', current);
     else {
-      send('started', current);
-      if (current.progress) send('progress', { id: record.id, ...current.progress });
+      sendStarted(current);
+      if (current.progress) sendProgress(current.progress);
     }
   });
   await chain;
