@@ -13,7 +13,7 @@ import { type RunningServer, startServer } from '../../apps/api/src/app';
 import { parseConfig } from '../../apps/api/src/config';
 import { parseWorkerConfig } from '../../apps/worker/src/config';
 import { type RunningWorker, startWorker } from '../../apps/worker/src/worker';
-import { freePort, type TestRedis } from '../support/redis';
+import type { TestRedis } from '../support/redis';
 import type { TestS3 } from '../support/s3';
 
 export const ROOT = resolve(import.meta.dirname, '../..');
@@ -52,12 +52,10 @@ export function storageEnv(s3?: TestS3): { env: Record<string, string>; cleanup(
 export async function startService(redis: TestRedis, opts: { s3?: TestS3; env?: Record<string, string> } = {}): Promise<Service> {
   const storage = storageEnv(opts.s3);
   const env = { REDIS_URL: redis.url, QUEUE_PREFIX: redis.prefix, MODELS_DIR, ...storage.env, ...opts.env };
-  // A port chosen up front: local artifact URLs are built from PUBLIC_URL when storage is created.
-  const port = await freePort();
+  // PORT=0: the API fills its public URL (job URLs, local artifact URLs) in once it listens.
   const config = parseConfig({
     ...env,
-    PORT: String(port),
-    PUBLIC_URL: `http://127.0.0.1:${port}`,
+    PORT: '0',
     HOST: '127.0.0.1',
     ADMIN_TOKEN,
     ARTIFACT_URL_SECRET: 'e2e-artifact-secret-0123456789',

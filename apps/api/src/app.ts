@@ -53,8 +53,10 @@ export function createApp(deps: AppDeps): Express {
       customLogLevel: (_req, res, err) => (err || res.statusCode >= 500 ? 'error' : res.statusCode >= 400 ? 'info' : 'info'),
     }),
   );
-  const openapi = buildOpenApi(config.publicUrl);
+  // Built on first use: with PORT=0 the public URL is known only once the server listens.
+  let openapi: Record<string, unknown> | undefined;
   app.get('/openapi.json', (_req, res) => {
+    openapi ??= buildOpenApi(config.publicUrl);
     res.json(openapi);
   });
   app.use(healthRoutes(store, storage));
@@ -104,7 +106,7 @@ export async function startServer(config: Config, opts: { logger?: Logger } = {}
   store.redis.on('close', () => redisWasReady && logger.warn('redis connection lost; answering 503 until it returns'));
   const queue = new JobQueue({ redisUrl: config.redisUrl, prefix: config.queuePrefix, engines: [...engines.keys()], timeoutMs: config.redisTimeoutMs, logger, redis: store.redis });
   const storage = createStorage(
-    's3' in config.storage ? { s3: config.storage.s3 } : { local: { ...config.storage.local, publicUrl: config.publicUrl } },
+    's3' in config.storage ? { s3: config.storage.s3 } : { local: { ...config.storage.local, publicUrl: () => config.publicUrl } },
   );
   const jobs = new JobsService({ config, store, queue, storage, logger });
   const deps: AppDeps = { config, logger, store, queue, storage, engines, jobs };
@@ -127,6 +129,10 @@ export async function startServer(config: Config, opts: { logger?: Logger } = {}
     server.once('error', reject);
   });
   const port = (server.address() as AddressInfo).port;
+  if (config.publicUrlFromPort) {
+    const host = !config.host || config.host === '0.0.0.0' || config.host === '::' ? 'localhost' : config.host.includes(':') ? `[${config.host}]` : config.host;
+    config.publicUrl = `http://${host}:${port}`;
+  }
 
   // The sweeper: one API process at a time (a lease), removing jobs whose retention has passed.
   const sweep = async () => {

@@ -66,7 +66,10 @@ export type Env = z.input<typeof EnvSchema>;
 export interface Config {
   port: number;
   host: string;
+  /** PUBLIC_URL, else http://localhost:<port>; with PORT=0 the port is filled in once the server listens. */
   publicUrl: string;
+  /** True when publicUrl was derived from PORT rather than given. */
+  publicUrlFromPort: boolean;
   redisUrl: string;
   queuePrefix: string;
   redisTimeoutMs: number;
@@ -107,6 +110,7 @@ export function parseConfig(env: Record<string, string | undefined>, randomSecre
     port: e.PORT,
     host: e.HOST,
     publicUrl: (e.PUBLIC_URL ?? `http://localhost:${e.PORT}`).replace(/\/$/, ''),
+    publicUrlFromPort: !e.PUBLIC_URL,
     redisUrl: e.REDIS_URL,
     queuePrefix: e.QUEUE_PREFIX,
     redisTimeoutMs: e.REDIS_TIMEOUT_MS,

@@ -6,8 +6,11 @@ import { type Storage, StorageNotFoundError } from '@sdq/contracts';
 export interface LocalStorageOptions {
   /** Folder holding the objects. Default .data/artifacts. */
   dir: string;
-  /** Base URL of the API that serves `/v1/artifacts/...`, e.g. http://localhost:3000. */
-  publicUrl: string;
+  /**
+   * Base URL of the API that serves `/v1/artifacts/...`, e.g. http://localhost:3000. A function is read
+   * at signing time, for an API that learns its own port only once it listens (PORT=0).
+   */
+  publicUrl: string | (() => string);
   /** HMAC key for signed URLs; the API serving them must use the same one. */
   secret: string;
 }
@@ -78,7 +81,8 @@ export class LocalStorage implements Storage {
     const expires = Math.floor(Date.now() / 1000) + expiresInSeconds;
     const signature = signLocalUrl(this.opts.secret, key, expires);
     const path = key.split('/').map(encodeURIComponent).join('/');
-    return `${this.opts.publicUrl.replace(/\/$/, '')}${LOCAL_ARTIFACTS_PATH}${path}?expires=${expires}&signature=${signature}`;
+    const base = typeof this.opts.publicUrl === 'function' ? this.opts.publicUrl() : this.opts.publicUrl;
+    return `${base.replace(/\/$/, '')}${LOCAL_ARTIFACTS_PATH}${path}?expires=${expires}&signature=${signature}`;
   }
 
   async deletePrefix(prefix: string): Promise<number> {
