@@ -3,62 +3,43 @@
  * A bad value stops the process with "Invalid environment: <VAR> ...".
  */
 import { z } from 'zod';
-import { DEFAULT_QUEUE_PREFIX } from '@sdq/contracts';
-
-const int = (min: number, max: number) => z.coerce.number({ message: 'must be a number' }).int('must be an integer').min(min).max(max);
-const bool = z.enum(['true', 'false', '1', '0', '']).transform((v) => v === 'true' || v === '1');
-const url = (protocols: string[]) =>
-  z.string().refine((v) => {
-    try {
-      return protocols.includes(new URL(v).protocol);
-    } catch {
-      return false;
-    }
-  }, `must be a URL starting with ${protocols.join(' or ')}//`);
+import { ConfigError, DEFAULT_QUEUE_PREFIX, envInt, envUrl, LOG_LEVEL, parseEnv } from '@sdq/contracts';
+import { STORAGE_ENV, storageConfigFromEnv, type S3Config } from '@sdq/storage/config';
 
 const EnvSchema = z.object({
   /** Default 3000. */
-  PORT: int(0, 65535).default(3000),
+  PORT: envInt(0, 65535).default(3000),
   /** Default 0.0.0.0. */
   HOST: z.string().min(1).default('0.0.0.0'),
   /** Base URL clients reach the API at (job urls, local artifact URLs). Default http://localhost:PORT. */
-  PUBLIC_URL: url(['http:', 'https:']).optional(),
+  PUBLIC_URL: envUrl(['http:', 'https:']).optional(),
   /** Default redis://127.0.0.1:6379. */
-  REDIS_URL: url(['redis:', 'rediss:']).default('redis://127.0.0.1:6379'),
+  REDIS_URL: envUrl(['redis:', 'rediss:']).default('redis://127.0.0.1:6379'),
   /** Key prefix of every queue and record. Default "sdq". */
   QUEUE_PREFIX: z.string().regex(/^[A-Za-z0-9_.-]+$/, 'may hold only letters, digits, _ . -').default(DEFAULT_QUEUE_PREFIX),
   /** Milliseconds the API waits for Redis before answering 503. Default 2000. */
-  REDIS_TIMEOUT_MS: int(100, 60_000).default(2000),
+  REDIS_TIMEOUT_MS: envInt(100, 60_000).default(2000),
   /** Bearer token for /v1/admin; unset = admin API disabled. */
   ADMIN_TOKEN: z.string().min(16, 'must be at least 16 characters').optional(),
   /** Default ./models. */
   MODELS_DIR: z.string().min(1).default('./models'),
-  S3_BUCKET: z.string().min(1).optional(),
-  S3_ENDPOINT: url(['http:', 'https:']).optional(),
-  /** Default us-east-1. */
-  S3_REGION: z.string().min(1).default('us-east-1'),
-  /** Default false. */
-  S3_FORCE_PATH_STYLE: bool.default(false),
-  AWS_ACCESS_KEY_ID: z.string().min(1).optional(),
-  AWS_SECRET_ACCESS_KEY: z.string().min(1).optional(),
-  /** Local storage folder (when S3_BUCKET is unset). Default .data/artifacts. */
-  ARTIFACTS_DIR: z.string().min(1).default('.data/artifacts'),
+  ...STORAGE_ENV,
   /** HMAC key of local artifact URLs; default: a random key per process (URLs die with it). */
   ARTIFACT_URL_SECRET: z.string().min(16, 'must be at least 16 characters').optional(),
   /** Seconds an artifact URL stays valid. Default 3600. */
-  ARTIFACT_URL_EXPIRY: int(1, 604_800).default(3600),
+  ARTIFACT_URL_EXPIRY: envInt(1, 604_800).default(3600),
   /** Seconds a job and its results are kept. Default 86400 (24 h). */
-  RESULT_RETENTION: int(1, 365 * 86_400).default(86_400),
+  RESULT_RETENTION: envInt(1, 365 * 86_400).default(86_400),
   /** Seconds between sweeps of expired jobs. Default 60. */
-  SWEEP_INTERVAL: int(1, 86_400).default(60),
+  SWEEP_INTERVAL: envInt(1, 86_400).default(60),
   /** Seconds a synchronous request waits for its job before answering 202. Default 120. */
-  SYNC_WAIT: int(0, 3600).default(120),
+  SYNC_WAIT: envInt(0, 3600).default(120),
   /** Largest width x height accepted. Default 1048576. */
-  MAX_PIXELS: int(16_384, 64 * 1024 * 1024).default(1_048_576),
+  MAX_PIXELS: envInt(16_384, 64 * 1024 * 1024).default(1_048_576),
   /** Largest uploaded file in bytes. Default 10 MiB. */
-  MAX_UPLOAD_BYTES: int(1024, 256 * 1024 * 1024).default(10 * 1024 * 1024),
+  MAX_UPLOAD_BYTES: envInt(1024, 256 * 1024 * 1024).default(10 * 1024 * 1024),
   /** Default info. */
-  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  LOG_LEVEL,
 });
 
 export type Env = z.input<typeof EnvSchema>;
@@ -76,7 +57,7 @@ export interface Config {
   adminToken?: string;
   modelsDir: string;
   storage:
-    | { s3: { bucket: string; endpoint?: string; region: string; forcePathStyle: boolean; credentials?: { accessKeyId: string; secretAccessKey: string } } }
+    | { s3: S3Config }
     | { local: { dir: string; secret: string } };
   artifactUrlExpiry: number;
   resultRetention: number;
@@ -87,25 +68,12 @@ export interface Config {
   logLevel: z.infer<typeof EnvSchema>['LOG_LEVEL'];
 }
 
-export class ConfigError extends Error {}
+export { ConfigError };
 
 /** Parses an environment (process.env in production, a plain object in tests). */
 export function parseConfig(env: Record<string, string | undefined>, randomSecret: () => string = defaultSecret): Config {
-  // Empty strings mean "unset", as in most .env files.
-  const cleaned = Object.fromEntries(Object.entries(env).filter(([, v]) => v !== undefined && v !== ''));
-  const parsed = EnvSchema.safeParse(cleaned);
-  if (!parsed.success) {
-    const issue = parsed.error.issues[0];
-    const name = String(issue.path[0]);
-    const got = cleaned[name] === undefined ? '' : ` (got ${JSON.stringify(name.includes('SECRET') || name.includes('TOKEN') ? '***' : cleaned[name])})`;
-    throw new ConfigError(`Invalid environment: ${name} ${issue.message}${got}`);
-  }
-  const e = parsed.data;
-  if (e.S3_ENDPOINT && !e.S3_BUCKET) throw new ConfigError('Invalid environment: S3_BUCKET is required when S3_ENDPOINT is set');
-  if (!!e.AWS_ACCESS_KEY_ID !== !!e.AWS_SECRET_ACCESS_KEY) {
-    throw new ConfigError('Invalid environment: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY must be set together');
-  }
-  const credentials = e.AWS_ACCESS_KEY_ID ? { accessKeyId: e.AWS_ACCESS_KEY_ID, secretAccessKey: e.AWS_SECRET_ACCESS_KEY! } : undefined;
+  const e = parseEnv(EnvSchema, env);
+  const storage = storageConfigFromEnv(e);
   return {
     port: e.PORT,
     host: e.HOST,
@@ -116,9 +84,7 @@ export function parseConfig(env: Record<string, string | undefined>, randomSecre
     redisTimeoutMs: e.REDIS_TIMEOUT_MS,
     adminToken: e.ADMIN_TOKEN,
     modelsDir: e.MODELS_DIR,
-    storage: e.S3_BUCKET
-      ? { s3: { bucket: e.S3_BUCKET, endpoint: e.S3_ENDPOINT, region: e.S3_REGION, forcePathStyle: e.S3_FORCE_PATH_STYLE, credentials } }
-      : { local: { dir: e.ARTIFACTS_DIR, secret: e.ARTIFACT_URL_SECRET ?? randomSecret() } },
+    storage: 's3' in storage ? storage : { local: { ...storage.local, secret: e.ARTIFACT_URL_SECRET ?? randomSecret() } },
     artifactUrlExpiry: e.ARTIFACT_URL_EXPIRY,
     resultRetention: e.RESULT_RETENTION,
     sweepInterval: e.SWEEP_INTERVAL,

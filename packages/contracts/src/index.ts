@@ -3,3 +3,5 @@ export * from './errors';
 export * from './requests';
 export * from './jobs';
 export * from './storage';
+export * from './env';
+export * from './credits';

@@ -12,3 +12,4 @@ export type StorageOptions = { s3: S3StorageOptions } | { local: LocalStorageOpt
 export function createStorage(opts: StorageOptions): Storage {
   return 's3' in opts ? new S3Storage(opts.s3) : new LocalStorage(opts.local);
 }
+export { STORAGE_ENV, storageConfigFromEnv, type StorageConfig, type StorageEnv, type S3Config } from './config';
