@@ -84,6 +84,11 @@ export interface RuntimeOptions {
   fallback?: boolean;
   /** onnxruntime intra-op threads; default: onnxruntime's choice. */
   threads?: number;
+  /**
+   * Let idle onnxruntime threads spin-wait for work. Default false: spinning threads steal the CPU from
+   * the other processes of a service and from each other when cores are shared.
+   */
+  spinning?: boolean;
   /** Called with warnings (provider fallback). Default console.warn. */
   warn?: (message: string) => void;
 }
