@@ -9,7 +9,10 @@ import { pinoHttp } from 'pino-http';
 import type { Logger } from 'pino';
 import { discoverEngines, type EngineInfo } from '@sdq/pipeline/engines';
 import { queueNameForEngine, ServiceError, type Storage } from '@sdq/contracts';
+import { CreditsService, IdempotencyStore, PriceTable, RateLimiter } from '@sdq/credits';
 import { createStorage } from '@sdq/storage';
+import { AccountsService } from './accounts.service';
+import { adminRoutes } from './admin.routes';
 import { requireAdmin, requireApiKey } from './auth';
 import type { Config } from './config';
 import { errorHandler, notFound } from './errors';
@@ -18,8 +21,9 @@ import { JobsService } from './jobs.service';
 import { createLogger } from './logger';
 import { buildOpenApi } from './openapi';
 import { JobQueue } from './queue';
-import { adminRoutes, artifactRoutes, engineRoutes, healthRoutes, jobRoutes } from './routes';
+import { artifactRoutes, engineRoutes, healthRoutes, jobRoutes } from './routes';
 import { Store } from './store';
+import { userRoutes } from './user.routes';
 
 export interface AppDeps {
   config: Config;
@@ -29,6 +33,10 @@ export interface AppDeps {
   storage: Storage;
   engines: Map<string, EngineInfo>;
   jobs: JobsService;
+  prices: PriceTable;
+  credits: CreditsService;
+  limiter: RateLimiter;
+  accounts: AccountsService;
 }
 
 /** While Redis is down, answer 503 at once instead of waiting on a dead connection. */
@@ -38,7 +46,7 @@ function requireRedis(store: Store): RequestHandler {
 }
 
 export function createApp(deps: AppDeps): Express {
-  const { config, logger, store, storage, engines, jobs } = deps;
+  const { config, logger, store, storage, engines, jobs, prices, credits, limiter, accounts } = deps;
   const app = express();
   app.disable('x-powered-by');
   app.set('trust proxy', false);
@@ -62,11 +70,12 @@ export function createApp(deps: AppDeps): Express {
   app.use(healthRoutes(store, storage));
   app.use(artifactRoutes(storage, config));
   app.use('/v1', requireRedis(store));
-  app.use('/v1/admin', requireAdmin(config.adminToken), adminRoutes(store));
+  app.use('/v1/admin', requireAdmin(config.adminToken, store), adminRoutes(accounts));
   app.use('/v1', requireApiKey(store));
-  app.use(engineRoutes(engines));
-  app.use(generationRoutes({ config, engines, jobs }));
+  app.use(engineRoutes(engines, prices));
+  app.use(generationRoutes({ config, engines, jobs, prices, credits, limiter }));
   app.use(jobRoutes(jobs));
+  app.use(userRoutes(accounts));
   app.use(notFound);
   app.use(errorHandler);
   return app;
@@ -108,8 +117,18 @@ export async function startServer(config: Config, opts: { logger?: Logger } = {}
   const storage = createStorage(
     's3' in config.storage ? { s3: config.storage.s3 } : { local: { ...config.storage.local, publicUrl: () => config.publicUrl } },
   );
-  const jobs = new JobsService({ config, store, queue, storage, logger });
-  const deps: AppDeps = { config, logger, store, queue, storage, engines, jobs };
+  // A bad PRICES_FILE stops start-up here, naming the file and the field.
+  const prices = PriceTable.load({ file: config.credits.pricesFile });
+  const credits = new CreditsService(store.redis, { prefix: config.queuePrefix });
+  const idempotency = new IdempotencyStore(store.redis, { prefix: config.queuePrefix });
+  const limiter = new RateLimiter(store.redis, { prefix: config.queuePrefix, limit: config.credits.rateLimit, windowMs: config.credits.rateLimitWindowMs });
+  const jobs = new JobsService({ config, store, queue, storage, credits, idempotency, logger });
+  const accounts = new AccountsService(store, credits, { startingCredits: config.credits.startingCredits });
+  // Whichever process hears a job end first closes its hold (the worker does too; closing is once).
+  queue.onEnd((jobId) => {
+    jobs.closeHold(jobId).catch((err) => logger.warn({ job_id: jobId, err: (err as Error).message }, 'could not close the hold; the reconciler will'));
+  });
+  const deps: AppDeps = { config, logger, store, queue, storage, engines, jobs, prices, credits, limiter, accounts };
   const app = createApp(deps);
   // Give Redis a moment to connect so the first requests are not 503s; start without it if it is down.
   if (!store.ready) {
@@ -134,11 +153,23 @@ export async function startServer(config: Config, opts: { logger?: Logger } = {}
     config.publicUrl = `http://${host}:${port}`;
   }
 
-  // The sweeper: one API process at a time (a lease), removing jobs whose retention has passed.
+  // The sweeper: one API process at a time (a lease), removing jobs whose retention has passed, then
+  // closing the holds whose job ended (or vanished) while every process that could have closed them was down.
+  let migrated = false;
   const sweep = async () => {
     if (!store.ready) return;
     try {
-      if (await store.takeLease('sweeper', config.sweepInterval * 1000)) await jobs.sweep();
+      if (!(await store.takeLease('sweeper', config.sweepInterval * 1000))) return;
+      if (!migrated) {
+        const count = await accounts.migrateLegacyCredits();
+        if (count) logger.info({ accounts: count }, 'legacy starting credits moved to the ledger');
+        migrated = true;
+      }
+      await jobs.sweep();
+      const reconciled = await credits.reconcileHolds((hold) => jobs.holdFate(hold), { graceMs: 0 });
+      if (reconciled.settled.length || reconciled.released.length) {
+        logger.info({ settled: reconciled.settled.length, released: reconciled.released.length }, 'reconciled holds nobody had closed');
+      }
     } catch (err) {
       logger.warn({ err: (err as Error).message }, 'sweep failed; retrying next interval');
     }

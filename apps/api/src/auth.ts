@@ -1,13 +1,15 @@
 import { timingSafeEqual, createHash } from 'node:crypto';
 import type { RequestHandler } from 'express';
 import type {} from 'pino-http';
-import { ServiceError } from '@sdq/contracts';
+import { type KeyScope, scopeAllows, ServiceError } from '@sdq/contracts';
 import type { Store } from './store';
 
 declare module 'express-serve-static-core' {
   interface Request {
     accountId?: string;
     keyId?: string;
+    /** The API key's scope; undefined for the ADMIN_TOKEN. */
+    scope?: KeyScope;
   }
 }
 
@@ -28,6 +30,7 @@ export function requireApiKey(store: Store): RequestHandler {
       if (!found) throw new ServiceError('unauthorized', 'unknown or revoked API key', CHALLENGE);
       req.accountId = found.accountId;
       req.keyId = found.keyId;
+      req.scope = found.scope;
       req.log = req.log?.child({ account_id: found.accountId, key_id: found.keyId });
       next();
     } catch (err) {
@@ -36,15 +39,38 @@ export function requireApiKey(store: Store): RequestHandler {
   };
 }
 
-/** /v1/admin: the ADMIN_TOKEN, compared in constant time. */
-export function requireAdmin(adminToken: string | undefined): RequestHandler {
-  const expected = adminToken ? createHash('sha256').update(adminToken).digest() : undefined;
+/** After requireApiKey: 403 unless the key's scope includes `needs`. */
+export function requireScope(needs: KeyScope): RequestHandler {
   return (req, _res, next) => {
-    if (!expected) return next(new ServiceError('permission_denied', 'the admin API is disabled: ADMIN_TOKEN is not set'));
-    const token = bearer(req.headers.authorization);
-    if (!token) return next(new ServiceError('unauthorized', 'missing admin token: send Authorization: Bearer <ADMIN_TOKEN>', CHALLENGE));
-    const given = createHash('sha256').update(token).digest();
-    if (!timingSafeEqual(given, expected)) return next(new ServiceError('unauthorized', 'wrong admin token', CHALLENGE));
-    next();
+    if (req.scope && scopeAllows(req.scope, needs)) return next();
+    next(new ServiceError('permission_denied', `this API key has scope ${req.scope ?? 'none'}; this endpoint needs scope ${needs}`));
+  };
+}
+
+/**
+ * /v1/admin: the ADMIN_TOKEN (compared in constant time) or an API key with scope admin. A key without
+ * that scope is 403; an unknown token is 401.
+ */
+export function requireAdmin(adminToken: string | undefined, store: Store): RequestHandler {
+  const expected = adminToken ? createHash('sha256').update(adminToken).digest() : undefined;
+  return async (req, _res, next) => {
+    try {
+      const token = bearer(req.headers.authorization);
+      if (!token) throw new ServiceError('unauthorized', 'missing admin credentials: send Authorization: Bearer <ADMIN_TOKEN or an admin API key>', CHALLENGE);
+      if (expected && timingSafeEqual(createHash('sha256').update(token).digest(), expected)) return next();
+      const key = token.startsWith('sk-') ? await store.authenticate(token) : undefined;
+      if (key) {
+        if (!scopeAllows(key.scope, 'admin')) throw new ServiceError('permission_denied', `this API key has scope ${key.scope}; the admin API needs scope admin`);
+        req.accountId = key.accountId;
+        req.keyId = key.keyId;
+        req.scope = key.scope;
+        req.log = req.log?.child({ account_id: key.accountId, key_id: key.keyId });
+        return next();
+      }
+      if (!expected) throw new ServiceError('permission_denied', 'the admin API takes only admin API keys here: ADMIN_TOKEN is not set');
+      throw new ServiceError('unauthorized', 'wrong admin token or unknown API key', CHALLENGE);
+    } catch (err) {
+      next(err);
+    }
   };
 }

@@ -1,30 +1,44 @@
 /**
- * `npx sdq`: the operator CLI. Talks to Redis through the same store module as the API, configured by
- * the same environment (REDIS_URL, QUEUE_PREFIX).
+ * `npx sdq`: the operator CLI. Talks to Redis through the same modules as the API (store, accounts,
+ * @sdq/credits), configured by the same environment (REDIS_URL, QUEUE_PREFIX, STARTING_CREDITS).
  */
 import { parseArgs } from 'node:util';
-import { loadConfig } from './config';
+import { KEY_SCOPES, type KeyScope, ServiceError } from '@sdq/contracts';
+import { CreditsService, creditsString, type VerifyProblem } from '@sdq/credits';
+import { AccountsService } from './accounts.service';
+import { type Config, loadConfig } from './config';
 import { Store } from './store';
 
-const HELP = `sdq: operate an sdq deployment (reads REDIS_URL and QUEUE_PREFIX like the API)
+const HELP = `sdq: operate an sdq deployment (reads REDIS_URL, QUEUE_PREFIX and STARTING_CREDITS like the API)
 
 Usage:
-  sdq accounts create --name <name> [--credits <n>]   create an account and its first API key
-  sdq accounts list                                    list accounts
-  sdq keys create <account id or name>                 make a new API key (shown once)
-  sdq keys list <account id or name>                   list an account's keys (ids, never keys)
-  sdq keys revoke <key id or key>                      revoke a key at once
-  sdq --help                                           this text
+  sdq accounts create --name <name> [--credits <n>] [--scope <s>]
+                                        create an account and its first API key; --credits is the
+                                        starting balance (default: STARTING_CREDITS, 25)
+  sdq accounts list                     list accounts with their balances
+  sdq keys create <account> [--scope read|generate|admin]
+                                        make a new API key (shown once; scope default generate)
+  sdq keys list <account>               list an account's keys (ids and scopes, never keys)
+  sdq keys revoke <key id or key>       revoke a key at once
+  sdq credits grant <account> <n> [--reason <text>]
+                                        add n credits (negative: take them away, never below zero)
+  sdq credits balance <account>         an account's balance
+  sdq ledger list <account> [--limit <n>]
+                                        an account's newest ledger entries
+  sdq ledger verify                     prove every balance equals the sum of its ledger and every hold
+                                        is consistent; exits 1 and prints the problems otherwise
+  sdq --help                            this text
+
+<account> is an account id or its exact name. Add --json for machine-readable output.
 `;
 
 class UsageError extends Error {}
 
-async function connect(): Promise<Store> {
-  const config = loadConfig();
+async function connect(config: Config): Promise<Store> {
   const store = new Store(config.redisUrl, config.queuePrefix, config.redisTimeoutMs);
   store.redis.on('error', () => {});
   await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`cannot reach Redis at ${config.redisUrl} (set REDIS_URL)`)), Math.max(config.redisTimeoutMs, 3000));
+    const timer = setTimeout(() => reject(new Error(`cannot reach Redis at ${config.redisUrl.replace(/\/\/[^@]*@/, '//***@')} (set REDIS_URL)`)), Math.max(config.redisTimeoutMs, 3000));
     store.redis.once('ready', () => {
       clearTimeout(timer);
       resolve();
@@ -33,68 +47,141 @@ async function connect(): Promise<Store> {
   return store;
 }
 
-async function run(argv: string[]): Promise<void> {
-  const { values, positionals } = parseArgs({
-    args: argv,
+function scopeOf(value: string | undefined): KeyScope | undefined {
+  if (value === undefined) return undefined;
+  if (!KEY_SCOPES.includes(value as KeyScope)) throw new UsageError(`--scope must be one of ${KEY_SCOPES.join(', ')} (got ${value})`);
+  return value as KeyScope;
+}
+
+function describeProblem(p: VerifyProblem): string {
+  switch (p.kind) {
+    case 'balance_mismatch':
+      return `account ${p.account_id}: balance ${creditsString(p.balance)} != ledger sum ${creditsString(p.ledger_sum)}`;
+    case 'negative_balance':
+      return `account ${p.account_id}: negative balance ${creditsString(p.balance)}`;
+    case 'release_amount_mismatch':
+      return `account ${p.account_id}, job ${p.job_id}: held ${creditsString(p.held)} but released ${creditsString(p.released)}`;
+    case 'open_hold_mismatch':
+      return `account ${p.account_id}, job ${p.job_id}: ${p.detail}`;
+    default:
+      return `account ${p.account_id}, job ${p.job_id}: ${p.kind.replaceAll('_', ' ')}`;
+  }
+}
+
+async function run(argv: string[]): Promise<number> {
+  // "-5" is an amount, not an option: parseArgs would read it as the short option -5.
+  const NEGATIVE = /^-\d/;
+  const parsed = parseArgs({
+    args: argv.map((a) => (NEGATIVE.test(a) ? `\u0000${a}` : a)),
     allowPositionals: true,
-    options: { name: { type: 'string' }, credits: { type: 'string' }, help: { type: 'boolean', short: 'h' }, json: { type: 'boolean' } },
+    options: {
+      name: { type: 'string' },
+      credits: { type: 'string' },
+      scope: { type: 'string' },
+      reason: { type: 'string' },
+      limit: { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+      json: { type: 'boolean' },
+    },
   });
-  const [group, action, arg] = positionals;
+  const values = parsed.values;
+  const [group, action, ...args] = parsed.positionals.map((p) => p.replace(/^\u0000/, ''));
   if (values.help || !group) {
     process.stdout.write(HELP);
-    return;
+    return 0;
   }
   const out = (human: string, data: unknown) => console.log(values.json ? JSON.stringify(data) : human);
   const command = `${group} ${action ?? ''}`.trim();
-  const known = ['accounts create', 'accounts list', 'keys create', 'keys list', 'keys revoke'];
+  const known = ['accounts create', 'accounts list', 'keys create', 'keys list', 'keys revoke', 'credits grant', 'credits balance', 'ledger list', 'ledger verify'];
   if (!known.includes(command)) throw new UsageError(`unknown command: ${command}`);
+  const arg = (i: number, what: string) => {
+    if (args[i] === undefined) throw new UsageError(`${command} needs ${what}`);
+    return args[i];
+  };
 
-  const store = await connect();
+  const config = loadConfig();
+  const store = await connect(config);
+  const credits = new CreditsService(store.redis, { prefix: config.queuePrefix });
+  const accounts = new AccountsService(store, credits, { startingCredits: config.credits.startingCredits });
   try {
     switch (command) {
       case 'accounts create': {
         if (!values.name) throw new UsageError('accounts create needs --name');
-        const credits = values.credits === undefined ? 0 : Number(values.credits);
-        if (!Number.isFinite(credits) || credits < 0) throw new UsageError(`--credits must be a number >= 0 (got ${values.credits})`);
-        const account = await store.createAccount(values.name, credits);
-        const { key, apiKey } = await store.createApiKey(account.id);
-        out(`account ${account.id} (${account.name}), credits ${account.credits}\nkey ${key.id}\napi key (shown once): ${apiKey}`, { ...account, key_id: key.id, api_key: apiKey });
+        const { account, balance, key, apiKey } = await accounts.create(values.name, { credits: values.credits, scope: scopeOf(values.scope) });
+        out(`account ${account.id} (${account.name}), credits ${creditsString(balance)}\nkey ${key.id} (scope ${key.scope})\napi key (shown once): ${apiKey}`, {
+          ...account,
+          credits: Number(creditsString(balance)),
+          key_id: key.id,
+          scope: key.scope,
+          api_key: apiKey,
+        });
         break;
       }
       case 'accounts list': {
-        const accounts = await store.listAccounts();
-        out(accounts.map((a) => `${a.id}\t${a.name}\t${a.credits}\t${a.created_at}`).join('\n') || '(no accounts)', accounts);
+        const list = await accounts.list();
+        out(list.map((a) => `${a.id}\t${a.name}\t${a.credits}\t${a.created_at}`).join('\n') || '(no accounts)', list);
         break;
       }
-      case 'keys create':
+      case 'keys create': {
+        const account = await accounts.get(arg(0, 'an account id or name'));
+        const { key, apiKey } = await accounts.createKey(account.id, scopeOf(values.scope));
+        out(`key ${key.id} (scope ${key.scope}) for ${account.id}\napi key (shown once): ${apiKey}`, { ...key, api_key: apiKey });
+        break;
+      }
       case 'keys list': {
-        if (!arg) throw new UsageError(`${command} needs an account id or name`);
-        const account = await store.findAccount(arg);
-        if (!account) throw new UsageError(`no account ${arg}`);
-        if (command === 'keys list') {
-          const keys = await store.listApiKeys(account.id);
-          out(keys.map((k) => `${k.id}\t${k.hint}...\t${k.created_at}\t${k.revoked_at ? `revoked ${k.revoked_at}` : 'active'}`).join('\n'), keys);
-        } else {
-          const { key, apiKey } = await store.createApiKey(account.id);
-          out(`key ${key.id} for ${account.id}\napi key (shown once): ${apiKey}`, { ...key, api_key: apiKey });
-        }
+        const keys = await accounts.listKeys(arg(0, 'an account id or name'));
+        out(keys.map((k) => `${k.id}\t${k.hint}...\t${k.scope}\t${k.created_at}\t${k.revoked_at ? `revoked ${k.revoked_at}` : 'active'}`).join('\n'), keys);
         break;
       }
       case 'keys revoke': {
-        if (!arg) throw new UsageError('keys revoke needs a key id or the key');
-        const key = await store.revokeApiKey(arg);
+        const key = await accounts.revokeKey(arg(0, 'a key id or the key'));
         if (!key) throw new UsageError('no such key');
         out(`key ${key.id} revoked at ${key.revoked_at}`, key);
         break;
       }
+      case 'credits grant': {
+        const result = await accounts.grant(arg(0, 'an account id or name'), arg(1, 'an amount of credits'), { reason: values.reason });
+        out(`${result.type} of ${result.amount} credits to ${result.account_id}: balance ${result.credits}`, result);
+        break;
+      }
+      case 'credits balance': {
+        const account = await accounts.get(arg(0, 'an account id or name'));
+        const balance = creditsString(await accounts.balance(account.id));
+        out(`${account.id}\t${balance}`, { id: account.id, credits: Number(balance) });
+        break;
+      }
+      case 'ledger list': {
+        const account = await accounts.get(arg(0, 'an account id or name'));
+        const page = await accounts.ledger(account.id, { limit: values.limit ?? '20' });
+        out(page.data.map((e) => `${e.created_at}\t${e.type}\t${e.amount}\t${e.job_id ?? ''}\t${e.reason ?? ''}`).join('\n') || '(no entries)', page);
+        break;
+      }
+      case 'ledger verify': {
+        const report = await credits.verify();
+        const summary = `${report.accounts} accounts, ${report.entries} ledger entries, ${report.open_holds.length} open holds`;
+        out(report.ok ? `ok: ${summary}` : `${report.problems.length} problem(s) in ${summary}:\n${report.problems.map(describeProblem).join('\n')}`, {
+          ok: report.ok,
+          accounts: report.accounts,
+          entries: report.entries,
+          open_holds: report.open_holds.length,
+          problems: report.problems,
+        });
+        return report.ok ? 0 : 1;
+      }
     }
+    return 0;
   } finally {
     await store.close();
   }
 }
 
-run(process.argv.slice(2)).catch((err: Error) => {
-  console.error(`sdq: ${err.message}`);
-  if (err instanceof UsageError) console.error('run `sdq --help` for usage');
-  process.exit(err instanceof UsageError ? 2 : 1);
-});
+run(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  (err: Error) => {
+    // A ServiceError is the operator's mistake (unknown account, bad amount): a usage error.
+    const usage = err instanceof UsageError || (err instanceof ServiceError && err.status < 500);
+    console.error(`sdq: ${err.message}`);
+    if (usage) console.error('run `sdq --help` for usage');
+    process.exit(usage ? 2 : 1);
+  },
+);

@@ -4,6 +4,7 @@
  */
 import { z } from 'zod';
 import { ConfigError, DEFAULT_QUEUE_PREFIX, envInt, envUrl, LOG_LEVEL, parseEnv } from '@sdq/contracts';
+import { parseCredits } from '@sdq/credits/amounts';
 import { STORAGE_ENV, storageConfigFromEnv, type S3Config } from '@sdq/storage/config';
 
 const EnvSchema = z.object({
@@ -40,6 +41,18 @@ const EnvSchema = z.object({
   MAX_UPLOAD_BYTES: envInt(1024, 256 * 1024 * 1024).default(10 * 1024 * 1024),
   /** Default info. */
   LOG_LEVEL,
+  /** Operator price file applied over the shipped price table; unset = shipped prices only. */
+  PRICES_FILE: z.string().min(1).optional(),
+  /** Credits a new account starts with when its creator names no amount. Default 25. */
+  STARTING_CREDITS: z.string().regex(/^\d+(\.\d{1,6})?$/, 'must be a number of credits >= 0 with at most 6 decimal places').default('25'),
+  /** Requests to the generation endpoints per API key per window. Default 150. */
+  RATE_LIMIT: envInt(1, 1_000_000).default(150),
+  /** The rate limit's sliding window, ms. Default 10000. */
+  RATE_LIMIT_WINDOW_MS: envInt(100, 3_600_000).default(10_000),
+  /** Jobs an account may have queued or running at once; 0 = no limit. Default 10. */
+  MAX_ACTIVE_JOBS: envInt(0, 1_000_000).default(10),
+  /** Seconds before the hold of a job that cannot be found is released (its request may still be adding it). Default 300. */
+  HOLD_GRACE: envInt(1, 86_400).default(300),
 });
 
 export type Env = z.input<typeof EnvSchema>;
@@ -66,6 +79,15 @@ export interface Config {
   maxPixels: number;
   maxUploadBytes: number;
   logLevel: z.infer<typeof EnvSchema>['LOG_LEVEL'];
+  credits: {
+    pricesFile?: string;
+    /** Micro-credits. */
+    startingCredits: number;
+    rateLimit: number;
+    rateLimitWindowMs: number;
+    maxActiveJobs: number;
+    holdGraceMs: number;
+  };
 }
 
 export { ConfigError };
@@ -92,6 +114,14 @@ export function parseConfig(env: Record<string, string | undefined>, randomSecre
     maxPixels: e.MAX_PIXELS,
     maxUploadBytes: e.MAX_UPLOAD_BYTES,
     logLevel: e.LOG_LEVEL,
+    credits: {
+      pricesFile: e.PRICES_FILE,
+      startingCredits: parseCredits(e.STARTING_CREDITS, { allowZero: true }),
+      rateLimit: e.RATE_LIMIT,
+      rateLimitWindowMs: e.RATE_LIMIT_WINDOW_MS,
+      maxActiveJobs: e.MAX_ACTIVE_JOBS,
+      holdGraceMs: e.HOLD_GRACE * 1000,
+    },
   };
 }
 

@@ -25,6 +25,9 @@ function normalize(err: unknown): unknown {
   if (e?.message === 'Unexpected end of form' || e?.message === 'Multipart: Boundary not found') {
     return new ServiceError('bad_request', `body: malformed multipart form (${e.message})`);
   }
+  // @sdq/credits' input errors (a bad ledger cursor, amount or Idempotency-Key) are the caller's.
+  if (e?.code === 'invalid_credits_input' || e?.code === 'invalid_amount') return new ServiceError('bad_request', e.message ?? 'bad input');
+  if (e?.code === 'invalid_idempotency_key') return new ServiceError('invalid_idempotency_key', e.message ?? 'bad Idempotency-Key');
   if (isRedisDown(err)) return new ServiceError('service_unavailable', 'the job store (Redis) is unreachable; retry shortly');
   return err;
 }

@@ -18,10 +18,14 @@ import {
   TextToImageRequest,
   UpscaleRequest,
 } from '@sdq/contracts';
+import { type CreditsService, hashBody, MAX_IDEMPOTENCY_KEY_LENGTH, type PriceTable, type RateLimiter } from '@sdq/credits';
+import { requireScope } from './auth';
 import type { Config } from './config';
 import type { JobInputs, JobsService, NewJob } from './jobs.service';
+import { dryRun, jobCost } from './pricing';
+import { rateLimit } from './rate-limit';
 import type { JobRecord } from './store';
-import { type CheckedImage, multipart, parseFormFields, readImage } from './uploads';
+import { type CheckedImage, IMAGE_FIELDS, multipart, parseFormFields, readImage } from './uploads';
 
 const ACCEPTABLE = ['application/json', 'image/png', 'image/jpeg', 'image/webp'];
 
@@ -81,10 +85,43 @@ function requireFile(image: CheckedImage | undefined, field: string): CheckedIma
   return image;
 }
 
+/** `?dry_run=true`: price the request, queue nothing. */
+function isDryRun(req: Request): boolean {
+  const value = req.query.dry_run;
+  if (value === undefined) return false;
+  if (value === 'true' || value === '1') return true;
+  if (value === 'false' || value === '0') return false;
+  throw new ServiceError('bad_request', `dry_run: must be true or false (got ${JSON.stringify(value)})`);
+}
+
+/** The Idempotency-Key header, checked; undefined when absent. */
+function idempotencyKey(req: Request): string | undefined {
+  const key = req.get('idempotency-key');
+  if (key === undefined) return undefined;
+  if (key.length === 0 || key.length > MAX_IDEMPOTENCY_KEY_LENGTH) {
+    throw new ServiceError('invalid_idempotency_key', `Idempotency-Key: must be 1 to ${MAX_IDEMPOTENCY_KEY_LENGTH} characters (got ${key.length})`);
+  }
+  return key;
+}
+
+/** What "the same request" means for an Idempotency-Key: the same endpoint, fields and file bytes. */
+function fingerprint(req: Request): string {
+  const files = req.files as Record<string, Express.Multer.File[]> | undefined;
+  const uploads = Object.fromEntries(IMAGE_FIELDS.flatMap((f) => (files?.[f]?.[0] ? [[f, files[f][0].buffer]] : [])));
+  return hashBody({ path: req.path, body: req.body ?? null, files: uploads });
+}
+
 type Kind = NewJob['kind'];
 
-export function generationRoutes(deps: { config: Config; engines: Map<string, EngineInfo>; jobs: JobsService }): Router {
-  const { config, engines, jobs } = deps;
+export function generationRoutes(deps: {
+  config: Config;
+  engines: Map<string, EngineInfo>;
+  jobs: JobsService;
+  prices: PriceTable;
+  credits: CreditsService;
+  limiter: RateLimiter;
+}): Router {
+  const { config, engines, jobs, prices, credits } = deps;
   const router = Router();
 
   const engineFor = (req: Request, kind: Kind): EngineInfo => {
@@ -158,8 +195,19 @@ export function generationRoutes(deps: { config: Config; engines: Map<string, En
     if (!accept.json && samples > 1) {
       throw new ServiceError('invalid_samples', `samples: ${samples} images cannot be sent as ${req.headers.accept}; ask for application/json or samples=1`);
     }
-    const record = await jobs.create(req.accountId!, engine.id, job, inputs);
+    // Everything the client could get wrong has been refused above: nothing is held for a 4xx.
+    const cost = jobCost(prices, engine.id, job);
+    if (isDryRun(req)) {
+      res.json(dryRun(engine.id, job, cost, await credits.balance(req.accountId!)));
+      return;
+    }
+    const key = idempotencyKey(req);
+    const { record, repeated } = await jobs.submit(req.accountId!, engine.id, job, inputs, {
+      cost,
+      idempotency: key === undefined ? undefined : { key, bodyHash: fingerprint(req) },
+    });
     req.log = req.log.child({ job_id: record.id });
+    if (repeated) res.set('Idempotent-Replayed', 'true');
 
     if (prefer.async || prefer.wait !== undefined) {
       const snapshot = prefer.wait !== undefined ? await jobs.waitForEnd(record, prefer.wait * 1000) : undefined;
@@ -179,10 +227,12 @@ export function generationRoutes(deps: { config: Config; engines: Map<string, En
 
   const json = express.json({ limit: '1mb' });
   const form = multipart(config.maxUploadBytes);
-  router.post('/v1/generation/:engine_id/text-to-image', json, wrap(handle('text-to-image')));
-  router.post('/v1/generation/:engine_id/image-to-image', form, wrap(handle('image-to-image')));
-  router.post('/v1/generation/:engine_id/image-to-image/masking', form, wrap(handle('masking')));
-  router.post('/v1/generation/:engine_id/image-to-image/upscale', form, wrap(handle('upscale')));
+  // Scope, then the rate limit, both before the body is read.
+  const guard = [requireScope('generate'), rateLimit(deps.limiter)];
+  router.post('/v1/generation/:engine_id/text-to-image', guard, json, wrap(handle('text-to-image')));
+  router.post('/v1/generation/:engine_id/image-to-image', guard, form, wrap(handle('image-to-image')));
+  router.post('/v1/generation/:engine_id/image-to-image/masking', guard, form, wrap(handle('masking')));
+  router.post('/v1/generation/:engine_id/image-to-image/upscale', guard, form, wrap(handle('upscale')));
   return router;
 }
 

@@ -18,6 +18,7 @@ import {
   TERMINAL_STATUSES,
   type UpscaleParams,
 } from '@sdq/contracts';
+import { type Cost, type CreditsService, type HoldFate, type Hold, type IdempotencyStore, toCredits } from '@sdq/credits';
 import type { Config } from './config';
 import type { JobQueue, QueueJobSnapshot } from './queue';
 import type { JobRecord, Store } from './store';
@@ -34,14 +35,81 @@ export type NewJob =
 
 const iso = (ms: number | undefined | null) => (ms ? new Date(ms).toISOString() : null);
 
-export class JobsService {
-  constructor(
-    private readonly deps: { config: Config; store: Store; queue: JobQueue; storage: Storage; logger: Logger },
-  ) {}
+/** How long a retry with the same Idempotency-Key waits for the first request before 409. */
+const IDEMPOTENCY_WAIT_MS = 2000;
 
-  async create(accountId: string, engineId: string, job: NewJob, inputs: JobInputs): Promise<JobRecord> {
-    const { store, queue, storage, config } = this.deps;
+export interface JobsDeps {
+  config: Config;
+  store: Store;
+  queue: JobQueue;
+  storage: Storage;
+  credits: CreditsService;
+  idempotency: IdempotencyStore;
+  logger: Logger;
+}
+
+export class JobsService {
+  constructor(private readonly deps: JobsDeps) {}
+
+  /**
+   * Accepts a job that passed validation: with an Idempotency-Key, the first request's job if this one
+   * repeats it; otherwise holds its cost (402 insufficient_balance or 429 too_many_active_jobs, nothing
+   * queued) and creates it. If creating fails after the hold, the hold is released: a request that did
+   * not queue a job never costs anything.
+   */
+  async submit(
+    accountId: string,
+    engineId: string,
+    job: NewJob,
+    inputs: JobInputs,
+    opts: { cost: Cost; idempotency?: { key: string; bodyHash: string } },
+  ): Promise<{ record: JobRecord; repeated: boolean }> {
+    const { idempotency } = this.deps;
+    const idem = opts.idempotency;
+    if (!idem) return { record: await this.reserveAndCreate(accountId, engineId, job, inputs, opts.cost), repeated: false };
+    const claim = await idempotency.begin(accountId, idem.key, idem.bodyHash, { waitMs: IDEMPOTENCY_WAIT_MS });
+    switch (claim.status) {
+      case 'done': {
+        const record = await this.deps.store.getJob(claim.job_id);
+        if (!record) throw new ServiceError('idempotency_key_mismatch', `Idempotency-Key: its job ${claim.job_id} has expired; use a new key`);
+        return { record, repeated: true };
+      }
+      case 'mismatch':
+        throw new ServiceError('idempotency_key_mismatch', 'Idempotency-Key: already used with a different request (body or endpoint); use a new key');
+      case 'in_progress':
+        throw new ServiceError('idempotency_key_in_use', 'Idempotency-Key: a request with this key is still being accepted; retry shortly', { 'Retry-After': '1' });
+      case 'new':
+        try {
+          const record = await this.reserveAndCreate(accountId, engineId, job, inputs, opts.cost);
+          await idempotency.complete(accountId, idem.key, record.id, claim.token);
+          return { record, repeated: false };
+        } catch (err) {
+          await idempotency.abort(accountId, idem.key, claim.token).catch(() => {});
+          throw err;
+        }
+    }
+  }
+
+  private async reserveAndCreate(accountId: string, engineId: string, job: NewJob, inputs: JobInputs, cost: Cost): Promise<JobRecord> {
+    const { credits, config, logger } = this.deps;
+    // The hold is taken under the id the queue will use, so every close (settle, release) finds it.
     const id = randomUUID();
+    const held = await credits.reserve(accountId, id, cost.total, { maxActive: config.credits.maxActiveJobs });
+    if (!held.ok) {
+      if (held.status === 'insufficient_balance') throw new ServiceError('insufficient_balance', held.message);
+      throw new ServiceError('too_many_active_jobs', held.message, { 'Retry-After': '1' });
+    }
+    try {
+      return await this.create(accountId, engineId, job, inputs, id);
+    } catch (err) {
+      // Not queued: give the hold back. Should this process die first, the reaper releases it.
+      await credits.release(id, 'not_enqueued').catch((e) => logger.warn({ job_id: id, err: (e as Error).message }, 'could not release the hold of a job not queued; the reaper will'));
+      throw err;
+    }
+  }
+
+  async create(accountId: string, engineId: string, job: NewJob, inputs: JobInputs, id: string = randomUUID()): Promise<JobRecord> {
+    const { store, queue, storage, config } = this.deps;
     const createdAt = Date.now();
     // Uploads go to storage first: the payload only names their keys.
     const keys: Record<string, string> = {};
@@ -120,8 +188,58 @@ export class JobsService {
       progress: snapshot?.progress ?? null,
       artifacts,
       error,
+      credits_charged: await this.charged(record.id),
       urls: { self: base, cancel: `${base}/cancel`, events: `${base}/events` },
     };
+  }
+
+  /** Decimal credits charged for a job: the cost once settled, 0 once released, null while open. */
+  private async charged(jobId: string): Promise<number | null> {
+    const micro = await this.deps.credits.charged(jobId);
+    return micro === null ? null : toCredits(micro);
+  }
+
+  /**
+   * Closes a job's hold from its final state in the queue: succeeded -> settle, failed or canceled ->
+   * release; an unfinished job keeps its hold. Idempotent: any process may call it, any number of times.
+   */
+  async closeHold(jobId: string, known?: { record?: JobRecord; snapshot?: QueueJobSnapshot }): Promise<void> {
+    const record = known?.record ?? (await this.deps.store.getJob(jobId));
+    if (!record) return;
+    const fate = this.fateOf(record, known?.snapshot ?? (await this.snapshot(record)));
+    await this.applyFate(jobId, fate);
+  }
+
+  /**
+   * For the reconciler: what to do with an open hold. A job the queue no longer has is released once the
+   * hold is older than HOLD_GRACE (younger, its request may still be adding it).
+   */
+  async holdFate(hold: Hold, now = Date.now()): Promise<HoldFate> {
+    const record = await this.deps.store.getJob(hold.job_id);
+    const young = now - Date.parse(hold.created_at) < this.deps.config.credits.holdGraceMs;
+    if (!record) return young ? { action: 'keep' } : { action: 'release', reason: 'job_gone' };
+    const snapshot = await this.snapshot(record);
+    if (!snapshot && !record.canceled_at) return young ? { action: 'keep' } : { action: 'release', reason: 'job_gone' };
+    return this.fateOf(record, snapshot);
+  }
+
+  private fateOf(record: JobRecord, snapshot: QueueJobSnapshot | undefined): HoldFate {
+    const status = this.status(record, snapshot);
+    if (status === 'succeeded') return { action: 'settle' };
+    if (status === 'canceled') return { action: 'release', reason: 'canceled' };
+    if (status === 'failed') return { action: 'release', reason: snapshot ? 'failed' : 'job_gone' };
+    return { action: 'keep' };
+  }
+
+  private async applyFate(jobId: string, fate: HoldFate): Promise<void> {
+    const { credits, logger } = this.deps;
+    if (fate.action === 'settle') {
+      const result = await credits.settle(jobId);
+      if (result.status === 'settled') logger.info({ job_id: jobId, charged: result.charged }, 'hold settled');
+    } else if (fate.action === 'release') {
+      const result = await credits.release(jobId, fate.reason);
+      if (result.status === 'released') logger.info({ job_id: jobId, amount: result.amount, reason: fate.reason }, 'hold released');
+    }
   }
 
   /** Resolves when the job is finished or `ms` have passed; the snapshot it ended on. */
@@ -165,6 +283,8 @@ export class JobsService {
     if (await queue.removeIfWaiting(record.engine, record.id)) {
       record.canceled_at = Date.now();
       await store.updateJob(record.id, { canceled_at: record.canceled_at, cancel_requested_at: record.canceled_at });
+      // Never ran: the hold goes back in full (the reconciler does it if this process dies first).
+      await this.deps.credits.release(record.id, 'canceled');
       logger.info({ job_id: record.id }, 'queued job canceled');
       return this.describe(record, undefined);
     }
@@ -198,6 +318,8 @@ export class JobsService {
           await store.postponeExpiry(id, now + config.resultRetention * 1000);
           continue;
         }
+        // Close the hold before the job that decides it disappears (usually long closed: a no-op).
+        await this.closeHold(id, { record });
         for (const prefix of jobKeyPrefixes(id)) await storage.deletePrefix(prefix);
         await queue.remove(record.engine, id);
       }

@@ -1,8 +1,15 @@
 /** The OpenAPI 3.1 document, generated from the same zod schemas that validate requests. */
 import { z } from 'zod';
 import {
+  AccountResponse,
+  BalanceResponse,
   CreateAccountRequest,
+  CreateKeyRequest,
+  DryRunResponse,
+  EngineObject,
   ERROR_CATALOGUE,
+  GrantCreditsRequest,
+  LedgerPage,
   ERROR_NAMES,
   ImageToImageRequest,
   JobObject,
@@ -35,6 +42,13 @@ export function buildOpenApi(publicUrl: string): Record<string, unknown> {
   const masking = schemaOf(MaskingRequest, schemas, 'input');
   const upscale = schemaOf(UpscaleRequest, schemas, 'input');
   const account = schemaOf(CreateAccountRequest, schemas, 'input');
+  const createKey = schemaOf(CreateKeyRequest, schemas, 'input');
+  const grant = schemaOf(GrantCreditsRequest, schemas, 'input');
+  const engine = schemaOf(EngineObject, schemas, 'output');
+  const dryRun = schemaOf(DryRunResponse, schemas, 'output');
+  const balance = schemaOf(BalanceResponse, schemas, 'output');
+  const accountOut = schemaOf(AccountResponse, schemas, 'output');
+  const ledger = schemaOf(LedgerPage, schemas, 'output');
 
   const errorResponses = (names: (keyof typeof ERROR_CATALOGUE)[]) => {
     const byStatus: Record<string, string[]> = {};
@@ -54,6 +68,7 @@ export function buildOpenApi(publicUrl: string): Record<string, unknown> {
       content: {
         'application/json': {
           schema: {
+            description: 'Stability artifacts, or with ?dry_run=true the price (DryRun)',
             type: 'object',
             properties: {
               artifacts: {
@@ -86,9 +101,19 @@ export function buildOpenApi(publicUrl: string): Record<string, unknown> {
       'not_found',
       'invalid_accept',
       'canceled',
+      'invalid_idempotency_key',
+      'permission_denied',
+      'insufficient_balance',
+      'idempotency_key_in_use',
+      'idempotency_key_mismatch',
+      'rate_limited',
+      'too_many_active_jobs',
     ]),
     ...common,
   };
+  // The dry run's answer shares the 200 with Stability's artifacts.
+  const ok = generationResponses['200'].content['application/json'];
+  ok.schema = { oneOf: [{ ...ok.schema, description: undefined }, dryRun] } as unknown as typeof ok.schema;
   const engineParam = { name: 'engine_id', in: 'path', required: true, schema: { type: 'string' } };
   const jobParam = { name: 'id', in: 'path', required: true, schema: { type: 'string' } };
   const preferParam = {
@@ -98,10 +123,24 @@ export function buildOpenApi(publicUrl: string): Record<string, unknown> {
     schema: { type: 'string' },
     description: '`respond-async` answers 202 at once; `wait=N` (1-60) waits up to N seconds.',
   };
+  const dryRunParam = {
+    name: 'dry_run',
+    in: 'query',
+    required: false,
+    schema: { type: 'boolean', default: false },
+    description: 'true: validate and price the request (200 with DryRun); nothing is queued or charged.',
+  };
+  const idempotencyParam = {
+    name: 'Idempotency-Key',
+    in: 'header',
+    required: false,
+    schema: { type: 'string', minLength: 1, maxLength: 255 },
+    description: 'The same key and body within 24 h answer the same job, charged once (Idempotent-Replayed: true).',
+  };
   const generation = (summary: string, body: JsonSchema, mediaType: string) => ({
     post: {
       summary,
-      parameters: [engineParam, preferParam],
+      parameters: [engineParam, preferParam, dryRunParam, idempotencyParam],
       requestBody: { required: true, content: { [mediaType]: { schema: body } } },
       responses: generationResponses,
     },
@@ -122,10 +161,7 @@ export function buildOpenApi(publicUrl: string): Record<string, unknown> {
               description: 'Engines',
               content: {
                 'application/json': {
-                  schema: {
-                    type: 'array',
-                    items: { type: 'object', properties: { id: { type: 'string' }, name: { type: 'string' }, description: { type: 'string' }, type: { type: 'string' } } },
-                  },
+                  schema: { type: 'array', items: engine },
                 },
               },
             },
@@ -163,7 +199,7 @@ export function buildOpenApi(publicUrl: string): Record<string, unknown> {
         post: {
           summary: 'Cancel a job',
           parameters: [jobParam],
-          responses: { '200': jobResponse, '202': jobResponse, ...errorResponses(['not_found', 'conflict']), ...common },
+          responses: { '200': jobResponse, '202': jobResponse, ...errorResponses(['not_found', 'conflict', 'permission_denied']), ...common },
         },
       },
       '/v1/jobs/{id}/events': {
@@ -172,6 +208,42 @@ export function buildOpenApi(publicUrl: string): Record<string, unknown> {
           parameters: [jobParam],
           responses: { '200': { description: 'An event stream', content: { 'text/event-stream': { schema: { type: 'string' } } } }, ...errorResponses(['not_found']), ...common },
         },
+      },
+      '/v1/user/balance': {
+        get: { summary: "The caller's balance", responses: { '200': { description: 'Credits', content: { 'application/json': { schema: balance } } }, ...common } },
+      },
+      '/v1/user/account': {
+        get: { summary: "The caller's account, as Stability's", responses: { '200': { description: 'The account', content: { 'application/json': { schema: accountOut } } }, ...common } },
+      },
+      '/v1/user/ledger': {
+        get: {
+          summary: "The caller's ledger, newest first",
+          parameters: [
+            { name: 'limit', in: 'query', schema: { type: 'integer', minimum: 1, maximum: 100, default: 20 } },
+            { name: 'cursor', in: 'query', schema: { type: 'string' } },
+          ],
+          responses: { '200': { description: 'A page of entries', content: { 'application/json': { schema: ledger } } }, ...errorResponses(['bad_request']), ...common },
+        },
+      },
+      '/v1/admin/accounts/{id}': {
+        get: { summary: 'An account with its balance', security: [{ admin: [] }], parameters: [jobParam], responses: { '200': { description: 'The account' }, ...errorResponses(['not_found', 'permission_denied']), ...common } },
+      },
+      '/v1/admin/accounts/{id}/credits': {
+        post: {
+          summary: 'Grant credits (amount > 0) or adjust (amount < 0, never below zero)',
+          security: [{ admin: [] }],
+          parameters: [jobParam, { ...idempotencyParam, description: 'Makes the grant once-only: a retry grants nothing more (200, duplicate: true).' }],
+          requestBody: { required: true, content: { 'application/json': { schema: grant } } },
+          responses: {
+            '201': { description: 'Granted: {account_id, type, amount, reason, credits (the new balance), entry_id, duplicate}' },
+            '200': { description: 'A repeat of a grant made under the same Idempotency-Key: nothing changed' },
+            ...errorResponses(['bad_request', 'not_found', 'conflict', 'permission_denied']),
+            ...common,
+          },
+        },
+      },
+      '/v1/admin/accounts/{id}/ledger': {
+        get: { summary: "An account's ledger", security: [{ admin: [] }], parameters: [jobParam], responses: { '200': { description: 'A page of entries', content: { 'application/json': { schema: ledger } } }, ...common } },
       },
       '/v1/admin/accounts': {
         post: {
@@ -183,7 +255,13 @@ export function buildOpenApi(publicUrl: string): Record<string, unknown> {
         get: { summary: 'List accounts', security: [{ admin: [] }], responses: { '200': { description: 'Accounts' }, ...common } },
       },
       '/v1/admin/accounts/{id}/keys': {
-        post: { summary: 'New API key', security: [{ admin: [] }], parameters: [jobParam], responses: { '201': { description: 'The key, shown once' }, ...errorResponses(['not_found']), ...common } },
+        post: {
+          summary: 'New API key',
+          security: [{ admin: [] }],
+          parameters: [jobParam],
+          requestBody: { required: false, content: { 'application/json': { schema: createKey } } },
+          responses: { '201': { description: 'The key, shown once' }, ...errorResponses(['not_found']), ...common },
+        },
         get: { summary: "An account's keys", security: [{ admin: [] }], parameters: [jobParam], responses: { '200': { description: 'Keys' }, ...errorResponses(['not_found']), ...common } },
       },
       '/v1/admin/keys/{id}': {

@@ -56,6 +56,7 @@ export class JobQueue {
   private readonly queues = new Map<string, Queue>();
   private readonly events = new Map<string, QueueEvents>();
   private readonly bus = new EventEmitter();
+  private readonly ends = new EventEmitter();
 
   constructor(
     private readonly opts: {
@@ -96,6 +97,12 @@ export class JobQueue {
 
   private emit(jobId: string, event: QueueJobEvent): void {
     this.bus.emit(jobId, event);
+    if (event.type === 'completed' || event.type === 'failed') this.ends.emit('end', jobId, event);
+  }
+
+  /** Listens to every job's end (completed, or failed for good), whichever engine; e.g. to close its hold. */
+  onEnd(listener: (jobId: string, event: QueueJobEvent) => void): void {
+    this.ends.on('end', listener);
   }
 
   /** Listens to one job's events; returns the function that stops listening. */

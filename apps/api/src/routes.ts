@@ -1,8 +1,7 @@
-/** The non-generation routes: admin, engines, jobs (incl. SSE), artifacts, health. */
-import express, { type NextFunction, type Request, type Response, Router } from 'express';
+/** The other routes: engines, jobs (incl. SSE), artifacts, health (admin: admin.routes.ts; user: user.routes.ts). */
+import { type NextFunction, type Request, type Response, Router } from 'express';
 import type { EngineInfo } from '@sdq/pipeline/engines';
 import {
-  CreateAccountRequest,
   errorNameForField,
   type JobObject,
   ListJobsQuery,
@@ -12,8 +11,11 @@ import {
   TERMINAL_STATUSES,
 } from '@sdq/contracts';
 import { checkLocalSignature, LOCAL_ARTIFACTS_PATH } from '@sdq/storage';
+import type { PriceTable } from '@sdq/credits';
+import { requireScope } from './auth';
 import type { Config } from './config';
 import type { JobsService } from './jobs.service';
+import { enginePricing } from './pricing';
 import type { Store } from './store';
 
 type Handler = (req: Request, res: Response) => Promise<void> | void;
@@ -28,56 +30,11 @@ function parse<T>(schema: { safeParse(v: unknown): { success: true; data: T } | 
   throw new ServiceError(errorNameForField(issue.path[0] as string), `${issue.path.join('.') || 'body'}: ${issue.message}`);
 }
 
-export function adminRoutes(store: Store): Router {
-  const router = Router();
-  router.use(express.json({ limit: '64kb' }));
-  router.post(
-    '/accounts',
-    wrap(async (req, res) => {
-      const body = parse(CreateAccountRequest, req.body);
-      const account = await store.createAccount(body.name, body.credits);
-      const { key, apiKey } = await store.createApiKey(account.id);
-      res.status(201).json({ ...account, key_id: key.id, api_key: apiKey });
-    }),
-  );
-  router.get(
-    '/accounts',
-    wrap(async (_req, res) => {
-      res.json({ data: await store.listAccounts() });
-    }),
-  );
-  router.post(
-    '/accounts/:id/keys',
-    wrap(async (req, res) => {
-      const account = await store.getAccount(String(req.params.id));
-      if (!account) throw new ServiceError('not_found', `account ${req.params.id} not found`);
-      const { key, apiKey } = await store.createApiKey(account.id);
-      res.status(201).json({ ...key, api_key: apiKey });
-    }),
-  );
-  router.get(
-    '/accounts/:id/keys',
-    wrap(async (req, res) => {
-      const account = await store.getAccount(String(req.params.id));
-      if (!account) throw new ServiceError('not_found', `account ${req.params.id} not found`);
-      res.json({ data: await store.listApiKeys(account.id) });
-    }),
-  );
-  router.delete(
-    '/keys/:id',
-    wrap(async (req, res) => {
-      const key = await store.revokeApiKey(String(req.params.id));
-      if (!key) throw new ServiceError('not_found', `key ${req.params.id} not found`);
-      res.json(key);
-    }),
-  );
-  return router;
-}
-
-export function engineRoutes(engines: Map<string, EngineInfo>): Router {
+/** Stability's engine fields, and each engine's prices beside them. */
+export function engineRoutes(engines: Map<string, EngineInfo>, prices: PriceTable): Router {
   const router = Router();
   router.get('/v1/engines/list', (_req, res) => {
-    res.json([...engines.values()].map((e) => ({ id: e.id, name: e.id, description: e.description, type: 'PICTURE' })));
+    res.json([...engines.values()].map((e) => ({ id: e.id, name: e.id, description: e.description, type: 'PICTURE', pricing: enginePricing(prices, e) })));
   });
   return router;
 }
@@ -99,6 +56,7 @@ export function jobRoutes(jobs: JobsService): Router {
   );
   router.post(
     '/v1/jobs/:id/cancel',
+    requireScope('generate'),
     wrap(async (req, res) => {
       const object = await jobs.cancel(await jobs.getOwn(req.accountId!, String(req.params.id)));
       res.status(TERMINAL_STATUSES.has(object.status) ? 200 : 202).json(object);

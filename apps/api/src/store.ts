@@ -8,17 +8,13 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
-import type { JobKind } from '@sdq/contracts';
+import { DEFAULT_KEY_SCOPE, type JobKind, KEY_SCOPES, type KeyScope } from '@sdq/contracts';
 
+/** An account. Its balance is not here: it is the sum of its ledger (@sdq/credits). */
 export interface Account {
   id: string;
   name: string;
   created_at: string;
-  /**
-   * Starting credits given at creation. The credits issue replaces this with a ledger-backed balance;
-   * it is stored now so that accounts created today keep their grant.
-   */
-  credits: number;
 }
 
 export interface ApiKeyInfo {
@@ -28,6 +24,7 @@ export interface ApiKeyInfo {
   revoked_at: string | null;
   /** First characters of the key, to tell keys apart in listings; never enough to use. */
   hint: string;
+  scope: KeyScope;
 }
 
 export interface JobRecord {
@@ -49,7 +46,12 @@ export function hashApiKey(key: string): string {
   return createHash('sha256').update(key).digest('hex');
 }
 
-function newId(prefix: string): string {
+function toScope(value: string | undefined): KeyScope {
+  // Keys made before scopes existed have none: they keep what they could do, generate.
+  return KEY_SCOPES.includes(value as KeyScope) ? (value as KeyScope) : DEFAULT_KEY_SCOPE;
+}
+
+export function newId(prefix: string): string {
   return `${prefix}_${randomBytes(12).toString('hex')}`;
 }
 
@@ -87,11 +89,12 @@ export class Store {
 
   // --- accounts and keys -------------------------------------------------------------------------
 
-  async createAccount(name: string, credits: number): Promise<Account> {
-    const account: Account = { id: newId('acct'), name, created_at: new Date().toISOString(), credits };
+  /** `id` may be chosen beforehand (newId('acct')), so that its starting grant can be made first. */
+  async createAccount(name: string, id = newId('acct')): Promise<Account> {
+    const account: Account = { id, name, created_at: new Date().toISOString() };
     await this.redis
       .multi()
-      .hset(this.k('account', account.id), { id: account.id, name, created_at: account.created_at, credits: String(credits) })
+      .hset(this.k('account', account.id), { id: account.id, name, created_at: account.created_at })
       .zadd(this.k('accounts'), String(Date.now()), account.id)
       .exec();
     return account;
@@ -100,7 +103,22 @@ export class Store {
   async getAccount(id: string): Promise<Account | undefined> {
     const h = await this.redis.hgetall(this.k('account', id));
     if (!h.id) return undefined;
-    return { id: h.id, name: h.name, created_at: h.created_at, credits: Number(h.credits ?? 0) };
+    return { id: h.id, name: h.name, created_at: h.created_at };
+  }
+
+  /**
+   * Accounts made before the ledger existed kept their starting credits in a `credits` field: these
+   * are the ones still holding it, with the amount (decimal credits, as stored).
+   */
+  async legacyCredits(): Promise<{ id: string; credits: string }[]> {
+    const ids = await this.redis.zrange(this.k('accounts'), '0', '-1');
+    const values = await Promise.all(ids.map((id) => this.redis.hget(this.k('account', id), 'credits')));
+    return ids.flatMap((id, i) => (values[i] === null ? [] : [{ id, credits: values[i]! }]));
+  }
+
+  /** Drops the legacy `credits` field once the ledger holds the grant. */
+  async clearLegacyCredits(id: string): Promise<void> {
+    await this.redis.hdel(this.k('account', id), 'credits');
   }
 
   async listAccounts(): Promise<Account[]> {
@@ -117,15 +135,15 @@ export class Store {
   }
 
   /** Makes a key; the plain key is returned once and only its SHA-256 is stored. */
-  async createApiKey(accountId: string): Promise<{ key: ApiKeyInfo; apiKey: string }> {
+  async createApiKey(accountId: string, scope: KeyScope = DEFAULT_KEY_SCOPE): Promise<{ key: ApiKeyInfo; apiKey: string }> {
     const apiKey = `sk-${randomBytes(32).toString('base64url')}`;
-    const info: ApiKeyInfo = { id: newId('key'), account_id: accountId, created_at: new Date().toISOString(), revoked_at: null, hint: apiKey.slice(0, 7) };
+    const info: ApiKeyInfo = { id: newId('key'), account_id: accountId, created_at: new Date().toISOString(), revoked_at: null, hint: apiKey.slice(0, 7), scope };
     const hash = hashApiKey(apiKey);
     await this.redis
       .multi()
-      .hset(this.k('key', info.id), { id: info.id, account_id: accountId, created_at: info.created_at, hint: info.hint, hash })
+      .hset(this.k('key', info.id), { id: info.id, account_id: accountId, created_at: info.created_at, hint: info.hint, hash, scope })
       // The lookup by hash holds what authentication needs, so it takes one GET.
-      .set(this.k('keyhash', hash), `${accountId} ${info.id}`)
+      .set(this.k('keyhash', hash), `${accountId} ${info.id} ${scope}`)
       .sadd(this.k('account', accountId, 'keys'), info.id)
       .exec();
     return { key: info, apiKey };
@@ -136,7 +154,7 @@ export class Store {
     const keys = await Promise.all(ids.map((id) => this.redis.hgetall(this.k('key', id))));
     return keys
       .filter((h) => h.id)
-      .map((h) => ({ id: h.id, account_id: h.account_id, created_at: h.created_at, revoked_at: h.revoked_at ?? null, hint: h.hint }))
+      .map((h) => ({ id: h.id, account_id: h.account_id, created_at: h.created_at, revoked_at: h.revoked_at ?? null, hint: h.hint, scope: toScope(h.scope) }))
       .sort((a, b) => a.created_at.localeCompare(b.created_at));
   }
 
@@ -152,15 +170,15 @@ export class Store {
     if (!h.id) return undefined;
     const revokedAt = h.revoked_at ?? new Date().toISOString();
     await this.redis.multi().hset(this.k('key', id), 'revoked_at', revokedAt).del(this.k('keyhash', h.hash)).exec();
-    return { id: h.id, account_id: h.account_id, created_at: h.created_at, revoked_at: revokedAt, hint: h.hint };
+    return { id: h.id, account_id: h.account_id, created_at: h.created_at, revoked_at: revokedAt, hint: h.hint, scope: toScope(h.scope) };
   }
 
-  /** The account of a valid, unrevoked key. */
-  async authenticate(apiKey: string): Promise<{ accountId: string; keyId: string } | undefined> {
+  /** The account and scope of a valid, unrevoked key (revoking deletes the lookup: no cache to outlive it). */
+  async authenticate(apiKey: string): Promise<{ accountId: string; keyId: string; scope: KeyScope } | undefined> {
     const found = await this.redis.get(this.k('keyhash', hashApiKey(apiKey)));
     if (!found) return undefined;
-    const [accountId, keyId] = found.split(' ');
-    return { accountId, keyId };
+    const [accountId, keyId, scope] = found.split(' ');
+    return { accountId, keyId, scope: toScope(scope) };
   }
 
   // --- job records -------------------------------------------------------------------------------

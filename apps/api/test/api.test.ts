@@ -71,7 +71,9 @@ describe('auth', () => {
 
   it('guards the admin API with ADMIN_TOKEN and shows a key once', async () => {
     await expectError(await fetch(api.url + '/v1/admin/accounts'), 401, 'unauthorized');
-    await expectError(await fetch(api.url + '/v1/admin/accounts', { headers: { authorization: `Bearer ${alice.api_key}` } }), 401, 'unauthorized');
+    // A valid key without the admin scope is forbidden, not unknown.
+    await expectError(await fetch(api.url + '/v1/admin/accounts', { headers: { authorization: `Bearer ${alice.api_key}` } }), 403, 'permission_denied');
+    await expectError(await fetch(api.url + '/v1/admin/accounts', { headers: { authorization: 'Bearer sk-nope' } }), 401, 'unauthorized');
     const res = await api.admin('/v1/admin/accounts', { method: 'POST', body: JSON.stringify({ name: 'dave', credits: 10 }) });
     expect(res.status).toBe(201);
     const dave = await res.json();
@@ -91,7 +93,10 @@ describe('engines, health, openapi', () => {
   it('lists engines as Stability does', async () => {
     const engines = await (await call('/v1/engines/list')).json();
     expect(engines.map((e: { id: string }) => e.id)).toEqual(['gen-a', 'gen-idle', 'up-x2']);
-    for (const e of engines) expect(e).toEqual({ id: e.id, name: expect.any(String), description: expect.any(String), type: 'PICTURE' });
+    // Stability's four fields, and the prices beside them.
+    for (const e of engines) {
+      expect(e).toEqual({ id: e.id, name: expect.any(String), description: expect.any(String), type: 'PICTURE', pricing: expect.any(Object) });
+    }
   });
 
   it('answers health checks without a key', async () => {

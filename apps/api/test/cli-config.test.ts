@@ -64,7 +64,7 @@ describe('sdq CLI', () => {
     const store = new Store(redis.url, redis.prefix, 2000);
     await new Promise((r) => store.redis.once('ready', r));
     try {
-      expect(await store.authenticate(created.api_key)).toEqual({ accountId: created.id, keyId: created.key_id });
+      expect(await store.authenticate(created.api_key)).toEqual({ accountId: created.id, keyId: created.key_id, scope: 'generate' });
       await sdq('keys', 'revoke', created.key_id);
       await sdq('keys', 'revoke', key.api_key);
       expect(await store.authenticate(created.api_key)).toBeUndefined();

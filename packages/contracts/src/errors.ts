@@ -42,6 +42,32 @@ export const ERROR_CATALOGUE = {
   },
   invalid_mask_image: { status: 400, message: '{detail}', description: '`mask_image` missing or not the size of `init_image`.' },
   invalid_accept: { status: 406, message: '{detail}', description: 'The `Accept` header names no type sdq can answer with.' },
+  invalid_idempotency_key: { status: 400, message: '{detail}', description: 'The `Idempotency-Key` header is empty or longer than 255 characters.' },
+  insufficient_balance: {
+    status: 402,
+    message: '{detail}',
+    description: 'The balance does not cover the request\'s cost (the message gives both); nothing was queued or charged.',
+  },
+  idempotency_key_in_use: {
+    status: 409,
+    message: '{detail}',
+    description: 'A request with the same `Idempotency-Key` is still being accepted; retry shortly (`Retry-After`).',
+  },
+  idempotency_key_mismatch: {
+    status: 422,
+    message: '{detail}',
+    description: 'The `Idempotency-Key` was already used (within 24 h) with a different request body or endpoint.',
+  },
+  rate_limited: {
+    status: 429,
+    message: '{detail}',
+    description: 'Too many requests from this API key in the sliding window (default 150 per 10 s); wait `Retry-After` seconds.',
+  },
+  too_many_active_jobs: {
+    status: 429,
+    message: '{detail}',
+    description: 'The account already has the most jobs queued or running at once (default 10); retry after one finishes (`Retry-After`).',
+  },
   conflict: { status: 409, message: '{detail}', description: 'The job is already finished (cancel), or the request conflicts with the current state.' },
   canceled: { status: 409, message: '{detail}', description: 'The job was canceled before it finished (a synchronous request whose job was canceled).' },
   service_unavailable: {

@@ -141,6 +141,8 @@ export const JobObject = z
       }),
     ),
     error: z.object({ name: z.string(), message: z.string() }).nullable(),
+    /** Credits charged (decimal): the cost once succeeded, 0 once failed or canceled, null while open. */
+    credits_charged: z.number().nullable(),
     urls: z.object({ self: z.string(), cancel: z.string(), events: z.string() }),
   })
   .meta({ id: 'Job' });

@@ -128,13 +128,6 @@ export const NUMERIC_FORM_FIELDS = new Set([
   'weight',
 ]);
 
-export const CreateAccountRequest = z
-  .object({
-    name: z.string().trim().min(1).max(200),
-    credits: z.number().min(0).default(0).describe('Starting balance (credits arrive with the credits issue; stored now).'),
-  })
-  .meta({ id: 'CreateAccountRequest' });
-
 export const ListJobsQuery = z.object({
   limit: z.coerce.number().int().min(1).max(100).default(20),
   cursor: z.string().optional(),

@@ -1,0 +1,59 @@
+/**
+ * Prices at the API's edge: what a job costs (from @sdq/credits' price table), an engine's prices for
+ * GET /v1/engines/list, and the answer of a dry run. Amounts are micro-credits until they leave here.
+ */
+import type { EngineInfo } from '@sdq/pipeline/engines';
+import type { DryRunResponse, EnginePricing } from '@sdq/contracts';
+import { type Cost, displayCredits, type PriceTable, toCredits } from '@sdq/credits';
+import type { z } from 'zod';
+import type { NewJob } from './jobs.service';
+
+/** Steps of the example price an engine shows (Stability quotes prices at 30 steps). */
+const EXAMPLE_STEPS = 30;
+
+/** What a job costs: per image times samples; an upscale is flat per image. */
+export function jobCost(prices: PriceTable, engineId: string, job: NewJob): Cost {
+  if (job.kind === 'upscale') return prices.upscale(engineId, { samples: 1 });
+  const { width, height, steps, samples } = job.params;
+  return prices.generation(engineId, { width, height, steps, samples });
+}
+
+/** An engine's prices, with one image at its native size and 30 steps as the example. */
+export function enginePricing(prices: PriceTable, engine: EngineInfo): z.infer<typeof EnginePricing> {
+  const price = prices.engine(engine.id);
+  if (engine.kind === 'upscale') {
+    return {
+      kind: 'upscale',
+      k: null,
+      offset: null,
+      min_credits: null,
+      upscale: toCredits(price.upscale),
+      example: { width: null, height: null, steps: null, credits: toCredits(price.upscale), display: displayCredits(price.upscale) },
+    };
+  }
+  const width = engine.nativeWidth ?? 512;
+  const height = engine.nativeHeight ?? 512;
+  const example = prices.generation(engine.id, { width, height, steps: EXAMPLE_STEPS }).per_image;
+  return {
+    kind: 'generation',
+    k: price.k,
+    offset: price.offset,
+    min_credits: toCredits(price.min_credits),
+    upscale: null,
+    example: { width, height, steps: EXAMPLE_STEPS, credits: toCredits(example), display: displayCredits(example) },
+  };
+}
+
+export function dryRun(engineId: string, job: NewJob, cost: Cost, balance: number): z.infer<typeof DryRunResponse> {
+  return {
+    dry_run: true,
+    engine: engineId,
+    kind: job.kind,
+    credits: toCredits(cost.total),
+    display: displayCredits(cost.total),
+    credits_per_image: toCredits(cost.per_image),
+    samples: cost.samples,
+    balance: toCredits(balance),
+    affordable: balance >= cost.total,
+  };
+}

@@ -1,0 +1,118 @@
+/**
+ * Credits at the API's edge: the request and response shapes of balances, the ledger, prices, dry runs,
+ * operator grants and key scopes. Amounts here are decimal credits as clients see them; inside sdq they
+ * are integer micro-credits (@sdq/credits). The API validates with these and /openapi.json is generated
+ * from them.
+ */
+import { z } from 'zod';
+
+/**
+ * What an API key may do, each including the one before: `read` (engines, jobs, events, balance, account,
+ * ledger), `generate` (also create and cancel jobs; the default), `admin` (also /v1/admin).
+ */
+export const KEY_SCOPES = ['read', 'generate', 'admin'] as const;
+export type KeyScope = (typeof KEY_SCOPES)[number];
+export const DEFAULT_KEY_SCOPE: KeyScope = 'generate';
+
+/** True when a key of scope `has` may do what needs `needs`. */
+export function scopeAllows(has: KeyScope, needs: KeyScope): boolean {
+  return KEY_SCOPES.indexOf(has) >= KEY_SCOPES.indexOf(needs);
+}
+
+/** A decimal number of credits: at most 6 decimal places (checked exactly by the API). */
+const credits = (description: string) => z.number().finite().describe(description);
+
+export const CreateAccountRequest = z
+  .object({
+    name: z.string().trim().min(1).max(200),
+    credits: credits('Starting balance in credits (>= 0, at most 6 decimal places). Omitted: the starting grant (STARTING_CREDITS, default 25).')
+      .min(0)
+      .optional(),
+  })
+  .meta({ id: 'CreateAccountRequest' });
+export type CreateAccountRequest = z.infer<typeof CreateAccountRequest>;
+
+export const CreateKeyRequest = z
+  .object({ scope: z.enum(KEY_SCOPES).default(DEFAULT_KEY_SCOPE).describe('read, generate (default) or admin.') })
+  .meta({ id: 'CreateKeyRequest' });
+
+export const GrantCreditsRequest = z
+  .object({
+    amount: credits('Credits to add; negative takes credits away (refused if the balance would go below zero). Not 0.'),
+    reason: z.string().trim().min(1).max(500).optional().describe('Recorded in the ledger. Default "operator grant" / "operator adjustment".'),
+  })
+  .meta({ id: 'GrantCreditsRequest' });
+export type GrantCreditsRequest = z.infer<typeof GrantCreditsRequest>;
+
+export const LedgerQuery = z.object({
+  limit: z.coerce.number().int().min(1).max(100).default(20),
+  cursor: z.string().optional(),
+});
+
+export const BalanceResponse = z.object({ credits: z.number().describe('Decimal credits, exact to the micro-credit.') }).meta({ id: 'Balance' });
+
+/** GET /v1/user/account, shaped like Stability's (`id`, `email`, `profile_picture`, `organizations`). */
+export const AccountResponse = z
+  .object({
+    id: z.string(),
+    name: z.string(),
+    email: z.string().nullable().describe('Always null: sdq keeps no e-mail addresses.'),
+    profile_picture: z.string().nullable().describe('Always null.'),
+    organizations: z.array(z.object({ id: z.string(), name: z.string(), role: z.string(), is_default: z.boolean() })).describe('Always empty.'),
+    created_at: z.string(),
+    credits: z.number(),
+    /** The key that made the call. */
+    key: z.object({ id: z.string(), scope: z.enum(KEY_SCOPES) }),
+  })
+  .meta({ id: 'Account' });
+
+export const LEDGER_TYPES = ['grant', 'hold', 'settle', 'release', 'adjust'] as const;
+
+export const LedgerEntryObject = z
+  .object({
+    id: z.string().describe('Increasing; the cursor of the next page.'),
+    type: z.enum(LEDGER_TYPES),
+    amount: z.number().describe('Signed credits moved: hold < 0, release > 0, settle 0, grant > 0, adjust either.'),
+    job_id: z.string().nullable(),
+    reason: z.string().nullable(),
+    charged: z.number().nullable().describe('settle only: the credits charged for the job.'),
+    created_at: z.string(),
+  })
+  .meta({ id: 'LedgerEntry' });
+export type LedgerEntryObject = z.infer<typeof LedgerEntryObject>;
+
+export const LedgerPage = z.object({ data: z.array(LedgerEntryObject), next_cursor: z.string().nullable() }).meta({ id: 'LedgerPage' });
+
+/** An engine's prices in GET /v1/engines/list (fields beside Stability's id, name, description, type). */
+export const EnginePricing = z
+  .object({
+    kind: z.enum(['generation', 'upscale']),
+    /** generation: credits per image = max(min_credits, k * (width * height - offset) * steps / 30). */
+    k: z.number().nullable(),
+    offset: z.number().nullable(),
+    min_credits: z.number().nullable(),
+    /** upscale: flat credits per image. */
+    upscale: z.number().nullable(),
+    /** The price of one image at the engine's native size and 30 steps (generation) or of one upscale. */
+    example: z.object({ width: z.number().nullable(), height: z.number().nullable(), steps: z.number().nullable(), credits: z.number(), display: z.string() }),
+  })
+  .meta({ id: 'EnginePricing' });
+
+export const EngineObject = z
+  .object({ id: z.string(), name: z.string(), description: z.string(), type: z.literal('PICTURE'), pricing: EnginePricing })
+  .meta({ id: 'Engine' });
+
+/** `?dry_run=true` on a generation endpoint: what the request would cost. Nothing is queued or charged. */
+export const DryRunResponse = z
+  .object({
+    dry_run: z.literal(true),
+    engine: z.string(),
+    kind: z.string(),
+    credits: z.number().describe('Exact cost: what a real request holds and, on success, charges.'),
+    display: z.string().describe('The cost rounded to 2 places, as Stability shows prices.'),
+    credits_per_image: z.number(),
+    samples: z.number().int(),
+    balance: z.number(),
+    affordable: z.boolean(),
+  })
+  .meta({ id: 'DryRun' });
