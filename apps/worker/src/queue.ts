@@ -11,6 +11,7 @@ import type { CancelWatcher } from './cancel';
 import { redisOptionsFromUrl, type WorkerConfig } from './config';
 import type { LoadedEngine } from './engines';
 import { classifyError, type JobContext, JobFailure, type JobHandlers } from './handlers';
+import type { HoldCloser } from './holds';
 
 /** The payload versions this worker understands. */
 const PAYLOAD_VERSIONS = [1];
@@ -21,6 +22,8 @@ export interface EngineWorkersOptions {
   handlers: JobHandlers;
   storage: Storage;
   cancel: CancelWatcher;
+  /** Settles or releases a job's credits when it ends here. */
+  holds?: HoldCloser;
   logger: Logger;
 }
 
@@ -78,6 +81,11 @@ export class EngineWorkers {
       });
       worker.on('error', (err) => logger.warn({ engine: engineId, err: err.message }, 'queue connection error'));
       worker.on('stalled', (jobId) => logger.warn({ job_id: jobId, engine: engineId }, 'job stalled (its worker stopped answering): back in the queue'));
+      if (opts.holds) {
+        const holds = opts.holds;
+        worker.on('completed', (job) => holds.completed(job));
+        worker.on('failed', (job) => holds.failed(job));
+      }
       this.workers.set(engineId, worker);
     }
     const many = this.workers.size > 1;

@@ -7,11 +7,13 @@ import { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { Storage } from '@sdq/contracts';
 import { createStorage } from '@sdq/storage';
+import { CreditsService } from '@sdq/credits';
 import { CancelWatcher } from './cancel';
 import { redactUrl, type WorkerConfig } from './config';
 import { disposeEngines, type LoadedEngine, loadEngines } from './engines';
 import { HANDLERS, type JobHandlers } from './handlers';
 import { portOf, startHealthServer } from './health';
+import { HoldCloser } from './holds';
 import { EngineWorkers } from './queue';
 
 export interface RunningWorker {
@@ -61,7 +63,8 @@ export async function startWorker(config: WorkerConfig, logger: Logger, handlers
     await Promise.all([redis.connect(), subscriber.connect()]);
     cancel = new CancelWatcher(subscriber, redis, config.queuePrefix, logger);
     await cancel.start();
-    workers = new EngineWorkers({ config, engines, handlers, storage, cancel, logger });
+    const holds = new HoldCloser(new CreditsService(redis, { prefix: config.queuePrefix }), logger);
+    workers = new EngineWorkers({ config, engines, handlers, storage, cancel, holds, logger });
     workers.run();
     ready = true;
   } catch (err) {
