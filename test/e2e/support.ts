@@ -18,7 +18,7 @@ import type { TestS3 } from '../support/s3';
 
 export const ROOT = resolve(import.meta.dirname, '../..');
 export const MODELS_DIR = join(ROOT, 'models');
-const ADMIN_TOKEN = 'e2e-admin-token-0123456789';
+export const ADMIN_TOKEN = 'e2e-admin-token-0123456789';
 const LOG_LEVEL = process.env.TEST_LOG_LEVEL ?? 'silent';
 
 export interface Service {
