@@ -133,7 +133,7 @@ describe('limits', () => {
     const account = await createAccount(service, { credits: 15 });
     // Long jobs, so the first ten are still open when the eleventh arrives.
     const long = { ...BODY, steps: 150 };
-    const accepted = [];
+    const accepted: string[] = [];
     for (let i = 0; i < 10; i++) {
       const res = await generate(account, {}, long);
       expect(res.status).toBe(202);
