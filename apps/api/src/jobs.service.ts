@@ -188,7 +188,8 @@ export class JobsService {
       progress: snapshot?.progress ?? null,
       artifacts,
       error,
-      credits_charged: await this.charged(record.id),
+      // An open job's hold is open: no lookup on the submission path.
+      credits_charged: TERMINAL_STATUSES.has(status) ? await this.charged(record.id) : null,
       urls: { self: base, cancel: `${base}/cancel`, events: `${base}/events` },
     };
   }
@@ -218,7 +219,14 @@ export class JobsService {
     const record = await this.deps.store.getJob(hold.job_id);
     const young = now - Date.parse(hold.created_at) < this.deps.config.credits.holdGraceMs;
     if (!record) return young ? { action: 'keep' } : { action: 'release', reason: 'job_gone' };
-    const snapshot = await this.snapshot(record);
+    let snapshot: QueueJobSnapshot | undefined;
+    try {
+      snapshot = await this.snapshot(record);
+    } catch (err) {
+      // An engine this process does not serve (or Redis trouble): leave the hold to a process that can tell.
+      this.deps.logger.debug({ job_id: hold.job_id, err: (err as Error).message }, 'cannot read the job of a hold');
+      return { action: 'keep' };
+    }
     if (!snapshot && !record.canceled_at) return young ? { action: 'keep' } : { action: 'release', reason: 'job_gone' };
     return this.fateOf(record, snapshot);
   }
@@ -280,13 +288,19 @@ export class JobsService {
     const before = await this.snapshot(record);
     const status = this.status(record, before);
     if (TERMINAL_STATUSES.has(status)) throw new ServiceError('conflict', `job ${record.id} is already ${status}`);
-    if (await queue.removeIfWaiting(record.engine, record.id)) {
-      record.canceled_at = Date.now();
-      await store.updateJob(record.id, { canceled_at: record.canceled_at, cancel_requested_at: record.canceled_at });
-      // Never ran: the hold goes back in full (the reconciler does it if this process dies first).
-      await this.deps.credits.release(record.id, 'canceled');
-      logger.info({ job_id: record.id }, 'queued job canceled');
-      return this.describe(record, undefined);
+    if (status === 'queued') {
+      // The hold is released before the job is removed: a worker finishing the job in between (a fast
+      // one) then settles nothing, so a canceled job is never charged. A hold settled already means the
+      // job has just succeeded: too late to cancel.
+      const released = await this.deps.credits.release(record.id, 'canceled');
+      if (released.status === 'already_settled') throw new ServiceError('conflict', `job ${record.id} is already succeeded`);
+      if (await queue.removeIfWaiting(record.engine, record.id)) {
+        record.canceled_at = Date.now();
+        await store.updateJob(record.id, { canceled_at: record.canceled_at, cancel_requested_at: record.canceled_at });
+        logger.info({ job_id: record.id }, 'queued job canceled');
+        return this.describe(record, undefined);
+      }
+      // It started meanwhile: stopped like a running job. Should it finish anyway, it is not charged.
     }
     record.cancel_requested_at = Date.now();
     await store.updateJob(record.id, { cancel_requested_at: record.cancel_requested_at });
