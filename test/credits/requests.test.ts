@@ -47,7 +47,8 @@ describe('accepting jobs', () => {
     const account = await createAccount(service, { credits: 7 * COST + 0.05 });
     const answers = await Promise.all(Array.from({ length: 50 }, () => generate(account)));
     const statuses = answers.map((r) => r.status);
-    expect(statuses.filter((s) => s === 202)).toHaveLength(7);
+    // 202 (or 200 if a job already finished by the time its answer was written).
+    expect(statuses.filter((s) => s === 202 || s === 200)).toHaveLength(7);
     expect(statuses.filter((s) => s === 402)).toHaveLength(43);
     const refusal = await answers.find((r) => r.status === 402)!.json();
     // Refused only once 7 are held, so every refusal sees what is left: 0.05.
@@ -78,7 +79,7 @@ describe('Idempotency-Key', () => {
     const account = await createAccount(service, { credits: 1 });
     const headers = { 'idempotency-key': 'order-42' };
     const first = await generate(account, headers);
-    expect(first.status).toBe(202);
+    expect(first.status).toBeLessThan(300);
     const job = await first.json();
     // A later retry, and five at once: all the same job.
     const again = await generate(account, headers);
@@ -99,13 +100,13 @@ describe('Idempotency-Key', () => {
   it('the same key with another body or endpoint: 422, nothing charged', async () => {
     const account = await createAccount(service, { credits: 1 });
     const headers = { 'idempotency-key': 'order-43' };
-    expect((await generate(account, headers)).status).toBe(202);
+    expect((await generate(account, headers)).status).toBeLessThan(300);
     const other = await generate(account, headers, { ...BODY, seed: 4 });
     expect(other.status).toBe(422);
     expect((await other.json()).name).toBe('idempotency_key_mismatch');
     // Simultaneous first uses with different bodies: one wins, the other is 422 (or 409 while the first is accepted).
     const [a, b] = await Promise.all([generate(account, { 'idempotency-key': 'order-44' }, { ...BODY, seed: 5 }), generate(account, { 'idempotency-key': 'order-44' }, { ...BODY, seed: 6 })]);
-    expect([a.status, b.status].sort()).toEqual([202, 422]);
+    expect([a.status, b.status].map((x) => (x < 300 ? 'accepted' : x)).sort()).toEqual([422, 'accepted']);
     await allDone(account);
     await books.settled();
     expect(micro(await balance(service, account.api_key))).toBe(micro(1) - 2 * micro(COST));
@@ -149,7 +150,7 @@ describe('limits', () => {
     // One canceled: room for one more.
     await call(service, account.api_key, `/v1/jobs/${accepted[9]}/cancel`, { method: 'POST' });
     await waitFor(async () => (await getJob(service, account.api_key, accepted[9])).status === 'canceled', 'the cancel');
-    expect((await generate(account, {}, { ...BODY })).status).toBe(202);
+    expect((await generate(account, {}, { ...BODY })).status).toBeLessThan(300);
     for (const id of accepted) await call(service, account.api_key, `/v1/jobs/${id}/cancel`, { method: 'POST' });
     await allDone(account);
     const report = await books.settled();
@@ -179,7 +180,7 @@ describe('keys', () => {
     const granted = await call(service, adminKey.api_key, `/v1/admin/accounts/${account.id}/credits`, { method: 'POST', body: JSON.stringify({ amount: 2, reason: 'support' }) });
     expect(granted.status).toBe(201);
     // An admin key generates too.
-    expect((await generate({ ...account, api_key: adminKey.api_key })).status).toBe(202);
+    expect((await generate({ ...account, api_key: adminKey.api_key })).status).toBeLessThan(300);
     await allDone(account);
   });
 
