@@ -3,7 +3,7 @@
  * A bad value stops the process with "Invalid environment: <VAR> ...".
  */
 import { z } from 'zod';
-import { ConfigError, DEFAULT_QUEUE_PREFIX, envInt, envUrl, LOG_LEVEL, parseEnv } from '@sdq/contracts';
+import { ConfigError, DEFAULT_QUEUE_PREFIX, envInt, envUrl, LOG_LEVEL, loadOrExit, parseEnv, redisOptionsFromUrl } from '@sdq/contracts';
 import { parseCredits } from '@sdq/credits/amounts';
 import { STORAGE_ENV, storageConfigFromEnv, type S3Config } from '@sdq/storage/config';
 
@@ -131,27 +131,7 @@ function defaultSecret(): string {
 
 /** The one place that reads process.env; exits with the message on a bad value. */
 export function loadConfig(): Config {
-  try {
-    return parseConfig(process.env);
-  } catch (err) {
-    if (err instanceof ConfigError) {
-      console.error(err.message);
-      process.exit(1);
-    }
-    throw err;
-  }
+  return loadOrExit((env) => parseConfig(env));
 }
 
-/** ioredis options from a redis:// URL, for BullMQ, which takes options rather than a URL. */
-export function redisOptionsFromUrl(redisUrl: string): { host: string; port: number; username?: string; password?: string; db?: number; tls?: object } {
-  const u = new URL(redisUrl);
-  const db = u.pathname.length > 1 ? Number(u.pathname.slice(1)) : undefined;
-  return {
-    host: u.hostname,
-    port: u.port ? Number(u.port) : 6379,
-    username: u.username ? decodeURIComponent(u.username) : undefined,
-    password: u.password ? decodeURIComponent(u.password) : undefined,
-    db: Number.isInteger(db) ? db : undefined,
-    tls: u.protocol === 'rediss:' ? {} : undefined,
-  };
-}
+export { redisOptionsFromUrl };

@@ -6,7 +6,7 @@
  * meaning, so one environment file serves both apps.
  */
 import { z } from 'zod';
-import { ConfigError, DEFAULT_QUEUE_PREFIX, envInt, envList, envUrl, LOG_LEVEL, parseEnv } from '@sdq/contracts';
+import { ConfigError, DEFAULT_QUEUE_PREFIX, envInt, envList, envUrl, LOG_LEVEL, loadOrExit, parseEnv, redisOptionsFromUrl } from '@sdq/contracts';
 import { STORAGE_ENV, storageConfigFromEnv, type StorageConfig } from '@sdq/storage/config';
 import type { ExecutionProvider } from '@sdq/pipeline/types';
 
@@ -96,30 +96,10 @@ export function parseWorkerConfig(env: Record<string, string | undefined>): Work
 
 /** The one place that reads process.env; exits with the message on a bad value. */
 export function loadWorkerConfig(): WorkerConfig {
-  try {
-    return parseWorkerConfig(process.env);
-  } catch (err) {
-    if (err instanceof ConfigError) {
-      console.error(err.message);
-      process.exit(1);
-    }
-    throw err;
-  }
+  return loadOrExit((env) => parseWorkerConfig(env));
 }
 
-/** ioredis options from a redis:// URL (BullMQ takes options rather than a URL). */
-export function redisOptionsFromUrl(redisUrl: string): { host: string; port: number; username?: string; password?: string; db?: number; tls?: object } {
-  const u = new URL(redisUrl);
-  const db = u.pathname.length > 1 ? Number(u.pathname.slice(1)) : undefined;
-  return {
-    host: u.hostname,
-    port: u.port ? Number(u.port) : 6379,
-    username: u.username ? decodeURIComponent(u.username) : undefined,
-    password: u.password ? decodeURIComponent(u.password) : undefined,
-    db: Number.isInteger(db) ? db : undefined,
-    tls: u.protocol === 'rediss:' ? {} : undefined,
-  };
-}
+export { redisOptionsFromUrl };
 
 /** A Redis URL fit for a log line: the password replaced. */
 export function redactUrl(redisUrl: string): string {

@@ -38,3 +38,30 @@ export function parseEnv<S extends z.ZodType>(schema: S, env: Record<string, str
   const got = value === undefined ? '' : ` (got ${JSON.stringify(SECRET_NAME.test(name) ? '***' : value)})`;
   throw new ConfigError(`Invalid environment: ${name} ${issue.message}${got}`);
 }
+
+/** Runs a config parser on process.env; on a bad value prints the message and exits 1. */
+export function loadOrExit<T>(parse: (env: Record<string, string | undefined>) => T): T {
+  try {
+    return parse(process.env);
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      console.error(err.message);
+      process.exit(1);
+    }
+    throw err;
+  }
+}
+
+/** ioredis options from a redis:// URL, for BullMQ, which takes options rather than a URL. */
+export function redisOptionsFromUrl(redisUrl: string): { host: string; port: number; username?: string; password?: string; db?: number; tls?: object } {
+  const u = new URL(redisUrl);
+  const db = u.pathname.length > 1 ? Number(u.pathname.slice(1)) : undefined;
+  return {
+    host: u.hostname,
+    port: u.port ? Number(u.port) : 6379,
+    username: u.username ? decodeURIComponent(u.username) : undefined,
+    password: u.password ? decodeURIComponent(u.password) : undefined,
+    db: Number.isInteger(db) ? db : undefined,
+    tls: u.protocol === 'rediss:' ? {} : undefined,
+  };
+}
