@@ -22,6 +22,11 @@ export type StopReason =
   /** The target is in a refused range: it will stay refused. */
   | 'ssrf_refused'
   | 'invalid_url'
+  /**
+   * A 3xx: redirects are never followed (the target could be an internal address: an SSRF probe), and
+   * asking the same URL again would get the same answer. The receiver must answer at the URL it gave.
+   */
+  | 'redirect'
   | 'attempts_exhausted';
 
 export type NextAttempt = { retry: false; reason: StopReason } | { retry: true; delayMs: number };
@@ -40,6 +45,7 @@ export function nextAttempt(
   if (result.status === 410) return { retry: false, reason: 'gone' };
   if (result.error === 'ssrf_refused') return { retry: false, reason: 'ssrf_refused' };
   if (result.error === 'invalid_url') return { retry: false, reason: 'invalid_url' };
+  if (result.error === 'redirect') return { retry: false, reason: 'redirect' };
   const delay = delaysMs[attempt - 1];
   if (delay === undefined) return { retry: false, reason: 'attempts_exhausted' };
   return { retry: true, delayMs: Math.round(delay * (1 - JITTER + 2 * JITTER * random())) };

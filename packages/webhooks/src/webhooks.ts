@@ -216,12 +216,27 @@ export class Webhooks {
   /**
    * Runs the delivery queue in this process.
    * @param opts.concurrency deliveries in flight at once; default 16 (they mostly wait on the network).
+   * @param opts.lockDurationMs a delivery's lock without renewal: a killed process's delivery runs again
+   *   after it; default BullMQ's 30 000.
+   * @param opts.stalledIntervalMs how often stalled deliveries are looked for; default BullMQ's 30 000.
    */
-  startWorker({ connection, concurrency = 16 }: { connection: ConnectionOptions; concurrency?: number }): Worker<DeliveryJobData> {
+  startWorker({
+    connection,
+    concurrency = 16,
+    lockDurationMs,
+    stalledIntervalMs,
+  }: {
+    connection: ConnectionOptions;
+    concurrency?: number;
+    lockDurationMs?: number;
+    stalledIntervalMs?: number;
+  }): Worker<DeliveryJobData> {
     return new Worker<DeliveryJobData>(WEBHOOK_QUEUE, (job) => this.process(job), {
       prefix: this.prefix,
       connection,
       concurrency,
+      ...(lockDurationMs ? { lockDuration: lockDurationMs } : {}),
+      ...(stalledIntervalMs ? { stalledInterval: stalledIntervalMs } : {}),
       // A delivery process killed mid-attempt leaves its jobs stalled; they run again (same webhook-id)
       // rather than failing after BullMQ's default single stall.
       maxStalledCount: 5,

@@ -39,7 +39,6 @@ describe('nextAttempt', () => {
   it.each([
     ['a timeout', { ok: false, error: 'timeout' as const }],
     ['a refused connection', { ok: false, error: 'connection_refused' as const }],
-    ['a redirect', { ok: false, status: 302, error: 'redirect' as const }],
     ['a 429', { ok: false, status: 429, error: 'http_error' as const }],
     ['a 404', { ok: false, status: 404, error: 'http_error' as const }],
   ])('retries after %s', (_name, result) => {
@@ -51,6 +50,7 @@ describe('nextAttempt', () => {
     ['410 Gone', { ok: false, status: 410, error: 'http_error' as const }, 'gone'],
     ['an SSRF refusal', { ok: false, error: 'ssrf_refused' as const }, 'ssrf_refused'],
     ['an invalid URL', { ok: false, error: 'invalid_url' as const }, 'invalid_url'],
+    ['a redirect (never followed)', { ok: false, status: 302, error: 'redirect' as const }, 'redirect'],
   ])('stops after %s', (_name, result, reason) => {
     expect(nextAttempt(1, result)).toEqual({ retry: false, reason });
   });
