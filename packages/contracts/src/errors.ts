@@ -42,6 +42,11 @@ export const ERROR_CATALOGUE = {
   },
   invalid_mask_image: { status: 400, message: '{detail}', description: '`mask_image` missing or not the size of `init_image`.' },
   invalid_accept: { status: 406, message: '{detail}', description: 'The `Accept` header names no type sdq can answer with.' },
+  invalid_webhook: {
+    status: 400,
+    message: '{detail}',
+    description: '`webhook` is not an http(s) URL webhooks may call (a private, loopback or other refused address not in WEBHOOK_ALLOWED_HOSTS), or `webhook_events_filter` names an unknown event; nothing was queued or charged.',
+  },
   invalid_idempotency_key: { status: 400, message: '{detail}', description: 'The `Idempotency-Key` header is empty or longer than 255 characters.' },
   insufficient_balance: {
     status: 402,

@@ -5,3 +5,4 @@ export * from './jobs';
 export * from './storage';
 export * from './env';
 export * from './credits';
+export * from './webhooks';

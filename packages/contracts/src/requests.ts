@@ -56,8 +56,29 @@ export const TextPrompt = z.object({
   weight: z.number().finite().optional().describe('Default 1; a negative weight makes a negative prompt.'),
 });
 
+/** The names a client uses in `webhook_events_filter` (@sdq/webhooks maps them to event types). */
+export const WEBHOOK_EVENTS_FILTER_NAMES = ['start', 'progress', 'completed'] as const;
+
+/** Fields every job-creating endpoint takes: a callback instead of polling (sdq's addition). */
+const webhookFields = {
+  webhook: z
+    .string()
+    .max(2048, 'must be at most 2048 characters')
+    .optional()
+    .describe(
+      'An http or https URL called back (signed, Standard Webhooks) with the job\'s events; checked against the SSRF rules at submission. Default: the account\'s default webhook, if set.',
+    ),
+  webhook_events_filter: z
+    .array(z.enum(WEBHOOK_EVENTS_FILTER_NAMES, { error: () => `unknown event; valid events: ${WEBHOOK_EVENTS_FILTER_NAMES.join(', ')}` }))
+    .min(1, 'must name at least one event')
+    .max(WEBHOOK_EVENTS_FILTER_NAMES.length)
+    .optional()
+    .describe('Which events are sent: start, progress (at most one per second), completed. Default ["completed"]. Multipart: repeated fields, a JSON array or a comma list.'),
+};
+
 /** Fields every generation endpoint shares. */
 const generationFields = {
+  ...webhookFields,
   text_prompts: z.array(TextPrompt).min(1, 'at least one prompt is required').max(10, 'at most 10 prompts'),
   height: dimension('height'),
   width: dimension('width'),
@@ -110,6 +131,7 @@ export const UpscaleRequest = z
     image: file('PNG, JPEG or WebP image to upscale.'),
     width: z.number().int().min(1).optional().describe('Target width (not with height). Default: the engine\'s native scale.'),
     height: z.number().int().min(1).optional().describe('Target height (not with width).'),
+    ...webhookFields,
   })
   .meta({ id: 'UpscaleRequest' });
 export type UpscaleRequest = z.infer<typeof UpscaleRequest>;
@@ -150,6 +172,9 @@ export function errorNameForField(field: string | number | undefined): ErrorName
       return 'invalid_sampler';
     case 'mask_image':
       return 'invalid_mask_image';
+    case 'webhook':
+    case 'webhook_events_filter':
+      return 'invalid_webhook';
     default:
       return 'bad_request';
   }

@@ -2,13 +2,13 @@
  * What a delivery carries: `{"type", "created_at", "data"}`, data being the job object exactly as
  * GET /v1/jobs/{id} returns it at the time of the event (URLs only, never image bytes).
  */
-import { type JobObject, TERMINAL_STATUSES } from '@sdq/contracts';
+import { type JobObject, TERMINAL_STATUSES, WEBHOOK_EVENT_TYPE_NAMES, WEBHOOK_EVENTS_FILTER_NAMES } from '@sdq/contracts';
 
-export const WEBHOOK_EVENT_TYPES = ['job.started', 'job.progress', 'job.completed'] as const;
+export const WEBHOOK_EVENT_TYPES = WEBHOOK_EVENT_TYPE_NAMES;
 export type WebhookEventType = (typeof WEBHOOK_EVENT_TYPES)[number];
 
-/** The names a client uses in `webhook_events_filter`, and the event type each selects. */
-export const WEBHOOK_EVENT_FILTERS = ['start', 'progress', 'completed'] as const;
+/** The names a client uses in `webhook_events_filter` (declared with the request schemas), and the event type each selects. */
+export const WEBHOOK_EVENT_FILTERS = WEBHOOK_EVENTS_FILTER_NAMES;
 export type WebhookEventFilter = (typeof WEBHOOK_EVENT_FILTERS)[number];
 export const DEFAULT_EVENTS_FILTER: readonly WebhookEventFilter[] = ['completed'];
 const TYPE_OF_FILTER: Record<WebhookEventFilter, WebhookEventType> = {
