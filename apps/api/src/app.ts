@@ -11,6 +11,7 @@ import { discoverEngines, type EngineInfo } from '@sdq/pipeline/engines';
 import { queueNameForEngine, ServiceError, type Storage } from '@sdq/contracts';
 import { CreditsService, IdempotencyStore, PriceTable, RateLimiter } from '@sdq/credits';
 import { createStorage } from '@sdq/storage';
+import { Webhooks } from '@sdq/webhooks';
 import { AccountsService } from './accounts.service';
 import { adminRoutes } from './admin.routes';
 import { requireAdmin, requireApiKey } from './auth';
@@ -24,6 +25,7 @@ import { JobQueue } from './queue';
 import { artifactRoutes, engineRoutes, healthRoutes, jobRoutes } from './routes';
 import { Store } from './store';
 import { userRoutes } from './user.routes';
+import { webhookRoutes } from './webhooks.routes';
 
 export interface AppDeps {
   config: Config;
@@ -37,6 +39,7 @@ export interface AppDeps {
   credits: CreditsService;
   limiter: RateLimiter;
   accounts: AccountsService;
+  webhooks: Webhooks;
 }
 
 /** While Redis is down, answer 503 at once instead of waiting on a dead connection. */
@@ -46,7 +49,7 @@ function requireRedis(store: Store): RequestHandler {
 }
 
 export function createApp(deps: AppDeps): Express {
-  const { config, logger, store, storage, engines, jobs, prices, credits, limiter, accounts } = deps;
+  const { config, logger, store, storage, engines, jobs, prices, credits, limiter, accounts, webhooks } = deps;
   const app = express();
   app.disable('x-powered-by');
   app.set('trust proxy', false);
@@ -75,6 +78,7 @@ export function createApp(deps: AppDeps): Express {
   app.use(engineRoutes(engines, prices));
   app.use(generationRoutes({ config, engines, jobs, prices, credits, limiter }));
   app.use(jobRoutes(jobs));
+  app.use(webhookRoutes({ config, jobs, webhooks }));
   app.use(userRoutes(accounts));
   app.use(notFound);
   app.use(errorHandler);
@@ -102,10 +106,46 @@ export function loadEngines(modelsDir: string, logger: Logger): Map<string, Engi
   return engines;
 }
 
-export async function startServer(config: Config, opts: { logger?: Logger } = {}): Promise<RunningServer> {
-  const logger = opts.logger ?? createLogger(config);
+/** What every process built from the API's config shares: records, queues, storage, credits, jobs, webhooks. */
+export interface Core {
+  engines: Map<string, EngineInfo>;
+  store: Store;
+  queue: JobQueue;
+  storage: Storage;
+  credits: CreditsService;
+  idempotency: IdempotencyStore;
+  jobs: JobsService;
+  webhooks: Webhooks;
+}
+
+/** The parts the API and the webhook delivery process both build (the latter reuses the job object). */
+export function createCore(config: Config, logger: Logger): Core {
   const engines = loadEngines(config.modelsDir, logger);
   const store = new Store(config.redisUrl, config.queuePrefix, config.redisTimeoutMs);
+  const queue = new JobQueue({ redisUrl: config.redisUrl, prefix: config.queuePrefix, engines: [...engines.keys()], timeoutMs: config.redisTimeoutMs, logger, redis: store.redis });
+  const storage = createStorage(
+    's3' in config.storage ? { s3: config.storage.s3 } : { local: { ...config.storage.local, publicUrl: () => config.publicUrl } },
+  );
+  const credits = new CreditsService(store.redis, { prefix: config.queuePrefix });
+  const idempotency = new IdempotencyStore(store.redis, { prefix: config.queuePrefix });
+  const w = config.webhooks;
+  const webhooks = new Webhooks({
+    redis: store.redis,
+    prefix: config.queuePrefix,
+    queue: queue.deliveries,
+    allowedHosts: w.allowedHosts,
+    secretGraceMs: w.secretGraceMs,
+    timeoutMs: w.timeoutMs,
+    retryDelaysMs: w.retryDelaysMs,
+    logger,
+  });
+  const jobs = new JobsService({ config, store, queue, storage, credits, idempotency, logger, webhooks });
+  return { engines, store, queue, storage, credits, idempotency, jobs, webhooks };
+}
+
+export async function startServer(config: Config, opts: { logger?: Logger } = {}): Promise<RunningServer> {
+  const logger = opts.logger ?? createLogger(config);
+  const { engines, store, queue, storage, credits, jobs, webhooks } = createCore(config, logger);
   store.redis.on('error', (err) => logger.debug({ err: err.message }, 'redis connection error'));
   let redisWasReady = false;
   store.redis.on('ready', () => {
@@ -113,22 +153,15 @@ export async function startServer(config: Config, opts: { logger?: Logger } = {}
     redisWasReady = true;
   });
   store.redis.on('close', () => redisWasReady && logger.warn('redis connection lost; answering 503 until it returns'));
-  const queue = new JobQueue({ redisUrl: config.redisUrl, prefix: config.queuePrefix, engines: [...engines.keys()], timeoutMs: config.redisTimeoutMs, logger, redis: store.redis });
-  const storage = createStorage(
-    's3' in config.storage ? { s3: config.storage.s3 } : { local: { ...config.storage.local, publicUrl: () => config.publicUrl } },
-  );
   // A bad PRICES_FILE stops start-up here, naming the file and the field.
   const prices = PriceTable.load({ file: config.credits.pricesFile });
-  const credits = new CreditsService(store.redis, { prefix: config.queuePrefix });
-  const idempotency = new IdempotencyStore(store.redis, { prefix: config.queuePrefix });
   const limiter = new RateLimiter(store.redis, { prefix: config.queuePrefix, limit: config.credits.rateLimit, windowMs: config.credits.rateLimitWindowMs });
-  const jobs = new JobsService({ config, store, queue, storage, credits, idempotency, logger });
   const accounts = new AccountsService(store, credits, { startingCredits: config.credits.startingCredits });
   // Whichever process hears a job end first closes its hold (the worker does too; closing is once).
   queue.onEnd((jobId) => {
     jobs.closeHold(jobId).catch((err) => logger.warn({ job_id: jobId, err: (err as Error).message }, 'could not close the hold; the reconciler will'));
   });
-  const deps: AppDeps = { config, logger, store, queue, storage, engines, jobs, prices, credits, limiter, accounts };
+  const deps: AppDeps = { config, logger, store, queue, storage, engines, jobs, prices, credits, limiter, accounts, webhooks };
   const app = createApp(deps);
   // Give Redis a moment to connect so the first requests are not 503s; start without it if it is down.
   if (!store.ready) {

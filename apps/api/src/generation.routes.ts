@@ -19,9 +19,10 @@ import {
   UpscaleRequest,
 } from '@sdq/contracts';
 import { type CreditsService, hashBody, MAX_IDEMPOTENCY_KEY_LENGTH, type PriceTable, type RateLimiter } from '@sdq/credits';
+import { validateWebhookUrl } from '@sdq/webhooks';
 import { requireScope } from './auth';
 import type { Config } from './config';
-import type { JobInputs, JobsService, NewJob } from './jobs.service';
+import type { JobInputs, JobsService, JobWebhook, NewJob } from './jobs.service';
 import { dryRun, jobCost } from './pricing';
 import { rateLimit } from './rate-limit';
 import type { JobRecord } from './store';
@@ -111,6 +112,33 @@ function fingerprint(req: Request): string {
   return hashBody({ path: req.path, body: req.body ?? null, files: uploads });
 }
 
+/**
+ * A multipart `webhook_events_filter` as an array: repeated fields (`f=start&f=completed`, `f[]=...`), a
+ * JSON array (`["start","completed"]`) or a comma list (`start,completed`). The schema checks the names.
+ */
+export function formEventsFilter(raw: unknown): unknown {
+  if (raw === undefined) return undefined;
+  const values = Array.isArray(raw) ? raw : typeof raw === 'object' && raw !== null ? Object.values(raw) : [raw];
+  return values.flatMap((value): unknown[] => {
+    if (typeof value !== 'string') return [value];
+    const text = value.trim();
+    if (text.startsWith('[')) {
+      try {
+        const parsed: unknown = JSON.parse(text);
+        return Array.isArray(parsed) ? parsed : [parsed];
+      } catch {
+        throw new ServiceError('invalid_webhook', 'webhook_events_filter: is neither a JSON array nor a comma-separated list of events');
+      }
+    }
+    return text.split(',').map((v) => v.trim()).filter(Boolean);
+  });
+}
+
+function webhookOf(body: { webhook?: string; webhook_events_filter?: string[] }): JobWebhook | undefined {
+  if (body.webhook === undefined && body.webhook_events_filter === undefined) return undefined;
+  return { url: body.webhook, events: body.webhook_events_filter ? [...new Set(body.webhook_events_filter)] : undefined };
+}
+
 type Kind = NewJob['kind'];
 
 export function generationRoutes(deps: {
@@ -133,16 +161,24 @@ export function generationRoutes(deps: {
   };
 
   /** Builds the job from the request; everything the client got wrong is thrown here, before any storage. */
-  const build = async (req: Request, kind: Kind, engine: EngineInfo, format: OutputFormat): Promise<{ job: NewJob; inputs: JobInputs; samples: number }> => {
+  const build = async (
+    req: Request,
+    kind: Kind,
+    engine: EngineInfo,
+    format: OutputFormat,
+  ): Promise<{ job: NewJob; inputs: JobInputs; samples: number; webhook?: JobWebhook }> => {
     if (kind === 'text-to-image') {
       if (!req.is('application/json')) throw new ServiceError('invalid_mime_type', `body: this endpoint takes application/json (got ${req.headers['content-type'] ?? 'no Content-Type'})`);
       const body = validate(TextToImageRequest, req.body);
       const width = body.width ?? engine.nativeWidth ?? 512;
       const height = body.height ?? engine.nativeHeight ?? 512;
       checkSize(width, height, config.maxPixels);
-      return { job: { kind, params: generationParams(body, width, height, format) }, inputs: {}, samples: body.samples };
+      return { job: { kind, params: generationParams(body, width, height, format) }, inputs: {}, samples: body.samples, webhook: webhookOf(body) };
     }
     const fields = parseFormFields(req.body as Record<string, unknown>);
+    // parseFormFields keeps one value per field; the filter may come as several.
+    const filter = formEventsFilter((req.body as Record<string, unknown> | undefined)?.webhook_events_filter);
+    if (filter !== undefined) fields.webhook_events_filter = filter;
     if (kind === 'upscale') {
       const image = requireFile(await readImage(req, 'image'), 'image');
       const body = validate(UpscaleRequest, { ...fields, image: image.data });
@@ -156,7 +192,7 @@ export function generationRoutes(deps: {
       if (outW * outH > config.maxPixels * 4) {
         throw new ServiceError('invalid_pixel_count', `output: ${outW}x${outH} is over the upscale maximum of ${config.maxPixels * 4} pixels`);
       }
-      return { job: { kind, params: { width: body.width, height: body.height, outputFormat: format } }, inputs: { image }, samples: 1 };
+      return { job: { kind, params: { width: body.width, height: body.height, outputFormat: format } }, inputs: { image }, samples: 1, webhook: webhookOf(body) };
     }
     const init = requireFile(await readImage(req, 'init_image'), 'init_image');
     const mask = kind === 'masking' ? await readImage(req, 'mask_image') : undefined;
@@ -184,16 +220,21 @@ export function generationRoutes(deps: {
         }
       }
     }
-    return { job: { kind, params }, inputs: { initImage: init, maskImage: mask }, samples: body.samples };
+    return { job: { kind, params }, inputs: { initImage: init, maskImage: mask }, samples: body.samples, webhook: webhookOf(body) };
   };
 
   const handle = (kind: Kind) => async (req: Request, res: Response) => {
     const engine = engineFor(req, kind);
     const accept = negotiate(req);
     const prefer = parsePrefer(req.get('prefer'));
-    const { job, inputs, samples } = await build(req, kind, engine, accept.format);
+    const { job, inputs, samples, webhook } = await build(req, kind, engine, accept.format);
     if (!accept.json && samples > 1) {
       throw new ServiceError('invalid_samples', `samples: ${samples} images cannot be sent as ${req.headers.accept}; ask for application/json or samples=1`);
+    }
+    if (webhook?.url) {
+      // The address is checked again when each delivery connects (DNS may change meanwhile).
+      const check = await validateWebhookUrl(webhook.url, config.webhooks.allowedHosts);
+      if (!check.ok) throw new ServiceError('invalid_webhook', `webhook: ${check.message}`);
     }
     // Everything the client could get wrong has been refused above: nothing is held for a 4xx.
     const cost = jobCost(prices, engine.id, job);
@@ -205,6 +246,7 @@ export function generationRoutes(deps: {
     const { record, repeated } = await jobs.submit(req.accountId!, engine.id, job, inputs, {
       cost,
       idempotency: key === undefined ? undefined : { key, bodyHash: fingerprint(req) },
+      webhook,
     });
     req.log = req.log.child({ job_id: record.id });
     if (repeated) res.set('Idempotent-Replayed', 'true');

@@ -19,6 +19,7 @@ import {
   type UpscaleParams,
 } from '@sdq/contracts';
 import { type Cost, type CreditsService, type HoldFate, type Hold, type IdempotencyStore, toCredits } from '@sdq/credits';
+import type { Webhooks } from '@sdq/webhooks';
 import type { Config } from './config';
 import type { JobQueue, QueueJobSnapshot } from './queue';
 import type { JobRecord, Store } from './store';
@@ -27,6 +28,12 @@ export interface JobInputs {
   initImage?: { data: Buffer; contentType: string };
   maskImage?: { data: Buffer; contentType: string };
   image?: { data: Buffer; contentType: string };
+}
+
+/** A job's webhook as submitted (URL checked already); either part may be absent. */
+export interface JobWebhook {
+  url?: string;
+  events?: readonly string[];
 }
 
 export type NewJob =
@@ -46,6 +53,8 @@ export interface JobsDeps {
   credits: CreditsService;
   idempotency: IdempotencyStore;
   logger: Logger;
+  /** Where the job sweep removes a job's webhook deliveries. */
+  webhooks?: Pick<Webhooks, 'removeJob'>;
 }
 
 export class JobsService {
@@ -62,11 +71,11 @@ export class JobsService {
     engineId: string,
     job: NewJob,
     inputs: JobInputs,
-    opts: { cost: Cost; idempotency?: { key: string; bodyHash: string } },
+    opts: { cost: Cost; idempotency?: { key: string; bodyHash: string }; webhook?: JobWebhook },
   ): Promise<{ record: JobRecord; repeated: boolean }> {
     const { idempotency } = this.deps;
     const idem = opts.idempotency;
-    if (!idem) return { record: await this.reserveAndCreate(accountId, engineId, job, inputs, opts.cost), repeated: false };
+    if (!idem) return { record: await this.reserveAndCreate(accountId, engineId, job, inputs, opts.cost, opts.webhook), repeated: false };
     const claim = await idempotency.begin(accountId, idem.key, idem.bodyHash, { waitMs: IDEMPOTENCY_WAIT_MS });
     switch (claim.status) {
       case 'done': {
@@ -80,7 +89,7 @@ export class JobsService {
         throw new ServiceError('idempotency_key_in_use', 'Idempotency-Key: a request with this key is still being accepted; retry shortly', { 'Retry-After': '1' });
       case 'new':
         try {
-          const record = await this.reserveAndCreate(accountId, engineId, job, inputs, opts.cost);
+          const record = await this.reserveAndCreate(accountId, engineId, job, inputs, opts.cost, opts.webhook);
           await idempotency.complete(accountId, idem.key, record.id, claim.token);
           return { record, repeated: false };
         } catch (err) {
@@ -90,7 +99,7 @@ export class JobsService {
     }
   }
 
-  private async reserveAndCreate(accountId: string, engineId: string, job: NewJob, inputs: JobInputs, cost: Cost): Promise<JobRecord> {
+  private async reserveAndCreate(accountId: string, engineId: string, job: NewJob, inputs: JobInputs, cost: Cost, webhook?: JobWebhook): Promise<JobRecord> {
     const { credits, config, logger } = this.deps;
     // The hold is taken under the id the queue will use, so every close (settle, release) finds it.
     const id = randomUUID();
@@ -100,7 +109,7 @@ export class JobsService {
       throw new ServiceError('too_many_active_jobs', held.message, { 'Retry-After': '1' });
     }
     try {
-      return await this.create(accountId, engineId, job, inputs, id);
+      return await this.create(accountId, engineId, job, inputs, id, webhook);
     } catch (err) {
       // Not queued: give the hold back. Should this process die first, the reaper releases it.
       await credits.release(id, 'not_enqueued').catch((e) => logger.warn({ job_id: id, err: (e as Error).message }, 'could not release the hold of a job not queued; the reaper will'));
@@ -108,7 +117,7 @@ export class JobsService {
     }
   }
 
-  async create(accountId: string, engineId: string, job: NewJob, inputs: JobInputs, id: string = randomUUID()): Promise<JobRecord> {
+  async create(accountId: string, engineId: string, job: NewJob, inputs: JobInputs, id: string = randomUUID(), webhook?: JobWebhook): Promise<JobRecord> {
     const { store, queue, storage, config } = this.deps;
     const createdAt = Date.now();
     // Uploads go to storage first: the payload only names their keys.
@@ -127,6 +136,8 @@ export class JobsService {
     const common = { version: 1 as const, jobId: id, accountId, engineId, createdAt };
     const payload = { ...common, ...job, ...(Object.keys(keys).length ? { inputs: keys } : {}) } as JobPayload;
     const record: JobRecord = { id, account_id: accountId, engine: engineId, kind: job.kind, created_at: createdAt, seq: await store.nextJobSeq() };
+    if (webhook?.url) record.webhook = webhook.url;
+    if (webhook?.events) record.webhook_events = webhook.events.join(',');
     // The record first, so that a worker's events always find a job the API knows.
     await store.saveJob(record, createdAt + config.resultRetention * 1000);
     await queue.add(payload);
@@ -337,6 +348,7 @@ export class JobsService {
         for (const prefix of jobKeyPrefixes(id)) await storage.deletePrefix(prefix);
         await queue.remove(record.engine, id);
       }
+      await this.deps.webhooks?.removeJob(id);
       await store.deleteJob(id);
       removed++;
       logger.info({ job_id: id }, 'job expired and removed');

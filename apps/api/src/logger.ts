@@ -19,8 +19,11 @@ export const REDACT_PATHS = [
   '*.adminToken',
   'password',
   '*.password',
+  // Webhook URLs: one may carry the receiver's token (webhook secrets are covered by `secret` above).
+  'webhook',
+  '*.webhook',
 ];
 
-export function createLogger(config: Pick<Config, 'logLevel'>, destination?: pino.DestinationStream): Logger {
-  return pino({ level: config.logLevel, base: { service: 'sdq-api' }, redact: { paths: REDACT_PATHS, censor: '[redacted]' } }, destination);
+export function createLogger(config: Pick<Config, 'logLevel'>, destination?: pino.DestinationStream, service = 'sdq-api'): Logger {
+  return pino({ level: config.logLevel, base: { service }, redact: { paths: REDACT_PATHS, censor: '[redacted]' } }, destination);
 }

@@ -4,6 +4,12 @@ import {
   AccountResponse,
   BalanceResponse,
   CreateAccountRequest,
+  DefaultWebhookResponse,
+  SetWebhookRequest,
+  WebhookDeliveryList,
+  WebhookDeliveryObject,
+  WebhookEventBody,
+  WebhookSecretResponse,
   CreateKeyRequest,
   DryRunResponse,
   EngineObject,
@@ -49,6 +55,13 @@ export function buildOpenApi(publicUrl: string): Record<string, unknown> {
   const balance = schemaOf(BalanceResponse, schemas, 'output');
   const accountOut = schemaOf(AccountResponse, schemas, 'output');
   const ledger = schemaOf(LedgerPage, schemas, 'output');
+  const setWebhook = schemaOf(SetWebhookRequest, schemas, 'input');
+  const defaultWebhook = schemaOf(DefaultWebhookResponse, schemas, 'output');
+  const webhookSecret = schemaOf(WebhookSecretResponse, schemas, 'output');
+  const deliveries = schemaOf(WebhookDeliveryList, schemas, 'output');
+  const delivery = schemaOf(WebhookDeliveryObject, schemas, 'output');
+  // Not an endpoint's: what receivers get, listed so clients can generate types for it.
+  schemaOf(WebhookEventBody, schemas, 'output');
 
   const errorResponses = (names: (keyof typeof ERROR_CATALOGUE)[]) => {
     const byStatus: Record<string, string[]> = {};
@@ -98,6 +111,7 @@ export function buildOpenApi(publicUrl: string): Record<string, unknown> {
       'invalid_mime_type',
       'invalid_image_dimensions',
       'invalid_mask_image',
+      'invalid_webhook',
       'not_found',
       'invalid_accept',
       'canceled',
@@ -207,6 +221,55 @@ export function buildOpenApi(publicUrl: string): Record<string, unknown> {
           summary: 'Server-Sent Events: queued, started, progress, completed',
           parameters: [jobParam],
           responses: { '200': { description: 'An event stream', content: { 'text/event-stream': { schema: { type: 'string' } } } }, ...errorResponses(['not_found']), ...common },
+        },
+      },
+      '/v1/jobs/{id}/webhooks': {
+        get: {
+          summary: "A job's webhook deliveries, oldest first, each with its attempts",
+          parameters: [jobParam],
+          responses: { '200': { description: 'Deliveries', content: { 'application/json': { schema: deliveries } } }, ...errorResponses(['not_found']), ...common },
+        },
+      },
+      '/v1/jobs/{id}/webhooks/{delivery}/redeliver': {
+        post: {
+          summary: 'Send a delivery again: a new delivery with the same webhook-id and body',
+          parameters: [jobParam, { name: 'delivery', in: 'path', required: true, schema: { type: 'string' } }],
+          responses: {
+            '202': { description: 'The new delivery, queued', content: { 'application/json': { schema: delivery } } },
+            ...errorResponses(['not_found', 'permission_denied']),
+            ...common,
+          },
+        },
+      },
+      '/v1/user/webhook': {
+        get: {
+          summary: "The account's default webhook (used by jobs that name none)",
+          responses: { '200': { description: 'The default webhook', content: { 'application/json': { schema: defaultWebhook } } }, ...errorResponses(['permission_denied']), ...common },
+        },
+        put: {
+          summary: "Set (and re-enable) the account's default webhook; url null removes it",
+          requestBody: { required: true, content: { 'application/json': { schema: setWebhook } } },
+          responses: {
+            '200': { description: 'The default webhook', content: { 'application/json': { schema: defaultWebhook } } },
+            ...errorResponses(['bad_request', 'invalid_webhook', 'invalid_mime_type', 'permission_denied']),
+            ...common,
+          },
+        },
+        delete: {
+          summary: "Remove the account's default webhook",
+          responses: { '200': { description: 'No default webhook', content: { 'application/json': { schema: defaultWebhook } } }, ...errorResponses(['permission_denied']), ...common },
+        },
+      },
+      '/v1/webhooks/secret': {
+        get: {
+          summary: "The account's webhook signing secret (whsec_...), made on first use",
+          responses: { '200': { description: 'The secret', content: { 'application/json': { schema: webhookSecret } } }, ...errorResponses(['permission_denied']), ...common },
+        },
+      },
+      '/v1/webhooks/secret/rotate': {
+        post: {
+          summary: 'A new signing secret; the replaced one keeps signing (a second signature) for WEBHOOK_SECRET_GRACE',
+          responses: { '200': { description: 'The new secret', content: { 'application/json': { schema: webhookSecret } } }, ...errorResponses(['permission_denied']), ...common },
         },
       },
       '/v1/user/balance': {

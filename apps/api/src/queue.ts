@@ -1,11 +1,13 @@
 /**
  * The API's one BullMQ module: one Queue and one QueueEvents per engine, the job options, cancellation
- * and the per-job event stream that SSE and synchronous requests listen to.
+ * and the per-job event stream that SSE and synchronous requests listen to; and the webhook delivery
+ * queue (@sdq/webhooks decides its job options).
  */
 import { EventEmitter } from 'node:events';
 import { type Job, type JobsOptions, Queue, QueueEvents } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
+import { WEBHOOK_QUEUE } from '@sdq/webhooks';
 import {
   cancelChannel,
   cancelFlagKey,
@@ -57,6 +59,9 @@ export class JobQueue {
   private readonly events = new Map<string, QueueEvents>();
   private readonly bus = new EventEmitter();
   private readonly ends = new EventEmitter();
+  private readonly all = new EventEmitter();
+  /** The webhook delivery queue (jobs added by @sdq/webhooks' emit and redeliver). */
+  readonly deliveries: Queue;
 
   constructor(
     private readonly opts: {
@@ -71,6 +76,9 @@ export class JobQueue {
   ) {
     this.bus.setMaxListeners(0);
     const base = redisOptionsFromUrl(opts.redisUrl);
+    const failFast = { ...base, enableOfflineQueue: false, maxRetriesPerRequest: 1, connectTimeout: opts.timeoutMs, retryStrategy: (n: number) => Math.min(n * 100, 1000) };
+    this.deliveries = new Queue(WEBHOOK_QUEUE, { prefix: opts.prefix, connection: failFast });
+    this.deliveries.on('error', (err) => opts.logger.debug({ err: err.message }, 'webhook queue connection error'));
     for (const engine of opts.engines) {
       const name = queueNameForEngine(engine);
       // The API must fail fast while Redis is down (BullMQ's advice for producers in web servers).
@@ -97,7 +105,18 @@ export class JobQueue {
 
   private emit(jobId: string, event: QueueJobEvent): void {
     this.bus.emit(jobId, event);
+    this.all.emit('event', jobId, event);
     if (event.type === 'completed' || event.type === 'failed') this.ends.emit('end', jobId, event);
+  }
+
+  /** Resolves once every engine's event stream is connected. */
+  async eventsReady(): Promise<void> {
+    await Promise.all([...this.events.values()].map((e) => e.waitUntilReady()));
+  }
+
+  /** Listens to every event of every job, whichever engine (the webhook delivery process). */
+  onEvent(listener: (jobId: string, event: QueueJobEvent) => void): void {
+    this.all.on('event', listener);
   }
 
   /** Listens to every job's end (completed, or failed for good), whichever engine; e.g. to close its hold. */
@@ -171,5 +190,6 @@ export class JobQueue {
   async close(): Promise<void> {
     await Promise.all([...this.events.values()].map((e) => e.close()));
     await Promise.all([...this.queues.values()].map((q) => q.close()));
+    await this.deliveries.close();
   }
 }

@@ -40,6 +40,10 @@ export interface JobRecord {
   cancel_requested_at?: number;
   /** Unix ms; set when the job was removed before it started. */
   canceled_at?: number;
+  /** The job's own webhook URL (checked at submission); unset = the account's default webhook, if any. */
+  webhook?: string;
+  /** Its webhook_events_filter, comma-separated; unset = completed only. */
+  webhook_events?: string;
 }
 
 export function hashApiKey(key: string): string {
@@ -194,6 +198,8 @@ export class Store {
       .hset(this.k('job', record.id), serialize(record))
       .zadd(this.k('account', record.account_id, 'jobs'), record.seq, record.id)
       .zadd(this.k('jobs-expiry'), expiresAt, record.id)
+      // Until the delivery process has queued its job.completed webhook (or found none is wanted).
+      .zadd(this.k('webhooks-pending'), record.created_at, record.id)
       .exec();
   }
 
@@ -227,9 +233,19 @@ export class Store {
 
   async deleteJob(id: string): Promise<void> {
     const record = await this.getJob(id);
-    const multi = this.redis.multi().del(this.k('job', id)).zrem(this.k('jobs-expiry'), id);
+    const multi = this.redis.multi().del(this.k('job', id)).zrem(this.k('jobs-expiry'), id).zrem(this.k('webhooks-pending'), id);
     if (record) multi.zrem(this.k('account', record.account_id, 'jobs'), id);
     await multi.exec();
+  }
+
+  /** Ids of jobs whose job.completed webhook has not been dealt with yet, oldest first, from index `offset`. */
+  async webhooksPending(offset: number, count: number): Promise<string[]> {
+    return this.redis.zrange(this.k('webhooks-pending'), String(offset), String(offset + count - 1));
+  }
+
+  /** The job's job.completed webhook is queued (or none is wanted). */
+  async webhookDone(id: string): Promise<void> {
+    await this.redis.zrem(this.k('webhooks-pending'), id);
   }
 
   /** A lease so that only one API process sweeps at a time; true when taken. */
@@ -256,5 +272,7 @@ function deserialize(h: Record<string, string>): JobRecord {
     seq: Number(h.seq),
     cancel_requested_at: h.cancel_requested_at ? Number(h.cancel_requested_at) : undefined,
     canceled_at: h.canceled_at ? Number(h.canceled_at) : undefined,
+    webhook: h.webhook || undefined,
+    webhook_events: h.webhook_events || undefined,
   };
 }
