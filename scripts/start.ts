@@ -6,7 +6,7 @@
  *   npm start -- worker        only the named ones (with the same Redis bootstrapping)
  *
  * Signals are forwarded; when one process dies the others are stopped and the launcher exits with its
- * code. `npm run start:api` / `npm run start:worker` run one process without this launcher, for
+ * code. `npm run start:api` / `start:worker` / `start:webhooks` run one process without this launcher, for
  * machines that join an existing Redis.
  */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
@@ -18,10 +18,12 @@ import { join, resolve } from 'node:path';
 const ROOT = resolve(import.meta.dirname, '..');
 const DATA_DIR = join(ROOT, '.data');
 
-/** The service's processes: name -> entry point. A new process (e.g. webhook delivery) is one line here. */
+/** The service's processes: name -> entry point. */
 const PROCESSES: Record<string, string> = {
   api: 'apps/api/src/main.ts',
   worker: 'apps/worker/src/main.ts',
+  // Webhook delivery: builds job objects with the API's code, so it lives in apps/api.
+  webhooks: 'apps/api/src/webhooks-main.ts',
 };
 
 const DEFAULT_REDIS_URL = 'redis://127.0.0.1:6379';
@@ -104,7 +106,10 @@ async function ensureRedis(): Promise<{ url: string; child?: ChildProcess }> {
   return { url: privateUrl, child };
 }
 
-/** A local artifact URL secret that survives restarts, so links handed out stay valid. */
+/**
+ * A local artifact URL secret that survives restarts, so links handed out stay valid; every child gets
+ * the same one, so URLs signed by the delivery process verify at the API.
+ */
 function artifactSecret(): string {
   const file = join(DATA_DIR, 'artifact-url-secret');
   if (!existsSync(file)) {

@@ -1,0 +1,77 @@
+/**
+ * The webhook delivery process: hears every engine queue's job events and queues their webhooks
+ * (JobWebhooks), sweeps for job ends it did not hear, and runs the delivery queue's worker. It builds the
+ * job object with the API's own code, so a delivery carries exactly what GET /v1/jobs/{id} answers (with
+ * local storage, artifact URLs are signed with ARTIFACT_URL_SECRET: the API's must be the same).
+ *
+ * Deliveries never run in the generation worker; several delivery processes may run side by side.
+ */
+import type { Logger } from 'pino';
+import { createCore } from './app';
+import { type Config, redisOptionsFromUrl } from './config';
+import { JobWebhooks } from './job-webhooks.service';
+
+export interface RunningWebhookProcess {
+  jobWebhooks: JobWebhooks;
+  /** Runs one sweep now (tests). */
+  sweep(): Promise<number>;
+  close(): Promise<void>;
+}
+
+export async function startWebhookProcess(config: Config, logger: Logger): Promise<RunningWebhookProcess> {
+  const core = createCore(config, logger);
+  const { store, queue, jobs, webhooks, storage, engines } = core;
+  store.redis.on('error', (err) => logger.debug({ err: err.message }, 'redis connection error'));
+  const jobWebhooks = new JobWebhooks({ store, jobs, webhooks, logger });
+  queue.onEvent((jobId, event) => jobWebhooks.handle(jobId, event));
+  await queue.eventsReady();
+
+  const w = config.webhooks;
+  const worker = webhooks.startWorker({
+    // Workers block on Redis: no per-request retry limit (BullMQ's rule), reconnecting while it is down.
+    connection: { ...redisOptionsFromUrl(config.redisUrl), maxRetriesPerRequest: null },
+    concurrency: w.concurrency,
+    lockDurationMs: w.lockDurationMs,
+    stalledIntervalMs: w.stalledIntervalMs,
+  });
+  worker.on('error', (err) => logger.warn({ err: err.message }, 'webhook delivery worker error'));
+  await worker.waitUntilReady();
+
+  let sweeping: Promise<number> | undefined;
+  const sweep = () =>
+    (sweeping ??= jobWebhooks
+      .sweep()
+      .then((n) => {
+        if (n) logger.debug({ jobs: n }, 'webhook sweep: job completions dealt with');
+        return n;
+      })
+      .finally(() => (sweeping = undefined)));
+  const periodic = async () => {
+    try {
+      // One delivery process sweeps per interval; the first sweep below runs regardless.
+      if (await store.takeLease('webhook-sweeper', w.sweepIntervalMs)) await sweep();
+    } catch (err) {
+      logger.warn({ err: (err as Error).message }, 'webhook sweep failed; retrying next interval');
+    }
+  };
+  const timer = setInterval(periodic, w.sweepIntervalMs);
+  timer.unref();
+  // Ends heard by nobody while this process was down.
+  sweep().catch((err) => logger.warn({ err: (err as Error).message }, 'first webhook sweep failed; retrying next interval'));
+
+  logger.info({ engines: [...engines.keys()], concurrency: w.concurrency, allowed_hosts: [...w.allowedHosts.names, ...w.allowedHosts.addresses] }, 'webhook delivery process ready');
+  return {
+    jobWebhooks,
+    sweep,
+    close: async () => {
+      clearInterval(timer);
+      // In-flight attempts finish (each bounded by WEBHOOK_TIMEOUT_MS); queued ones wait for the next process.
+      await worker.close();
+      await sweeping?.catch(() => {});
+      await jobWebhooks.idle();
+      await queue.close().catch(() => {});
+      await store.close();
+      await storage.close?.();
+    },
+  };
+}
