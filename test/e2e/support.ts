@@ -19,6 +19,8 @@ import type { TestS3 } from '../support/s3';
 export const ROOT = resolve(import.meta.dirname, '../..');
 export const MODELS_DIR = join(ROOT, 'models');
 export const ADMIN_TOKEN = 'e2e-admin-token-0123456789';
+/** The API's local artifact URL key; processes that sign artifact URLs too (webhook delivery) need it. */
+export const ARTIFACT_URL_SECRET = 'e2e-artifact-secret-0123456789';
 const LOG_LEVEL = process.env.TEST_LOG_LEVEL ?? 'silent';
 
 export interface Service {
@@ -58,7 +60,7 @@ export async function startService(redis: TestRedis, opts: { s3?: TestS3; env?: 
     PORT: '0',
     HOST: '127.0.0.1',
     ADMIN_TOKEN,
-    ARTIFACT_URL_SECRET: 'e2e-artifact-secret-0123456789',
+    ARTIFACT_URL_SECRET,
     SYNC_WAIT: '30',
     REDIS_TIMEOUT_MS: '500',
     LOG_LEVEL,
