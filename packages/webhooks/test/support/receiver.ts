@@ -27,7 +27,7 @@ export interface Receiver {
 
 const ok: Handler = (_req, res) => res.end('ok');
 
-export async function startReceiver(handler: Handler = ok, address: '127.0.0.1' | '127.0.0.2' | '::1' = '127.0.0.1'): Promise<Receiver> {
+export async function startReceiver(handler: Handler = ok, address: '127.0.0.1' | '127.0.0.2' | '127.0.0.3' | '::1' = '127.0.0.1'): Promise<Receiver> {
   const requests: ReceivedRequest[] = [];
   const receiver = { requests, handler } as Receiver;
   const server: Server = createServer((req, res) => {
