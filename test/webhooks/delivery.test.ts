@@ -3,6 +3,7 @@
  * child (`npm run start:webhooks`'s entry), real Redis, the tiny models and HTTP receivers on 127.0.0.1.
  * Signatures are checked with the test's own Standard Webhooks implementation.
  */
+import { createHmac, timingSafeEqual } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { WebhookDeliveryObject, WebhookEventBody } from '@sdq/contracts';
@@ -76,6 +77,14 @@ describe('a delivery', () => {
     // One byte changed, or another secret: refused.
     expect(verifySignature(secret, request.body.replace('succeeded', 'succeedeD'), request.headers)).toBe(false);
     expect(verifySignature(secret.slice(0, -4) + 'AAA=', request.body, request.headers)).toBe(false);
+
+    // The few lines of Node the README gives receivers work too.
+    const readme = readFileSync(new URL('../../README.md', import.meta.url), 'utf8');
+    const snippet = /```js\n([\s\S]*?)```/.exec(readme.slice(readme.indexOf('### Webhooks')))![1].replace(/^import .*$/m, '');
+    const verifyWebhook = new Function('createHmac', 'timingSafeEqual', `${snippet}\nreturn verifyWebhook;`)(createHmac, timingSafeEqual);
+    expect(verifyWebhook(secret, request.body, request.headers)).toBe(true);
+    expect(verifyWebhook(secret, `${request.body} `, request.headers)).toBe(false);
+    expect(verifyWebhook(secret, request.body, { ...request.headers, 'webhook-timestamp': undefined })).toBe(false);
 
     const event = WebhookEventBody.strict().parse(JSON.parse(request.body));
     expect(event.type).toBe('job.completed');
