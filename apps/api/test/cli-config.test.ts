@@ -31,8 +31,23 @@ describe('config', () => {
     [{ ADMIN_TOKEN: 'short' }, /^Invalid environment: ADMIN_TOKEN must be at least 16 characters \(got "\*\*\*"\)$/],
     [{ AWS_ACCESS_KEY_ID: 'x' }, /^Invalid environment: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY/],
     [{ SYNC_WAIT: '-1' }, /^Invalid environment: SYNC_WAIT /],
+    [{ WEBHOOK_ALLOWED_HOSTS: 'hooks.internal,http://x/' }, /^Invalid environment: WEBHOOK_ALLOWED_HOSTS invalid allowed host "http:\/\/x\/": expected a host name or an IP address/],
+    [{ WEBHOOK_RETRY_DELAYS_MS: '5s,1m' }, /^Invalid environment: WEBHOOK_RETRY_DELAYS_MS must be up to 20 comma-separated whole numbers of milliseconds/],
+    [{ WEBHOOK_TIMEOUT_MS: '0' }, /^Invalid environment: WEBHOOK_TIMEOUT_MS /],
   ])('refuses %o', (env, message) => {
     expect(() => parseConfig(env)).toThrow(message);
+  });
+
+  it('reads the webhook settings, with the retry schedule of the issue by default', () => {
+    const defaults = parseConfig({}).webhooks;
+    expect(defaults).toMatchObject({ timeoutMs: 10_000, secretGraceMs: 86_400_000, concurrency: 16, sweepIntervalMs: 30_000 });
+    expect(defaults.retryDelaysMs).toEqual([5_000, 300_000, 1_800_000, 7_200_000, 18_000_000, 36_000_000]);
+    expect([...defaults.allowedHosts.names, ...defaults.allowedHosts.addresses]).toEqual([]);
+    const given = parseConfig({ WEBHOOK_ALLOWED_HOSTS: 'Hooks.Internal., [::1], 10.0.0.7', WEBHOOK_RETRY_DELAYS_MS: '100, 200', WEBHOOK_SECRET_GRACE: '0' }).webhooks;
+    expect([...given.allowedHosts.names]).toEqual(['hooks.internal']);
+    expect([...given.allowedHosts.addresses]).toEqual(['0:0:0:0:0:0:0:1', '10.0.0.7']);
+    expect(given.retryDelaysMs).toEqual([100, 200]);
+    expect(given.secretGraceMs).toBe(0);
   });
 
   it('chooses S3 when S3_BUCKET is set', () => {
