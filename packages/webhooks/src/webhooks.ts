@@ -111,11 +111,15 @@ export class Webhooks {
       url = fallback.url;
       source = 'account';
     }
-    const body = JSON.stringify(webhookEvent(type, job, input.at));
+    // Built first: a job.completed for an unfinished job throws here, before anything is recorded.
+    const event = webhookEvent(type, job, input.at);
 
     if (type === 'job.progress' && !(await this.throttle.allowProgress(job.id))) return undefined;
     // Before queueing: from here on, progress is neither emitted nor sent for this job.
     if (type === 'job.completed') await this.throttle.markCompleted(job.id);
+    // Stamped once let through, so progress events' created_at are a throttle window apart.
+    if (!input.at) event.created_at = new Date().toISOString();
+    const body = JSON.stringify(event);
 
     const { record, created } = await this.deliveries.create({
       jobId: job.id,
