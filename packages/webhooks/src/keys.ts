@@ -24,7 +24,7 @@ export function webhookKeys(prefix: string) {
     progressThrottle: (jobId: string) => k('job', jobId, 'progress-throttle'),
     /** String: job.completed was emitted; later progress is dropped. */
     completed: (jobId: string) => k('job', jobId, 'completed'),
-    /** Sorted set: progress delivery id -> in flight until (Unix ms). */
+    /** Sorted set: delivery id (progress in flight, started not yet attempted) -> the completed delivery waits for it until (Unix ms). */
     progressInFlight: (jobId: string) => k('job', jobId, 'progress-in-flight'),
   };
 }

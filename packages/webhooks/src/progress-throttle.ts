@@ -63,6 +63,14 @@ export class ProgressThrottle {
     return begun === 1;
   }
 
+  /**
+   * Makes the job's completed delivery wait for this one (a job.started just queued) for at most `ttlMs`,
+   * until endProgressSend: a started delivery not yet attempted must not be overtaken either.
+   */
+  async holdCompletion(jobId: string, deliveryId: string, ttlMs: number): Promise<void> {
+    await this.redis.zadd(this.keys.progressInFlight(jobId), Date.now() + ttlMs, deliveryId);
+  }
+
   async endProgressSend(jobId: string, deliveryId: string): Promise<void> {
     await this.redis.zrem(this.keys.progressInFlight(jobId), deliveryId);
   }

@@ -130,6 +130,8 @@ export class Webhooks {
       body,
       eventKey: type === 'job.progress' ? undefined : type,
     });
+    // The completed delivery waits for the started one's first attempt, even if it is picked up first.
+    if (created && type === 'job.started') await this.throttle.holdCompletion(job.id, record.id, this.timeoutMs + 5_000);
     // An existing delivery not yet attempted may have been recorded by a process that died before
     // queueing it; adding it again is harmless, as the job id de-duplicates.
     if (created || (record.state === 'pending' && record.attempts === 0)) await this.enqueue(record.id);
@@ -180,6 +182,8 @@ export class Webhooks {
 
     const inFlightTtlMs = this.timeoutMs + 5_000;
     const isProgress = record.event === 'job.progress';
+    // Registered by emit(); released after this attempt whatever its outcome.
+    const holdsCompletion = isProgress || record.event === 'job.started';
     if (isProgress && !record.redeliveryOf && !(await this.throttle.beginProgressSend(record.jobId, record.id, inFlightTtlMs))) {
       await this.deliveries.skip(record.id, 'superseded');
       return { state: 'skipped' };
@@ -200,7 +204,7 @@ export class Webhooks {
         resolveAll: this.resolveAll,
       });
     } finally {
-      if (isProgress) await this.throttle.endProgressSend(record.jobId, record.id);
+      if (holdsCompletion) await this.throttle.endProgressSend(record.jobId, record.id);
     }
 
     const attempt = record.attempts + 1;

@@ -332,6 +332,19 @@ describe('Webhooks.process ordering (processor called directly)', () => {
     expect(receiver.requests[1].at).toBeGreaterThanOrEqual(progressAnsweredAt);
   });
 
+  it('holds the completed delivery until the started one has been attempted, even if picked up first', async () => {
+    const id = `job_start_${++n}`;
+    const all = ['start', 'completed'] as const;
+    const started = await webhooks.emit({ type: 'job.started', job: jobObject('running', null, id), accountId: 'acct_st', webhook: receiver.url(), events: all });
+    const completed = await webhooks.emit({ type: 'job.completed', job: jobObject('succeeded', null, id), accountId: 'acct_st', webhook: receiver.url(), events: all });
+    const sendingCompleted = webhooks.process({ data: { deliveryId: completed!.id } });
+    await sleep(150);
+    expect(receiver.requests).toHaveLength(0);
+    await webhooks.process({ data: { deliveryId: started!.id } });
+    await sendingCompleted;
+    expect(receiver.requests.map((r) => JSON.parse(r.body).type)).toEqual(['job.started', 'job.completed']);
+  });
+
   it('a redelivered progress event is sent even after completion', async () => {
     const id = `job_reprog_${++n}`;
     const progress = await webhooks.emit({ type: 'job.progress', job: jobObject('running', { step: 1, steps: 2 }, id), accountId: 'acct_rp', webhook: receiver.url(), events });
