@@ -448,6 +448,19 @@ describe('submission', () => {
   });
 });
 
+describe('documentation', () => {
+  it('lists the webhook endpoints, fields and invalid_webhook in /openapi.json', async () => {
+    const doc = (await (await fetch(`${service.url}/openapi.json`)).json()) as any;
+    for (const path of ['/v1/jobs/{id}/webhooks', '/v1/jobs/{id}/webhooks/{delivery}/redeliver', '/v1/user/webhook', '/v1/webhooks/secret', '/v1/webhooks/secret/rotate']) {
+      expect(doc.paths[path], path).toBeDefined();
+    }
+    expect(doc.components.schemas.TextToImageRequest.properties).toHaveProperty('webhook');
+    expect(doc.components.schemas.UpscaleRequest.properties).toHaveProperty('webhook_events_filter');
+    expect(doc.paths['/v1/generation/{engine_id}/text-to-image'].post.responses['400'].description).toContain('invalid_webhook');
+    expect(doc.components.schemas).toHaveProperty('WebhookEvent');
+  });
+});
+
 describe('retention and logs', () => {
   it("removes a job's delivery records with the job", async () => {
     const key = await account();

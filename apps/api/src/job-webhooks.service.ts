@@ -115,10 +115,11 @@ export class JobWebhooks {
       return true;
     }
     if (!TERMINAL_STATUSES.has(jobs.status(record, snapshot))) return false;
-    // The hold is closed first (idempotent; the worker and the API close it too), so credits_charged is final.
-    await jobs.closeHold(jobId, { record, snapshot });
-    const job = await jobs.describe(record, snapshot);
-    if (wantsEvent(eventsOf(record), 'job.completed') && (await this.hasWebhook(record))) await this.emit('job.completed', record, job);
+    if (wantsEvent(eventsOf(record), 'job.completed') && (await this.hasWebhook(record))) {
+      // The hold is closed first (idempotent; the worker and the API close it too), so credits_charged is final.
+      await jobs.closeHold(jobId, { record, snapshot });
+      await this.emit('job.completed', record, await jobs.describe(record, snapshot));
+    }
     await store.webhookDone(jobId);
     return true;
   }
