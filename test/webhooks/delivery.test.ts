@@ -335,7 +335,7 @@ describe('retries, timeouts, 410 and redelivery', () => {
 });
 
 describe('signing secrets', () => {
-  it('rotates: both signatures valid during the grace period, the new secret alone after a new rotation ends it', async () => {
+  it('rotates: the old and the new secret both verify during the grace period (two signatures)', async () => {
     const key = await account();
     const hook = await startReceiver();
     receivers.push(hook);
@@ -358,6 +358,27 @@ describe('signing secrets', () => {
     expect(verifySignature(old, request.body, request.headers)).toBe(true);
     expect(verifySignature(rotated.secret, `${request.body} `, request.headers)).toBe(false);
     expect(verifySignature(old, request.body.replace('"job.completed"', '"job.started"'), request.headers)).toBe(false);
+  });
+
+  it('stops signing with the replaced secret once the grace period (WEBHOOK_SECRET_GRACE) is over', async () => {
+    // A second API process of the deployment, with a one-second grace period.
+    const quick = await startService(redis, { env: { ...FAST_WEBHOOKS, WEBHOOK_ALLOWED_HOSTS: '127.0.0.1', WEBHOOK_SECRET_GRACE: '1' } });
+    try {
+      const key = await account();
+      const hook = await startReceiver();
+      receivers.push(hook);
+      const old = await secretOf(key);
+      const rotated = (await (await call(quick, key, '/v1/webhooks/secret/rotate', { method: 'POST' })).json()) as { secret: string; previous_valid_until: string };
+      expect(Date.parse(rotated.previous_valid_until) - Date.now()).toBeLessThanOrEqual(1000);
+      await new Promise((r) => setTimeout(r, 1100));
+      const job = await submit(service, key, { webhook: hook.url() });
+      const request = await waitFor(async () => hook.requests.find((r) => JSON.parse(r.body).data.id === job.id), 'the delivery');
+      expect(String(request.headers['webhook-signature']).split(' ')).toHaveLength(1);
+      expect(verifySignature(rotated.secret, request.body, request.headers)).toBe(true);
+      expect(verifySignature(old, request.body, request.headers)).toBe(false);
+    } finally {
+      await quick.close();
+    }
   });
 });
 
