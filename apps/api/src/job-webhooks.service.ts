@@ -164,8 +164,15 @@ export class JobWebhooks {
       if (ids.length === 0) break;
       for (const id of ids) {
         seen++;
+        let dealtWith = false;
+        try {
+          dealtWith = await this.complete(id);
+        } catch (err) {
+          // One job this process cannot read (an engine it does not know, say) must not stop the sweep.
+          this.deps.logger.warn({ job_id: id, err: (err as Error).message }, 'webhook sweep skipped a job');
+        }
         // A job dealt with leaves the set, so the next page starts that much earlier.
-        if (await this.complete(id)) done++;
+        if (dealtWith) done++;
         else offset++;
       }
     }
