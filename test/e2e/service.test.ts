@@ -185,7 +185,10 @@ describe('the service with S3 storage', () => {
       expect(upscale.status).toBe(202);
       const upJob = (await upscale.json()) as { id: string; urls: { events: string } };
       for (const job of [...generations, upJob]) await readEvents(job.urls.events, key, (e) => e.event === 'completed');
-      expect(sd.jobs.sort()).toEqual(generations.map((j) => j.id).sort());
+      // The generation worker may also drain what an earlier test left queued; what matters is that it
+      // ran these and no upscale, and that the upscale worker ran the upscale and nothing else.
+      expect(sd.jobs).toEqual(expect.arrayContaining(generations.map((j) => j.id)));
+      expect(sd.jobs).not.toContain(upJob.id);
       expect(up.jobs).toEqual([upJob.id]);
       expect((await getJob(upJob.id)).status).toBe('succeeded');
     } finally {
