@@ -66,8 +66,9 @@ describe('a delivery', () => {
     const key = await account();
     const secret = await secretOf(key);
     const job = await submit(service, key, { webhook: receiver.url('/hook?token=abc') });
-    const done = await finished(service, key, job.id);
     const request = await waitFor(async () => receiver.requests.find((r) => JSON.parse(r.body).data.id === job.id), 'the delivery');
+    // Read after the delivery: by then its hold is closed too (credits_charged final).
+    const done = await finished(service, key, job.id);
 
     expect(request.method).toBe('POST');
     expect(request.path).toBe('/hook?token=abc');
@@ -267,8 +268,8 @@ describe('retries, timeouts, 410 and redelivery', () => {
       return d?.state === 'succeeded' && d;
     }, 'the second attempt');
     expect(log.history[0]).toMatchObject({ attempt: 1, status: null, error: 'timeout' });
-    expect(log.history[0].duration_ms).toBeGreaterThanOrEqual(450);
-    expect(log.history[0].duration_ms).toBeLessThan(2000);
+    expect(log.history[0].duration_ms).toBeGreaterThanOrEqual(1950);
+    expect(log.history[0].duration_ms).toBeLessThan(5000);
     expect(log.history[1]).toMatchObject({ attempt: 2, status: 200 });
   });
 
