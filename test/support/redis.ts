@@ -1,7 +1,8 @@
 /**
  * Redis for tests. Uses REDIS_URL when set; otherwise starts a private `redis-server` on a free port in
- * a temporary folder (never the system Redis on 6379, which may hold someone's data). Each test file
- * gets its own key prefix and removes its keys afterwards.
+ * a temporary folder (never the system Redis on 6379, which may hold someone's data); otherwise, where a
+ * Docker engine runs, a redis:7 container through testcontainers. Each test file gets its own key prefix
+ * and removes its keys afterwards.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
@@ -10,6 +11,7 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
+import { dockerAvailable, genericContainer } from './containers';
 
 export interface TestRedis {
   url: string;
@@ -84,7 +86,8 @@ export async function startTestRedis(opts: { private?: boolean } = {}): Promise<
   }
 
   if (!hasRedisServer()) {
-    throw new Error('tests need Redis: set REDIS_URL, or install redis-server (apt-get install redis-server) so a private one can be started');
+    if (dockerAvailable()) return startContainerRedis(prefix, cleanup);
+    throw new Error('tests need Redis: set REDIS_URL, or install redis-server (apt-get install redis-server) so a private one can be started, or run a Docker engine');
   }
   const port = await freePort();
   const dir = mkdtempSync(join(tmpdir(), 'sdq-redis-'));
@@ -114,6 +117,39 @@ export async function startTestRedis(opts: { private?: boolean } = {}): Promise<
     close: async () => {
       await stop();
       rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** redis:7 in a container on a fixed host port, so that stop() and restart() keep the same URL. */
+async function startContainerRedis(prefix: string, cleanup: (url: string) => Promise<void>): Promise<TestRedis> {
+  const port = await freePort();
+  const url = `redis://127.0.0.1:${port}`;
+  type Started = Awaited<ReturnType<Awaited<ReturnType<typeof genericContainer>>['container']['start']>>;
+  let running: Started | undefined;
+  const start = async () => {
+    const { container, Wait } = await genericContainer('redis:7');
+    running = await container
+      .withExposedPorts({ container: 6379, host: port })
+      .withCommand(['redis-server', '--save', '', '--appendonly', 'no'])
+      .withWaitStrategy(Wait.forLogMessage('Ready to accept connections'))
+      .start();
+    await waitForPing(url);
+  };
+  const stop = async () => {
+    const c = running;
+    running = undefined;
+    await c?.stop({ timeout: 1 });
+  };
+  await start();
+  return {
+    url,
+    prefix,
+    stop,
+    restart: start,
+    close: async () => {
+      await cleanup(url).catch(() => {});
+      await stop();
     },
   };
 }
