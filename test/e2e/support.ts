@@ -113,26 +113,28 @@ export async function startTestWorker(service: Pick<Service, 'env'>, env: Record
   return Object.assign(worker, { jobs });
 }
 
-/** A worker as a child process (`npm run start:worker`'s entry), for SIGKILL. */
-export interface ChildWorker {
+export interface ChildProcessHandle {
   child: ChildProcess;
-  /** Lines it wrote (JSON logs). */
+  /** Lines it wrote (JSON logs and anything on stderr). */
   lines: string[];
-  /** Resolves once it logs that it takes jobs. */
+  /** Resolves once it logs that it is ready. */
   ready: Promise<void>;
   kill(signal: NodeJS.Signals): Promise<number | null>;
 }
 
-export function spawnWorker(service: Pick<Service, 'env'>, env: Record<string, string> = {}): ChildWorker {
-  const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'apps/worker/src/main.ts')], {
+/** A service process as a child (its `npm run start:*` entry), ready once it logs `readyMessage`. */
+export function spawnEntry(entry: string, env: Record<string, string>, readyMessage: string): ChildProcessHandle {
+  const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, entry)], {
     cwd: ROOT,
-    env: { PATH: process.env.PATH, ...service.env, HEALTH_PORT: '0', HEALTH_HOST: '127.0.0.1', LOG_LEVEL: 'info', ...FAST_RECOVERY, ...env },
+    env: { PATH: process.env.PATH, LOG_LEVEL: 'info', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const lines: string[] = [];
   let onReady: () => void;
   let onExit: (err: Error) => void;
   const ready = new Promise<void>((res, rej) => ((onReady = res), (onExit = rej)));
+  // Handled by whoever awaits it; an exit after readiness must not be an unhandled rejection.
+  ready.catch(() => {});
   let buffered = '';
   child.stdout!.on('data', (data: Buffer) => {
     buffered += data.toString();
@@ -140,11 +142,11 @@ export function spawnWorker(service: Pick<Service, 'env'>, env: Record<string, s
     buffered = parts.pop()!;
     for (const line of parts) {
       lines.push(line);
-      if (line.includes('"worker ready: taking jobs"')) onReady();
+      if (line.includes(`"${readyMessage}"`)) onReady();
     }
   });
   child.stderr!.on('data', (data: Buffer) => lines.push(data.toString()));
-  child.on('exit', (code) => onExit(new Error(`worker exited with ${code} before it was ready:\n${lines.join('\n')}`)));
+  child.on('exit', (code) => onExit(new Error(`${entry} exited with ${code} before it was ready:\n${lines.join('\n')}`)));
   return {
     child,
     lines,
@@ -156,6 +158,13 @@ export function spawnWorker(service: Pick<Service, 'env'>, env: Record<string, s
         child.kill(signal);
       }),
   };
+}
+
+/** A worker as a child process (`npm run start:worker`'s entry), for SIGKILL. */
+export type ChildWorker = ChildProcessHandle;
+
+export function spawnWorker(service: Pick<Service, 'env'>, env: Record<string, string> = {}): ChildWorker {
+  return spawnEntry('apps/worker/src/main.ts', { ...service.env, HEALTH_PORT: '0', HEALTH_HOST: '127.0.0.1', ...FAST_RECOVERY, ...env }, 'worker ready: taking jobs');
 }
 
 export interface SseEvent {

@@ -5,11 +5,11 @@
  *
  * Receivers listen on loopback only (127.0.0.0/8, ::1): no test sends a packet anywhere else.
  */
-import { type ChildProcess, spawn } from 'node:child_process';
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import type { IncomingHttpHeaders } from 'node:http';
-import { join } from 'node:path';
-import { ARTIFACT_URL_SECRET, ROOT, type Service, waitFor } from '../e2e/support';
+import { ARTIFACT_URL_SECRET, type ChildProcessHandle, ROOT, type Service, spawnEntry, waitFor } from '../e2e/support';
+
+export { type ChildProcessHandle, spawnEntry };
 
 export { type ReceivedRequest, type Receiver, startReceiver } from '../../packages/webhooks/test/support/receiver';
 
@@ -33,53 +33,6 @@ export const QUICK_STALL_RECOVERY: Record<string, string> = {
   WEBHOOK_LOCK_DURATION_MS: '3000',
   WEBHOOK_STALLED_INTERVAL_MS: '1000',
 };
-
-export interface ChildProcessHandle {
-  child: ChildProcess;
-  /** Lines it wrote (JSON logs and anything on stderr). */
-  lines: string[];
-  /** Resolves once it logs that it is ready. */
-  ready: Promise<void>;
-  kill(signal: NodeJS.Signals): Promise<number | null>;
-}
-
-/** A service process as a child (its `npm run start:*` entry), ready once it logs `readyMessage`. */
-export function spawnEntry(entry: string, env: Record<string, string>, readyMessage: string): ChildProcessHandle {
-  const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, entry)], {
-    cwd: ROOT,
-    env: { PATH: process.env.PATH, LOG_LEVEL: 'info', ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  const lines: string[] = [];
-  let onReady: () => void;
-  let onExit: (err: Error) => void;
-  const ready = new Promise<void>((res, rej) => ((onReady = res), (onExit = rej)));
-  // Handled by whoever awaits it; an exit after readiness must not be an unhandled rejection.
-  ready.catch(() => {});
-  let buffered = '';
-  child.stdout!.on('data', (data: Buffer) => {
-    buffered += data.toString();
-    const parts = buffered.split('\n');
-    buffered = parts.pop()!;
-    for (const line of parts) {
-      lines.push(line);
-      if (line.includes(`"${readyMessage}"`)) onReady();
-    }
-  });
-  child.stderr!.on('data', (data: Buffer) => lines.push(data.toString()));
-  child.on('exit', (code) => onExit(new Error(`${entry} exited with ${code} before it was ready:\n${lines.join('\n')}`)));
-  return {
-    child,
-    lines,
-    ready,
-    kill: (signal) =>
-      new Promise((res) => {
-        if (child.exitCode !== null || child.signalCode !== null) return res(child.exitCode);
-        child.once('exit', (code) => res(code));
-        child.kill(signal);
-      }),
-  };
-}
 
 /** The webhook delivery process for a service: same Redis, prefix, storage, public URL and artifact key as its API. */
 export function spawnWebhooks(service: Service, env: Record<string, string> = {}): ChildProcessHandle {
