@@ -73,9 +73,17 @@ it('stores results in S3 and answers presigned URLs that download them; logs car
   const log = lines.join('\n');
   expect(log).not.toContain(api_key);
   expect(log).not.toContain(ADMIN_TOKEN);
-  expect(log).toContain('[redacted]');
   const queued = lines.map((l) => JSON.parse(l)).find((l) => l.msg === 'job queued' && l.job_id === job.id);
   expect(queued).toBeDefined();
   const request = lines.map((l) => JSON.parse(l)).find((l) => l.req?.url === '/v1/generation/gen-a/text-to-image');
   expect(request.req.id).toEqual(expect.any(String));
+  // Request lines carry no headers at all, so no Authorization header can reach them.
+  expect(request.req.headers).toBeUndefined();
+  expect(request.res).toEqual({ status: expect.any(Number) });
+  // Credentials inside logged objects are redacted by path.
+  const sink: string[] = [];
+  const probe = createLogger({ logLevel: 'info' }, { write: (l: string) => void sink.push(l) });
+  probe.info({ account: { api_key: 'sk-leak', secret: 'whsec_leak' }, token: 't-leak' }, 'probe');
+  expect(sink.join('')).not.toMatch(/sk-leak|whsec_leak|t-leak/);
+  expect(sink.join('')).toContain('[redacted]');
 });
