@@ -95,6 +95,9 @@ describe('a delivery', () => {
     expect(event.data.status).toBe('succeeded');
     expect(event.data.artifacts).toHaveLength(1);
     const image = await fetch(event.data.artifacts[0].url);
+    // Signed to outlive the whole retry schedule (~18 h), unlike the API's one-hour default.
+    const expires = Number(new URL(event.data.artifacts[0].url).searchParams.get('expires'));
+    expect(expires - Date.now() / 1000).toBeGreaterThan(18 * 3600);
     expect(image.status).toBe(200);
     expect(image.headers.get('content-type')).toBe('image/png');
     // Small: URLs only, never image bytes.

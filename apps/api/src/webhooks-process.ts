@@ -18,8 +18,20 @@ export interface RunningWebhookProcess {
   close(): Promise<void>;
 }
 
+/** Presigned S3 URLs cannot live longer than 7 days. */
+const MAX_URL_EXPIRY_SECONDS = 7 * 86_400;
+
+/**
+ * Artifact URLs in a delivery must outlive its retries (the last attempt comes ~18 h after the first)
+ * and stay usable for as long as the result is kept: a delivery's body is fixed when its event is
+ * emitted, so they are signed for the result's retention, not for ARTIFACT_URL_EXPIRY's shorter default.
+ */
+export function webhookUrlExpiry(config: Pick<Config, 'artifactUrlExpiry' | 'resultRetention'>): number {
+  return Math.max(config.artifactUrlExpiry, Math.min(config.resultRetention, MAX_URL_EXPIRY_SECONDS));
+}
+
 export async function startWebhookProcess(config: Config, logger: Logger): Promise<RunningWebhookProcess> {
-  const core = createCore(config, logger);
+  const core = createCore({ ...config, artifactUrlExpiry: webhookUrlExpiry(config) }, logger);
   const { store, queue, jobs, webhooks, storage, engines } = core;
   store.redis.on('error', (err) => logger.debug({ err: err.message }, 'redis connection error'));
   const jobWebhooks = new JobWebhooks({ store, jobs, webhooks, logger });
