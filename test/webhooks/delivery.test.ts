@@ -61,6 +61,17 @@ async function secretOf(key: string): Promise<string> {
   return ((await res.json()) as { secret: string }).secret;
 }
 
+describe('the delivery process', () => {
+  it('answers /healthz and /readyz on its own port', async () => {
+    const ready = hooks.lines.map((l) => { try { return JSON.parse(l); } catch { return {}; } }).find((l) => l.msg === 'webhook delivery process ready');
+    expect(ready.health_port).toEqual(expect.any(Number));
+    const base = `http://127.0.0.1:${ready.health_port}`;
+    expect(await (await fetch(`${base}/healthz`)).json()).toEqual({ status: 'ok' });
+    const readyz = await fetch(`${base}/readyz`);
+    expect([readyz.status, await readyz.json()]).toEqual([200, { status: 'ready' }]);
+  });
+});
+
 describe('a delivery', () => {
   it('carries the job object of GET /v1/jobs/{id}, signed (Standard Webhooks), with artifact URLs that download', async () => {
     const key = await account();

@@ -38,7 +38,7 @@ export const QUICK_STALL_RECOVERY: Record<string, string> = {
 export function spawnWebhooks(service: Service, env: Record<string, string> = {}): ChildProcessHandle {
   return spawnEntry(
     'apps/api/src/webhooks-main.ts',
-    { ...service.env, PUBLIC_URL: service.server.deps.config.publicUrl, ARTIFACT_URL_SECRET, ...FAST_WEBHOOKS, ...env },
+    { ...service.env, PUBLIC_URL: service.server.deps.config.publicUrl, ARTIFACT_URL_SECRET, WEBHOOK_HEALTH_PORT: '0', WEBHOOK_HEALTH_HOST: '127.0.0.1', ...FAST_WEBHOOKS, ...env },
     'webhook delivery process ready',
   );
 }

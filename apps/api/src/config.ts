@@ -82,6 +82,10 @@ const EnvSchema = z.object({
   WEBHOOK_LOCK_DURATION_MS: envInt(500, 600_000).default(30_000),
   /** How often stalled deliveries are looked for (ms). Default 30000. */
   WEBHOOK_STALLED_INTERVAL_MS: envInt(500, 600_000).default(30_000),
+  /** Port of the delivery process's /healthz and /readyz; 0 = any free port. Default 3002. */
+  WEBHOOK_HEALTH_PORT: envInt(0, 65535).default(3002),
+  /** Default 0.0.0.0. */
+  WEBHOOK_HEALTH_HOST: z.string().min(1).default('0.0.0.0'),
 });
 
 export type Env = z.input<typeof EnvSchema>;
@@ -126,6 +130,8 @@ export interface Config {
     sweepIntervalMs: number;
     lockDurationMs: number;
     stalledIntervalMs: number;
+    healthPort: number;
+    healthHost: string;
   };
 }
 
@@ -170,6 +176,8 @@ export function parseConfig(env: Record<string, string | undefined>, randomSecre
       sweepIntervalMs: e.WEBHOOK_SWEEP_INTERVAL * 1000,
       lockDurationMs: e.WEBHOOK_LOCK_DURATION_MS,
       stalledIntervalMs: e.WEBHOOK_STALLED_INTERVAL_MS,
+      healthPort: e.WEBHOOK_HEALTH_PORT,
+      healthHost: e.WEBHOOK_HEALTH_HOST,
     },
   };
 }

@@ -6,13 +6,19 @@
  *
  * Deliveries never run in the generation worker; several delivery processes may run side by side.
  */
+import type { Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import express from 'express';
 import type { Logger } from 'pino';
 import { createCore } from './app';
 import { type Config, redisOptionsFromUrl } from './config';
 import { JobWebhooks } from './job-webhooks.service';
+import { healthRoutes } from './routes';
 
 export interface RunningWebhookProcess {
   jobWebhooks: JobWebhooks;
+  /** Port of /healthz and /readyz. */
+  healthPort: number;
   /** Runs one sweep now (tests). */
   sweep(): Promise<number>;
   close(): Promise<void>;
@@ -71,12 +77,25 @@ export async function startWebhookProcess(config: Config, logger: Logger): Promi
   // Ends heard by nobody while this process was down.
   sweep().catch((err) => logger.warn({ err: (err as Error).message }, 'first webhook sweep failed; retrying next interval'));
 
-  logger.info({ engines: [...engines.keys()], concurrency: w.concurrency, allowed_hosts: [...w.allowedHosts.names, ...w.allowedHosts.addresses] }, 'webhook delivery process ready');
+  // The API's own /healthz and /readyz (Redis and storage reachable), on a port of this process's own.
+  const health: Server = express().use(healthRoutes(store, storage)).listen(w.healthPort, w.healthHost);
+  await new Promise<void>((resolve, reject) => {
+    health.once('listening', resolve);
+    health.once('error', (err: NodeJS.ErrnoException) =>
+      reject(err.code === 'EADDRINUSE' ? new Error(`WEBHOOK_HEALTH_PORT ${w.healthPort} is in use: set it to a free port, or 0 for any`) : err),
+    );
+  });
+  const healthPort = (health.address() as AddressInfo).port;
+
+  logger.info({ health_port: healthPort, engines: [...engines.keys()], concurrency: w.concurrency, allowed_hosts: [...w.allowedHosts.names, ...w.allowedHosts.addresses] }, 'webhook delivery process ready');
   return {
     jobWebhooks,
     sweep,
+    healthPort,
     close: async () => {
       clearInterval(timer);
+      health.closeAllConnections();
+      await new Promise<void>((resolve) => health.close(() => resolve()));
       // In-flight attempts finish (each bounded by WEBHOOK_TIMEOUT_MS); queued ones wait for the next process.
       await worker.close();
       await sweeping?.catch(() => {});
