@@ -2,7 +2,7 @@
 // 2022) and DPM-Solver++, multistep, in the half-log-SNR lambda = log(alpha_t / sigma_t). With
 // algorithm_type "dpmsolver++", solver_order 2 and Karras sigmas this is the "DPM++ 2M Karras" sampler.
 import type { Scheduler, StepResult } from './index';
-import { alphasCumprod, arangeDown, interp, karrasSigmas, linspace, roundHalfEven, sigmaTable, sigmaToT } from './noise-schedule';
+import { alphasCumprod, arangeDown, interp, karrasSigmas, linspace, roundHalfEven, sigmaTable, sigmaToT, timestepIndex } from './noise-schedule';
 import { checkOneOf, readConfig } from './scheduler-config';
 
 /** The scheduler_config.json keys DPM-Solver reads; a missing or null key takes diffusers' default, shown here. */
@@ -301,10 +301,8 @@ export class DPMSolverMultistepScheduler implements Scheduler {
 
   // the second match when t occurs twice (Karras timesteps repeat near 0), the last index when absent
   private indexForTimestep(t: number): number {
-    const first = this.timesteps.indexOf(t);
-    if (first < 0) return this.timesteps.length - 1;
-    const second = this.timesteps.indexOf(t, first + 1);
-    return second < 0 ? first : second;
+    const index = timestepIndex(this.timesteps, t);
+    return index < 0 ? this.timesteps.length - 1 : index;
   }
 }
 

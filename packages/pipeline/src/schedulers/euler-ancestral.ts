@@ -2,7 +2,7 @@
 // step down to sigma_down, then fresh noise of scale sigma_up, so that sigma_down² + sigma_up² is the
 // next sigma². Every step draws noise (the last one with sigma_up = 0), as diffusers does.
 import type { Rng, Scheduler, StepResult } from './index';
-import { alphasCumprod, arangeDown, interp, linspace, roundHalfEven, sigmaTable } from './noise-schedule';
+import { alphasCumprod, arangeDown, interp, linspace, roundHalfEven, sigmaTable, timestepIndex } from './noise-schedule';
 import { checkOneOf, readConfig } from './scheduler-config';
 
 /** The scheduler_config.json keys Euler a reads; a missing or null key takes diffusers' default, shown here. */
@@ -134,12 +134,10 @@ export class EulerAncestralDiscreteScheduler implements Scheduler {
     return noisy;
   }
 
-  // the second match when t occurs twice, so that img2img starting mid-schedule skips no sigma
   private indexForTimestep(t: number): number {
-    const first = this.timesteps.indexOf(t);
-    if (first < 0) throw new Error(`${NAME}: timestep ${t} is not one of this schedule's timesteps`);
-    const second = this.timesteps.indexOf(t, first + 1);
-    return second < 0 ? first : second;
+    const index = timestepIndex(this.timesteps, t);
+    if (index < 0) throw new Error(`${NAME}: timestep ${t} is not one of this schedule's timesteps`);
+    return index;
   }
 
   private initStepIndex(t: number): void {

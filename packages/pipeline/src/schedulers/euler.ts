@@ -1,7 +1,7 @@
 // EulerDiscreteScheduler after diffusers' scheduling_euler_discrete.py: Euler's method on the
 // probability-flow ODE in sigma space (Karras et al. 2022, algorithm 2 without churn).
 import type { Scheduler, StepResult } from './index';
-import { alphasCumprod, arangeDown, interp, karrasSigmas, linspace, linspaceF32, roundHalfEven, sigmaTable, sigmaToT } from './noise-schedule';
+import { alphasCumprod, arangeDown, interp, karrasSigmas, linspace, linspaceF32, roundHalfEven, sigmaTable, sigmaToT, timestepIndex } from './noise-schedule';
 import { checkOneOf, readConfig } from './scheduler-config';
 
 /** The scheduler_config.json keys Euler reads; a missing or null key takes diffusers' default, shown here. */
@@ -174,12 +174,10 @@ export class EulerDiscreteScheduler implements Scheduler {
     return noisy;
   }
 
-  // the second match when t occurs twice, so that img2img starting mid-schedule skips no sigma
   private indexForTimestep(t: number): number {
-    const first = this.timesteps.indexOf(t);
-    if (first < 0) throw new Error(`${NAME}: timestep ${t} is not one of this schedule's timesteps`);
-    const second = this.timesteps.indexOf(t, first + 1);
-    return second < 0 ? first : second;
+    const index = timestepIndex(this.timesteps, t);
+    if (index < 0) throw new Error(`${NAME}: timestep ${t} is not one of this schedule's timesteps`);
+    return index;
   }
 
   private initStepIndex(t: number): void {

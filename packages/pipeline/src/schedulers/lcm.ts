@@ -4,7 +4,7 @@
 // fresh noise. The timesteps are a subset of the original_inference_steps grid the model was
 // distilled on, so timestep_spacing and steps_offset do not apply (nor do they in diffusers).
 import type { Rng, Scheduler, StepResult } from './index';
-import { alphasCumprod } from './noise-schedule';
+import { alphasCumprod, timestepIndex } from './noise-schedule';
 import { checkOneOf, readConfig } from './scheduler-config';
 
 /** The scheduler_config.json keys LCM reads; a missing or null key takes diffusers' default, shown here. */
@@ -150,10 +150,9 @@ export class LCMScheduler implements Scheduler {
 
   // the second match when t occurs twice, so that img2img starting mid-schedule skips no step
   private indexForTimestep(t: number): number {
-    const first = this.timesteps.indexOf(t);
-    if (first < 0) throw new Error(`${NAME}: timestep ${t} is not one of this schedule's timesteps`);
-    const second = this.timesteps.indexOf(t, first + 1);
-    return second < 0 ? first : second;
+    const index = timestepIndex(this.timesteps, t);
+    if (index < 0) throw new Error(`${NAME}: timestep ${t} is not one of this schedule's timesteps`);
+    return index;
   }
 
   private alphaAt(t: number): number {

@@ -120,3 +120,14 @@ export function roundHalfEven(x: number): number {
   const r = Math.round(x);
   return r - x === 0.5 && r % 2 !== 0 ? r - 1 : r;
 }
+
+/**
+ * diffusers' index_for_timestep: the second match when t occurs twice (so img2img starting mid-schedule
+ * skips no sigma), else the first; -1 when t is not in the schedule (each scheduler decides what then).
+ */
+export function timestepIndex(timesteps: readonly number[], t: number): number {
+  const first = timesteps.indexOf(t);
+  if (first < 0) return -1;
+  const second = timesteps.indexOf(t, first + 1);
+  return second < 0 ? first : second;
+}
