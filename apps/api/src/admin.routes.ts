@@ -2,10 +2,11 @@
  * /v1/admin: accounts, keys and credits for operators (ADMIN_TOKEN, or an API key with scope admin).
  * The CLI (`npx sdq`) does the same through accounts.service.ts.
  */
-import express, { type NextFunction, type Request, type Response, Router } from 'express';
+import { type NextFunction, type Request, type Response, Router } from 'express';
 import { CreateAccountRequest, CreateKeyRequest, GrantCreditsRequest, ServiceError } from '@sdq/contracts';
 import { toCredits } from '@sdq/credits';
 import type { AccountsService } from './accounts.service';
+import { jsonBody } from './body';
 import { parseBody } from './validate';
 
 type Handler = (req: Request, res: Response) => Promise<void>;
@@ -15,7 +16,7 @@ const wrap = (fn: Handler) => (req: Request, res: Response, next: NextFunction) 
 
 export function adminRoutes(accounts: AccountsService): Router {
   const router = Router();
-  router.use(express.json({ limit: '64kb' }));
+  router.use(jsonBody('64kb'));
   router.post(
     '/accounts',
     wrap(async (req, res) => {

@@ -16,6 +16,7 @@ import { AccountsService } from './accounts.service';
 import { adminRoutes } from './admin.routes';
 import { requireAdmin, requireApiKey } from './auth';
 import type { Config } from './config';
+import { refuseHostileQuery } from './body';
 import { errorHandler, notFound } from './errors';
 import { generationRoutes } from './generation.routes';
 import { JobsService } from './jobs.service';
@@ -23,6 +24,7 @@ import { createLogger } from './logger';
 import { buildOpenApi } from './openapi';
 import { JobQueue } from './queue';
 import { artifactRoutes, engineRoutes, healthRoutes, jobRoutes } from './routes';
+import { CheckedStorage } from './storage-health';
 import { Store } from './store';
 import { userRoutes } from './user.routes';
 import { webhookRoutes } from './webhooks.routes';
@@ -48,6 +50,13 @@ function requireRedis(store: Store): RequestHandler {
     next(store.ready ? undefined : new ServiceError('service_unavailable', 'the job store (Redis) is unreachable; retry shortly'));
 }
 
+/** Query parameters that are credentials (a signed artifact URL's signature): their values never reach a log. */
+const SECRET_PARAMS = /([?&](?:signature|X-Amz-Signature|X-Amz-Credential|X-Amz-Security-Token)=)[^&#]*/gi;
+
+export function redactQuery(url: string): string {
+  return url.replace(SECRET_PARAMS, '$1[redacted]');
+}
+
 export function createApp(deps: AppDeps): Express {
   const { config, logger, store, storage, engines, jobs, prices, credits, limiter, accounts, webhooks } = deps;
   const app = express();
@@ -65,7 +74,7 @@ export function createApp(deps: AppDeps): Express {
       // One short line per request: no headers, so no credential can reach the log through them, and
       // the line costs a fraction of the full request/response dump at thousands of requests a second.
       serializers: {
-        req: (req: { id: unknown; method: string; url: string; remoteAddress?: string }) => ({ id: req.id, method: req.method, url: req.url, remote: req.remoteAddress }),
+        req: (req: { id: unknown; method: string; url: string; remoteAddress?: string }) => ({ id: req.id, method: req.method, url: redactQuery(req.url), remote: req.remoteAddress }),
         res: (res: { statusCode: number }) => ({ status: res.statusCode }),
       },
     }),
@@ -76,6 +85,7 @@ export function createApp(deps: AppDeps): Express {
     openapi ??= buildOpenApi(config.publicUrl);
     res.json(openapi);
   });
+  app.use(refuseHostileQuery);
   app.use(healthRoutes(store, storage));
   app.use(artifactRoutes(storage, config));
   app.use('/v1', requireRedis(store));
@@ -129,8 +139,8 @@ export function createCore(config: Config, logger: Logger): Core {
   const engines = loadEngines(config.modelsDir, logger);
   const store = new Store(config.redisUrl, config.queuePrefix, config.redisTimeoutMs);
   const queue = new JobQueue({ redisUrl: config.redisUrl, prefix: config.queuePrefix, engines: [...engines.keys()], timeoutMs: config.redisTimeoutMs, logger, redis: store.redis });
-  const storage = createStorage(
-    's3' in config.storage ? { s3: config.storage.s3 } : { local: { ...config.storage.local, publicUrl: () => config.publicUrl } },
+  const storage = new CheckedStorage(
+    createStorage('s3' in config.storage ? { s3: config.storage.s3 } : { local: { ...config.storage.local, publicUrl: () => config.publicUrl } }),
   );
   const credits = new CreditsService(store.redis, { prefix: config.queuePrefix });
   const idempotency = new IdempotencyStore(store.redis, { prefix: config.queuePrefix });
@@ -182,6 +192,11 @@ export async function startServer(config: Config, opts: { logger?: Logger } = {}
   }
 
   const server = app.listen(config.port, config.host);
+  // A slow or stalled client cannot hold a connection for ever: headers, then the whole request, are
+  // timed (multipart bodies also have an idle cut-off, see uploads.ts); node checks every second.
+  server.headersTimeout = config.http.headersTimeoutMs;
+  server.requestTimeout = config.http.requestTimeoutMs;
+  server.keepAliveTimeout = config.http.keepAliveTimeoutMs;
   await new Promise<void>((resolve, reject) => {
     server.once('listening', resolve);
     server.once('error', reject);

@@ -40,6 +40,16 @@ const EnvSchema = z.object({
   MAX_PIXELS: envInt(16_384, 64 * 1024 * 1024).default(1_048_576),
   /** Largest uploaded file in bytes. Default 10 MiB. */
   MAX_UPLOAD_BYTES: envInt(1024, 256 * 1024 * 1024).default(10 * 1024 * 1024),
+  /** Milliseconds a client has to send a request's headers. Default 20000. */
+  HTTP_HEADERS_TIMEOUT_MS: envInt(1000, 600_000).default(20_000),
+  /** Milliseconds a client has to send a whole request (headers and body). Default 120000. */
+  HTTP_REQUEST_TIMEOUT_MS: envInt(1000, 3_600_000).default(120_000),
+  /** Milliseconds an idle keep-alive connection stays open between requests. Default 5000. */
+  HTTP_KEEP_ALIVE_TIMEOUT_MS: envInt(100, 600_000).default(5000),
+  /** Milliseconds a multipart upload may send nothing before it is cut off (408). Default 15000. */
+  UPLOAD_IDLE_TIMEOUT_MS: envInt(100, 600_000).default(15_000),
+  /** Multipart uploads one API key may be sending at once; more are 429. Default 10. */
+  MAX_UPLOADS_PER_KEY: envInt(1, 10_000).default(10),
   /** Default info. */
   LOG_LEVEL,
   /** Operator price file applied over the shipped price table; unset = shipped prices only. */
@@ -111,6 +121,13 @@ export interface Config {
   syncWait: number;
   maxPixels: number;
   maxUploadBytes: number;
+  http: {
+    headersTimeoutMs: number;
+    requestTimeoutMs: number;
+    keepAliveTimeoutMs: number;
+    uploadIdleTimeoutMs: number;
+    maxUploadsPerKey: number;
+  };
   logLevel: z.infer<typeof EnvSchema>['LOG_LEVEL'];
   credits: {
     pricesFile?: string;
@@ -158,6 +175,13 @@ export function parseConfig(env: Record<string, string | undefined>, randomSecre
     syncWait: e.SYNC_WAIT,
     maxPixels: e.MAX_PIXELS,
     maxUploadBytes: e.MAX_UPLOAD_BYTES,
+    http: {
+      headersTimeoutMs: e.HTTP_HEADERS_TIMEOUT_MS,
+      requestTimeoutMs: e.HTTP_REQUEST_TIMEOUT_MS,
+      keepAliveTimeoutMs: e.HTTP_KEEP_ALIVE_TIMEOUT_MS,
+      uploadIdleTimeoutMs: e.UPLOAD_IDLE_TIMEOUT_MS,
+      maxUploadsPerKey: e.MAX_UPLOADS_PER_KEY,
+    },
     logLevel: e.LOG_LEVEL,
     credits: {
       pricesFile: e.PRICES_FILE,

@@ -4,7 +4,7 @@
  */
 import type { ErrorRequestHandler, RequestHandler } from 'express';
 import type {} from 'pino-http';
-import { type ErrorBody, ServiceError } from '@sdq/contracts';
+import { type ErrorBody, type ErrorName, ServiceError, StorageUnavailableError } from '@sdq/contracts';
 
 export { ServiceError };
 
@@ -14,16 +14,27 @@ export function isRedisDown(err: unknown): boolean {
   return err instanceof Error && (REDIS_DOWN.test(err.message) || err.name === 'MaxRetriesPerRequestError');
 }
 
-/** Turns body-parser and multer failures into catalogue errors. */
+/** The catalogue name for an HTTP status that Express, its router or body-parser gave a client error. */
+function clientErrorName(status: number): ErrorName {
+  if (status === 408) return 'request_timeout';
+  if (status === 413) return 'payload_too_large';
+  if (status === 415) return 'unsupported_media_type';
+  return 'bad_request';
+}
+
+/** Turns body-parser, router and storage failures into catalogue errors. */
 function normalize(err: unknown): unknown {
   if (err instanceof ServiceError) return err;
-  const e = err as { type?: string; code?: string; field?: string; status?: number; message?: string };
+  const e = err as { type?: string; code?: string; field?: string; status?: number; expose?: boolean; message?: string };
   if (e?.type === 'entity.parse.failed') return new ServiceError('bad_request', 'body: is not valid JSON');
-  if (e?.type === 'entity.too.large') return new ServiceError('bad_request', 'body: is too large');
-  if (e?.code === 'LIMIT_FILE_SIZE') return new ServiceError('invalid_file_size', `${e.field}: is larger than the upload limit`);
-  if (typeof e?.code === 'string' && e.code.startsWith('LIMIT_')) return new ServiceError('bad_request', `${e.field ?? 'body'}: ${e.message}`);
-  if (e?.message === 'Unexpected end of form' || e?.message === 'Multipart: Boundary not found') {
-    return new ServiceError('bad_request', `body: malformed multipart form (${e.message})`);
+  if (e?.type === 'entity.too.large') return new ServiceError('payload_too_large', 'body: is larger than this endpoint takes');
+  if (e?.type === 'charset.unsupported') return new ServiceError('unsupported_media_type', `Content-Type: ${e.message}; send UTF-8`);
+  if (e?.type === 'encoding.unsupported') return new ServiceError('unsupported_media_type', `Content-Encoding: ${e.message}; send gzip, deflate, br or none`);
+  if (err instanceof StorageUnavailableError) return new ServiceError('service_unavailable', `${err.message}; retry shortly`);
+  // Whatever else Express's parts answer as a client error (a path parameter that does not decode, a
+  // compressed body that does not inflate, an aborted body) is the client's, with its status kept.
+  if (typeof e?.status === 'number' && e.status >= 400 && e.status < 500 && e.expose !== false) {
+    return new ServiceError(clientErrorName(e.status), e.message?.slice(0, 200) || 'bad request');
   }
   // @sdq/credits' input errors (a bad ledger cursor, amount or Idempotency-Key) are the caller's.
   if (e?.code === 'invalid_credits_input' || e?.code === 'invalid_amount') return new ServiceError('bad_request', e.message ?? 'bad input');

@@ -2,7 +2,7 @@
  * Stability v1 generation endpoints: validate, enqueue, then answer as Stability does (sync), or with
  * the job object (`Prefer: respond-async`, `Prefer: wait=N`, or a sync wait that ran out).
  */
-import express, { type Request, type Response, Router } from 'express';
+import { type Request, type Response, Router } from 'express';
 import type { z } from 'zod';
 import type { EngineInfo } from '@sdq/pipeline/engines';
 import {
@@ -21,12 +21,13 @@ import {
 import { type CreditsService, hashBody, MAX_IDEMPOTENCY_KEY_LENGTH, type PriceTable, type RateLimiter } from '@sdq/credits';
 import { validateWebhookUrl } from '@sdq/webhooks';
 import { requireScope } from './auth';
+import { jsonBody } from './body';
 import type { Config } from './config';
 import type { JobInputs, JobsService, JobWebhook, NewJob } from './jobs.service';
 import { dryRun, jobCost } from './pricing';
 import { rateLimit } from './rate-limit';
 import type { JobRecord } from './store';
-import { type CheckedImage, IMAGE_FIELDS, multipart, parseFormFields, readImage } from './uploads';
+import { type CheckedImage, multipart, parseFormFields, readImage, repeatedField } from './uploads';
 
 const ACCEPTABLE = ['application/json', 'image/png', 'image/jpeg', 'image/webp'];
 
@@ -107,20 +108,19 @@ function idempotencyKey(req: Request): string | undefined {
 
 /** What "the same request" means for an Idempotency-Key: the same endpoint, fields and file bytes. */
 function fingerprint(req: Request): string {
-  const files = req.files as Record<string, Express.Multer.File[]> | undefined;
-  const uploads = Object.fromEntries(IMAGE_FIELDS.flatMap((f) => (files?.[f]?.[0] ? [[f, files[f][0].buffer]] : [])));
-  return hashBody({ path: req.path, body: req.body ?? null, files: uploads });
+  if (!req.multipart) return hashBody({ path: req.path, body: req.body ?? null });
+  // Files by their SHA-256, taken while they streamed to disk; fields with every value, in order.
+  const files = [...req.multipart.files].map(([field, file]) => [field, file.sha256]).sort();
+  return hashBody({ path: req.path, fields: [...req.multipart.fields], files });
 }
 
 /**
  * A multipart `webhook_events_filter` as an array: repeated fields (`f=start&f=completed`, `f[]=...`), a
  * JSON array (`["start","completed"]`) or a comma list (`start,completed`). The schema checks the names.
  */
-export function formEventsFilter(raw: unknown): unknown {
-  if (raw === undefined) return undefined;
-  const values = Array.isArray(raw) ? raw : typeof raw === 'object' && raw !== null ? Object.values(raw) : [raw];
+export function formEventsFilter(values: string[] | undefined): unknown {
+  if (values === undefined) return undefined;
   return values.flatMap((value): unknown[] => {
-    if (typeof value !== 'string') return [value];
     const text = value.trim();
     if (text.startsWith('[')) {
       try {
@@ -175,17 +175,15 @@ export function generationRoutes(deps: {
       checkSize(width, height, config.maxPixels);
       return { job: { kind, params: generationParams(body, width, height, format) }, inputs: {}, samples: body.samples, webhook: webhookOf(body) };
     }
-    const fields = parseFormFields(req.body as Record<string, unknown>);
+    const upload = req.multipart!;
+    const fields = parseFormFields(upload.fields);
     // parseFormFields keeps one value per field; the filter may come as several.
-    const filter = formEventsFilter((req.body as Record<string, unknown> | undefined)?.webhook_events_filter);
+    const filter = formEventsFilter(repeatedField(upload.fields, 'webhook_events_filter'));
     if (filter !== undefined) fields.webhook_events_filter = filter;
     if (kind === 'upscale') {
-      const image = requireFile(await readImage(req, 'image'), 'image');
+      const image = requireFile(await readImage(req, 'image', config.maxPixels), 'image');
       const body = validate(UpscaleRequest, { ...fields, image: image.data });
       if (body.width !== undefined && body.height !== undefined) throw new ServiceError('invalid_height_or_width', 'width, height: give one of them, not both');
-      if (image.width * image.height > config.maxPixels) {
-        throw new ServiceError('invalid_image_dimensions', `image: ${image.width}x${image.height} is over the maximum of ${config.maxPixels} pixels`);
-      }
       const scale = engine.scale ?? 2;
       const outW = body.width ?? (body.height ? Math.round((image.width * body.height) / image.height) : image.width * scale);
       const outH = body.height ?? Math.round((image.height * outW) / image.width);
@@ -194,8 +192,8 @@ export function generationRoutes(deps: {
       }
       return { job: { kind, params: { width: body.width, height: body.height, outputFormat: format } }, inputs: { image }, samples: 1, webhook: webhookOf(body) };
     }
-    const init = requireFile(await readImage(req, 'init_image'), 'init_image');
-    const mask = kind === 'masking' ? await readImage(req, 'mask_image') : undefined;
+    const init = requireFile(await readImage(req, 'init_image', config.maxPixels), 'init_image');
+    const mask = kind === 'masking' ? await readImage(req, 'mask_image', config.maxPixels) : undefined;
     const body =
       kind === 'masking'
         ? validate(MaskingRequest, { ...fields, init_image: init.data, mask_image: mask?.data })
@@ -267,8 +265,8 @@ export function generationRoutes(deps: {
     fn(req, res).catch(next);
   };
 
-  const json = express.json({ limit: '1mb' });
-  const form = multipart(config.maxUploadBytes);
+  const json = jsonBody('1mb');
+  const form = multipart({ maxFileBytes: config.maxUploadBytes, idleTimeoutMs: config.http.uploadIdleTimeoutMs, maxPerKey: config.http.maxUploadsPerKey });
   // Scope, then the rate limit, both before the body is read.
   const guard = [requireScope('generate'), rateLimit(deps.limiter)];
   router.post('/v1/generation/:engine_id/text-to-image', guard, json, wrap(handle('text-to-image')));

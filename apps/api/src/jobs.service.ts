@@ -127,11 +127,17 @@ export class JobsService {
       ['maskImage', 'mask_image'],
       ['image', 'image'],
     ];
-    for (const [name, field] of uploads) {
-      const input = inputs[name];
-      if (!input) continue;
-      keys[name] = inputKey(id, field);
-      await storage.put(keys[name], input.data, input.contentType);
+    try {
+      for (const [name, field] of uploads) {
+        const input = inputs[name];
+        if (!input) continue;
+        keys[name] = inputKey(id, field);
+        await storage.put(keys[name], input.data, input.contentType);
+      }
+    } catch (err) {
+      // No job will name them: an init image stored before the mask's write failed goes too.
+      if (Object.keys(keys).length) await storage.deletePrefix(`inputs/${id}/`).catch(() => {});
+      throw err;
     }
     const common = { version: 1 as const, jobId: id, accountId, engineId, createdAt };
     const payload = { ...common, ...job, ...(Object.keys(keys).length ? { inputs: keys } : {}) } as JobPayload;

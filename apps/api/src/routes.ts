@@ -8,6 +8,7 @@ import {
   ServiceError,
   type Storage,
   StorageNotFoundError,
+  StorageUnavailableError,
   TERMINAL_STATUSES,
 } from '@sdq/contracts';
 import { checkLocalSignature, LOCAL_ARTIFACTS_PATH } from '@sdq/storage';
@@ -138,7 +139,9 @@ export function artifactRoutes(storage: Storage, config: Config): Router {
     `${LOCAL_ARTIFACTS_PATH}*key`,
     wrap(async (req, res) => {
       const key = ([] as string[]).concat(req.params.key as unknown as string[]).join('/');
-      const problem = checkLocalSignature(secret, key, req.query.expires as string | undefined, req.query.signature as string | undefined);
+      // A repeated parameter arrives as an array: only one plain value of each is a signature.
+      const one = (v: unknown) => (typeof v === 'string' ? v : v === undefined ? undefined : '');
+      const problem = checkLocalSignature(secret, key, one(req.query.expires), one(req.query.signature));
       if (problem === 'expired') throw new ServiceError('permission_denied', 'this artifact URL has expired; fetch the job again for a fresh one');
       if (problem) throw new ServiceError('permission_denied', `this artifact URL is ${problem === 'missing' ? 'not signed' : 'not validly signed'}`);
       try {
@@ -168,7 +171,8 @@ export function healthRoutes(store: Store, storage: Storage): Router {
       try {
         await storage.check();
       } catch (err) {
-        throw new ServiceError('service_unavailable', `storage is unreachable: ${(err as Error).name}`);
+        const cause = err instanceof StorageUnavailableError ? 'refuses writes' : `is unreachable: ${(err as Error).name}`;
+        throw new ServiceError('service_unavailable', `storage (${storage.kind}) ${cause}`);
       }
       res.json({ status: 'ready' });
     }),

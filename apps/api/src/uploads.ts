@@ -1,69 +1,249 @@
 /**
- * Multipart bodies: multer (memory, with size limits), Stability's bracketed field names turned into
- * nested values, numbers parsed, and uploaded images checked with sharp (type and dimensions) before
- * anything is stored.
+ * Multipart bodies, read with busboy and never held in memory: each file streams to a temporary file
+ * (hashed on the way, for Idempotency-Key fingerprints), fields land in a Map, and everything is removed
+ * when the response ends or the client goes away. A body that stalls is cut off; a key has a bounded
+ * number of uploads in flight. Stability's bracketed field names then become nested values in objects
+ * without a prototype, and every uploaded image is decoded in full before anything is held or stored.
  */
+import { createHash } from 'node:crypto';
+import { createWriteStream } from 'node:fs';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import type { Request, RequestHandler } from 'express';
-import multer from 'multer';
+import busboy from 'busboy';
 import sharp from 'sharp';
-import { NUMERIC_FORM_FIELDS, ServiceError } from '@sdq/contracts';
+import { bareObject, FORBIDDEN_KEYS, NUMERIC_FORM_FIELDS, ServiceError } from '@sdq/contracts';
 
 export const IMAGE_FIELDS = ['init_image', 'mask_image', 'image'] as const;
 export type ImageField = (typeof IMAGE_FIELDS)[number];
 
-export function multipart(maxUploadBytes: number): RequestHandler {
-  const upload = multer({
-    storage: multer.memoryStorage(),
-    limits: { fileSize: maxUploadBytes, files: 3, fields: 200, fieldSize: 64 * 1024, parts: 210 },
-  }).fields(IMAGE_FIELDS.map((name) => ({ name, maxCount: 1 })));
+export interface UploadedFile {
+  /** The temporary file holding the bytes; removed with the request. */
+  path: string;
+  size: number;
+  sha256: string;
+}
+
+export interface MultipartBody {
+  /** Every value of every field, in the order sent. */
+  fields: Map<string, string[]>;
+  files: Map<ImageField, UploadedFile>;
+}
+
+declare module 'express-serve-static-core' {
+  interface Request {
+    multipart?: MultipartBody;
+  }
+}
+
+export interface MultipartOptions {
+  /** Largest file, bytes (MAX_UPLOAD_BYTES). */
+  maxFileBytes: number;
+  /** A body that sends nothing for this long is cut off with 408 (UPLOAD_IDLE_TIMEOUT_MS). */
+  idleTimeoutMs: number;
+  /** Multipart bodies one API key may be sending at once (MAX_UPLOADS_PER_KEY). */
+  maxPerKey: number;
+  /** Where the temporary files go. Default: the OS temp folder. */
+  dir?: string;
+}
+
+const LIMITS = { files: 3, fields: 200, fieldSize: 64 * 1024, parts: 210, fieldNameSize: 200, headerPairs: 100 };
+
+/** Fails the request with `err` while its body may still be arriving: the answer closes the connection. */
+function failMidBody(req: Request, next: (err: unknown) => void, err: ServiceError): void {
+  const res = req.res!;
+  res.set('Connection', 'close');
+  res.once('finish', () => req.destroy());
+  next(err);
+}
+
+export function multipart(opts: MultipartOptions): RequestHandler {
+  const inFlight = new Map<string, number>();
+  const base = opts.dir ?? tmpdir();
   return (req, res, next) => {
     if (!req.is('multipart/form-data')) {
       return next(new ServiceError('invalid_mime_type', `body: this endpoint takes multipart/form-data (got ${req.headers['content-type'] ?? 'no Content-Type'})`));
     }
-    upload(req, res, (err: unknown) => {
-      const e = err as { code?: string; field?: string } | undefined;
-      if (e?.code === 'LIMIT_UNEXPECTED_FILE') return next(new ServiceError('bad_request', `${e.field}: is not a file field of this endpoint`));
-      next(err);
+    const encoding = (req.headers['content-encoding'] ?? 'identity').trim().toLowerCase();
+    if (encoding !== 'identity') {
+      return failMidBody(req, next, new ServiceError('unsupported_media_type', `Content-Encoding: ${encoding} is not accepted on multipart bodies; send them uncompressed`));
+    }
+    const owner = req.keyId ?? req.accountId ?? '';
+    const count = inFlight.get(owner) ?? 0;
+    if (count >= opts.maxPerKey) {
+      return failMidBody(
+        req,
+        next,
+        new ServiceError('rate_limited', `this API key already has ${count} uploads in progress (MAX_UPLOADS_PER_KEY); retry when one finishes`, { 'Retry-After': '1' }),
+      );
+    }
+    inFlight.set(owner, count + 1);
+    let dir: string | undefined;
+    let settled = false;
+    const writes: Promise<void>[] = [];
+    // Each file's part stream and the temporary file it is piped into, while the copy runs.
+    const streams = new Map<NodeJS.ReadableStream, NodeJS.WritableStream & { destroy(): void }>();
+    const stopCopies = () => {
+      for (const [source, out] of streams) {
+        source.unpipe(out);
+        source.resume();
+        out.destroy();
+      }
+      streams.clear();
+    };
+    const body: MultipartBody = { fields: new Map(), files: new Map() };
+    let parser: busboy.Busboy | undefined;
+    let idle: NodeJS.Timeout | undefined;
+
+    // The key's count is of bodies still arriving: it drops once this one is read, failed or abandoned.
+    let counted = true;
+    const uncount = () => {
+      if (!counted) return;
+      counted = false;
+      const left = (inFlight.get(owner) ?? 1) - 1;
+      if (left > 0) inFlight.set(owner, left);
+      else inFlight.delete(owner);
+    };
+    // Runs once whatever happens: answered, failed, or the client gone.
+    let released = false;
+    const release = () => {
+      if (released) return;
+      released = true;
+      // Answered, or the client is gone (nobody is left to answer): either way the body is done with.
+      settled = true;
+      parser?.destroy();
+      clearTimeout(idle);
+      uncount();
+      stopCopies();
+      if (dir) void rm(dir, { recursive: true, force: true });
+    };
+    res.once('close', release);
+
+    const fail = (err: ServiceError) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(idle);
+      req.unpipe(parser);
+      stopCopies();
+      uncount();
+      failMidBody(req, next, err);
+    };
+    const touch = () => {
+      clearTimeout(idle);
+      idle = setTimeout(
+        () => fail(new ServiceError('request_timeout', `body: nothing arrived for ${opts.idleTimeoutMs} ms; the upload was cut off`)),
+        opts.idleTimeoutMs,
+      );
+    };
+    try {
+      parser = busboy({ headers: req.headers, limits: { ...LIMITS, fileSize: opts.maxFileBytes }, defParamCharset: 'utf8' });
+    } catch (err) {
+      release();
+      return next(new ServiceError('bad_request', `body: malformed multipart form (${(err as Error).message})`));
+    }
+
+    parser.on('field', (name, value, info) => {
+      if (info.nameTruncated || info.valueTruncated) return fail(new ServiceError('bad_request', `${name.slice(0, 64)}: field is longer than ${LIMITS.fieldSize} bytes`));
+      const values = body.fields.get(name);
+      if (values) values.push(value);
+      else body.fields.set(name, [value]);
     });
+    parser.on('file', (name, stream, _info) => {
+      if (!(IMAGE_FIELDS as readonly string[]).includes(name) || body.files.has(name as ImageField)) {
+        stream.resume();
+        return fail(new ServiceError('bad_request', `${name.slice(0, 64)}: is not a file field of this endpoint (or was sent twice)`));
+      }
+      const field = name as ImageField;
+      const hash = createHash('sha256');
+      let size = 0;
+      const copy = (async () => {
+          dir ??= await mkdtemp(join(base, 'sdq-upload-'));
+          if (settled) return void stream.resume();
+          const path = join(dir, field);
+          const out = createWriteStream(path);
+          streams.set(stream, out);
+          await new Promise<void>((resolve, reject) => {
+            stream.on('data', (chunk: Buffer) => {
+              size += chunk.length;
+              hash.update(chunk);
+            });
+            stream.on('limit', () => fail(new ServiceError('invalid_file_size', `${field}: is larger than the upload limit of ${opts.maxFileBytes} bytes (MAX_UPLOAD_BYTES)`)));
+            stream.on('error', reject);
+            out.on('error', reject);
+            out.on('close', resolve);
+            stream.pipe(out);
+          });
+          if (!streams.delete(stream)) return; // stopped: the request failed or went away meanwhile
+          body.files.set(field, { path, size, sha256: hash.digest('hex') });
+        })();
+      // Also handled here: a copy can fail after the form has failed for another reason.
+      copy.catch((err: Error) => fail(new ServiceError('bad_request', `${field}: the upload could not be read (${err.message})`)));
+      writes.push(copy);
+    });
+    for (const [event, what] of [
+      ['partsLimit', `more than ${LIMITS.parts} parts`],
+      ['filesLimit', `more than ${LIMITS.files} files`],
+      ['fieldsLimit', `more than ${LIMITS.fields} fields`],
+    ] as const) {
+      parser.on(event, () => fail(new ServiceError('bad_request', `body: ${what}`)));
+    }
+    parser.on('error', (err: Error) => fail(new ServiceError('bad_request', `body: malformed multipart form (${err.message})`)));
+    parser.on('close', () => {
+      if (settled) return;
+      clearTimeout(idle);
+      Promise.all(writes).then(
+        () => {
+          if (settled) return;
+          settled = true;
+          uncount();
+          req.multipart = body;
+          next();
+        },
+        (err: Error) => fail(new ServiceError('bad_request', `body: the upload could not be read (${err.message})`)),
+      );
+    });
+    req.on('data', touch);
+    touch();
+    req.pipe(parser);
   };
 }
 
-/** `text_prompts[0][text]=a` -> `{ text_prompts: [{ text: 'a' }] }`; numeric fields become numbers. */
-export function parseFormFields(body: Record<string, unknown>): Record<string, unknown> {
-  const out: Record<string, unknown> = {};
-  // multer may already have nested some fields (append-field); flatten back to bracketed keys first.
-  for (const [rawKey, rawValue] of flatten(body ?? {}, '')) {
-    const value = Array.isArray(rawValue) ? rawValue[rawValue.length - 1] : rawValue;
+/**
+ * `text_prompts[0][text]=a` -> `{ text_prompts: [{ text: 'a' }] }`, in objects without a prototype;
+ * numeric fields become numbers. The last value of a repeated field wins. `__proto__`, `constructor`
+ * and `prototype` anywhere in a name are a 400.
+ */
+export function parseFormFields(fields: Map<string, string[]>): Record<string, unknown> {
+  const out = bareObject();
+  for (const [rawKey, values] of fields) {
+    const value = values[values.length - 1];
     const path = rawKey.match(/[^[\]]+|\[\]/g) ?? [rawKey];
+    if (path.length > 4) throw new ServiceError('bad_request', `${rawKey.slice(0, 64)}: nests deeper than 4 levels`);
+    const forbidden = path.find((part) => FORBIDDEN_KEYS.has(part));
+    if (forbidden) throw new ServiceError('bad_request', `${rawKey.slice(0, 64)}: the key ${JSON.stringify(forbidden)} is not allowed`);
     let node: Record<string, unknown> | unknown[] = out;
     for (let i = 0; i < path.length; i++) {
       const part = path[i];
-      const last = i === path.length - 1;
       const key: string | number = /^\d+$/.test(part) ? Number(part) : part;
-      if (typeof key === 'number' && key > 100) throw new ServiceError('bad_request', `${rawKey}: index too large`);
-      if (last) {
-        (node as Record<string | number, unknown>)[key] = convert(part, value);
+      if (typeof key === 'number' && key > 100) throw new ServiceError('bad_request', `${rawKey.slice(0, 64)}: index too large`);
+      if (typeof key === 'number' && !Array.isArray(node)) throw new ServiceError('bad_request', `${rawKey.slice(0, 64)}: an index where a name was expected`);
+      if (typeof key === 'string' && Array.isArray(node)) throw new ServiceError('bad_request', `${rawKey.slice(0, 64)}: a name where an index was expected`);
+      const slot = node as Record<string | number, unknown>;
+      if (i === path.length - 1) {
+        slot[key] = convert(part, value);
       } else {
         const nextIsIndex = /^\d+$/.test(path[i + 1]);
-        const existing = (node as Record<string | number, unknown>)[key];
-        if (existing === undefined || typeof existing !== 'object') (node as Record<string | number, unknown>)[key] = nextIsIndex ? [] : {};
-        node = (node as Record<string | number, unknown>)[key] as Record<string, unknown>;
+        const existing = slot[key];
+        if (existing === null || typeof existing !== 'object' || Array.isArray(existing) !== nextIsIndex) slot[key] = nextIsIndex ? [] : bareObject();
+        node = slot[key] as Record<string, unknown> | unknown[];
       }
     }
   }
   return out;
 }
 
-function flatten(value: unknown, prefix: string): [string, unknown][] {
-  if (value === null || typeof value !== 'object' || Buffer.isBuffer(value)) return [[prefix, value]];
-  if (Array.isArray(value) && value.every((v) => typeof v === 'string') && prefix && !/\]$/.test(prefix)) return [[prefix, value]];
-  const entries: [string, unknown][] = [];
-  for (const [k, v] of Object.entries(value)) entries.push(...flatten(v, prefix ? `${prefix}[${k}]` : k));
-  return entries;
-}
-
-function convert(field: string, value: unknown): unknown {
-  if (typeof value !== 'string') return value;
+function convert(field: string, value: string): unknown {
   if (NUMERIC_FORM_FIELDS.has(field)) return value.trim() === '' ? undefined : Number(value);
   if (field === 'extras') {
     try {
@@ -75,6 +255,13 @@ function convert(field: string, value: unknown): unknown {
   return value;
 }
 
+/** Every value of a repeated field, with or without brackets (`f=a&f=b`, `f[]=a`, `f[0]=a`), in order. */
+export function repeatedField(fields: Map<string, string[]>, name: string): string[] | undefined {
+  const pattern = new RegExp(`^${name}(\\[\\d*\\])?$`);
+  const values = [...fields].filter(([key]) => pattern.test(key)).flatMap(([, v]) => v);
+  return values.length ? values : undefined;
+}
+
 export interface CheckedImage {
   data: Buffer;
   width: number;
@@ -83,23 +270,48 @@ export interface CheckedImage {
   contentType: string;
 }
 
-const FORMATS: Record<string, string> = { png: 'image/png', jpeg: 'image/jpeg', webp: 'image/webp' };
+/** The three formats sdq takes, known by their first bytes before any decoder sees them. */
+function sniff(head: Buffer): 'image/png' | 'image/jpeg' | 'image/webp' | undefined {
+  if (head.length >= 8 && head.subarray(0, 8).equals(Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]))) return 'image/png';
+  if (head.length >= 3 && head[0] === 0xff && head[1] === 0xd8 && head[2] === 0xff) return 'image/jpeg';
+  if (head.length >= 12 && head.toString('latin1', 0, 4) === 'RIFF' && head.toString('latin1', 8, 12) === 'WEBP') return 'image/webp';
+  return undefined;
+}
 
-/** The uploaded image of a field, decoded enough to know its real type and size. */
-export async function readImage(req: Request, field: ImageField): Promise<CheckedImage | undefined> {
-  const files = req.files as Record<string, Express.Multer.File[]> | undefined;
-  const file = files?.[field]?.[0];
+/** The catalogue name for an image field whose bytes are unusable. */
+const BROKEN: Record<ImageField, 'invalid_init_image' | 'invalid_mask_image'> = {
+  init_image: 'invalid_init_image',
+  image: 'invalid_init_image',
+  mask_image: 'invalid_mask_image',
+};
+
+/**
+ * The uploaded image of a field, decoded in full: its real type (from its bytes, never the client's
+ * word), its size checked against maxPixels on the image itself, and every pixel read once, so a
+ * truncated or corrupt file is a 400 here rather than a failed job.
+ */
+export async function readImage(req: Request, field: ImageField, maxPixels: number): Promise<CheckedImage | undefined> {
+  const file = req.multipart?.files.get(field);
   if (!file) return undefined;
-  // The declared type is the client's word; what counts is what sharp finds in the bytes.
+  const data = await readFile(file.path);
+  const contentType = sniff(data);
+  if (!contentType) throw new ServiceError('invalid_mime_type', `${field}: is not a PNG, JPEG or WebP image`);
   let meta: sharp.Metadata;
   try {
-    meta = await sharp(file.buffer).metadata();
-  } catch {
-    throw new ServiceError('invalid_mime_type', `${field}: is not a PNG, JPEG or WebP image`);
+    meta = await sharp(data, { limitInputPixels: false }).metadata();
+  } catch (err) {
+    throw new ServiceError(BROKEN[field], `${field}: is a ${contentType.slice(6).toUpperCase()} whose header cannot be read (${(err as Error).message})`);
   }
-  const contentType = meta.format ? FORMATS[meta.format] : undefined;
-  if (!contentType || !meta.width || !meta.height) {
-    throw new ServiceError('invalid_mime_type', `${field}: is ${meta.format ?? 'an unknown format'}, expected PNG, JPEG or WebP`);
+  const { width, height } = meta;
+  if (!width || !height) throw new ServiceError(BROKEN[field], `${field}: has no dimensions`);
+  // The header's own size, whatever width and height the request gives: a small file can claim a huge image.
+  if (width * height > maxPixels) {
+    throw new ServiceError('invalid_image_dimensions', `${field}: ${width}x${height} = ${width * height} pixels is over the maximum of ${maxPixels} (MAX_PIXELS)`);
   }
-  return { data: file.buffer, width: meta.width, height: meta.height, hasAlpha: !!meta.hasAlpha, contentType };
+  try {
+    await sharp(data, { failOn: 'warning', limitInputPixels: maxPixels }).stats();
+  } catch (err) {
+    throw new ServiceError(BROKEN[field], `${field}: the image data is truncated or corrupt (${(err as Error).message})`);
+  }
+  return { data, width, height, hasAlpha: !!meta.hasAlpha, contentType };
 }

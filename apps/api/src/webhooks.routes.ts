@@ -6,10 +6,11 @@
  * Scopes: a `read` key sees a job's deliveries (status, like the job itself); the secret and the default
  * webhook are credentials and settings, so reading or changing them needs `generate`.
  */
-import express, { type NextFunction, type Request, type Response, Router } from 'express';
+import { type NextFunction, type Request, type Response, Router } from 'express';
 import { ServiceError, SetWebhookRequest } from '@sdq/contracts';
 import { type DefaultWebhook, validateWebhookUrl, type Webhooks } from '@sdq/webhooks';
 import { requireScope } from './auth';
+import { jsonBody } from './body';
 import type { Config } from './config';
 import type { JobsService } from './jobs.service';
 
@@ -26,7 +27,7 @@ function defaultWebhookView(hook: DefaultWebhook | undefined) {
 export function webhookRoutes(deps: { config: Config; jobs: JobsService; webhooks: Webhooks }): Router {
   const { config, jobs, webhooks } = deps;
   const router = Router();
-  const json = express.json({ limit: '16kb' });
+  const json = jsonBody('16kb');
   const generate = requireScope('generate');
   // Secrets and settings are never cached on the way.
   const noStore = (_req: Request, res: Response, next: NextFunction) => {

@@ -114,7 +114,14 @@ describe('holds nobody closed', () => {
       const body = new FormData();
       body.append('image', new Blob([new Uint8Array(image)], { type: 'image/png' }), 'image.png');
       const res = await fetch(`${broken.url}/v1/generation/up-x2/image-to-image/upscale`, { method: 'POST', body, headers: { authorization: `Bearer ${a.api_key}`, prefer: 'respond-async' } });
-      expect(res.status).toBe(500);
+      // The storage's fault, said so: a 503 naming storage (not Redis), and readiness fails with it.
+      const error = await res.json();
+      expect({ status: res.status, name: error.name }).toEqual({ status: 503, name: 'service_unavailable' });
+      expect(error.message).toMatch(/storage \(local\) could not store the upload/);
+      expect(error.message).not.toMatch(/redis/i);
+      const ready = await fetch(`${broken.url}/readyz`);
+      expect(ready.status).toBe(503);
+      expect((await ready.json()).message).toMatch(/^storage \(local\) (refuses writes|is unreachable)/);
       expect(await (await get(a.api_key, '/v1/user/balance')).json()).toEqual({ credits: 10 });
       const ledger = (await (await get(a.api_key, '/v1/user/ledger')).json()).data;
       expect(ledger.map((e: { type: string; reason: string | null }) => `${e.type}${e.reason ? ` ${e.reason}` : ''}`)).toEqual(['release not_enqueued', 'hold', 'grant starting grant']);

@@ -40,7 +40,27 @@ export const ERROR_CATALOGUE = {
     message: '{detail}',
     description: 'An image\'s size is unusable (not a multiple of 64, too small, or over MAX_PIXELS).',
   },
-  invalid_mask_image: { status: 400, message: '{detail}', description: '`mask_image` missing or not the size of `init_image`.' },
+  invalid_init_image: {
+    status: 400,
+    message: '{detail}',
+    description: '`init_image` (or upscale\'s `image`) has a valid header but data that does not decode: truncated or corrupt.',
+  },
+  invalid_mask_image: {
+    status: 400,
+    message: '{detail}',
+    description: '`mask_image` missing, not the size of `init_image`, or data that does not decode.',
+  },
+  request_timeout: {
+    status: 408,
+    message: '{detail}',
+    description: 'An upload sent nothing for UPLOAD_IDLE_TIMEOUT_MS (or the whole request took over HTTP_REQUEST_TIMEOUT_MS); the connection is closed.',
+  },
+  payload_too_large: { status: 413, message: '{detail}', description: 'A JSON body is over the endpoint\'s size limit.' },
+  unsupported_media_type: {
+    status: 415,
+    message: '{detail}',
+    description: 'A body in a charset other than UTF-8, or with a `Content-Encoding` sdq does not take (JSON: gzip, deflate, br; multipart: none).',
+  },
   invalid_accept: { status: 406, message: '{detail}', description: 'The `Accept` header names no type sdq can answer with.' },
   invalid_webhook: {
     status: 400,
@@ -126,7 +146,7 @@ export const PIPELINE_ERROR_MAP: Record<string, ErrorName> = {
   invalid_seed: 'bad_request',
   invalid_sampler: 'invalid_sampler',
   invalid_image_strength: 'bad_request',
-  invalid_image: 'invalid_mime_type',
+  invalid_image: 'invalid_init_image',
   invalid_image_dimensions: 'invalid_image_dimensions',
   invalid_mask_image: 'invalid_mask_image',
   invalid_output_format: 'invalid_accept',

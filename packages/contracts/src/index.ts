@@ -6,3 +6,4 @@ export * from './storage';
 export * from './env';
 export * from './credits';
 export * from './webhooks';
+export * from './client-keys';

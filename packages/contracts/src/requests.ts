@@ -79,7 +79,12 @@ const webhookFields = {
 /** Fields every generation endpoint shares. */
 const generationFields = {
   ...webhookFields,
-  text_prompts: z.array(TextPrompt).min(1, 'at least one prompt is required').max(10, 'at most 10 prompts'),
+  text_prompts: z
+    .array(TextPrompt)
+    .min(1, 'at least one prompt is required')
+    .max(10, 'at most 10 prompts')
+    // Weights <= 0 only make negative prompts: with no positive one there is nothing to draw.
+    .refine((prompts) => prompts.some((p) => (p.weight ?? 1) > 0), 'at least one prompt must have a weight above 0'),
   height: dimension('height'),
   width: dimension('width'),
   cfg_scale: z.number().min(0).max(35).default(7).describe('How strictly the image follows the prompt. Default 7.'),

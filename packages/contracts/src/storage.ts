@@ -23,3 +23,11 @@ export class StorageNotFoundError extends Error {
     this.name = 'StorageNotFoundError';
   }
 }
+
+/** The backend could not be reached or refused a write: the client may retry (503), it is not the client's fault. */
+export class StorageUnavailableError extends Error {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'StorageUnavailableError';
+  }
+}

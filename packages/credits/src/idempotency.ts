@@ -107,27 +107,32 @@ export class IdempotencyStore {
   }
 }
 
+/** How deep hashBody follows a body. */
+export const MAX_HASH_DEPTH = 64;
+
 /**
  * A request body's fingerprint for begin(): SHA-256 of a canonical form (object keys sorted, Buffers as
  * their bytes), so `{"a":1,"b":2}` and `{"b":2,"a":1}` are the same body. For multipart requests pass
  * the fields and the files together: `hashBody({ fields, init_image: buffer })`.
  */
-export function hashBody(body: unknown): string {
+export function hashBody(body: unknown, maxDepth = MAX_HASH_DEPTH): string {
   const hash = createHash('sha256');
-  const write = (value: unknown): void => {
+  const write = (value: unknown, depth = 0): void => {
+    // The caller should have refused such a body already; a cap here keeps the recursion off the stack's end.
+    if (depth > maxDepth) throw new InvalidIdempotencyKeyError(`the request body nests deeper than ${maxDepth} levels and cannot be fingerprinted`);
     if (Buffer.isBuffer(value) || value instanceof Uint8Array) {
       hash.update(`b${value.byteLength}:`);
       hash.update(value);
     } else if (Array.isArray(value)) {
       hash.update(`a${value.length}[`);
-      value.forEach(write);
+      for (const item of value) write(item, depth + 1);
       hash.update(']');
     } else if (value !== null && typeof value === 'object') {
       const entries = Object.entries(value).filter(([, v]) => v !== undefined).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
       hash.update(`o${entries.length}{`);
       for (const [k, v] of entries) {
         hash.update(JSON.stringify(k));
-        write(v);
+        write(v, depth + 1);
       }
       hash.update('}');
     } else {

@@ -24,15 +24,30 @@ async function metadataOf(bytes: Buffer, what: string): Promise<sharp.Metadata> 
   }
 }
 
+/**
+ * Runs a decode; a header that read fine over data that does not (truncated, corrupt) is the input's
+ * fault, so it becomes a PipelineError (not retried), never a runtime fault.
+ */
+export async function decoding<T>(what: string, code: 'invalid_image' | 'invalid_mask_image', run: () => Promise<T>): Promise<T> {
+  try {
+    return await run();
+  } catch (err) {
+    if (err instanceof PipelineError) throw err;
+    throw new PipelineError(code, `${what} could not be decoded: its data is truncated or corrupt (${(err as Error).message})`);
+  }
+}
+
 /** Decodes an image and fits it to width x height (cover, centred), as RGB in [0, 1]. */
 export async function decodeImage(bytes: Buffer, width: number, height: number, what = 'init_image'): Promise<PlanarImage> {
   await metadataOf(bytes, what);
-  const { data, info } = await sharp(bytes)
-    .removeAlpha()
-    .toColourspace('srgb')
-    .resize(width, height, { fit: 'cover', position: 'centre' })
-    .raw()
-    .toBuffer({ resolveWithObject: true });
+  const { data, info } = await decoding(what, 'invalid_image', () =>
+    sharp(bytes, { failOn: 'warning' })
+      .removeAlpha()
+      .toColourspace('srgb')
+      .resize(width, height, { fit: 'cover', position: 'centre' })
+      .raw()
+      .toBuffer({ resolveWithObject: true }),
+  );
   return interleavedToPlanar(data, info.width, info.height, info.channels);
 }
 
@@ -55,14 +70,13 @@ export async function decodeMask(
   what = 'mask_image',
 ): Promise<Float32Array> {
   const meta = await metadataOf(bytes, what);
-  const pipeline = sharp(bytes).resize(width, height, { fit: 'cover', position: 'centre' });
-  let channel: Buffer;
-  if (source === 'INIT_IMAGE_ALPHA') {
-    if (!meta.hasAlpha) throw new PipelineError('invalid_mask_image', `${what} has no alpha channel, which INIT_IMAGE_ALPHA needs`);
-    channel = await pipeline.ensureAlpha().extractChannel('alpha').raw().toBuffer();
-  } else {
-    channel = await pipeline.flatten({ background: '#000000' }).greyscale().raw().toBuffer();
-  }
+  const pipeline = sharp(bytes, { failOn: 'warning' }).resize(width, height, { fit: 'cover', position: 'centre' });
+  if (source === 'INIT_IMAGE_ALPHA' && !meta.hasAlpha) throw new PipelineError('invalid_mask_image', `${what} has no alpha channel, which INIT_IMAGE_ALPHA needs`);
+  const channel = await decoding(what, source === 'INIT_IMAGE_ALPHA' ? 'invalid_image' : 'invalid_mask_image', () =>
+    source === 'INIT_IMAGE_ALPHA'
+      ? pipeline.ensureAlpha().extractChannel('alpha').raw().toBuffer()
+      : pipeline.flatten({ background: '#000000' }).greyscale().raw().toBuffer(),
+  );
   const mask = new Float32Array(width * height);
   for (let i = 0; i < mask.length; i++) {
     const v = channel[i] / 255;

@@ -2,7 +2,7 @@ import { basename, join } from 'node:path';
 import sharp from 'sharp';
 import { OnnxClock, OnnxModel } from './backends/onnx';
 import { PipelineError } from './errors';
-import { CONTENT_TYPES, encodeImage, imageSize, interleavedToPlanar, type PlanarImage } from './image';
+import { CONTENT_TYPES, decoding, encodeImage, imageSize, interleavedToPlanar, type PlanarImage } from './image';
 import { readJsonFile } from './model';
 import type { GeneratedImage, OutputFormat, RuntimeOptions, UpscaleRequest } from './types';
 
@@ -131,7 +131,9 @@ export class Upscaler {
     }
     const format: OutputFormat = req.outputFormat ?? 'png';
     if (!(format in CONTENT_TYPES)) throw new PipelineError('invalid_output_format', `output format must be png, jpeg or webp (got ${format})`);
-    const { data, info } = await sharp(req.image).removeAlpha().toColourspace('srgb').raw().toBuffer({ resolveWithObject: true });
+    const { data, info } = await decoding('image', 'invalid_image', () =>
+      sharp(req.image, { failOn: 'warning' }).removeAlpha().toColourspace('srgb').raw().toBuffer({ resolveWithObject: true }),
+    );
     const input = interleavedToPlanar(data, info.width, info.height, info.channels);
     let out = await this.upscalePlanar(input, {
       signal: req.signal,

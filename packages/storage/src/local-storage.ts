@@ -31,8 +31,11 @@ export function checkLocalSignature(
   now = Date.now(),
 ): 'missing' | 'invalid' | 'expired' | undefined {
   if (!expires || !signature) return 'missing';
+  // Exactly the form signedUrl writes: seconds in plain decimal, 64 lower-case hex digits. Anything else
+  // (`0x...`, `+N.0`, upper case, a trailing character Buffer.from would drop) is refused, not read leniently.
+  if (typeof expires !== 'string' || !/^[1-9][0-9]{0,15}$/.test(expires)) return 'invalid';
+  if (typeof signature !== 'string' || !/^[0-9a-f]{64}$/.test(signature)) return 'invalid';
   const exp = Number(expires);
-  if (!Number.isInteger(exp)) return 'invalid';
   const expected = Buffer.from(signLocalUrl(secret, key, exp), 'hex');
   const given = Buffer.from(signature, 'hex');
   // Compare in constant time, and only buffers of equal length (timingSafeEqual throws otherwise).

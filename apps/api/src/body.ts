@@ -1,0 +1,23 @@
+/**
+ * JSON bodies and query strings, read the one way every route shares: parsed with a size limit, then
+ * walked once for the keys no client may send (`__proto__`, `constructor`, `prototype`) and for depth,
+ * before any route, schema or fingerprint sees them.
+ */
+import express, { type RequestHandler } from 'express';
+import { describeTreeProblem, findTreeProblem, ServiceError } from '@sdq/contracts';
+
+const refuseHostileBody: RequestHandler = (req, _res, next) => {
+  const problem = findTreeProblem(req.body);
+  next(problem ? new ServiceError('bad_request', describeTreeProblem(problem)) : undefined);
+};
+
+/** A JSON body of at most `limit` (body-parser's syntax: '64kb', '1mb'), checked for hostile keys. */
+export function jsonBody(limit: string): RequestHandler[] {
+  return [express.json({ limit }), refuseHostileBody];
+}
+
+/** Every request's query string: Express gives it without a prototype; the forbidden names are refused too. */
+export const refuseHostileQuery: RequestHandler = (req, _res, next) => {
+  const problem = findTreeProblem(req.query);
+  next(problem ? new ServiceError('bad_request', describeTreeProblem(problem, 'query')) : undefined);
+};
