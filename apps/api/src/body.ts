@@ -11,9 +11,16 @@ const refuseHostileBody: RequestHandler = (req, _res, next) => {
   next(problem ? new ServiceError('bad_request', describeTreeProblem(problem)) : undefined);
 };
 
+/** JSON is UTF-8 (RFC 8259): any other declared charset is refused rather than decoded by guesswork. */
+const requireUtf8: RequestHandler = (req, _res, next) => {
+  const charset = /;\s*charset\s*=\s*"?([^";\s]*)/i.exec(req.headers['content-type'] ?? '')?.[1];
+  if (charset === undefined || /^utf-?8$/i.test(charset)) return next();
+  next(new ServiceError('unsupported_media_type', `Content-Type: charset ${JSON.stringify(charset.slice(0, 40))} is not accepted; send UTF-8`));
+};
+
 /** A JSON body of at most `limit` (body-parser's syntax: '64kb', '1mb'), checked for hostile keys. */
 export function jsonBody(limit: string): RequestHandler[] {
-  return [express.json({ limit }), refuseHostileBody];
+  return [requireUtf8, express.json({ limit }), refuseHostileBody];
 }
 
 /** Every request's query string: Express gives it without a prototype; the forbidden names are refused too. */

@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import type { Request, RequestHandler } from 'express';
 import busboy from 'busboy';
 import sharp from 'sharp';
-import { bareObject, FORBIDDEN_KEYS, NUMERIC_FORM_FIELDS, ServiceError } from '@sdq/contracts';
+import { bareObject, describeTreeProblem, FORBIDDEN_KEYS, findTreeProblem, NUMERIC_FORM_FIELDS, ServiceError } from '@sdq/contracts';
 
 export const IMAGE_FIELDS = ['init_image', 'mask_image', 'image'] as const;
 export type ImageField = (typeof IMAGE_FIELDS)[number];
@@ -93,6 +93,8 @@ export function multipart(opts: MultipartOptions): RequestHandler {
       streams.clear();
     };
     const body: MultipartBody = { fields: new Map(), files: new Map() };
+    // File fields as they start (body.files has them only once written).
+    const seen = new Set<string>();
     let parser: busboy.Busboy | undefined;
     let idle: NodeJS.Timeout | undefined;
 
@@ -150,11 +152,14 @@ export function multipart(opts: MultipartOptions): RequestHandler {
       else body.fields.set(name, [value]);
     });
     parser.on('file', (name, stream, _info) => {
-      if (!(IMAGE_FIELDS as readonly string[]).includes(name) || body.files.has(name as ImageField)) {
+      // A part cut short errors on its own stream: handled here, whatever became of the request.
+      stream.on('error', () => {});
+      if (!(IMAGE_FIELDS as readonly string[]).includes(name) || seen.has(name)) {
         stream.resume();
         return fail(new ServiceError('bad_request', `${name.slice(0, 64)}: is not a file field of this endpoint (or was sent twice)`));
       }
       const field = name as ImageField;
+      seen.add(field);
       const hash = createHash('sha256');
       let size = 0;
       const copy = (async () => {
@@ -246,11 +251,15 @@ export function parseFormFields(fields: Map<string, string[]>): Record<string, u
 function convert(field: string, value: string): unknown {
   if (NUMERIC_FORM_FIELDS.has(field)) return value.trim() === '' ? undefined : Number(value);
   if (field === 'extras') {
+    let parsed: unknown;
     try {
-      return JSON.parse(value);
+      parsed = JSON.parse(value);
     } catch {
       return value;
     }
+    const problem = findTreeProblem(parsed);
+    if (problem) throw new ServiceError('bad_request', describeTreeProblem({ ...problem, path: `extras${problem.path === 'body' ? '' : `.${problem.path}`}` }));
+    return parsed;
   }
   return value;
 }

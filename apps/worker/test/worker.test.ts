@@ -179,6 +179,39 @@ describe('worker', () => {
     expect(reason.message).toMatch(message);
   });
 
+  // An input the API could not have seen broken (written to storage by another tool, or damaged there):
+  // the pipeline's decode failure is the input's fault, so one attempt, with the field's catalogue name.
+  it.each([
+    ['a truncated init image', 'image-to-image', 'init_image', 'invalid_init_image'],
+    ['a corrupt mask image', 'masking', 'mask_image', 'invalid_mask_image'],
+    ['a truncated upscale image', 'upscale', 'image', 'invalid_init_image'],
+  ] as const)('fails %s at once, without retrying', async (_name, kind, broken, errorName) => {
+    const jobId = `bad-${kind}-${Date.now()}`;
+    const good = await sharp({ create: { width: 128, height: 128, channels: 3, background: '#000', noise: { type: 'gaussian', mean: 128, sigma: 40 } } }).png().toBuffer();
+    const bad = broken === 'mask_image' ? Buffer.from(good).map((b, i) => (i > 200 && i % 7 === 0 ? b ^ 0x5a : b)) : good.subarray(0, Math.floor(good.length * 0.6));
+    const fields = kind === 'masking' ? (['init_image', 'mask_image'] as const) : kind === 'upscale' ? (['image'] as const) : (['init_image'] as const);
+    const inputs: Record<string, string> = {};
+    for (const field of fields) {
+      const key = inputKey(jobId, field);
+      await storage.put(key, field === broken ? Buffer.from(bad) : good, 'image/png');
+      inputs[field === 'init_image' ? 'initImage' : field === 'mask_image' ? 'maskImage' : 'image'] = key;
+    }
+    const base = { version: 1 as const, jobId, accountId: 'a', createdAt: Date.now(), inputs };
+    const payload = (
+      kind === 'upscale'
+        ? { ...base, engineId: 'tiny-upscaler-x2', kind, params: { outputFormat: 'png' } }
+        : { ...base, engineId: 'tiny-sd', kind, params: { ...textToImage().params, imageStrength: 0.5, ...(kind === 'masking' ? { maskSource: 'MASK_IMAGE_WHITE' } : {}) } }
+    ) as JobPayload;
+    const job = await add(payload);
+    const listen = payload.engineId === 'tiny-sd' ? events : new QueueEvents(queueNameForEngine(payload.engineId), { prefix: redis.prefix, connection: { url: redis.url } });
+    await job.waitUntilFinished(listen, 30_000).catch(() => {});
+    if (listen !== events) await listen.close();
+    const failed = (await queue(payload.engineId).getJob(job.id!))!;
+    expect(await failed.getState()).toBe('failed');
+    expect(failed.attemptsMade).toBe(1);
+    expect(parseFailedReason(failed.failedReason)).toMatchObject({ name: errorName, message: expect.stringMatching(/truncated or corrupt|could not be decoded|not a readable/) });
+  });
+
   it('fails a job whose cancel flag is set before it starts as canceled', async () => {
     const payload = textToImage();
     await client.set(cancelFlagKey(redis.prefix, payload.jobId), '1', 'EX', 60);

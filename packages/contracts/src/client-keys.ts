@@ -35,7 +35,9 @@ export function findTreeProblem(value: unknown, maxDepth = MAX_BODY_DEPTH): Tree
     // Own keys, `__proto__` included: JSON.parse makes it an own property, never the prototype.
     for (const key of Object.keys(node)) {
       const child = path ? `${path}.${key}` : key;
-      if (FORBIDDEN_KEYS.has(key)) return { kind: 'forbidden_key', path: child, key };
+      // A key is refused whole or by any of its bracket or dot segments (`__proto__[steps]` in a query).
+      const bad = FORBIDDEN_KEYS.has(key) ? key : key.split(/[[\].]/).find((segment) => FORBIDDEN_KEYS.has(segment));
+      if (bad) return { kind: 'forbidden_key', path: child, key: bad };
       stack.push({ value: (node as Record<string, unknown>)[key], path: child, depth: depth + 1 });
     }
   }

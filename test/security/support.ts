@@ -1,0 +1,152 @@
+/**
+ * What the hostile-input suites share: images (good, truncated, corrupt, lying headers), multipart
+ * bodies built by hand (fetch cannot send a malformed one), a raw HTTP client over a socket, and the
+ * checks that a refused request left nothing behind (no hold, no job, no ledger entry).
+ */
+import { connect } from 'node:net';
+import { crc32, deflateSync } from 'node:zlib';
+import sharp from 'sharp';
+import { expect } from 'vitest';
+
+export async function png(width: number, height: number, opts: { alpha?: boolean; noise?: boolean } = {}): Promise<Buffer> {
+  const channels = opts.alpha ? 4 : 3;
+  const background = { r: 0, g: 0, b: 255, alpha: 1 };
+  const create: sharp.Create = opts.noise
+    ? { width, height, channels, background, noise: { type: 'gaussian', mean: 128, sigma: 40 } }
+    : { width, height, channels, background };
+  return sharp({ create }).png().toBuffer();
+}
+
+export async function jpeg(width: number, height: number): Promise<Buffer> {
+  return sharp({ create: { width, height, channels: 3, background: '#000', noise: { type: 'gaussian', mean: 128, sigma: 40 } } }).jpeg().toBuffer();
+}
+
+/** The first `fraction` of an image's bytes: a valid header over data that stops early. */
+export function truncated(image: Buffer, fraction = 0.6): Buffer {
+  return image.subarray(0, Math.floor(image.length * fraction));
+}
+
+/** The image with its data scrambled after the header (every 7th byte flipped). */
+export function corrupt(image: Buffer, from = 200): Buffer {
+  const out = Buffer.from(image);
+  for (let i = from; i < out.length - 50; i += 7) out[i] ^= 0x5a;
+  return out;
+}
+
+/**
+ * A tiny valid-looking PNG whose IHDR claims width x height (a decompression bomb's shape): signature,
+ * IHDR with a correct CRC, one small IDAT, IEND.
+ */
+export function pngClaiming(width: number, height: number): Buffer {
+  const chunk = (type: string, data: Buffer) => {
+    const len = Buffer.alloc(4);
+    len.writeUInt32BE(data.length);
+    const body = Buffer.concat([Buffer.from(type, 'latin1'), data]);
+    const crc = Buffer.alloc(4);
+    crc.writeUInt32BE(crc32(body) >>> 0);
+    return Buffer.concat([len, body, crc]);
+  };
+  const ihdr = Buffer.alloc(13);
+  ihdr.writeUInt32BE(width, 0);
+  ihdr.writeUInt32BE(height, 4);
+  ihdr[8] = 8; // bit depth
+  ihdr[9] = 2; // RGB
+  return Buffer.concat([
+    Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]),
+    chunk('IHDR', ihdr),
+    chunk('IDAT', deflateSync(Buffer.alloc(1024))),
+    chunk('IEND', Buffer.alloc(0)),
+  ]);
+}
+
+export function form(fields: Record<string, string> | [string, string][], files: Record<string, Buffer> = {}): FormData {
+  const fd = new FormData();
+  for (const [k, v] of Array.isArray(fields) ? fields : Object.entries(fields)) fd.append(k, v);
+  for (const [k, v] of Object.entries(files)) fd.append(k, new Blob([new Uint8Array(v)], { type: 'image/png' }), `${k}.png`);
+  return fd;
+}
+
+export async function expectError(res: Response, status: number, name: string): Promise<{ id: string; name: string; message: string }> {
+  const text = await res.text();
+  let body: { id: string; name: string; message: string };
+  try {
+    body = JSON.parse(text);
+  } catch {
+    throw new Error(`not a JSON error body (${res.status}): ${text.slice(0, 200)}`);
+  }
+  expect({ status: res.status, name: body.name }, text).toEqual({ status, name });
+  expect(body.id).toEqual(expect.any(String));
+  expect(body.message).toEqual(expect.any(String));
+  return body;
+}
+
+export interface RawResponse {
+  status: number;
+  headers: string;
+  body: string;
+}
+
+/**
+ * Sends bytes as they are over a socket (a malformed multipart body, a header fetch would fix) and
+ * reads the answer until the server closes the connection.
+ */
+export function rawRequest(url: string, head: string, body: Buffer | string = '', timeoutMs = 10_000): Promise<RawResponse> {
+  const { hostname, port } = new URL(url);
+  return new Promise((resolve, reject) => {
+    const socket = connect(Number(port), hostname);
+    const chunks: Buffer[] = [];
+    const timer = setTimeout(() => {
+      socket.destroy();
+      reject(new Error(`no answer within ${timeoutMs} ms`));
+    }, timeoutMs);
+    socket.on('connect', () => {
+      socket.write(head.replace(/\r?\n/g, '\r\n').replace(/(\r\n)*$/, '\r\n\r\n'));
+      socket.write(body);
+    });
+    socket.on('data', (d) => chunks.push(d));
+    socket.on('error', () => {}); // a reset after the answer is fine; the answer is what counts
+    socket.on('close', () => {
+      clearTimeout(timer);
+      const text = Buffer.concat(chunks).toString('latin1');
+      const split = text.indexOf('\r\n\r\n');
+      const status = Number(/^HTTP\/1\.1 (\d{3})/.exec(text)?.[1] ?? 0);
+      let payload = split >= 0 ? text.slice(split + 4) : '';
+      if (/transfer-encoding: chunked/i.test(text.slice(0, split))) payload = dechunk(payload);
+      resolve({ status, headers: split >= 0 ? text.slice(0, split) : text, body: payload });
+    });
+  });
+}
+
+function dechunk(text: string): string {
+  let out = '';
+  let rest = text;
+  for (;;) {
+    const eol = rest.indexOf('\r\n');
+    if (eol < 0) return out;
+    const size = parseInt(rest.slice(0, eol), 16);
+    if (!size) return out;
+    out += rest.slice(eol + 2, eol + 2 + size);
+    rest = rest.slice(eol + 2 + size + 2);
+  }
+}
+
+/** A raw answer's error name (JSON body), for expect(). */
+export function rawError(res: RawResponse): { status: number; name?: string } {
+  try {
+    return { status: res.status, name: (JSON.parse(res.body) as { name?: string }).name };
+  } catch {
+    return { status: res.status, name: `(not JSON: ${res.body.slice(0, 80)})` };
+  }
+}
+
+/** A multipart body from parts given as raw header lines and content. */
+export function multipartBody(boundary: string, parts: { headers: string[]; content: Buffer | string }[], end = true): Buffer {
+  const pieces: Buffer[] = [];
+  for (const part of parts) {
+    pieces.push(Buffer.from(`--${boundary}\r\n${part.headers.map((h) => `${h}\r\n`).join('')}\r\n`, 'latin1'));
+    pieces.push(Buffer.isBuffer(part.content) ? part.content : Buffer.from(part.content, 'latin1'));
+    pieces.push(Buffer.from('\r\n'));
+  }
+  if (end) pieces.push(Buffer.from(`--${boundary}--\r\n`));
+  return Buffer.concat(pieces);
+}
