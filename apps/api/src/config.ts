@@ -48,6 +48,8 @@ const EnvSchema = z.object({
   HTTP_KEEP_ALIVE_TIMEOUT_MS: envInt(100, 600_000).default(5000),
   /** Milliseconds a multipart upload may send nothing before it is cut off (408). Default 15000. */
   UPLOAD_IDLE_TIMEOUT_MS: envInt(100, 600_000).default(15_000),
+  /** Folder for uploads while they arrive (removed with each request). Default: the OS temp folder. */
+  UPLOAD_TMP_DIR: z.string().min(1).optional(),
   /** Multipart uploads one API key may be sending at once; more are 429. Default 10. */
   MAX_UPLOADS_PER_KEY: envInt(1, 10_000).default(10),
   /** Default info. */
@@ -127,6 +129,7 @@ export interface Config {
     keepAliveTimeoutMs: number;
     uploadIdleTimeoutMs: number;
     maxUploadsPerKey: number;
+    uploadTmpDir?: string;
   };
   logLevel: z.infer<typeof EnvSchema>['LOG_LEVEL'];
   credits: {
@@ -181,6 +184,7 @@ export function parseConfig(env: Record<string, string | undefined>, randomSecre
       keepAliveTimeoutMs: e.HTTP_KEEP_ALIVE_TIMEOUT_MS,
       uploadIdleTimeoutMs: e.UPLOAD_IDLE_TIMEOUT_MS,
       maxUploadsPerKey: e.MAX_UPLOADS_PER_KEY,
+      uploadTmpDir: e.UPLOAD_TMP_DIR,
     },
     logLevel: e.LOG_LEVEL,
     credits: {

@@ -266,7 +266,7 @@ export function generationRoutes(deps: {
   };
 
   const json = jsonBody('1mb');
-  const form = multipart({ maxFileBytes: config.maxUploadBytes, idleTimeoutMs: config.http.uploadIdleTimeoutMs, maxPerKey: config.http.maxUploadsPerKey });
+  const form = multipart({ maxFileBytes: config.maxUploadBytes, idleTimeoutMs: config.http.uploadIdleTimeoutMs, maxPerKey: config.http.maxUploadsPerKey, dir: config.http.uploadTmpDir });
   // Scope, then the rate limit, both before the body is read.
   const guard = [requireScope('generate'), rateLimit(deps.limiter)];
   router.post('/v1/generation/:engine_id/text-to-image', guard, json, wrap(handle('text-to-image')));
