@@ -5,8 +5,8 @@
  */
 import { type Storage, StorageUnavailableError } from '@sdq/contracts';
 
-/** The object readiness writes while writes are failing, to learn when they work again. */
-export const PROBE_KEY = 'health/write-probe';
+/** The object readiness writes while writes are failing, to learn when they work again (where uploads go). */
+export const PROBE_KEY = 'inputs/.write-probe';
 
 export class CheckedStorage implements Storage {
   readonly kind: Storage['kind'];
