@@ -80,9 +80,33 @@ describe('multipart', () => {
     `POST ${path} HTTP/1.1\nHost: 127.0.0.1\nAuthorization: Bearer ${alice.api_key}\nContent-Type: multipart/form-data; boundary=${boundary}\nContent-Length: ${length}\nConnection: close\n${extra}`;
   const I2I = '/v1/generation/gen-a/image-to-image';
 
-  it('a part without Content-Disposition is 400', async () => {
-    const body = multipartBody(boundary, [{ headers: ['Content-Type: text/plain'], content: 'hello' }]);
-    expect(rawError(await rawRequest(api.url, head(I2I, body.length), body))).toEqual({ status: 400, name: 'bad_request' });
+  it('a part without Content-Disposition (or without a name) is 400, even among good parts', async () => {
+    const image = await png(128, 128);
+    const good = [
+      { headers: ['Content-Disposition: form-data; name="text_prompts[0][text]"'], content: 'a red circle' },
+      { headers: ['Content-Disposition: form-data; name="init_image"; filename="a.png"', 'Content-Type: image/png'], content: image },
+    ];
+    for (const stray of [{ headers: ['Content-Type: text/plain'], content: 'hello' }, { headers: ['Content-Disposition: form-data'], content: 'no name' }, { headers: ['Content-Disposition: attachment; name="x"'], content: 'x' }]) {
+      const body = multipartBody(boundary, [good[0], stray, good[1]]);
+      const res = await rawRequest(api.url, head(I2I, body.length), body);
+      expect(rawError(res)).toEqual({ status: 400, name: 'bad_request' });
+      expect(JSON.parse(res.body).message).toMatch(/1 part\(s\) without a form-data Content-Disposition|a part whose Content-Disposition names no field/);
+    }
+    // The same good parts alone are taken (a dry run).
+    const body = multipartBody(boundary, good);
+    expect(rawError(await rawRequest(api.url, head(`${I2I}?dry_run=true`, body.length), body)).status).toBe(200);
+  });
+
+  it('numbers in fields are decimal: hex, a leading + or Infinity are 400', async () => {
+    const image = await png(128, 128);
+    for (const steps of ['0x10', '+20', 'Infinity', '1_0', '20abc']) {
+      const body = multipartBody(boundary, [
+        { headers: ['Content-Disposition: form-data; name="text_prompts[0][text]"'], content: 'a red circle' },
+        { headers: ['Content-Disposition: form-data; name="steps"'], content: steps },
+        { headers: ['Content-Disposition: form-data; name="init_image"; filename="a.png"', 'Content-Type: image/png'], content: image },
+      ]);
+      expect(rawError(await rawRequest(api.url, head(`${I2I}?dry_run=true`, body.length), body)), steps).toEqual({ status: 400, name: 'bad_request' });
+    }
   });
 
   it('a part header over the parser\'s limit is 400', async () => {
@@ -112,6 +136,7 @@ describe('multipart', () => {
     for (const parts of [
       [file('init_image'), file('init_image')],
       [file('avatar')],
+      [file('init_image'), file('mask_image')],
       Array.from({ length: 220 }, (_, i) => ({ headers: [`Content-Disposition: form-data; name="f${i}"`], content: 'x' })),
     ]) {
       const body = multipartBody(boundary, parts);

@@ -27,7 +27,7 @@ import type { JobInputs, JobsService, JobWebhook, NewJob } from './jobs.service'
 import { dryRun, jobCost } from './pricing';
 import { rateLimit } from './rate-limit';
 import type { JobRecord } from './store';
-import { type CheckedImage, multipart, parseFormFields, readImage, repeatedField } from './uploads';
+import { type CheckedImage, type ImageField, multipart, parseFormFields, readImage, repeatedField } from './uploads';
 
 const ACCEPTABLE = ['application/json', 'image/png', 'image/jpeg', 'image/webp'];
 
@@ -266,13 +266,13 @@ export function generationRoutes(deps: {
   };
 
   const json = jsonBody('1mb');
-  const form = multipart({ maxFileBytes: config.maxUploadBytes, idleTimeoutMs: config.http.uploadIdleTimeoutMs, maxPerKey: config.http.maxUploadsPerKey, dir: config.http.uploadTmpDir });
+  const form = (files: ImageField[]) => multipart({ files, maxFileBytes: config.maxUploadBytes, idleTimeoutMs: config.http.uploadIdleTimeoutMs, maxPerKey: config.http.maxUploadsPerKey, dir: config.http.uploadTmpDir });
   // Scope, then the rate limit, both before the body is read.
   const guard = [requireScope('generate'), rateLimit(deps.limiter)];
   router.post('/v1/generation/:engine_id/text-to-image', guard, json, wrap(handle('text-to-image')));
-  router.post('/v1/generation/:engine_id/image-to-image', guard, form, wrap(handle('image-to-image')));
-  router.post('/v1/generation/:engine_id/image-to-image/masking', guard, form, wrap(handle('masking')));
-  router.post('/v1/generation/:engine_id/image-to-image/upscale', guard, form, wrap(handle('upscale')));
+  router.post('/v1/generation/:engine_id/image-to-image', guard, form(['init_image']), wrap(handle('image-to-image')));
+  router.post('/v1/generation/:engine_id/image-to-image/masking', guard, form(['init_image', 'mask_image']), wrap(handle('masking')));
+  router.post('/v1/generation/:engine_id/image-to-image/upscale', guard, form(['image']), wrap(handle('upscale')));
   return router;
 }
 

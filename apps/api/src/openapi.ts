@@ -110,8 +110,12 @@ export function buildOpenApi(publicUrl: string): Record<string, unknown> {
       'invalid_file_size',
       'invalid_mime_type',
       'invalid_image_dimensions',
+      'invalid_init_image',
       'invalid_mask_image',
       'invalid_webhook',
+      'request_timeout',
+      'payload_too_large',
+      'unsupported_media_type',
       'not_found',
       'invalid_accept',
       'canceled',
@@ -330,6 +334,19 @@ export function buildOpenApi(publicUrl: string): Record<string, unknown> {
       '/v1/admin/keys/{id}': {
         delete: { summary: 'Revoke an API key', security: [{ admin: [] }], parameters: [jobParam], responses: { '200': { description: 'The revoked key' }, ...errorResponses(['not_found']), ...common } },
       },
+      '/v1/artifacts/{key}': {
+        get: {
+          summary: 'A stored image by its signed URL (local storage only; with S3 the URLs are presigned S3 URLs)',
+          security: [],
+          parameters: [
+            { name: 'key', in: 'path', required: true, schema: { type: 'string' }, description: 'The object key, e.g. generations/<job id>/0.png' },
+            { name: 'expires', in: 'query', required: true, schema: { type: 'string', pattern: '^[1-9][0-9]*$' }, description: 'Unix seconds, as signed' },
+            { name: 'signature', in: 'query', required: true, schema: { type: 'string', pattern: '^[0-9a-f]{64}$' }, description: 'HMAC-SHA256, lower-case hex' },
+          ],
+          responses: { '200': { description: 'The image', content: { 'image/png': {}, 'image/jpeg': {}, 'image/webp': {} } }, ...errorResponses(['bad_request', 'permission_denied', 'not_found']) },
+        },
+      },
+      '/openapi.json': { get: { summary: 'This document', security: [], responses: { '200': { description: 'OpenAPI 3.1' } } } },
       '/healthz': { get: { summary: 'Process up', security: [], responses: { '200': { description: 'ok' } } } },
       '/readyz': { get: { summary: 'Redis and storage reachable', security: [], responses: { '200': { description: 'ready' }, ...errorResponses(['service_unavailable']) } } },
     },

@@ -38,6 +38,8 @@ declare module 'express-serve-static-core' {
 }
 
 export interface MultipartOptions {
+  /** The file fields this endpoint takes; any other file part is a 400. */
+  files: readonly ImageField[];
   /** Largest file, bytes (MAX_UPLOAD_BYTES). */
   maxFileBytes: number;
   /** A body that sends nothing for this long is cut off with 408 (UPLOAD_IDLE_TIMEOUT_MS). */
@@ -50,11 +52,32 @@ export interface MultipartOptions {
 
 const LIMITS = { files: 3, fields: 200, fieldSize: 64 * 1024, parts: 210, fieldNameSize: 200, headerPairs: 100 };
 
-/** Fails the request with `err` while its body may still be arriving: the answer closes the connection. */
+/** How much of a refused body is read and dropped so the client can read the answer (bytes, ms). */
+const DRAIN_BYTES = 32 * 1024 * 1024;
+const DRAIN_MS = 5000;
+
+/**
+ * Fails the request with `err` while its body may still be arriving. The rest of the body is read and
+ * dropped, up to DRAIN_BYTES and DRAIN_MS (a client still writing would otherwise get a reset instead
+ * of the answer, as it would if the answer closed the connection); past that, or from a client that
+ * has stalled, the connection is closed.
+ */
 function failMidBody(req: Request, next: (err: unknown) => void, err: ServiceError): void {
   const res = req.res!;
-  res.set('Connection', 'close');
-  res.once('finish', () => req.destroy());
+  if (err.code === 'request_timeout') res.set('Connection', 'close');
+  res.once('finish', () => {
+    if (req.complete) return;
+    if (err.code === 'request_timeout') return void req.destroy();
+    let drained = 0;
+    const timer = setTimeout(() => req.destroy(), DRAIN_MS);
+    timer.unref();
+    req.on('data', (chunk: Buffer) => {
+      drained += chunk.length;
+      if (drained > DRAIN_BYTES) req.destroy();
+    });
+    req.once('close', () => clearTimeout(timer));
+    req.resume();
+  });
   next(err);
 }
 
@@ -146,6 +169,7 @@ export function multipart(opts: MultipartOptions): RequestHandler {
     }
 
     parser.on('field', (name, value, info) => {
+      if (!name) return fail(new ServiceError('bad_request', 'body: a part whose Content-Disposition names no field'));
       if (info.nameTruncated || info.valueTruncated) return fail(new ServiceError('bad_request', `${name.slice(0, 64)}: field is longer than ${LIMITS.fieldSize} bytes`));
       const values = body.fields.get(name);
       if (values) values.push(value);
@@ -154,7 +178,8 @@ export function multipart(opts: MultipartOptions): RequestHandler {
     parser.on('file', (name, stream, _info) => {
       // A part cut short errors on its own stream: handled here, whatever became of the request.
       stream.on('error', () => {});
-      if (!(IMAGE_FIELDS as readonly string[]).includes(name) || seen.has(name)) {
+      name = String(name ?? '');
+      if (!(opts.files as readonly string[]).includes(name) || seen.has(name)) {
         stream.resume();
         return fail(new ServiceError('bad_request', `${name.slice(0, 64)}: is not a file field of this endpoint (or was sent twice)`));
       }
@@ -197,6 +222,10 @@ export function multipart(opts: MultipartOptions): RequestHandler {
     parser.on('close', () => {
       if (settled) return;
       clearTimeout(idle);
+      const parts = delimiters.count - 1; // the closing delimiter ends the last part
+      let named = seen.size;
+      for (const values of body.fields.values()) named += values.length;
+      if (parts > named) return fail(new ServiceError('bad_request', `body: ${parts - named} part(s) without a form-data Content-Disposition naming the field`));
       Promise.all(writes).then(
         () => {
           if (settled) return;
@@ -208,10 +237,43 @@ export function multipart(opts: MultipartOptions): RequestHandler {
         (err: Error) => fail(new ServiceError('bad_request', `body: the upload could not be read (${err.message})`)),
       );
     });
-    req.on('data', touch);
+    // busboy skips a part with no form-data Content-Disposition (or no name) without a word: count the
+    // delimiters as they pass and compare, so such a part is a 400 rather than silently dropped.
+    const delimiters = new DelimiterCounter(boundaryOf(req.headers['content-type']));
+    req.on('data', (chunk: Buffer) => {
+      touch();
+      delimiters.push(chunk);
+    });
     touch();
     req.pipe(parser);
   };
+}
+
+/** The boundary parameter of a multipart Content-Type ('' when absent: busboy refuses that first). */
+function boundaryOf(contentType: string | undefined): string {
+  const match = /;\s*boundary\s*=\s*(?:"([^"]+)"|([^;\s]+))/i.exec(contentType ?? '');
+  return match?.[1] ?? match?.[2] ?? '';
+}
+
+/** Counts `CRLF--boundary` delimiters in a stream (the first may open the body without its CRLF). */
+class DelimiterCounter {
+  count = 0;
+  private readonly needle: Buffer;
+  private tail: Buffer;
+
+  constructor(boundary: string) {
+    this.needle = Buffer.from(`\r\n--${boundary}`, 'latin1');
+    // As if the body began with CRLF, so a delimiter at its very start counts too.
+    this.tail = Buffer.from('\r\n');
+  }
+
+  push(chunk: Buffer): void {
+    if (this.needle.length <= 4) return;
+    const window = Buffer.concat([this.tail, chunk]);
+    for (let at = window.indexOf(this.needle); at >= 0; at = window.indexOf(this.needle, at + this.needle.length)) this.count++;
+    // Keep what could be the start of a delimiter cut by the chunk's end (never a whole one: no double count).
+    this.tail = window.subarray(Math.max(0, window.length - (this.needle.length - 1)));
+  }
 }
 
 /**
@@ -248,8 +310,15 @@ export function parseFormFields(fields: Map<string, string[]>): Record<string, u
   return out;
 }
 
+/** A number as JSON writes one: no hex, no `+`, no `Infinity`. Anything else stays text (and fails its schema). */
+const DECIMAL = /^-?(0|[1-9]\d*)(\.\d+)?([eE][+-]?\d+)?$/;
+
 function convert(field: string, value: string): unknown {
-  if (NUMERIC_FORM_FIELDS.has(field)) return value.trim() === '' ? undefined : Number(value);
+  if (NUMERIC_FORM_FIELDS.has(field)) {
+    const text = value.trim();
+    if (text === '') return undefined;
+    return DECIMAL.test(text) ? Number(text) : text;
+  }
   if (field === 'extras') {
     let parsed: unknown;
     try {

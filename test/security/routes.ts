@@ -1,0 +1,123 @@
+/**
+ * The fuzz suite's list of routes: every route the API serves, with what a valid request looks like.
+ * fuzz.test.ts checks that this list, the OpenAPI document and the routes Express has registered are the
+ * same set, so a new route cannot land without joining the fuzz suite and the document.
+ *
+ * Adding a route: add its entry here (method, OpenAPI path, who may call it, its body and a valid
+ * sample); the fuzzer derives the malformed variants itself.
+ */
+import type { Express } from 'express';
+
+export type Caller = 'key' | 'admin' | 'none';
+
+/** The ids a sample can name; the fuzz test fills them in once the accounts and a job exist. */
+export interface FuzzIds {
+  engine: string;
+  upscaler: string;
+  job: string;
+  account: string;
+  key: string;
+  artifact: string;
+}
+
+export interface FuzzRoute {
+  method: 'GET' | 'POST' | 'PUT' | 'DELETE';
+  /** The OpenAPI path template. */
+  path: string;
+  caller: Caller;
+  /** Valid values of the path parameters. */
+  params?: (ids: FuzzIds) => Record<string, string>;
+  /** A valid query string's parameters. */
+  query?: Record<string, string>;
+  /** A valid JSON body. */
+  json?: () => Record<string, unknown>;
+  /** A valid multipart body: text fields and which image fields carry a file. */
+  multipart?: { fields: () => [string, string][]; files: readonly string[] };
+  /** Creates a job (so accepted requests are counted against holds). */
+  creates?: boolean;
+}
+
+const prompts = (): [string, string][] => [
+  ['text_prompts[0][text]', 'a red circle'],
+  ['text_prompts[0][weight]', '1'],
+];
+
+export const FUZZ_ROUTES: FuzzRoute[] = [
+  { method: 'GET', path: '/healthz', caller: 'none' },
+  { method: 'GET', path: '/readyz', caller: 'none' },
+  { method: 'GET', path: '/openapi.json', caller: 'none' },
+  { method: 'GET', path: '/v1/artifacts/{key}', caller: 'none', params: (ids) => ({ key: ids.artifact }), query: { expires: '4102444800', signature: '0'.repeat(64) } },
+  { method: 'GET', path: '/v1/engines/list', caller: 'key' },
+  {
+    method: 'POST',
+    path: '/v1/generation/{engine_id}/text-to-image',
+    caller: 'key',
+    params: (ids) => ({ engine_id: ids.engine }),
+    json: () => ({ text_prompts: [{ text: 'a red circle', weight: 1 }], steps: 10, cfg_scale: 7, samples: 1, seed: 1, width: 128, height: 128, sampler: 'K_EULER' }),
+    creates: true,
+  },
+  {
+    method: 'POST',
+    path: '/v1/generation/{engine_id}/image-to-image',
+    caller: 'key',
+    params: (ids) => ({ engine_id: ids.engine }),
+    multipart: { fields: () => [...prompts(), ['steps', '10'], ['image_strength', '0.4'], ['init_image_mode', 'IMAGE_STRENGTH']], files: ['init_image'] },
+    creates: true,
+  },
+  {
+    method: 'POST',
+    path: '/v1/generation/{engine_id}/image-to-image/masking',
+    caller: 'key',
+    params: (ids) => ({ engine_id: ids.engine }),
+    multipart: { fields: () => [...prompts(), ['steps', '10'], ['mask_source', 'MASK_IMAGE_WHITE']], files: ['init_image', 'mask_image'] },
+    creates: true,
+  },
+  {
+    method: 'POST',
+    path: '/v1/generation/{engine_id}/image-to-image/upscale',
+    caller: 'key',
+    params: (ids) => ({ engine_id: ids.upscaler }),
+    multipart: { fields: () => [['width', '256']], files: ['image'] },
+    creates: true,
+  },
+  { method: 'GET', path: '/v1/jobs', caller: 'key', query: { limit: '5' } },
+  { method: 'GET', path: '/v1/jobs/{id}', caller: 'key', params: (ids) => ({ id: ids.job }) },
+  { method: 'POST', path: '/v1/jobs/{id}/cancel', caller: 'key', params: (ids) => ({ id: ids.job }) },
+  { method: 'GET', path: '/v1/jobs/{id}/events', caller: 'key', params: (ids) => ({ id: ids.job }) },
+  { method: 'GET', path: '/v1/jobs/{id}/webhooks', caller: 'key', params: (ids) => ({ id: ids.job }) },
+  { method: 'POST', path: '/v1/jobs/{id}/webhooks/{delivery}/redeliver', caller: 'key', params: (ids) => ({ id: ids.job, delivery: 'dlv_0' }) },
+  { method: 'GET', path: '/v1/user/webhook', caller: 'key' },
+  { method: 'PUT', path: '/v1/user/webhook', caller: 'key', json: () => ({ url: 'http://127.0.0.1:9/hook', events: ['completed'] }) },
+  { method: 'DELETE', path: '/v1/user/webhook', caller: 'key' },
+  { method: 'GET', path: '/v1/webhooks/secret', caller: 'key' },
+  { method: 'POST', path: '/v1/webhooks/secret/rotate', caller: 'key' },
+  { method: 'GET', path: '/v1/user/balance', caller: 'key' },
+  { method: 'GET', path: '/v1/user/account', caller: 'key' },
+  { method: 'GET', path: '/v1/user/ledger', caller: 'key', query: { limit: '5' } },
+  { method: 'GET', path: '/v1/admin/accounts', caller: 'admin' },
+  { method: 'POST', path: '/v1/admin/accounts', caller: 'admin', json: () => ({ name: 'fuzzed', credits: 1 }) },
+  { method: 'GET', path: '/v1/admin/accounts/{id}', caller: 'admin', params: (ids) => ({ id: ids.account }) },
+  { method: 'POST', path: '/v1/admin/accounts/{id}/credits', caller: 'admin', params: (ids) => ({ id: ids.account }), json: () => ({ amount: 1, reason: 'fuzz' }) },
+  { method: 'GET', path: '/v1/admin/accounts/{id}/ledger', caller: 'admin', params: (ids) => ({ id: ids.account }) },
+  { method: 'POST', path: '/v1/admin/accounts/{id}/keys', caller: 'admin', params: (ids) => ({ id: ids.account }), json: () => ({ scope: 'read' }) },
+  { method: 'GET', path: '/v1/admin/accounts/{id}/keys', caller: 'admin', params: (ids) => ({ id: ids.account }) },
+  { method: 'DELETE', path: '/v1/admin/keys/{id}', caller: 'admin', params: (ids) => ({ id: ids.key }) },
+];
+
+/** `METHOD /path/{param}` for every route Express has registered, mounted routers included. */
+export function registeredRoutes(app: Express): string[] {
+  const out: string[] = [];
+  type Layer = { rawPath?: string; route?: { path: string; methods: Record<string, boolean> }; handle?: { stack?: Layer[] } };
+  const walk = (stack: Layer[], prefix: string) => {
+    for (const layer of stack) {
+      if (layer.route) {
+        const path = (prefix + layer.route.path).replace(/:(\w+)/g, '{$1}').replace(/\*(\w+)/g, '{$1}');
+        for (const method of Object.keys(layer.route.methods)) if (method !== '_all') out.push(`${method.toUpperCase()} ${path}`);
+      } else if (layer.handle?.stack) {
+        walk(layer.handle.stack, prefix + (layer.rawPath && layer.rawPath !== '/' ? layer.rawPath : ''));
+      }
+    }
+  };
+  walk((app as unknown as { router: { stack: Layer[] } }).router.stack, '');
+  return [...new Set(out)].sort();
+}
