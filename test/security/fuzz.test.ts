@@ -8,7 +8,7 @@
  *
  * FUZZ_SEED and FUZZ_COUNT reproduce or lengthen a run; the seed is printed.
  */
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
@@ -26,7 +26,7 @@ import { type ChildProcessHandle, spawnEntry, waitFor } from '../e2e/support';
 import { makeModelsDir } from '../support/api';
 import { freePort, startTestRedis, type TestRedis } from '../support/redis';
 import { FUZZ_ROUTES, type FuzzIds, type FuzzRoute, registeredRoutes } from './routes';
-import { corrupt, jpeg, multipartBody, png, pngClaiming, rawRequest, truncated } from './support';
+import { corrupt, jpeg, multipartBody, png, pngClaiming, rawRequest, rssMiB, truncated } from './support';
 
 const SEED = Number(process.env.FUZZ_SEED ?? 20261201);
 const COUNT = Number(process.env.FUZZ_COUNT ?? 3000);
@@ -389,7 +389,7 @@ describe('fuzz', () => {
     const rng = generator(SEED);
     const images = await makeImages();
     const pid = api.child.pid!;
-    const rss = () => Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]) / 1024;
+    const rss = () => rssMiB(pid);
     const admin = (path: string, init: RequestInit = {}) => fetch(base + path, { ...init, headers: { authorization: `Bearer ${ADMIN}`, 'content-type': 'application/json' } });
     const created = (await (await admin('/v1/admin/accounts', { method: 'POST', body: JSON.stringify({ name: 'fuzzer', credits: 1_000_000 }) })).json()) as { id: string; api_key: string };
     const victim = (await (await admin('/v1/admin/accounts', { method: 'POST', body: JSON.stringify({ name: 'target', credits: 5 }) })).json()) as { id: string; key_id: string };

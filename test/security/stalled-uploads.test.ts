@@ -4,15 +4,15 @@
  * clients drop, memory is back near its baseline and their temporary files are gone. The API runs as
  * its own process (`npm run start:api`'s entry) so its memory is measured alone.
  */
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
-import { connect, type Socket } from 'node:net';
+import { mkdirSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
+import type { Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type ChildProcessHandle, spawnEntry, waitFor } from '../e2e/support';
 import { makeModelsDir } from '../support/api';
 import { freePort, startTestRedis, type TestRedis } from '../support/redis';
-import { png, rawError, rawRequest } from './support';
+import { png, rawError, rawRequest, rssMiB, stalledUpload } from './support';
 
 const ADMIN = 'stall-admin-token-0123456789';
 let redis: TestRedis;
@@ -22,37 +22,9 @@ let uploads: string;
 let artifacts: string;
 let models: string;
 
-/** The API process's resident memory, MiB, from the kernel's own count. */
-function rssMiB(pid: number): number {
-  const kb = Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]);
-  return kb / 1024;
-}
-
 async function account(name: string): Promise<string> {
   const res = await fetch(`${url}/v1/admin/accounts`, { method: 'POST', headers: { authorization: `Bearer ${ADMIN}`, 'content-type': 'application/json' }, body: JSON.stringify({ name, credits: 10 }) });
   return ((await res.json()) as { api_key: string }).api_key;
-}
-
-/** Starts a multipart upload of a `declared`-byte file, sends `sent` bytes of it, and stalls. */
-function stalledUpload(key: string, declared: number, sent: number): Promise<Socket> {
-  const { port } = new URL(url);
-  const boundary = 'stall-boundary';
-  const preamble = Buffer.from(
-    `--${boundary}\r\nContent-Disposition: form-data; name="text_prompts[0][text]"\r\n\r\na red circle\r\n` +
-      `--${boundary}\r\nContent-Disposition: form-data; name="init_image"; filename="a.png"\r\nContent-Type: image/png\r\n\r\n`,
-  );
-  const head =
-    `POST /v1/generation/gen-a/image-to-image HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer ${key}\r\n` +
-    `Content-Type: multipart/form-data; boundary=${boundary}\r\nContent-Length: ${preamble.length + declared + 64}\r\n\r\n`;
-  return new Promise((resolve, reject) => {
-    const socket = connect(Number(port), '127.0.0.1', () => {
-      socket.write(head);
-      socket.write(preamble);
-      // Written whole; 'drain'-free: the kernel and the server take it at their pace.
-      socket.write(Buffer.alloc(sent, 0x61), () => resolve(socket));
-    });
-    socket.on('error', reject);
-  });
 }
 
 async function timed(fn: () => Promise<Response>): Promise<{ ms: number; status: number }> {
@@ -116,7 +88,7 @@ describe('stalled uploads', () => {
     const sent = 9 * 1024 * 1024;
     // Ten keys x ten uploads each: MAX_UPLOADS_PER_KEY (10) lets every one of them in.
     for (let batch = 0; batch < 10; batch++) {
-      sockets.push(...(await Promise.all(keys.map((key) => stalledUpload(key, declared, sent)))));
+      sockets.push(...(await Promise.all(keys.map((key) => stalledUpload(url, key, declared, sent)))));
       const probe = await timed(() => fetch(`${url}/v1/engines/list`, { headers: { authorization: `Bearer ${other}` } }));
       expect(probe.status).toBe(200);
       latencies.push(probe.ms);
@@ -167,7 +139,7 @@ describe('stalled uploads', () => {
       const saved = url;
       url = `http://127.0.0.1:${port}`;
       const key = await account('idle');
-      const socket = await stalledUpload(key, 1024 * 1024, 512 * 1024);
+      const socket = await stalledUpload(url, key, 1024 * 1024, 512 * 1024);
       url = saved;
       const answer = await new Promise<string>((resolve) => {
         let text = '';

