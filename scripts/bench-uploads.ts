@@ -11,14 +11,12 @@ import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import type { Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { type ChildProcessHandle, spawnEntry, waitFor } from '../test/e2e/support';
-import { makeModelsDir } from '../test/support/api';
-import { freePort, startTestRedis } from '../test/support/redis';
-import { png, rssMiB, stalledUpload } from '../test/security/support';
+import { waitFor } from '../test/e2e/support';
+import { startTestRedis } from '../test/support/redis';
+import { type ApiProcess, png, rssMiB, spawnApi, stalledUpload } from '../test/security/support';
 
 const STALLED = Number(process.env.BENCH_STALLED ?? 100);
 const RUNS = Number(process.env.BENCH_RUNS ?? 30);
-const ADMIN = 'bench-admin-token-0123456789';
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const p90 = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(xs.length * 0.9))];
 
@@ -31,37 +29,18 @@ async function timed(fn: () => Promise<Response>): Promise<number> {
 }
 
 const redis = await startTestRedis();
-const models = makeModelsDir();
-const artifacts = mkdtempSync(join(tmpdir(), 'sdq-bench-artifacts-'));
 const uploads = mkdtempSync(join(tmpdir(), 'sdq-bench-uploads-'));
-const port = await freePort();
-const url = `http://127.0.0.1:${port}`;
-let api: ChildProcessHandle | undefined;
+let api: ApiProcess | undefined;
 try {
-  api = spawnEntry(
-    'apps/api/src/main.ts',
-    {
-      REDIS_URL: redis.url,
-      QUEUE_PREFIX: redis.prefix,
-      PORT: String(port),
-      HOST: '127.0.0.1',
-      ADMIN_TOKEN: ADMIN,
-      MODELS_DIR: models,
-      ARTIFACTS_DIR: artifacts,
-      UPLOAD_TMP_DIR: uploads,
-      UPLOAD_IDLE_TIMEOUT_MS: '120000',
-      MAX_UPLOADS_PER_KEY: String(STALLED),
-      RATE_LIMIT: '1000000',
-      MAX_PIXELS: String(1024 * 1024),
-      LOG_LEVEL: 'warn',
-    },
-    'sdq api listening',
-  );
-  api.ready.catch(() => {});
-  await waitFor(() => fetch(`${url}/healthz`).then((r) => r.ok, () => false), 'the API to listen', 30_000);
-  const pid = api.child.pid!;
-  const created = await fetch(`${url}/v1/admin/accounts`, { method: 'POST', headers: { authorization: `Bearer ${ADMIN}`, 'content-type': 'application/json' }, body: JSON.stringify({ name: 'bench', credits: 100 }) });
-  const key = ((await created.json()) as { api_key: string }).api_key;
+  api = await spawnApi(redis, {
+    UPLOAD_TMP_DIR: uploads,
+    UPLOAD_IDLE_TIMEOUT_MS: '120000',
+    MAX_UPLOADS_PER_KEY: String(STALLED),
+    RATE_LIMIT: '1000000',
+    MAX_PIXELS: String(1024 * 1024),
+  });
+  const { url, pid } = api;
+  const key = await api.account('bench', 100);
   const auth = { authorization: `Bearer ${key}` };
 
   // 2. Validation cost per upload size (run first, on a quiet API).
@@ -106,7 +85,7 @@ try {
   console.log(`  API rss: baseline ${baseline.toFixed(0)} MiB, held ${held.toFixed(0)} MiB (+${(held - baseline).toFixed(0)}), after they drop ${after.toFixed(0)} MiB (+${(after - baseline).toFixed(0)})`);
   console.log(`  other clients meanwhile: median ${median(latencies).toFixed(1)} ms, worst ${Math.max(...latencies).toFixed(1)} ms (${latencies.length} requests)`);
 } finally {
-  await api?.kill('SIGTERM');
+  await api?.close();
   await redis.close();
-  for (const dir of [models, artifacts, uploads]) rmSync(dir, { recursive: true, force: true });
+  rmSync(uploads, { recursive: true, force: true });
 }

@@ -8,9 +8,6 @@
  *
  * FUZZ_SEED and FUZZ_COUNT reproduce or lengthen a run; the seed is printed.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { Redis } from 'ioredis';
 import { pino } from 'pino';
@@ -22,16 +19,14 @@ import { type AppDeps, createApp } from '../../apps/api/src/app';
 import { parseConfig } from '../../apps/api/src/config';
 import { buildOpenApi } from '../../apps/api/src/openapi';
 import { startStubWorker } from '../../apps/api/test/support/stub-worker';
-import { type ChildProcessHandle, spawnEntry, waitFor } from '../e2e/support';
-import { makeModelsDir } from '../support/api';
-import { freePort, startTestRedis, type TestRedis } from '../support/redis';
+import { waitFor } from '../e2e/support';
+import { startTestRedis, type TestRedis } from '../support/redis';
 import { FUZZ_ROUTES, type FuzzIds, type FuzzRoute, registeredRoutes } from './routes';
-import { corrupt, jpeg, multipartBody, png, pngClaiming, rawRequest, rssMiB, truncated } from './support';
+import { type ApiProcess, corrupt, jpeg, multipartBody, png, pngClaiming, rawRequest, rssMiB, SPAWNED_ADMIN_TOKEN, spawnApi, truncated } from './support';
 
 const SEED = Number(process.env.FUZZ_SEED ?? 20261201);
 const COUNT = Number(process.env.FUZZ_COUNT ?? 3000);
 const LANES = 8;
-const ADMIN = 'fuzz-admin-token-0123456789';
 const SECRET = 'fuzz-artifact-secret-0123456789';
 const MAX_UPLOAD = 256 * 1024;
 
@@ -142,7 +137,7 @@ async function fuzzOne(base: string, route: FuzzRoute, ids: FuzzIds, keys: { key
   const headers: Record<string, string> = {};
   // Who calls
   if (route.caller === 'key') headers.authorization = `Bearer ${keys.key}`;
-  if (route.caller === 'admin') headers.authorization = `Bearer ${ADMIN}`;
+  if (route.caller === 'admin') headers.authorization = `Bearer ${SPAWNED_ADMIN_TOKEN}`;
   if (rng.chance(0.04)) {
     headers.authorization = rng.pick(['', 'Bearer', 'Bearer ', `Basic ${keys.key}`, `Bearer ${keys.key}x`, `Bearer  ${keys.key}`, 'Bearer sk-' + 'a'.repeat(4000)]);
     what.push(`authorization=${headers.authorization.slice(0, 20)}`);
@@ -326,54 +321,33 @@ function encodeURIComponentLoose(value: string): string {
 const GZIP_BOMB = gzipSync(Buffer.alloc(64 * 1024 * 1024, 0x20));
 
 let redis: TestRedis;
-let api: ChildProcessHandle;
+let api: ApiProcess;
 let base: string;
-let models: string;
-let artifacts: string;
 let workers: { close(): Promise<void> }[] = [];
 
 beforeAll(async () => {
   redis = await startTestRedis();
-  models = makeModelsDir();
-  artifacts = mkdtempSync(join(tmpdir(), 'sdq-fuzz-artifacts-'));
-  const port = await freePort();
-  base = `http://127.0.0.1:${port}`;
-  api = spawnEntry(
-    'apps/api/src/main.ts',
-    {
-      REDIS_URL: redis.url,
-      QUEUE_PREFIX: redis.prefix,
-      PORT: String(port),
-      HOST: '127.0.0.1',
-      PUBLIC_URL: base,
-      ADMIN_TOKEN: ADMIN,
-      ARTIFACT_URL_SECRET: SECRET,
-      MODELS_DIR: models,
-      ARTIFACTS_DIR: artifacts,
-      MAX_UPLOAD_BYTES: String(MAX_UPLOAD),
-      MAX_PIXELS: String(512 * 512),
-      RATE_LIMIT: '1000000',
-      MAX_ACTIVE_JOBS: '0',
-      SYNC_WAIT: '1',
-      LOG_LEVEL: 'warn',
-    },
-    'sdq api listening',
-  );
-  api.ready.catch(() => {});
-  await waitFor(() => fetch(`${base}/healthz`).then((r) => r.ok, () => false), 'the API to listen', 30_000);
-  const storage = new LocalStorage({ dir: artifacts, publicUrl: base, secret: SECRET });
+  api = await spawnApi(redis, {
+    ARTIFACT_URL_SECRET: SECRET,
+    MAX_UPLOAD_BYTES: String(MAX_UPLOAD),
+    MAX_PIXELS: String(512 * 512),
+    RATE_LIMIT: '1000000',
+    MAX_ACTIVE_JOBS: '0',
+    SYNC_WAIT: '1',
+  });
+  base = api.url;
+  const storage = new LocalStorage({ dir: api.artifacts, publicUrl: base, secret: SECRET });
   workers = await Promise.all(['gen-a', 'up-x2'].map((engine) => startStubWorker({ redisUrl: redis.url, prefix: redis.prefix, engine, storage })));
 }, 60_000);
 afterAll(async () => {
   await Promise.all(workers.map((w) => w.close()));
-  await api?.kill('SIGTERM');
+  await api?.close();
   await redis?.close();
-  for (const dir of [models, artifacts]) if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
 describe('routes', () => {
   it('the fuzz list, the OpenAPI document and the routes Express registered are one set', () => {
-    const config = parseConfig({ ADMIN_TOKEN: ADMIN, ARTIFACTS_DIR: artifacts, ARTIFACT_URL_SECRET: SECRET, MODELS_DIR: models });
+    const config = parseConfig({ ADMIN_TOKEN: SPAWNED_ADMIN_TOKEN, ARTIFACTS_DIR: api.artifacts, ARTIFACT_URL_SECRET: SECRET });
     // Only the wiring is read: no request reaches these parts.
     const app = createApp({ config, logger: pino({ level: 'silent' }) } as unknown as AppDeps);
     const doc = buildOpenApi('http://127.0.0.1') as { paths: Record<string, Record<string, unknown>> };
@@ -388,9 +362,9 @@ describe('fuzz', () => {
   it(`${COUNT} malformed requests: no 5xx, no crash, catalogue errors only, nothing held for what was refused, the books balance`, async () => {
     const rng = generator(SEED);
     const images = await makeImages();
-    const pid = api.child.pid!;
+    const pid = api.pid;
     const rss = () => rssMiB(pid);
-    const admin = (path: string, init: RequestInit = {}) => fetch(base + path, { ...init, headers: { authorization: `Bearer ${ADMIN}`, 'content-type': 'application/json' } });
+    const admin = (path: string, init: RequestInit = {}) => fetch(base + path, { ...init, headers: { authorization: `Bearer ${SPAWNED_ADMIN_TOKEN}`, 'content-type': 'application/json' } });
     const created = (await (await admin('/v1/admin/accounts', { method: 'POST', body: JSON.stringify({ name: 'fuzzer', credits: 1_000_000 }) })).json()) as { id: string; api_key: string };
     const victim = (await (await admin('/v1/admin/accounts', { method: 'POST', body: JSON.stringify({ name: 'target', credits: 5 }) })).json()) as { id: string; key_id: string };
     const keys = { key: created.api_key };
@@ -451,7 +425,7 @@ describe('fuzz', () => {
     });
     expect(malformed.map((r) => `${r.status} ${r.describe}: ${r.body.slice(0, 200)}`)).toEqual([]);
     // The process never died, and still answers.
-    expect(api.child.exitCode).toBeNull();
+    expect(api.handle.child.exitCode).toBeNull();
     expect((await fetch(`${base}/readyz`)).status).toBe(200);
 
     // The account's jobs are exactly the accepted requests; each ends (canceled if no worker serves it),

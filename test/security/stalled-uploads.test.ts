@@ -4,28 +4,19 @@
  * clients drop, memory is back near its baseline and their temporary files are gone. The API runs as
  * its own process (`npm run start:api`'s entry) so its memory is measured alone.
  */
-import { mkdirSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
 import type { Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type ChildProcessHandle, spawnEntry, waitFor } from '../e2e/support';
-import { makeModelsDir } from '../support/api';
-import { freePort, startTestRedis, type TestRedis } from '../support/redis';
-import { png, rawError, rawRequest, rssMiB, stalledUpload } from './support';
+import { waitFor } from '../e2e/support';
+import { startTestRedis, type TestRedis } from '../support/redis';
+import { type ApiProcess, png, rawError, rawRequest, rssMiB, spawnApi, stalledUpload } from './support';
 
-const ADMIN = 'stall-admin-token-0123456789';
 let redis: TestRedis;
-let api: ChildProcessHandle;
+let api: ApiProcess;
 let url: string;
 let uploads: string;
-let artifacts: string;
-let models: string;
-
-async function account(name: string): Promise<string> {
-  const res = await fetch(`${url}/v1/admin/accounts`, { method: 'POST', headers: { authorization: `Bearer ${ADMIN}`, 'content-type': 'application/json' }, body: JSON.stringify({ name, credits: 10 }) });
-  return ((await res.json()) as { api_key: string }).api_key;
-}
 
 async function timed(fn: () => Promise<Response>): Promise<{ ms: number; status: number }> {
   const start = performance.now();
@@ -36,44 +27,22 @@ async function timed(fn: () => Promise<Response>): Promise<{ ms: number; status:
 
 beforeAll(async () => {
   redis = await startTestRedis();
-  models = makeModelsDir();
-  artifacts = mkdtempSync(join(tmpdir(), 'sdq-stall-artifacts-'));
   uploads = mkdtempSync(join(tmpdir(), 'sdq-stall-uploads-'));
-  mkdirSync(uploads, { recursive: true });
-  const port = await freePort();
-  url = `http://127.0.0.1:${port}`;
-  api = spawnEntry(
-    'apps/api/src/main.ts',
-    {
-      REDIS_URL: redis.url,
-      QUEUE_PREFIX: redis.prefix,
-      PORT: String(port),
-      HOST: '127.0.0.1',
-      ADMIN_TOKEN: ADMIN,
-      MODELS_DIR: models,
-      ARTIFACTS_DIR: artifacts,
-      UPLOAD_TMP_DIR: uploads,
-      // Long enough that the stalled uploads are still held while they are measured.
-      UPLOAD_IDLE_TIMEOUT_MS: '60000',
-      LOG_LEVEL: 'warn',
-    },
-    'sdq api listening',
-  );
-  // LOG_LEVEL warn hides the ready line: wait for the port instead.
-  api.ready.catch(() => {});
-  await waitFor(() => fetch(`${url}/healthz`).then((r) => r.ok, () => false), 'the API to listen', 30_000);
+  // Long enough that the stalled uploads are still held while they are measured.
+  api = await spawnApi(redis, { UPLOAD_TMP_DIR: uploads, UPLOAD_IDLE_TIMEOUT_MS: '60000' });
+  url = api.url;
 }, 60_000);
 afterAll(async () => {
-  await api?.kill('SIGTERM');
+  await api?.close();
   await redis?.close();
-  for (const dir of [models, artifacts, uploads]) if (dir) rmSync(dir, { recursive: true, force: true });
+  if (uploads) rmSync(uploads, { recursive: true, force: true });
 });
 
 describe('stalled uploads', () => {
   it('100 uploads stalled after 9 MB of 10 hold little memory, others are answered, and all is given back when they drop', async () => {
-    const pid = api.child.pid!;
-    const keys = await Promise.all(Array.from({ length: 10 }, (_, i) => account(`staller-${i}`)));
-    const other = await account('patient');
+    const pid = api.pid;
+    const keys = await Promise.all(Array.from({ length: 10 }, (_, i) => api.account(`staller-${i}`)));
+    const other = await api.account('patient');
     // Warm up the paths measured, so the baseline includes what any first request loads.
     const image = await png(128, 128);
     const warm = new FormData();
@@ -128,19 +97,9 @@ describe('stalled uploads', () => {
   }, 120_000);
 
   it('an upload that sends nothing for UPLOAD_IDLE_TIMEOUT_MS is cut off with 408 and its file removed', async () => {
-    const port = await freePort();
-    const quick = spawnEntry(
-      'apps/api/src/main.ts',
-      { REDIS_URL: redis.url, QUEUE_PREFIX: redis.prefix, PORT: String(port), HOST: '127.0.0.1', ADMIN_TOKEN: ADMIN, MODELS_DIR: models, ARTIFACTS_DIR: artifacts, UPLOAD_TMP_DIR: uploads, UPLOAD_IDLE_TIMEOUT_MS: '500' },
-      'sdq api listening',
-    );
+    const quick = await spawnApi(redis, { UPLOAD_TMP_DIR: uploads, UPLOAD_IDLE_TIMEOUT_MS: '500' });
     try {
-      await quick.ready;
-      const saved = url;
-      url = `http://127.0.0.1:${port}`;
-      const key = await account('idle');
-      const socket = await stalledUpload(url, key, 1024 * 1024, 512 * 1024);
-      url = saved;
+      const socket = await stalledUpload(quick.url, await quick.account('idle'), 1024 * 1024, 512 * 1024);
       const answer = await new Promise<string>((resolve) => {
         let text = '';
         socket.on('data', (d) => (text += d.toString('latin1')));
@@ -150,7 +109,7 @@ describe('stalled uploads', () => {
       expect(answer).toMatch(/"name":"request_timeout"/);
       await waitFor(async () => readdirSync(uploads).length === 0 || undefined, 'the cut-off upload to be removed', 10_000);
     } finally {
-      await quick.kill('SIGTERM');
+      await quick.close();
     }
   }, 60_000);
 });

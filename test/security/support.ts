@@ -3,11 +3,16 @@
  * bodies built by hand (fetch cannot send a malformed one), a raw HTTP client over a socket, and the
  * checks that a refused request left nothing behind (no hold, no job, no ledger entry).
  */
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { crc32, deflateSync } from 'node:zlib';
 import sharp from 'sharp';
 import { expect } from 'vitest';
+import { type ChildProcessHandle, spawnEntry, waitFor } from '../e2e/support';
+import { makeModelsDir } from '../support/api';
+import { freePort } from '../support/redis';
 
 export async function png(width: number, height: number, opts: { alpha?: boolean; noise?: boolean } = {}): Promise<Buffer> {
   const channels = opts.alpha ? 4 : 3;
@@ -180,3 +185,62 @@ export function stalledUpload(url: string, key: string, declared: number, sent: 
   });
 }
 
+
+export const SPAWNED_ADMIN_TOKEN = 'spawned-admin-token-0123456789';
+
+/** An API process (`npm run start:api`'s entry) on a free loopback port, with fake engines and local storage. */
+export interface ApiProcess {
+  handle: ChildProcessHandle;
+  url: string;
+  pid: number;
+  artifacts: string;
+  /** Creates an account (10 credits unless said) and returns its API key. */
+  account(name: string, credits?: number): Promise<string>;
+  close(): Promise<void>;
+}
+
+export async function spawnApi(redis: { url: string; prefix: string }, env: Record<string, string> = {}): Promise<ApiProcess> {
+  const models = makeModelsDir();
+  const artifacts = mkdtempSync(join(tmpdir(), 'sdq-spawned-artifacts-'));
+  const port = await freePort();
+  const url = `http://127.0.0.1:${port}`;
+  const handle = spawnEntry(
+    'apps/api/src/main.ts',
+    {
+      REDIS_URL: redis.url,
+      QUEUE_PREFIX: redis.prefix,
+      PORT: String(port),
+      HOST: '127.0.0.1',
+      PUBLIC_URL: url,
+      ADMIN_TOKEN: SPAWNED_ADMIN_TOKEN,
+      MODELS_DIR: models,
+      ARTIFACTS_DIR: artifacts,
+      LOG_LEVEL: 'warn',
+      ...env,
+    },
+    'sdq api listening',
+  );
+  // A quiet log level hides the ready line: the port answering is the sign.
+  handle.ready.catch(() => {});
+  await waitFor(() => fetch(`${url}/healthz`).then((r) => r.ok, () => false), 'the API to listen', 30_000);
+  return {
+    handle,
+    url,
+    pid: handle.child.pid!,
+    artifacts,
+    account: async (name, credits = 10) => {
+      const res = await fetch(`${url}/v1/admin/accounts`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${SPAWNED_ADMIN_TOKEN}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ name, credits }),
+      });
+      if (res.status !== 201) throw new Error(`account creation failed: ${res.status} ${await res.text()}`);
+      return ((await res.json()) as { api_key: string }).api_key;
+    },
+    close: async () => {
+      await handle.kill('SIGTERM');
+      rmSync(models, { recursive: true, force: true });
+      rmSync(artifacts, { recursive: true, force: true });
+    },
+  };
+}

@@ -98,6 +98,18 @@ describe('worker', () => {
     }
   };
 
+  /** Runs the job and checks it failed on its first attempt; returns why. */
+  const failedAtOnce = async (payload: JobPayload) => {
+    const job = await add(payload);
+    const listen = payload.engineId === 'tiny-sd' ? events : new QueueEvents(queueNameForEngine(payload.engineId), { prefix: redis.prefix, connection: { url: redis.url } });
+    await job.waitUntilFinished(listen, 30_000).catch(() => {});
+    if (listen !== events) await listen.close();
+    const failed = (await queue(payload.engineId).getJob(job.id!))!;
+    expect(await failed.getState()).toBe('failed');
+    expect(failed.attemptsMade).toBe(1);
+    return parseFailedReason(failed.failedReason);
+  };
+
   beforeAll(async () => {
     redis = await startTestRedis();
     client = new Redis(redis.url);
@@ -167,14 +179,7 @@ describe('worker', () => {
     ['a job for the wrong kind of engine', { engineId: 'tiny-upscaler-x2' }, 'bad_request', /upscale engine/],
   ])('fails %s at once, without retrying', async (_name, change, errorName, message) => {
     const payload = { ...textToImage(), ...change } as JobPayload;
-    const job = await queue(payload.engineId).add(payload.kind, payload, { jobId: payload.jobId, ...JOB_OPTIONS });
-    const listen = payload.engineId === 'tiny-sd' ? events : new QueueEvents(queueNameForEngine(payload.engineId), { prefix: redis.prefix, connection: { url: redis.url } });
-    await job.waitUntilFinished(listen, 30_000).catch(() => {});
-    if (listen !== events) await listen.close();
-    const failed = (await queue(payload.engineId).getJob(job.id!))!;
-    expect(await failed.getState()).toBe('failed');
-    expect(failed.attemptsMade).toBe(1);
-    const reason = parseFailedReason(failed.failedReason);
+    const reason = await failedAtOnce(payload);
     expect(reason.name).toBe(errorName);
     expect(reason.message).toMatch(message);
   });
@@ -202,14 +207,7 @@ describe('worker', () => {
         ? { ...base, engineId: 'tiny-upscaler-x2', kind, params: { outputFormat: 'png' } }
         : { ...base, engineId: 'tiny-sd', kind, params: { ...textToImage().params, imageStrength: 0.5, ...(kind === 'masking' ? { maskSource: 'MASK_IMAGE_WHITE' } : {}) } }
     ) as JobPayload;
-    const job = await add(payload);
-    const listen = payload.engineId === 'tiny-sd' ? events : new QueueEvents(queueNameForEngine(payload.engineId), { prefix: redis.prefix, connection: { url: redis.url } });
-    await job.waitUntilFinished(listen, 30_000).catch(() => {});
-    if (listen !== events) await listen.close();
-    const failed = (await queue(payload.engineId).getJob(job.id!))!;
-    expect(await failed.getState()).toBe('failed');
-    expect(failed.attemptsMade).toBe(1);
-    expect(parseFailedReason(failed.failedReason)).toMatchObject({ name: errorName, message: expect.stringMatching(/truncated or corrupt|could not be decoded|not a readable/) });
+    expect(await failedAtOnce(payload)).toMatchObject({ name: errorName, message: expect.stringMatching(/truncated or corrupt|could not be decoded|not a readable/) });
   });
 
   it('fails a job whose cancel flag is set before it starts as canceled', async () => {
