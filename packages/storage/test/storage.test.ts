@@ -65,4 +65,25 @@ describe('LocalStorage', () => {
     expect(checkLocalSignature('k', 'generations/j/0.png', expires, undefined)).toBe('missing');
     expect(checkLocalSignature('k', 'generations/j/0.png', expires, signature, (Number(expires) + 1) * 1000)).toBe('expired');
   });
+
+  it('accepts only the canonical form of a signature and its expiry', async () => {
+    const url = new URL(await storage.signedUrl('generations/j/0.png', 60));
+    const expires = url.searchParams.get('expires')!;
+    const signature = url.searchParams.get('signature')!;
+    const hex = `0x${Number(expires).toString(16)}`;
+    for (const [e, s] of [
+      [expires, signature.toUpperCase()],
+      [expires, `${signature}zz`],
+      [expires, `${signature}0`],
+      [expires, ` ${signature}`],
+      [hex, signature],
+      [`+${expires}.0`, signature],
+      [`${expires}.0`, signature],
+      [`0${expires}`, signature],
+      [`${expires} `, signature],
+      [`${Number(expires) / 1000}e3`, signature],
+    ]) {
+      expect(checkLocalSignature('k', 'generations/j/0.png', e, s), `${e} ${s}`).toBe('invalid');
+    }
+  });
 });
