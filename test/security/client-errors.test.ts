@@ -8,6 +8,7 @@ import { pino } from 'pino';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { startTestApi, type TestApi, ADMIN_TOKEN } from '../support/api';
 import { startTestRedis, type TestRedis } from '../support/redis';
+import { FUZZ_ROUTES } from './routes';
 import { expectError, multipartBody, png, rawError, rawRequest } from './support';
 
 let redis: TestRedis;
@@ -42,12 +43,10 @@ const T2I = '/v1/generation/gen-a/text-to-image';
 const BODY = JSON.stringify({ text_prompts: [{ text: 'a red circle' }], steps: 10 });
 
 describe('charsets and encodings', () => {
-  it.each([
-    ['POST', T2I],
-    ['POST', '/v1/admin/accounts'],
-    ['PUT', '/v1/user/webhook'],
-  ])('%s %s: a charset other than UTF-8 is 415', async (method, path) => {
-    const headers = path.includes('admin') ? { authorization: `Bearer ${ADMIN_TOKEN}` } : auth();
+  // Every JSON route, from the fuzz suite's list of routes.
+  const ids = { engine: 'gen-a', upscaler: 'up-x2', job: 'job_x', account: 'acct_x', key: 'key_x', artifact: 'x' };
+  it.each(FUZZ_ROUTES.filter((r) => r.json).map((r) => [r.method, r.path.replace(/\{(\w+)\}/g, (_, n: string) => r.params!(ids)[n]), r.caller] as const))('%s %s: a charset other than UTF-8 is 415', async (method, path, caller) => {
+    const headers = caller === 'admin' ? { authorization: `Bearer ${ADMIN_TOKEN}` } : auth();
     for (const charset of ['latin1', 'foo', 'utf-16']) {
       const res = await fetch(api.url + path, { method, body: BODY, headers: { ...headers, 'content-type': `application/json; charset=${charset}` } });
       await expectError(res, 415, 'unsupported_media_type');

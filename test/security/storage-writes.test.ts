@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestApi, type TestApi } from '../support/api';
 import { startTestRedis, type TestRedis } from '../support/redis';
+import { startTestS3 } from '../support/s3';
 import { expectError, form, png } from './support';
 
 let redis: TestRedis;
@@ -46,4 +47,36 @@ describe('storage refusing writes', () => {
     expect((await fetch(`${api.url}/readyz`)).status).toBe(200);
     expect((await upload()).status).toBe(202);
   });
+
+  it('with S3 down: 503 naming S3 storage (never Redis), nothing held, /readyz fails', async () => {
+    const s3 = await startTestS3();
+    const onS3 = await startTestApi({
+      REDIS_URL: redis.url,
+      QUEUE_PREFIX: `${redis.prefix}s3`,
+      S3_BUCKET: s3.bucket,
+      S3_ENDPOINT: s3.endpoint,
+      S3_FORCE_PATH_STYLE: 'true',
+      AWS_ACCESS_KEY_ID: s3.credentials.accessKeyId,
+      AWS_SECRET_ACCESS_KEY: s3.credentials.secretAccessKey,
+    });
+    try {
+      const bob = await onS3.account('bob');
+      expect((await fetch(`${onS3.url}/readyz`)).status).toBe(200);
+      await s3.close();
+      const res = await fetch(`${onS3.url}/v1/generation/up-x2/image-to-image/upscale`, {
+        method: 'POST',
+        body: form({}, { image: await png(64, 64) }),
+        headers: { authorization: `Bearer ${bob.api_key}`, prefer: 'respond-async' },
+      });
+      const refused = await expectError(res, 503, 'service_unavailable');
+      expect(refused.message).toBe('storage (s3) could not store the upload; retry shortly');
+      expect(res.headers.get('retry-after')).toBe('5');
+      const ready = await fetch(`${onS3.url}/readyz`);
+      expect(ready.status).toBe(503);
+      expect((await ready.json()).message).toMatch(/^storage \(s3\) /);
+      expect(await (await fetch(`${onS3.url}/v1/user/balance`, { headers: { authorization: `Bearer ${bob.api_key}` } })).json()).toEqual({ credits: 10 });
+    } finally {
+      await onS3.close();
+    }
+  }, 60_000);
 });

@@ -3,7 +3,7 @@
  * and readiness fails from the first failed write until a write succeeds again, so a load balancer
  * stops sending uploads to an API whose backend takes none.
  */
-import { type Storage, StorageUnavailableError } from '@sdq/contracts';
+import { type Storage, StorageNotFoundError, StorageUnavailableError } from '@sdq/contracts';
 
 /** The object readiness writes while writes are failing, to learn when they work again (where uploads go). */
 export const PROBE_KEY = 'inputs/.write-probe';
@@ -31,8 +31,13 @@ export class CheckedStorage implements Storage {
     }
   }
 
-  get(key: string): Promise<Buffer> {
-    return this.inner.get(key);
+  async get(key: string): Promise<Buffer> {
+    try {
+      return await this.inner.get(key);
+    } catch (err) {
+      if (err instanceof StorageNotFoundError) throw err;
+      throw new StorageUnavailableError(`storage (${this.kind}) could not be read`, { cause: err });
+    }
   }
 
   signedUrl(key: string, expiresInSeconds: number): Promise<string> {
