@@ -1,6 +1,6 @@
 // DDIMScheduler after diffusers' scheduling_ddim.py, with eta = 0 (the deterministic sampler of
 // "Denoising Diffusion Implicit Models"). Each step jumps from t to t - num_train_timesteps / N.
-import type { Scheduler, StepResult } from './index';
+import type { Scheduler, StepResult } from './scheduler';
 import { alphasCumprod, arangeDown, linspace, roundHalfEven } from './noise-schedule';
 import { checkOneOf, readConfig } from './scheduler-config';
 

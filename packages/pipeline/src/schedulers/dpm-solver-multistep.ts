@@ -1,7 +1,7 @@
 // DPMSolverMultistepScheduler after diffusers' scheduling_dpmsolver_multistep.py: DPM-Solver (Lu et al.
 // 2022) and DPM-Solver++, multistep, in the half-log-SNR lambda = log(alpha_t / sigma_t). With
 // algorithm_type "dpmsolver++", solver_order 2 and Karras sigmas this is the "DPM++ 2M Karras" sampler.
-import type { Scheduler, StepResult } from './index';
+import type { Scheduler, StepResult } from './scheduler';
 import { alphasCumprod, arangeDown, interp, karrasSigmas, linspace, roundHalfEven, sigmaTable, sigmaToT, timestepIndex } from './noise-schedule';
 import { checkOneOf, readConfig } from './scheduler-config';
 

@@ -1,7 +1,7 @@
 // EulerAncestralDiscreteScheduler after diffusers' scheduling_euler_ancestral_discrete.py: an Euler
 // step down to sigma_down, then fresh noise of scale sigma_up, so that sigma_down² + sigma_up² is the
 // next sigma². Every step draws noise (the last one with sigma_up = 0), as diffusers does.
-import type { Rng, Scheduler, StepResult } from './index';
+import type { Rng, Scheduler, StepResult } from './scheduler';
 import { alphasCumprod, arangeDown, interp, linspace, roundHalfEven, sigmaTable, timestepIndex } from './noise-schedule';
 import { checkOneOf, readConfig } from './scheduler-config';
 

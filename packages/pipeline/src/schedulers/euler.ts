@@ -1,6 +1,6 @@
 // EulerDiscreteScheduler after diffusers' scheduling_euler_discrete.py: Euler's method on the
 // probability-flow ODE in sigma space (Karras et al. 2022, algorithm 2 without churn).
-import type { Scheduler, StepResult } from './index';
+import type { Scheduler, StepResult } from './scheduler';
 import { alphasCumprod, arangeDown, interp, karrasSigmas, linspace, linspaceF32, roundHalfEven, sigmaTable, sigmaToT, timestepIndex } from './noise-schedule';
 import { checkOneOf, readConfig } from './scheduler-config';
 

@@ -3,7 +3,7 @@
 // (c_skip * x + c_out * x0), then, except at the last step, re-noises it to the next timestep with
 // fresh noise. The timesteps are a subset of the original_inference_steps grid the model was
 // distilled on, so timestep_spacing and steps_offset do not apply (nor do they in diffusers).
-import type { Rng, Scheduler, StepResult } from './index';
+import type { Rng, Scheduler, StepResult } from './scheduler';
 import { alphasCumprod, timestepIndex } from './noise-schedule';
 import { checkOneOf, readConfig } from './scheduler-config';
 

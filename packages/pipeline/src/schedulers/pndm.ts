@@ -2,7 +2,7 @@
 // With skip_prk_steps (every Stable Diffusion config) it is PLMS: a linear multistep method that
 // reuses up to four past model outputs and repeats the second-to-last timestep once to warm up.
 // Without it, the first three steps are Runge-Kutta (PRK) steps of four model calls each.
-import type { Scheduler, StepResult } from './index';
+import type { Scheduler, StepResult } from './scheduler';
 import { alphasCumprod, arangeDown, linspace, roundHalfEven } from './noise-schedule';
 import { checkOneOf, readConfig } from './scheduler-config';
 

@@ -1,7 +1,7 @@
 // Stability's sampler names (the v1 API's "sampler" field) and the diffusers scheduler each one means.
 // The rest of Stability's list (DDPM, K_DPMPP_2S_ANCESTRAL, K_DPM_2, K_DPM_2_ANCESTRAL, K_HEUN, K_LMS)
 // is not supported and is rejected like any unknown name.
-import type { SchedulerConfig } from './index';
+import type { SchedulerConfig } from './scheduler';
 
 interface SamplerScheduler {
   /** Used only where the model's config says nothing. */
