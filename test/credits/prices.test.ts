@@ -3,7 +3,7 @@
  * tiny-sd's own figure, flat upscales, samples, the operator's PRICES_FILE; a dry run charges and queues
  * nothing. Real engines (model folders linked under a temporary MODELS_DIR, as operators name them).
  */
-import { mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
@@ -22,9 +22,16 @@ beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), 'sdq-prices-'));
   // stable-diffusion-v1-5 is tiny-sd's graphs under a name the price table does not list: the default
   // (full-size SD 1.x) prices apply to it.
-  for (const [name, target] of [['tiny-sd', 'tiny-sd'], ['stable-diffusion-v1-5', 'tiny-sd'], ['tiny-upscaler-x2', 'tiny-upscaler-x2'], ['esrgan-v1-x2plus', 'tiny-upscaler-x2']]) {
+  for (const [name, target] of [['tiny-sd', 'tiny-sd'], ['tiny-upscaler-x2', 'tiny-upscaler-x2'], ['esrgan-v1-x2plus', 'tiny-upscaler-x2']]) {
     symlinkSync(join(MODELS_DIR, target), join(dir, name));
   }
+  // An SD 1.5-shaped folder (native 512x512, so sizes up to 1024x1024): only its JSON is read by dry runs.
+  const sd15 = join(dir, 'stable-diffusion-v1-5');
+  for (const [part, config] of [['unet', { sample_size: 64 }], ['vae_decoder', { block_out_channels: [128, 256, 512, 512] }], ['vae_encoder', {}]] as const) {
+    mkdirSync(join(sd15, part), { recursive: true });
+    writeFileSync(join(sd15, part, 'config.json'), JSON.stringify(config));
+  }
+  writeFileSync(join(sd15, 'model_index.json'), JSON.stringify({ _class_name: 'StableDiffusionPipeline' }));
   // Operator prices: esrgan-v1-x2plus costs 0.5 per upscale, everything else as shipped.
   const pricesFile = join(dir, 'prices.json');
   writeFileSync(pricesFile, JSON.stringify({ engines: { 'esrgan-v1-x2plus': { upscale: 0.5 } } }));
@@ -60,7 +67,7 @@ describe('prices', () => {
     ['SD 1.x 1024x1024 at 30 steps', 'stable-diffusion-v1-5', { width: 1024, height: 1024, steps: 30 }, 1.898746, '1.90'],
     // Each image is rounded to the micro-credit, then multiplied: 2 x 0.400105.
     ['SD 1.x 512x512 at 60 steps, 2 samples', 'stable-diffusion-v1-5', { width: 512, height: 512, steps: 60, samples: 2 }, 0.80021, '0.80'],
-    ['SD 1.x under the offset: the minimum', 'stable-diffusion-v1-5', { width: 128, height: 128, steps: 30 }, 0.01, '0.01'],
+    ['SD 1.x under the offset: the minimum', 'stable-diffusion-v1-5', { width: 256, height: 256, steps: 30 }, 0.01, '0.01'],
     ['tiny-sd 128x128 at 30 steps', 'tiny-sd', { steps: 30 }, 0.2, '0.20'],
     ['tiny-sd 128x128 at 10 steps, 3 samples', 'tiny-sd', { steps: 10, samples: 3 }, 0.200001, '0.20'],
   ];

@@ -18,6 +18,8 @@ export function makeModelsDir(): string {
   for (const id of ['gen-a', 'gen-idle']) {
     mkdirSync(join(dir, id, 'unet'), { recursive: true });
     mkdirSync(join(dir, id, 'vae_decoder'), { recursive: true });
+    // A vae_encoder folder: the engine does image-to-image and masking too.
+    mkdirSync(join(dir, id, 'vae_encoder'), { recursive: true });
     writeFileSync(join(dir, id, 'model_index.json'), JSON.stringify({ _class_name: 'StableDiffusionPipeline' }));
     writeFileSync(join(dir, id, 'unet', 'config.json'), JSON.stringify({ sample_size: 16 }));
     writeFileSync(join(dir, id, 'vae_decoder', 'config.json'), JSON.stringify({ block_out_channels: [32, 32, 32, 32] }));

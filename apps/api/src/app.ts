@@ -8,7 +8,7 @@ import express, { type Express, type RequestHandler } from 'express';
 import { pinoHttp } from 'pino-http';
 import type { Logger } from 'pino';
 import { discoverEngines, type EngineInfo } from '@sdq/pipeline/engines';
-import { queueNameForEngine, ServiceError, type Storage } from '@sdq/contracts';
+import { ConfigError, queueNameForEngine, ServiceError, type Storage } from '@sdq/contracts';
 import { CreditsService, IdempotencyStore, PriceTable, RateLimiter } from '@sdq/credits';
 import { createStorage } from '@sdq/storage';
 import { Webhooks } from '@sdq/webhooks';
@@ -36,6 +36,7 @@ export interface AppDeps {
   queue: JobQueue;
   storage: Storage;
   engines: Map<string, EngineInfo>;
+  aliases: Map<string, string>;
   jobs: JobsService;
   prices: PriceTable;
   credits: CreditsService;
@@ -58,7 +59,7 @@ export function redactQuery(url: string): string {
 }
 
 export function createApp(deps: AppDeps): Express {
-  const { config, logger, store, storage, engines, jobs, prices, credits, limiter, accounts, webhooks } = deps;
+  const { config, logger, store, storage, engines, aliases, jobs, prices, credits, limiter, accounts, webhooks } = deps;
   const app = express();
   app.disable('x-powered-by');
   app.set('trust proxy', false);
@@ -91,8 +92,8 @@ export function createApp(deps: AppDeps): Express {
   app.use('/v1', requireRedis(store));
   app.use('/v1/admin', requireAdmin(config.adminToken, store), adminRoutes(accounts));
   app.use('/v1', requireApiKey(store));
-  app.use(engineRoutes(engines, prices));
-  app.use(generationRoutes({ config, engines, jobs, prices, credits, limiter }));
+  app.use(engineRoutes(engines, aliases, prices));
+  app.use(generationRoutes({ config, engines, aliases, jobs, prices, credits, limiter }));
   app.use(jobRoutes(jobs));
   app.use(webhookRoutes({ config, jobs, webhooks }));
   app.use(userRoutes(accounts));
@@ -108,10 +109,22 @@ export interface RunningServer {
   close(): Promise<void>;
 }
 
-/** Engines under MODELS_DIR whose ids can name a queue. */
-export function loadEngines(modelsDir: string, logger: Logger): Map<string, EngineInfo> {
+/** The engines under MODELS_DIR, and every other id that reaches one (manifest aliases, ENGINE_ALIASES). */
+export interface EngineCatalog {
+  /** By folder id: each has its own queue. */
+  engines: Map<string, EngineInfo>;
+  /** alias -> engine id. */
+  aliases: Map<string, string>;
+}
+
+/**
+ * Engines under MODELS_DIR whose ids can name a queue; a folder with a bad manifest is logged and left
+ * out. An alias that names no engine, or an id twice, stops start-up: an operator's typo is loud.
+ */
+export function loadEngines(modelsDir: string, logger: Logger, extraAliases: [string, string][] = []): EngineCatalog {
   const engines = new Map<string, EngineInfo>();
-  for (const engine of discoverEngines(modelsDir)) {
+  const found = discoverEngines(modelsDir, (id, err) => logger.error({ engine: id, reason: err.message }, 'engine not served: its manifest is invalid'));
+  for (const engine of found) {
     try {
       queueNameForEngine(engine.id);
       engines.set(engine.id, engine);
@@ -119,12 +132,21 @@ export function loadEngines(modelsDir: string, logger: Logger): Map<string, Engi
       logger.warn({ engine: engine.id }, (err as Error).message);
     }
   }
-  return engines;
+  const aliases = new Map<string, string>();
+  const add = (alias: string, target: string, source: string) => {
+    if (!engines.has(target)) throw new ConfigError(`Invalid environment: ${source} names ${alias}=${target}, but ${target} is not an engine under MODELS_DIR (found: ${[...engines.keys()].join(', ') || 'none'})`);
+    if (engines.has(alias) || (aliases.has(alias) && aliases.get(alias) !== target)) throw new ConfigError(`Invalid environment: ${source} names ${alias} for ${target}, but ${alias} is already ${engines.has(alias) ? 'an engine' : `an alias of ${aliases.get(alias)}`}`);
+    aliases.set(alias, target);
+  };
+  for (const engine of engines.values()) for (const alias of engine.manifest.aliases ?? []) add(alias, engine.id, `${engine.dir}/sdq-engine.json aliases`);
+  for (const [alias, target] of extraAliases) add(alias, target, 'ENGINE_ALIASES');
+  return { engines, aliases };
 }
 
 /** What every process built from the API's config shares: records, queues, storage, credits, jobs, webhooks. */
 export interface Core {
   engines: Map<string, EngineInfo>;
+  aliases: Map<string, string>;
   store: Store;
   queue: JobQueue;
   storage: Storage;
@@ -136,7 +158,7 @@ export interface Core {
 
 /** The parts the API and the webhook delivery process both build (the latter reuses the job object). */
 export function createCore(config: Config, logger: Logger): Core {
-  const engines = loadEngines(config.modelsDir, logger);
+  const { engines, aliases } = loadEngines(config.modelsDir, logger, config.engineAliases);
   const store = new Store(config.redisUrl, config.queuePrefix, config.redisTimeoutMs);
   const queue = new JobQueue({ redisUrl: config.redisUrl, prefix: config.queuePrefix, engines: [...engines.keys()], timeoutMs: config.redisTimeoutMs, logger, redis: store.redis });
   const storage = new CheckedStorage(
@@ -156,12 +178,12 @@ export function createCore(config: Config, logger: Logger): Core {
     logger,
   });
   const jobs = new JobsService({ config, store, queue, storage, credits, idempotency, logger, webhooks });
-  return { engines, store, queue, storage, credits, idempotency, jobs, webhooks };
+  return { engines, aliases, store, queue, storage, credits, idempotency, jobs, webhooks };
 }
 
 export async function startServer(config: Config, opts: { logger?: Logger } = {}): Promise<RunningServer> {
   const logger = opts.logger ?? createLogger(config);
-  const { engines, store, queue, storage, credits, jobs, webhooks } = createCore(config, logger);
+  const { engines, aliases, store, queue, storage, credits, jobs, webhooks } = createCore(config, logger);
   store.redis.on('error', (err) => logger.debug({ err: err.message }, 'redis connection error'));
   let redisWasReady = false;
   store.redis.on('ready', () => {
@@ -177,7 +199,7 @@ export async function startServer(config: Config, opts: { logger?: Logger } = {}
   queue.onEnd((jobId) => {
     jobs.closeHold(jobId).catch((err) => logger.warn({ job_id: jobId, err: (err as Error).message }, 'could not close the hold; the reconciler will'));
   });
-  const deps: AppDeps = { config, logger, store, queue, storage, engines, jobs, prices, credits, limiter, accounts, webhooks };
+  const deps: AppDeps = { config, logger, store, queue, storage, engines, aliases, jobs, prices, credits, limiter, accounts, webhooks };
   const app = createApp(deps);
   // Give Redis a moment to connect so the first requests are not 503s; start without it if it is down.
   if (!store.ready) {

@@ -25,6 +25,12 @@ const EnvSchema = z.object({
   ADMIN_TOKEN: z.string().min(16, 'must be at least 16 characters').optional(),
   /** Default ./models. */
   MODELS_DIR: z.string().min(1).default('./models'),
+  /** More engine ids for engines, `alias=engine` comma-separated (e.g. stable-diffusion-xl-1024-v1-0=tiny-sdxl). Default none. */
+  ENGINE_ALIASES: z
+    .string()
+    .regex(/^\s*([A-Za-z0-9][A-Za-z0-9._-]*\s*=\s*[A-Za-z0-9][A-Za-z0-9._-]*\s*)(,\s*[A-Za-z0-9][A-Za-z0-9._-]*\s*=\s*[A-Za-z0-9][A-Za-z0-9._-]*\s*)*$/, 'must be alias=engine pairs, comma-separated (letters, digits, . _ -)')
+    .transform((v) => v.split(',').map((pair) => pair.split('=').map((s) => s.trim()) as [string, string]))
+    .optional(),
   ...STORAGE_ENV,
   /** HMAC key of local artifact URLs; default: a random key per process (URLs die with it). */
   ARTIFACT_URL_SECRET: z.string().min(16, 'must be at least 16 characters').optional(),
@@ -114,6 +120,8 @@ export interface Config {
   redisTimeoutMs: number;
   adminToken?: string;
   modelsDir: string;
+  /** ENGINE_ALIASES as [alias, engine] pairs. */
+  engineAliases: [string, string][];
   storage:
     | { s3: S3Config }
     | { local: { dir: string; secret: string } };
@@ -171,6 +179,7 @@ export function parseConfig(env: Record<string, string | undefined>, randomSecre
     redisTimeoutMs: e.REDIS_TIMEOUT_MS,
     adminToken: e.ADMIN_TOKEN,
     modelsDir: e.MODELS_DIR,
+    engineAliases: e.ENGINE_ALIASES ?? [],
     storage: 's3' in storage ? storage : { local: { ...storage.local, secret: e.ARTIFACT_URL_SECRET ?? randomSecret() } },
     artifactUrlExpiry: e.ARTIFACT_URL_EXPIRY,
     resultRetention: e.RESULT_RETENTION,

@@ -4,7 +4,7 @@
  */
 import { type Request, type Response, Router } from 'express';
 import type { z } from 'zod';
-import type { EngineInfo } from '@sdq/pipeline/engines';
+import { checkEngineSize, type EngineInfo } from '@sdq/pipeline/engines';
 import {
   CONTENT_TYPES,
   errorNameForField,
@@ -58,10 +58,13 @@ function validate<S extends z.ZodType>(schema: S, body: unknown): z.infer<S> {
   throw new ServiceError(errorNameForField(issue.path[0] as string | undefined), `${path}: ${issue.message}`);
 }
 
-function checkSize(width: number, height: number, maxPixels: number): void {
+/** MAX_PIXELS for every engine, then the engine's own sizes: no request can size a worker out of memory. */
+function checkSize(width: number, height: number, maxPixels: number, engine: EngineInfo): void {
   if (width * height > maxPixels) {
     throw new ServiceError('invalid_pixel_count', `width x height: ${width}x${height} = ${width * height} pixels is over the maximum of ${maxPixels}`);
   }
+  const problem = checkEngineSize(engine, width, height);
+  if (problem) throw new ServiceError('invalid_height_or_width', `width x height: ${problem}`);
 }
 
 /** An init image decides the output size when width/height are not given: it must then be valid. */
@@ -144,19 +147,23 @@ type Kind = NewJob['kind'];
 export function generationRoutes(deps: {
   config: Config;
   engines: Map<string, EngineInfo>;
+  aliases: Map<string, string>;
   jobs: JobsService;
   prices: PriceTable;
   credits: CreditsService;
   limiter: RateLimiter;
 }): Router {
-  const { config, engines, jobs, prices, credits } = deps;
+  const { config, engines, aliases, jobs, prices, credits } = deps;
   const router = Router();
 
   const engineFor = (req: Request, kind: Kind): EngineInfo => {
-    const engine = engines.get(String(req.params.engine_id));
+    const requested = String(req.params.engine_id);
+    // An alias reaches its engine: the job, its queue and its price are the engine's.
+    const engine = engines.get(aliases.get(requested) ?? requested);
     if (!engine) throw new ServiceError('not_found', `engine ${req.params.engine_id} not found (GET /v1/engines/list lists them)`);
     const wanted = kind === 'upscale' ? 'upscale' : 'generation';
     if (engine.kind !== wanted) throw new ServiceError('bad_request', `engine ${engine.id} is a ${engine.kind} engine and cannot serve ${kind}`);
+    if (!engine.modes.includes(kind)) throw new ServiceError('bad_request', `engine ${engine.id} cannot do ${kind} (it does ${engine.modes.join(', ')}; image-to-image and masking need a vae_encoder)`);
     return engine;
   };
 
@@ -172,8 +179,8 @@ export function generationRoutes(deps: {
       const body = validate(TextToImageRequest, req.body);
       const width = body.width ?? engine.nativeWidth ?? 512;
       const height = body.height ?? engine.nativeHeight ?? 512;
-      checkSize(width, height, config.maxPixels);
-      return { job: { kind, params: generationParams(body, width, height, format) }, inputs: {}, samples: body.samples, webhook: webhookOf(body) };
+      checkSize(width, height, config.maxPixels, engine);
+      return { job: { kind, params: generationParams(engine, req.body as Record<string, unknown>, body, width, height, format) }, inputs: {}, samples: body.samples, webhook: webhookOf(body) };
     }
     const upload = req.multipart!;
     const fields = parseFormFields(upload.fields);
@@ -202,8 +209,8 @@ export function generationRoutes(deps: {
       throw new ServiceError('invalid_height_or_width', 'width, height: give both or neither (neither = the init image\'s size)');
     }
     const size = body.width && body.height ? { width: body.width, height: body.height } : sizeFromImage(init, config.maxPixels);
-    checkSize(size.width, size.height, config.maxPixels);
-    const params = generationParams(body, size.width, size.height, format);
+    checkSize(size.width, size.height, config.maxPixels, engine);
+    const params = generationParams(engine, fields, body, size.width, size.height, format);
     if ('init_image_mode' in body) {
       params.imageStrength = body.init_image_mode === 'STEP_SCHEDULE' ? 1 - body.step_schedule_start : body.image_strength;
     }
@@ -235,7 +242,7 @@ export function generationRoutes(deps: {
       if (!check.ok) throw new ServiceError('invalid_webhook', `webhook: ${check.message}`);
     }
     // Everything the client could get wrong has been refused above: nothing is held for a 4xx.
-    const cost = jobCost(prices, engine.id, job);
+    const cost = jobCost(prices, engine, job);
     if (isDryRun(req)) {
       res.json(dryRun(engine.id, job, cost, await credits.balance(req.accountId!)));
       return;
@@ -276,23 +283,42 @@ export function generationRoutes(deps: {
   return router;
 }
 
+/**
+ * The job's parameters: what the request gave, else the engine's manifest defaults, else the API's.
+ * `raw` is the body before the schema filled in its defaults, to tell a given value from a default.
+ */
 function generationParams(
+  engine: EngineInfo,
+  raw: Record<string, unknown> | undefined,
   body: z.infer<typeof TextToImageRequest>,
   width: number,
   height: number,
   outputFormat: OutputFormat,
 ): GenerationParams {
+  const given = (field: string) => raw?.[field] !== undefined;
+  const m = engine.manifest;
+  const sampler = body.sampler ?? m.sampler;
+  if (sampler !== undefined && engine.samplers && !engine.samplers.includes(sampler)) {
+    throw new ServiceError('invalid_sampler', `sampler: ${sampler} cannot be used with ${engine.familyName ?? engine.id} engines; valid samplers: ${engine.samplers.join(', ')}`);
+  }
+  const sdxl = engine.family === 'stable-diffusion-xl';
   return {
     prompts: applyStyle(body.text_prompts, body.style_preset),
     width,
     height,
-    steps: body.steps,
-    cfgScale: body.cfg_scale,
+    steps: given('steps') ? body.steps : (m.steps ?? body.steps),
+    cfgScale: given('cfg_scale') ? body.cfg_scale : (m.cfg_scale ?? body.cfg_scale),
     samples: body.samples,
     seed: body.seed,
-    sampler: body.sampler,
+    sampler,
     outputFormat,
     stylePreset: body.style_preset,
+    // SDXL's own inputs reach only SDXL engines.
+    ...(sdxl && body.prompt_2 !== undefined ? { prompt2: body.prompt_2 } : {}),
+    ...(sdxl && (body.original_width !== undefined || body.original_height !== undefined)
+      ? { originalSize: { width: body.original_width ?? width, height: body.original_height ?? height } }
+      : {}),
+    ...(sdxl && (body.crop_top || body.crop_left) ? { cropTopLeft: { top: body.crop_top, left: body.crop_left } } : {}),
   };
 }
 

@@ -11,16 +11,21 @@ import type { NewJob } from './jobs.service';
 /** Steps of the example price an engine shows (Stability quotes prices at 30 steps). */
 const EXAMPLE_STEPS = 30;
 
+/** The price table entry an engine is priced by: its manifest's `price`, else its own id. */
+export function priceEntry(engine: EngineInfo): string {
+  return engine.manifest.price ?? engine.id;
+}
+
 /** What a job costs: per image times samples; an upscale is flat per image. */
-export function jobCost(prices: PriceTable, engineId: string, job: NewJob): Cost {
-  if (job.kind === 'upscale') return prices.upscale(engineId, { samples: 1 });
+export function jobCost(prices: PriceTable, engine: EngineInfo, job: NewJob): Cost {
+  if (job.kind === 'upscale') return prices.upscale(priceEntry(engine), { samples: 1 });
   const { width, height, steps, samples } = job.params;
-  return prices.generation(engineId, { width, height, steps, samples });
+  return prices.generation(priceEntry(engine), { width, height, steps, samples });
 }
 
 /** An engine's prices, with one image at its native size and 30 steps as the example. */
 export function enginePricing(prices: PriceTable, engine: EngineInfo): z.infer<typeof EnginePricing> {
-  const price = prices.engine(engine.id);
+  const price = prices.engine(priceEntry(engine));
   if (engine.kind === 'upscale') {
     return {
       kind: 'upscale',
@@ -28,18 +33,22 @@ export function enginePricing(prices: PriceTable, engine: EngineInfo): z.infer<t
       offset: null,
       min_credits: null,
       upscale: toCredits(price.upscale),
+      per_image: null,
+      min_steps: null,
       example: { width: null, height: null, steps: null, credits: toCredits(price.upscale), display: displayCredits(price.upscale) },
     };
   }
   const width = engine.nativeWidth ?? 512;
   const height = engine.nativeHeight ?? 512;
-  const example = prices.generation(engine.id, { width, height, steps: EXAMPLE_STEPS }).per_image;
+  const example = prices.generation(priceEntry(engine), { width, height, steps: EXAMPLE_STEPS }).per_image;
   return {
     kind: 'generation',
     k: price.k,
     offset: price.offset,
     min_credits: toCredits(price.min_credits),
     upscale: null,
+    per_image: price.per_image === undefined ? null : toCredits(price.per_image),
+    min_steps: price.per_image === undefined ? null : price.min_steps,
     example: { width, height, steps: EXAMPLE_STEPS, credits: toCredits(example), display: displayCredits(example) },
   };
 }

@@ -31,11 +31,33 @@ function parse<T>(schema: { safeParse(v: unknown): { success: true; data: T } | 
   throw new ServiceError(errorNameForField(issue.path[0] as string), `${issue.path.join('.') || 'body'}: ${issue.message}`);
 }
 
-/** Stability's engine fields, and each engine's prices beside them. */
-export function engineRoutes(engines: Map<string, EngineInfo>, prices: PriceTable): Router {
+/** What an engine can do (sdq's addition): family, sizes, samplers, modes, defaults. */
+function capabilities(e: EngineInfo) {
+  return {
+    family: e.family ?? null,
+    modes: e.modes,
+    native_width: e.nativeWidth ?? null,
+    native_height: e.nativeHeight ?? null,
+    sizes: e.sizes ? { step: e.sizes.step, min_side: e.sizes.minSide, max_pixels: e.sizes.maxPixels, allowed: e.sizes.allowed ?? null } : null,
+    samplers: e.samplers ?? null,
+    defaults: { steps: e.manifest.steps ?? null, cfg_scale: e.manifest.cfg_scale ?? null, sampler: e.manifest.sampler ?? null },
+  };
+}
+
+/** Stability's engine fields, each engine's prices and capabilities beside them; each alias is listed as an engine of its own. */
+export function engineRoutes(engines: Map<string, EngineInfo>, aliases: Map<string, string>, prices: PriceTable): Router {
   const router = Router();
   router.get('/v1/engines/list', (_req, res) => {
-    res.json([...engines.values()].map((e) => ({ id: e.id, name: e.id, description: e.description, type: 'PICTURE', pricing: enginePricing(prices, e) })));
+    const entry = (id: string, e: EngineInfo, aliasOf?: string) => ({
+      id,
+      name: id,
+      description: aliasOf ? `${e.description} (alias of ${aliasOf})` : e.description,
+      type: 'PICTURE',
+      pricing: enginePricing(prices, e),
+      capabilities: capabilities(e),
+      alias_of: aliasOf ?? null,
+    });
+    res.json([...[...engines.values()].map((e) => entry(e.id, e)), ...[...aliases].map(([alias, id]) => entry(alias, engines.get(id)!, id))]);
   });
   return router;
 }

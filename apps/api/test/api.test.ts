@@ -93,10 +93,21 @@ describe('engines, health, openapi', () => {
   it('lists engines as Stability does', async () => {
     const engines = await (await call('/v1/engines/list')).json();
     expect(engines.map((e: { id: string }) => e.id)).toEqual(['gen-a', 'gen-idle', 'up-x2']);
-    // Stability's four fields, and the prices beside them.
+    // Stability's four fields, and the prices and capabilities beside them.
     for (const e of engines) {
-      expect(e).toEqual({ id: e.id, name: expect.any(String), description: expect.any(String), type: 'PICTURE', pricing: expect.any(Object) });
+      expect(e).toEqual({ id: e.id, name: expect.any(String), description: expect.any(String), type: 'PICTURE', pricing: expect.any(Object), capabilities: expect.any(Object), alias_of: null });
     }
+    // gen-a: native 128x128, so the default sizes are multiples of 64 from 64 up to 16 x its area (512x512).
+    expect(engines[0].capabilities).toEqual({
+      family: 'stable-diffusion',
+      modes: ['text-to-image', 'image-to-image', 'masking'],
+      native_width: 128,
+      native_height: 128,
+      sizes: { step: 64, min_side: 64, max_pixels: 262144, allowed: null },
+      samplers: expect.arrayContaining(['K_EULER', 'DDIM']),
+      defaults: { steps: null, cfg_scale: null, sampler: null },
+    });
+    expect(engines[2].capabilities).toMatchObject({ family: null, modes: ['upscale'], sizes: null });
   });
 
   it('answers health checks without a key', async () => {

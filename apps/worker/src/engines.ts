@@ -1,14 +1,16 @@
 /**
  * The engines this worker serves, loaded once at start: every folder under MODELS_DIR that
  * discoverEngines recognises, restricted to ENGINES when it is set. An ENGINES entry that names no
- * folder is a start-up error, not a worker that silently serves less than asked.
+ * folder is a start-up error, not a worker that silently serves less than asked. Each engine loads on
+ * its own: a folder that fails (a missing graph, an unknown family) is logged once and skipped, and the
+ * others serve; only a worker left with no engine at all refuses to start.
  */
-import { discoverEngines, type EngineInfo, StableDiffusionPipeline, Upscaler } from '@sdq/pipeline';
+import { type DiffusionPipeline, discoverEngines, type EngineInfo, loadPipeline, Upscaler } from '@sdq/pipeline';
 import type { Logger } from 'pino';
 import type { WorkerConfig } from './config';
 
 export type LoadedEngine =
-  | { info: EngineInfo & { kind: 'generation' }; pipeline: StableDiffusionPipeline }
+  | { info: EngineInfo & { kind: 'generation' }; pipeline: DiffusionPipeline }
   | { info: EngineInfo & { kind: 'upscale' }; upscaler: Upscaler };
 
 export class EngineSelectionError extends Error {}
@@ -37,15 +39,23 @@ export async function loadEngines(config: WorkerConfig, logger: Logger): Promise
     warn: (message: string) => logger.warn(message),
   };
   const loaded = new Map<string, LoadedEngine>();
+  const failed: string[] = [];
   for (const info of selectEngines(config)) {
     const started = performance.now();
-    if (info.kind === 'generation') {
-      loaded.set(info.id, { info: info as EngineInfo & { kind: 'generation' }, pipeline: await StableDiffusionPipeline.load(info.dir, runtime) });
-    } else {
-      loaded.set(info.id, { info: info as EngineInfo & { kind: 'upscale' }, upscaler: await Upscaler.load(info.dir, runtime) });
+    try {
+      if (info.kind === 'generation') {
+        loaded.set(info.id, { info: info as EngineInfo & { kind: 'generation' }, pipeline: await loadPipeline(info.dir, runtime) });
+      } else {
+        loaded.set(info.id, { info: info as EngineInfo & { kind: 'upscale' }, upscaler: await Upscaler.load(info.dir, runtime) });
+      }
+      logger.info({ engine: info.id, kind: info.kind, ms: Math.round(performance.now() - started) }, 'engine loaded');
+    } catch (err) {
+      // One line naming the folder and why; its jobs stay queued for a worker that can serve them.
+      failed.push(`${info.id}: ${(err as Error).message}`);
+      logger.error({ engine: info.id, dir: info.dir, reason: (err as Error).message }, 'engine not served: it failed to load');
     }
-    logger.info({ engine: info.id, kind: info.kind, ms: Math.round(performance.now() - started) }, 'engine loaded');
   }
+  if (loaded.size === 0) throw new EngineSelectionError(`no engine could be loaded: ${failed.join('; ')}`);
   return loaded;
 }
 

@@ -2,7 +2,8 @@
  * The worker against a real Redis, local storage in a temporary folder and the real tiny models. Jobs
  * are enqueued with BullMQ directly, as the API would (job options as the API's jobOptions gives them).
  */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { cpSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { Writable } from 'node:stream';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { type Job, Queue, QueueEvents } from 'bullmq';
@@ -130,7 +131,7 @@ describe('worker', () => {
   });
 
   it('serves every engine under MODELS_DIR and answers /healthz and /readyz', async () => {
-    expect(worker.engines).toEqual(['tiny-sd', 'tiny-upscaler-x2']);
+    expect(worker.engines).toEqual(['tiny-sd', 'tiny-sdxl', 'tiny-upscaler-x2']);
     const health = await fetch(`http://127.0.0.1:${worker.healthPort}/healthz`);
     expect(health.status).toBe(200);
     const ready = await fetch(`http://127.0.0.1:${worker.healthPort}/readyz`);
@@ -138,9 +139,42 @@ describe('worker', () => {
     expect(await ready.json()).toEqual({ status: 'ready' });
   });
 
+  it('serves the good engines when a folder beside them is broken, logging the broken one once', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'sdq-worker-mixed-'));
+    try {
+      symlinkSync(join(MODELS_DIR, 'tiny-sd'), join(dir, 'tiny-sd'));
+      symlinkSync(join(MODELS_DIR, 'tiny-upscaler-x2'), join(dir, 'tiny-upscaler-x2'));
+      mkdirSync(join(dir, 'flux'));
+      writeFileSync(join(dir, 'flux', 'model_index.json'), JSON.stringify({ _class_name: 'FluxPipeline' }));
+      mkdirSync(join(dir, 'no-unet'));
+      cpSync(join(MODELS_DIR, 'tiny-sd'), join(dir, 'no-unet'), { recursive: true });
+      rmSync(join(dir, 'no-unet', 'unet', 'model.onnx'));
+      const lines: { msg: string; engine?: string; reason?: string }[] = [];
+      const sink = new Writable({
+        write(chunk, _enc, done) {
+          for (const line of String(chunk).split('\n').filter(Boolean)) lines.push(JSON.parse(line));
+          done();
+        },
+      });
+      const mixed = await startWorker(testConfig({ MODELS_DIR: dir, QUEUE_PREFIX: `${redis.prefix}mixed` }), pino({ level: 'info' }, sink));
+      try {
+        expect(mixed.engines).toEqual(['tiny-sd', 'tiny-upscaler-x2']);
+        const refused = lines.filter((l) => l.msg === 'engine not served: it failed to load');
+        expect(refused.map((l) => l.engine).sort()).toEqual(['flux', 'no-unet']);
+        expect(refused.find((l) => l.engine === 'flux')!.reason).toMatch(/_class_name "FluxPipeline" is not a family sdq knows/);
+        expect(refused.find((l) => l.engine === 'no-unet')!.reason).toMatch(/model file missing: .*no-unet\/unet\/model\.onnx/);
+        expect((await fetch(`http://127.0.0.1:${mixed.healthPort}/readyz`)).status).toBe(200);
+      } finally {
+        await mixed.close(1000);
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it.each([
     ['a job name without a handler', {}, { ...HANDLERS, masking: undefined } as unknown as JobHandlers, /no handler registered for job name\(s\): masking/],
-    ['ENGINES naming an engine that is not there', { ENGINES: 'tiny-sd,sd-xl' }, HANDLERS, /ENGINES names sd-xl, not found under MODELS_DIR .* \(found: tiny-sd, tiny-upscaler-x2\)/],
+    ['ENGINES naming an engine that is not there', { ENGINES: 'tiny-sd,sd-xl' }, HANDLERS, /ENGINES names sd-xl, not found under MODELS_DIR .* \(found: tiny-sd, tiny-sdxl, tiny-upscaler-x2\)/],
   ])('refuses to start with %s', async (_name, env, handlers, message) => {
     await expect(startWorker(testConfig({ ...env, QUEUE_PREFIX: `${redis.prefix}x` }), logger, handlers)).rejects.toThrow(message);
   });

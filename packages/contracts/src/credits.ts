@@ -93,13 +93,40 @@ export const EnginePricing = z
     min_credits: z.number().nullable(),
     /** upscale: flat credits per image. */
     upscale: z.number().nullable(),
+    /** generation priced per image (SDXL): credits per image at 30 steps, whatever its size; fewer than min_steps cost as min_steps. */
+    per_image: z.number().nullable(),
+    min_steps: z.number().nullable(),
     /** The price of one image at the engine's native size and 30 steps (generation) or of one upscale. */
     example: z.object({ width: z.number().nullable(), height: z.number().nullable(), steps: z.number().nullable(), credits: z.number(), display: z.string() }),
   })
   .meta({ id: 'EnginePricing' });
 
+/** What an engine can do (sdq's addition to Stability's engine fields). */
+export const EngineCapabilities = z
+  .object({
+    family: z.string().nullable().describe('stable-diffusion, stable-diffusion-xl; null for an upscaler'),
+    modes: z.array(z.enum(['text-to-image', 'image-to-image', 'masking', 'upscale'])),
+    native_width: z.number().nullable(),
+    native_height: z.number().nullable(),
+    sizes: z
+      .object({ step: z.number(), min_side: z.number(), max_pixels: z.number(), allowed: z.array(z.string()).nullable() })
+      .nullable()
+      .describe('Output sizes accepted: exactly `allowed` ("WxH") when set, else multiples of step with each side >= min_side and width x height <= max_pixels.'),
+    samplers: z.array(z.string()).nullable(),
+    defaults: z.object({ steps: z.number().nullable(), cfg_scale: z.number().nullable(), sampler: z.string().nullable() }),
+  })
+  .meta({ id: 'EngineCapabilities' });
+
 export const EngineObject = z
-  .object({ id: z.string(), name: z.string(), description: z.string(), type: z.literal('PICTURE'), pricing: EnginePricing })
+  .object({
+    id: z.string(),
+    name: z.string(),
+    description: z.string(),
+    type: z.literal('PICTURE'),
+    pricing: EnginePricing,
+    capabilities: EngineCapabilities,
+    alias_of: z.string().nullable().describe('For an alias (sdq-engine.json aliases, ENGINE_ALIASES): the engine it reaches.'),
+  })
   .meta({ id: 'Engine' });
 
 /** `?dry_run=true` on a generation endpoint: what the request would cost. Nothing is queued or charged. */

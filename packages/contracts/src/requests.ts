@@ -98,6 +98,12 @@ const generationFields = {
   steps: z.number().int().min(10).max(150).default(30).describe('Denoising steps. Default 30.'),
   style_preset: z.enum(STYLE_PRESET_NAMES).optional().describe('Applied as a suffix to the positive prompts.'),
   extras: z.record(z.string(), z.unknown()).optional().describe('Accepted for compatibility; sdq ignores it.'),
+  // SDXL's own inputs (diffusers' prompt_2, original_size, crops_coords_top_left); other families ignore them.
+  prompt_2: z.string().trim().min(1).max(MAX_PROMPT_LENGTH).optional().describe("SDXL: the second text encoder's prompt. Default: text_prompts."),
+  original_width: z.number().int().min(1).max(16384).optional().describe('SDXL micro-conditioning: the width the image is said to come from. Default: the output width.'),
+  original_height: z.number().int().min(1).max(16384).optional().describe('SDXL micro-conditioning: the original height. Default: the output height.'),
+  crop_top: z.number().int().min(0).max(16384).default(0).describe('SDXL micro-conditioning: the crop\'s top edge. Default 0.'),
+  crop_left: z.number().int().min(0).max(16384).default(0).describe('SDXL micro-conditioning: the crop\'s left edge. Default 0.'),
 };
 
 /** An uploaded file in a multipart body; validated by the API (size, type, dimensions), not by zod. */
@@ -153,6 +159,10 @@ export const NUMERIC_FORM_FIELDS = new Set([
   'step_schedule_start',
   'step_schedule_end',
   'weight',
+  'original_width',
+  'original_height',
+  'crop_top',
+  'crop_left',
 ]);
 
 export const ListJobsQuery = z.object({

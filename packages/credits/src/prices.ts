@@ -3,6 +3,9 @@
  *
  *   credits = max(min_credits, k * (width * height - offset) * steps / 30)
  *
+ * or, for an engine priced per image whatever its size (Stability's SDXL 1.0: 0.9 credits at 30 steps
+ * or fewer), `per_image * max(steps, min_steps) / 30` when the entry sets per_image.
+ *
  * computed in integer micro-credits with exact decimal arithmetic (k is read as the decimal the JSON
  * wrote, not as a binary double), each image's price rounded to the nearest micro-credit (halves up); a
  * request costs the per-image price times its samples. An upscale costs a flat `upscale` per image.
@@ -47,6 +50,10 @@ const EnginePriceEntry = z.strictObject({
   min_credits: CreditsValue.optional(),
   /** Flat credits per upscaled image. */
   upscale: CreditsValue.optional(),
+  /** Credits per image at 30 steps, whatever its size; replaces the pixel formula when set. */
+  per_image: CreditsValue.optional(),
+  /** With per_image: fewer steps than this cost as many (Stability's SDXL: 30). Default 0. */
+  min_steps: z.number().int().min(0).max(1000).optional(),
 });
 export type EnginePriceEntry = z.infer<typeof EnginePriceEntry>;
 
@@ -64,6 +71,9 @@ export interface EnginePrice {
   offset: number;
   min_credits: number;
   upscale: number;
+  /** Micro-credits per image at 30 steps, when the engine is priced per image. */
+  per_image?: number;
+  min_steps: number;
 }
 
 /** The price of a request. Amounts in micro-credits. */
@@ -132,6 +142,8 @@ export class PriceTable {
       offset: merged.offset!,
       min_credits: parseCredits(merged.min_credits!, { allowZero: true }),
       upscale: parseCredits(merged.upscale!, { allowZero: true }),
+      per_image: merged.per_image === undefined ? undefined : parseCredits(merged.per_image, { allowZero: true }),
+      min_steps: merged.min_steps ?? 0,
     };
   }
 
@@ -142,7 +154,10 @@ export class PriceTable {
       if (!Number.isSafeInteger(value) || value < 1) throw new RangeError(`${name} must be a positive integer (got ${value})`);
     }
     const price = this.engine(engineId);
-    const perImage = Math.max(price.min_credits, formulaMicro(decimalOf(price.k), size.width * size.height - price.offset, size.steps));
+    const perImage =
+      price.per_image !== undefined
+        ? Math.max(price.min_credits, roundHalfUp(BigInt(price.per_image) * BigInt(Math.max(size.steps, price.min_steps)), 30n))
+        : Math.max(price.min_credits, formulaMicro(decimalOf(price.k), size.width * size.height - price.offset, size.steps));
     return { per_image: perImage, samples, total: perImage * samples };
   }
 
@@ -166,6 +181,11 @@ function formulaMicro(k: Decimal, pixels: number, steps: number): number {
   if (shift >= 0) num *= 10n ** BigInt(shift);
   else den *= 10n ** BigInt(-shift);
   if (num <= 0n) return 0;
+  return roundHalfUp(num, den);
+}
+
+/** num / den in whole micro-credits, halves rounded up. */
+function roundHalfUp(num: bigint, den: bigint): number {
   const rounded = (2n * num + den) / (2n * den);
   if (rounded > BigInt(Number.MAX_SAFE_INTEGER)) throw new RangeError('price is too large');
   return Number(rounded);

@@ -30,6 +30,13 @@ describe('the shipped price table', () => {
     { engine: 'stable-diffusion-v1-5', width: 128, height: 128, steps: 30, micro: 10_000, shown: '0.01' },
     // Just over the offset: 2.16e-6 * 2,505 * 10 / 30 = 0.0018036, under the minimum.
     { engine: 'stable-diffusion-v1-5', width: 448, height: 384, steps: 10, micro: 10_000, shown: '0.01' },
+    // Stability's SDXL 1.0: 0.9 per image at 30 steps or fewer, whatever the size; 0.9 x steps / 30 above.
+    { engine: 'stable-diffusion-xl-1024-v1-0', width: 1024, height: 1024, steps: 30, micro: 900_000, shown: '0.90' },
+    { engine: 'stable-diffusion-xl-1024-v1-0', width: 1536, height: 640, steps: 10, micro: 900_000, shown: '0.90' },
+    { engine: 'stable-diffusion-xl-1024-v1-0', width: 1024, height: 1024, steps: 50, micro: 1_500_000, shown: '1.50' },
+    { engine: 'stable-diffusion-xl-1024-v1-0', width: 1024, height: 1024, steps: 31, micro: 930_000, shown: '0.93' },
+    { engine: 'tiny-sdxl', width: 128, height: 128, steps: 25, micro: 900_000, shown: '0.90' },
+    { engine: 'tiny-sdxl', width: 128, height: 128, steps: 47, micro: 1_410_000, shown: '1.41' },
   ])('$engine $width x $height, $steps steps = $micro micro-credits ($shown)', ({ engine, width, height, steps, micro, shown }) => {
     const cost = prices.generation(engine, { width, height, steps });
     expect(cost).toEqual({ per_image: micro, samples: 1, total: micro });
@@ -62,7 +69,7 @@ describe('an operator price file', () => {
   it('overrides the default, an engine, and adds engines, field by field', () => {
     const file = priceFile('override.json', {
       default: { min_credits: 0.05, upscale: 0.5 },
-      engines: { 'stable-diffusion-xl-1024-v1-0': { k: 4.32e-6 }, 'tiny-sd': { offset: 8192 } },
+      engines: { 'custom-engine-v1': { k: 4.32e-6 }, 'tiny-sd': { offset: 8192 } },
     });
     const prices = PriceTable.load({ file });
     // The default's k and offset stand; its minimum and upscale price changed.
@@ -70,10 +77,10 @@ describe('an operator price file', () => {
     expect(prices.generation('stable-diffusion-v1-5', { width: 128, height: 128, steps: 30 }).total).toBe(50_000);
     expect(prices.upscale('tiny-upscaler-x2').total).toBe(500_000);
     // A new engine: twice the k, the default's offset: 4.32e-6 * 92,617 = 0.40010544.
-    expect(prices.generation('stable-diffusion-xl-1024-v1-0', { width: 512, height: 512, steps: 30 }).total).toBe(400_105);
+    expect(prices.generation('custom-engine-v1', { width: 512, height: 512, steps: 30 }).total).toBe(400_105);
     // tiny-sd keeps its shipped k, with the operator's offset: half the pixels are free.
     expect(prices.generation('tiny-sd', { width: 128, height: 128, steps: 30 }).total).toBe(100_000);
-    expect(prices.engineIds()).toEqual(['stable-diffusion-xl-1024-v1-0', 'tiny-sd']);
+    expect(prices.engineIds()).toEqual(['custom-engine-v1', 'stable-diffusion-xl-1024-v1-0', 'tiny-sd', 'tiny-sdxl']);
   });
 
   it.each([

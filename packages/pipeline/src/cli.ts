@@ -1,7 +1,8 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { extname } from 'node:path';
 import { parseArgs } from 'node:util';
-import { DEFAULTS, StableDiffusionPipeline } from './pipeline';
+import { loadPipeline } from './families';
+import { DEFAULTS } from './pipeline';
 import { Upscaler } from './upscaler';
 import { PipelineError } from './errors';
 import { SAMPLERS } from './schedulers/samplers';
@@ -107,7 +108,7 @@ async function main(): Promise<void> {
     return;
   }
 
-  const pipeline = await StableDiffusionPipeline.load(values.model!, runtime);
+  const pipeline = await loadPipeline(values.model!, runtime);
   const controller = new AbortController();
   process.once('SIGINT', () => controller.abort());
   const result = await pipeline.generate({

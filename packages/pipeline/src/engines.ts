@@ -1,11 +1,42 @@
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
+import { type FamilyId, familyOf, FAMILIES, type Mode } from './families/catalog';
 
 /**
  * Engine discovery reads only JSON files, never ONNX graphs, so the API can list engines without
- * importing onnxruntime-node. Import it as `@sdq/pipeline/engines`.
+ * importing onnxruntime-node. Import it as `@sdq/pipeline/engines`. The API and the worker describe an
+ * engine from this one place: family, native and allowed sizes, samplers, modes, and the operator's
+ * manifest (`sdq-engine.json`).
  */
 export type EngineKind = 'generation' | 'upscale';
+
+/** The operator's manifest, `sdq-engine.json` in an engine's folder; every field optional. */
+export interface EngineManifest {
+  /** Other engine ids that reach this engine (e.g. Stability's `stable-diffusion-xl-1024-v1-0`). */
+  aliases?: string[];
+  /** The only sizes accepted, as "WxH". Not with max_pixels. */
+  allowed_sizes?: string[];
+  /** The largest width x height accepted (any multiple of the family's size step). Not with allowed_sizes. */
+  max_pixels?: number;
+  /** Defaults for requests that give none. */
+  steps?: number;
+  cfg_scale?: number;
+  sampler?: string;
+  /** The entry of the price table this engine is priced by. Default: the engine's own id. */
+  price?: string;
+}
+
+export const MANIFEST_FILE = 'sdq-engine.json';
+
+/** The sizes an engine takes. */
+export interface SizeLimits {
+  /** Sides are multiples of this. */
+  step: number;
+  minSide: number;
+  maxPixels: number;
+  /** When set, exactly these "WxH" sizes. */
+  allowed?: readonly string[];
+}
 
 export interface EngineInfo {
   /** Folder name. */
@@ -14,13 +45,35 @@ export interface EngineInfo {
   dir: string;
   /** Pipeline class from model_index.json, or 'Upscaler'. */
   pipelineClass: string;
+  /** The diffusion family (generation engines whose class sdq knows). */
+  family?: FamilyId;
+  familyName?: string;
   /** Native output size (generation engines). */
   nativeWidth?: number;
   nativeHeight?: number;
+  /** Output sizes accepted (generation engines). */
+  sizes?: SizeLimits;
+  /** Samplers the family can use. */
+  samplers?: readonly string[];
+  modes: Mode[];
   /** Upscale factor (upscale engines). */
   scale?: number;
+  /** The operator's manifest, validated; {} when there is none. */
+  manifest: EngineManifest;
   description: string;
 }
+
+/** A manifest that cannot be used: the message names the file and the field. */
+export class EngineManifestError extends Error {
+  readonly code = 'invalid_engine_manifest';
+  constructor(message: string) {
+    super(message);
+    this.name = 'EngineManifestError';
+  }
+}
+
+/** The largest area any default allows, whatever the native size (the issue of a 23 GB worker). */
+export const DEFAULT_MAX_PIXELS = 1_048_576;
 
 function readJson(path: string): Record<string, unknown> | undefined {
   if (!existsSync(path)) return undefined;
@@ -31,9 +84,9 @@ function readJson(path: string): Record<string, unknown> | undefined {
   }
 }
 
-/** Native size = UNet sample_size x the VAE's scale factor (2^(len(block_out_channels)-1)). */
+/** Native size = UNet (or transformer) sample_size x the VAE's scale factor (2^(len(block_out_channels)-1)). */
 function nativeSize(dir: string): { width: number; height: number } | undefined {
-  const unet = readJson(join(dir, 'unet', 'config.json'));
+  const unet = readJson(join(dir, 'unet', 'config.json')) ?? readJson(join(dir, 'transformer', 'config.json'));
   const vae = readJson(join(dir, 'vae_decoder', 'config.json')) ?? readJson(join(dir, 'vae_encoder', 'config.json'));
   const blocks = Array.isArray(vae?.block_out_channels) ? (vae!.block_out_channels as unknown[]).length : 4;
   const factor = 2 ** (blocks - 1);
@@ -43,25 +96,124 @@ function nativeSize(dir: string): { width: number; height: number } | undefined 
   return undefined;
 }
 
+const SIZE = /^([1-9]\d{1,4})x([1-9]\d{1,4})$/;
+
+/** Validates a folder's sdq-engine.json; {} when there is none. */
+export function readManifest(dir: string, samplers: readonly string[] = []): EngineManifest {
+  const path = join(dir, MANIFEST_FILE);
+  if (!existsSync(path)) return {};
+  const fail = (field: string, message: string) => new EngineManifestError(`Invalid engine manifest ${path}: ${field}: ${message}`);
+  let raw: unknown;
+  try {
+    raw = JSON.parse(readFileSync(path, 'utf8'));
+  } catch (err) {
+    throw fail('(file)', `not valid JSON (${(err as Error).message})`);
+  }
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw fail('(root)', 'must be a JSON object');
+  const m = raw as Record<string, unknown>;
+  const known = ['$comment', 'aliases', 'allowed_sizes', 'max_pixels', 'steps', 'cfg_scale', 'sampler', 'price'];
+  for (const key of Object.keys(m)) if (!known.includes(key)) throw fail(key, `is not a manifest field (fields: ${known.slice(1).join(', ')})`);
+  const strings = (field: string, pattern: RegExp, what: string): string[] | undefined => {
+    const v = m[field];
+    if (v === undefined) return undefined;
+    if (!Array.isArray(v) || v.length === 0 || !v.every((s) => typeof s === 'string' && pattern.test(s))) throw fail(field, `must be a non-empty list of ${what}`);
+    return v as string[];
+  };
+  const int = (field: string, min: number, max: number): number | undefined => {
+    const v = m[field];
+    if (v === undefined) return undefined;
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) throw fail(field, `must be a whole number from ${min} to ${max} (got ${JSON.stringify(v)})`);
+    return v;
+  };
+  const manifest: EngineManifest = {
+    aliases: strings('aliases', /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/, 'engine ids (letters, digits, . _ -)'),
+    allowed_sizes: strings('allowed_sizes', SIZE, '"WxH" sizes such as "1024x1024"'),
+    max_pixels: int('max_pixels', 4096, 64 * 1024 * 1024),
+    steps: int('steps', 1, 150),
+    price: typeof m.price === 'string' && m.price.length > 0 ? m.price : undefined,
+  };
+  if (m.price !== undefined && manifest.price === undefined) throw fail('price', 'must be the name of a price table entry');
+  if (manifest.allowed_sizes && manifest.max_pixels !== undefined) throw fail('max_pixels', 'give allowed_sizes or max_pixels, not both');
+  if (m.cfg_scale !== undefined) {
+    if (typeof m.cfg_scale !== 'number' || !(m.cfg_scale >= 0 && m.cfg_scale <= 35)) throw fail('cfg_scale', `must be a number from 0 to 35 (got ${JSON.stringify(m.cfg_scale)})`);
+    manifest.cfg_scale = m.cfg_scale;
+  }
+  if (m.sampler !== undefined) {
+    if (typeof m.sampler !== 'string' || !samplers.includes(m.sampler)) throw fail('sampler', `must be one of ${samplers.join(', ')} (got ${JSON.stringify(m.sampler)})`);
+    manifest.sampler = m.sampler;
+  }
+  for (const key of Object.keys(manifest) as (keyof EngineManifest)[]) if (manifest[key] === undefined) delete manifest[key];
+  return manifest;
+}
+
+/**
+ * The sizes an engine takes. With no manifest: any multiple of the family's size step, at least half
+ * the native side, at most 16 times the native area and never over DEFAULT_MAX_PIXELS; a family with
+ * trained sizes for its native side (SDXL at 1024) takes exactly those.
+ */
+function sizeLimits(step: number, native: { width: number; height: number }, fixed: readonly string[] | undefined, manifest: EngineManifest): SizeLimits {
+  const nativeSide = Math.min(native.width, native.height);
+  const minSide = Math.max(step, Math.floor(nativeSide / 2 / step) * step);
+  if (manifest.allowed_sizes) return { step, minSide, maxPixels: Math.max(...manifest.allowed_sizes.map(area)), allowed: manifest.allowed_sizes };
+  if (manifest.max_pixels) return { step, minSide, maxPixels: manifest.max_pixels };
+  if (fixed) return { step, minSide, maxPixels: Math.max(...fixed.map(area)), allowed: fixed };
+  return { step, minSide, maxPixels: Math.min(16 * native.width * native.height, DEFAULT_MAX_PIXELS) };
+}
+
+function area(size: string): number {
+  const [, w, h] = SIZE.exec(size)!;
+  return Number(w) * Number(h);
+}
+
+/** Why width x height is not a size of this engine, or undefined when it is. */
+export function checkEngineSize(engine: EngineInfo, width: number, height: number): string | undefined {
+  const s = engine.sizes;
+  if (!s) return undefined;
+  if (s.allowed) {
+    return s.allowed.includes(`${width}x${height}`) ? undefined : `${width}x${height} is not a size of engine ${engine.id}; allowed: ${s.allowed.join(', ')}`;
+  }
+  if (width % s.step || height % s.step || width < s.minSide || height < s.minSide || width * height > s.maxPixels) {
+    return `${width}x${height} is not a size of engine ${engine.id}; allowed: multiples of ${s.step}, each side at least ${s.minSide}, at most ${s.maxPixels} pixels (${describeMax(s)})`;
+  }
+  return undefined;
+}
+
+function describeMax(s: SizeLimits): string {
+  const side = Math.floor(Math.sqrt(s.maxPixels) / s.step) * s.step;
+  return `up to ${side}x${side} square`;
+}
+
 /** The graph file of an upscale engine: model.onnx beside a config.json with `scale`. */
 export function upscalerGraphPath(dir: string): string | undefined {
   const path = join(dir, 'model.onnx');
   return existsSync(path) ? path : undefined;
 }
 
+/** An engine's description from its folder's JSON; throws EngineManifestError for a bad manifest. */
 export function describeEngine(dir: string, id: string): EngineInfo | undefined {
   const index = readJson(join(dir, 'model_index.json'));
   if (index) {
     const size = nativeSize(dir);
     const pipelineClass = String(index._class_name ?? 'StableDiffusionPipeline');
+    const family = familyOf(pipelineClass);
+    const manifest = readManifest(dir, family?.samplers ?? []);
+    const modes: Mode[] = ['text-to-image'];
+    if (existsSync(join(dir, 'vae_encoder'))) modes.push('image-to-image', 'masking');
+    const sizes = family && size ? sizeLimits(family.sizeStep, size, family.fixedSizes?.(Math.min(size.width, size.height)), manifest) : undefined;
     return {
       id,
       kind: 'generation',
       dir,
       pipelineClass,
+      family: family?.id,
+      familyName: family?.name,
       nativeWidth: size?.width,
       nativeHeight: size?.height,
-      description: `${pipelineClass} (ONNX)${size ? `, native ${size.width}x${size.height}` : ''}`,
+      sizes,
+      samplers: family?.samplers,
+      modes,
+      manifest,
+      description: `${family?.name ?? pipelineClass} (ONNX)${size ? `, native ${size.width}x${size.height}` : ''}`,
     };
   }
   if (upscalerGraphPath(dir)) {
@@ -73,22 +225,34 @@ export function describeEngine(dir: string, id: string): EngineInfo | undefined 
       dir,
       pipelineClass: 'Upscaler',
       scale,
+      modes: ['upscale'],
+      manifest: readManifest(dir),
       description: `Super-resolution (ONNX)${scale ? `, x${scale}` : ''}`,
     };
   }
   return undefined;
 }
 
-/** Every folder under modelsDir that holds a model_index.json or an upscaler graph; id = folder name. */
-export function discoverEngines(modelsDir: string): EngineInfo[] {
+/**
+ * Every folder under modelsDir that holds a model_index.json or an upscaler graph; id = folder name.
+ * A folder whose manifest is bad is passed to onError (default: thrown).
+ */
+export function discoverEngines(modelsDir: string, onError?: (id: string, err: Error) => void): EngineInfo[] {
   if (!existsSync(modelsDir)) return [];
   const engines: EngineInfo[] = [];
   for (const name of readdirSync(modelsDir).sort()) {
     const dir = join(modelsDir, name);
     // statSync follows symbolic links, so an operator can link a folder under a Stability engine id.
     if (!statSync(dir).isDirectory()) continue;
-    const info = describeEngine(dir, name);
-    if (info) engines.push(info);
+    try {
+      const info = describeEngine(dir, name);
+      if (info) engines.push(info);
+    } catch (err) {
+      if (!onError) throw err;
+      onError(name, err as Error);
+    }
   }
   return engines;
 }
+
+export { FAMILIES };

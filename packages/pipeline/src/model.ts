@@ -5,24 +5,44 @@ import { PipelineError } from './errors';
 import { ClipTokenizer, TokenizerFileError } from './tokenizer/clip-tokenizer';
 import type { RuntimeOptions } from './types';
 
-/** Everything a Stable Diffusion (1.x / 2.x / Turbo) ONNX folder provides, read from the folder itself. */
-export interface StableDiffusionModel {
-  dir: string;
+/** One text encoder and the tokenizer that feeds it (`tokenizer` + `text_encoder`, `tokenizer_2` + `text_encoder_2`, ...). */
+export interface TextEncoderPair {
   tokenizer: ClipTokenizer;
-  textEncoder: OnnxModel;
+  encoder: OnnxModel;
+}
+
+/**
+ * Everything a diffusers ONNX folder provides, read from the folder itself: the parts every family has
+ * (UNet, VAE, scheduler) and its text encoders, in the order the family names them.
+ */
+export interface DiffusionModel {
+  dir: string;
+  /** model_index.json. */
+  index: Record<string, unknown>;
+  encoders: TextEncoderPair[];
   unet: OnnxModel;
   vaeEncoder?: OnnxModel;
   vaeDecoder: OnnxModel;
   schedulerConfig: Record<string, unknown>;
-  /** vae_decoder/config.json scaling_factor, else 0.18215 (diffusers' AutoencoderKL default). */
+  /** The VAE config's scaling_factor, else 0.18215 (diffusers' AutoencoderKL default). */
   scalingFactor: number;
+  /** The VAE config's shift_factor, else 0: latents = (z - shift) * scale. */
+  shiftFactor: number;
   /** Pixels per latent cell: 2^(len(vae block_out_channels) - 1). */
   vaeScaleFactor: number;
   /** Latent sizes must be multiples of this for the UNet's down-sampling: 2^(len(unet block_out_channels) - 1). */
   unetMultiple: number;
+  /** Channels of a latent: the VAE's latent_channels, else the graphs' static channel dimension. */
+  latentChannels: number;
   nativeWidth: number;
   nativeHeight: number;
   clock: OnnxClock;
+}
+
+/** SD 1.x/2.x's model: one text encoder. Kept for the code and tests that name its parts. */
+export interface StableDiffusionModel extends DiffusionModel {
+  tokenizer: ClipTokenizer;
+  textEncoder: OnnxModel;
 }
 
 const DEFAULT_SCALING_FACTOR = 0.18215;
@@ -56,19 +76,21 @@ function blockCount(config: Record<string, unknown> | undefined, file: string, f
 }
 
 /**
- * Loads a folder in the diffusers ONNX layout. Files are checked before any graph is loaded so that a
- * broken folder fails fast with one error naming the file.
+ * Loads a folder in the diffusers ONNX layout with the text encoders a family names (`['']` for SD's one
+ * `tokenizer` + `text_encoder`, `['', '_2']` for SDXL's two). Files are checked before any graph is
+ * loaded so that a broken folder fails fast with one error naming the file.
  */
-export async function loadStableDiffusionModel(dir: string, options: RuntimeOptions = {}): Promise<StableDiffusionModel> {
+export async function loadDiffusionModel(dir: string, options: RuntimeOptions = {}, encoderSuffixes: readonly string[] = ['']): Promise<DiffusionModel> {
   if (!existsSync(dir)) throw new PipelineError('invalid_model', `model folder not found: ${dir}`);
   const index = readJsonFile(join(dir, 'model_index.json'), true);
-  for (const component of ['tokenizer', 'text_encoder', 'unet', 'vae_decoder', 'scheduler']) {
+  const encoderNames = encoderSuffixes.map((s) => `text_encoder${s}`);
+  for (const component of [...encoderSuffixes.map((s) => `tokenizer${s}`), ...encoderNames, 'unet', 'scheduler']) {
     if (!(component in index)) {
       throw new PipelineError('invalid_model', `malformed ${join(dir, 'model_index.json')}: no "${component}" component`);
     }
   }
   const graph = (name: string) => join(dir, name, 'model.onnx');
-  for (const name of ['text_encoder', 'unet', 'vae_decoder']) {
+  for (const name of [...encoderNames, 'unet', 'vae_decoder']) {
     if (!existsSync(graph(name))) throw new PipelineError('invalid_model', `model file missing: ${graph(name)}`);
   }
   const schedulerConfig = readJsonFile(join(dir, 'scheduler', 'scheduler_config.json'), true);
@@ -80,46 +102,67 @@ export async function loadStableDiffusionModel(dir: string, options: RuntimeOpti
   const unetConfigPath = join(dir, 'unet', 'config.json');
   const unetConfig = readJsonFile(unetConfigPath, false);
   const scalingFactor = typeof vaeConfig?.scaling_factor === 'number' ? vaeConfig.scaling_factor : DEFAULT_SCALING_FACTOR;
+  const shiftFactor = typeof vaeConfig?.shift_factor === 'number' ? vaeConfig.shift_factor : 0;
   const vaeScaleFactor = 2 ** (blockCount(vaeConfig, vaeConfigPath, 4) - 1);
   const unetMultiple = 2 ** (blockCount(unetConfig, unetConfigPath, 4) - 1);
 
-  let tokenizer: ClipTokenizer;
-  try {
-    tokenizer = await ClipTokenizer.fromFolder(join(dir, 'tokenizer'));
-  } catch (err) {
-    if (err instanceof TokenizerFileError) throw new PipelineError('invalid_model', err.message);
-    throw err;
+  const tokenizers: ClipTokenizer[] = [];
+  for (const suffix of encoderSuffixes) {
+    try {
+      tokenizers.push(await ClipTokenizer.fromFolder(join(dir, `tokenizer${suffix}`)));
+    } catch (err) {
+      if (err instanceof TokenizerFileError) throw new PipelineError('invalid_model', err.message);
+      throw err;
+    }
   }
 
   const clock = new OnnxClock();
-  const textEncoder = await OnnxModel.load(graph('text_encoder'), options, clock);
+  const first = await OnnxModel.load(graph(encoderNames[0]), options, clock);
   // The other graphs start at the provider that worked, so a fallback warns once per model, not per graph.
   const providers = options.providers?.length ? options.providers : undefined;
-  const rest = { ...options, providers: providers?.slice(Math.max(0, providers.indexOf(textEncoder.provider))) };
+  const rest = { ...options, providers: providers?.slice(Math.max(0, providers.indexOf(first.provider))) };
+  const encoders: TextEncoderPair[] = [{ tokenizer: tokenizers[0], encoder: first }];
+  for (let i = 1; i < encoderNames.length; i++) encoders.push({ tokenizer: tokenizers[i], encoder: await OnnxModel.load(graph(encoderNames[i]), rest, clock) });
   const unet = await OnnxModel.load(graph('unet'), rest, clock);
   const vaeDecoder = await OnnxModel.load(graph('vae_decoder'), rest, clock);
   const vaeEncoder = existsSync(graph('vae_encoder')) ? await OnnxModel.load(graph('vae_encoder'), rest, clock) : undefined;
 
   // Native size from the UNet config; else from the graph's static latent shape; else SD 1.x's 64 latents.
   const sampleSize = unetConfig?.sample_size;
-  const sampleInput = unet.inputs[0]?.shape;
-  const staticSide = (d: number | string | undefined) => (typeof d === 'number' && d > 0 ? d : undefined);
-  const latentH = Array.isArray(sampleSize) ? Number(sampleSize[0]) : typeof sampleSize === 'number' ? sampleSize : staticSide(sampleInput?.[2]) ?? 64;
-  const latentW = Array.isArray(sampleSize) ? Number(sampleSize[1]) : typeof sampleSize === 'number' ? sampleSize : staticSide(sampleInput?.[3]) ?? 64;
+  const sampleInput = (unet.input('sample') ?? unet.inputs[0])?.shape;
+  const staticDim = (d: number | string | undefined) => (typeof d === 'number' && d > 0 ? d : undefined);
+  const latentH = Array.isArray(sampleSize) ? Number(sampleSize[0]) : typeof sampleSize === 'number' ? sampleSize : staticDim(sampleInput?.[2]) ?? 64;
+  const latentW = Array.isArray(sampleSize) ? Number(sampleSize[1]) : typeof sampleSize === 'number' ? sampleSize : staticDim(sampleInput?.[3]) ?? 64;
+  const latentChannels =
+    (typeof vaeConfig?.latent_channels === 'number' ? vaeConfig.latent_channels : undefined) ??
+    staticDim(vaeDecoder.inputs[0]?.shape[1]) ??
+    (typeof unetConfig?.out_channels === 'number' ? unetConfig.out_channels : undefined) ??
+    staticDim(unet.outputs[0]?.shape[1]);
+  if (!latentChannels) {
+    throw new PipelineError('invalid_model', `${vaeConfigPath}: no latent_channels, and neither the VAE decoder's nor the UNet's graph gives a static channel count`);
+  }
 
   return {
     dir,
-    tokenizer,
-    textEncoder,
+    index,
+    encoders,
     unet,
     vaeEncoder,
     vaeDecoder,
     schedulerConfig,
     scalingFactor,
+    shiftFactor,
     vaeScaleFactor,
     unetMultiple,
+    latentChannels,
     nativeWidth: latentW * vaeScaleFactor,
     nativeHeight: latentH * vaeScaleFactor,
     clock,
   };
+}
+
+/** An SD 1.x / 2.x / Turbo folder: one tokenizer and text encoder. */
+export async function loadStableDiffusionModel(dir: string, options: RuntimeOptions = {}): Promise<StableDiffusionModel> {
+  const model = await loadDiffusionModel(dir, options, ['']);
+  return { ...model, tokenizer: model.encoders[0].tokenizer, textEncoder: model.encoders[0].encoder };
 }

@@ -1,18 +1,24 @@
-import { basename } from 'node:path';
+/**
+ * What every diffusion family shares, as diffusers keeps it in its pipeline utilities: input checks,
+ * seeds and noise, the denoising loop (guidance, progress, cancellation, the masking blend), VAE encode
+ * and decode, image decoding, masks, compositing, output encoding and the PNG parameters. A family
+ * (families/*.ts) supplies its prompt encoding (the UNet's conditioning inputs) and its samplers.
+ */
 import type { FeedValue, OnnxModel } from './backends/onnx';
 import { PipelineError } from './errors';
+import type { FamilyDescription } from './families/catalog';
 import { CONTENT_TYPES, decodeImage, decodeMask, encodeImage, imageSize, type PlanarImage } from './image';
-import { loadStableDiffusionModel, type StableDiffusionModel } from './model';
+import type { DiffusionModel, TextEncoderPair } from './model';
 import { BatchRng, NormalRng, resolveSeed, sampleSeed, MAX_SEED } from './rng';
 import { createScheduler, type Scheduler } from './schedulers';
 import { InvalidSamplerError, schedulerConfigForSampler } from './schedulers/samplers';
-import type { GenerateRequest, GenerateResult, GeneratedImage, OutputFormat, RuntimeOptions, WeightedPrompt } from './types';
+import type { GenerateRequest, GenerateResult, GeneratedImage, OutputFormat, WeightedPrompt } from './types';
 
 export const DEFAULTS = { steps: 30, cfgScale: 7, samples: 1, imageStrength: 0.35, outputFormat: 'png' as OutputFormat };
 const LIMITS = { maxSteps: 1000, maxSamples: 64, maxCfgScale: 100 };
 
 /** A request after checkInputs: every default filled in, every value known good. */
-interface CheckedRequest {
+export interface CheckedRequest {
   positive: WeightedPrompt[];
   negative: WeightedPrompt[];
   width: number;
@@ -31,15 +37,76 @@ function isInt(v: unknown): v is number {
   return typeof v === 'number' && Number.isInteger(v);
 }
 
-/** Text-to-image, image-to-image and masking for SD 1.x / 2.x / Turbo checkpoints in the diffusers ONNX layout. */
-export class StableDiffusionPipeline {
-  private constructor(
-    readonly model: StableDiffusionModel,
+/** One conditioning input of the UNet, a row per image: the conditional row and, with guidance, the unconditional one. */
+export interface ConditioningInput {
+  /** The UNet input it feeds (encoder_hidden_states, text_embeds, time_ids, ...). */
+  name: string;
+  /** Dimensions of one row, without the batch. */
+  rowDims: number[];
+  cond: Float32Array;
+  uncond?: Float32Array;
+}
+
+export interface Conditioning {
+  inputs: ConditioningInput[];
+  /** Prompt tokens dropped because they did not fit a text encoder's window. */
+  truncatedTokens: number;
+}
+
+/** The texts of a request's prompts, each once: positives, then (with guidance) negatives or "". */
+export function promptTexts(r: CheckedRequest, withUncond: boolean): { texts: string[]; negatives: WeightedPrompt[] } {
+  const negatives = r.negative.length ? r.negative : [{ text: '', weight: -1 }];
+  return { texts: [...new Set([...r.positive.map((p) => p.text), ...(withUncond ? negatives.map((p) => p.text) : [])])], negatives };
+}
+
+/**
+ * Runs one text encoder over texts (one batch) and returns the named outputs, a row per text, with the
+ * tokens each text lost to the window.
+ */
+export async function runTextEncoder(pair: TextEncoderPair, texts: string[], outputs: string[]) {
+  const encoded = texts.map((t) => pair.tokenizer.encode(t));
+  const ids = pair.encoder.inputs[0];
+  const out = await pair.encoder.run({ [ids.name]: { data: encoded.flatMap((e) => e.ids), dims: [texts.length, pair.tokenizer.maxLength] } }, outputs);
+  return {
+    rows: outputs.map((name) => ({ data: out[name].data, dims: out[name].dims, rowSize: out[name].data.length / texts.length })),
+    truncated: encoded.map((e) => e.truncatedTokens),
+  };
+}
+
+/** The weight-normalised blend of the rows of prompts' texts: Stability's multi-prompt weighting. */
+export function blendRows(data: Float32Array, rowSize: number, texts: string[], prompts: WeightedPrompt[]): Float32Array {
+  const row = new Float32Array(rowSize);
+  const total = prompts.reduce((s, p) => s + Math.abs(p.weight ?? 1), 0);
+  for (const p of prompts) {
+    const w = Math.abs(p.weight ?? 1) / total;
+    const offset = texts.indexOf(p.text) * rowSize;
+    for (let i = 0; i < rowSize; i++) row[i] += w * data[offset + i];
+  }
+  return row;
+}
+
+/** The name of a graph's penultimate hidden state (`hidden_states.{n-2}` of the n exported), as SDXL and SD3 condition on it. */
+export function penultimateHiddenState(encoder: OnnxModel, what: string): string {
+  const layers = encoder.outputs.map((o) => /^hidden_states\.(\d+)$/.exec(o.name)?.[1]).filter((n): n is string => n !== undefined).map(Number);
+  if (layers.length < 2) throw new PipelineError('invalid_model', `${what} exports no hidden_states.N outputs (needs them for the penultimate layer)`);
+  return `hidden_states.${Math.max(...layers) - 1}`;
+}
+
+/** Text-to-image, image-to-image and masking for a diffusion family in the diffusers ONNX layout. */
+export abstract class DiffusionPipeline {
+  protected constructor(
+    readonly model: DiffusionModel,
     readonly engineId: string,
+    readonly family: FamilyDescription,
   ) {}
 
-  static async load(dir: string, options: RuntimeOptions = {}): Promise<StableDiffusionPipeline> {
-    return new StableDiffusionPipeline(await loadStableDiffusionModel(dir, options), basename(dir));
+  /** The family's prompt encoding: the UNet's conditioning inputs for this request. */
+  protected abstract encodePrompts(r: CheckedRequest, req: GenerateRequest, guidance: boolean): Promise<Conditioning>;
+
+  /** The UNet's conditioning inputs for a request, as generate() feeds them (for tests and debugging). */
+  async conditioning(req: GenerateRequest): Promise<Conditioning> {
+    const r = this.checkInputs(req);
+    return this.encodePrompts(r, req, r.cfgScale > 1);
   }
 
   get nativeWidth(): number {
@@ -56,7 +123,7 @@ export class StableDiffusionPipeline {
 
   async dispose(): Promise<void> {
     const m = this.model;
-    await Promise.all([m.textEncoder, m.unet, m.vaeDecoder, m.vaeEncoder].map((s) => s?.dispose()));
+    await Promise.all([...m.encoders.map((e) => e.encoder), m.unet, m.vaeDecoder, m.vaeEncoder].map((s) => s?.dispose()));
   }
 
   /** Validates a request and fills in defaults; every message names the bad value and what was expected. */
@@ -118,6 +185,9 @@ export class StableDiffusionPipeline {
     if (req.maskSource && req.maskSource !== 'INIT_IMAGE_ALPHA' && !req.maskImage) {
       throw new PipelineError('invalid_mask_image', `mask_source ${req.maskSource} needs a mask image`);
     }
+    if (req.sampler !== undefined && !(this.family.samplers as readonly string[]).includes(req.sampler)) {
+      throw new PipelineError('invalid_sampler', `sampler ${req.sampler} cannot be used with ${this.family.name} engines; valid samplers: ${this.family.samplers.join(', ')}`);
+    }
     let schedulerConfig: Record<string, unknown>;
     try {
       schedulerConfig = schedulerConfigForSampler(this.model.schedulerConfig, req.sampler);
@@ -141,40 +211,6 @@ export class StableDiffusionPipeline {
     };
   }
 
-  /**
-   * Encodes weighted prompts: each text once, then a weight-normalised blend of the embeddings
-   * (positive prompts -> conditioning, |negative| prompts -> the unconditional branch, default "").
-   */
-  private async encodePrompts(positive: WeightedPrompt[], negative: WeightedPrompt[], withUncond: boolean) {
-    const negatives = negative.length ? negative : [{ text: '', weight: -1 }];
-    const texts = [...new Set([...positive.map((p) => p.text), ...(withUncond ? negatives.map((p) => p.text) : [])])];
-    const { tokenizer, textEncoder } = this.model;
-    const encoded = texts.map((t) => tokenizer.encode(t));
-    const seq = tokenizer.maxLength;
-    const idsName = textEncoder.inputs[0].name;
-    const out = await textEncoder.run(
-      { [idsName]: { data: encoded.flatMap((e) => e.ids), dims: [texts.length, seq] } },
-      [textEncoder.output('last_hidden_state') ? 'last_hidden_state' : textEncoder.outputs[0].name],
-    );
-    const hidden = Object.values(out)[0];
-    const rowSize = hidden.data.length / texts.length;
-    const blend = (prompts: WeightedPrompt[]) => {
-      const row = new Float32Array(rowSize);
-      const total = prompts.reduce((s, p) => s + Math.abs(p.weight ?? 1), 0);
-      for (const p of prompts) {
-        const w = Math.abs(p.weight ?? 1) / total;
-        const offset = texts.indexOf(p.text) * rowSize;
-        for (let i = 0; i < rowSize; i++) row[i] += w * hidden.data[offset + i];
-      }
-      return row;
-    };
-    const truncatedTokens = [...positive, ...(withUncond ? negative : [])].reduce(
-      (s, p) => s + encoded[texts.indexOf(p.text)].truncatedTokens,
-      0,
-    );
-    return { cond: blend(positive), uncond: withUncond ? blend(negatives) : undefined, rowSize, dims: hidden.dims, truncatedTokens };
-  }
-
   /** Feeds for the UNet's timestep input: float or int64, scalar, [1] or [batch], as its metadata says. */
   private timestepFeed(t: number, batch: number): FeedValue {
     const info = this.model.unet.input('timestep') ?? this.model.unet.inputs[1];
@@ -191,11 +227,12 @@ export class StableDiffusionPipeline {
     for (let i = 0; i < pixels.length; i++) pixels[i] = image.data[i] * 2 - 1;
     const out = await encoder.run({ [encoder.inputs[0].name]: { data: pixels, dims: [1, 3, image.height, image.width] } });
     const latent = out.latent_sample ?? out.latent_parameters ?? Object.values(out)[0];
-    // latent_parameters holds mean and log-variance; the mean is the deterministic encoding.
+    // latent_parameters holds mean and log-variance; the mean (the first channels) is the deterministic encoding.
     const plane = (image.height / this.model.vaeScaleFactor) * (image.width / this.model.vaeScaleFactor);
-    const size = 4 * plane;
+    const size = this.model.latentChannels * plane;
+    const { scalingFactor, shiftFactor } = this.model;
     const one = new Float32Array(size);
-    for (let i = 0; i < size; i++) one[i] = latent.data[i] * this.model.scalingFactor;
+    for (let i = 0; i < size; i++) one[i] = (latent.data[i] - shiftFactor) * scalingFactor;
     const batch = new Float32Array(size * samples);
     for (let s = 0; s < samples; s++) batch.set(one, s * size);
     return batch;
@@ -205,7 +242,8 @@ export class StableDiffusionPipeline {
     const decoder = this.model.vaeDecoder;
     const input = decoder.inputs[0];
     const scaled = new Float32Array(latents.length);
-    for (let i = 0; i < latents.length; i++) scaled[i] = latents[i] / this.model.scalingFactor;
+    const { scalingFactor, shiftFactor, latentChannels: c } = this.model;
+    for (let i = 0; i < latents.length; i++) scaled[i] = latents[i] / scalingFactor + shiftFactor;
     const per = latents.length / samples;
     const height = h * this.model.vaeScaleFactor;
     const width = w * this.model.vaeScaleFactor;
@@ -218,12 +256,12 @@ export class StableDiffusionPipeline {
     if (typeof input.shape[0] === 'number' && input.shape[0] === 1 && samples > 1) {
       const images: PlanarImage[] = [];
       for (let s = 0; s < samples; s++) {
-        const out = await decoder.run({ [input.name]: { data: scaled.subarray(s * per, (s + 1) * per), dims: [1, 4, h, w] } });
+        const out = await decoder.run({ [input.name]: { data: scaled.subarray(s * per, (s + 1) * per), dims: [1, c, h, w] } });
         images.push(toImage(Object.values(out)[0].data, 0));
       }
       return images;
     }
-    const out = await decoder.run({ [input.name]: { data: scaled, dims: [samples, 4, h, w] } });
+    const out = await decoder.run({ [input.name]: { data: scaled, dims: [samples, c, h, w] } });
     const data = Object.values(out)[0].data;
     return Array.from({ length: samples }, (_, s) => toImage(data, s * 3 * height * width));
   }
@@ -236,19 +274,24 @@ export class StableDiffusionPipeline {
     const { samples, width, height } = r;
     const h = height / this.model.vaeScaleFactor;
     const w = width / this.model.vaeScaleFactor;
-    const latentSize = 4 * h * w;
+    const channels = this.model.latentChannels;
+    const latentSize = channels * h * w;
     const guidance = r.cfgScale > 1;
     const signal = req.signal;
 
-    // 1. encode the prompts (conditional and, with guidance, unconditional)
-    const prompts = await this.encodePrompts(r.positive, r.negative, guidance);
+    // 1. encode the prompts (conditional and, with guidance, unconditional), a row per image: [uncond rows, cond rows]
+    const prompts = await this.encodePrompts(r, req, guidance);
     const rows = guidance ? 2 * samples : samples;
-    const hidden = new Float32Array(rows * prompts.rowSize);
-    for (let s = 0; s < samples; s++) {
-      if (guidance) hidden.set(prompts.uncond!, s * prompts.rowSize);
-      hidden.set(prompts.cond, (guidance ? samples + s : s) * prompts.rowSize);
+    const conditioning: Record<string, FeedValue> = {};
+    for (const input of prompts.inputs) {
+      const rowSize = input.cond.length;
+      const data = new Float32Array(rows * rowSize);
+      for (let s = 0; s < samples; s++) {
+        if (guidance) data.set(input.uncond!, s * rowSize);
+        data.set(input.cond, (guidance ? samples + s : s) * rowSize);
+      }
+      conditioning[input.name] = { data, dims: [rows, ...input.rowDims] };
     }
-    const hiddenDims = [rows, ...prompts.dims.slice(1)];
 
     // 2. set the timesteps; image-to-image starts part-way, at (1 - image_strength) of the schedule
     const scheduler: Scheduler = createScheduler(r.schedulerConfig);
@@ -289,7 +332,6 @@ export class StableDiffusionPipeline {
     const unet = this.model.unet;
     const sampleName = unet.input('sample') ? 'sample' : unet.inputs[0].name;
     const timestepName = unet.input('timestep') ? 'timestep' : unet.inputs[1].name;
-    const hiddenName = unet.input('encoder_hidden_states') ? 'encoder_hidden_states' : unet.inputs[2].name;
     const outName = unet.outputs[0].name;
     const total = timesteps.length;
     for (let i = 0; i < total; i++) {
@@ -302,9 +344,9 @@ export class StableDiffusionPipeline {
       // predict the noise residual
       const out = await unet.run(
         {
-          [sampleName]: { data: modelInput, dims: [rows, 4, h, w] },
+          [sampleName]: { data: modelInput, dims: [rows, channels, h, w] },
           [timestepName]: this.timestepFeed(t, rows),
-          [hiddenName]: { data: hidden, dims: hiddenDims },
+          ...conditioning,
         },
         [outName],
       );

@@ -42,6 +42,12 @@ export interface GenerateRequest {
   outputFormat?: OutputFormat;
   /** Engine id written into the PNG parameters chunk. */
   engineId?: string;
+  /** SDXL: the prompt of the second text encoder. Default: the prompts. */
+  prompt2?: string;
+  /** SDXL micro-conditioning: the size the image is said to come from. Default: the output size. */
+  originalSize?: { width: number; height: number };
+  /** SDXL micro-conditioning: the crop's top-left corner. Default 0, 0. */
+  cropTopLeft?: { top: number; left: number };
   onProgress?: (p: ProgressEvent) => void;
   signal?: AbortSignal;
 }

@@ -4,41 +4,7 @@ import { join } from 'node:path';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PipelineError, readPngText, SAMPLERS, StableDiffusionPipeline, type GenerateRequest } from '../src';
-
-/** Decoded RGB8 pixels of an encoded image. */
-async function pixels(png: Buffer) {
-  const { data, info } = await sharp(png).removeAlpha().raw().toBuffer({ resolveWithObject: true });
-  return { data, width: info.width, height: info.height };
-}
-
-type Rgb = [number, number, number];
-
-/** Mean colour (0..1) of a square region. */
-function meanColour(img: { data: Buffer; width: number }, x0: number, y0: number, size: number): Rgb {
-  const sum: Rgb = [0, 0, 0];
-  for (let y = y0; y < y0 + size; y++) {
-    for (let x = x0; x < x0 + size; x++) for (let c = 0; c < 3; c++) sum[c] += img.data[(y * img.width + x) * 3 + c];
-  }
-  return sum.map((s) => s / (size * size * 255)) as Rgb;
-}
-
-const isRed = ([r, g, b]: Rgb) => r > 0.5 && g < 0.35 && b < 0.35;
-const isBlue = ([r, g, b]: Rgb) => b > 0.5 && r < 0.35 && g < 0.45;
-const isYellow = ([r, g, b]: Rgb) => r > 0.45 && g > 0.4 && g > 0.75 * r && b < 0.3;
-const isBlack = ([r, g, b]: Rgb) => r < 0.2 && g < 0.2 && b < 0.2;
-
-function centreAndCorners(img: { data: Buffer; width: number; height: number }) {
-  const s = 12;
-  return {
-    centre: meanColour(img, img.width / 2 - s / 2, img.height / 2 - s / 2, s),
-    corners: [
-      meanColour(img, 0, 0, s),
-      meanColour(img, img.width - s, 0, s),
-      meanColour(img, 0, img.height - s, s),
-      meanColour(img, img.width - s, img.height - s, s),
-    ],
-  };
-}
+import { centreAndCorners, isBlack, isBlue, isRed, isYellow, meanColour, pixels, type Rgb } from './images';
 
 function meanAbsDiff(a: Buffer, b: Buffer): number {
   let d = 0;

@@ -1,0 +1,55 @@
+/**
+ * The diffusion families sdq knows, read from JSON alone (no onnxruntime), so the API and the worker
+ * describe an engine from the same table: which model_index.json `_class_name`s a family answers to,
+ * its text encoders, the samplers it can use (diffusers' `_compatibles`), its modes and size rules.
+ */
+import { SAMPLERS, type SamplerName } from '../schedulers/samplers';
+
+export type FamilyId = 'stable-diffusion' | 'stable-diffusion-xl';
+export type Mode = 'text-to-image' | 'image-to-image' | 'masking' | 'upscale';
+
+export interface FamilyDescription {
+  id: FamilyId;
+  /** For messages and listings. */
+  name: string;
+  /** model_index.json `_class_name`s of this family (diffusers' and Optimum's). */
+  classNames: readonly string[];
+  /** Suffixes of its tokenizer / text_encoder folders: '' = tokenizer + text_encoder, '_2' = tokenizer_2 + text_encoder_2. */
+  encoderSuffixes: readonly string[];
+  /** The samplers it can use; any other is a 400 that lists these, never a silent swap. */
+  samplers: readonly SamplerName[];
+  /** Output sides are multiples of this. */
+  sizeStep: number;
+  /** Sizes the family was trained on for a native side, where it has a fixed list (SDXL at 1024). */
+  fixedSizes?: (nativeSide: number) => readonly string[] | undefined;
+}
+
+/** Stability's SDXL 1.0 sizes (its v1 API refuses any other on the SDXL engines). */
+export const SDXL_SIZES = ['1024x1024', '1152x896', '896x1152', '1216x832', '832x1216', '1344x768', '768x1344', '1536x640', '640x1536'] as const;
+
+export const FAMILIES: readonly FamilyDescription[] = [
+  {
+    id: 'stable-diffusion',
+    name: 'Stable Diffusion 1.x/2.x',
+    classNames: ['StableDiffusionPipeline', 'OnnxStableDiffusionPipeline', 'ORTStableDiffusionPipeline'],
+    encoderSuffixes: [''],
+    samplers: SAMPLERS,
+    sizeStep: 64,
+  },
+  {
+    id: 'stable-diffusion-xl',
+    name: 'Stable Diffusion XL',
+    classNames: ['StableDiffusionXLPipeline', 'ORTStableDiffusionXLPipeline', 'OnnxStableDiffusionXLPipeline'],
+    encoderSuffixes: ['', '_2'],
+    samplers: SAMPLERS,
+    sizeStep: 64,
+    fixedSizes: (side) => (side === 1024 ? SDXL_SIZES : undefined),
+  },
+];
+
+/** The family of a model_index.json `_class_name`, or undefined. */
+export function familyOf(className: unknown): FamilyDescription | undefined {
+  return FAMILIES.find((f) => typeof className === 'string' && f.classNames.includes(className));
+}
+
+export const KNOWN_CLASS_NAMES = FAMILIES.flatMap((f) => f.classNames);
