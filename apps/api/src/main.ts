@@ -1,11 +1,16 @@
 /** `npm run start:api`: the API process. */
 import { startServer } from './app';
-import { loadConfig } from './config';
+import { ConfigError, loadConfig } from './config';
 import { createLogger } from './logger';
 
 const config = loadConfig();
 const logger = createLogger(config);
-const server = await startServer(config, { logger });
+// A start-up refusal that is the operator's to fix (an alias naming no engine) is one line, not a stack.
+const server = await startServer(config, { logger }).catch((err: unknown) => {
+  if (!(err instanceof ConfigError)) throw err;
+  console.error(err.message);
+  process.exit(1);
+});
 
 for (const signal of ['SIGINT', 'SIGTERM'] as const) {
   process.once(signal, () => {

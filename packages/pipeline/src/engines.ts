@@ -1,6 +1,6 @@
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { type FamilyId, familyOf, FAMILIES, type Mode } from './families/catalog';
+import { type FamilyId, familyOf, FAMILIES, type Mode, SDXL_SIZES } from './families/catalog';
 
 /**
  * Engine discovery reads only JSON files, never ONNX graphs, so the API can list engines without
@@ -255,4 +255,4 @@ export function discoverEngines(modelsDir: string, onError?: (id: string, err: E
   return engines;
 }
 
-export { FAMILIES };
+export { FAMILIES, SDXL_SIZES };

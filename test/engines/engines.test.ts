@@ -1,0 +1,167 @@
+/**
+ * Engines through the API: size limits from the family and the manifest (refused before any hold),
+ * aliases from manifests and ENGINE_ALIASES (listed and usable), manifest defaults and price entries,
+ * and a bad manifest that leaves the rest of the API serving. Engine folders hold JSON only: the API
+ * never loads a graph.
+ */
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Writable } from 'node:stream';
+import { Queue } from 'bullmq';
+import { pino } from 'pino';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { queueNameForEngine } from '@sdq/contracts';
+import { SDXL_SIZES } from '@sdq/pipeline/engines';
+import { redisOptionsFromUrl } from '../../apps/api/src/config';
+import { startTestApi, type TestApi } from '../support/api';
+import { startTestRedis, type TestRedis } from '../support/redis';
+import { expectError } from '../security/support';
+
+/** A JSON-only engine folder: native side = sample_size x 8. */
+function engineFolder(root: string, id: string, opts: { className?: string; sampleSize: number; manifest?: unknown }) {
+  const dir = join(root, id);
+  for (const [part, config] of [['unet', { sample_size: opts.sampleSize }], ['vae_decoder', { block_out_channels: [1, 2, 3, 4] }], ['vae_encoder', {}]] as const) {
+    mkdirSync(join(dir, part), { recursive: true });
+    writeFileSync(join(dir, part, 'config.json'), JSON.stringify(config));
+  }
+  writeFileSync(join(dir, 'model_index.json'), JSON.stringify({ _class_name: opts.className ?? 'StableDiffusionPipeline' }));
+  if (opts.manifest !== undefined) writeFileSync(join(dir, 'sdq-engine.json'), typeof opts.manifest === 'string' ? opts.manifest : JSON.stringify(opts.manifest));
+}
+
+let redis: TestRedis;
+let api: TestApi;
+let models: string;
+let key: string;
+const logs: { msg: string; engine?: string; reason?: string }[] = [];
+
+beforeAll(async () => {
+  redis = await startTestRedis();
+  models = mkdtempSync(join(tmpdir(), 'sdq-engines-'));
+  engineFolder(models, 'small', { sampleSize: 16 }); // native 128
+  engineFolder(models, 'sd15', { sampleSize: 64 }); // native 512
+  engineFolder(models, 'sdxl-base', { className: 'StableDiffusionXLPipeline', sampleSize: 128, manifest: { aliases: ['stable-diffusion-xl-1024-v1-0'], price: 'stable-diffusion-xl-1024-v1-0' } });
+  engineFolder(models, 'custom', { sampleSize: 64, manifest: { allowed_sizes: ['512x512', '768x512'], steps: 12, cfg_scale: 5, sampler: 'DDIM' } });
+  engineFolder(models, 'broken', { sampleSize: 64, manifest: { alias: ['typo'] } });
+  const sink = new Writable({
+    write(chunk, _enc, done) {
+      for (const line of String(chunk).split('\n').filter(Boolean)) logs.push(JSON.parse(line));
+      done();
+    },
+  });
+  api = await startTestApi({ REDIS_URL: redis.url, QUEUE_PREFIX: redis.prefix, MODELS_DIR: models, ENGINE_ALIASES: 'stable-diffusion-v1-6=sd15, tiny=small' }, { logger: pino({ level: 'info' }, sink) });
+  key = (await api.account('alice')).api_key;
+});
+afterAll(async () => {
+  await api?.close();
+  await redis?.close();
+  if (models) rmSync(models, { recursive: true, force: true });
+});
+
+const t2i = (engine: string, body: Record<string, unknown>, query = '?dry_run=true') =>
+  fetch(`${api.url}/v1/generation/${engine}/text-to-image${query}`, {
+    method: 'POST',
+    body: JSON.stringify({ text_prompts: [{ text: 'a red circle' }], ...body }),
+    headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json', prefer: 'respond-async' },
+  });
+
+describe('engine sizes', () => {
+  it.each([
+    ['small', 512, 512, true],
+    ['small', 128, 128, true],
+    ['small', 576, 576, false],
+    ['small', 1024, 1024, false],
+    ['small', 512, 448, true],
+    ['sd15', 1024, 1024, true],
+    ['sd15', 192, 512, false],
+    ['sdxl-base', 1024, 1024, true],
+    ['sdxl-base', 1536, 640, true],
+    ['sdxl-base', 1024, 960, false],
+    ['sdxl-base', 512, 512, false],
+    ['custom', 768, 512, true],
+    ['custom', 512, 768, false],
+  ] as const)('%s %ix%i: %s', async (engine, width, height, ok) => {
+    const res = await t2i(engine, { width, height });
+    if (ok) {
+      expect(res.status, await res.clone().text()).toBe(200);
+      return;
+    }
+    const error = await expectError(res, 400, 'invalid_height_or_width');
+    expect(error.message).toContain(`${width}x${height} is not a size of engine ${engine}; allowed:`);
+    if (engine === 'sdxl-base') expect(error.message).toContain(SDXL_SIZES.join(', '));
+  });
+
+  it('an oversized request holds nothing and queues nothing', async () => {
+    await expectError(await t2i('small', { width: 1024, height: 1024 }, ''), 400, 'invalid_height_or_width');
+    const headers = { authorization: `Bearer ${key}` };
+    expect(await (await fetch(`${api.url}/v1/user/balance`, { headers })).json()).toEqual({ credits: 10 });
+    expect(((await (await fetch(`${api.url}/v1/jobs`, { headers })).json()) as { data: unknown[] }).data).toEqual([]);
+  });
+});
+
+describe('aliases and manifests', () => {
+  it('lists every alias as an engine of its own, and leaves out the engine whose manifest is bad', async () => {
+    const list = (await (await fetch(`${api.url}/v1/engines/list`, { headers: { authorization: `Bearer ${key}` } })).json()) as { id: string; alias_of: string | null; capabilities: { family: string } }[];
+    expect(list.map((e) => [e.id, e.alias_of])).toEqual([
+      ['custom', null],
+      ['sd15', null],
+      ['sdxl-base', null],
+      ['small', null],
+      ['stable-diffusion-xl-1024-v1-0', 'sdxl-base'],
+      ['stable-diffusion-v1-6', 'sd15'],
+      ['tiny', 'small'],
+    ]);
+    expect(list.find((e) => e.id === 'stable-diffusion-xl-1024-v1-0')!.capabilities.family).toBe('stable-diffusion-xl');
+    const refused = logs.find((l) => l.msg === 'engine not served: its manifest is invalid');
+    expect(refused).toMatchObject({ engine: 'broken', reason: expect.stringMatching(/broken\/sdq-engine\.json: alias: is not a manifest field/) });
+  });
+
+  it('an alias reaches its engine: the job is the engine\'s, queued on its queue, at its price', async () => {
+    const res = await t2i('stable-diffusion-v1-6', { width: 512, height: 512, steps: 10 }, '');
+    expect(res.status, await res.clone().text()).toBe(202);
+    const job = (await res.json()) as { id: string; engine: string };
+    expect(job.engine).toBe('sd15');
+    const queue = new Queue(queueNameForEngine('sd15'), { connection: redisOptionsFromUrl(redis.url), prefix: redis.prefix });
+    try {
+      expect((await queue.getJob(job.id))?.data.engineId).toBe('sd15');
+    } finally {
+      await queue.close();
+    }
+    await fetch(`${api.url}/v1/jobs/${job.id}/cancel`, { method: 'POST', headers: { authorization: `Bearer ${key}` } });
+    // The manifest's price entry: Stability's SDXL figure through the alias and the folder alike.
+    for (const id of ['stable-diffusion-xl-1024-v1-0', 'sdxl-base']) {
+      const dry = (await (await t2i(id, { width: 1024, height: 1024, steps: 20 })).json()) as { credits: number; engine: string };
+      expect(dry).toMatchObject({ credits: 0.9, engine: 'sdxl-base' });
+    }
+    expect(((await (await t2i('sdxl-base', { width: 1024, height: 1024, steps: 50 })).json()) as { credits: number }).credits).toBe(1.5);
+  });
+
+  it('manifest defaults apply when the request gives none; what the request gives wins', async () => {
+    const queue = new Queue(queueNameForEngine('custom'), { connection: redisOptionsFromUrl(redis.url), prefix: redis.prefix });
+    try {
+      for (const [body, expected] of [
+        [{}, { steps: 12, cfgScale: 5, sampler: 'DDIM' }],
+        [{ steps: 20, cfg_scale: 7, sampler: 'K_EULER' }, { steps: 20, cfgScale: 7, sampler: 'K_EULER' }],
+      ] as const) {
+        const res = await t2i('custom', { width: 512, height: 512, ...body }, '');
+        expect(res.status, await res.clone().text()).toBe(202);
+        const { id } = (await res.json()) as { id: string };
+        expect((await queue.getJob(id))?.data.params).toMatchObject(expected);
+        await fetch(`${api.url}/v1/jobs/${id}/cancel`, { method: 'POST', headers: { authorization: `Bearer ${key}` } });
+      }
+    } finally {
+      await queue.close();
+    }
+  });
+
+  it('refuses at start-up an ENGINE_ALIASES that names no engine, or an id twice', async () => {
+    for (const [aliases, message] of [
+      ['x=nope', /ENGINE_ALIASES names x=nope, but nope is not an engine under MODELS_DIR/],
+      ['small=sd15', /ENGINE_ALIASES names small for sd15, but small is already an engine/],
+      ['stable-diffusion-xl-1024-v1-0=sd15', /already an alias of sdxl-base/],
+    ] as const) {
+      await expect(startTestApi({ REDIS_URL: redis.url, QUEUE_PREFIX: `${redis.prefix}x`, MODELS_DIR: models, ENGINE_ALIASES: aliases })).rejects.toThrow(message);
+    }
+    await expect(startTestApi({ REDIS_URL: redis.url, MODELS_DIR: models, ENGINE_ALIASES: 'a b' })).rejects.toThrow(/Invalid environment: ENGINE_ALIASES must be alias=engine pairs/);
+  });
+});
