@@ -25,6 +25,14 @@ describe('sdq-generate', () => {
     expect(readPngText(readFileSync(out)).parameters).toContain('Steps: 25, Sampler: K_EULER, CFG scale: 7, Seed: 42');
   });
 
+  it('takes an SDXL folder: --model models/tiny-sdxl', async () => {
+    const out = join(dir, 'sdxl.png');
+    const { stdout } = await run('node', [bin, 'a red circle on a blue background', '--model', 'models/tiny-sdxl', '--steps', '20', '--seed', '42', '-o', out]);
+    expect(stdout.trim()).toBe(`${out} seed=42`);
+    const { readFileSync } = await import('node:fs');
+    expect(readPngText(readFileSync(out)).parameters).toMatch(/Steps: 20, .*Seed: 42, Size: 128x128, Model: tiny-sdxl/);
+  });
+
   it('runs image-to-image, masking and upscaling from files', async () => {
     const init = join(dir, 'init.png');
     await run('node', [bin, 'a red circle on a blue background', '--steps', '10', '--seed', '1', '-o', init]);
