@@ -92,7 +92,8 @@ async function main(): Promise<void> {
   try {
     // The per-key rate limit (150 per 10 s) and the active-job limit would cap the submission rate
     // measured below: the bench lifts both; the hold, ledger and idempotency work per request remain.
-    const limits = { RATE_LIMIT: '1000000', MAX_ACTIVE_JOBS: '0' };
+    // REQUIRE_WORKER=false: the submission part runs with its worker stopped, and still queues.
+    const limits = { RATE_LIMIT: '1000000', MAX_ACTIVE_JOBS: '0', REQUIRE_WORKER: 'false' };
     const api = await spawnApp('apps/api/src/main.ts', { ...env, ...limits, PORT: String(port), HOST: '127.0.0.1', PUBLIC_URL: url, ADMIN_TOKEN, LOG_LEVEL: 'info' }, 'sdq api listening');
     children.push(api);
     // The worker's own time per job (pipeline + upload), from its log, splits the added latency into

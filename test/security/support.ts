@@ -216,6 +216,7 @@ export async function spawnApi(redis: { url: string; prefix: string }, env: Reco
       MODELS_DIR: models,
       ARTIFACTS_DIR: artifacts,
       LOG_LEVEL: 'warn',
+      REQUIRE_WORKER: 'false',
       ...env,
     },
     'sdq api listening',

@@ -57,6 +57,8 @@ export async function startTestApi(env: Record<string, string | undefined>, opts
     SYNC_WAIT: '10',
     REDIS_TIMEOUT_MS: '500',
     LOG_LEVEL: 'silent',
+    // The API alone, with stub workers that claim no presence: jobs are queued whoever serves them.
+    REQUIRE_WORKER: 'false',
     ...env,
   });
   const logger = opts.logger ?? pino({ level: 'silent' });

@@ -24,6 +24,7 @@ import { createLogger } from './logger';
 import { buildOpenApi } from './openapi';
 import { JobQueue } from './queue';
 import { artifactRoutes, engineRoutes, healthRoutes, jobRoutes } from './routes';
+import { EnginePresence } from './presence';
 import { CheckedStorage } from './storage-health';
 import { Store } from './store';
 import { userRoutes } from './user.routes';
@@ -37,6 +38,7 @@ export interface AppDeps {
   storage: Storage;
   engines: Map<string, EngineInfo>;
   aliases: Map<string, string>;
+  presence: EnginePresence;
   jobs: JobsService;
   prices: PriceTable;
   credits: CreditsService;
@@ -59,7 +61,7 @@ export function redactQuery(url: string): string {
 }
 
 export function createApp(deps: AppDeps): Express {
-  const { config, logger, store, storage, engines, aliases, jobs, prices, credits, limiter, accounts, webhooks } = deps;
+  const { config, logger, store, storage, engines, aliases, presence, jobs, prices, credits, limiter, accounts, webhooks } = deps;
   const app = express();
   app.disable('x-powered-by');
   app.set('trust proxy', false);
@@ -92,8 +94,8 @@ export function createApp(deps: AppDeps): Express {
   app.use('/v1', requireRedis(store));
   app.use('/v1/admin', requireAdmin(config.adminToken, store), adminRoutes(accounts));
   app.use('/v1', requireApiKey(store));
-  app.use(engineRoutes(engines, aliases, prices));
-  app.use(generationRoutes({ config, engines, aliases, jobs, prices, credits, limiter }));
+  app.use(engineRoutes(engines, aliases, prices, presence));
+  app.use(generationRoutes({ config, engines, aliases, presence, jobs, prices, credits, limiter }));
   app.use(jobRoutes(jobs));
   app.use(webhookRoutes({ config, jobs, webhooks }));
   app.use(userRoutes(accounts));
@@ -199,7 +201,8 @@ export async function startServer(config: Config, opts: { logger?: Logger } = {}
   queue.onEnd((jobId) => {
     jobs.closeHold(jobId).catch((err) => logger.warn({ job_id: jobId, err: (err as Error).message }, 'could not close the hold; the reconciler will'));
   });
-  const deps: AppDeps = { config, logger, store, queue, storage, engines, aliases, jobs, prices, credits, limiter, accounts, webhooks };
+  const presence = new EnginePresence(store.redis, config.queuePrefix);
+  const deps: AppDeps = { config, logger, store, queue, storage, engines, aliases, presence, jobs, prices, credits, limiter, accounts, webhooks };
   const app = createApp(deps);
   // Give Redis a moment to connect so the first requests are not 503s; start without it if it is down.
   if (!store.ready) {
@@ -242,6 +245,8 @@ export async function startServer(config: Config, opts: { logger?: Logger } = {}
         migrated = true;
       }
       await jobs.sweep();
+      const unserved = await jobs.failUnserved(presence, config.unservedJobTimeout * 1000);
+      if (unserved) logger.warn({ jobs: unserved, timeout_s: config.unservedJobTimeout }, 'queued jobs failed: no live worker served their engine');
       const reconciled = await credits.reconcileHolds((hold) => jobs.holdFate(hold), { graceMs: 0 });
       if (reconciled.settled.length || reconciled.released.length) {
         logger.info({ settled: reconciled.settled.length, released: reconciled.released.length }, 'reconciled holds nobody had closed');

@@ -40,6 +40,10 @@ const EnvSchema = z.object({
   RESULT_RETENTION: envInt(1, 365 * 86_400).default(86_400),
   /** Seconds between sweeps of expired jobs. Default 60. */
   SWEEP_INTERVAL: envInt(1, 86_400).default(60),
+  /** true: a request for an engine no live worker serves is 503 engine_unavailable; false: it is queued for a worker to come. Default true. */
+  REQUIRE_WORKER: z.enum(['true', 'false'], { error: () => 'must be true or false' }).default('true'),
+  /** Seconds a queued job may wait while no live worker serves its engine before it fails (engine_unavailable). Default 600. */
+  UNSERVED_JOB_TIMEOUT: envInt(1, 30 * 86_400).default(600),
   /** Seconds a synchronous request waits for its job before answering 202. Default 120. */
   SYNC_WAIT: envInt(0, 3600).default(120),
   /** Largest width x height accepted. Default 1048576. */
@@ -129,6 +133,8 @@ export interface Config {
   resultRetention: number;
   sweepInterval: number;
   syncWait: number;
+  requireWorker: boolean;
+  unservedJobTimeout: number;
   maxPixels: number;
   maxUploadBytes: number;
   http: {
@@ -185,6 +191,8 @@ export function parseConfig(env: Record<string, string | undefined>, randomSecre
     resultRetention: e.RESULT_RETENTION,
     sweepInterval: e.SWEEP_INTERVAL,
     syncWait: e.SYNC_WAIT,
+    requireWorker: e.REQUIRE_WORKER === 'true',
+    unservedJobTimeout: e.UNSERVED_JOB_TIMEOUT,
     maxPixels: e.MAX_PIXELS,
     maxUploadBytes: e.MAX_UPLOAD_BYTES,
     http: {

@@ -24,6 +24,7 @@ import { requireScope } from './auth';
 import { jsonBody } from './body';
 import type { Config } from './config';
 import type { JobInputs, JobsService, JobWebhook, NewJob } from './jobs.service';
+import type { EnginePresence } from './presence';
 import { dryRun, jobCost } from './pricing';
 import { rateLimit } from './rate-limit';
 import type { JobRecord } from './store';
@@ -148,6 +149,7 @@ export function generationRoutes(deps: {
   config: Config;
   engines: Map<string, EngineInfo>;
   aliases: Map<string, string>;
+  presence: EnginePresence;
   jobs: JobsService;
   prices: PriceTable;
   credits: CreditsService;
@@ -246,6 +248,10 @@ export function generationRoutes(deps: {
     if (isDryRun(req)) {
       res.json(dryRun(engine.id, job, cost, await credits.balance(req.accountId!)));
       return;
+    }
+    // Nothing is held for a job no worker would take (REQUIRE_WORKER=false queues it for one to come).
+    if (config.requireWorker && (await deps.presence.workers(engine.id)) === 0) {
+      throw new ServiceError('engine_unavailable', `engine ${engine.id}: no live worker serves it (none started, or its folder failed to load on every worker); retry once a worker serves it`, { 'Retry-After': '10' });
     }
     const key = idempotencyKey(req);
     const { record, repeated } = await jobs.submit(req.accountId!, engine.id, job, inputs, {

@@ -183,7 +183,11 @@ export class JobsService {
     const base = `${config.publicUrl}/v1/jobs/${record.id}`;
     let error: JobObject['error'] = null;
     if (status === 'failed') {
-      error = snapshot ? parseFailedReason(snapshot.failedReason) : { name: 'internal_error', message: 'the job is no longer in its queue' };
+      error = snapshot
+        ? parseFailedReason(snapshot.failedReason)
+        : record.unserved_at
+          ? { name: 'engine_unavailable', message: `no live worker served engine ${record.engine} while the job waited; it was not run and nothing was charged` }
+          : { name: 'internal_error', message: 'the job is no longer in its queue' };
     } else if (status === 'canceled') {
       error = { name: 'canceled', message: 'the job was canceled' };
     }
@@ -334,6 +338,30 @@ export class JobsService {
   /** The bytes of a stored image, for Stability-style answers (held only for the request). */
   readArtifact(key: string): Promise<Buffer> {
     return this.deps.storage.get(key);
+  }
+
+  /**
+   * Fails the queued jobs that have waited longer than timeoutMs while no live worker serves their
+   * engine: their hold is released, they leave the queue, and they read as failed with engine_unavailable.
+   * So a job is never stuck for ever behind an engine nobody serves. Returns how many.
+   */
+  async failUnserved(presence: { workers(engine: string): Promise<number> }, timeoutMs: number, now = Date.now()): Promise<number> {
+    const { queue, store, credits, logger } = this.deps;
+    let failed = 0;
+    for (const engine of queue.engineIds) {
+      if ((await presence.workers(engine)) > 0) continue;
+      for (const id of await queue.waitingSince(engine, now - timeoutMs)) {
+        const record = await store.getJob(id);
+        if (!record) continue;
+        // Released before removal, as a cancel is: a worker that takes it in between settles nothing.
+        if ((await credits.release(id, 'engine_unavailable')).status === 'already_settled') continue;
+        if (!(await queue.removeIfWaiting(engine, id))) continue;
+        await store.updateJob(id, { unserved_at: now });
+        logger.warn({ job_id: id, engine }, 'queued job failed: no live worker serves its engine');
+        failed++;
+      }
+    }
+    return failed;
   }
 
   /** Removes jobs whose retention has passed, with their stored objects; returns how many. */

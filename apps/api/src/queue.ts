@@ -130,6 +130,11 @@ export class JobQueue {
     return () => this.bus.off(jobId, listener);
   }
 
+  /** The engines this process has a queue for. */
+  get engineIds(): string[] {
+    return [...this.queues.keys()];
+  }
+
   private queue(engine: string): Queue {
     const queue = this.queues.get(engine);
     if (!queue) throw new Error(`no queue for engine ${engine}`);
@@ -165,6 +170,16 @@ export class JobQueue {
     // BullMQ pushes new jobs on the left and workers take from the right.
     const [index, length] = await Promise.all([this.opts.redis.lpos(waitKey, jobId), this.opts.redis.llen(waitKey)]);
     return index === null ? null : length - 1 - index;
+  }
+
+  /** Ids of the jobs still waiting that were added before `beforeMs`, oldest first (at most `limit`). */
+  async waitingSince(engine: string, beforeMs: number, limit = 100): Promise<string[]> {
+    const jobs = await this.queue(engine).getJobs(['waiting', 'prioritized', 'delayed'], 0, -1, true);
+    return jobs
+      .filter((j) => j.timestamp < beforeMs)
+      .sort((a, b) => a.timestamp - b.timestamp)
+      .slice(0, limit)
+      .map((j) => j.id!);
   }
 
   /** Removes a job that has not started; false when it is running (locked) or gone. */

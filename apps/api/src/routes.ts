@@ -17,6 +17,7 @@ import { requireScope } from './auth';
 import type { Config } from './config';
 import type { JobsService } from './jobs.service';
 import { enginePricing } from './pricing';
+import type { EnginePresence } from './presence';
 import type { Store } from './store';
 
 type Handler = (req: Request, res: Response) => Promise<void> | void;
@@ -45,20 +46,24 @@ function capabilities(e: EngineInfo) {
 }
 
 /** Stability's engine fields, each engine's prices and capabilities beside them; each alias is listed as an engine of its own. */
-export function engineRoutes(engines: Map<string, EngineInfo>, aliases: Map<string, string>, prices: PriceTable): Router {
+export function engineRoutes(engines: Map<string, EngineInfo>, aliases: Map<string, string>, prices: PriceTable, presence: EnginePresence): Router {
   const router = Router();
-  router.get('/v1/engines/list', (_req, res) => {
-    const entry = (id: string, e: EngineInfo, aliasOf?: string) => ({
-      id,
-      name: id,
-      description: aliasOf ? `${e.description} (alias of ${aliasOf})` : e.description,
-      type: 'PICTURE',
-      pricing: enginePricing(prices, e),
-      capabilities: capabilities(e),
-      alias_of: aliasOf ?? null,
-    });
-    res.json([...[...engines.values()].map((e) => entry(e.id, e)), ...[...aliases].map(([alias, id]) => entry(alias, engines.get(id)!, id))]);
-  });
+  router.get(
+    '/v1/engines/list',
+    wrap(async (_req, res) => {
+      const served = new Map(await Promise.all([...engines.keys()].map(async (id) => [id, await presence.workers(id)] as const)));
+      const entry = (id: string, e: EngineInfo, aliasOf?: string) => ({
+        id,
+        name: id,
+        description: aliasOf ? `${e.description} (alias of ${aliasOf})` : e.description,
+        type: 'PICTURE',
+        pricing: enginePricing(prices, e),
+        capabilities: { ...capabilities(e), workers: served.get(e.id) ?? 0 },
+        alias_of: aliasOf ?? null,
+      });
+      res.json([...[...engines.values()].map((e) => entry(e.id, e)), ...[...aliases].map(([alias, id]) => entry(alias, engines.get(id)!, id))]);
+    }),
+  );
   return router;
 }
 

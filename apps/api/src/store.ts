@@ -40,6 +40,8 @@ export interface JobRecord {
   cancel_requested_at?: number;
   /** Unix ms; set when the job was removed before it started. */
   canceled_at?: number;
+  /** Unix ms; set when the job was removed unstarted because no live worker served its engine. */
+  unserved_at?: number;
   /** The job's own webhook URL (checked at submission); unset = the account's default webhook, if any. */
   webhook?: string;
   /** Its webhook_events_filter, comma-separated; unset = completed only. */
@@ -208,7 +210,7 @@ export class Store {
     return h.id ? deserialize(h) : undefined;
   }
 
-  async updateJob(id: string, fields: Partial<Pick<JobRecord, 'cancel_requested_at' | 'canceled_at'>>): Promise<void> {
+  async updateJob(id: string, fields: Partial<Pick<JobRecord, 'cancel_requested_at' | 'canceled_at' | 'unserved_at'>>): Promise<void> {
     await this.redis.hset(this.k('job', id), serialize(fields));
   }
 
@@ -272,6 +274,7 @@ function deserialize(h: Record<string, string>): JobRecord {
     seq: Number(h.seq),
     cancel_requested_at: h.cancel_requested_at ? Number(h.cancel_requested_at) : undefined,
     canceled_at: h.canceled_at ? Number(h.canceled_at) : undefined,
+    unserved_at: h.unserved_at ? Number(h.unserved_at) : undefined,
     webhook: h.webhook || undefined,
     webhook_events: h.webhook_events || undefined,
   };

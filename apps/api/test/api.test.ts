@@ -106,6 +106,8 @@ describe('engines, health, openapi', () => {
       sizes: { step: 64, min_side: 64, max_pixels: 262144, allowed: null },
       samplers: expect.arrayContaining(['K_EULER', 'DDIM']),
       defaults: { steps: null, cfg_scale: null, sampler: null },
+      // The stub worker claims no presence; with REQUIRE_WORKER=false (these tests) jobs queue anyway.
+      workers: 0,
     });
     expect(engines[2].capabilities).toMatchObject({ family: null, modes: ['upscale'], sizes: null });
   });

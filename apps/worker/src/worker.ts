@@ -2,7 +2,9 @@
  * The worker process's parts, put together: engines, storage, Redis connections, the cancel watcher,
  * the engine queues' BullMQ Workers and the health server. main.ts runs it; tests start it in-process.
  */
+import { randomUUID } from 'node:crypto';
 import type { Server } from 'node:http';
+import { hostname } from 'node:os';
 import { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { Storage } from '@sdq/contracts';
@@ -14,6 +16,7 @@ import { disposeEngines, type LoadedEngine, loadEngines } from './engines';
 import { HANDLERS, type JobHandlers } from './handlers';
 import { portOf, startHealthServer } from './health';
 import { HoldCloser } from './holds';
+import { Presence } from './presence';
 import { EngineWorkers } from './queue';
 
 export interface RunningWorker {
@@ -57,6 +60,7 @@ export async function startWorker(config: WorkerConfig, logger: Logger, handlers
 
   let storage: Storage | undefined;
   let cancel: CancelWatcher | undefined;
+  let presence: Presence | undefined;
   try {
     engines = await loadEngines(config, logger);
     storage = createStorage('s3' in config.storage ? config.storage : { local: { ...config.storage.local, publicUrl: 'http://unused.invalid', secret: 'the worker signs no URL' } });
@@ -66,6 +70,8 @@ export async function startWorker(config: WorkerConfig, logger: Logger, handlers
     const holds = new HoldCloser(new CreditsService(redis, { prefix: config.queuePrefix }), logger);
     workers = new EngineWorkers({ config, engines, handlers, storage, cancel, holds, logger });
     workers.run();
+    presence = new Presence(redis, config.queuePrefix, `${hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`, [...engines.keys()], logger);
+    await presence.start();
     ready = true;
   } catch (err) {
     health.close();
@@ -83,6 +89,8 @@ export async function startWorker(config: WorkerConfig, logger: Logger, handlers
     close: (graceMs = config.shutdownGraceMs) =>
       (closed ??= (async () => {
         ready = false;
+        // Withdrawn first: the API stops accepting jobs only this worker could take.
+        await presence?.stop();
         await workers!.close(graceMs);
         await cancel!.close();
         redis.disconnect();

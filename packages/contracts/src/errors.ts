@@ -95,6 +95,11 @@ export const ERROR_CATALOGUE = {
   },
   conflict: { status: 409, message: '{detail}', description: 'The job is already finished (cancel), or the request conflicts with the current state.' },
   canceled: { status: 409, message: '{detail}', description: 'The job was canceled before it finished (a synchronous request whose job was canceled).' },
+  engine_unavailable: {
+    status: 503,
+    message: '{detail}',
+    description: 'No live worker serves the engine (none started, or its folder failed to load on every worker); nothing was queued or charged. A job that waited UNSERVED_JOB_TIMEOUT with no worker for its engine fails with this name.',
+  },
   service_unavailable: {
     status: 503,
     message: '{detail}',

@@ -52,3 +52,16 @@ export function cancelFlagKey(prefix: string, jobId: string): string {
 
 /** How long a cancel flag lives: longer than any job could wait to start after its cancel. */
 export const CANCEL_FLAG_TTL_SECONDS = 24 * 3600;
+
+/**
+ * Worker presence: each worker keeps a sorted set per engine it serves, `<prefix>:served:<engine>`,
+ * with its worker id scored by when its claim runs out (Redis time, ms). The API counts the members
+ * scored after now to tell whether any live worker serves an engine.
+ */
+export function servedEngineKey(prefix: string, engineId: string): string {
+  return `${prefix}:served:${engineId}`;
+}
+
+/** How often a worker renews its claim, and how long a claim lasts without renewal (ms). */
+export const PRESENCE_INTERVAL_MS = 5000;
+export const PRESENCE_TTL_MS = 15_000;

@@ -102,7 +102,7 @@ export interface VerifyReport {
 export type HoldFate = { action: 'keep' } | { action: 'settle' } | { action: 'release'; reason: string };
 
 /** The release reasons sdq uses (release() takes any reason; these keep the ledger consistent). */
-export const RELEASE_REASONS = ['failed', 'canceled', 'expired', 'job_gone', 'not_enqueued'] as const;
+export const RELEASE_REASONS = ['failed', 'canceled', 'expired', 'job_gone', 'not_enqueued', 'engine_unavailable'] as const;
 
 export interface CreditsServiceOptions {
   /** Key prefix of the deployment (the queue prefix). */
