@@ -4,7 +4,7 @@
  */
 import { type Request, type Response, Router } from 'express';
 import type { z } from 'zod';
-import { checkEngineSize, type EngineInfo } from '@sdq/pipeline/engines';
+import { checkEngineSize, type EngineInfo, FAMILIES } from '@sdq/pipeline/engines';
 import {
   CONTENT_TYPES,
   errorNameForField,
@@ -165,6 +165,9 @@ export function generationRoutes(deps: {
     if (!engine) throw new ServiceError('not_found', `engine ${req.params.engine_id} not found (GET /v1/engines/list lists them)`);
     const wanted = kind === 'upscale' ? 'upscale' : 'generation';
     if (engine.kind !== wanted) throw new ServiceError('bad_request', `engine ${engine.id} is a ${engine.kind} engine and cannot serve ${kind}`);
+    if (engine.kind === 'generation' && !engine.family) {
+      throw new ServiceError('engine_unavailable', `engine ${engine.id} is a ${engine.pipelineClass} folder, a family sdq does not serve (it serves ${FAMILIES.map((f) => f.id).join(', ')})`);
+    }
     if (!engine.modes.includes(kind)) throw new ServiceError('bad_request', `engine ${engine.id} cannot do ${kind} (it does ${engine.modes.join(', ')}; image-to-image and masking need a vae_encoder)`);
     return engine;
   };

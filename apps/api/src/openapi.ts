@@ -126,6 +126,7 @@ export function buildOpenApi(publicUrl: string): Record<string, unknown> {
       'idempotency_key_mismatch',
       'rate_limited',
       'too_many_active_jobs',
+      'engine_unavailable',
     ]),
     ...common,
   };

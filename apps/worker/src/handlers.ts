@@ -16,6 +16,7 @@ import {
   StorageNotFoundError,
   type StoredArtifact,
 } from '@sdq/contracts';
+import { checkEngineSize } from '@sdq/pipeline/engines';
 import { isInputError, PipelineError } from '@sdq/pipeline/errors';
 import type { GeneratedImage as Image, ProgressEvent } from '@sdq/pipeline/types';
 import type { LoadedEngine } from './engines';
@@ -85,6 +86,9 @@ async function generate<K extends 'text-to-image' | 'image-to-image' | 'masking'
   const pipeline = generationEngine(ctx);
   const payload = ctx.payload as JobPayloadOf<'text-to-image' | 'image-to-image' | 'masking'>;
   const { params } = payload;
+  // The API refuses these already; a payload from elsewhere must not size the worker out of memory either.
+  const problem = checkEngineSize(ctx.engine.info, params.width, params.height);
+  if (problem) throw new JobFailure('invalid_height_or_width', problem);
   const result = await pipeline.generate({
     prompts: params.prompts,
     width: params.width,

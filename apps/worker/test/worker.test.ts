@@ -209,7 +209,10 @@ describe('worker', () => {
   it.each([
     ['an unknown payload version', { version: 2 }, 'bad_request', /payload version 2/],
     ['a malformed payload', { params: { prompts: [] } }, 'bad_request', /invalid payload: params/],
-    ['an input error found by the pipeline', { params: { ...textToImage().params, width: 100 } }, 'invalid_height_or_width', /width/],
+    ['a width that is no size of the engine', { params: { ...textToImage().params, width: 100 } }, 'invalid_height_or_width', /100x128 is not a size of engine tiny-sd/],
+    // 23 GB and the kernel's OOM killer once: a size the API would refuse, sent straight to the queue.
+    ['a size over the engine\'s limits', { params: { ...textToImage().params, width: 1024, height: 1024 } }, 'invalid_height_or_width', /1024x1024 is not a size of engine tiny-sd; allowed: .*up to 512x512/],
+    ['an input error found by the pipeline', { params: { ...textToImage().params, prompts: [{ text: 'a', weight: -1 }] } }, 'invalid_prompts', /positive weight/],
     ['a job for the wrong kind of engine', { engineId: 'tiny-upscaler-x2' }, 'bad_request', /upscale engine/],
   ])('fails %s at once, without retrying', async (_name, change, errorName, message) => {
     const payload = { ...textToImage(), ...change } as JobPayload;
