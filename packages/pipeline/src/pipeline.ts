@@ -5,6 +5,7 @@
  * (families/*.ts) supplies its prompt encoding (the UNet's conditioning inputs) and its samplers.
  */
 import type { FeedValue, OnnxModel } from './backends/onnx';
+import { describeEngine, type EngineInfo } from './engines';
 import { PipelineError } from './errors';
 import type { FamilyDescription } from './families/catalog';
 import { CONTENT_TYPES, decodeImage, decodeMask, encodeImage, imageSize, type PlanarImage } from './image';
@@ -102,6 +103,11 @@ export abstract class DiffusionPipeline {
 
   /** The family's prompt encoding: the UNet's conditioning inputs for this request. */
   protected abstract encodePrompts(r: CheckedRequest, req: GenerateRequest, guidance: boolean): Promise<Conditioning>;
+
+  /** The engine's description, read from its folder's JSON as the API reads it: family, sizes, samplers, modes. */
+  describe(): EngineInfo {
+    return describeEngine(this.model.dir, this.engineId)!;
+  }
 
   /** The UNet's conditioning inputs for a request, as generate() feeds them (for tests and debugging). */
   async conditioning(req: GenerateRequest): Promise<Conditioning> {

@@ -67,6 +67,8 @@ describe('tiny-sdxl against reference.json', () => {
     expect(sdxl.model.shiftFactor).toBe(0);
     expect(sdxl.model.latentChannels).toBe(4);
     expect(sdxl.family.id).toBe('stable-diffusion-xl');
+    // The same description the API reads from the folder's JSON.
+    expect(sdxl.describe()).toMatchObject({ id: 'tiny-sdxl', family: 'stable-diffusion-xl', nativeWidth: 128, modes: ['text-to-image', 'image-to-image', 'masking'], sizes: { step: 64, maxPixels: 262144 } });
   });
 });
 
