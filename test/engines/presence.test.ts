@@ -43,7 +43,6 @@ describe('engines no live worker serves', () => {
 
       const worker = await startTestWorker({ env: { ...service.env, QUEUE_PREFIX: `${redis.prefix}p1` } }, { ENGINES: 'tiny-sd' });
       try {
-        await new Promise((r) => setTimeout(r, 1100)); // past the API's one-second cache
         expect(await workersOf(service, key)).toMatchObject({ 'tiny-sd': 1, 'tiny-sdxl': 0 });
         expect((await t2i(service, key, 'tiny-sd')).status).toBe(202);
         await expectError(await t2i(service, key, 'tiny-sdxl'), 503, 'engine_unavailable');

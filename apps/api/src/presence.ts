@@ -1,6 +1,7 @@
 /**
  * Which engines a live worker serves, from the claims workers keep in Redis (apps/worker/src/presence.ts).
- * Answers are kept for a second, so a burst of submissions costs Redis one look per engine.
+ * A served engine is remembered for a second, so a burst of submissions costs Redis one look per engine;
+ * an unserved one is looked up every time, so a worker that has just started is seen at once.
  */
 import type { Redis } from 'ioredis';
 import { servedEngineKey } from '@sdq/contracts';
@@ -22,7 +23,8 @@ export class EnginePresence {
     const [seconds, micros] = await this.redis.time();
     const now = Number(seconds) * 1000 + Math.floor(Number(micros) / 1000);
     const workers = await this.redis.zcount(servedEngineKey(this.prefix, engineId), `(${now}`, '+inf');
-    this.cache.set(engineId, { workers, at: Date.now() });
+    if (workers > 0) this.cache.set(engineId, { workers, at: Date.now() });
+    else this.cache.delete(engineId);
     return workers;
   }
 }
