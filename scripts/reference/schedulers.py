@@ -3,7 +3,7 @@
 
 torch and diffusers cannot be installed where sdq is developed, so this script restates the maths of
 diffusers' PNDMScheduler, DDIMScheduler, EulerDiscreteScheduler, EulerAncestralDiscreteScheduler,
-DPMSolverMultistepScheduler and LCMScheduler (src/diffusers/schedulers/scheduling_*.py) on its own,
+DPMSolverMultistepScheduler, LCMScheduler and FlowMatchEulerDiscreteScheduler (src/diffusers/schedulers/scheduling_*.py) on its own,
 keeping the places where diffusers holds float32 tensors (betas, alphas_cumprod, sigma tables,
 timesteps) in float32, and writes packages/pipeline/test/fixtures/schedulers.json.
 
@@ -661,6 +661,55 @@ class LCM(SigmaStepper):
         return a ** 0.5 * x0.astype(np.float64) + (1 - a) ** 0.5 * noise.astype(np.float64)
 
 
+class FlowMatch(SigmaStepper):
+    """FlowMatchEulerDiscreteScheduler (SD3): Euler steps on the rectified flow x = (1 - sigma) x0 + sigma noise."""
+    name = "FlowMatchEulerDiscreteScheduler"
+    defaults = dict(num_train_timesteps=1000, shift=1.0, use_dynamic_shifting=False, base_shift=0.5, max_shift=1.15,
+                    base_image_seq_len=256, max_image_seq_len=4096, invert_sigmas=False, shift_terminal=None,
+                    use_karras_sigmas=False, use_exponential_sigmas=False, use_beta_sigmas=False,
+                    time_shift_type="exponential", stochastic_sampling=False)
+
+    def __init__(self, config):
+        c = self.c = with_defaults(self.defaults, config)
+        n = c["num_train_timesteps"]
+        # float32 tensors in __init__: linspace(1, n, n)[::-1] / n, then the static shift
+        sig = (np.linspace(1, n, n, dtype=F32)[::-1] / F32(n)).astype(F32)
+        shift = c["shift"]
+        if not c["use_dynamic_shifting"]:
+            sig = (F32(shift) * sig / (F32(1) + F32(shift - 1) * sig)).astype(F32)
+        self.sigma_min = float(sig[-1])
+        self.sigma_max = float(sig[0])
+        self.init_noise_sigma = 1.0
+        self.step_index = self.begin = None
+
+    def set_timesteps(self, n):
+        c = self.c
+        N = c["num_train_timesteps"]
+        # numpy float64: linspace between the shifted ends (as timesteps), back to sigmas, shifted (again)
+        sig = np.linspace(self.sigma_max * N, self.sigma_min * N, n) / N
+        shift = c["shift"]
+        sig = (shift * sig / (1 + (shift - 1) * sig)).astype(F32)
+        self.timesteps = (sig * F32(N)).astype(F32)
+        self.sigmas = np.concatenate([sig, np.zeros(1, dtype=F32)])
+        self.step_index = self.begin = None
+
+    def scale_model_input(self, x, t):
+        return x
+
+    def step(self, out, t, x, rng):
+        self.init_step_index(t)
+        i = self.step_index
+        dt = F32(self.sigmas[i + 1] - self.sigmas[i])
+        prev = (x.astype(F32) + dt * out.astype(F32)).astype(F32)
+        self.step_index += 1
+        return prev
+
+    def add_noise(self, x0, noise, t):
+        # diffusers' scale_noise
+        sigma = F32(self.sigmas[self.noise_index(t)])
+        return (sigma * noise.astype(F32) + (F32(1) - sigma) * x0.astype(F32)).astype(F32)
+
+
 # ---------------------------------------------------------------------------------------------
 # the cases
 
@@ -732,6 +781,12 @@ CASES = {
         "lambda-clipped": dict(SD15, lambda_min_clipped=-2.0),
         "cosine": dict(beta_schedule="squaredcos_cap_v2"),
     },
+    FlowMatch: {
+        "defaults": {},
+        "sd3-shift-3": dict(shift=3.0),
+        "shift-1.5": dict(shift=1.5),
+        "shift-6-trained-100": dict(shift=6.0, num_train_timesteps=100),
+    },
     LCM: {
         "defaults": {},
         "sd15": SD15,
@@ -743,9 +798,9 @@ CASES = {
     },
 }
 
-STEP_COUNTS = {LCM: [4, 8, 25]}
+STEP_COUNTS = {LCM: [4, 8, 25], FlowMatch: [28, 10, 4]}
 DEFAULT_STEP_COUNTS = [25, 10, 7]
-IMG2IMG = {"sd15": (25, 10), "sd21v-trailing": (10, 4), "sd21v": (8, 3)}
+IMG2IMG = {"sd15": (25, 10), "sd21v-trailing": (10, 4), "sd21v": (8, 3), "sd3-shift-3": (28, 9)}
 
 
 def num(v):
@@ -785,7 +840,7 @@ def run(cls, case, config, steps, begin=None):
         "trajectory": trajectory,
         "final": [num(v) for v in x],
     }
-    if hasattr(s, "sigmas") and cls in (Euler, EulerAncestral, DPMSolver):
+    if hasattr(s, "sigmas") and cls in (Euler, EulerAncestral, DPMSolver, FlowMatch):
         result["sigmas"] = [num(v) for v in s.sigmas]
     if begin is not None:
         result["beginIndex"] = begin

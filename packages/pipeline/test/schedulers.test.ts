@@ -88,7 +88,7 @@ function run(c: Case): { scheduler: Scheduler; trajectory: Summary[]; final: Flo
 }
 
 const label = (c: Case) => `${c.class} ${c.case} ${c.steps} steps${c.beginIndex === undefined ? '' : ` from step ${c.beginIndex}`}`;
-const floatTimesteps = new Set(['EulerDiscreteScheduler', 'EulerAncestralDiscreteScheduler']);
+const floatTimesteps = new Set(['EulerDiscreteScheduler', 'EulerAncestralDiscreteScheduler', 'FlowMatchEulerDiscreteScheduler']);
 
 describe('schedulers follow diffusers over whole trajectories (numpy reference)', () => {
   it.each(fixture.cases.map((c) => [label(c), c] as const))('%s', (_, c) => {
@@ -234,7 +234,7 @@ describe('facts checkable by hand from diffusers source', () => {
 });
 
 describe('the scheduler contract', () => {
-  const classes = ['PNDMScheduler', 'DDIMScheduler', 'EulerDiscreteScheduler', 'EulerAncestralDiscreteScheduler', 'DPMSolverMultistepScheduler', 'LCMScheduler'];
+  const classes = ['PNDMScheduler', 'DDIMScheduler', 'EulerDiscreteScheduler', 'EulerAncestralDiscreteScheduler', 'DPMSolverMultistepScheduler', 'LCMScheduler', 'FlowMatchEulerDiscreteScheduler'];
 
   it.each(classes)('%s: scaleModelInput returns a new array and leaves its input alone', (className) => {
     const s = createScheduler({ _class_name: className, ...SD15 });
@@ -338,4 +338,26 @@ describe('Stability sampler names', () => {
       );
     },
   );
+});
+
+describe('FlowMatchEulerDiscreteScheduler (SD3)', () => {
+  it('starts from pure noise, passes the input through, and noises as flow matching does', () => {
+    const s = createScheduler({ _class_name: 'FlowMatchEulerDiscreteScheduler', shift: 3.0 });
+    s.setTimesteps(28);
+    expect(s.initNoiseSigma).toBe(1);
+    expect(s.timesteps[0]).toBe(1000);
+    expect(s.sigmas![28]).toBe(0);
+    const x = Float32Array.of(0.5, -2);
+    expect(Array.from(s.scaleModelInput(x, s.timesteps[0]))).toEqual([0.5, -2]);
+    // x = (1 - sigma) x0 + sigma noise, at the sigma of the timestep given
+    const noisy = s.addNoise(Float32Array.of(1, 1), Float32Array.of(0, 2), s.timesteps[9]);
+    const sigma = s.sigmas![9];
+    expect(noisy[0]).toBeCloseTo(1 - sigma, 6);
+    expect(noisy[1]).toBeCloseTo(1 - sigma + 2 * sigma, 6);
+  });
+
+  it('refuses the options sdq does not implement, naming them', () => {
+    expect(() => createScheduler({ _class_name: 'FlowMatchEulerDiscreteScheduler', use_dynamic_shifting: true })).toThrow(/use_dynamic_shifting = true is not supported/);
+    expect(() => createScheduler({ _class_name: 'FlowMatchEulerDiscreteScheduler', shift_terminal: 0.1 })).toThrow(/shift_terminal is not supported/);
+  });
 });

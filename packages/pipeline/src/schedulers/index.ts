@@ -4,6 +4,7 @@ import { DDIMScheduler } from './ddim';
 import { DPMSolverMultistepScheduler } from './dpm-solver-multistep';
 import { EulerDiscreteScheduler } from './euler';
 import { EulerAncestralDiscreteScheduler } from './euler-ancestral';
+import { FlowMatchEulerDiscreteScheduler } from './flow-match-euler';
 import { LCMScheduler } from './lcm';
 import { PNDMScheduler } from './pndm';
 
@@ -16,6 +17,7 @@ const SCHEDULERS: Record<string, new (config: SchedulerConfig) => Scheduler> = {
   DPMSolverMultistepScheduler,
   EulerAncestralDiscreteScheduler,
   EulerDiscreteScheduler,
+  FlowMatchEulerDiscreteScheduler,
   LCMScheduler,
   PNDMScheduler,
 };
@@ -39,6 +41,6 @@ export function createScheduler(config: SchedulerConfig): Scheduler {
   return new SCHEDULERS[className](config);
 }
 
-export { DDIMScheduler, DPMSolverMultistepScheduler, EulerAncestralDiscreteScheduler, EulerDiscreteScheduler, LCMScheduler, PNDMScheduler };
+export { DDIMScheduler, DPMSolverMultistepScheduler, EulerAncestralDiscreteScheduler, EulerDiscreteScheduler, FlowMatchEulerDiscreteScheduler, LCMScheduler, PNDMScheduler };
 export { InvalidSamplerError, SAMPLERS, schedulerConfigForSampler } from './samplers';
 export type { SamplerName } from './samplers';
