@@ -3,7 +3,9 @@
  * own id and Stability's (ENGINE_ALIASES), for every sampler its family allows, with its price.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { SAMPLERS } from '@sdq/pipeline/samplers';
+import { FAMILIES } from '@sdq/pipeline/engines';
+
+const SAMPLERS = FAMILIES.find((f) => f.id === 'stable-diffusion-xl')!.samplers;
 import { centreAndCorners, isBlack, isBlue, isRed, isYellow, pixels } from '../../packages/pipeline/test/images';
 import { startTestRedis, type TestRedis } from '../support/redis';
 import { ADMIN_TOKEN, authed, type Service, startService, startTestWorker, type TestWorker } from './support';

@@ -306,17 +306,19 @@ function generationParams(
 ): GenerationParams {
   const given = (field: string) => raw?.[field] !== undefined;
   const m = engine.manifest;
+  // The family's reference settings (SD3: 28 steps) where neither the request nor the manifest says.
+  const family = FAMILIES.find((f) => f.id === engine.family)?.defaults;
   const sampler = body.sampler ?? m.sampler;
   if (sampler !== undefined && engine.samplers && !engine.samplers.includes(sampler)) {
     throw new ServiceError('invalid_sampler', `sampler: ${sampler} cannot be used with ${engine.familyName ?? engine.id} engines; valid samplers: ${engine.samplers.join(', ')}`);
   }
-  const sdxl = engine.family === 'stable-diffusion-xl';
+  const sdxl = engine.family === 'stable-diffusion-xl' || engine.family === 'stable-diffusion-3';
   return {
     prompts: applyStyle(body.text_prompts, body.style_preset),
     width,
     height,
-    steps: given('steps') ? body.steps : (m.steps ?? body.steps),
-    cfgScale: given('cfg_scale') ? body.cfg_scale : (m.cfg_scale ?? body.cfg_scale),
+    steps: given('steps') ? body.steps : (m.steps ?? family?.steps ?? body.steps),
+    cfgScale: given('cfg_scale') ? body.cfg_scale : (m.cfg_scale ?? family?.cfgScale ?? body.cfg_scale),
     samples: body.samples,
     seed: body.seed,
     sampler,
@@ -324,6 +326,7 @@ function generationParams(
     stylePreset: body.style_preset,
     // SDXL's own inputs reach only SDXL engines.
     ...(sdxl && body.prompt_2 !== undefined ? { prompt2: body.prompt_2 } : {}),
+    ...(engine.family === 'stable-diffusion-3' && body.prompt_3 !== undefined ? { prompt3: body.prompt_3 } : {}),
     ...(sdxl && (body.original_width !== undefined || body.original_height !== undefined)
       ? { originalSize: { width: body.original_width ?? width, height: body.original_height ?? height } }
       : {}),

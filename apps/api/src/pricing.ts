@@ -2,7 +2,7 @@
  * Prices at the API's edge: what a job costs (from @sdq/credits' price table), an engine's prices for
  * GET /v1/engines/list, and the answer of a dry run. Amounts are micro-credits until they leave here.
  */
-import type { EngineInfo } from '@sdq/pipeline/engines';
+import { type EngineInfo, FAMILIES } from '@sdq/pipeline/engines';
 import type { DryRunResponse, EnginePricing } from '@sdq/contracts';
 import { type Cost, displayCredits, type PriceTable, toCredits } from '@sdq/credits';
 import type { z } from 'zod';
@@ -11,21 +11,23 @@ import type { NewJob } from './jobs.service';
 /** Steps of the example price an engine shows (Stability quotes prices at 30 steps). */
 const EXAMPLE_STEPS = 30;
 
-/** The price table entry an engine is priced by: its manifest's `price`, else its own id. */
-export function priceEntry(engine: EngineInfo): string {
-  return engine.manifest.price ?? engine.id;
+/** The price table entry an engine is priced by: its manifest's `price`, its own id, else its family's default. */
+export function priceEntry(prices: PriceTable, engine: EngineInfo): string {
+  if (engine.manifest.price) return engine.manifest.price;
+  const familyDefault = FAMILIES.find((f) => f.id === engine.family)?.defaultPrice;
+  return familyDefault && !prices.engineIds().includes(engine.id) ? familyDefault : engine.id;
 }
 
 /** What a job costs: per image times samples; an upscale is flat per image. */
 export function jobCost(prices: PriceTable, engine: EngineInfo, job: NewJob): Cost {
-  if (job.kind === 'upscale') return prices.upscale(priceEntry(engine), { samples: 1 });
+  if (job.kind === 'upscale') return prices.upscale(priceEntry(prices, engine), { samples: 1 });
   const { width, height, steps, samples } = job.params;
-  return prices.generation(priceEntry(engine), { width, height, steps, samples });
+  return prices.generation(priceEntry(prices, engine), { width, height, steps, samples });
 }
 
 /** An engine's prices, with one image at its native size and 30 steps as the example. */
 export function enginePricing(prices: PriceTable, engine: EngineInfo): z.infer<typeof EnginePricing> {
-  const price = prices.engine(priceEntry(engine));
+  const price = prices.engine(priceEntry(prices, engine));
   if (engine.kind === 'upscale') {
     return {
       kind: 'upscale',
@@ -35,12 +37,13 @@ export function enginePricing(prices: PriceTable, engine: EngineInfo): z.infer<t
       upscale: toCredits(price.upscale),
       per_image: null,
       min_steps: null,
+      flat: null,
       example: { width: null, height: null, steps: null, credits: toCredits(price.upscale), display: displayCredits(price.upscale) },
     };
   }
   const width = engine.nativeWidth ?? 512;
   const height = engine.nativeHeight ?? 512;
-  const example = prices.generation(priceEntry(engine), { width, height, steps: EXAMPLE_STEPS }).per_image;
+  const example = prices.generation(priceEntry(prices, engine), { width, height, steps: EXAMPLE_STEPS }).per_image;
   return {
     kind: 'generation',
     k: price.k,
@@ -48,6 +51,7 @@ export function enginePricing(prices: PriceTable, engine: EngineInfo): z.infer<t
     min_credits: toCredits(price.min_credits),
     upscale: null,
     per_image: price.per_image === undefined ? null : toCredits(price.per_image),
+    flat: price.per_image === undefined ? null : price.flat,
     min_steps: price.per_image === undefined ? null : price.min_steps,
     example: { width, height, steps: EXAMPLE_STEPS, credits: toCredits(example), display: displayCredits(example) },
   };

@@ -104,6 +104,7 @@ async function generate<K extends 'text-to-image' | 'image-to-image' | 'masking'
     maskSource: params.maskSource,
     outputFormat: params.outputFormat,
     prompt2: params.prompt2,
+    prompt3: params.prompt3,
     originalSize: params.originalSize,
     cropTopLeft: params.cropTopLeft,
     engineId: payload.engineId,

@@ -131,7 +131,7 @@ describe('worker', () => {
   });
 
   it('serves every engine under MODELS_DIR and answers /healthz and /readyz', async () => {
-    expect(worker.engines).toEqual(['tiny-sd', 'tiny-sdxl', 'tiny-upscaler-x2']);
+    expect(worker.engines).toEqual(['tiny-sd', 'tiny-sd3', 'tiny-sdxl', 'tiny-upscaler-x2']);
     const health = await fetch(`http://127.0.0.1:${worker.healthPort}/healthz`);
     expect(health.status).toBe(200);
     const ready = await fetch(`http://127.0.0.1:${worker.healthPort}/readyz`);
@@ -174,7 +174,7 @@ describe('worker', () => {
 
   it.each([
     ['a job name without a handler', {}, { ...HANDLERS, masking: undefined } as unknown as JobHandlers, /no handler registered for job name\(s\): masking/],
-    ['ENGINES naming an engine that is not there', { ENGINES: 'tiny-sd,sd-xl' }, HANDLERS, /ENGINES names sd-xl, not found under MODELS_DIR .* \(found: tiny-sd, tiny-sdxl, tiny-upscaler-x2\)/],
+    ['ENGINES naming an engine that is not there', { ENGINES: 'tiny-sd,sd-xl' }, HANDLERS, /ENGINES names sd-xl, not found under MODELS_DIR .* \(found: tiny-sd, tiny-sd3, tiny-sdxl, tiny-upscaler-x2\)/],
   ])('refuses to start with %s', async (_name, env, handlers, message) => {
     await expect(startWorker(testConfig({ ...env, QUEUE_PREFIX: `${redis.prefix}x` }), logger, handlers)).rejects.toThrow(message);
   });

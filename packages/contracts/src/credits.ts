@@ -96,6 +96,8 @@ export const EnginePricing = z
     /** generation priced per image (SDXL): credits per image at 30 steps, whatever its size; fewer than min_steps cost as min_steps. */
     per_image: z.number().nullable(),
     min_steps: z.number().nullable(),
+    /** With per_image: true = the same price whatever the steps (SD3). */
+    flat: z.boolean().nullable(),
     /** The price of one image at the engine's native size and 30 steps (generation) or of one upscale. */
     example: z.object({ width: z.number().nullable(), height: z.number().nullable(), steps: z.number().nullable(), credits: z.number(), display: z.string() }),
   })

@@ -52,8 +52,10 @@ export const GenerationParams = z.object({
   outputFormat: z.enum(OUTPUT_FORMATS),
   /** Recorded for the job's history; already applied to `prompts`. */
   stylePreset: z.string().optional(),
-  /** SDXL: the second text encoder's prompt. */
+  /** SDXL, SD3: the second text encoder's prompt. */
   prompt2: z.string().optional(),
+  /** SD3: the T5 encoder's prompt. */
+  prompt3: z.string().optional(),
   /** SDXL micro-conditioning. */
   originalSize: z.object({ width: z.number().int().positive(), height: z.number().int().positive() }).optional(),
   cropTopLeft: z.object({ top: z.number().int().min(0), left: z.number().int().min(0) }).optional(),

@@ -12,7 +12,7 @@ import type { ErrorName } from './errors';
  * submission (invalid_sampler, listing these) rather than silently swapped for another sampler.
  * test/contracts-pipeline.test.ts keeps this list equal to the pipeline's own.
  */
-export const SAMPLERS = ['DDIM', 'K_EULER', 'K_EULER_ANCESTRAL', 'K_DPMPP_2M', 'K_DPMPP_2M_KARRAS', 'PNDM', 'LCM'] as const;
+export const SAMPLERS = ['DDIM', 'K_EULER', 'K_EULER_ANCESTRAL', 'K_DPMPP_2M', 'K_DPMPP_2M_KARRAS', 'PNDM', 'LCM', 'FLOW_MATCH_EULER'] as const;
 
 export const CLIP_GUIDANCE_PRESETS = ['FAST_BLUE', 'FAST_GREEN', 'NONE', 'SIMPLE', 'SLOW', 'SLOWER', 'SLOWEST'] as const;
 
@@ -99,7 +99,8 @@ const generationFields = {
   style_preset: z.enum(STYLE_PRESET_NAMES).optional().describe('Applied as a suffix to the positive prompts.'),
   extras: z.record(z.string(), z.unknown()).optional().describe('Accepted for compatibility; sdq ignores it.'),
   // SDXL's own inputs (diffusers' prompt_2, original_size, crops_coords_top_left); other families ignore them.
-  prompt_2: z.string().trim().min(1).max(MAX_PROMPT_LENGTH).optional().describe("SDXL: the second text encoder's prompt. Default: text_prompts."),
+  prompt_2: z.string().trim().min(1).max(MAX_PROMPT_LENGTH).optional().describe("SDXL, SD3: the second text encoder's prompt. Default: text_prompts."),
+  prompt_3: z.string().trim().min(1).max(MAX_PROMPT_LENGTH).optional().describe("SD3: the third (T5) text encoder's prompt. Default: text_prompts."),
   original_width: z.number().int().min(1).max(16384).optional().describe('SDXL micro-conditioning: the width the image is said to come from. Default: the output width.'),
   original_height: z.number().int().min(1).max(16384).optional().describe('SDXL micro-conditioning: the original height. Default: the output height.'),
   crop_top: z.number().int().min(0).max(16384).default(0).describe('SDXL micro-conditioning: the crop\'s top edge. Default 0.'),

@@ -4,7 +4,8 @@
  *   credits = max(min_credits, k * (width * height - offset) * steps / 30)
  *
  * or, for an engine priced per image whatever its size (Stability's SDXL 1.0: 0.9 credits at 30 steps
- * or fewer), `per_image * max(steps, min_steps) / 30` when the entry sets per_image.
+ * or fewer), `per_image * max(steps, min_steps) / 30` when the entry sets per_image; with `flat`, just
+ * `per_image` whatever the steps (Stability's SD3).
  *
  * computed in integer micro-credits with exact decimal arithmetic (k is read as the decimal the JSON
  * wrote, not as a binary double), each image's price rounded to the nearest micro-credit (halves up); a
@@ -54,6 +55,8 @@ const EnginePriceEntry = z.strictObject({
   per_image: CreditsValue.optional(),
   /** With per_image: fewer steps than this cost as many (Stability's SDXL: 30). Default 0. */
   min_steps: z.number().int().min(0).max(1000).optional(),
+  /** With per_image: the price does not scale with steps at all (Stability's SD3). Default false. */
+  flat: z.boolean().optional(),
 });
 export type EnginePriceEntry = z.infer<typeof EnginePriceEntry>;
 
@@ -74,6 +77,7 @@ export interface EnginePrice {
   /** Micro-credits per image at 30 steps, when the engine is priced per image. */
   per_image?: number;
   min_steps: number;
+  flat: boolean;
 }
 
 /** The price of a request. Amounts in micro-credits. */
@@ -144,6 +148,7 @@ export class PriceTable {
       upscale: parseCredits(merged.upscale!, { allowZero: true }),
       per_image: merged.per_image === undefined ? undefined : parseCredits(merged.per_image, { allowZero: true }),
       min_steps: merged.min_steps ?? 0,
+      flat: merged.flat ?? false,
     };
   }
 
@@ -156,7 +161,7 @@ export class PriceTable {
     const price = this.engine(engineId);
     const perImage =
       price.per_image !== undefined
-        ? Math.max(price.min_credits, roundHalfUp(BigInt(price.per_image) * BigInt(Math.max(size.steps, price.min_steps)), 30n))
+        ? Math.max(price.min_credits, price.flat ? price.per_image : roundHalfUp(BigInt(price.per_image) * BigInt(Math.max(size.steps, price.min_steps)), 30n))
         : Math.max(price.min_credits, formulaMicro(decimalOf(price.k), size.width * size.height - price.offset, size.steps));
     return { per_image: perImage, samples, total: perImage * samples };
   }

@@ -37,6 +37,9 @@ describe('the shipped price table', () => {
     { engine: 'stable-diffusion-xl-1024-v1-0', width: 1024, height: 1024, steps: 31, micro: 930_000, shown: '0.93' },
     { engine: 'tiny-sdxl', width: 128, height: 128, steps: 25, micro: 900_000, shown: '0.90' },
     { engine: 'tiny-sdxl', width: 128, height: 128, steps: 47, micro: 1_410_000, shown: '1.41' },
+    // Stability's SD3: flat per image, whatever the size or the steps.
+    { engine: 'stable-diffusion-3-large', width: 1024, height: 1024, steps: 28, micro: 6_500_000, shown: '6.50' },
+    { engine: 'stable-diffusion-3-medium', width: 1536, height: 640, steps: 150, micro: 3_500_000, shown: '3.50' },
   ])('$engine $width x $height, $steps steps = $micro micro-credits ($shown)', ({ engine, width, height, steps, micro, shown }) => {
     const cost = prices.generation(engine, { width, height, steps });
     expect(cost).toEqual({ per_image: micro, samples: 1, total: micro });
@@ -80,7 +83,7 @@ describe('an operator price file', () => {
     expect(prices.generation('custom-engine-v1', { width: 512, height: 512, steps: 30 }).total).toBe(400_105);
     // tiny-sd keeps its shipped k, with the operator's offset: half the pixels are free.
     expect(prices.generation('tiny-sd', { width: 128, height: 128, steps: 30 }).total).toBe(100_000);
-    expect(prices.engineIds()).toEqual(['custom-engine-v1', 'stable-diffusion-xl-1024-v1-0', 'tiny-sd', 'tiny-sdxl']);
+    expect(prices.engineIds()).toEqual(['custom-engine-v1', 'stable-diffusion-3-large', 'stable-diffusion-3-medium', 'stable-diffusion-xl-1024-v1-0', 'tiny-sd', 'tiny-sdxl']);
   });
 
   it.each([

@@ -1,5 +1,5 @@
 export { DiffusionPipeline, DEFAULTS } from './pipeline';
-export { loadPipeline, StableDiffusionPipeline, StableDiffusionXLPipeline, FAMILIES, familyOf, SDXL_SIZES, type FamilyDescription, type FamilyId, type Mode } from './families';
+export { loadPipeline, StableDiffusion3Pipeline, StableDiffusionPipeline, StableDiffusionXLPipeline, FAMILIES, familyOf, SDXL_SIZES, type FamilyDescription, type FamilyId, type Mode } from './families';
 export { Upscaler, type UpscalerOptions } from './upscaler';
 export { PipelineError, isInputError, type PipelineErrorCode } from './errors';
 export { NormalRng, BatchRng, resolveSeed, sampleSeed, MAX_SEED } from './rng';

@@ -2,13 +2,36 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { OnnxClock, OnnxModel } from './backends/onnx';
 import { PipelineError } from './errors';
-import { ClipTokenizer, TokenizerFileError } from './tokenizer/clip-tokenizer';
+import { ClipTokenizer, TokenizerFileError, type TokenizerOutput } from './tokenizer/clip-tokenizer';
+import { T5Tokenizer } from './tokenizer/t5-tokenizer';
 import type { RuntimeOptions } from './types';
+
+/** What a text encoder's tokenizer does: ids padded to a fixed window (CLIP BPE, or SD3's T5). */
+export interface TextTokenizer {
+  readonly maxLength: number;
+  encode(text: string): TokenizerOutput;
+}
 
 /** One text encoder and the tokenizer that feeds it (`tokenizer` + `text_encoder`, `tokenizer_2` + `text_encoder_2`, ...). */
 export interface TextEncoderPair {
-  tokenizer: ClipTokenizer;
+  tokenizer: TextTokenizer;
   encoder: OnnxModel;
+  /** The suffix of its folders: '', '_2', '_3'. */
+  suffix: string;
+}
+
+/** How a family's folder is laid out, beyond what every family has. */
+export interface ModelLayout {
+  /** Suffixes of the tokenizer / text_encoder folders, in the family's order. */
+  encoders: readonly string[];
+  /** Encoders the folder may leave out (SD3 without T5). */
+  optionalEncoders?: readonly string[];
+  /** Encoders whose tokenizer is T5's (tokenizer.json) rather than CLIP's BPE. */
+  t5Encoders?: readonly string[];
+  /** The denoiser's folder: `unet`, or SD3's `transformer`. */
+  denoiser?: 'unet' | 'transformer';
+  /** The T5 window (diffusers' max_sequence_length); default: the tokenizer config's model_max_length. */
+  maxSequenceLength?: number;
 }
 
 /**
@@ -19,8 +42,12 @@ export interface DiffusionModel {
   dir: string;
   /** model_index.json. */
   index: Record<string, unknown>;
+  /** The encoders the folder has, in the family's order (an optional one left out is not here). */
   encoders: TextEncoderPair[];
+  /** The denoiser: the UNet, or SD3's transformer. */
   unet: OnnxModel;
+  /** Its config.json (transformer: joint_attention_dim, patch_size, ...). */
+  denoiserConfig?: Record<string, unknown>;
   vaeEncoder?: OnnxModel;
   vaeDecoder: OnnxModel;
   schedulerConfig: Record<string, unknown>;
@@ -80,17 +107,23 @@ function blockCount(config: Record<string, unknown> | undefined, file: string, f
  * `tokenizer` + `text_encoder`, `['', '_2']` for SDXL's two). Files are checked before any graph is
  * loaded so that a broken folder fails fast with one error naming the file.
  */
-export async function loadDiffusionModel(dir: string, options: RuntimeOptions = {}, encoderSuffixes: readonly string[] = ['']): Promise<DiffusionModel> {
+export async function loadDiffusionModel(dir: string, options: RuntimeOptions = {}, layoutOrSuffixes: ModelLayout | readonly string[] = ['']): Promise<DiffusionModel> {
+  const layout: ModelLayout = Array.isArray(layoutOrSuffixes) ? { encoders: layoutOrSuffixes as readonly string[] } : (layoutOrSuffixes as ModelLayout);
   if (!existsSync(dir)) throw new PipelineError('invalid_model', `model folder not found: ${dir}`);
   const index = readJsonFile(join(dir, 'model_index.json'), true);
+  const denoiser = layout.denoiser ?? 'unet';
+  const graph = (name: string) => join(dir, name, 'model.onnx');
+  // An optional encoder counts only when the folder has it whole (SD3 is often shipped without T5).
+  const encoderSuffixes = layout.encoders.filter(
+    (s) => !layout.optionalEncoders?.includes(s) || (index[`text_encoder${s}`] != null && existsSync(graph(`text_encoder${s}`))),
+  );
   const encoderNames = encoderSuffixes.map((s) => `text_encoder${s}`);
-  for (const component of [...encoderSuffixes.map((s) => `tokenizer${s}`), ...encoderNames, 'unet', 'scheduler']) {
+  for (const component of [...encoderSuffixes.map((s) => `tokenizer${s}`), ...encoderNames, denoiser, 'scheduler']) {
     if (!(component in index)) {
       throw new PipelineError('invalid_model', `malformed ${join(dir, 'model_index.json')}: no "${component}" component`);
     }
   }
-  const graph = (name: string) => join(dir, name, 'model.onnx');
-  for (const name of [...encoderNames, 'unet', 'vae_decoder']) {
+  for (const name of [...encoderNames, denoiser, 'vae_decoder']) {
     if (!existsSync(graph(name))) throw new PipelineError('invalid_model', `model file missing: ${graph(name)}`);
   }
   const schedulerConfig = readJsonFile(join(dir, 'scheduler', 'scheduler_config.json'), true);
@@ -99,17 +132,20 @@ export async function loadDiffusionModel(dir: string, options: RuntimeOptions = 
   }
   const vaeConfigPath = join(dir, 'vae_decoder', 'config.json');
   const vaeConfig = readJsonFile(vaeConfigPath, false);
-  const unetConfigPath = join(dir, 'unet', 'config.json');
+  const unetConfigPath = join(dir, denoiser, 'config.json');
   const unetConfig = readJsonFile(unetConfigPath, false);
   const scalingFactor = typeof vaeConfig?.scaling_factor === 'number' ? vaeConfig.scaling_factor : DEFAULT_SCALING_FACTOR;
   const shiftFactor = typeof vaeConfig?.shift_factor === 'number' ? vaeConfig.shift_factor : 0;
   const vaeScaleFactor = 2 ** (blockCount(vaeConfig, vaeConfigPath, 4) - 1);
-  const unetMultiple = 2 ** (blockCount(unetConfig, unetConfigPath, 4) - 1);
+  // A UNet down-samples 2^(blocks - 1) times; a transformer cuts latents into patch_size patches.
+  const unetMultiple =
+    denoiser === 'transformer' ? (typeof unetConfig?.patch_size === 'number' ? unetConfig.patch_size : 2) : 2 ** (blockCount(unetConfig, unetConfigPath, 4) - 1);
 
-  const tokenizers: ClipTokenizer[] = [];
+  const tokenizers: TextTokenizer[] = [];
   for (const suffix of encoderSuffixes) {
     try {
-      tokenizers.push(await ClipTokenizer.fromFolder(join(dir, `tokenizer${suffix}`)));
+      const folder = join(dir, `tokenizer${suffix}`);
+      tokenizers.push(layout.t5Encoders?.includes(suffix) ? T5Tokenizer.fromFolder(folder, layout.maxSequenceLength) : await ClipTokenizer.fromFolder(folder));
     } catch (err) {
       if (err instanceof TokenizerFileError) throw new PipelineError('invalid_model', err.message);
       throw err;
@@ -121,9 +157,11 @@ export async function loadDiffusionModel(dir: string, options: RuntimeOptions = 
   // The other graphs start at the provider that worked, so a fallback warns once per model, not per graph.
   const providers = options.providers?.length ? options.providers : undefined;
   const rest = { ...options, providers: providers?.slice(Math.max(0, providers.indexOf(first.provider))) };
-  const encoders: TextEncoderPair[] = [{ tokenizer: tokenizers[0], encoder: first }];
-  for (let i = 1; i < encoderNames.length; i++) encoders.push({ tokenizer: tokenizers[i], encoder: await OnnxModel.load(graph(encoderNames[i]), rest, clock) });
-  const unet = await OnnxModel.load(graph('unet'), rest, clock);
+  const encoders: TextEncoderPair[] = [{ tokenizer: tokenizers[0], encoder: first, suffix: encoderSuffixes[0] }];
+  for (let i = 1; i < encoderNames.length; i++) {
+    encoders.push({ tokenizer: tokenizers[i], encoder: await OnnxModel.load(graph(encoderNames[i]), rest, clock), suffix: encoderSuffixes[i] });
+  }
+  const unet = await OnnxModel.load(graph(denoiser), rest, clock);
   const vaeDecoder = await OnnxModel.load(graph('vae_decoder'), rest, clock);
   const vaeEncoder = existsSync(graph('vae_encoder')) ? await OnnxModel.load(graph('vae_encoder'), rest, clock) : undefined;
 
@@ -147,6 +185,7 @@ export async function loadDiffusionModel(dir: string, options: RuntimeOptions = 
     index,
     encoders,
     unet,
+    denoiserConfig: unetConfig,
     vaeEncoder,
     vaeDecoder,
     schedulerConfig,
@@ -164,5 +203,5 @@ export async function loadDiffusionModel(dir: string, options: RuntimeOptions = 
 /** An SD 1.x / 2.x / Turbo folder: one tokenizer and text encoder. */
 export async function loadStableDiffusionModel(dir: string, options: RuntimeOptions = {}): Promise<StableDiffusionModel> {
   const model = await loadDiffusionModel(dir, options, ['']);
-  return { ...model, tokenizer: model.encoders[0].tokenizer, textEncoder: model.encoders[0].encoder };
+  return { ...model, tokenizer: model.encoders[0].tokenizer as ClipTokenizer, textEncoder: model.encoders[0].encoder };
 }

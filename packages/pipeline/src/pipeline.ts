@@ -109,6 +109,15 @@ export abstract class DiffusionPipeline {
     return describeEngine(this.model.dir, this.engineId)!;
   }
 
+  /**
+   * Where image-to-image starts, as the family's diffusers pipeline computes it (get_timesteps): SD's
+   * init_timestep = int(steps * strength), starting at steps - init_timestep.
+   */
+  protected startStep(steps: number, strength: number): number {
+    const initTimestep = Math.min(Math.floor(steps * strength), steps);
+    return Math.max(steps - initTimestep, 0);
+  }
+
   /** The UNet's conditioning inputs for a request, as generate() feeds them (for tests and debugging). */
   async conditioning(req: GenerateRequest): Promise<Conditioning> {
     const r = this.checkInputs(req);
@@ -158,11 +167,11 @@ export abstract class DiffusionPipeline {
         throw new PipelineError('invalid_height_or_width', `${name} must be a multiple of ${multiple} for this engine (got ${v})`);
       }
     }
-    const steps = req.steps ?? DEFAULTS.steps;
+    const steps = req.steps ?? this.family.defaults?.steps ?? DEFAULTS.steps;
     if (!isInt(steps) || steps < 1 || steps > LIMITS.maxSteps) {
       throw new PipelineError('invalid_steps', `steps must be an integer from 1 to ${LIMITS.maxSteps} (got ${steps})`);
     }
-    const cfgScale = req.cfgScale ?? DEFAULTS.cfgScale;
+    const cfgScale = req.cfgScale ?? this.family.defaults?.cfgScale ?? DEFAULTS.cfgScale;
     if (typeof cfgScale !== 'number' || !Number.isFinite(cfgScale) || cfgScale < 0 || cfgScale > LIMITS.maxCfgScale) {
       throw new PipelineError('invalid_cfg_scale', `cfg_scale must be a number from 0 to ${LIMITS.maxCfgScale} (got ${cfgScale})`);
     }
@@ -321,11 +330,9 @@ export abstract class DiffusionPipeline {
         pixelMask = await decodeMask(req.maskSource === 'INIT_IMAGE_ALPHA' ? req.initImage : req.maskImage!, width, height, req.maskSource);
         latentMask = downsampleMask(pixelMask, width, height, this.model.vaeScaleFactor);
       }
-      // diffusers' img2img: init_timestep = int(steps * strength), start at steps - init_timestep.
       // Masking repaints fully unless the caller asks to keep some of the original inside the mask.
       const strength = req.maskSource && req.imageStrength === undefined ? 1 : 1 - r.imageStrength;
-      const initTimestep = Math.min(Math.floor(r.steps * strength), r.steps);
-      const tStart = Math.max(r.steps - initTimestep, 0) * scheduler.order;
+      const tStart = this.startStep(r.steps, strength) * scheduler.order;
       timesteps = timesteps.slice(tStart);
       scheduler.setBeginIndex(tStart);
       latents = timesteps.length ? scheduler.addNoise(initLatents, noise, timesteps[0]) : initLatents.slice();

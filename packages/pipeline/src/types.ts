@@ -42,8 +42,10 @@ export interface GenerateRequest {
   outputFormat?: OutputFormat;
   /** Engine id written into the PNG parameters chunk. */
   engineId?: string;
-  /** SDXL: the prompt of the second text encoder. Default: the prompts. */
+  /** SDXL and SD3: the prompt of the second text encoder. Default: the prompts. */
   prompt2?: string;
+  /** SD3: the prompt of the third (T5) text encoder. Default: the prompts. */
+  prompt3?: string;
   /** SDXL micro-conditioning: the size the image is said to come from. Default: the output size. */
   originalSize?: { width: number; height: number };
   /** SDXL micro-conditioning: the crop's top-left corner. Default 0, 0. */

@@ -293,6 +293,7 @@ describe('Stability sampler names', () => {
     K_DPMPP_2M_KARRAS: 'DPMSolverMultistepScheduler',
     PNDM: 'PNDMScheduler',
     LCM: 'LCMScheduler',
+    FLOW_MATCH_EULER: 'FlowMatchEulerDiscreteScheduler',
   };
 
   it('lists exactly the supported samplers', () => {

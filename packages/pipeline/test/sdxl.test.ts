@@ -8,10 +8,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { loadPipeline, PipelineError, SAMPLERS, StableDiffusionPipeline, StableDiffusionXLPipeline, type GenerateRequest } from '../src';
+import { FAMILIES, loadPipeline, PipelineError, StableDiffusionPipeline, StableDiffusionXLPipeline, type GenerateRequest } from '../src';
 import { centreAndCorners, isBlack, isBlue, isRed, isYellow, pixels } from './images';
 
 const DIR = 'models/tiny-sdxl';
+const SAMPLERS = FAMILIES.find((f) => f.id === 'stable-diffusion-xl')!.samplers;
 const ref = JSON.parse(readFileSync(join(DIR, 'reference.json'), 'utf8'));
 const key = (prefix: string) => Object.keys(ref).find((k) => k.startsWith(prefix))!;
 const det = (n: number) => Float32Array.from({ length: n }, (_, i) => Math.sin(0.01 * i));

@@ -5,7 +5,7 @@
  */
 import { SAMPLERS, type SamplerName } from '../schedulers/samplers';
 
-export type FamilyId = 'stable-diffusion' | 'stable-diffusion-xl';
+export type FamilyId = 'stable-diffusion' | 'stable-diffusion-xl' | 'stable-diffusion-3';
 export type Mode = 'text-to-image' | 'image-to-image' | 'masking' | 'upscale';
 
 export interface FamilyDescription {
@@ -22,7 +22,18 @@ export interface FamilyDescription {
   sizeStep: number;
   /** Sizes the family was trained on for a native side, where it has a fixed list (SDXL at 1024). */
   fixedSizes?: (nativeSide: number) => readonly string[] | undefined;
+  /** Its reference settings where they differ from sdq's (30 steps, cfg 7, the folder's scheduler). */
+  defaults?: { steps?: number; cfgScale?: number; sampler?: SamplerName };
+  /** The price table entry of an engine of this family that has none of its own. */
+  defaultPrice?: string;
+  /** Folder layout beyond SD's: optional and T5 encoders, the denoiser's folder. */
+  optionalEncoders?: readonly string[];
+  t5Encoders?: readonly string[];
+  denoiser?: 'unet' | 'transformer';
 }
+
+/** The samplers of the epsilon / v-prediction families: every one but the flow sampler. */
+const DIFFUSION_SAMPLERS = SAMPLERS.filter((s) => s !== 'FLOW_MATCH_EULER');
 
 /** Stability's SDXL 1.0 sizes (its v1 API refuses any other on the SDXL engines). */
 export const SDXL_SIZES = ['1024x1024', '1152x896', '896x1152', '1216x832', '832x1216', '1344x768', '768x1344', '1536x640', '640x1536'] as const;
@@ -33,7 +44,7 @@ export const FAMILIES: readonly FamilyDescription[] = [
     name: 'Stable Diffusion 1.x/2.x',
     classNames: ['StableDiffusionPipeline', 'OnnxStableDiffusionPipeline', 'ORTStableDiffusionPipeline'],
     encoderSuffixes: [''],
-    samplers: SAMPLERS,
+    samplers: DIFFUSION_SAMPLERS,
     sizeStep: 64,
   },
   {
@@ -41,9 +52,23 @@ export const FAMILIES: readonly FamilyDescription[] = [
     name: 'Stable Diffusion XL',
     classNames: ['StableDiffusionXLPipeline', 'ORTStableDiffusionXLPipeline', 'OnnxStableDiffusionXLPipeline'],
     encoderSuffixes: ['', '_2'],
-    samplers: SAMPLERS,
+    samplers: DIFFUSION_SAMPLERS,
     sizeStep: 64,
     fixedSizes: (side) => (side === 1024 ? SDXL_SIZES : undefined),
+  },
+  {
+    id: 'stable-diffusion-3',
+    name: 'Stable Diffusion 3',
+    classNames: ['StableDiffusion3Pipeline', 'ORTStableDiffusion3Pipeline', 'OnnxStableDiffusion3Pipeline'],
+    encoderSuffixes: ['', '_2', '_3'],
+    optionalEncoders: ['_3'],
+    t5Encoders: ['_3'],
+    denoiser: 'transformer',
+    samplers: ['FLOW_MATCH_EULER'],
+    sizeStep: 64,
+    // SD3's reference settings; Stability prices it per image.
+    defaults: { steps: 28, cfgScale: 7, sampler: 'FLOW_MATCH_EULER' },
+    defaultPrice: 'stable-diffusion-3-medium',
   },
 ];
 

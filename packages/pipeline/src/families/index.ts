@@ -9,11 +9,13 @@ import type { DiffusionPipeline } from '../pipeline';
 import type { RuntimeOptions } from '../types';
 import { type FamilyId, familyOf, KNOWN_CLASS_NAMES } from './catalog';
 import { StableDiffusionPipeline } from './stable-diffusion';
+import { StableDiffusion3Pipeline } from './stable-diffusion-3';
 import { StableDiffusionXLPipeline } from './stable-diffusion-xl';
 
 const LOADERS: Record<FamilyId, (dir: string, options: RuntimeOptions) => Promise<DiffusionPipeline>> = {
   'stable-diffusion': (dir, options) => StableDiffusionPipeline.load(dir, options),
   'stable-diffusion-xl': (dir, options) => StableDiffusionXLPipeline.load(dir, options),
+  'stable-diffusion-3': (dir, options) => StableDiffusion3Pipeline.load(dir, options),
 };
 
 /** The pipeline of the family a folder's model_index.json names; an unknown class is one invalid_model error. */
@@ -27,5 +29,5 @@ export async function loadPipeline(dir: string, options: RuntimeOptions = {}): P
   return LOADERS[family.id](dir, options);
 }
 
-export { StableDiffusionPipeline, StableDiffusionXLPipeline };
+export { StableDiffusion3Pipeline, StableDiffusionPipeline, StableDiffusionXLPipeline };
 export * from './catalog';

@@ -30,6 +30,8 @@ const SAMPLER_SCHEDULERS = {
   K_DPMPP_2M_KARRAS: { overrides: { ...DPMPP_2M, use_karras_sigmas: true } },
   PNDM: { overrides: { _class_name: 'PNDMScheduler', skip_prk_steps: true } },
   LCM: { overrides: { _class_name: 'LCMScheduler' } },
+  // SD3's rectified flow: the only sampler of flow-matching families, never of the others.
+  FLOW_MATCH_EULER: { overrides: { _class_name: 'FlowMatchEulerDiscreteScheduler' } },
 } satisfies Record<string, SamplerScheduler>;
 
 export type SamplerName = keyof typeof SAMPLER_SCHEDULERS;
