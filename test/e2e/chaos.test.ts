@@ -140,8 +140,13 @@ describe('Redis stopped and restarted under the API', () => {
     await redis.restart();
     await waitFor(async () => (await fetch(`${service.url}/readyz`)).status === 200, 'the API to be ready again', 15_000);
     await waitFor(async () => (await fetch(`http://127.0.0.1:${worker.healthPort}/readyz`)).status === 200, 'the worker to be ready again', 15_000);
-    // The test server keeps no data across restarts: a new account, then a job end to end again.
+    // The test server keeps no data across restarts: a new account, then a job end to end again, once
+    // the worker has claimed its engine again (it does so as soon as its connection is back).
     const again = await service.apiKey('after-restart');
+    await waitFor(async () => {
+      const list = (await (await fetch(`${service.url}/v1/engines/list`, { headers: authed(again) })).json()) as { id: string; capabilities: { workers: number } }[];
+      return (list.find((e) => e.id === 'tiny-sd')?.capabilities.workers ?? 0) > 0;
+    }, 'the worker to claim tiny-sd again', 10_000);
     const res = await generate(again);
     expect(res.status).toBe(200);
     expect(((await res.json()) as { artifacts: unknown[] }).artifacts).toHaveLength(1);

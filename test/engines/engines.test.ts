@@ -43,7 +43,7 @@ beforeAll(async () => {
   engineFolder(models, 'sdxl-base', { className: 'StableDiffusionXLPipeline', sampleSize: 128, manifest: { aliases: ['stable-diffusion-xl-1024-v1-0'], price: 'stable-diffusion-xl-1024-v1-0' } });
   engineFolder(models, 'custom', { sampleSize: 64, manifest: { allowed_sizes: ['512x512', '768x512'], steps: 12, cfg_scale: 5, sampler: 'DDIM' } });
   engineFolder(models, 'broken', { sampleSize: 64, manifest: { alias: ['typo'] } });
-  engineFolder(models, 'sd3', { className: 'StableDiffusion3Pipeline', sampleSize: 128 });
+  engineFolder(models, 'flux', { className: 'FluxPipeline', sampleSize: 128 });
   const sink = new Writable({
     write(chunk, _enc, done) {
       for (const line of String(chunk).split('\n').filter(Boolean)) logs.push(JSON.parse(line));
@@ -105,8 +105,8 @@ describe('aliases and manifests', () => {
     const list = (await (await fetch(`${api.url}/v1/engines/list`, { headers: { authorization: `Bearer ${key}` } })).json()) as { id: string; alias_of: string | null; capabilities: { family: string } }[];
     expect(list.map((e) => [e.id, e.alias_of])).toEqual([
       ['custom', null],
+      ['flux', null],
       ['sd15', null],
-      ['sd3', null],
       ['sdxl-base', null],
       ['small', null],
       ['stable-diffusion-xl-1024-v1-0', 'sdxl-base'],
@@ -119,8 +119,8 @@ describe('aliases and manifests', () => {
   });
 
   it('a folder of a family sdq does not serve is listed without a family and answered 503, never queued', async () => {
-    const error = await expectError(await t2i('sd3', {}, ''), 503, 'engine_unavailable');
-    expect(error.message).toMatch(/engine sd3 is a StableDiffusion3Pipeline folder, a family sdq does not serve/);
+    const error = await expectError(await t2i('flux', {}, ''), 503, 'engine_unavailable');
+    expect(error.message).toMatch(/engine flux is a FluxPipeline folder, a family sdq does not serve/);
   });
 
   it('an alias reaches its engine: the job is the engine\'s, queued on its queue, at its price', async () => {

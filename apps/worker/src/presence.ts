@@ -18,14 +18,19 @@ export class Presence {
     private readonly logger: Logger,
   ) {}
 
-  /** Claims the engines now, then keeps renewing. */
+  /** Claims the engines now, then keeps renewing, and at once whenever Redis comes back (it may have lost them). */
   async start(): Promise<void> {
     await this.renew();
+    this.redis.on('ready', this.onReady);
     this.timer = setInterval(() => {
       this.renew().catch((err) => this.logger.debug({ err: (err as Error).message }, 'could not renew the worker presence'));
     }, PRESENCE_INTERVAL_MS);
     this.timer.unref();
   }
+
+  private readonly onReady = () => {
+    this.renew().catch((err) => this.logger.debug({ err: (err as Error).message }, 'could not renew the worker presence'));
+  };
 
   private async renew(): Promise<void> {
     const [seconds, micros] = await this.redis.time();
@@ -44,6 +49,7 @@ export class Presence {
   /** Withdraws the claims at once: an engine no other worker serves is then answered 503 by the API. */
   async stop(): Promise<void> {
     clearInterval(this.timer);
+    this.redis.off('ready', this.onReady);
     const multi = this.redis.multi();
     for (const engine of this.engines) multi.zrem(servedEngineKey(this.prefix, engine), this.workerId);
     await multi.exec().catch(() => {});

@@ -33,6 +33,15 @@ describe('sdq-generate', () => {
     expect(readPngText(readFileSync(out)).parameters).toMatch(/Steps: 20, .*Seed: 42, Size: 128x128, Model: tiny-sdxl/);
   });
 
+  it('takes an SD3 folder, with the family\'s 28 steps by default: --model models/tiny-sd3', async () => {
+    const out = join(dir, 'sd3.png');
+    const { stdout, stderr } = await run('node', [bin, 'a red circle on a blue background', '--model', 'models/tiny-sd3', '--seed', '42', '-o', out]);
+    expect(stdout.trim()).toBe(`${out} seed=42`);
+    expect(stderr).toContain('28/28');
+    const { readFileSync } = await import('node:fs');
+    expect(readPngText(readFileSync(out)).parameters).toMatch(/Steps: 28, Sampler: FlowMatchEulerDiscreteScheduler, .*Model: tiny-sd3/);
+  });
+
   it('runs image-to-image, masking and upscaling from files', async () => {
     const init = join(dir, 'init.png');
     await run('node', [bin, 'a red circle on a blue background', '--steps', '10', '--seed', '1', '-o', init]);

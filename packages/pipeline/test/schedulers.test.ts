@@ -335,7 +335,7 @@ describe('Stability sampler names', () => {
       expect(error).toBeInstanceOf(Error);
       expect((error as InvalidSamplerError).code).toBe('invalid_sampler');
       expect((error as Error).message).toBe(
-        `unknown sampler "${sampler}"; valid samplers: DDIM, K_EULER, K_EULER_ANCESTRAL, K_DPMPP_2M, K_DPMPP_2M_KARRAS, PNDM, LCM`,
+        `unknown sampler "${sampler}"; valid samplers: DDIM, K_EULER, K_EULER_ANCESTRAL, K_DPMPP_2M, K_DPMPP_2M_KARRAS, PNDM, LCM, FLOW_MATCH_EULER`,
       );
     },
   );
