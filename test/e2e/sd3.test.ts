@@ -6,7 +6,7 @@
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestRedis, type TestRedis } from '../support/redis';
-import { ADMIN_TOKEN, authed, readEvents, type Service, startService, startTestWorker, type TestWorker } from './support';
+import { accountWith, authed, readEvents, type Service, startService, startTestWorker, type TestWorker } from './support';
 
 let redis: TestRedis;
 let service: Service;
@@ -17,8 +17,8 @@ beforeAll(async () => {
   redis = await startTestRedis();
   service = await startService(redis);
   worker = await startTestWorker(service, { ENGINES: 'tiny-sd,tiny-sdxl,tiny-sd3' });
-  const res = await fetch(`${service.url}/v1/admin/accounts`, { method: 'POST', headers: authed(ADMIN_TOKEN, { 'content-type': 'application/json' }), body: JSON.stringify({ name: 'sd3', credits: 100 }) });
-  key = ((await res.json()) as { api_key: string }).api_key;
+  // 3.5 credits a job.
+  key = await accountWith(service, 'sd3', 100);
 });
 afterAll(async () => {
   await worker?.close(1000);

@@ -8,7 +8,7 @@ import { FAMILIES } from '@sdq/pipeline/engines';
 const SAMPLERS = FAMILIES.find((f) => f.id === 'stable-diffusion-xl')!.samplers;
 import { centreAndCorners, isBlack, isBlue, isRed, isYellow, pixels } from '../../packages/pipeline/test/images';
 import { startTestRedis, type TestRedis } from '../support/redis';
-import { ADMIN_TOKEN, authed, type Service, startService, startTestWorker, type TestWorker } from './support';
+import { accountWith, authed, type Service, startService, startTestWorker, type TestWorker } from './support';
 
 let redis: TestRedis;
 let service: Service;
@@ -20,8 +20,7 @@ beforeAll(async () => {
   service = await startService(redis, { env: { ENGINE_ALIASES: 'stable-diffusion-xl-1024-v1-0=tiny-sdxl' } });
   worker = await startTestWorker(service, { ENGINES: 'tiny-sdxl' });
   // 0.9 to 1.5 credits a job: more than the 10 a test account usually gets.
-  const res = await fetch(`${service.url}/v1/admin/accounts`, { method: 'POST', headers: authed(ADMIN_TOKEN, { 'content-type': 'application/json' }), body: JSON.stringify({ name: 'sdxl', credits: 100 }) });
-  key = ((await res.json()) as { api_key: string }).api_key;
+  key = await accountWith(service, 'sdxl', 100);
 });
 afterAll(async () => {
   await worker?.close(1000);

@@ -220,3 +220,14 @@ export function textToImageBody(extra: Record<string, unknown> = {}): string {
 export function authed(apiKey: string, headers: Record<string, string> = {}): Record<string, string> {
   return { authorization: `Bearer ${apiKey}`, ...headers };
 }
+
+/** An account with `credits` (more than apiKey's 10, for engines priced per image) and its key. */
+export async function accountWith(service: Pick<Service, 'url'>, name: string, credits: number): Promise<string> {
+  const res = await fetch(`${service.url}/v1/admin/accounts`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${ADMIN_TOKEN}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ name, credits }),
+  });
+  if (res.status !== 201) throw new Error(`account creation failed: ${res.status} ${await res.text()}`);
+  return ((await res.json()) as { api_key: string }).api_key;
+}

@@ -3,20 +3,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { OnnxClock, OnnxModel } from '../src/backends/onnx';
 import { loadStableDiffusionModel, type StableDiffusionModel } from '../src/model';
-
-// reference.json's inputs: x[i] = sin(0.01 i) over the flat row-major array.
-const det = (n: number) => Float32Array.from({ length: n }, (_, i) => Math.sin(0.01 * i));
-const sum = (a: Float32Array) => a.reduce((s, v) => s + v, 0);
-const absSum = (a: Float32Array) => a.reduce((s, v) => s + Math.abs(v), 0);
-
-interface Ref { shape: number[]; sum: number; abs_sum: number; first: number[] }
-
-function expectMatches(data: Float32Array, dims: number[], ref: Ref) {
-  expect(dims).toEqual(ref.shape);
-  expect(Math.abs(sum(data) - ref.sum) / ref.abs_sum).toBeLessThan(1e-3);
-  expect(Math.abs(absSum(data) - ref.abs_sum) / ref.abs_sum).toBeLessThan(1e-3);
-  ref.first.forEach((v, i) => expect(data[i]).toBeCloseTo(v, 3));
-}
+import { absSum, det, expectMatches, type Ref } from './reference';
 
 describe.each([
   ['tiny-sd', 'models/tiny-sd', 'models/tiny-sd/reference.json'],

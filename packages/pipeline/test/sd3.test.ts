@@ -9,20 +9,11 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadPipeline, readPngText, StableDiffusion3Pipeline, type GenerateRequest } from '../src';
 import { centreAndCorners, isBlue, meanColour, pixels, type Rgb } from './images';
+import { absSum, det, expectMatches, type Ref } from './reference';
 
 const DIR = 'models/tiny-sd3';
 const ref = JSON.parse(readFileSync(join(DIR, 'reference.json'), 'utf8'));
 const key = (prefix: string) => Object.keys(ref).find((k) => k.startsWith(prefix))!;
-const det = (n: number) => Float32Array.from({ length: n }, (_, i) => Math.sin(0.01 * i));
-const sum = (a: Float32Array) => a.reduce((s, v) => s + v, 0);
-const absSum = (a: Float32Array) => a.reduce((s, v) => s + Math.abs(v), 0);
-
-function expectMatches(data: Float32Array, dims: number[], r: { shape: number[]; sum: number; abs_sum: number; first: number[] }) {
-  expect(dims).toEqual(r.shape);
-  expect(Math.abs(sum(data) - r.sum) / r.abs_sum).toBeLessThan(1e-3);
-  expect(Math.abs(absSum(data) - r.abs_sum) / r.abs_sum).toBeLessThan(1e-3);
-  r.first.forEach((v, i) => expect(data[i]).toBeCloseTo(v, 3));
-}
 
 /** The share of an image's pixels that satisfy a colour test. */
 async function share(png: Buffer, test: (c: Rgb) => boolean): Promise<number> {
