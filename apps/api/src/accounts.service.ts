@@ -26,11 +26,11 @@ export class AccountsService {
    * balance; omitted, the configured starting grant. The grant is made first, under the new id: a failure
    * after it leaves credits on an id no key can reach, never an account short of its grant.
    */
-  async create(name: string, opts: { credits?: number | string; scope?: KeyScope } = {}) {
+  async create(name: string, opts: { credits?: number | string; scope?: KeyScope; email?: string } = {}) {
     const amount = opts.credits === undefined ? this.opts.startingCredits : amountOf(opts.credits, { allowZero: true });
     const id = newId('acct');
     if (amount > 0) await this.credits.grantStarting(id, amount);
-    const account = await this.store.createAccount(name, id);
+    const account = await this.store.createAccount(name, id, opts.email ?? '');
     const { key, apiKey } = await this.store.createApiKey(account.id, opts.scope);
     return { account, balance: amount, key, apiKey };
   }

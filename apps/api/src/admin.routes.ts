@@ -21,7 +21,7 @@ export function adminRoutes(accounts: AccountsService): Router {
     '/accounts',
     wrap(async (req, res) => {
       const body = parseBody(CreateAccountRequest, req.body);
-      const { account, balance, key, apiKey } = await accounts.create(body.name, { credits: body.credits });
+      const { account, balance, key, apiKey } = await accounts.create(body.name, { credits: body.credits, email: body.email });
       res.status(201).json({ ...account, credits: toCredits(balance), key_id: key.id, api_key: apiKey });
     }),
   );

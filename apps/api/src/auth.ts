@@ -15,9 +15,15 @@ declare module 'express-serve-static-core' {
 
 const CHALLENGE = { 'WWW-Authenticate': 'Bearer' };
 
+/**
+ * The key of an Authorization header: `Bearer <key>`, or the key as the whole value (Stability's spec
+ * declares the API key as the header itself, and its clients send it so). Another scheme is no key.
+ */
 function bearer(header: string | undefined): string | undefined {
-  const match = /^Bearer\s+(\S+)\s*$/i.exec(header ?? '');
-  return match?.[1];
+  const value = (header ?? '').trim();
+  const match = /^Bearer\s+(\S+)$/i.exec(value);
+  if (match) return match[1];
+  return /^[^\s]+$/.test(value) && !/^bearer$/i.test(value) ? value : undefined;
 }
 
 /** Every /v1 route but health, artifacts and admin: a valid, unrevoked API key. */

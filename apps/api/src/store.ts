@@ -15,6 +15,8 @@ export interface Account {
   id: string;
   name: string;
   created_at: string;
+  /** Given by the operator at creation; "" when none was. */
+  email: string;
 }
 
 export interface ApiKeyInfo {
@@ -96,11 +98,11 @@ export class Store {
   // --- accounts and keys -------------------------------------------------------------------------
 
   /** `id` may be chosen beforehand (newId('acct')), so that its starting grant can be made first. */
-  async createAccount(name: string, id = newId('acct')): Promise<Account> {
-    const account: Account = { id, name, created_at: new Date().toISOString() };
+  async createAccount(name: string, id = newId('acct'), email = ''): Promise<Account> {
+    const account: Account = { id, name, created_at: new Date().toISOString(), email };
     await this.redis
       .multi()
-      .hset(this.k('account', account.id), { id: account.id, name, created_at: account.created_at })
+      .hset(this.k('account', account.id), { id: account.id, name, created_at: account.created_at, email })
       .zadd(this.k('accounts'), String(Date.now()), account.id)
       .exec();
     return account;
@@ -109,7 +111,7 @@ export class Store {
   async getAccount(id: string): Promise<Account | undefined> {
     const h = await this.redis.hgetall(this.k('account', id));
     if (!h.id) return undefined;
-    return { id: h.id, name: h.name, created_at: h.created_at };
+    return { id: h.id, name: h.name, created_at: h.created_at, email: h.email ?? '' };
   }
 
   /**

@@ -23,7 +23,7 @@ export function userRoutes(accounts: AccountsService): Router {
       res.json({
         id: account.id,
         name: account.name,
-        email: null,
+        email: account.email,
         profile_picture: null,
         organizations: [],
         created_at: account.created_at,

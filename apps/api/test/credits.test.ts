@@ -79,7 +79,8 @@ describe('accounts and credits', () => {
     expect(await (await get(a.api_key, '/v1/user/account')).json()).toEqual({
       id: a.id,
       name: 'pager',
-      email: null,
+      // A string always, as Stability's spec (and its SDKs) require: none was given.
+      email: '',
       profile_picture: null,
       organizations: [],
       created_at: expect.any(String),

@@ -25,6 +25,7 @@ const credits = (description: string) => z.number().finite().describe(descriptio
 export const CreateAccountRequest = z
   .object({
     name: z.string().trim().min(1).max(200),
+    email: z.email().max(320).optional().describe("Shown as the account's e-mail (GET /v1/user/account). Default: none (\"\")."),
     credits: credits('Starting balance in credits (>= 0, at most 6 decimal places). Omitted: the starting grant (STARTING_CREDITS, default 25).')
       .min(0)
       .optional(),
@@ -56,7 +57,7 @@ export const AccountResponse = z
   .object({
     id: z.string(),
     name: z.string(),
-    email: z.string().nullable().describe('Always null: sdq keeps no e-mail addresses.'),
+    email: z.string().describe('The e-mail the operator gave when creating the account, or "" (a string always, as Stability\'s spec requires).'),
     profile_picture: z.string().nullable().describe('Always null.'),
     organizations: z.array(z.object({ id: z.string(), name: z.string(), role: z.string(), is_default: z.boolean() })).describe('Always empty.'),
     created_at: z.string(),
