@@ -3,7 +3,7 @@
 
 torch and diffusers cannot be installed where sdq is developed, so this script restates the maths of
 diffusers' PNDMScheduler, DDIMScheduler, EulerDiscreteScheduler, EulerAncestralDiscreteScheduler,
-DPMSolverMultistepScheduler, LCMScheduler and FlowMatchEulerDiscreteScheduler (src/diffusers/schedulers/scheduling_*.py) on its own,
+DPMSolverMultistepScheduler, LCMScheduler, DDPMScheduler and FlowMatchEulerDiscreteScheduler (src/diffusers/schedulers/scheduling_*.py) on its own,
 keeping the places where diffusers holds float32 tensors (betas, alphas_cumprod, sigma tables,
 timesteps) in float32, and writes packages/pipeline/test/fixtures/schedulers.json.
 
@@ -661,6 +661,62 @@ class LCM(SigmaStepper):
         return a ** 0.5 * x0.astype(np.float64) + (1 - a) ** 0.5 * noise.astype(np.float64)
 
 
+class DDPM:
+    """DDPMScheduler (variance_type fixed_small): the ancestral sampler of "Denoising Diffusion Probabilistic Models"."""
+    name = "DDPMScheduler"
+    defaults = dict(num_train_timesteps=1000, beta_start=0.0001, beta_end=0.02, beta_schedule="linear",
+                    trained_betas=None, variance_type="fixed_small", clip_sample=True, prediction_type="epsilon",
+                    thresholding=False, clip_sample_range=1.0, timestep_spacing="leading", steps_offset=0,
+                    rescale_betas_zero_snr=False)
+
+    def __init__(self, config):
+        self.c = with_defaults(self.defaults, config)
+        self.ac = cumprod_f32((F32(1) - make_betas(self.c)).astype(F32))
+        self.init_noise_sigma = 1.0
+
+    def set_timesteps(self, n):
+        self.n = n
+        ts = spaced_timesteps(self.c, n)
+        if self.c["timestep_spacing"] == "linspace":
+            ts = ts.round()
+        self.timesteps = ts.astype(np.int64)
+
+    def set_begin_index(self, i):
+        pass
+
+    def scale_model_input(self, x, t):
+        return x
+
+    def step(self, out, t, x, rng):
+        t = int(t)
+        prev = t - self.c["num_train_timesteps"] // self.n
+        a_t = float(self.ac[t])
+        a_prev = float(self.ac[prev]) if prev >= 0 else 1.0
+        b_t, b_prev = 1 - a_t, 1 - a_prev
+        cur_a = a_t / a_prev
+        cur_b = 1 - cur_a
+        x, out = x.astype(np.float64), out.astype(np.float64)
+        p = self.c["prediction_type"]
+        if p == "epsilon":
+            x0 = (x - b_t ** 0.5 * out) / a_t ** 0.5
+        elif p == "sample":
+            x0 = out
+        else:
+            x0 = a_t ** 0.5 * x - b_t ** 0.5 * out
+        if self.c["clip_sample"]:
+            r = self.c["clip_sample_range"]
+            x0 = np.clip(x0, -r, r)
+        prev_x = (a_prev ** 0.5 * cur_b / b_t) * x0 + (cur_a ** 0.5 * b_prev / b_t) * x
+        if t > 0:
+            variance = max(b_prev / b_t * cur_b, 1e-20)
+            prev_x = prev_x + variance ** 0.5 * rng.randn(len(x)).astype(np.float64)
+        return prev_x
+
+    def add_noise(self, x0, noise, t):
+        a = float(self.ac[int(t)])
+        return a ** 0.5 * x0.astype(np.float64) + (1 - a) ** 0.5 * noise.astype(np.float64)
+
+
 class FlowMatch(SigmaStepper):
     """FlowMatchEulerDiscreteScheduler (SD3): Euler steps on the rectified flow x = (1 - sigma) x0 + sigma noise."""
     name = "FlowMatchEulerDiscreteScheduler"
@@ -780,6 +836,14 @@ CASES = {
         "sample-lower-order-off": dict(SD15, prediction_type="sample", lower_order_final=False),
         "lambda-clipped": dict(SD15, lambda_min_clipped=-2.0),
         "cosine": dict(beta_schedule="squaredcos_cap_v2"),
+    },
+    DDPM: {
+        "defaults": {},
+        "sd15": SD15,
+        "sd21v-trailing": dict(SD21V, timestep_spacing="trailing"),
+        "sd21v-linspace": dict(SD21V, timestep_spacing="linspace"),
+        "sample-clipped": dict(SD15, prediction_type="sample", clip_sample=True, clip_sample_range=0.5),
+        "trained-betas": dict(trained_betas=TINY_BETAS, num_train_timesteps=100, clip_sample=False),
     },
     FlowMatch: {
         "defaults": {},

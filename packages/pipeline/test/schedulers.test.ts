@@ -234,7 +234,7 @@ describe('facts checkable by hand from diffusers source', () => {
 });
 
 describe('the scheduler contract', () => {
-  const classes = ['PNDMScheduler', 'DDIMScheduler', 'EulerDiscreteScheduler', 'EulerAncestralDiscreteScheduler', 'DPMSolverMultistepScheduler', 'LCMScheduler', 'FlowMatchEulerDiscreteScheduler'];
+  const classes = ['PNDMScheduler', 'DDIMScheduler', 'DDPMScheduler', 'EulerDiscreteScheduler', 'EulerAncestralDiscreteScheduler', 'DPMSolverMultistepScheduler', 'LCMScheduler', 'FlowMatchEulerDiscreteScheduler'];
 
   it.each(classes)('%s: scaleModelInput returns a new array and leaves its input alone', (className) => {
     const s = createScheduler({ _class_name: className, ...SD15 });
@@ -249,6 +249,23 @@ describe('the scheduler contract', () => {
     const s = createScheduler({ _class_name: className, _diffusers_version: '0.30.0', not_a_key: 42 });
     expect(s.name).toBe(className);
     expect(s.order).toBe(1);
+  });
+
+  it('DDPM adds noise of the posterior variance except at t = 0, and needs an rng for it', () => {
+    const s = createScheduler({ _class_name: 'DDPMScheduler', ...SD15, clip_sample: false });
+    s.setTimesteps(10);
+    const x = Float32Array.of(0.5, -0.5);
+    expect(() => s.step(x, s.timesteps[0], x)).toThrow(/needs an rng/);
+    // At t = 0 (the last step of a leading grid with steps_offset 0) no noise is drawn.
+    const last = createScheduler({ _class_name: 'DDPMScheduler', clip_sample: false });
+    last.setTimesteps(10);
+    expect(last.timesteps.at(-1)).toBe(0);
+    const drawn: number[] = [];
+    const rng = { randn: (n: number) => (drawn.push(n), new Float32Array(n)) };
+    last.step(x, 0, x, rng);
+    expect(drawn).toEqual([]);
+    last.step(x, last.timesteps[0], x, rng);
+    expect(drawn).toEqual([2]);
   });
 
   it('Euler ancestral and LCM refuse to step without an rng', () => {
@@ -293,6 +310,7 @@ describe('Stability sampler names', () => {
     K_DPMPP_2M_KARRAS: 'DPMSolverMultistepScheduler',
     PNDM: 'PNDMScheduler',
     LCM: 'LCMScheduler',
+    DDPM: 'DDPMScheduler',
     FLOW_MATCH_EULER: 'FlowMatchEulerDiscreteScheduler',
   };
 
@@ -322,7 +340,7 @@ describe('Stability sampler names', () => {
     expect(schedulerConfigForSampler(base)).toEqual(base);
   });
 
-  it.each(['K_FOO', 'DDPM', 'K_DPMPP_2S_ANCESTRAL', 'K_DPM_2', 'K_DPM_2_ANCESTRAL', 'K_HEUN', 'K_LMS', '', 'ddim', 'toString'])(
+  it.each(['K_FOO', 'K_DPMPP_SDE', 'K_DPMPP_2S_ANCESTRAL', 'K_DPM_2', 'K_DPM_2_ANCESTRAL', 'K_HEUN', 'K_LMS', '', 'ddim', 'toString'])(
     'rejects %j with InvalidSamplerError listing the valid names',
     (sampler) => {
       let error: unknown;
@@ -335,7 +353,7 @@ describe('Stability sampler names', () => {
       expect(error).toBeInstanceOf(Error);
       expect((error as InvalidSamplerError).code).toBe('invalid_sampler');
       expect((error as Error).message).toBe(
-        `unknown sampler "${sampler}"; valid samplers: DDIM, K_EULER, K_EULER_ANCESTRAL, K_DPMPP_2M, K_DPMPP_2M_KARRAS, PNDM, LCM, FLOW_MATCH_EULER`,
+        `unknown sampler "${sampler}"; valid samplers: DDIM, K_EULER, K_EULER_ANCESTRAL, K_DPMPP_2M, K_DPMPP_2M_KARRAS, PNDM, LCM, DDPM, FLOW_MATCH_EULER`,
       );
     },
   );

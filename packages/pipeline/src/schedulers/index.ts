@@ -1,6 +1,7 @@
 // The diffusion schedulers, one per file after diffusers, each built from a model's
 // scheduler/scheduler_config.json by its _class_name.
 import { DDIMScheduler } from './ddim';
+import { DDPMScheduler } from './ddpm';
 import { DPMSolverMultistepScheduler } from './dpm-solver-multistep';
 import { EulerDiscreteScheduler } from './euler';
 import { EulerAncestralDiscreteScheduler } from './euler-ancestral';
@@ -14,6 +15,7 @@ export type { Rng, Scheduler, SchedulerConfig, StepResult } from './scheduler';
 
 const SCHEDULERS: Record<string, new (config: SchedulerConfig) => Scheduler> = {
   DDIMScheduler,
+  DDPMScheduler,
   DPMSolverMultistepScheduler,
   EulerAncestralDiscreteScheduler,
   EulerDiscreteScheduler,
@@ -41,6 +43,6 @@ export function createScheduler(config: SchedulerConfig): Scheduler {
   return new SCHEDULERS[className](config);
 }
 
-export { DDIMScheduler, DPMSolverMultistepScheduler, EulerAncestralDiscreteScheduler, EulerDiscreteScheduler, FlowMatchEulerDiscreteScheduler, LCMScheduler, PNDMScheduler };
+export { DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, EulerAncestralDiscreteScheduler, EulerDiscreteScheduler, FlowMatchEulerDiscreteScheduler, LCMScheduler, PNDMScheduler };
 export { InvalidSamplerError, SAMPLERS, schedulerConfigForSampler } from './samplers';
 export type { SamplerName } from './samplers';

@@ -1,6 +1,6 @@
 // Stability's sampler names (the v1 API's "sampler" field) and the diffusers scheduler each one means.
-// The rest of Stability's list (DDPM, K_DPMPP_2S_ANCESTRAL, K_DPM_2, K_DPM_2_ANCESTRAL, K_HEUN, K_LMS)
-// is not supported and is rejected like any unknown name.
+// The rest of Stability's list (K_DPMPP_2S_ANCESTRAL, K_DPM_2, K_DPM_2_ANCESTRAL, K_HEUN, K_LMS,
+// K_DPMPP_SDE) is not supported yet and is rejected like any unknown name.
 import type { SchedulerConfig } from './scheduler';
 
 interface SamplerScheduler {
@@ -30,6 +30,8 @@ const SAMPLER_SCHEDULERS = {
   K_DPMPP_2M_KARRAS: { overrides: { ...DPMPP_2M, use_karras_sigmas: true } },
   PNDM: { overrides: { _class_name: 'PNDMScheduler', skip_prk_steps: true } },
   LCM: { overrides: { _class_name: 'LCMScheduler' } },
+  // DDPM's own default clip_sample = true suits pixel-space models only, as DDIM's does.
+  DDPM: { defaults: { clip_sample: false }, overrides: { _class_name: 'DDPMScheduler', variance_type: 'fixed_small' } },
   // SD3's rectified flow: the only sampler of flow-matching families, never of the others.
   FLOW_MATCH_EULER: { overrides: { _class_name: 'FlowMatchEulerDiscreteScheduler' } },
 } satisfies Record<string, SamplerScheduler>;
