@@ -3,7 +3,8 @@
 
 torch and diffusers cannot be installed where sdq is developed, so this script restates the maths of
 diffusers' PNDMScheduler, DDIMScheduler, EulerDiscreteScheduler, EulerAncestralDiscreteScheduler,
-DPMSolverMultistepScheduler, LCMScheduler, DDPMScheduler and FlowMatchEulerDiscreteScheduler (src/diffusers/schedulers/scheduling_*.py) on its own,
+DPMSolverMultistepScheduler, LCMScheduler, DDPMScheduler, HeunDiscreteScheduler and
+FlowMatchEulerDiscreteScheduler (src/diffusers/schedulers/scheduling_*.py) on its own,
 keeping the places where diffusers holds float32 tensors (betas, alphas_cumprod, sigma tables,
 timesteps) in float32, and writes packages/pipeline/test/fixtures/schedulers.json.
 
@@ -661,6 +662,78 @@ class LCM(SigmaStepper):
         return a ** 0.5 * x0.astype(np.float64) + (1 - a) ** 0.5 * noise.astype(np.float64)
 
 
+class Heun(SigmaStepper):
+    """HeunDiscreteScheduler: Heun's second-order method on the probability-flow ODE (Karras et al. 2022,
+    algorithm 1 without churn); each inference step but the last is two model calls."""
+    name = "HeunDiscreteScheduler"
+    defaults = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="linear",
+                    trained_betas=None, prediction_type="epsilon", use_karras_sigmas=False, clip_sample=False,
+                    clip_sample_range=1.0, timestep_spacing="linspace", steps_offset=0)
+
+    def __init__(self, config):
+        self.c = with_defaults(self.defaults, config)
+        self.ac = cumprod_f32((F32(1) - make_betas(self.c)).astype(F32))
+        # diffusers' __init__ sets the full training schedule
+        self.set_timesteps(self.c["num_train_timesteps"])
+
+    @property
+    def init_noise_sigma(self):
+        m = float(self.sigmas.max())
+        return m if self.c["timestep_spacing"] in ("linspace", "trailing") else (m * m + 1) ** 0.5
+
+    def set_timesteps(self, n):
+        ts = spaced_timesteps(self.c, n).astype(F32)
+        table = sigma_table(self.ac)
+        sig = np.interp(ts.astype(np.float64), np.arange(len(table)), table.astype(np.float64))
+        sig = np.concatenate([sig, [0.0]]).astype(F32)
+        # every sigma but the first and the last twice, every timestep but the first twice
+        self.sigmas = np.concatenate([sig[:1], np.repeat(sig[1:-1], 2), sig[-1:]])
+        self.timesteps = np.concatenate([ts[:1], np.repeat(ts[1:], 2)]).astype(F32)
+        self.prev_derivative = self.dt = self.saved = None
+        self.step_index = self.begin = None
+
+    def scale_model_input(self, x, t):
+        self.init_step_index(t)
+        s = float(self.sigmas[self.step_index])
+        return x.astype(np.float64) / (s * s + 1) ** 0.5
+
+    def step(self, out, t, x, rng):
+        self.init_step_index(t)
+        i = self.step_index
+        first = self.dt is None
+        if first:
+            s, s_next = float(self.sigmas[i]), float(self.sigmas[i + 1])
+        else:
+            s, s_next = float(self.sigmas[i - 1]), float(self.sigmas[i])
+        x, out = x.astype(np.float64), out.astype(np.float64)
+        s_in = s if first else s_next
+        p = self.c["prediction_type"]
+        if p == "epsilon":
+            x0 = x - s_in * out
+        elif p == "v_prediction":
+            x0 = out * (-s_in / (s_in * s_in + 1) ** 0.5) + x / (s_in * s_in + 1)
+        else:
+            x0 = out
+        if self.c["clip_sample"]:
+            r = self.c["clip_sample_range"]
+            x0 = np.clip(x0, -r, r)
+        if first:
+            d = (x - x0) / s
+            dt = s_next - s
+            self.prev_derivative, self.dt, self.saved = d, dt, x
+            base = x
+        else:
+            d = ((x - x0) / s_next + self.prev_derivative) / 2
+            dt, base = self.dt, self.saved
+            self.prev_derivative = self.dt = self.saved = None
+        self.step_index += 1
+        return base + d * dt
+
+    def add_noise(self, x0, noise, t):
+        s = float(self.sigmas[self.noise_index(t)])
+        return x0.astype(np.float64) + noise.astype(np.float64) * s
+
+
 class DDPM:
     """DDPMScheduler (variance_type fixed_small): the ancestral sampler of "Denoising Diffusion Probabilistic Models"."""
     name = "DDPMScheduler"
@@ -837,6 +910,15 @@ CASES = {
         "lambda-clipped": dict(SD15, lambda_min_clipped=-2.0),
         "cosine": dict(beta_schedule="squaredcos_cap_v2"),
     },
+    Heun: {
+        "defaults": {},
+        "sd15": SD15,
+        "sd21v-leading": SD21V,
+        "sd21v-trailing": dict(SD21V, timestep_spacing="trailing"),
+        "sd21v-linspace": dict(SD21V, timestep_spacing="linspace"),
+        "sample-clipped": dict(SD15, prediction_type="sample", clip_sample=True, clip_sample_range=0.5),
+        "trained-betas": dict(trained_betas=TINY_BETAS, num_train_timesteps=100),
+    },
     DDPM: {
         "defaults": {},
         "sd15": SD15,
@@ -904,7 +986,7 @@ def run(cls, case, config, steps, begin=None):
         "trajectory": trajectory,
         "final": [num(v) for v in x],
     }
-    if hasattr(s, "sigmas") and cls in (Euler, EulerAncestral, DPMSolver, FlowMatch):
+    if hasattr(s, "sigmas") and cls in (Euler, EulerAncestral, DPMSolver, FlowMatch, Heun):
         result["sigmas"] = [num(v) for v in s.sigmas]
     if begin is not None:
         result["beginIndex"] = begin

@@ -88,7 +88,7 @@ function run(c: Case): { scheduler: Scheduler; trajectory: Summary[]; final: Flo
 }
 
 const label = (c: Case) => `${c.class} ${c.case} ${c.steps} steps${c.beginIndex === undefined ? '' : ` from step ${c.beginIndex}`}`;
-const floatTimesteps = new Set(['EulerDiscreteScheduler', 'EulerAncestralDiscreteScheduler', 'FlowMatchEulerDiscreteScheduler']);
+const floatTimesteps = new Set(['EulerDiscreteScheduler', 'EulerAncestralDiscreteScheduler', 'FlowMatchEulerDiscreteScheduler', 'HeunDiscreteScheduler']);
 
 describe('schedulers follow diffusers over whole trajectories (numpy reference)', () => {
   it.each(fixture.cases.map((c) => [label(c), c] as const))('%s', (_, c) => {
@@ -251,6 +251,16 @@ describe('the scheduler contract', () => {
     expect(s.order).toBe(1);
   });
 
+  it('Heun is order 2: every timestep but the first twice, the corrector ends each pair', () => {
+    const s = createScheduler({ _class_name: 'HeunDiscreteScheduler', ...SD15 });
+    s.setTimesteps(4);
+    expect(s.order).toBe(2);
+    expect(s.timesteps).toHaveLength(7);
+    expect(s.timesteps[1]).toBe(s.timesteps[2]);
+    expect(s.sigmas).toHaveLength(8);
+    expect(s.sigmas!.at(-1)).toBe(0);
+  });
+
   it('DDPM adds noise of the posterior variance except at t = 0, and needs an rng for it', () => {
     const s = createScheduler({ _class_name: 'DDPMScheduler', ...SD15, clip_sample: false });
     s.setTimesteps(10);
@@ -311,6 +321,7 @@ describe('Stability sampler names', () => {
     PNDM: 'PNDMScheduler',
     LCM: 'LCMScheduler',
     DDPM: 'DDPMScheduler',
+    K_HEUN: 'HeunDiscreteScheduler',
     FLOW_MATCH_EULER: 'FlowMatchEulerDiscreteScheduler',
   };
 
@@ -340,7 +351,7 @@ describe('Stability sampler names', () => {
     expect(schedulerConfigForSampler(base)).toEqual(base);
   });
 
-  it.each(['K_FOO', 'K_DPMPP_SDE', 'K_DPMPP_2S_ANCESTRAL', 'K_DPM_2', 'K_DPM_2_ANCESTRAL', 'K_HEUN', 'K_LMS', '', 'ddim', 'toString'])(
+  it.each(['K_FOO', 'K_DPMPP_SDE', 'K_DPMPP_2S_ANCESTRAL', 'K_DPM_2', 'K_DPM_2_ANCESTRAL', 'K_LMS', '', 'ddim', 'toString'])(
     'rejects %j with InvalidSamplerError listing the valid names',
     (sampler) => {
       let error: unknown;
@@ -353,7 +364,7 @@ describe('Stability sampler names', () => {
       expect(error).toBeInstanceOf(Error);
       expect((error as InvalidSamplerError).code).toBe('invalid_sampler');
       expect((error as Error).message).toBe(
-        `unknown sampler "${sampler}"; valid samplers: DDIM, K_EULER, K_EULER_ANCESTRAL, K_DPMPP_2M, K_DPMPP_2M_KARRAS, PNDM, LCM, DDPM, FLOW_MATCH_EULER`,
+        `unknown sampler "${sampler}"; valid samplers: DDIM, K_EULER, K_EULER_ANCESTRAL, K_DPMPP_2M, K_DPMPP_2M_KARRAS, PNDM, LCM, DDPM, K_HEUN, FLOW_MATCH_EULER`,
       );
     },
   );

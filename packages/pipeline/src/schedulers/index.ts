@@ -6,6 +6,7 @@ import { DPMSolverMultistepScheduler } from './dpm-solver-multistep';
 import { EulerDiscreteScheduler } from './euler';
 import { EulerAncestralDiscreteScheduler } from './euler-ancestral';
 import { FlowMatchEulerDiscreteScheduler } from './flow-match-euler';
+import { HeunDiscreteScheduler } from './heun';
 import { LCMScheduler } from './lcm';
 import { PNDMScheduler } from './pndm';
 
@@ -20,6 +21,7 @@ const SCHEDULERS: Record<string, new (config: SchedulerConfig) => Scheduler> = {
   EulerAncestralDiscreteScheduler,
   EulerDiscreteScheduler,
   FlowMatchEulerDiscreteScheduler,
+  HeunDiscreteScheduler,
   LCMScheduler,
   PNDMScheduler,
 };
@@ -43,6 +45,6 @@ export function createScheduler(config: SchedulerConfig): Scheduler {
   return new SCHEDULERS[className](config);
 }
 
-export { DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, EulerAncestralDiscreteScheduler, EulerDiscreteScheduler, FlowMatchEulerDiscreteScheduler, LCMScheduler, PNDMScheduler };
+export { DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, EulerAncestralDiscreteScheduler, EulerDiscreteScheduler, FlowMatchEulerDiscreteScheduler, HeunDiscreteScheduler, LCMScheduler, PNDMScheduler };
 export { InvalidSamplerError, SAMPLERS, schedulerConfigForSampler } from './samplers';
 export type { SamplerName } from './samplers';

@@ -1,6 +1,6 @@
 // Stability's sampler names (the v1 API's "sampler" field) and the diffusers scheduler each one means.
-// The rest of Stability's list (K_DPMPP_2S_ANCESTRAL, K_DPM_2, K_DPM_2_ANCESTRAL, K_HEUN, K_LMS,
-// K_DPMPP_SDE) is not supported yet and is rejected like any unknown name.
+// The rest of Stability's list (K_DPMPP_2S_ANCESTRAL, K_DPM_2, K_DPM_2_ANCESTRAL, K_LMS, K_DPMPP_SDE)
+// is not supported yet and is rejected like any unknown name.
 import type { SchedulerConfig } from './scheduler';
 
 interface SamplerScheduler {
@@ -32,6 +32,8 @@ const SAMPLER_SCHEDULERS = {
   LCM: { overrides: { _class_name: 'LCMScheduler' } },
   // DDPM's own default clip_sample = true suits pixel-space models only, as DDIM's does.
   DDPM: { defaults: { clip_sample: false }, overrides: { _class_name: 'DDPMScheduler', variance_type: 'fixed_small' } },
+  // Two model calls per step but the last (order 2), as k-diffusion's sample_heun.
+  K_HEUN: { overrides: { _class_name: 'HeunDiscreteScheduler', use_karras_sigmas: false } },
   // SD3's rectified flow: the only sampler of flow-matching families, never of the others.
   FLOW_MATCH_EULER: { overrides: { _class_name: 'FlowMatchEulerDiscreteScheduler' } },
 } satisfies Record<string, SamplerScheduler>;
