@@ -3,8 +3,8 @@
 
 torch and diffusers cannot be installed where sdq is developed, so this script restates the maths of
 diffusers' PNDMScheduler, DDIMScheduler, EulerDiscreteScheduler, EulerAncestralDiscreteScheduler,
-DPMSolverMultistepScheduler, LCMScheduler, DDPMScheduler, HeunDiscreteScheduler and
-FlowMatchEulerDiscreteScheduler (src/diffusers/schedulers/scheduling_*.py) on its own,
+DPMSolverMultistepScheduler, LCMScheduler, DDPMScheduler, HeunDiscreteScheduler,
+KDPM2DiscreteScheduler and FlowMatchEulerDiscreteScheduler (src/diffusers/schedulers/scheduling_*.py) on its own,
 keeping the places where diffusers holds float32 tensors (betas, alphas_cumprod, sigma tables,
 timesteps) in float32, and writes packages/pipeline/test/fixtures/schedulers.json.
 
@@ -734,6 +734,83 @@ class Heun(SigmaStepper):
         return x0.astype(np.float64) + noise.astype(np.float64) * s
 
 
+class KDPM2(SigmaStepper):
+    """KDPM2DiscreteScheduler: k-diffusion's DPM-Solver-2 (sample_dpm_2): an Euler half-step to the
+    log-midpoint sigma, then the full step with the midpoint's slope; two model calls per step but the last."""
+    name = "KDPM2DiscreteScheduler"
+    defaults = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="linear",
+                    trained_betas=None, use_karras_sigmas=False, prediction_type="epsilon",
+                    timestep_spacing="linspace", steps_offset=0)
+
+    def __init__(self, config):
+        self.c = with_defaults(self.defaults, config)
+        self.ac = cumprod_f32((F32(1) - make_betas(self.c)).astype(F32))
+        self.set_timesteps(self.c["num_train_timesteps"])
+
+    @property
+    def init_noise_sigma(self):
+        m = float(self.sigmas.max())
+        return m if self.c["timestep_spacing"] in ("linspace", "trailing") else (m * m + 1) ** 0.5
+
+    def set_timesteps(self, n):
+        ts = spaced_timesteps(self.c, n).astype(F32)
+        table = sigma_table(self.ac)
+        log_table = np.log(table)
+        sig = np.interp(ts.astype(np.float64), np.arange(len(table)), table.astype(np.float64))
+        sig = np.concatenate([sig, [0.0]]).astype(F32)
+        # the log-midpoints between each sigma and the one before it, in float32 as torch's lerp computes
+        # weight 0.5: end - (end - start) * 0.5 (the ends, -inf apart from a zero sigma, are never used)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            logs = np.log(sig).astype(F32)
+            rolled = np.roll(logs, 1)
+            mid = np.exp((rolled - (rolled - logs) * F32(0.5)).astype(F32)).astype(F32)
+        mid = np.nan_to_num(mid, nan=0.0)
+        self.sigmas = np.concatenate([sig[:1], np.repeat(sig[1:], 2)])
+        self.sigmas_interpol = np.concatenate([mid[:1], np.repeat(mid[1:], 2)])
+        t_mid = np.array([sigma_to_t(float(v), log_table) for v in mid]).astype(F32)
+        inter = np.stack([t_mid[1:-1], ts[1:]], axis=-1).flatten()
+        self.timesteps = np.concatenate([ts[:1], inter]).astype(F32)
+        self.saved = None
+        self.step_index = self.begin = None
+
+    def scale_model_input(self, x, t):
+        self.init_step_index(t)
+        i = self.step_index
+        s = float(self.sigmas[i]) if self.saved is None else float(self.sigmas_interpol[i])
+        return x.astype(np.float64) / (s * s + 1) ** 0.5
+
+    def step(self, out, t, x, rng):
+        self.init_step_index(t)
+        i = self.step_index
+        first = self.saved is None
+        if first:
+            s, s_mid, s_next = float(self.sigmas[i]), float(self.sigmas_interpol[i + 1]), float(self.sigmas[i + 1])
+        else:
+            s, s_mid, s_next = float(self.sigmas[i - 1]), float(self.sigmas_interpol[i]), float(self.sigmas[i])
+        x, out = x.astype(np.float64), out.astype(np.float64)
+        s_in = s if first else s_mid
+        if self.c["prediction_type"] == "epsilon":
+            x0 = x - s_in * out
+        else:
+            x0 = out * (-s_in / (s_in * s_in + 1) ** 0.5) + x / (s_in * s_in + 1)
+        if first:
+            d = (x - x0) / s
+            dt = s_mid - s
+            self.saved = x
+            base = x
+        else:
+            d = (x - x0) / s_mid
+            dt = s_next - s
+            base = self.saved
+            self.saved = None
+        self.step_index += 1
+        return base + d * dt
+
+    def add_noise(self, x0, noise, t):
+        s = float(self.sigmas[self.noise_index(t)])
+        return x0.astype(np.float64) + noise.astype(np.float64) * s
+
+
 class DDPM:
     """DDPMScheduler (variance_type fixed_small): the ancestral sampler of "Denoising Diffusion Probabilistic Models"."""
     name = "DDPMScheduler"
@@ -919,6 +996,13 @@ CASES = {
         "sample-clipped": dict(SD15, prediction_type="sample", clip_sample=True, clip_sample_range=0.5),
         "trained-betas": dict(trained_betas=TINY_BETAS, num_train_timesteps=100),
     },
+    KDPM2: {
+        "defaults": {},
+        "sd15": SD15,
+        "sd21v-trailing": dict(SD21V, timestep_spacing="trailing"),
+        "sd21v-linspace": dict(SD21V, timestep_spacing="linspace"),
+        "trained-betas": dict(trained_betas=TINY_BETAS, num_train_timesteps=100),
+    },
     DDPM: {
         "defaults": {},
         "sd15": SD15,
@@ -986,7 +1070,7 @@ def run(cls, case, config, steps, begin=None):
         "trajectory": trajectory,
         "final": [num(v) for v in x],
     }
-    if hasattr(s, "sigmas") and cls in (Euler, EulerAncestral, DPMSolver, FlowMatch, Heun):
+    if hasattr(s, "sigmas") and cls in (Euler, EulerAncestral, DPMSolver, FlowMatch, Heun, KDPM2):
         result["sigmas"] = [num(v) for v in s.sigmas]
     if begin is not None:
         result["beginIndex"] = begin

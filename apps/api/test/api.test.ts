@@ -154,7 +154,7 @@ describe('validation', () => {
     ['steps over 150', { ...prompt(), steps: 151 }, 400, 'bad_request'],
     ['unknown sampler', { ...prompt(), sampler: 'K_NOPE' }, 400, 'invalid_sampler'],
     // a Stability name sdq does not run is refused before anything is queued, not swapped for another
-    ['unsupported Stability sampler', { ...prompt(), sampler: 'K_HEUN' }, 400, 'invalid_sampler'],
+    ['unsupported Stability sampler', { ...prompt(), sampler: 'K_LMS' }, 400, 'invalid_sampler'],
     ['unknown style preset', { ...prompt(), style_preset: 'vaporwave' }, 400, 'bad_request'],
     ['unknown clip guidance preset', { ...prompt(), clip_guidance_preset: 'FAST_RED' }, 400, 'bad_request'],
     ['extras not an object', { ...prompt(), extras: 3 }, 400, 'bad_request'],

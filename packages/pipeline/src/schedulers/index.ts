@@ -7,6 +7,7 @@ import { EulerDiscreteScheduler } from './euler';
 import { EulerAncestralDiscreteScheduler } from './euler-ancestral';
 import { FlowMatchEulerDiscreteScheduler } from './flow-match-euler';
 import { HeunDiscreteScheduler } from './heun';
+import { KDPM2DiscreteScheduler } from './kdpm2';
 import { LCMScheduler } from './lcm';
 import { PNDMScheduler } from './pndm';
 
@@ -22,6 +23,7 @@ const SCHEDULERS: Record<string, new (config: SchedulerConfig) => Scheduler> = {
   EulerDiscreteScheduler,
   FlowMatchEulerDiscreteScheduler,
   HeunDiscreteScheduler,
+  KDPM2DiscreteScheduler,
   LCMScheduler,
   PNDMScheduler,
 };
@@ -45,6 +47,6 @@ export function createScheduler(config: SchedulerConfig): Scheduler {
   return new SCHEDULERS[className](config);
 }
 
-export { DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, EulerAncestralDiscreteScheduler, EulerDiscreteScheduler, FlowMatchEulerDiscreteScheduler, HeunDiscreteScheduler, LCMScheduler, PNDMScheduler };
+export { DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, EulerAncestralDiscreteScheduler, EulerDiscreteScheduler, FlowMatchEulerDiscreteScheduler, HeunDiscreteScheduler, KDPM2DiscreteScheduler, LCMScheduler, PNDMScheduler };
 export { InvalidSamplerError, SAMPLERS, schedulerConfigForSampler } from './samplers';
 export type { SamplerName } from './samplers';

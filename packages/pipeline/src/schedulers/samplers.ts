@@ -1,5 +1,5 @@
 // Stability's sampler names (the v1 API's "sampler" field) and the diffusers scheduler each one means.
-// The rest of Stability's list (K_DPMPP_2S_ANCESTRAL, K_DPM_2, K_DPM_2_ANCESTRAL, K_LMS, K_DPMPP_SDE)
+// The rest of Stability's list (K_DPMPP_2S_ANCESTRAL, K_DPM_2_ANCESTRAL, K_LMS, K_DPMPP_SDE)
 // is not supported yet and is rejected like any unknown name.
 import type { SchedulerConfig } from './scheduler';
 
@@ -34,6 +34,8 @@ const SAMPLER_SCHEDULERS = {
   DDPM: { defaults: { clip_sample: false }, overrides: { _class_name: 'DDPMScheduler', variance_type: 'fixed_small' } },
   // Two model calls per step but the last (order 2), as k-diffusion's sample_heun.
   K_HEUN: { overrides: { _class_name: 'HeunDiscreteScheduler', use_karras_sigmas: false } },
+  // k-diffusion's sample_dpm_2: a midpoint step, two model calls per step but the last (order 2).
+  K_DPM_2: { overrides: { _class_name: 'KDPM2DiscreteScheduler', use_karras_sigmas: false } },
   // SD3's rectified flow: the only sampler of flow-matching families, never of the others.
   FLOW_MATCH_EULER: { overrides: { _class_name: 'FlowMatchEulerDiscreteScheduler' } },
 } satisfies Record<string, SamplerScheduler>;

@@ -1,0 +1,169 @@
+// KDPM2DiscreteScheduler after diffusers' scheduling_k_dpm_2_discrete.py: k-diffusion's DPM-Solver-2
+// (sample_dpm_2). Each step but the last is two model calls: an Euler half-step to the log-midpoint
+// sigma, then the whole step taken with the slope measured there. timesteps interleave each midpoint's
+// timestep before the next sigma's.
+import type { Scheduler, StepResult } from './scheduler';
+import { alphasCumprod, arangeDown, interp, linspace, roundHalfEven, sigmaTable, sigmaToT, timestepIndex } from './noise-schedule';
+import { checkOneOf, readConfig } from './scheduler-config';
+
+/** The scheduler_config.json keys KDPM2 reads; a missing or null key takes diffusers' default, shown here. */
+export const KDPM2_DEFAULTS = {
+  num_train_timesteps: 1000,
+  beta_start: 0.00085,
+  beta_end: 0.012,
+  /** "linear", "scaled_linear" or "squaredcos_cap_v2". */
+  beta_schedule: 'linear',
+  /** Betas given outright (one per training timestep) instead of beta_start..beta_end. */
+  trained_betas: null as number[] | null,
+  /** Not supported: only false. */
+  use_karras_sigmas: false,
+  use_exponential_sigmas: false,
+  use_beta_sigmas: false,
+  /** "epsilon" or "v_prediction" (diffusers' KDPM2 has no "sample"). */
+  prediction_type: 'epsilon',
+  /** "linspace", "leading" or "trailing". */
+  timestep_spacing: 'linspace',
+  steps_offset: 0,
+};
+export type KDPM2Config = typeof KDPM2_DEFAULTS;
+
+// the type each null-by-default key takes when it is set
+const NULLABLE: Record<string, string> = { trained_betas: 'number[]' };
+
+const NAME = 'KDPM2DiscreteScheduler';
+const f32 = Math.fround;
+
+export class KDPM2DiscreteScheduler implements Scheduler {
+  readonly name = NAME;
+  readonly order = 2;
+  readonly config: KDPM2Config;
+  /** float32 values: the first timestep, then each midpoint's timestep before the next one's. */
+  timesteps: number[] = [];
+  /** float32 values: the first sigma, then every other one (the final 0 included) twice. */
+  sigmas: number[] = [];
+  /** The log-midpoint sigmas, laid out as `sigmas`. */
+  private sigmasInterpol: number[] = [];
+  private readonly alphasCumprod: Float64Array;
+  private stepIndex: number | null = null;
+  private beginIndex: number | null = null;
+  // the sample at the start of a pair, kept for its second half; null between pairs
+  private saved: Float32Array | null = null;
+
+  constructor(config: Record<string, unknown> = {}) {
+    const c = (this.config = readConfig(NAME, KDPM2_DEFAULTS, config, NULLABLE));
+    checkOneOf(NAME, 'prediction_type', c.prediction_type, ['epsilon', 'v_prediction']);
+    checkOneOf(NAME, 'timestep_spacing', c.timestep_spacing, ['linspace', 'leading', 'trailing']);
+    if (c.use_karras_sigmas || c.use_exponential_sigmas || c.use_beta_sigmas) throw new Error(`${NAME}: karras, exponential and beta sigmas are not supported`);
+    this.alphasCumprod = alphasCumprod(NAME, c);
+    // diffusers' __init__ sets the full training schedule
+    this.setTimesteps(c.num_train_timesteps);
+  }
+
+  /** The largest sigma, or sqrt(sigma² + 1) with leading spacing. */
+  get initNoiseSigma(): number {
+    const max = Math.max(...this.sigmas);
+    return this.config.timestep_spacing === 'leading' ? Math.sqrt(max * max + 1) : max;
+  }
+
+  setTimesteps(numInferenceSteps: number): void {
+    const c = this.config;
+    const T = c.num_train_timesteps;
+    const n = numInferenceSteps;
+    if (!Number.isInteger(n) || n < 1) throw new Error(`${NAME}: numInferenceSteps must be a positive integer (got ${n})`);
+    let timesteps: number[];
+    if (c.timestep_spacing === 'linspace') {
+      timesteps = linspace(0, T - 1, n).reverse();
+    } else if (c.timestep_spacing === 'leading') {
+      const ratio = Math.floor(T / n);
+      timesteps = Array.from({ length: n }, (_, i) => (n - 1 - i) * ratio + c.steps_offset);
+    } else {
+      timesteps = arangeDown(T, T / n).map((t) => roundHalfEven(t) - 1);
+    }
+    timesteps = timesteps.map(f32);
+    const table = sigmaTable(this.alphasCumprod);
+    const logTable = table.map((s) => f32(Math.log(s)));
+    const sigmas = [...timesteps.map((t) => interp(t, table)), 0].map(f32);
+    // Log-midpoints with the sigma before, as torch's lerp at weight 0.5: end - (end - start) * 0.5.
+    // The first (beside no sigma) and the last (beside 0) are never used; 0 stands for both.
+    const mid = sigmas.map((s, k) => {
+      const prev = sigmas[(k - 1 + sigmas.length) % sigmas.length];
+      if (s === 0 || prev === 0) return 0;
+      const [start, end] = [f32(Math.log(s)), f32(Math.log(prev))];
+      return f32(Math.exp(f32(end - f32(f32(end - start) * 0.5))));
+    });
+    this.sigmas = [sigmas[0], ...sigmas.slice(1).flatMap((s) => [s, s])];
+    this.sigmasInterpol = [mid[0], ...mid.slice(1).flatMap((s) => [s, s])];
+    const tMid = mid.map((s) => f32(sigmaToT(s, logTable)));
+    this.timesteps = [timesteps[0], ...timesteps.slice(1).flatMap((t, k) => [tMid[k + 1], t])];
+    this.saved = null;
+    this.stepIndex = null;
+    this.beginIndex = null;
+  }
+
+  setBeginIndex(index: number): void {
+    this.beginIndex = index;
+  }
+
+  scaleModelInput(sample: Float32Array, t: number): Float32Array {
+    this.initStepIndex(t);
+    const index = this.stepIndex!;
+    const sigma = this.saved === null ? this.sigmas[index] : this.sigmasInterpol[index];
+    const scale = 1 / Math.sqrt(sigma * sigma + 1);
+    const scaled = new Float32Array(sample.length);
+    for (let i = 0; i < sample.length; i++) scaled[i] = sample[i] * scale;
+    return scaled;
+  }
+
+  step(modelOutput: Float32Array, t: number, sample: Float32Array): StepResult {
+    if (modelOutput.length !== sample.length) {
+      throw new Error(`${NAME}: modelOutput has ${modelOutput.length} values, sample has ${sample.length}`);
+    }
+    this.initStepIndex(t);
+    const index = this.stepIndex!;
+    if (index + 1 >= this.sigmas.length) throw new Error(`${NAME}: step called after the last timestep (step index ${index})`);
+    const first = this.saved === null;
+    const sigma = first ? this.sigmas[index] : this.sigmas[index - 1];
+    const sigmaMid = first ? this.sigmasInterpol[index + 1] : this.sigmasInterpol[index];
+    const sigmaNext = first ? this.sigmas[index + 1] : this.sigmas[index];
+    const sigmaInput = first ? sigma : sigmaMid;
+    // x0 = x0FromSample * x + x0FromOutput * out
+    const [x0FromSample, x0FromOutput] =
+      this.config.prediction_type === 'epsilon' ? [1, -sigmaInput] : [1 / (sigmaInput * sigmaInput + 1), -sigmaInput / Math.sqrt(sigmaInput * sigmaInput + 1)];
+    // first half: slope at sigma, step to the midpoint; second: slope at the midpoint, the whole step
+    const slopeAt = first ? sigma : sigmaMid;
+    const dt = first ? sigmaMid - sigma : sigmaNext - sigma;
+    const base = first ? sample : this.saved!;
+    const prevSample = new Float32Array(sample.length);
+    const predOriginalSample = new Float32Array(sample.length);
+    for (let i = 0; i < sample.length; i++) {
+      const x = sample[i];
+      const x0 = x0FromSample * x + x0FromOutput * modelOutput[i];
+      predOriginalSample[i] = x0;
+      prevSample[i] = base[i] + ((x - x0) / slopeAt) * dt;
+    }
+    this.saved = first ? sample.slice() : null;
+    this.stepIndex = index + 1;
+    return { prevSample, predOriginalSample };
+  }
+
+  addNoise(original: Float32Array, noise: Float32Array, t: number): Float32Array {
+    if (original.length !== noise.length) {
+      throw new Error(`${NAME}: original has ${original.length} values, noise has ${noise.length}`);
+    }
+    const index = this.beginIndex === null ? this.indexForTimestep(t) : (this.stepIndex ?? this.beginIndex);
+    const sigma = this.sigmas[index];
+    const noisy = new Float32Array(original.length);
+    for (let i = 0; i < original.length; i++) noisy[i] = original[i] + noise[i] * sigma;
+    return noisy;
+  }
+
+  private indexForTimestep(t: number): number {
+    const index = timestepIndex(this.timesteps, t);
+    if (index < 0) throw new Error(`${NAME}: timestep ${t} is not one of this schedule's timesteps`);
+    return index;
+  }
+
+  private initStepIndex(t: number): void {
+    if (this.stepIndex === null) this.stepIndex = this.beginIndex ?? this.indexForTimestep(t);
+  }
+}
