@@ -1,7 +1,7 @@
 // DDIMScheduler after diffusers' scheduling_ddim.py, with eta = 0 (the deterministic sampler of
 // "Denoising Diffusion Implicit Models"). Each step jumps from t to t - num_train_timesteps / N.
 import type { Scheduler, StepResult } from './scheduler';
-import { alphasCumprod, arangeDown, linspace, roundHalfEven } from './noise-schedule';
+import { alphasCumprod, roundHalfEven, spacedTimesteps } from './noise-schedule';
 import { checkOneOf, readConfig } from './scheduler-config';
 
 /** The scheduler_config.json keys DDIM reads; a missing or null key takes diffusers' default, shown here. */
@@ -61,14 +61,7 @@ export class DDIMScheduler implements Scheduler {
       throw new Error(`${NAME}: numInferenceSteps must be an integer in 1..${T} (got ${numInferenceSteps})`);
     }
     const n = numInferenceSteps;
-    if (spacing === 'linspace') {
-      this.timesteps = linspace(0, T - 1, n).map(roundHalfEven).reverse();
-    } else if (spacing === 'leading') {
-      const ratio = Math.floor(T / n);
-      this.timesteps = Array.from({ length: n }, (_, i) => (n - 1 - i) * ratio + offset);
-    } else {
-      this.timesteps = arangeDown(T, T / n).map((t) => roundHalfEven(t) - 1);
-    }
+    this.timesteps = spacedTimesteps(spacing, T, n, offset).map(roundHalfEven);
     this.numInferenceSteps = n;
   }
 

@@ -2,7 +2,7 @@
 // step down to sigma_down, then fresh noise of scale sigma_up, so that sigma_down² + sigma_up² is the
 // next sigma². Every step draws noise (the last one with sigma_up = 0), as diffusers does.
 import type { Rng, Scheduler, StepResult } from './scheduler';
-import { alphasCumprod, arangeDown, interp, linspace, roundHalfEven, sigmaTable, timestepIndex } from './noise-schedule';
+import { alphasCumprod, interp, sigmaTable, spacedTimesteps, timestepIndex } from './noise-schedule';
 import { checkOneOf, readConfig } from './scheduler-config';
 
 /** The scheduler_config.json keys Euler a reads; a missing or null key takes diffusers' default, shown here. */
@@ -64,15 +64,7 @@ export class EulerAncestralDiscreteScheduler implements Scheduler {
     const T = c.num_train_timesteps;
     const n = numInferenceSteps;
     if (!Number.isInteger(n) || n < 1) throw new Error(`${NAME}: numInferenceSteps must be a positive integer (got ${n})`);
-    let timesteps: number[];
-    if (c.timestep_spacing === 'linspace') {
-      timesteps = linspace(0, T - 1, n).reverse();
-    } else if (c.timestep_spacing === 'leading') {
-      const ratio = Math.floor(T / n);
-      timesteps = Array.from({ length: n }, (_, i) => (n - 1 - i) * ratio + c.steps_offset);
-    } else {
-      timesteps = arangeDown(T, T / n).map((t) => roundHalfEven(t) - 1);
-    }
+    let timesteps = spacedTimesteps(c.timestep_spacing, T, n, c.steps_offset);
     this.timesteps = timesteps.map(f32);
     const table = sigmaTable(this.alphasCumprod);
     this.sigmas = [...this.timesteps.map((t) => interp(t, table)), 0].map(f32);

@@ -1,7 +1,7 @@
 // EulerDiscreteScheduler after diffusers' scheduling_euler_discrete.py: Euler's method on the
 // probability-flow ODE in sigma space (Karras et al. 2022, algorithm 2 without churn).
 import type { Scheduler, StepResult } from './scheduler';
-import { alphasCumprod, arangeDown, interp, karrasSigmas, linspace, linspaceF32, roundHalfEven, sigmaTable, sigmaToT, timestepIndex } from './noise-schedule';
+import { alphasCumprod, interp, karrasSigmas, linspaceF32, sigmaTable, sigmaToT, spacedTimesteps, timestepIndex } from './noise-schedule';
 import { checkOneOf, readConfig } from './scheduler-config';
 
 /** The scheduler_config.json keys Euler reads; a missing or null key takes diffusers' default, shown here. */
@@ -87,15 +87,7 @@ export class EulerDiscreteScheduler implements Scheduler {
     const T = c.num_train_timesteps;
     const n = numInferenceSteps;
     if (!Number.isInteger(n) || n < 1) throw new Error(`${NAME}: numInferenceSteps must be a positive integer (got ${n})`);
-    let timesteps: number[];
-    if (c.timestep_spacing === 'linspace') {
-      timesteps = linspace(0, T - 1, n).reverse();
-    } else if (c.timestep_spacing === 'leading') {
-      const ratio = Math.floor(T / n);
-      timesteps = Array.from({ length: n }, (_, i) => (n - 1 - i) * ratio + c.steps_offset);
-    } else {
-      timesteps = arangeDown(T, T / n).map((t) => roundHalfEven(t) - 1);
-    }
+    let timesteps = spacedTimesteps(c.timestep_spacing, T, n, c.steps_offset);
     timesteps = timesteps.map(f32);
     const table = sigmaTable(this.alphasCumprod);
     const logTable = table.map((s) => f32(Math.log(s)));

@@ -3,7 +3,7 @@
 // is two model calls: an Euler predictor to the next sigma, then the corrector that averages the two slopes.
 // timesteps therefore repeat every entry but the first, and the pipeline calls the model at each.
 import type { Scheduler, StepResult } from './scheduler';
-import { alphasCumprod, arangeDown, interp, linspace, roundHalfEven, sigmaTable, timestepIndex } from './noise-schedule';
+import { alphasCumprod, interp, sigmaTable, spacedTimesteps, timestepIndex } from './noise-schedule';
 import { checkOneOf, readConfig } from './scheduler-config';
 
 /** The scheduler_config.json keys Heun reads; a missing or null key takes diffusers' default, shown here. */
@@ -73,15 +73,7 @@ export class HeunDiscreteScheduler implements Scheduler {
     const T = c.num_train_timesteps;
     const n = numInferenceSteps;
     if (!Number.isInteger(n) || n < 1) throw new Error(`${NAME}: numInferenceSteps must be a positive integer (got ${n})`);
-    let timesteps: number[];
-    if (c.timestep_spacing === 'linspace') {
-      timesteps = linspace(0, T - 1, n).reverse();
-    } else if (c.timestep_spacing === 'leading') {
-      const ratio = Math.floor(T / n);
-      timesteps = Array.from({ length: n }, (_, i) => (n - 1 - i) * ratio + c.steps_offset);
-    } else {
-      timesteps = arangeDown(T, T / n).map((t) => roundHalfEven(t) - 1);
-    }
+    let timesteps = spacedTimesteps(c.timestep_spacing, T, n, c.steps_offset);
     timesteps = timesteps.map(f32);
     const table = sigmaTable(this.alphasCumprod);
     const sigmas = [...timesteps.map((t) => interp(t, table)), 0].map(f32);

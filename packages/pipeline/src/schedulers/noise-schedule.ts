@@ -108,6 +108,20 @@ export function linspace(start: number, stop: number, num: number): number[] {
   return Array.from({ length: num }, (_, i) => (i === 0 ? start : i === num - 1 ? stop : i * step + start));
 }
 
+/**
+ * diffusers' "linspace", "leading" and "trailing" grids of inference timesteps, descending. linspace is
+ * left unrounded, as the sigma schedulers keep it; integer schedulers (DDIM, DDPM) round it half-even.
+ */
+export function spacedTimesteps(spacing: string, numTrainTimesteps: number, n: number, stepsOffset: number): number[] {
+  const T = numTrainTimesteps;
+  if (spacing === 'linspace') return linspace(0, T - 1, n).reverse();
+  if (spacing === 'leading') {
+    const ratio = Math.floor(T / n);
+    return Array.from({ length: n }, (_, i) => (n - 1 - i) * ratio + stepsOffset);
+  }
+  return arangeDown(T, T / n).map((t) => roundHalfEven(t) - 1);
+}
+
 // numpy.arange(start, 0, -step) for a float step, including numpy's length rule and fill arithmetic
 export function arangeDown(start: number, step: number): number[] {
   const length = Math.ceil((0 - start) / -step);
