@@ -306,8 +306,6 @@ function generationParams(
 ): GenerationParams {
   const given = (field: string) => raw?.[field] !== undefined;
   const m = engine.manifest;
-  // The family's reference settings (SD3: 28 steps) where neither the request nor the manifest says.
-  const family = FAMILIES.find((f) => f.id === engine.family)?.defaults;
   const sampler = body.sampler ?? m.sampler;
   if (sampler !== undefined && engine.samplers && !engine.samplers.includes(sampler)) {
     throw new ServiceError('invalid_sampler', `sampler: ${sampler} cannot be used with ${engine.familyName ?? engine.id} engines; valid samplers: ${engine.samplers.join(', ')}`);
@@ -317,8 +315,9 @@ function generationParams(
     prompts: applyStyle(body.text_prompts, body.style_preset),
     width,
     height,
-    steps: given('steps') ? body.steps : (m.steps ?? family?.steps ?? body.steps),
-    cfgScale: given('cfg_scale') ? body.cfg_scale : (m.cfg_scale ?? family?.cfgScale ?? body.cfg_scale),
+    // engine.defaults: the manifest's, else the family's reference settings (SD3: 28 steps).
+    steps: given('steps') ? body.steps : (engine.defaults.steps ?? body.steps),
+    cfgScale: given('cfg_scale') ? body.cfg_scale : (engine.defaults.cfgScale ?? body.cfg_scale),
     samples: body.samples,
     seed: body.seed,
     sampler,

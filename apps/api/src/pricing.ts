@@ -2,7 +2,7 @@
  * Prices at the API's edge: what a job costs (from @sdq/credits' price table), an engine's prices for
  * GET /v1/engines/list, and the answer of a dry run. Amounts are micro-credits until they leave here.
  */
-import { type EngineInfo, FAMILIES } from '@sdq/pipeline/engines';
+import type { EngineInfo } from '@sdq/pipeline/engines';
 import type { DryRunResponse, EnginePricing } from '@sdq/contracts';
 import { type Cost, displayCredits, type PriceTable, toCredits } from '@sdq/credits';
 import type { z } from 'zod';
@@ -14,8 +14,7 @@ const EXAMPLE_STEPS = 30;
 /** The price table entry an engine is priced by: its manifest's `price`, its own id, else its family's default. */
 export function priceEntry(prices: PriceTable, engine: EngineInfo): string {
   if (engine.manifest.price) return engine.manifest.price;
-  const familyDefault = FAMILIES.find((f) => f.id === engine.family)?.defaultPrice;
-  return familyDefault && !prices.engineIds().includes(engine.id) ? familyDefault : engine.id;
+  return engine.familyPrice && !prices.names(engine.id) ? engine.familyPrice : engine.id;
 }
 
 /** What a job costs: per image times samples; an upscale is flat per image. */

@@ -1,6 +1,6 @@
 /** The other routes: engines, jobs (incl. SSE), artifacts, health (admin: admin.routes.ts; user: user.routes.ts). */
 import { type NextFunction, type Request, type Response, Router } from 'express';
-import { type EngineInfo, FAMILIES } from '@sdq/pipeline/engines';
+import type { EngineInfo } from '@sdq/pipeline/engines';
 import {
   errorNameForField,
   type JobObject,
@@ -41,11 +41,7 @@ function capabilities(e: EngineInfo) {
     native_height: e.nativeHeight ?? null,
     sizes: e.sizes ? { step: e.sizes.step, min_side: e.sizes.minSide, max_pixels: e.sizes.maxPixels, allowed: e.sizes.allowed ?? null } : null,
     samplers: e.samplers ?? null,
-    defaults: {
-      steps: e.manifest.steps ?? FAMILIES.find((f) => f.id === e.family)?.defaults?.steps ?? null,
-      cfg_scale: e.manifest.cfg_scale ?? FAMILIES.find((f) => f.id === e.family)?.defaults?.cfgScale ?? null,
-      sampler: e.manifest.sampler ?? FAMILIES.find((f) => f.id === e.family)?.defaults?.sampler ?? null,
-    },
+    defaults: { steps: e.defaults.steps ?? null, cfg_scale: e.defaults.cfgScale ?? null, sampler: e.defaults.sampler ?? null },
   };
 }
 

@@ -126,6 +126,11 @@ export class PriceTable {
     return table;
   }
 
+  /** Whether the table (shipped or operator's) has an entry of this name: a lookup, for every request. */
+  names(engineId: string): boolean {
+    return Object.hasOwn(this.shipped.engines ?? {}, engineId) || Object.hasOwn(this.operator.engines ?? {}, engineId);
+  }
+
   /** Engines the table names (others get the default). */
   engineIds(): string[] {
     return [...new Set([...Object.keys(this.shipped.engines ?? {}), ...Object.keys(this.operator.engines ?? {})])].sort();

@@ -60,6 +60,10 @@ export interface EngineInfo {
   scale?: number;
   /** The operator's manifest, validated; {} when there is none. */
   manifest: EngineManifest;
+  /** Defaults for requests that give none, resolved once: the manifest's, else the family's. */
+  defaults: { steps?: number; cfgScale?: number; sampler?: string };
+  /** The price table entry of the engine's family, for an engine the table does not name. */
+  familyPrice?: string;
   description: string;
 }
 
@@ -213,6 +217,12 @@ export function describeEngine(dir: string, id: string): EngineInfo | undefined 
       samplers: family?.samplers,
       modes,
       manifest,
+      defaults: {
+        steps: manifest.steps ?? family?.defaults?.steps,
+        cfgScale: manifest.cfg_scale ?? family?.defaults?.cfgScale,
+        sampler: manifest.sampler ?? family?.defaults?.sampler,
+      },
+      familyPrice: family?.defaultPrice,
       description: `${family?.name ?? pipelineClass} (ONNX)${size ? `, native ${size.width}x${size.height}` : ''}`,
     };
   }
@@ -227,6 +237,7 @@ export function describeEngine(dir: string, id: string): EngineInfo | undefined 
       scale,
       modes: ['upscale'],
       manifest: readManifest(dir),
+      defaults: {},
       description: `Super-resolution (ONNX)${scale ? `, x${scale}` : ''}`,
     };
   }
