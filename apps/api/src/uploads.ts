@@ -256,7 +256,7 @@ function boundaryOf(contentType: string | undefined): string {
 }
 
 /** Counts `CRLF--boundary` delimiters in a stream (the first may open the body without its CRLF). */
-class DelimiterCounter {
+export class DelimiterCounter {
   count = 0;
   private readonly needle: Buffer;
   private tail: Buffer;
@@ -268,11 +268,18 @@ class DelimiterCounter {
   }
 
   push(chunk: Buffer): void {
-    if (this.needle.length <= 4) return;
-    const window = Buffer.concat([this.tail, chunk]);
-    for (let at = window.indexOf(this.needle); at >= 0; at = window.indexOf(this.needle, at + this.needle.length)) this.count++;
+    const n = this.needle.length;
+    if (n <= 4) return;
+    // A delimiter that starts in the kept tail ends in this chunk's first n - 1 bytes: only that seam is
+    // copied, never the chunk itself (this runs on every chunk of every upload).
+    this.countIn(Buffer.concat([this.tail, chunk.subarray(0, n - 1)]));
+    this.countIn(chunk);
     // Keep what could be the start of a delimiter cut by the chunk's end (never a whole one: no double count).
-    this.tail = window.subarray(Math.max(0, window.length - (this.needle.length - 1)));
+    this.tail = chunk.length >= n - 1 ? chunk.subarray(chunk.length - (n - 1)) : Buffer.concat([this.tail, chunk]).subarray(-(n - 1));
+  }
+
+  private countIn(buffer: Buffer): void {
+    for (let at = buffer.indexOf(this.needle); at >= 0; at = buffer.indexOf(this.needle, at + this.needle.length)) this.count++;
   }
 }
 
