@@ -4,14 +4,15 @@
 torch and diffusers cannot be installed where sdq is developed, so this script restates the maths of
 diffusers' PNDMScheduler, DDIMScheduler, EulerDiscreteScheduler, EulerAncestralDiscreteScheduler,
 DPMSolverMultistepScheduler, LCMScheduler, DDPMScheduler, HeunDiscreteScheduler,
-KDPM2DiscreteScheduler and FlowMatchEulerDiscreteScheduler (src/diffusers/schedulers/scheduling_*.py) on its own,
+KDPM2DiscreteScheduler, LMSDiscreteScheduler, KDPM2AncestralDiscreteScheduler, DPMSolverSinglestepScheduler
+(orders 1-2), DPMSolverSDEScheduler and FlowMatchEulerDiscreteScheduler (src/diffusers/schedulers/scheduling_*.py) on its own,
 keeping the places where diffusers holds float32 tensors (betas, alphas_cumprod, sigma tables,
 timesteps) in float32, and writes packages/pipeline/test/fixtures/schedulers.json.
 
 Every case is driven the way a pipeline drives a scheduler:
     x = sin(0.01 i) * init_noise_sigma                     (64 elements, float32)
     for t in timesteps: out = scale_model_input(x, t) * t / (t + 1); x = step(out, t, x)
-Noise (Euler ancestral, LCM, add_noise) comes from a shared deterministic "rng": randn(n) returns
+Noise (the ancestral and SDE samplers, LCM, DDPM, add_noise) comes from a shared deterministic "rng": randn(n) returns
 cos(0.37 k) for a global counter k = 0, 1, 2, ... that runs over the whole case.
 
 Run: python3 scripts/reference/schedulers.py   (numpy only)
@@ -811,6 +812,339 @@ class KDPM2(SigmaStepper):
         return x0.astype(np.float64) + noise.astype(np.float64) * s
 
 
+class LMS(SigmaStepper):
+    """LMSDiscreteScheduler: k-diffusion's linear multistep method (sample_lms, order 4) on the
+    probability-flow ODE; each coefficient integrates a Lagrange basis polynomial over the step."""
+    name = "LMSDiscreteScheduler"
+    defaults = dict(num_train_timesteps=1000, beta_start=0.0001, beta_end=0.02, beta_schedule="linear",
+                    trained_betas=None, use_karras_sigmas=False, prediction_type="epsilon",
+                    timestep_spacing="linspace", steps_offset=0)
+    lms_order = 4
+
+    def __init__(self, config):
+        self.c = with_defaults(self.defaults, config)
+        self.ac = cumprod_f32((F32(1) - make_betas(self.c)).astype(F32))
+        self.set_timesteps(self.c["num_train_timesteps"])
+
+    @property
+    def init_noise_sigma(self):
+        m = float(self.sigmas.max())
+        return m if self.c["timestep_spacing"] in ("linspace", "trailing") else (m * m + 1) ** 0.5
+
+    def set_timesteps(self, n):
+        ts = spaced_timesteps(self.c, n).astype(F32)
+        table = sigma_table(self.ac)
+        sig = np.interp(ts.astype(np.float64), np.arange(len(table)), table.astype(np.float64))
+        self.sigmas = np.concatenate([sig, [0.0]]).astype(F32)
+        self.timesteps = ts
+        self.derivatives = []
+        self.step_index = self.begin = None
+
+    def scale_model_input(self, x, t):
+        self.init_step_index(t)
+        s = float(self.sigmas[self.step_index])
+        return x.astype(np.float64) / (s * s + 1) ** 0.5
+
+    def coefficient(self, order, i, current):
+        # the basis polynomial of sigmas[i - current] among sigmas[i], ..., sigmas[i - order + 1],
+        # integrated exactly from sigmas[i] to sigmas[i + 1] (scipy's quad in diffusers)
+        sig = [float(v) for v in self.sigmas]
+        poly = np.poly1d([1.0])
+        for k in range(order):
+            if k == current:
+                continue
+            poly = poly * np.poly1d([1.0, -sig[i - k]]) / (sig[i - current] - sig[i - k])
+        antiderivative = poly.integ()
+        return antiderivative(sig[i + 1]) - antiderivative(sig[i])
+
+    def step(self, out, t, x, rng):
+        self.init_step_index(t)
+        i = self.step_index
+        s = float(self.sigmas[i])
+        x, out = x.astype(np.float64), out.astype(np.float64)
+        if self.c["prediction_type"] == "epsilon":
+            x0 = x - s * out
+        elif self.c["prediction_type"] == "v_prediction":
+            x0 = out * (-s / (s * s + 1) ** 0.5) + x / (s * s + 1)
+        else:
+            x0 = out
+        self.derivatives.append((x - x0) / s)
+        if len(self.derivatives) > self.lms_order:
+            self.derivatives.pop(0)
+        order = min(i + 1, self.lms_order)
+        coeffs = [self.coefficient(order, i, k) for k in range(order)]
+        # zip stops at the shorter list: after img2img's begin index fewer derivatives than the order
+        prev = x + sum(c * d for c, d in zip(coeffs, reversed(self.derivatives)))
+        self.step_index += 1
+        return prev
+
+    def add_noise(self, x0, noise, t):
+        s = float(self.sigmas[self.noise_index(t)])
+        return x0.astype(np.float64) + noise.astype(np.float64) * s
+
+
+class KDPM2Ancestral(SigmaStepper):
+    """KDPM2AncestralDiscreteScheduler: k-diffusion's sample_dpm_2_ancestral. DPM-Solver-2 aimed at the
+    ancestral sigma_down, then noise of sigma_up; diffusers draws noise on every call, adds it on the second."""
+    name = "KDPM2AncestralDiscreteScheduler"
+    defaults = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="linear",
+                    trained_betas=None, use_karras_sigmas=False, prediction_type="epsilon",
+                    timestep_spacing="linspace", steps_offset=0)
+
+    def __init__(self, config):
+        self.c = with_defaults(self.defaults, config)
+        self.ac = cumprod_f32((F32(1) - make_betas(self.c)).astype(F32))
+        self.set_timesteps(self.c["num_train_timesteps"])
+
+    @property
+    def init_noise_sigma(self):
+        m = float(self.sigmas.max())
+        return m if self.c["timestep_spacing"] in ("linspace", "trailing") else (m * m + 1) ** 0.5
+
+    def set_timesteps(self, n):
+        ts = spaced_timesteps(self.c, n).astype(F32)
+        table = sigma_table(self.ac)
+        log_table = np.log(table)
+        sig = np.interp(ts.astype(np.float64), np.arange(len(table)), table.astype(np.float64))
+        sig = np.concatenate([sig, [0.0]]).astype(F32)
+        nxt = np.concatenate([sig[1:], [0.0]]).astype(F32)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            up = np.sqrt((nxt * nxt * (sig * sig - nxt * nxt) / (sig * sig)).astype(F32)).astype(F32)
+            down = np.sqrt((nxt * nxt - up * up).astype(F32)).astype(F32)
+            down[-1] = 0.0
+            # torch's lerp at weight 0.5 from log(sigma) to log(sigma_down): end - (end - start) * 0.5
+            start, end = np.log(sig).astype(F32), np.log(down).astype(F32)
+            mid = np.exp((end - (end - start) * F32(0.5)).astype(F32)).astype(F32)
+        mid[-2:] = 0.0
+        lay = lambda a: np.concatenate([a[:1], np.repeat(a[1:], 2), a[-1:]])
+        self.sigmas, self.sigmas_interpol, self.sigmas_up, self.sigmas_down = lay(sig), lay(mid), lay(up), lay(down)
+        t_mid = np.array([sigma_to_t(float(v), log_table) for v in mid]).astype(F32)
+        inter = np.stack([t_mid[:-2], ts[1:]], axis=-1).flatten()
+        self.timesteps = np.concatenate([ts[:1], inter]).astype(F32)
+        self.saved = None
+        self.step_index = self.begin = None
+
+    def scale_model_input(self, x, t):
+        self.init_step_index(t)
+        i = self.step_index
+        s = float(self.sigmas[i]) if self.saved is None else float(self.sigmas_interpol[i - 1])
+        return x.astype(np.float64) / (s * s + 1) ** 0.5
+
+    def step(self, out, t, x, rng):
+        self.init_step_index(t)
+        i = self.step_index
+        first = self.saved is None
+        j = i if first else i - 1
+        s, s_mid, s_up, s_down = (float(a[j]) for a in (self.sigmas, self.sigmas_interpol, self.sigmas_up, self.sigmas_down))
+        if first:
+            s_down = float(self.sigmas_down[i - 1])  # unused on the first half, as in diffusers
+        noise = rng.randn(len(x)).astype(np.float64)
+        x, out = x.astype(np.float64), out.astype(np.float64)
+        s_in = s if first else s_mid
+        if self.c["prediction_type"] == "epsilon":
+            x0 = x - s_in * out
+        else:
+            x0 = out * (-s_in / (s_in * s_in + 1) ** 0.5) + x / (s_in * s_in + 1)
+        self.step_index += 1
+        if first:
+            self.saved = x
+            return x + (x - x0) / s * (s_mid - s)
+        base, self.saved = self.saved, None
+        return base + (x - x0) / s_mid * (s_down - s) + noise * s_up
+
+    def add_noise(self, x0, noise, t):
+        s = float(self.sigmas[self.noise_index(t)])
+        return x0.astype(np.float64) + noise.astype(np.float64) * s
+
+
+class DPMSinglestep(SigmaStepper):
+    """DPMSolverSinglestepScheduler (orders 1 and 2): DPM-Solver++ in pairs of steps, the second of each
+    pair a second-order update from the pair's start; with sde-dpmsolver++ each update adds fresh noise."""
+    name = "DPMSolverSinglestepScheduler"
+    defaults = dict(num_train_timesteps=1000, beta_start=0.0001, beta_end=0.02, beta_schedule="linear",
+                    trained_betas=None, solver_order=2, prediction_type="epsilon", algorithm_type="dpmsolver++",
+                    solver_type="midpoint", lower_order_final=False, final_sigmas_type="zero",
+                    lambda_min_clipped=-math.inf)
+    init_noise_sigma = 1.0
+
+    def __init__(self, config):
+        self.c = with_defaults(self.defaults, config)
+        self.ac = cumprod_f32((F32(1) - make_betas(self.c)).astype(F32))
+        alpha = np.sqrt(self.ac).astype(F32)
+        sigma = np.sqrt((F32(1) - self.ac).astype(F32)).astype(F32)
+        self.lambdas = (np.log(alpha) - np.log(sigma)).astype(F32)
+        self.step_index = self.begin = None
+
+    def order_list(self, n):
+        order, lof = self.c["solver_order"], self.c["lower_order_final"]
+        if order == 1:
+            return [1] * n
+        if lof:
+            return [1, 2] * (n // 2 - 1) + [1, 1] if n % 2 == 0 else [1, 2] * (n // 2) + [1]
+        return [1, 2] * (n // 2)
+
+    def set_timesteps(self, n):
+        c = self.c
+        T = c["num_train_timesteps"]
+        clipped = int(np.searchsorted(self.lambdas[::-1], c["lambda_min_clipped"]))
+        ts = np.linspace(0, T - 1 - clipped, n + 1).round()[::-1][:-1].astype(np.int64)
+        table = sigma_table(self.ac)
+        sig = np.interp(ts.astype(np.float64), np.arange(len(table)), table.astype(np.float64))
+        last = 0.0 if c["final_sigmas_type"] == "zero" else float(table[0])
+        self.sigmas = np.concatenate([sig, [last]]).astype(F32)
+        self.timesteps = ts.astype(np.float64)
+        # diffusers switches lower_order_final on (and keeps it) for odd step counts and a zero final sigma
+        if not c["lower_order_final"] and (n % c["solver_order"] != 0 or c["final_sigmas_type"] == "zero"):
+            c["lower_order_final"] = True
+        self.orders = self.order_list(n)
+        self.outputs = [None] * c["solver_order"]
+        self.sample = None
+        self.step_index = self.begin = None
+
+    def index_for(self, t):
+        hits = [i for i, v in enumerate(self.timesteps) if v == t]
+        if not hits:
+            return len(self.timesteps) - 1
+        return hits[1] if len(hits) > 1 else hits[0]
+
+    @staticmethod
+    def alpha_sigma(s):
+        a = 1 / (s * s + 1) ** 0.5
+        return a, s * a
+
+    def lam(self, i):
+        a, s = self.alpha_sigma(float(self.sigmas[i]))
+        with np.errstate(divide="ignore"):
+            return np.log(a) - np.log(s)
+
+    def scale_model_input(self, x, t):
+        return x
+
+    def step(self, out, t, x, rng):
+        self.init_step_index(t)
+        i = self.step_index
+        x, out = x.astype(np.float64), out.astype(np.float64)
+        a, s = self.alpha_sigma(float(self.sigmas[i]))
+        p = self.c["prediction_type"]
+        m = (x - s * out) / a if p == "epsilon" else out if p == "sample" else a * x - s * out
+        self.outputs = self.outputs[1:] + [m]
+        sde = self.c["algorithm_type"] == "sde-dpmsolver++"
+        noise = rng.randn(len(x)).astype(np.float64) if sde else None
+        order = self.orders[i]
+        while self.outputs[-order] is None:
+            order -= 1
+        if order == 1:
+            self.sample = x
+        a_t, s_t = self.alpha_sigma(float(self.sigmas[i + 1]))
+        lam_t = self.lam(i + 1)
+        with np.errstate(over="ignore", invalid="ignore"):
+            if order == 1:
+                h = lam_t - self.lam(i)
+                s_s = self.alpha_sigma(float(self.sigmas[i]))[1]
+                if sde:
+                    prev = (s_t / s_s * np.exp(-h)) * self.sample + a_t * (1 - np.exp(-2 * h)) * m \
+                        + s_t * np.sqrt(1 - np.exp(-2 * h)) * noise
+                else:
+                    prev = (s_t / s_s) * self.sample - a_t * (np.exp(-h) - 1) * m
+            else:
+                m0, m1 = self.outputs[-1], self.outputs[-2]
+                s_s1 = self.alpha_sigma(float(self.sigmas[i - 1]))[1]
+                h, h0 = lam_t - self.lam(i - 1), self.lam(i) - self.lam(i - 1)
+                D0, D1 = m1, (h / h0) * (m0 - m1)
+                heun = self.c["solver_type"] == "heun"
+                if sde:
+                    e = 1 - np.exp(-2 * h)
+                    k1 = a_t * (e / (2 * h) * -1 + 1) if heun else 0.5 * a_t * e
+                    prev = (s_t / s_s1 * np.exp(-h)) * self.sample + a_t * e * D0 + k1 * D1 + s_t * np.sqrt(e) * noise
+                else:
+                    e = np.exp(-h) - 1
+                    k1 = a_t * (e / h + 1) if heun else -0.5 * a_t * e
+                    prev = (s_t / s_s1) * self.sample - a_t * e * D0 + k1 * D1
+        self.step_index += 1
+        return prev
+
+    def add_noise(self, x0, noise, t):
+        a, s = self.alpha_sigma(float(self.sigmas[self.noise_index(t)]))
+        return a * x0.astype(np.float64) + s * noise.astype(np.float64)
+
+
+class DPMSDE(SigmaStepper):
+    """DPMSolverSDEScheduler: k-diffusion's sample_dpmpp_sde (DPM-Solver++ SDE, midpoint ratio 0.5). Where
+    diffusers draws torchsde Brownian-tree increments, this draws the case's rng, one draw per noisy half-step."""
+    name = "DPMSolverSDEScheduler"
+    defaults = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="linear",
+                    trained_betas=None, prediction_type="epsilon", use_karras_sigmas=False,
+                    timestep_spacing="linspace", steps_offset=0)
+
+    def __init__(self, config):
+        self.c = with_defaults(self.defaults, config)
+        self.ac = cumprod_f32((F32(1) - make_betas(self.c)).astype(F32))
+        self.set_timesteps(self.c["num_train_timesteps"])
+
+    @property
+    def init_noise_sigma(self):
+        m = float(self.sigmas.max())
+        return m if self.c["timestep_spacing"] in ("linspace", "trailing") else (m * m + 1) ** 0.5
+
+    def set_timesteps(self, n):
+        ts = spaced_timesteps(self.c, n).astype(np.float64)  # float64 timesteps, as diffusers keeps them here
+        table = sigma_table(self.ac)
+        log_table = np.log(table)
+        sig = np.interp(ts, np.arange(len(table)), table.astype(np.float64))
+        lt = -np.log(sig)
+        proposed = np.exp(-(lt[:-1] + np.diff(lt) * 0.5))
+        second = np.array([sigma_to_t(float(v), log_table) for v in proposed])
+        sig32 = np.concatenate([sig, [0.0]]).astype(F32)
+        self.sigmas = np.concatenate([sig32[:1], np.repeat(sig32[1:-1], 2), sig32[-1:]])
+        timesteps = np.concatenate([ts[:1], np.repeat(ts[1:], 2)])
+        timesteps[1::2] = second
+        self.timesteps = timesteps
+        self.saved = self.mid = None
+        self.step_index = self.begin = None
+
+    def scale_model_input(self, x, t):
+        self.init_step_index(t)
+        s = float(self.sigmas[self.step_index]) if self.saved is None else self.mid
+        return x.astype(np.float64) / (s * s + 1) ** 0.5
+
+    def step(self, out, t, x, rng):
+        self.init_step_index(t)
+        i = self.step_index
+        first = self.saved is None
+        s, s_next = (float(self.sigmas[i]), float(self.sigmas[i + 1])) if first else (float(self.sigmas[i - 1]), float(self.sigmas[i]))
+        x, out = x.astype(np.float64), out.astype(np.float64)
+        t_now = -math.log(s)
+        t_next = -math.log(s_next) if s_next > 0 else math.inf
+        t_mid = t_now + (t_next - t_now) * 0.5
+        s_in = s if first else math.exp(-t_mid)
+        if self.c["prediction_type"] == "epsilon":
+            x0 = x - s_in * out
+        else:
+            x0 = out * (-s_in / (s_in * s_in + 1) ** 0.5) + x / (s_in * s_in + 1)
+        self.step_index += 1
+        if s_next == 0:
+            return x + (x - x0) / s * (s_next - s)
+        if first:
+            t_next = t_mid
+        else:
+            x = self.saved
+        s_from, s_to = math.exp(-t_now), math.exp(-t_next)
+        up = min(s_to, (s_to ** 2 * (s_from ** 2 - s_to ** 2) / s_from ** 2) ** 0.5)
+        down = (s_to ** 2 - up ** 2) ** 0.5
+        t_anc = -math.log(down)
+        prev = (math.exp(-t_anc) / math.exp(-t_now)) * x - math.expm1(t_now - t_anc) * x0
+        prev = prev + rng.randn(len(x)).astype(np.float64) * up
+        if first:
+            self.saved, self.mid = x, s_to
+        else:
+            self.saved = self.mid = None
+        return prev
+
+    def add_noise(self, x0, noise, t):
+        s = float(self.sigmas[self.noise_index(t)])
+        return x0.astype(np.float64) + noise.astype(np.float64) * s
+
+
 class DDPM:
     """DDPMScheduler (variance_type fixed_small): the ancestral sampler of "Denoising Diffusion Probabilistic Models"."""
     name = "DDPMScheduler"
@@ -1011,6 +1345,39 @@ CASES = {
         "sample-clipped": dict(SD15, prediction_type="sample", clip_sample=True, clip_sample_range=0.5),
         "trained-betas": dict(trained_betas=TINY_BETAS, num_train_timesteps=100, clip_sample=False),
     },
+    LMS: {
+        "defaults": {},
+        "sd15": SD15,
+        "sd21v-trailing": dict(SD21V, timestep_spacing="trailing"),
+        "sd21v-linspace": dict(SD21V, timestep_spacing="linspace"),
+        "sample": dict(SD15, prediction_type="sample"),
+        "trained-betas": dict(trained_betas=TINY_BETAS, num_train_timesteps=100),
+    },
+    KDPM2Ancestral: {
+        "defaults": {},
+        "sd15": SD15,
+        "sd21v-trailing": dict(SD21V, timestep_spacing="trailing"),
+        "sd21v-linspace": dict(SD21V, timestep_spacing="linspace"),
+        "trained-betas": dict(trained_betas=TINY_BETAS, num_train_timesteps=100),
+    },
+    DPMSinglestep: {
+        "defaults": {},
+        "sd15-2s-ancestral": dict(SD15, algorithm_type="sde-dpmsolver++", lower_order_final=True),
+        "sd15": SD15,
+        "sd21v-sde": dict(SD21V, algorithm_type="sde-dpmsolver++"),
+        "heun": dict(SD15, solver_type="heun"),
+        "sde-heun": dict(SD15, algorithm_type="sde-dpmsolver++", solver_type="heun"),
+        "sample-sigma-min": dict(SD15, prediction_type="sample", final_sigmas_type="sigma_min"),
+        "order1": dict(SD15, solver_order=1),
+        "lambda-clipped": dict(SD15, lambda_min_clipped=-2.0),
+    },
+    DPMSDE: {
+        "defaults": {},
+        "sd15": SD15,
+        "sd21v-trailing": dict(SD21V, timestep_spacing="trailing"),
+        "sd21v-linspace": dict(SD21V, timestep_spacing="linspace"),
+        "trained-betas": dict(trained_betas=TINY_BETAS, num_train_timesteps=100),
+    },
     FlowMatch: {
         "defaults": {},
         "sd3-shift-3": dict(shift=3.0),
@@ -1030,7 +1397,8 @@ CASES = {
 
 STEP_COUNTS = {LCM: [4, 8, 25], FlowMatch: [28, 10, 4]}
 DEFAULT_STEP_COUNTS = [25, 10, 7]
-IMG2IMG = {"sd15": (25, 10), "sd21v-trailing": (10, 4), "sd21v": (8, 3), "sd3-shift-3": (28, 9)}
+IMG2IMG = {"sd15": (25, 10), "sd21v-trailing": (10, 4), "sd21v": (8, 3), "sd3-shift-3": (28, 9),
+           "sd15-2s-ancestral": (25, 9), "sd21v-sde": (10, 3)}
 
 
 def num(v):
@@ -1070,7 +1438,7 @@ def run(cls, case, config, steps, begin=None):
         "trajectory": trajectory,
         "final": [num(v) for v in x],
     }
-    if hasattr(s, "sigmas") and cls in (Euler, EulerAncestral, DPMSolver, FlowMatch, Heun, KDPM2):
+    if hasattr(s, "sigmas") and cls in (Euler, EulerAncestral, DPMSolver, FlowMatch, Heun, KDPM2, LMS, KDPM2Ancestral, DPMSinglestep, DPMSDE):
         result["sigmas"] = [num(v) for v in s.sigmas]
     if begin is not None:
         result["beginIndex"] = begin

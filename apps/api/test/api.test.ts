@@ -153,8 +153,8 @@ describe('validation', () => {
     ['steps under 10', { ...prompt(), steps: 9 }, 400, 'bad_request'],
     ['steps over 150', { ...prompt(), steps: 151 }, 400, 'bad_request'],
     ['unknown sampler', { ...prompt(), sampler: 'K_NOPE' }, 400, 'invalid_sampler'],
-    // a Stability name sdq does not run is refused before anything is queued, not swapped for another
-    ['unsupported Stability sampler', { ...prompt(), sampler: 'K_LMS' }, 400, 'invalid_sampler'],
+    // a name in the wrong case is not Stability's and is refused before anything is queued
+    ['sampler in lower case', { ...prompt(), sampler: 'k_lms' }, 400, 'invalid_sampler'],
     ['unknown style preset', { ...prompt(), style_preset: 'vaporwave' }, 400, 'bad_request'],
     ['unknown clip guidance preset', { ...prompt(), clip_guidance_preset: 'FAST_RED' }, 400, 'bad_request'],
     ['extras not an object', { ...prompt(), extras: 3 }, 400, 'bad_request'],
@@ -164,8 +164,9 @@ describe('validation', () => {
   });
 
   it('an unknown sampler names the valid ones', async () => {
-    const body = await expectError(await postJson(t2i(), { ...prompt(), sampler: 'K_LMS' }, { prefer: 'respond-async' }), 400, 'invalid_sampler');
+    const body = await expectError(await postJson(t2i(), { ...prompt(), sampler: 'K_NOPE' }, { prefer: 'respond-async' }), 400, 'invalid_sampler');
     expect(body.message).toContain('DDIM, K_EULER, K_EULER_ANCESTRAL, K_DPMPP_2M, K_DPMPP_2M_KARRAS, PNDM, LCM');
+    expect(body.message).toContain('K_DPM_2_ANCESTRAL, K_LMS, K_DPMPP_2S_ANCESTRAL, K_DPMPP_SDE');
   });
 
   it('refuses bad JSON, a non-JSON body, an unknown engine and a wrong kind of engine', async () => {

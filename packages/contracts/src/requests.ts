@@ -7,13 +7,27 @@ import { z } from 'zod';
 import type { ErrorName } from './errors';
 
 /**
- * The samplers sdq runs: Stability's names where Stability has one, plus PNDM, LCM and a Karras variant.
- * FLOW_MATCH_EULER is SD3's. Stability's K_DPMPP_2S_ANCESTRAL, K_DPM_2_ANCESTRAL, K_LMS and K_DPMPP_SDE
- * are refused at submission (invalid_sampler, listing these) rather than silently
- * swapped for another sampler.
+ * The samplers sdq runs: every name of Stability's v1 list, plus PNDM, LCM and a Karras variant.
+ * FLOW_MATCH_EULER is SD3's. Any other name is refused at submission (invalid_sampler, listing these).
  * test/contracts-pipeline.test.ts keeps this list equal to the pipeline's own.
  */
-export const SAMPLERS = ['DDIM', 'K_EULER', 'K_EULER_ANCESTRAL', 'K_DPMPP_2M', 'K_DPMPP_2M_KARRAS', 'PNDM', 'LCM', 'DDPM', 'K_HEUN', 'K_DPM_2', 'FLOW_MATCH_EULER'] as const;
+export const SAMPLERS = [
+  'DDIM',
+  'K_EULER',
+  'K_EULER_ANCESTRAL',
+  'K_DPMPP_2M',
+  'K_DPMPP_2M_KARRAS',
+  'PNDM',
+  'LCM',
+  'DDPM',
+  'K_HEUN',
+  'K_DPM_2',
+  'K_DPM_2_ANCESTRAL',
+  'K_LMS',
+  'K_DPMPP_2S_ANCESTRAL',
+  'K_DPMPP_SDE',
+  'FLOW_MATCH_EULER',
+] as const;
 
 export const CLIP_GUIDANCE_PRESETS = ['FAST_BLUE', 'FAST_GREEN', 'NONE', 'SIMPLE', 'SLOW', 'SLOWER', 'SLOWEST'] as const;
 

@@ -3,12 +3,16 @@
 import { DDIMScheduler } from './ddim';
 import { DDPMScheduler } from './ddpm';
 import { DPMSolverMultistepScheduler } from './dpm-solver-multistep';
+import { DPMSolverSDEScheduler } from './dpm-solver-sde';
+import { DPMSolverSinglestepScheduler } from './dpm-solver-singlestep';
 import { EulerDiscreteScheduler } from './euler';
 import { EulerAncestralDiscreteScheduler } from './euler-ancestral';
 import { FlowMatchEulerDiscreteScheduler } from './flow-match-euler';
 import { HeunDiscreteScheduler } from './heun';
 import { KDPM2DiscreteScheduler } from './kdpm2';
+import { KDPM2AncestralDiscreteScheduler } from './kdpm2-ancestral';
 import { LCMScheduler } from './lcm';
+import { LMSDiscreteScheduler } from './lms';
 import { PNDMScheduler } from './pndm';
 
 import type { Scheduler, SchedulerConfig } from './scheduler';
@@ -19,12 +23,16 @@ const SCHEDULERS: Record<string, new (config: SchedulerConfig) => Scheduler> = {
   DDIMScheduler,
   DDPMScheduler,
   DPMSolverMultistepScheduler,
+  DPMSolverSDEScheduler,
+  DPMSolverSinglestepScheduler,
   EulerAncestralDiscreteScheduler,
   EulerDiscreteScheduler,
   FlowMatchEulerDiscreteScheduler,
   HeunDiscreteScheduler,
+  KDPM2AncestralDiscreteScheduler,
   KDPM2DiscreteScheduler,
   LCMScheduler,
+  LMSDiscreteScheduler,
   PNDMScheduler,
 };
 
@@ -47,6 +55,21 @@ export function createScheduler(config: SchedulerConfig): Scheduler {
   return new SCHEDULERS[className](config);
 }
 
-export { DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, EulerAncestralDiscreteScheduler, EulerDiscreteScheduler, FlowMatchEulerDiscreteScheduler, HeunDiscreteScheduler, KDPM2DiscreteScheduler, LCMScheduler, PNDMScheduler };
+export {
+  DDIMScheduler,
+  DDPMScheduler,
+  DPMSolverMultistepScheduler,
+  DPMSolverSDEScheduler,
+  DPMSolverSinglestepScheduler,
+  EulerAncestralDiscreteScheduler,
+  EulerDiscreteScheduler,
+  FlowMatchEulerDiscreteScheduler,
+  HeunDiscreteScheduler,
+  KDPM2AncestralDiscreteScheduler,
+  KDPM2DiscreteScheduler,
+  LCMScheduler,
+  LMSDiscreteScheduler,
+  PNDMScheduler,
+};
 export { InvalidSamplerError, SAMPLERS, schedulerConfigForSampler } from './samplers';
 export type { SamplerName } from './samplers';

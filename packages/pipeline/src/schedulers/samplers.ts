@@ -1,6 +1,5 @@
-// Stability's sampler names (the v1 API's "sampler" field) and the diffusers scheduler each one means.
-// The rest of Stability's list (K_DPMPP_2S_ANCESTRAL, K_DPM_2_ANCESTRAL, K_LMS, K_DPMPP_SDE)
-// is not supported yet and is rejected like any unknown name.
+// Stability's sampler names (the v1 API's "sampler" field) and the diffusers scheduler each one means:
+// every name of Stability's v1 list, plus PNDM, LCM, a Karras variant and SD3's flow sampler.
 import type { SchedulerConfig } from './scheduler';
 
 interface SamplerScheduler {
@@ -36,6 +35,26 @@ const SAMPLER_SCHEDULERS = {
   K_HEUN: { overrides: { _class_name: 'HeunDiscreteScheduler', use_karras_sigmas: false } },
   // k-diffusion's sample_dpm_2: a midpoint step, two model calls per step but the last (order 2).
   K_DPM_2: { overrides: { _class_name: 'KDPM2DiscreteScheduler', use_karras_sigmas: false } },
+  // k-diffusion's sample_dpm_2_ancestral: K_DPM_2 aimed at the ancestral sigma, then fresh noise.
+  K_DPM_2_ANCESTRAL: { overrides: { _class_name: 'KDPM2AncestralDiscreteScheduler', use_karras_sigmas: false } },
+  // k-diffusion's sample_lms: linear multistep over the last four slopes.
+  K_LMS: { overrides: { _class_name: 'LMSDiscreteScheduler', use_karras_sigmas: false } },
+  // DPM-Solver++ in single-step pairs with fresh noise at every update (diffusers' sde-dpmsolver++),
+  // the nearest diffusers has to k-diffusion's sample_dpmpp_2s_ancestral.
+  K_DPMPP_2S_ANCESTRAL: {
+    overrides: {
+      _class_name: 'DPMSolverSinglestepScheduler',
+      algorithm_type: 'sde-dpmsolver++',
+      solver_order: 2,
+      solver_type: 'midpoint',
+      lower_order_final: true,
+      final_sigmas_type: 'zero',
+      use_karras_sigmas: false,
+    },
+  },
+  // k-diffusion's sample_dpmpp_sde, two model calls per step but the last (order 2); its Brownian-tree
+  // noise is drawn from the job's seeded generator instead (dpm-solver-sde.ts says how).
+  K_DPMPP_SDE: { overrides: { _class_name: 'DPMSolverSDEScheduler', use_karras_sigmas: false } },
   // SD3's rectified flow: the only sampler of flow-matching families, never of the others.
   FLOW_MATCH_EULER: { overrides: { _class_name: 'FlowMatchEulerDiscreteScheduler' } },
 } satisfies Record<string, SamplerScheduler>;
