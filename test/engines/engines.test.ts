@@ -11,8 +11,9 @@ import { Writable } from 'node:stream';
 import { Queue } from 'bullmq';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { queueNameForEngine } from '@sdq/contracts';
-import { SDXL_SIZES } from '@sdq/pipeline/engines';
+import { queueNameForEngine, STYLE_PRESET_NAMES } from '@sdq/contracts';
+import { describeEngine, EngineManifestError, readManifest, SDXL_SIZES } from '@sdq/pipeline/engines';
+import { applyStyle } from '../../apps/api/src/generation.routes';
 import { redisOptionsFromUrl } from '../../apps/api/src/config';
 import { startTestApi, type TestApi } from '../support/api';
 import { startTestRedis, type TestRedis } from '../support/redis';
@@ -43,6 +44,7 @@ beforeAll(async () => {
   engineFolder(models, 'sdxl-base', { className: 'StableDiffusionXLPipeline', sampleSize: 128, manifest: { aliases: ['stable-diffusion-xl-1024-v1-0'], price: 'stable-diffusion-xl-1024-v1-0' } });
   engineFolder(models, 'custom', { sampleSize: 64, manifest: { allowed_sizes: ['512x512', '768x512'], steps: 12, cfg_scale: 5, sampler: 'DDIM' } });
   engineFolder(models, 'broken', { sampleSize: 64, manifest: { alias: ['typo'] } });
+  engineFolder(models, 'styled', { sampleSize: 64, manifest: { style_presets: { anime: 'anime style', photographic: '' } } });
   engineFolder(models, 'flux', { className: 'FluxPipeline', sampleSize: 128 });
   const sink = new Writable({
     write(chunk, _enc, done) {
@@ -109,6 +111,7 @@ describe('aliases and manifests', () => {
       ['sd15', null],
       ['sdxl-base', null],
       ['small', null],
+      ['styled', null],
       ['stable-diffusion-xl-1024-v1-0', 'sdxl-base'],
       ['stable-diffusion-v1-6', 'sd15'],
       ['tiny', 'small'],
@@ -158,6 +161,60 @@ describe('aliases and manifests', () => {
       }
     } finally {
       await queue.close();
+    }
+  });
+
+  it("style presets come from the engine's table: Stability's without one, the operator's with one", async () => {
+    const promptsOf = async (engine: string, style: string) => {
+      const res = await t2i(engine, { width: 512, height: 512, style_preset: style, text_prompts: [{ text: 'a red circle' }, { text: 'blurry', weight: -1 }] }, '');
+      expect(res.status, await res.clone().text()).toBe(202);
+      const { id } = (await res.json()) as { id: string };
+      const queue = new Queue(queueNameForEngine(engine), { connection: redisOptionsFromUrl(redis.url), prefix: redis.prefix });
+      try {
+        return (await queue.getJob(id))?.data.params.prompts as { text: string; weight?: number }[];
+      } finally {
+        await fetch(`${api.url}/v1/jobs/${id}/cancel`, { method: 'POST', headers: { authorization: `Bearer ${key}` } });
+        await queue.close();
+      }
+    };
+    // no table: Stability's text after the positive prompt, the negative one left alone
+    expect(await promptsOf('sd15', 'anime')).toEqual([
+      { text: 'a red circle, anime artwork, anime style, key visual, vibrant, studio anime, highly detailed' },
+      { text: 'blurry', weight: -1 },
+    ]);
+    // the operator's table: its text, "" adds nothing, and a preset it does not name adds nothing
+    expect((await promptsOf('styled', 'anime'))[0].text).toBe('a red circle, anime style');
+    expect((await promptsOf('styled', 'photographic'))[0].text).toBe('a red circle');
+    expect((await promptsOf('styled', 'cinematic'))[0].text).toBe('a red circle');
+  });
+
+  it('the embedded tiny engines accept every preset and add no words their vocabulary lacks', () => {
+    for (const id of ['tiny-sd', 'tiny-sdxl', 'tiny-sd3']) {
+      const engine = describeEngine(join('models', id), id)!;
+      expect(Object.keys(engine.manifest.style_presets!).sort(), id).toEqual([...STYLE_PRESET_NAMES].sort());
+      for (const style of STYLE_PRESET_NAMES) expect(applyStyle(engine, [{ text: 'a red circle' }], style), `${id} ${style}`).toEqual([{ text: 'a red circle' }]);
+    }
+  });
+
+  it('a style_presets table with a name Stability does not have, or text that is not a string, is a bad manifest', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'sdq-style-'));
+    try {
+      for (const [table, message] of [
+        [{ vaporwave: 'neon' }, /style_presets\.vaporwave: is not a Stability style preset/],
+        [{ anime: 3 }, /style_presets\.anime: must be prompt text/],
+        ['anime', /style_presets: must be an object/],
+        [JSON.parse('{"__proto__": "x"}'), /style_presets\.__proto__: is not a Stability style preset/],
+      ] as const) {
+        writeFileSync(join(dir, 'sdq-engine.json'), JSON.stringify({ style_presets: table }));
+        expect(() => readManifest(dir)).toThrow(EngineManifestError);
+        expect(() => readManifest(dir)).toThrow(message);
+      }
+      writeFileSync(join(dir, 'sdq-engine.json'), JSON.stringify({ style_presets: { anime: 'anime style' } }));
+      const table = readManifest(dir).style_presets!;
+      expect(Object.getPrototypeOf(table)).toBe(null);
+      expect({ ...table }).toEqual({ anime: 'anime style' });
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 

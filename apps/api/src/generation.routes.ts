@@ -80,9 +80,16 @@ function sizeFromImage(image: CheckedImage, maxPixels: number): { width: number;
   return { width, height };
 }
 
-function applyStyle(prompts: { text: string; weight?: number }[], style?: string): { text: string; weight?: number }[] {
+/**
+ * A style preset's text added to the positive prompts, from the engine's own table (its manifest's
+ * style_presets, else Stability's). An engine whose vocabulary lacks the words (the tiny models) has a
+ * table of "" so a preset never turns its prompt into noise.
+ */
+export function applyStyle(engine: EngineInfo, prompts: { text: string; weight?: number }[], style?: string): { text: string; weight?: number }[] {
   if (!style) return prompts;
-  const suffix = STYLE_PRESETS[style as keyof typeof STYLE_PRESETS];
+  const table: Readonly<Record<string, string>> = engine.manifest.style_presets ?? STYLE_PRESETS;
+  const suffix = Object.hasOwn(table, style) ? table[style] : '';
+  if (!suffix) return prompts;
   return prompts.map((p) => ((p.weight ?? 1) > 0 ? { ...p, text: `${p.text}, ${suffix}` } : p));
 }
 
@@ -312,7 +319,7 @@ function generationParams(
   }
   const sdxl = engine.family === 'stable-diffusion-xl' || engine.family === 'stable-diffusion-3';
   return {
-    prompts: applyStyle(body.text_prompts, body.style_preset),
+    prompts: applyStyle(engine, body.text_prompts, body.style_preset),
     width,
     height,
     // engine.defaults: the manifest's, else the family's reference settings (SD3: 28 steps).

@@ -31,7 +31,10 @@ export const SAMPLERS = [
 
 export const CLIP_GUIDANCE_PRESETS = ['FAST_BLUE', 'FAST_GREEN', 'NONE', 'SIMPLE', 'SLOW', 'SLOWER', 'SLOWEST'] as const;
 
-/** Stability's style presets, each applied as a suffix to the positive prompts. */
+/**
+ * Stability's style presets and the text each adds to the positive prompts on an engine whose manifest
+ * sets no style_presets table of its own.
+ */
 export const STYLE_PRESETS = {
   '3d-model': '3d model, octane render, highly detailed, volumetric',
   'analog-film': 'analog film photo, faded film, desaturated, grainy, vignette',
@@ -103,7 +106,7 @@ const generationFields = {
   height: dimension('height'),
   width: dimension('width'),
   cfg_scale: z.number().min(0).max(35).default(7).describe('How strictly the image follows the prompt. Default 7.'),
-  clip_guidance_preset: z.enum(CLIP_GUIDANCE_PRESETS).default('NONE').describe('Accepted for compatibility; sdq ignores it.'),
+  clip_guidance_preset: z.enum(CLIP_GUIDANCE_PRESETS).default('NONE').describe('Accepted as Stability documents it; sdq has no CLIP guidance, so every value gives the image NONE gives.'),
   sampler: z
     .enum(SAMPLERS, { error: () => `unknown sampler; valid samplers: ${SAMPLERS.join(', ')}` })
     .optional()
@@ -111,7 +114,7 @@ const generationFields = {
   samples: z.number().int().min(1).max(10).default(1).describe('Images to generate. Default 1.'),
   seed: z.number().int().min(0).max(MAX_SEED).default(0).describe('0 = random; sample i uses seed + i.'),
   steps: z.number().int().min(10).max(150).default(30).describe('Denoising steps. Default 30.'),
-  style_preset: z.enum(STYLE_PRESET_NAMES).optional().describe('Applied as a suffix to the positive prompts.'),
+  style_preset: z.enum(STYLE_PRESET_NAMES).optional().describe("Adds the engine's text for this preset to the positive prompts: its manifest's style_presets, else Stability's table (the tiny engines add nothing)."),
   extras: z.record(z.string(), z.unknown()).optional().describe('Accepted for compatibility; sdq ignores it.'),
   // SDXL's own inputs (diffusers' prompt_2, original_size, crops_coords_top_left); other families ignore them.
   prompt_2: z.string().trim().min(1).max(MAX_PROMPT_LENGTH).optional().describe("SDXL, SD3: the second text encoder's prompt. Default: text_prompts."),

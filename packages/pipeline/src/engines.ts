@@ -24,7 +24,22 @@ export interface EngineManifest {
   sampler?: string;
   /** The entry of the price table this engine is priced by. Default: the engine's own id. */
   price?: string;
+  /**
+   * This engine's style presets: Stability's preset name -> the text added to the positive prompts ("" adds
+   * nothing). When given it is the whole table: a preset it does not name adds nothing on this engine.
+   * Absent: Stability's own table. A null-prototype record.
+   */
+  style_presets?: Readonly<Record<string, string>>;
 }
+
+/**
+ * Stability's style preset names (the v1 and v2beta `style_preset` field). The texts live in
+ * @sdq/contracts; test/contracts-pipeline.test.ts keeps the two name lists equal.
+ */
+export const STYLE_PRESET_NAMES = [
+  '3d-model', 'analog-film', 'anime', 'cinematic', 'comic-book', 'digital-art', 'enhance', 'fantasy-art', 'isometric',
+  'line-art', 'low-poly', 'modeling-compound', 'neon-punk', 'origami', 'photographic', 'pixel-art', 'tile-texture',
+] as const;
 
 export const MANIFEST_FILE = 'sdq-engine.json';
 
@@ -115,7 +130,7 @@ export function readManifest(dir: string, samplers: readonly string[] = []): Eng
   }
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw fail('(root)', 'must be a JSON object');
   const m = raw as Record<string, unknown>;
-  const known = ['$comment', 'aliases', 'allowed_sizes', 'max_pixels', 'steps', 'cfg_scale', 'sampler', 'price'];
+  const known = ['$comment', 'aliases', 'allowed_sizes', 'max_pixels', 'steps', 'cfg_scale', 'sampler', 'price', 'style_presets'];
   for (const key of Object.keys(m)) if (!known.includes(key)) throw fail(key, `is not a manifest field (fields: ${known.slice(1).join(', ')})`);
   const strings = (field: string, pattern: RegExp, what: string): string[] | undefined => {
     const v = m[field];
@@ -145,6 +160,17 @@ export function readManifest(dir: string, samplers: readonly string[] = []): Eng
   if (m.sampler !== undefined) {
     if (typeof m.sampler !== 'string' || !samplers.includes(m.sampler)) throw fail('sampler', `must be one of ${samplers.join(', ')} (got ${JSON.stringify(m.sampler)})`);
     manifest.sampler = m.sampler;
+  }
+  if (m.style_presets !== undefined) {
+    const v = m.style_presets;
+    if (typeof v !== 'object' || v === null || Array.isArray(v)) throw fail('style_presets', 'must be an object of preset name -> prompt text');
+    const table: Record<string, string> = Object.create(null);
+    for (const [name, text] of Object.entries(v)) {
+      if (!(STYLE_PRESET_NAMES as readonly string[]).includes(name)) throw fail(`style_presets.${name}`, `is not a Stability style preset (${STYLE_PRESET_NAMES.join(', ')})`);
+      if (typeof text !== 'string' || text.length > 500) throw fail(`style_presets.${name}`, 'must be prompt text of at most 500 characters ("" adds nothing)');
+      table[name] = text;
+    }
+    manifest.style_presets = Object.freeze(table);
   }
   for (const key of Object.keys(manifest) as (keyof EngineManifest)[]) if (manifest[key] === undefined) delete manifest[key];
   return manifest;
