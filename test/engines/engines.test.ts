@@ -14,6 +14,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { queueNameForEngine, STYLE_PRESET_NAMES } from '@sdq/contracts';
 import { describeEngine, EngineManifestError, readManifest, SDXL_SIZES } from '@sdq/pipeline/engines';
 import { applyStyle } from '../../apps/api/src/generation.routes';
+import { sizeForShape, v2betaEngines } from '../../apps/api/src/v2beta.routes';
 import { redisOptionsFromUrl } from '../../apps/api/src/config';
 import { startTestApi, type TestApi } from '../support/api';
 import { startTestRedis, type TestRedis } from '../support/redis';
@@ -216,6 +217,34 @@ describe('aliases and manifests', () => {
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+
+  it("v2beta aspect ratios: each of Stability's nine is an SDXL size on SDXL; the nearest of the engine's own sizes elsewhere", () => {
+    const sdxl = describeEngine(join(models, 'sdxl-base'), 'sdxl-base')!;
+    const sd15 = describeEngine(join(models, 'sd15'), 'sd15')!;
+    const small = describeEngine(join(models, 'small'), 'small')!;
+    const ratio = (a: string) => a.split(':').map(Number).reduce((w, h) => w / h);
+    const expected: Record<string, string> = {
+      '1:1': '1024x1024', '16:9': '1344x768', '9:16': '768x1344', '21:9': '1536x640', '9:21': '640x1536',
+      '3:2': '1216x832', '2:3': '832x1216', '5:4': '1152x896', '4:5': '896x1152',
+    };
+    for (const [aspect, size] of Object.entries(expected)) {
+      const { width, height } = sizeForShape(sdxl, ratio(aspect));
+      expect(`${width}x${height}`, aspect).toBe(size);
+    }
+    expect(sizeForShape(sd15, 1)).toEqual({ width: 512, height: 512 });
+    expect(sizeForShape(sd15, 16 / 9)).toEqual({ width: 704, height: 384 });
+    expect(sizeForShape(sd15, 9 / 16)).toEqual({ width: 384, height: 704 });
+    expect(sizeForShape(small, 1)).toEqual({ width: 128, height: 128 });
+    expect(sizeForShape(small, 16 / 9)).toEqual({ width: 192, height: 128 });
+  });
+
+  it('V2BETA_ENGINES: a service or engine that does not exist, or the wrong kind of engine, stops start-up', () => {
+    const map = new Map([['sd15', describeEngine(join(models, 'sd15'), 'sd15')!]]);
+    expect(v2betaEngines([['core', 'sd15']], map, new Map()).get('core')?.id).toBe('sd15');
+    expect(() => v2betaEngines([['video', 'sd15']], map, new Map())).toThrow(/V2BETA_ENGINES names the service video/);
+    expect(() => v2betaEngines([['core', 'nope']], map, new Map())).toThrow(/nope is not an engine/);
+    expect(() => v2betaEngines([['upscale-fast', 'sd15']], map, new Map())).toThrow(/needs an upscale engine/);
   });
 
   it('refuses at start-up an ENGINE_ALIASES that names no engine, or an id twice', async () => {

@@ -12,7 +12,7 @@ import { gzipSync } from 'node:zlib';
 import { Redis } from 'ioredis';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ERROR_NAMES } from '@sdq/contracts';
+import { ERROR_NAMES, V2BETA_PENDING, V2BETA_UNSUPPORTED } from '@sdq/contracts';
 import { CreditsService } from '@sdq/credits';
 import { LocalStorage } from '@sdq/storage';
 import { type AppDeps, createApp } from '../../apps/api/src/app';
@@ -334,6 +334,7 @@ beforeAll(async () => {
     RATE_LIMIT: '1000000',
     MAX_ACTIVE_JOBS: '0',
     SYNC_WAIT: '1',
+    V2BETA_ENGINES: 'core=gen-a,ultra=gen-a,sd3.5-large=gen-a,upscale-fast=up-x2,inpaint=gen-a,erase=gen-a',
   });
   base = api.url;
   const storage = new LocalStorage({ dir: api.artifacts, publicUrl: base, secret: SECRET });
@@ -412,13 +413,18 @@ describe('fuzz', () => {
     peak = Math.max(peak, rss());
 
     // No 5xx, and every error is a catalogue error in the documented body.
-    const faults = results.filter((r) => r.status >= 500 || r.status === 0);
+    // The one deliberate 5xx: 501 from the v2beta endpoints sdq does not serve, whatever was sent.
+    const refusedOnPurpose = new Set<string>([...V2BETA_UNSUPPORTED, ...V2BETA_PENDING]);
+    const faults = results.filter((r) => (r.status >= 500 && !(r.status === 501 && refusedOnPurpose.has(r.route.path))) || r.status === 0);
     expect(faults.map((r) => `${r.status} ${r.describe}: ${r.body.slice(0, 200)}`)).toEqual([]);
     const malformed = results.filter((r) => {
       if (r.status < 400) return false;
       try {
-        const body = JSON.parse(r.body) as { id?: unknown; name?: unknown; message?: unknown };
-        return !(typeof body.id === 'string' && typeof body.message === 'string' && (ERROR_NAMES as string[]).includes(body.name as string));
+        const body = JSON.parse(r.body) as { id?: unknown; name?: unknown; message?: unknown; errors?: unknown };
+        // v2beta answers in Stability's shape: errors, a list of messages, instead of message
+        const v2 = r.describe.includes(' /v2beta/');
+        const text = v2 ? Array.isArray(body.errors) && body.errors.length > 0 && body.errors.every((e) => typeof e === 'string') : typeof body.message === 'string';
+        return !(typeof body.id === 'string' && text && (ERROR_NAMES as string[]).includes(body.name as string));
       } catch {
         return true;
       }

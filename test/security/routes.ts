@@ -7,6 +7,7 @@
  * sample); the fuzzer derives the malformed variants itself.
  */
 import type { Express } from 'express';
+import { V2BETA_PENDING, V2BETA_UNSUPPORTED } from '@sdq/contracts';
 
 export type Caller = 'key' | 'admin' | 'none';
 
@@ -102,6 +103,31 @@ export const FUZZ_ROUTES: FuzzRoute[] = [
   { method: 'POST', path: '/v1/admin/accounts/{id}/keys', caller: 'admin', params: (ids) => ({ id: ids.account }), json: () => ({ scope: 'read' }) },
   { method: 'GET', path: '/v1/admin/accounts/{id}/keys', caller: 'admin', params: (ids) => ({ id: ids.account }) },
   { method: 'DELETE', path: '/v1/admin/keys/{id}', caller: 'admin', params: (ids) => ({ id: ids.key }) },
+  // Stability v2beta (the fuzz API maps every service onto its stub engines with V2BETA_ENGINES)
+  ...(['core', 'ultra'] as const).map((service): FuzzRoute => ({
+    method: 'POST',
+    path: `/v2beta/stable-image/generate/${service}`,
+    caller: 'key',
+    multipart: { fields: () => [['prompt', 'a red circle'], ['aspect_ratio', '1:1'], ['seed', '1'], ['output_format', 'png']], files: [] },
+    creates: true,
+  })),
+  {
+    method: 'POST',
+    path: '/v2beta/stable-image/generate/sd3',
+    caller: 'key',
+    multipart: { fields: () => [['prompt', 'a red circle'], ['model', 'sd3.5-large'], ['mode', 'image-to-image'], ['strength', '0.5']], files: ['image'] },
+    creates: true,
+  },
+  { method: 'POST', path: '/v2beta/stable-image/upscale/fast', caller: 'key', multipart: { fields: () => [['output_format', 'png']], files: ['image'] }, creates: true },
+  ...(['inpaint', 'erase'] as const).map((service): FuzzRoute => ({
+    method: 'POST',
+    path: `/v2beta/stable-image/edit/${service}`,
+    caller: 'key',
+    multipart: { fields: () => [['prompt', 'a red circle'], ['grow_mask', '3']], files: ['image', 'mask'] },
+    creates: true,
+  })),
+  { method: 'GET', path: '/v2beta/results/{id}', caller: 'key', params: (ids) => ({ id: ids.job }) },
+  ...[...V2BETA_UNSUPPORTED, ...V2BETA_PENDING].map((path): FuzzRoute => ({ method: 'POST', path, caller: 'key' })),
 ];
 
 /** `METHOD /path/{param}` for every route Express has registered, mounted routers included. */

@@ -28,6 +28,7 @@ import { EnginePresence } from './presence';
 import { CheckedStorage } from './storage-health';
 import { Store } from './store';
 import { userRoutes } from './user.routes';
+import { v2betaEngines, v2betaRoutes } from './v2beta.routes';
 import { webhookRoutes } from './webhooks.routes';
 
 export interface AppDeps {
@@ -62,6 +63,8 @@ export function redactQuery(url: string): string {
 
 export function createApp(deps: AppDeps): Express {
   const { config, logger, store, storage, engines, aliases, presence, jobs, prices, credits, limiter, accounts, webhooks } = deps;
+  // Checked before anything listens: a V2BETA_ENGINES typo stops start-up.
+  const services = v2betaEngines(config.v2betaEngines ?? [], engines ?? new Map(), aliases ?? new Map());
   const app = express();
   app.disable('x-powered-by');
   app.set('trust proxy', false);
@@ -99,6 +102,8 @@ export function createApp(deps: AppDeps): Express {
   app.use(jobRoutes(jobs));
   app.use(webhookRoutes({ config, jobs, webhooks }));
   app.use(userRoutes(accounts));
+  app.use('/v2beta', requireRedis(store), requireApiKey(store));
+  app.use(v2betaRoutes({ config, engines, aliases, presence, jobs, prices, credits, limiter, services }));
   app.use(notFound);
   app.use(errorHandler);
   return app;

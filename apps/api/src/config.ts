@@ -31,6 +31,16 @@ const EnvSchema = z.object({
     .regex(/^\s*([A-Za-z0-9][A-Za-z0-9._-]*\s*=\s*[A-Za-z0-9][A-Za-z0-9._-]*\s*)(,\s*[A-Za-z0-9][A-Za-z0-9._-]*\s*=\s*[A-Za-z0-9][A-Za-z0-9._-]*\s*)*$/, 'must be alias=engine pairs, comma-separated (letters, digits, . _ -)')
     .transform((v) => v.split(',').map((pair) => pair.split('=').map((s) => s.trim()) as [string, string]))
     .optional(),
+  /**
+   * Which engine serves each Stability v2beta service, `service=engine` comma-separated (services: core,
+   * ultra, sd3.5-large, sd3.5-large-turbo, sd3.5-medium, sd3.5-flash, upscale-fast, inpaint, outpaint,
+   * erase). Given ones must name engines; the rest default to the embedded engines where present.
+   */
+  V2BETA_ENGINES: z
+    .string()
+    .regex(/^\s*([a-z0-9.-]+\s*=\s*[A-Za-z0-9][A-Za-z0-9._-]*\s*)(,\s*[a-z0-9.-]+\s*=\s*[A-Za-z0-9][A-Za-z0-9._-]*\s*)*$/, 'must be service=engine pairs, comma-separated')
+    .transform((v) => v.split(',').map((pair) => pair.split('=').map((s) => s.trim()) as [string, string]))
+    .optional(),
   ...STORAGE_ENV,
   /** HMAC key of local artifact URLs; default: a random key per process (URLs die with it). */
   ARTIFACT_URL_SECRET: z.string().min(16, 'must be at least 16 characters').optional(),
@@ -126,6 +136,8 @@ export interface Config {
   modelsDir: string;
   /** ENGINE_ALIASES as [alias, engine] pairs. */
   engineAliases: [string, string][];
+  /** V2BETA_ENGINES as [service, engine] pairs. */
+  v2betaEngines: [string, string][];
   storage:
     | { s3: S3Config }
     | { local: { dir: string; secret: string } };
@@ -186,6 +198,7 @@ export function parseConfig(env: Record<string, string | undefined>, randomSecre
     adminToken: e.ADMIN_TOKEN,
     modelsDir: e.MODELS_DIR,
     engineAliases: e.ENGINE_ALIASES ?? [],
+    v2betaEngines: e.V2BETA_ENGINES ?? [],
     storage: 's3' in storage ? storage : { local: { ...storage.local, secret: e.ARTIFACT_URL_SECRET ?? randomSecret() } },
     artifactUrlExpiry: e.ARTIFACT_URL_EXPIRY,
     resultRetention: e.RESULT_RETENTION,

@@ -4,7 +4,7 @@
  */
 import type { ErrorRequestHandler, RequestHandler } from 'express';
 import type {} from 'pino-http';
-import { type ErrorBody, type ErrorName, ServiceError, StorageUnavailableError } from '@sdq/contracts';
+import { type ErrorBody, type ErrorName, ServiceError, StorageUnavailableError, type V2ErrorBody } from '@sdq/contracts';
 
 export { ServiceError };
 
@@ -48,10 +48,9 @@ export const errorHandler: ErrorRequestHandler = (raw, req, res, _next) => {
   const id = String(req.id ?? '');
   if (err instanceof ServiceError) {
     if (err.status >= 500) req.log?.warn({ err: raw instanceof Error ? raw.message : raw, name: err.code }, err.message);
-    const body: ErrorBody = { id, name: err.code, message: err.message };
     res.status(err.status).set(err.headers);
     if (err.code === 'service_unavailable') res.set('Retry-After', '5');
-    res.json(body);
+    res.json(errorBody(req.path, id, err));
     return;
   }
   req.log?.error({ err: raw }, 'unhandled error');
@@ -59,9 +58,14 @@ export const errorHandler: ErrorRequestHandler = (raw, req, res, _next) => {
     res.end();
     return;
   }
-  const internal = new ServiceError('internal_error', id);
-  res.status(500).json({ id, name: internal.code, message: internal.message } satisfies ErrorBody);
+  res.status(500).json(errorBody(req.path, id, new ServiceError('internal_error', id)));
 };
+
+/** v1 and sdq's own routes: `{id, name, message}`; Stability's v2beta routes: `{id, name, errors: [message]}`. */
+function errorBody(path: string, id: string, err: ServiceError): ErrorBody | V2ErrorBody {
+  if (path.startsWith('/v2beta/')) return { id, name: err.code, errors: [err.message] };
+  return { id, name: err.code, message: err.message };
+}
 
 export const notFound: RequestHandler = (req, _res, next) => {
   next(new ServiceError('not_found', `no route ${req.method} ${req.path}`));

@@ -18,7 +18,7 @@ import {
   TextToImageRequest,
   UpscaleRequest,
 } from '@sdq/contracts';
-import { type CreditsService, hashBody, MAX_IDEMPOTENCY_KEY_LENGTH, type PriceTable, type RateLimiter } from '@sdq/credits';
+import { type Cost, type CreditsService, hashBody, MAX_IDEMPOTENCY_KEY_LENGTH, type PriceTable, type RateLimiter } from '@sdq/credits';
 import { validateWebhookUrl } from '@sdq/webhooks';
 import { requireScope } from './auth';
 import { jsonBody } from './body';
@@ -51,7 +51,7 @@ export function parsePrefer(header: string | undefined): { async: boolean; wait?
   };
 }
 
-function validate<S extends z.ZodType>(schema: S, body: unknown): z.infer<S> {
+export function validate<S extends z.ZodType>(schema: S, body: unknown): z.infer<S> {
   const parsed = schema.safeParse(body ?? {});
   if (parsed.success) return parsed.data;
   const issue = parsed.error.issues[0];
@@ -60,7 +60,7 @@ function validate<S extends z.ZodType>(schema: S, body: unknown): z.infer<S> {
 }
 
 /** MAX_PIXELS for every engine, then the engine's own sizes: no request can size a worker out of memory. */
-function checkSize(width: number, height: number, maxPixels: number, engine: EngineInfo): void {
+export function checkSize(width: number, height: number, maxPixels: number, engine: EngineInfo): void {
   if (width * height > maxPixels) {
     throw new ServiceError('invalid_pixel_count', `width x height: ${width}x${height} = ${width * height} pixels is over the maximum of ${maxPixels}`);
   }
@@ -93,13 +93,13 @@ export function applyStyle(engine: EngineInfo, prompts: { text: string; weight?:
   return prompts.map((p) => ((p.weight ?? 1) > 0 ? { ...p, text: `${p.text}, ${suffix}` } : p));
 }
 
-function requireFile(image: CheckedImage | undefined, field: string): CheckedImage {
+export function requireFile(image: CheckedImage | undefined, field: string): CheckedImage {
   if (!image) throw new ServiceError('bad_request', `${field}: is required`);
   return image;
 }
 
 /** `?dry_run=true`: price the request, queue nothing. */
-function isDryRun(req: Request): boolean {
+export function isDryRun(req: Request): boolean {
   const value = req.query.dry_run;
   if (value === undefined) return false;
   if (value === 'true' || value === '1') return true;
@@ -145,14 +145,14 @@ export function formEventsFilter(values: string[] | undefined): unknown {
   });
 }
 
-function webhookOf(body: { webhook?: string; webhook_events_filter?: string[] }): JobWebhook | undefined {
+export function webhookOf(body: { webhook?: string; webhook_events_filter?: string[] }): JobWebhook | undefined {
   if (body.webhook === undefined && body.webhook_events_filter === undefined) return undefined;
   return { url: body.webhook, events: body.webhook_events_filter ? [...new Set(body.webhook_events_filter)] : undefined };
 }
 
 type Kind = NewJob['kind'];
 
-export function generationRoutes(deps: {
+export interface GenerationDeps {
   config: Config;
   engines: Map<string, EngineInfo>;
   aliases: Map<string, string>;
@@ -161,7 +161,40 @@ export function generationRoutes(deps: {
   prices: PriceTable;
   credits: CreditsService;
   limiter: RateLimiter;
-}): Router {
+}
+
+/**
+ * The part every dialect shares once a request is a valid job: the webhook address, the worker check,
+ * the hold and the job (idempotent under Idempotency-Key). Everything the client could get wrong has
+ * been refused before this, so nothing is held for a 4xx.
+ */
+export async function submitJob(
+  deps: GenerationDeps,
+  req: Request,
+  engine: EngineInfo,
+  built: { job: NewJob; inputs: JobInputs; webhook?: JobWebhook; cost: Cost },
+): Promise<{ record: JobRecord; repeated: boolean }> {
+  const { config, jobs } = deps;
+  if (built.webhook?.url) {
+    // The address is checked again when each delivery connects (DNS may change meanwhile).
+    const check = await validateWebhookUrl(built.webhook.url, config.webhooks.allowedHosts);
+    if (!check.ok) throw new ServiceError('invalid_webhook', `webhook: ${check.message}`);
+  }
+  // Nothing is held for a job no worker would take (REQUIRE_WORKER=false queues it for one to come).
+  if (config.requireWorker && (await deps.presence.workers(engine.id)) === 0) {
+    throw new ServiceError('engine_unavailable', `engine ${engine.id}: no live worker serves it (none started, or its folder failed to load on every worker); retry once a worker serves it`, { 'Retry-After': '10' });
+  }
+  const key = idempotencyKey(req);
+  const submitted = await jobs.submit(req.accountId!, engine.id, built.job, built.inputs, {
+    cost: built.cost,
+    idempotency: key === undefined ? undefined : { key, bodyHash: fingerprint(req) },
+    webhook: built.webhook,
+  });
+  req.log = req.log.child({ job_id: submitted.record.id });
+  return submitted;
+}
+
+export function generationRoutes(deps: GenerationDeps): Router {
   const { config, engines, aliases, jobs, prices, credits } = deps;
   const router = Router();
 
@@ -248,28 +281,16 @@ export function generationRoutes(deps: {
     if (!accept.json && samples > 1) {
       throw new ServiceError('invalid_samples', `samples: ${samples} images cannot be sent as ${req.headers.accept}; ask for application/json or samples=1`);
     }
-    if (webhook?.url) {
-      // The address is checked again when each delivery connects (DNS may change meanwhile).
-      const check = await validateWebhookUrl(webhook.url, config.webhooks.allowedHosts);
-      if (!check.ok) throw new ServiceError('invalid_webhook', `webhook: ${check.message}`);
-    }
-    // Everything the client could get wrong has been refused above: nothing is held for a 4xx.
     const cost = jobCost(prices, engine, job);
     if (isDryRun(req)) {
+      if (webhook?.url) {
+        const check = await validateWebhookUrl(webhook.url, config.webhooks.allowedHosts);
+        if (!check.ok) throw new ServiceError('invalid_webhook', `webhook: ${check.message}`);
+      }
       res.json(dryRun(engine.id, job, cost, await credits.balance(req.accountId!)));
       return;
     }
-    // Nothing is held for a job no worker would take (REQUIRE_WORKER=false queues it for one to come).
-    if (config.requireWorker && (await deps.presence.workers(engine.id)) === 0) {
-      throw new ServiceError('engine_unavailable', `engine ${engine.id}: no live worker serves it (none started, or its folder failed to load on every worker); retry once a worker serves it`, { 'Retry-After': '10' });
-    }
-    const key = idempotencyKey(req);
-    const { record, repeated } = await jobs.submit(req.accountId!, engine.id, job, inputs, {
-      cost,
-      idempotency: key === undefined ? undefined : { key, bodyHash: fingerprint(req) },
-      webhook,
-    });
-    req.log = req.log.child({ job_id: record.id });
+    const { record, repeated } = await submitJob(deps, req, engine, { job, inputs, webhook, cost });
     if (repeated) res.set('Idempotent-Replayed', 'true');
 
     if (prefer.async || prefer.wait !== undefined) {

@@ -22,6 +22,12 @@ import {
   MaskingRequest,
   TextToImageRequest,
   UpscaleRequest,
+  V2BETA_PENDING,
+  V2BETA_UNSUPPORTED,
+  V2GenerateRequest,
+  V2InpaintRequest,
+  V2Sd3Request,
+  V2UpscaleFastRequest,
 } from '@sdq/contracts';
 
 type JsonSchema = Record<string, unknown>;
@@ -166,12 +172,68 @@ export function buildOpenApi(publicUrl: string): Record<string, unknown> {
   });
   const jobResponse = { description: 'The job', content: { 'application/json': { schema: job } } };
 
+  // Stability v2beta: multipart in, the image (accept: image/*) or {image, finish_reason, seed} out,
+  // errors as {id, name, errors}.
+  schemas.V2Error = {
+    type: 'object',
+    required: ['id', 'name', 'errors'],
+    properties: { id: { type: 'string' }, name: { type: 'string', enum: ERROR_NAMES }, errors: { type: 'array', items: { type: 'string' } } },
+  };
+  const v2Errors = (names: string[]) =>
+    Object.fromEntries(
+      [...new Set(names.map((n) => ERROR_CATALOGUE[n as keyof typeof ERROR_CATALOGUE].status))].map((status) => [
+        String(status),
+        { description: names.filter((n) => ERROR_CATALOGUE[n as keyof typeof ERROR_CATALOGUE].status === status).join(', '), content: { 'application/json': { schema: { $ref: '#/components/schemas/V2Error' } } } },
+      ]),
+    );
+  const v2Result = {
+    '200': {
+      description: 'The image (accept: image/*, with finish-reason and seed headers) or, with accept: application/json, {image, finish_reason, seed}',
+      headers: { 'finish-reason': { schema: { type: 'string' } }, seed: { schema: { type: 'string' } } },
+      content: {
+        'image/*': { schema: { type: 'string', format: 'binary' } },
+        'application/json': { schema: { type: 'object', properties: { image: { type: 'string', description: 'base64' }, finish_reason: { type: 'string' }, seed: { type: 'integer' } } } },
+      },
+    },
+    '202': { description: 'Not finished within the wait: {id, status: "in-progress"}; poll GET /v2beta/results/{id}', content: { 'application/json': { schema: { type: 'object', properties: { id: { type: 'string' }, status: { const: 'in-progress' } } } } } },
+  };
+  const v2Common = ['bad_request', 'invalid_init_image', 'invalid_mask_image', 'invalid_mime_type', 'invalid_file_size', 'invalid_accept', 'request_timeout', 'payload_too_large', 'unauthorized', 'permission_denied', 'not_found', 'insufficient_balance', 'idempotency_key_mismatch', 'rate_limited', 'too_many_active_jobs', 'engine_unavailable', 'internal_error'];
+  const v2Post = (summary: string, body: JsonSchema) => ({
+    post: {
+      summary,
+      parameters: [dryRunParam, idempotencyParam, { name: 'accept', in: 'header', required: false, schema: { type: 'string', enum: ['image/*', 'application/json'], default: 'image/*' } }],
+      requestBody: { required: true, content: { 'multipart/form-data': { schema: body } } },
+      responses: { ...v2Result, ...v2Errors(v2Common) },
+    },
+  });
+  const withImage = (schema: JsonSchema, files: string[]) => ({ ...schema, properties: { ...(schema.properties as object), ...Object.fromEntries(files.map((f) => [f, { type: 'string', format: 'binary' }])) } });
+  const v2Generate = schemaOf(V2GenerateRequest, schemas, 'input');
+  const v2Paths: Record<string, unknown> = {
+    '/v2beta/stable-image/generate/core': v2Post('Stable Image Core: text to image', v2Generate),
+    '/v2beta/stable-image/generate/ultra': v2Post('Stable Image Ultra: text to image, or image to image with image and strength', withImage(v2Generate, ['image'])),
+    '/v2beta/stable-image/generate/sd3': v2Post('Stable Diffusion 3.5 (model), text to image or image to image (mode)', withImage(schemaOf(V2Sd3Request, schemas, 'input'), ['image'])),
+    '/v2beta/stable-image/upscale/fast': v2Post("Fast upscale by the upscaler engine's factor", withImage(schemaOf(V2UpscaleFastRequest, schemas, 'input'), ['image'])),
+    '/v2beta/stable-image/edit/inpaint': v2Post('Repaint the masked area (mask, else the image\'s transparent pixels) with the prompt', withImage(schemaOf(V2InpaintRequest, schemas, 'input'), ['image', 'mask'])),
+    '/v2beta/stable-image/edit/erase': v2Post('Erase the masked area, filled from its surroundings', withImage(schemaOf(V2InpaintRequest, schemas, 'input'), ['image', 'mask'])),
+    '/v2beta/results/{id}': {
+      get: {
+        summary: 'The result of a v2beta generation: 202 while in progress, then the image or JSON by accept',
+        parameters: [jobParam],
+        responses: { ...v2Result, ...v2Errors(['not_found', 'invalid_accept', 'unauthorized', 'permission_denied', 'canceled', 'internal_error']) },
+      },
+    },
+  };
+  for (const path of [...V2BETA_UNSUPPORTED, ...V2BETA_PENDING]) {
+    v2Paths[path] = { post: { summary: V2BETA_PENDING.includes(path as never) ? 'Not yet served by sdq (501)' : 'Needs a model sdq does not have (501)', responses: v2Errors(['not_implemented']) } };
+  }
+
   return {
     openapi: '3.1.0',
     info: { title: 'sdq', version: '0.1.0', description: 'Queue-backed Stable Diffusion service, compatible with Stability REST v1.' },
     servers: [{ url: publicUrl }],
     security: [{ bearer: [] }],
     paths: {
+      ...v2Paths,
       '/v1/engines/list': {
         get: {
           summary: 'List engines',

@@ -15,7 +15,7 @@ import busboy from 'busboy';
 import sharp from 'sharp';
 import { bareObject, describeTreeProblem, FORBIDDEN_KEYS, findTreeProblem, NUMERIC_FORM_FIELDS, ServiceError } from '@sdq/contracts';
 
-export const IMAGE_FIELDS = ['init_image', 'mask_image', 'image'] as const;
+export const IMAGE_FIELDS = ['init_image', 'mask_image', 'image', 'mask'] as const;
 export type ImageField = (typeof IMAGE_FIELDS)[number];
 
 export interface UploadedFile {
@@ -368,6 +368,7 @@ const BROKEN: Record<ImageField, 'invalid_init_image' | 'invalid_mask_image'> = 
   init_image: 'invalid_init_image',
   image: 'invalid_init_image',
   mask_image: 'invalid_mask_image',
+  mask: 'invalid_mask_image',
 };
 
 /**

@@ -105,6 +105,11 @@ export const ERROR_CATALOGUE = {
     message: '{detail}',
     description: 'Redis (or the storage backend) cannot be reached; retry later.',
   },
+  not_implemented: {
+    status: 501,
+    message: '{detail}',
+    description: 'A Stability v2beta endpoint that needs a model sdq does not have (background removal, control, video, 3D); it is unsupported, not broken.',
+  },
   internal_error: { status: 500, message: 'internal error (request id {detail})', description: 'A bug or an unexpected fault; the log has the details under the request id.' },
 } as const satisfies Record<string, ErrorSpec>;
 
@@ -117,6 +122,13 @@ export interface ErrorBody {
   id: string;
   name: ErrorName;
   message: string;
+}
+
+/** The body of every error of a Stability v2beta route, in Stability's shape. */
+export interface V2ErrorBody {
+  id: string;
+  name: ErrorName;
+  errors: string[];
 }
 
 /** An error the service raises on purpose; the API's error handler answers it from the catalogue. */

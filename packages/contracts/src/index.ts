@@ -7,3 +7,4 @@ export * from './env';
 export * from './credits';
 export * from './webhooks';
 export * from './client-keys';
+export * from './v2beta';

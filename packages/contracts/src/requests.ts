@@ -182,6 +182,9 @@ export const NUMERIC_FORM_FIELDS = new Set([
   'original_height',
   'crop_top',
   'crop_left',
+  // v2beta
+  'strength',
+  'grow_mask',
 ]);
 
 export const ListJobsQuery = z.object({

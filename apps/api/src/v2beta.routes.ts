@@ -1,0 +1,294 @@
+/**
+ * Stability's v2beta "Stable Image" API on the same queue, workers, credits and limits as v1: multipart
+ * requests, `accept: image/*` for the bytes (with `finish-reason` and `seed` headers) or
+ * `application/json` for `{image, finish_reason, seed}`, errors as `{id, name, errors}`. Each call is a
+ * job like any other; which engine serves each service is the operator's (V2BETA_ENGINES).
+ */
+import { type Request, type Response, Router } from 'express';
+import sharp from 'sharp';
+import type { z } from 'zod';
+import type { EngineInfo } from '@sdq/pipeline/engines';
+import {
+  type AspectRatio,
+  type GenerationParams,
+  SD3_MODEL_REROUTES,
+  ServiceError,
+  TERMINAL_STATUSES,
+  V2BETA_PENDING,
+  V2BETA_SERVICES,
+  V2BETA_UNSUPPORTED,
+  type V2BetaService,
+  V2GenerateRequest,
+  V2InpaintRequest,
+  V2Sd3Request,
+  V2UpscaleFastRequest,
+} from '@sdq/contracts';
+import { requireScope } from './auth';
+import { ConfigError } from './config';
+import { applyStyle, checkSize, type GenerationDeps, isDryRun, parsePrefer, requireFile, submitJob, validate } from './generation.routes';
+import type { JobInputs, JobsService, NewJob } from './jobs.service';
+import { dryRun } from './pricing';
+import { rateLimit } from './rate-limit';
+import type { JobRecord } from './store';
+import { type CheckedImage, type ImageField, multipart, parseFormFields, readImage } from './uploads';
+
+/** The engine each service falls back to when V2BETA_ENGINES does not name one, if that engine is here. */
+const EMBEDDED: Readonly<Record<V2BetaService, string | undefined>> = {
+  core: 'tiny-sd',
+  ultra: 'tiny-sdxl',
+  'sd3.5-large': 'tiny-sd3',
+  'sd3.5-large-turbo': 'tiny-sd3',
+  'sd3.5-medium': 'tiny-sd3',
+  'sd3.5-flash': 'tiny-sd3',
+  'upscale-fast': 'tiny-upscaler-x2',
+  'upscale-conservative': undefined,
+  'upscale-creative': undefined,
+  inpaint: 'tiny-sd',
+  outpaint: 'tiny-sd',
+  erase: 'tiny-sd',
+};
+
+/**
+ * The engine serving each v2beta service: V2BETA_ENGINES, then the embedded defaults that exist. A
+ * setting that names an unknown service or engine stops start-up, as ENGINE_ALIASES does.
+ */
+export function v2betaEngines(settings: [string, string][], engines: Map<string, EngineInfo>, aliases: Map<string, string>): Map<V2BetaService, EngineInfo> {
+  const out = new Map<V2BetaService, EngineInfo>();
+  for (const service of V2BETA_SERVICES) {
+    const fallback = EMBEDDED[service];
+    if (fallback && engines.has(fallback)) out.set(service, engines.get(fallback)!);
+  }
+  for (const [service, id] of settings) {
+    if (!(V2BETA_SERVICES as readonly string[]).includes(service)) {
+      throw new ConfigError(`Invalid environment: V2BETA_ENGINES names the service ${service}; services are ${V2BETA_SERVICES.join(', ')}`);
+    }
+    const engine = engines.get(aliases.get(id) ?? id);
+    if (!engine) throw new ConfigError(`Invalid environment: V2BETA_ENGINES names ${service}=${id}, but ${id} is not an engine under MODELS_DIR`);
+    const upscaler = service.startsWith('upscale-');
+    if ((engine.kind === 'upscale') !== upscaler) {
+      throw new ConfigError(`Invalid environment: V2BETA_ENGINES names ${service}=${id}, but ${id} is a ${engine.kind} engine and ${service} needs ${upscaler ? 'an upscale' : 'a generation'} engine`);
+    }
+    out.set(service as V2BetaService, engine);
+  }
+  return out;
+}
+
+const ratioOf = (aspect: AspectRatio) => {
+  const [w, h] = aspect.split(':').map(Number);
+  return w / h;
+};
+
+/**
+ * The engine's allowed size closest to a shape at its native pixel count: how far the shape is off
+ * (twice) plus how far the area is off, each in log terms, is least; the shape counts double so that a
+ * near shape beats the exact area. 1:1 on tiny-sd is 128x128, 16:9 is 192x128; on SD 1.5 16:9 is
+ * 704x384; on SDXL (native 1024) each ratio is one of Stability's nine sizes.
+ */
+export function sizeForShape(engine: EngineInfo, ratio: number): { width: number; height: number } {
+  const native = (engine.nativeWidth ?? 512) * (engine.nativeHeight ?? 512);
+  const limits = engine.sizes;
+  const candidates: [number, number][] = [];
+  if (limits?.allowed) {
+    for (const size of limits.allowed) candidates.push(size.split('x').map(Number) as [number, number]);
+  } else {
+    const step = limits?.step ?? 64;
+    const minSide = limits?.minSide ?? step;
+    const maxPixels = limits?.maxPixels ?? native;
+    for (let w = minSide; w * minSide <= maxPixels; w += step) {
+      // the two multiples of step either side of the shape's height
+      const ideal = w / ratio;
+      for (const h of [Math.floor(ideal / step) * step, Math.ceil(ideal / step) * step]) if (h >= minSide && w * h <= maxPixels) candidates.push([w, h]);
+    }
+  }
+  let best: [number, number] = [engine.nativeWidth ?? 512, engine.nativeHeight ?? 512];
+  let bestScore = Infinity;
+  for (const [w, h] of candidates) {
+    const score = 2 * Math.abs(Math.log(w / h / ratio)) + Math.abs(Math.log((w * h) / native));
+    if (score < bestScore - 1e-12) [best, bestScore] = [[w, h], score];
+  }
+  return { width: best[0], height: best[1] };
+}
+
+/** `accept`: image/* (the default) for the bytes, application/json for JSON. */
+function wantsJson(req: Request): boolean {
+  const type = req.accepts(['image/*', 'application/json']);
+  if (!type) throw new ServiceError('invalid_accept', `accept: must be image/* or application/json (got ${req.headers.accept})`);
+  return type === 'application/json';
+}
+
+/** Answers a v2beta job: the image or JSON once it succeeded, 202 in-progress while it runs, else its error. */
+async function answer(res: Response, jobs: JobsService, record: JobRecord, snapshot: Awaited<ReturnType<JobsService['waitForEnd']>>, json: boolean): Promise<void> {
+  const object = await jobs.describe(record, snapshot);
+  if (!TERMINAL_STATUSES.has(object.status)) {
+    res.status(202).set('Location', `/v2beta/results/${record.id}`).json({ id: record.id, status: 'in-progress' });
+    return;
+  }
+  if (object.status === 'canceled') throw new ServiceError('canceled', `generation ${record.id} was canceled`);
+  if (object.status === 'failed') {
+    const { name, message } = object.error!;
+    if (name === 'internal_error') throw new Error(`job ${record.id} failed: ${message}`);
+    throw new ServiceError(name as ConstructorParameters<typeof ServiceError>[0], message);
+  }
+  const stored = (snapshot ?? (await jobs.snapshot(record)))!.result!.artifacts[0];
+  const image = await jobs.readArtifact(stored.key);
+  if (json) {
+    res.json({ image: image.toString('base64'), finish_reason: stored.finish_reason, seed: stored.seed });
+    return;
+  }
+  res.status(200).set({ 'Content-Type': stored.content_type || 'image/png', 'Finish-Reason': stored.finish_reason, Seed: String(stored.seed) }).send(image);
+}
+
+/** The mask an edit repaints: the mask image (white = repaint), else the image's transparent pixels; grown, then blurred. */
+async function editMask(image: CheckedImage, mask: CheckedImage | undefined, grow: number): Promise<Buffer> {
+  let base: sharp.Sharp;
+  if (mask) {
+    if (mask.width !== image.width || mask.height !== image.height) {
+      throw new ServiceError('invalid_mask_image', `mask: is ${mask.width}x${mask.height}, expected the image's ${image.width}x${image.height}`);
+    }
+    base = sharp(mask.data).flatten({ background: '#000000' }).greyscale();
+  } else {
+    if (!image.hasAlpha) throw new ServiceError('invalid_mask_image', 'mask: is required when image has no alpha channel (transparent pixels are what gets repainted)');
+    base = sharp(await sharp(image.data).ensureAlpha().extractChannel(3).negate().png().toBuffer());
+  }
+  if (grow > 0) base = sharp(await base.png().toBuffer()).dilate(grow).blur(Math.max(0.3, grow / 2));
+  return base.png().toBuffer();
+}
+
+export function v2betaRoutes(deps: GenerationDeps & { services: Map<V2BetaService, EngineInfo> }): Router {
+  const { config, jobs, prices, credits, services } = deps;
+  const router = Router();
+
+  const engineFor = (service: V2BetaService, mode: NewJob['kind']): EngineInfo => {
+    const engine = services.get(service);
+    if (!engine) throw new ServiceError('not_found', `v2beta ${service}: no engine serves it on this server (the operator sets V2BETA_ENGINES=${service}=<engine>)`);
+    if (!engine.modes.includes(mode)) throw new ServiceError('bad_request', `v2beta ${service}: its engine ${engine.id} cannot do ${mode} (it does ${engine.modes.join(', ')})`);
+    return engine;
+  };
+
+  /** Prices, queues and answers a built job; the dry run prices it only. */
+  const run = async (req: Request, res: Response, service: V2BetaService, engine: EngineInfo, job: NewJob, inputs: JobInputs) => {
+    const json = wantsJson(req);
+    const entry = `v2beta/${service}`;
+    const cost = job.kind === 'upscale' ? prices.upscale(entry, { samples: 1 }) : prices.generation(entry, { width: job.params.width, height: job.params.height, steps: job.params.steps, samples: 1 });
+    if (isDryRun(req)) {
+      // the size the aspect ratio (or the image) came to, which the v2beta fields do not say
+      const size = job.kind === 'upscale' ? {} : { width: job.params.width, height: job.params.height };
+      res.json({ ...dryRun(engine.id, job, cost, await credits.balance(req.accountId!)), ...size });
+      return;
+    }
+    const { record, repeated } = await submitJob(deps, req, engine, { job, inputs, cost });
+    if (repeated) res.set('Idempotent-Replayed', 'true');
+    // sdq's addition: Prefer: respond-async answers 202 {id, status} at once, for GET /v2beta/results/{id}
+    const wait = parsePrefer(req.get('prefer')).async ? 0 : config.syncWait * 1000;
+    await answer(res, jobs, record, wait ? await jobs.waitForEnd(record, wait) : undefined, json);
+  };
+
+  const generation = (service: V2BetaService, engine: EngineInfo, body: z.infer<typeof V2GenerateRequest>, image: CheckedImage | undefined): { job: NewJob; inputs: JobInputs } => {
+    const kind = image ? 'image-to-image' : 'text-to-image';
+    if (image && body.strength === undefined) throw new ServiceError('bad_request', 'strength: is required with image (0 keeps the image, 1 ignores it)');
+    const { width, height } = sizeForShape(engine, image ? image.width / image.height : ratioOf(body.aspect_ratio as AspectRatio));
+    checkSize(width, height, config.maxPixels, engine);
+    const prompts = [{ text: body.prompt, weight: 1 }, ...(body.negative_prompt?.trim() ? [{ text: body.negative_prompt, weight: -1 }] : [])];
+    const params: GenerationParams = {
+      prompts: applyStyle(engine, prompts, body.style_preset),
+      width,
+      height,
+      steps: engine.defaults.steps ?? 30,
+      cfgScale: body.cfg_scale ?? engine.defaults.cfgScale ?? 7,
+      samples: 1,
+      seed: body.seed,
+      sampler: engine.defaults.sampler,
+      outputFormat: body.output_format,
+      stylePreset: body.style_preset,
+      ...(image ? { imageStrength: 1 - body.strength! } : {}),
+    };
+    return { job: { kind, params }, inputs: image ? { initImage: image } : {} };
+  };
+
+  const wrap = (fn: (req: Request, res: Response) => Promise<void>) => (req: Request, res: Response, next: (err?: unknown) => void) => {
+    fn(req, res).catch(next);
+  };
+  const form = (files: ImageField[]) => multipart({ files, maxFileBytes: config.maxUploadBytes, idleTimeoutMs: config.http.uploadIdleTimeoutMs, maxPerKey: config.http.maxUploadsPerKey, dir: config.http.uploadTmpDir });
+  const guard = [requireScope('generate'), rateLimit(deps.limiter)];
+  const fields = (req: Request) => {
+    if (!req.multipart) throw new ServiceError('invalid_mime_type', `body: v2beta endpoints take multipart/form-data (got ${req.headers['content-type'] ?? 'no Content-Type'})`);
+    return parseFormFields(req.multipart.fields);
+  };
+
+  for (const service of ['core', 'ultra'] as const) {
+    router.post(`/v2beta/stable-image/generate/${service}`, guard, form(service === 'ultra' ? ['image'] : []), wrap(async (req, res) => {
+      const body = validate(V2GenerateRequest, fields(req));
+      const image = service === 'ultra' ? await readImage(req, 'image', config.maxPixels) : undefined;
+      const engine = engineFor(service, image ? 'image-to-image' : 'text-to-image');
+      const { job, inputs } = generation(service, engine, body, image);
+      await run(req, res, service, engine, job, inputs);
+    }));
+  }
+
+  router.post('/v2beta/stable-image/generate/sd3', guard, form(['image']), wrap(async (req, res) => {
+    const body = validate(V2Sd3Request, fields(req));
+    const model = (Object.hasOwn(SD3_MODEL_REROUTES, body.model) ? SD3_MODEL_REROUTES[body.model] : body.model) as V2BetaService;
+    const image = await readImage(req, 'image', config.maxPixels);
+    if (body.mode === 'image-to-image' && !image) throw new ServiceError('bad_request', 'image: is required with mode image-to-image');
+    if (body.mode === 'text-to-image' && image) throw new ServiceError('bad_request', 'image: is only taken with mode image-to-image');
+    const engine = engineFor(model, image ? 'image-to-image' : 'text-to-image');
+    const { job, inputs } = generation(model, engine, body, image);
+    await run(req, res, model, engine, job, inputs);
+  }));
+
+  router.post('/v2beta/stable-image/upscale/fast', guard, form(['image']), wrap(async (req, res) => {
+    const body = validate(V2UpscaleFastRequest, fields(req));
+    const image = requireFile(await readImage(req, 'image', config.maxPixels), 'image');
+    const engine = engineFor('upscale-fast', 'upscale');
+    const scale = engine.scale ?? 2;
+    if (image.width * image.height * scale * scale > config.maxPixels * 4) {
+      throw new ServiceError('invalid_pixel_count', `image: ${image.width}x${image.height} upscaled ${scale}x is over the upscale maximum of ${config.maxPixels * 4} pixels`);
+    }
+    await run(req, res, 'upscale-fast', engine, { kind: 'upscale', params: { outputFormat: body.output_format } }, { image });
+  }));
+
+  for (const service of ['inpaint', 'erase'] as const) {
+    router.post(`/v2beta/stable-image/edit/${service}`, guard, form(['image', 'mask']), wrap(async (req, res) => {
+      const body = validate(V2InpaintRequest, fields(req));
+      if (service === 'inpaint' && !body.prompt) throw new ServiceError('bad_request', 'prompt: is required');
+      const image = requireFile(await readImage(req, 'image', config.maxPixels), 'image');
+      const mask = await readImage(req, 'mask', config.maxPixels);
+      const engine = engineFor(service, 'masking');
+      // The image's own size where the engine takes it, else the engine's size of that shape (resized).
+      const own = { width: image.width, height: image.height };
+      let size = own;
+      try {
+        checkSize(own.width, own.height, config.maxPixels, engine);
+      } catch {
+        size = sizeForShape(engine, image.width / image.height);
+      }
+      const maskData = await editMask(image, mask, body.grow_mask);
+      const prompts = [{ text: service === 'erase' ? '' : body.prompt, weight: 1 }, ...(body.negative_prompt?.trim() ? [{ text: body.negative_prompt, weight: -1 }] : [])];
+      const params: GenerationParams = {
+        prompts: applyStyle(engine, prompts, body.style_preset),
+        ...size,
+        steps: engine.defaults.steps ?? 30,
+        cfgScale: engine.defaults.cfgScale ?? 7,
+        samples: 1,
+        seed: body.seed,
+        sampler: engine.defaults.sampler,
+        outputFormat: body.output_format,
+        stylePreset: body.style_preset,
+        maskSource: 'MASK_IMAGE_WHITE',
+      };
+      await run(req, res, service, engine, { kind: 'masking', params }, { initImage: image, maskImage: { data: maskData, contentType: 'image/png' } });
+    }));
+  }
+
+  router.get('/v2beta/results/:id', requireScope('generate'), wrap(async (req, res) => {
+    const json = wantsJson(req);
+    const record = await jobs.getOwn(req.accountId!, String(req.params.id));
+    await answer(res, jobs, record, await jobs.snapshot(record), json);
+  }));
+
+  const refuse = (path: string, why: string) =>
+    router.post(path, (_req, _res, next) => next(new ServiceError('not_implemented', `${path} is not supported by sdq: ${why}`)));
+  for (const path of V2BETA_UNSUPPORTED) refuse(path, 'it needs a model sdq does not have');
+  for (const path of V2BETA_PENDING) refuse(path, 'not yet implemented in this version of sdq');
+  return router;
+}

@@ -1,0 +1,223 @@
+/**
+ * Stability's v2beta Stable Image API on the embedded engines, through a real worker: multipart requests
+ * as Stability's reference shows them, both `accept` values, the headers, the error shape, credits from
+ * the v2beta price entries (charged once, refunded on failure), results polling, and images that follow
+ * the prompt (a red circle on blue stays red on blue outside an inpainted mask; upscales double the size
+ * and keep the colours).
+ */
+import sharp from 'sharp';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startTestRedis, type TestRedis } from '../support/redis';
+import { accountWith, authed, type Service, startService, startTestWorker, type TestWorker } from './support';
+
+let redis: TestRedis;
+let service: Service;
+let worker: TestWorker;
+let key: string;
+
+beforeAll(async () => {
+  redis = await startTestRedis();
+  service = await startService(redis);
+  worker = await startTestWorker(service, { ENGINES: 'tiny-sd,tiny-sdxl,tiny-sd3,tiny-upscaler-x2' });
+  key = await accountWith(service, 'v2beta', 1000);
+}, 60_000);
+afterAll(async () => {
+  await worker?.close(1000);
+  await service?.close();
+  await redis?.close();
+});
+
+type Part = string | { data: Buffer; type: string; filename?: string };
+
+/** A multipart POST as Stability's samples send it (FormData: text fields, files as blobs). */
+function post(path: string, parts: Record<string, Part>, headers: Record<string, string> = {}, apiKey = key) {
+  const form = new FormData();
+  for (const [name, value] of Object.entries(parts)) {
+    if (typeof value === 'string') form.append(name, value);
+    else form.append(name, new Blob([value.data], { type: value.type }), value.filename ?? `${name}.png`);
+  }
+  return fetch(`${service.url}${path}`, { method: 'POST', body: form, headers: authed(apiKey, headers) });
+}
+
+async function rgb(png: Buffer) {
+  const { data, info } = await sharp(png).removeAlpha().raw().toBuffer({ resolveWithObject: true });
+  const at = (x: number, y: number) => {
+    const i = (y * info.width + x) * 3;
+    return [data[i], data[i + 1], data[i + 2]];
+  };
+  return { width: info.width, height: info.height, at };
+}
+const redish = ([r, g, b]: number[]) => r > 128 && g < 110 && b < 110;
+const bluish = ([r, g, b]: number[]) => b > r + 40 && b > 100;
+
+async function balance(apiKey = key): Promise<number> {
+  return ((await (await fetch(`${service.url}/v1/user/balance`, { headers: authed(apiKey) })).json()) as { credits: number }).credits;
+}
+
+let redCircle: Buffer;
+
+describe('generate', () => {
+  it('core: image/* gives the PNG with finish-reason and seed headers, at 1:1 = the engine native 128x128, following the prompt', async () => {
+    const before = await balance();
+    const res = await post('/v2beta/stable-image/generate/core', { prompt: 'a red circle on a blue background', seed: '42', output_format: 'png' }, { accept: 'image/*' });
+    expect(res.status, await res.clone().text()).toBe(200);
+    expect(res.headers.get('content-type')).toBe('image/png');
+    expect(res.headers.get('finish-reason')).toBe('SUCCESS');
+    expect(res.headers.get('seed')).toBe('42');
+    redCircle = Buffer.from(await res.arrayBuffer());
+    const img = await rgb(redCircle);
+    expect([img.width, img.height]).toEqual([128, 128]);
+    expect(img.at(64, 64), 'centre').toSatisfy(redish);
+    expect(img.at(4, 4), 'corner').toSatisfy(bluish);
+    // Stability's Core figure: 3 credits a call, whatever the steps
+    expect(before - (await balance())).toBeCloseTo(3, 6);
+  });
+
+  it('core: accept application/json gives {image, finish_reason, seed}; seed 0 picks one and reports it', async () => {
+    const res = await post('/v2beta/stable-image/generate/core', { prompt: 'a yellow square on a black background', output_format: 'jpeg' }, { accept: 'application/json' });
+    expect(res.status, await res.clone().text()).toBe(200);
+    const body = (await res.json()) as { image: string; finish_reason: string; seed: number };
+    expect(body.finish_reason).toBe('SUCCESS');
+    expect(Number.isInteger(body.seed) && body.seed > 0).toBe(true);
+    expect((await sharp(Buffer.from(body.image, 'base64')).metadata()).format).toBe('jpeg');
+  });
+
+  it('aspect ratios map onto the engine sizes nearest its native area: 16:9 on tiny-sd is 192x128, on tiny-sdxl 1344x768 is Stability\'s', async () => {
+    const res = await post('/v2beta/stable-image/generate/core?dry_run=true', { prompt: 'a red circle', aspect_ratio: '16:9' });
+    expect(res.status, await res.clone().text()).toBe(200);
+    const dry = (await res.json()) as { width: number; height: number; credits: number };
+    expect(dry).toMatchObject({ width: 192, height: 128, credits: 3 });
+    const ultra = (await (await post('/v2beta/stable-image/generate/ultra?dry_run=true', { prompt: 'a red circle', aspect_ratio: '9:21' })).json()) as { width: number; height: number; credits: number };
+    expect(ultra).toMatchObject({ credits: 8 });
+    // tiny-sdxl is native 128: the nine SDXL sizes apply only at 1024, so its own limits are used
+    expect(ultra.height).toBeGreaterThan(ultra.width);
+  });
+
+  it('sd3: the models, the old names rerouted, image-to-image with image and strength', async () => {
+    for (const [model, credits] of [['sd3.5-large', 6.5], ['sd3.5-large-turbo', 4], ['sd3.5-medium', 3.5], ['sd3.5-flash', 2.5], ['sd3-large', 6.5], ['sd3-medium', 3.5], ['sd3', 6.5]] as const) {
+      const dry = (await (await post('/v2beta/stable-image/generate/sd3?dry_run=true', { prompt: 'a red circle', model })).json()) as { credits: number; engine: string };
+      expect(dry, model).toMatchObject({ credits, engine: 'tiny-sd3' });
+    }
+    const res = await post('/v2beta/stable-image/generate/sd3', { prompt: 'a red circle on a blue background', model: 'sd3.5-medium', mode: 'image-to-image', image: { data: redCircle, type: 'image/png' }, strength: '0.4', seed: '7' });
+    expect(res.status, await res.clone().text()).toBe(200);
+    expect(res.headers.get('seed')).toBe('7');
+    const img = await rgb(Buffer.from(await res.arrayBuffer()));
+    expect(img.at(64, 64), 'centre').toSatisfy(redish);
+  });
+
+  it('refuses what is wrong with a 400 in Stability\'s error shape, charging nothing', async () => {
+    const before = await balance();
+    for (const [path, parts, field] of [
+      ['/v2beta/stable-image/generate/core', {}, 'prompt'],
+      ['/v2beta/stable-image/generate/core', { prompt: 'x', aspect_ratio: '7:3' }, 'aspect_ratio'],
+      ['/v2beta/stable-image/generate/core', { prompt: 'x', seed: '4294967295' }, 'seed'],
+      ['/v2beta/stable-image/generate/core', { prompt: 'x', output_format: 'gif' }, 'output_format'],
+      ['/v2beta/stable-image/generate/core', { prompt: 'x', style_preset: 'vaporwave' }, 'style_preset'],
+      ['/v2beta/stable-image/generate/sd3', { prompt: 'x', model: 'sd4' }, 'model'],
+      ['/v2beta/stable-image/generate/sd3', { prompt: 'x', mode: 'image-to-image' }, 'image'],
+      ['/v2beta/stable-image/generate/sd3', { prompt: 'x', mode: 'image-to-image', image: { data: redCircle, type: 'image/png' } }, 'strength'],
+      ['/v2beta/stable-image/upscale/fast', {}, 'image'],
+    ] as [string, Record<string, Part>, string][]) {
+      const res = await post(path, parts);
+      expect(res.status, `${path} ${field}`).toBe(400);
+      const body = (await res.json()) as { id: string; name: string; errors: string[] };
+      expect(typeof body.id).toBe('string');
+      expect(body.name).toMatch(/^bad_request|invalid_/);
+      expect(body.errors.join(' '), `${path} ${field}`).toContain(field);
+    }
+    expect(await balance()).toBe(before);
+    // a JSON body is not what v2beta takes; an unknown key is 401, in the same shape
+    const json = await fetch(`${service.url}/v2beta/stable-image/generate/core`, { method: 'POST', body: '{"prompt":"x"}', headers: authed(key, { 'content-type': 'application/json' }) });
+    expect(json.status).toBe(400);
+    const anon = await post('/v2beta/stable-image/generate/core', { prompt: 'x' }, {}, 'sk-nope');
+    expect(anon.status).toBe(401);
+    expect(((await anon.json()) as { errors: string[] }).errors).toHaveLength(1);
+  });
+});
+
+describe('upscale and edit', () => {
+  it('upscale/fast doubles the size (tiny-upscaler-x2) and keeps the colours', async () => {
+    const before = await balance();
+    const res = await post('/v2beta/stable-image/upscale/fast', { image: { data: redCircle, type: 'image/png' }, output_format: 'png' });
+    expect(res.status, await res.clone().text()).toBe(200);
+    const img = await rgb(Buffer.from(await res.arrayBuffer()));
+    expect([img.width, img.height]).toEqual([256, 256]);
+    expect(img.at(128, 128), 'centre').toSatisfy(redish);
+    expect(img.at(8, 8), 'corner').toSatisfy(bluish);
+    expect(before - (await balance())).toBeCloseTo(1, 6);
+  });
+
+  it('inpaint repaints inside the mask only: outside it the red circle on blue stays red on blue', async () => {
+    // repaint the top-left quarter (white = repaint) with a yellow square
+    const mask = await sharp({ create: { width: 128, height: 128, channels: 3, background: '#000000' } })
+      .composite([{ input: await sharp({ create: { width: 48, height: 48, channels: 3, background: '#ffffff' } }).png().toBuffer(), left: 0, top: 0 }])
+      .png()
+      .toBuffer();
+    const res = await post('/v2beta/stable-image/edit/inpaint', { image: { data: redCircle, type: 'image/png' }, mask: { data: mask, type: 'image/png' }, prompt: 'a yellow square on a black background', grow_mask: '0', seed: '3' });
+    expect(res.status, await res.clone().text()).toBe(200);
+    const img = await rgb(Buffer.from(await res.arrayBuffer()));
+    const original = await rgb(redCircle);
+    expect(img.at(64, 64), 'centre, outside the mask').toSatisfy(redish);
+    expect(img.at(120, 120), 'far corner, outside the mask').toSatisfy(bluish);
+    // outside the mask the pixels are the original's (within encoding noise)
+    for (const [x, y] of [[100, 100], [64, 110], [110, 30]]) {
+      const [a, b] = [img.at(x, y), original.at(x, y)];
+      expect(Math.max(...a.map((v, i) => Math.abs(v - b[i]))), `(${x}, ${y})`).toBeLessThan(24);
+    }
+  });
+
+  it('inpaint without a mask repaints the transparent pixels; an image with neither is a 400', async () => {
+    const withHole = await sharp(redCircle).ensureAlpha().composite([{ input: Buffer.alloc(32 * 32 * 4, 0), raw: { width: 32, height: 32, channels: 4 }, left: 0, top: 0, blend: 'dest-in' }]).png().toBuffer();
+    const res = await post('/v2beta/stable-image/edit/inpaint', { image: { data: withHole, type: 'image/png' }, prompt: 'a blue background' });
+    expect(res.status, await res.clone().text()).toBe(200);
+    const none = await post('/v2beta/stable-image/edit/inpaint', { image: { data: redCircle, type: 'image/png' }, prompt: 'x' });
+    expect(none.status).toBe(400);
+    expect(((await none.json()) as { name: string }).name).toBe('invalid_mask_image');
+  });
+
+  it('erase fills the masked area from its surroundings (no prompt) and is priced as erase', async () => {
+    const mask = await sharp({ create: { width: 128, height: 128, channels: 3, background: '#000000' } })
+      .composite([{ input: await sharp({ create: { width: 24, height: 24, channels: 3, background: '#ffffff' } }).png().toBuffer(), left: 100, top: 100 }])
+      .png()
+      .toBuffer();
+    const before = await balance();
+    const res = await post('/v2beta/stable-image/edit/erase', { image: { data: redCircle, type: 'image/png' }, mask: { data: mask, type: 'image/png' } }, { accept: 'application/json' });
+    expect(res.status, await res.clone().text()).toBe(200);
+    const body = (await res.json()) as { image: string; finish_reason: string };
+    const img = await rgb(Buffer.from(body.image, 'base64'));
+    expect(img.at(64, 64), 'centre, outside the mask').toSatisfy(redish);
+    expect(before - (await balance())).toBeCloseTo(3, 6);
+  });
+});
+
+describe('results and what sdq does not serve', () => {
+  it('a generation not finished within the wait is 202 {id, status: in-progress}; GET /v2beta/results/{id} gives it, only to its account', async () => {
+    const res = await post('/v2beta/stable-image/generate/core', { prompt: 'a red circle on a blue background', seed: '5' }, { prefer: 'respond-async' });
+    expect(res.status, await res.clone().text()).toBe(202);
+    const { id, status } = (await res.json()) as { id: string; status: string };
+    expect(status).toBe('in-progress');
+    let got: Response | undefined;
+    for (let i = 0; i < 200; i++) {
+      got = await fetch(`${service.url}/v2beta/results/${id}`, { headers: authed(key, { accept: 'image/*' }) });
+      if (got.status !== 202) break;
+      expect(await got.json()).toEqual({ id, status: 'in-progress' });
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    expect(got!.status).toBe(200);
+    expect(got!.headers.get('seed')).toBe('5');
+    const other = await accountWith(service, 'other', 10);
+    const theirs = await fetch(`${service.url}/v2beta/results/${id}`, { headers: authed(other) });
+    expect(theirs.status).toBe(404);
+    expect(((await theirs.json()) as { name: string; errors: string[] }).name).toBe('not_found');
+  });
+
+  it('endpoints that need models sdq lacks answer 501 in Stability\'s error shape', async () => {
+    for (const path of ['/v2beta/stable-image/edit/remove-background', '/v2beta/stable-image/control/sketch', '/v2beta/image-to-video', '/v2beta/3d/stable-fast-3d']) {
+      const res = await post(path, { prompt: 'x' });
+      expect(res.status, path).toBe(501);
+      const body = (await res.json()) as { id: string; name: string; errors: string[] };
+      expect(body).toMatchObject({ name: 'not_implemented' });
+      expect(body.errors[0]).toContain(path);
+    }
+  });
+});
