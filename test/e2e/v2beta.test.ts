@@ -175,6 +175,24 @@ describe('upscale and edit', () => {
     expect(((await none.json()) as { name: string }).name).toBe('invalid_mask_image');
   });
 
+  it('outpaint extends the canvas, keeps the original pixels and paints the new area to match', async () => {
+    const before = await balance();
+    const res = await post('/v2beta/stable-image/edit/outpaint', { image: { data: redCircle, type: 'image/png' }, left: '64', prompt: 'a red circle on a blue background', creativity: '0.5', seed: '9' });
+    expect(res.status, await res.clone().text()).toBe(200);
+    const img = await rgb(Buffer.from(await res.arrayBuffer()));
+    expect([img.width, img.height]).toEqual([192, 128]);
+    const original = await rgb(redCircle);
+    for (const [x, y] of [[64, 64], [10, 10], [100, 120], [127, 5]]) {
+      const [a, b] = [img.at(x + 64, y), original.at(x, y)];
+      expect(Math.max(...a.map((v, i) => Math.abs(v - b[i]))), `original (${x}, ${y})`).toBeLessThan(24);
+    }
+    expect(img.at(8, 64), 'the new area, grown from the blue edge').toSatisfy(bluish);
+    expect(before - (await balance())).toBeCloseTo(4, 6);
+    const none = await post('/v2beta/stable-image/edit/outpaint', { image: { data: redCircle, type: 'image/png' } });
+    expect(none.status).toBe(400);
+    expect(((await none.json()) as { errors: string[] }).errors[0]).toContain('left, right, up, down');
+  });
+
   it('erase fills the masked area from its surroundings (no prompt) and is priced as erase', async () => {
     const mask = await sharp({ create: { width: 128, height: 128, channels: 3, background: '#000000' } })
       .composite([{ input: await sharp({ create: { width: 24, height: 24, channels: 3, background: '#ffffff' } }).png().toBuffer(), left: 100, top: 100 }])

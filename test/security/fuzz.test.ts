@@ -334,7 +334,7 @@ beforeAll(async () => {
     RATE_LIMIT: '1000000',
     MAX_ACTIVE_JOBS: '0',
     SYNC_WAIT: '1',
-    V2BETA_ENGINES: 'core=gen-a,ultra=gen-a,sd3.5-large=gen-a,upscale-fast=up-x2,inpaint=gen-a,erase=gen-a',
+    V2BETA_ENGINES: 'core=gen-a,ultra=gen-a,sd3.5-large=gen-a,upscale-fast=up-x2,inpaint=gen-a,outpaint=gen-a,erase=gen-a',
   });
   base = api.url;
   const storage = new LocalStorage({ dir: api.artifacts, publicUrl: base, secret: SECRET });

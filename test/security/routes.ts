@@ -126,6 +126,13 @@ export const FUZZ_ROUTES: FuzzRoute[] = [
     multipart: { fields: () => [['prompt', 'a red circle'], ['grow_mask', '3']], files: ['image', 'mask'] },
     creates: true,
   })),
+  {
+    method: 'POST',
+    path: '/v2beta/stable-image/edit/outpaint',
+    caller: 'key',
+    multipart: { fields: () => [['left', '64'], ['creativity', '0.5'], ['prompt', 'a blue background']], files: ['image'] },
+    creates: true,
+  },
   { method: 'GET', path: '/v2beta/results/{id}', caller: 'key', params: (ids) => ({ id: ids.job }) },
   ...[...V2BETA_UNSUPPORTED, ...V2BETA_PENDING].map((path): FuzzRoute => ({ method: 'POST', path, caller: 'key' })),
 ];

@@ -26,6 +26,7 @@ import {
   V2BETA_UNSUPPORTED,
   V2GenerateRequest,
   V2InpaintRequest,
+  V2OutpaintRequest,
   V2Sd3Request,
   V2UpscaleFastRequest,
 } from '@sdq/contracts';
@@ -214,6 +215,7 @@ export function buildOpenApi(publicUrl: string): Record<string, unknown> {
     '/v2beta/stable-image/generate/sd3': v2Post('Stable Diffusion 3.5 (model), text to image or image to image (mode)', withImage(schemaOf(V2Sd3Request, schemas, 'input'), ['image'])),
     '/v2beta/stable-image/upscale/fast': v2Post("Fast upscale by the upscaler engine's factor", withImage(schemaOf(V2UpscaleFastRequest, schemas, 'input'), ['image'])),
     '/v2beta/stable-image/edit/inpaint': v2Post('Repaint the masked area (mask, else the image\'s transparent pixels) with the prompt', withImage(schemaOf(V2InpaintRequest, schemas, 'input'), ['image', 'mask'])),
+    '/v2beta/stable-image/edit/outpaint': v2Post('Extend the canvas by left, right, up and down pixels and paint the new area', withImage(schemaOf(V2OutpaintRequest, schemas, 'input'), ['image'])),
     '/v2beta/stable-image/edit/erase': v2Post('Erase the masked area, filled from its surroundings', withImage(schemaOf(V2InpaintRequest, schemas, 'input'), ['image', 'mask'])),
     '/v2beta/results/{id}': {
       get: {

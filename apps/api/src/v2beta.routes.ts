@@ -20,6 +20,7 @@ import {
   type V2BetaService,
   V2GenerateRequest,
   V2InpaintRequest,
+  V2OutpaintRequest,
   V2Sd3Request,
   V2UpscaleFastRequest,
 } from '@sdq/contracts';
@@ -279,6 +280,48 @@ export function v2betaRoutes(deps: GenerationDeps & { services: Map<V2BetaServic
       await run(req, res, service, engine, { kind: 'masking', params }, { initImage: image, maskImage: { data: maskData, contentType: 'image/png' } });
     }));
   }
+
+  router.post('/v2beta/stable-image/edit/outpaint', guard, form(['image']), wrap(async (req, res) => {
+    const body = validate(V2OutpaintRequest, fields(req));
+    const { left, right, up, down } = body;
+    if (left + right + up + down === 0) throw new ServiceError('bad_request', 'left, right, up, down: at least one must be above 0');
+    const image = requireFile(await readImage(req, 'image', config.maxPixels), 'image');
+    const engine = engineFor('outpaint', 'masking');
+    const canvas = { width: image.width + left + right, height: image.height + up + down };
+    if (canvas.width * canvas.height > config.maxPixels) {
+      throw new ServiceError('invalid_pixel_count', `left, right, up, down: the canvas ${canvas.width}x${canvas.height} is over the maximum of ${config.maxPixels} pixels`);
+    }
+    let size = canvas;
+    try {
+      checkSize(canvas.width, canvas.height, config.maxPixels, engine);
+    } catch {
+      size = sizeForShape(engine, canvas.width / canvas.height);
+    }
+    // The new area starts as the image's edges stretched outward (a colour prior); the mask marks it.
+    const extension = { left, right, top: up, bottom: down };
+    const stretched = await sharp(image.data).removeAlpha().extend({ ...extension, extendWith: 'copy' }).png().toBuffer();
+    const mask = await sharp({ create: { width: image.width, height: image.height, channels: 3, background: '#000000' } })
+      .extend({ ...extension, background: '#ffffff' })
+      .png()
+      .toBuffer();
+    const prompts = [{ text: body.prompt, weight: 1 }, ...(body.negative_prompt?.trim() ? [{ text: body.negative_prompt, weight: -1 }] : [])];
+    const params: GenerationParams = {
+      prompts: applyStyle(engine, prompts, body.style_preset),
+      ...size,
+      steps: engine.defaults.steps ?? 30,
+      cfgScale: engine.defaults.cfgScale ?? 7,
+      samples: 1,
+      seed: body.seed,
+      sampler: engine.defaults.sampler,
+      outputFormat: body.output_format,
+      stylePreset: body.style_preset,
+      maskSource: 'MASK_IMAGE_WHITE',
+      // creativity 1 paints the new area from noise; 0 denoises the stretched edges halfway
+      imageStrength: 0.5 * (1 - body.creativity),
+    };
+    const inputs = { initImage: { data: stretched, contentType: 'image/png' }, maskImage: { data: mask, contentType: 'image/png' } };
+    await run(req, res, 'outpaint', engine, { kind: 'masking', params }, inputs);
+  }));
 
   router.get('/v2beta/results/:id', requireScope('generate'), wrap(async (req, res) => {
     const json = wantsJson(req);

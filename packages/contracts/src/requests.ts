@@ -185,6 +185,11 @@ export const NUMERIC_FORM_FIELDS = new Set([
   // v2beta
   'strength',
   'grow_mask',
+  'creativity',
+  'left',
+  'right',
+  'up',
+  'down',
 ]);
 
 export const ListJobsQuery = z.object({

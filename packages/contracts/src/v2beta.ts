@@ -65,6 +65,22 @@ export const V2InpaintRequest = z.object({
   style_preset: stylePreset,
 });
 
+const side = z.number().int('must be a whole number').min(0).max(2000).default(0);
+
+/** /edit/outpaint: the canvas grows by left/right/up/down pixels and the new area is painted. */
+export const V2OutpaintRequest = z.object({
+  left: side,
+  right: side,
+  up: side,
+  down: side,
+  creativity: z.number().min(0).max(1).default(0.5).describe('How freely the new area is painted: 0 follows the stretched edges, 1 ignores them.'),
+  prompt: z.string().trim().max(10_000, 'must be at most 10000 characters').default(''),
+  negative_prompt: negativePrompt,
+  seed,
+  output_format: outputFormat,
+  style_preset: stylePreset,
+});
+
 /**
  * Stability v2beta endpoints that need models sdq does not have: a 501 in Stability's error shape, so a
  * client knows the call is unsupported rather than broken.
@@ -84,4 +100,4 @@ export const V2BETA_UNSUPPORTED = [
 ] as const;
 
 /** Stability v2beta endpoints sdq will serve but does not yet: a 501 that says so. */
-export const V2BETA_PENDING = ['/v2beta/stable-image/upscale/conservative', '/v2beta/stable-image/upscale/creative', '/v2beta/stable-image/edit/outpaint'] as const;
+export const V2BETA_PENDING = ['/v2beta/stable-image/upscale/conservative', '/v2beta/stable-image/upscale/creative'] as const;
