@@ -147,6 +147,54 @@ describe('upscale and edit', () => {
     expect(before - (await balance())).toBeCloseTo(1, 6);
   });
 
+  it('upscale/conservative doubles the size with the prompt, tile by tile, keeping the picture', async () => {
+    const before = await balance();
+    const res = await post('/v2beta/stable-image/upscale/conservative', { image: { data: redCircle, type: 'image/png' }, prompt: 'a red circle on a blue background', seed: '11' });
+    expect(res.status, await res.clone().text()).toBe(200);
+    expect(res.headers.get('seed')).toBe('11');
+    const img = await rgb(Buffer.from(await res.arrayBuffer()));
+    expect([img.width, img.height]).toEqual([256, 256]);
+    expect(img.at(128, 128), 'centre').toSatisfy(redish);
+    for (const [x, y] of [[8, 8], [247, 8], [8, 247], [247, 247]]) expect(img.at(x, y), `corner (${x}, ${y})`).toSatisfy(bluish);
+    expect(before - (await balance())).toBeCloseTo(25, 6);
+  });
+
+  it('upscale/creative is asynchronous: {id} at once, 202 in-progress, then the image; no seam where tiles meet', async () => {
+    const res = await post('/v2beta/stable-image/upscale/creative', { image: { data: redCircle, type: 'image/png' }, prompt: 'a red circle on a blue background', creativity: '0.3', seed: '12' });
+    expect(res.status, await res.clone().text()).toBe(200);
+    const { id } = (await res.json()) as { id: string };
+    expect(typeof id).toBe('string');
+    let got: Response | undefined;
+    let inProgress = 0;
+    for (let i = 0; i < 600; i++) {
+      got = await fetch(`${service.url}/v2beta/results/${id}`, { headers: authed(key, { accept: 'application/json' }) });
+      if (got.status !== 202) break;
+      inProgress++;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    expect(inProgress, 'polled while in progress').toBeGreaterThan(0);
+    expect(got!.status, await got!.clone().text()).toBe(200);
+    const body = (await got!.json()) as { image: string; finish_reason: string; seed: number };
+    expect(body).toMatchObject({ finish_reason: 'SUCCESS', seed: 12 });
+    const png = Buffer.from(body.image, 'base64');
+    const img = await rgb(png);
+    expect([img.width, img.height]).toEqual([256, 256]);
+    expect(img.at(128, 128), 'centre').toSatisfy(redish);
+    expect(img.at(8, 8), 'corner').toSatisfy(bluish);
+    // Tiles of 128 start at 0, 96 and 128, so tile edges fall at x = 95/96 and 127/128. In the background
+    // bands above and below the circle, the step between neighbouring pixels there is no larger than
+    // anywhere else in the band: the blend leaves no seam.
+    const { data, info } = await sharp(png).removeAlpha().raw().toBuffer({ resolveWithObject: true });
+    const step = (x: number, y: number) => Math.max(...[0, 1, 2].map((c) => Math.abs(data[(y * info.width + x + 1) * 3 + c] - data[(y * info.width + x) * 3 + c])));
+    let seam = 0;
+    let elsewhere = 0;
+    for (const y of [...Array(32).keys(), ...Array.from({ length: 32 }, (_, i) => 224 + i)]) {
+      for (const x of [95, 127]) seam = Math.max(seam, step(x, y));
+      for (const x of [20, 40, 60, 180, 200, 220]) elsewhere = Math.max(elsewhere, step(x, y));
+    }
+    expect(seam, `seam ${seam} vs elsewhere ${elsewhere}`).toBeLessThanOrEqual(elsewhere + 6);
+  });
+
   it('inpaint repaints inside the mask only: outside it the red circle on blue stays red on blue', async () => {
     // repaint the top-left quarter (white = repaint) with a yellow square
     const mask = await sharp({ create: { width: 128, height: 128, channels: 3, background: '#000000' } })

@@ -7,7 +7,7 @@
  * sample); the fuzzer derives the malformed variants itself.
  */
 import type { Express } from 'express';
-import { V2BETA_PENDING, V2BETA_UNSUPPORTED } from '@sdq/contracts';
+import { V2BETA_UNSUPPORTED } from '@sdq/contracts';
 
 export type Caller = 'key' | 'admin' | 'none';
 
@@ -126,6 +126,13 @@ export const FUZZ_ROUTES: FuzzRoute[] = [
     multipart: { fields: () => [['prompt', 'a red circle'], ['grow_mask', '3']], files: ['image', 'mask'] },
     creates: true,
   })),
+  ...(['conservative', 'creative'] as const).map((kind): FuzzRoute => ({
+    method: 'POST',
+    path: `/v2beta/stable-image/upscale/${kind}`,
+    caller: 'key',
+    multipart: { fields: () => [['prompt', 'a red circle'], ['creativity', '0.3']], files: ['image'] },
+    creates: true,
+  })),
   {
     method: 'POST',
     path: '/v2beta/stable-image/edit/outpaint',
@@ -134,7 +141,7 @@ export const FUZZ_ROUTES: FuzzRoute[] = [
     creates: true,
   },
   { method: 'GET', path: '/v2beta/results/{id}', caller: 'key', params: (ids) => ({ id: ids.job }) },
-  ...[...V2BETA_UNSUPPORTED, ...V2BETA_PENDING].map((path): FuzzRoute => ({ method: 'POST', path, caller: 'key' })),
+  ...V2BETA_UNSUPPORTED.map((path): FuzzRoute => ({ method: 'POST', path, caller: 'key' })),
 ];
 
 /** `METHOD /path/{param}` for every route Express has registered, mounted routers included. */

@@ -208,7 +208,7 @@ export function generationRoutes(deps: GenerationDeps): Router {
     if (engine.kind === 'generation' && !engine.family) {
       throw new ServiceError('engine_unavailable', `engine ${engine.id} is a ${engine.pipelineClass} folder, a family sdq does not serve (it serves ${FAMILIES.map((f) => f.id).join(', ')})`);
     }
-    if (!engine.modes.includes(kind)) throw new ServiceError('bad_request', `engine ${engine.id} cannot do ${kind} (it does ${engine.modes.join(', ')}; image-to-image and masking need a vae_encoder)`);
+    if (kind === 'enhance' || !engine.modes.includes(kind)) throw new ServiceError('bad_request', `engine ${engine.id} cannot do ${kind} (it does ${engine.modes.join(', ')}; image-to-image and masking need a vae_encoder)`);
     return engine;
   };
 

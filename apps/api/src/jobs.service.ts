@@ -37,7 +37,7 @@ export interface JobWebhook {
 }
 
 export type NewJob =
-  | { kind: 'text-to-image' | 'image-to-image' | 'masking'; params: GenerationParams }
+  | { kind: 'text-to-image' | 'image-to-image' | 'masking' | 'enhance'; params: GenerationParams }
   | { kind: 'upscale'; params: UpscaleParams };
 
 const iso = (ms: number | undefined | null) => (ms ? new Date(ms).toISOString() : null);

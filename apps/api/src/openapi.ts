@@ -22,10 +22,11 @@ import {
   MaskingRequest,
   TextToImageRequest,
   UpscaleRequest,
-  V2BETA_PENDING,
   V2BETA_UNSUPPORTED,
   V2GenerateRequest,
   V2InpaintRequest,
+  V2ConservativeRequest,
+  V2CreativeRequest,
   V2OutpaintRequest,
   V2Sd3Request,
   V2UpscaleFastRequest,
@@ -214,6 +215,13 @@ export function buildOpenApi(publicUrl: string): Record<string, unknown> {
     '/v2beta/stable-image/generate/ultra': v2Post('Stable Image Ultra: text to image, or image to image with image and strength', withImage(v2Generate, ['image'])),
     '/v2beta/stable-image/generate/sd3': v2Post('Stable Diffusion 3.5 (model), text to image or image to image (mode)', withImage(schemaOf(V2Sd3Request, schemas, 'input'), ['image'])),
     '/v2beta/stable-image/upscale/fast': v2Post("Fast upscale by the upscaler engine's factor", withImage(schemaOf(V2UpscaleFastRequest, schemas, 'input'), ['image'])),
+    '/v2beta/stable-image/upscale/conservative': v2Post('Twice the size, sharpened with the prompt and hardly changed (tiled image to image)', withImage(schemaOf(V2ConservativeRequest, schemas, 'input'), ['image'])),
+    '/v2beta/stable-image/upscale/creative': {
+      post: {
+        ...v2Post('Twice the size, repainted tile by tile with the prompt; asynchronous: answers {id} for GET /v2beta/results/{id}', withImage(schemaOf(V2CreativeRequest, schemas, 'input'), ['image'])).post,
+        responses: { '200': { description: 'The generation id', content: { 'application/json': { schema: { type: 'object', properties: { id: { type: 'string' } } } } } }, ...v2Errors(v2Common) },
+      },
+    },
     '/v2beta/stable-image/edit/inpaint': v2Post('Repaint the masked area (mask, else the image\'s transparent pixels) with the prompt', withImage(schemaOf(V2InpaintRequest, schemas, 'input'), ['image', 'mask'])),
     '/v2beta/stable-image/edit/outpaint': v2Post('Extend the canvas by left, right, up and down pixels and paint the new area', withImage(schemaOf(V2OutpaintRequest, schemas, 'input'), ['image'])),
     '/v2beta/stable-image/edit/erase': v2Post('Erase the masked area, filled from its surroundings', withImage(schemaOf(V2InpaintRequest, schemas, 'input'), ['image', 'mask'])),
@@ -225,8 +233,8 @@ export function buildOpenApi(publicUrl: string): Record<string, unknown> {
       },
     },
   };
-  for (const path of [...V2BETA_UNSUPPORTED, ...V2BETA_PENDING]) {
-    v2Paths[path] = { post: { summary: V2BETA_PENDING.includes(path as never) ? 'Not yet served by sdq (501)' : 'Needs a model sdq does not have (501)', responses: v2Errors(['not_implemented']) } };
+  for (const path of V2BETA_UNSUPPORTED) {
+    v2Paths[path] = { post: { summary: 'Needs a model sdq does not have (501)', responses: v2Errors(['not_implemented']) } };
   }
 
   return {

@@ -14,12 +14,13 @@ import {
   SD3_MODEL_REROUTES,
   ServiceError,
   TERMINAL_STATUSES,
-  V2BETA_PENDING,
   V2BETA_SERVICES,
   V2BETA_UNSUPPORTED,
   type V2BetaService,
   V2GenerateRequest,
   V2InpaintRequest,
+  V2ConservativeRequest,
+  V2CreativeRequest,
   V2OutpaintRequest,
   V2Sd3Request,
   V2UpscaleFastRequest,
@@ -42,8 +43,8 @@ const EMBEDDED: Readonly<Record<V2BetaService, string | undefined>> = {
   'sd3.5-medium': 'tiny-sd3',
   'sd3.5-flash': 'tiny-sd3',
   'upscale-fast': 'tiny-upscaler-x2',
-  'upscale-conservative': undefined,
-  'upscale-creative': undefined,
+  'upscale-conservative': 'tiny-sd',
+  'upscale-creative': 'tiny-sd',
   inpaint: 'tiny-sd',
   outpaint: 'tiny-sd',
   erase: 'tiny-sd',
@@ -65,7 +66,8 @@ export function v2betaEngines(settings: [string, string][], engines: Map<string,
     }
     const engine = engines.get(aliases.get(id) ?? id);
     if (!engine) throw new ConfigError(`Invalid environment: V2BETA_ENGINES names ${service}=${id}, but ${id} is not an engine under MODELS_DIR`);
-    const upscaler = service.startsWith('upscale-');
+    // fast is the upscaler's; conservative and creative repaint tiles with a generation engine
+    const upscaler = service === 'upscale-fast';
     if ((engine.kind === 'upscale') !== upscaler) {
       throw new ConfigError(`Invalid environment: V2BETA_ENGINES names ${service}=${id}, but ${id} is a ${engine.kind} engine and ${service} needs ${upscaler ? 'an upscale' : 'a generation'} engine`);
     }
@@ -159,18 +161,23 @@ export function v2betaRoutes(deps: GenerationDeps & { services: Map<V2BetaServic
   const { config, jobs, prices, credits, services } = deps;
   const router = Router();
 
-  const engineFor = (service: V2BetaService, mode: NewJob['kind']): EngineInfo => {
+  // enhance is image-to-image tile by tile
+  const engineFor = (service: V2BetaService, kind: NewJob['kind']): EngineInfo => {
+    const mode = kind === 'enhance' ? 'image-to-image' : kind;
     const engine = services.get(service);
     if (!engine) throw new ServiceError('not_found', `v2beta ${service}: no engine serves it on this server (the operator sets V2BETA_ENGINES=${service}=<engine>)`);
     if (!engine.modes.includes(mode)) throw new ServiceError('bad_request', `v2beta ${service}: its engine ${engine.id} cannot do ${mode} (it does ${engine.modes.join(', ')})`);
     return engine;
   };
 
-  /** Prices, queues and answers a built job; the dry run prices it only. */
-  const run = async (req: Request, res: Response, service: V2BetaService, engine: EngineInfo, job: NewJob, inputs: JobInputs) => {
+  /** Prices, queues and answers a built job (asynchronous: `{id}` at once); the dry run prices it only. */
+  const run = async (req: Request, res: Response, service: V2BetaService, engine: EngineInfo, job: NewJob, inputs: JobInputs, async = false) => {
     const json = wantsJson(req);
     const entry = `v2beta/${service}`;
-    const cost = job.kind === 'upscale' ? prices.upscale(entry, { samples: 1 }) : prices.generation(entry, { width: job.params.width, height: job.params.height, steps: job.params.steps, samples: 1 });
+    const cost =
+      job.kind === 'upscale' || job.kind === 'enhance'
+        ? prices.upscale(entry, { samples: 1 })
+        : prices.generation(entry, { width: job.params.width, height: job.params.height, steps: job.params.steps, samples: 1 });
     if (isDryRun(req)) {
       // the size the aspect ratio (or the image) came to, which the v2beta fields do not say
       const size = job.kind === 'upscale' ? {} : { width: job.params.width, height: job.params.height };
@@ -179,6 +186,11 @@ export function v2betaRoutes(deps: GenerationDeps & { services: Map<V2BetaServic
     }
     const { record, repeated } = await submitJob(deps, req, engine, { job, inputs, cost });
     if (repeated) res.set('Idempotent-Replayed', 'true');
+    if (async) {
+      // as Stability's creative upscale: the id to poll GET /v2beta/results/{id} with
+      res.json({ id: record.id });
+      return;
+    }
     // sdq's addition: Prefer: respond-async answers 202 {id, status} at once, for GET /v2beta/results/{id}
     const wait = parsePrefer(req.get('prefer')).async ? 0 : config.syncWait * 1000;
     await answer(res, jobs, record, wait ? await jobs.waitForEnd(record, wait) : undefined, json);
@@ -247,6 +259,40 @@ export function v2betaRoutes(deps: GenerationDeps & { services: Map<V2BetaServic
     }
     await run(req, res, 'upscale-fast', engine, { kind: 'upscale', params: { outputFormat: body.output_format } }, { image });
   }));
+
+  for (const service of ['upscale-conservative', 'upscale-creative'] as const) {
+    const creative = service === 'upscale-creative';
+    router.post(`/v2beta/stable-image/upscale/${creative ? 'creative' : 'conservative'}`, guard, form(['image']), wrap(async (req, res) => {
+      const body = validate(creative ? V2CreativeRequest : V2ConservativeRequest, fields(req));
+      const image = requireFile(await readImage(req, 'image', config.maxPixels), 'image');
+      const engine = engineFor(service, 'enhance');
+      const [tileW, tileH] = [engine.nativeWidth ?? 512, engine.nativeHeight ?? 512];
+      // Twice each side: large enough for one tile, within the upscale maximum.
+      const [width, height] = [image.width * 2, image.height * 2];
+      if (width < tileW || height < tileH) {
+        throw new ServiceError('invalid_image_dimensions', `image: ${image.width}x${image.height} is too small; ${service} needs at least ${tileW / 2}x${tileH / 2} (half of ${engine.id}'s ${tileW}x${tileH} tile)`);
+      }
+      if (width * height > config.maxPixels * 4) {
+        throw new ServiceError('invalid_pixel_count', `image: ${image.width}x${image.height} doubled is over the upscale maximum of ${config.maxPixels * 4} pixels`);
+      }
+      const prompts = [{ text: body.prompt, weight: 1 }, ...(body.negative_prompt?.trim() ? [{ text: body.negative_prompt, weight: -1 }] : [])];
+      const params: GenerationParams = {
+        prompts: applyStyle(engine, prompts, body.style_preset),
+        width,
+        height,
+        steps: engine.defaults.steps ?? 30,
+        cfgScale: engine.defaults.cfgScale ?? 7,
+        samples: 1,
+        seed: body.seed,
+        sampler: engine.defaults.sampler,
+        outputFormat: body.output_format,
+        stylePreset: body.style_preset,
+        // the part of each tile kept: creative repaints `creativity` of it, conservative half that
+        imageStrength: 1 - (creative ? body.creativity : body.creativity / 2),
+      };
+      await run(req, res, service, engine, { kind: 'enhance', params }, { image }, creative);
+    }));
+  }
 
   for (const service of ['inpaint', 'erase'] as const) {
     router.post(`/v2beta/stable-image/edit/${service}`, guard, form(['image', 'mask']), wrap(async (req, res) => {
@@ -329,9 +375,8 @@ export function v2betaRoutes(deps: GenerationDeps & { services: Map<V2BetaServic
     await answer(res, jobs, record, await jobs.snapshot(record), json);
   }));
 
-  const refuse = (path: string, why: string) =>
-    router.post(path, (_req, _res, next) => next(new ServiceError('not_implemented', `${path} is not supported by sdq: ${why}`)));
-  for (const path of V2BETA_UNSUPPORTED) refuse(path, 'it needs a model sdq does not have');
-  for (const path of V2BETA_PENDING) refuse(path, 'not yet implemented in this version of sdq');
+  for (const path of V2BETA_UNSUPPORTED) {
+    router.post(path, (_req, _res, next) => next(new ServiceError('not_implemented', `${path} is not supported by sdq: it needs a model sdq does not have`)));
+  }
   return router;
 }

@@ -18,6 +18,7 @@ import {
 } from '@sdq/contracts';
 import { checkEngineSize } from '@sdq/pipeline/engines';
 import { isInputError, PipelineError } from '@sdq/pipeline/errors';
+import { tiledEnhance } from '@sdq/pipeline/tiled-enhance';
 import type { GeneratedImage as Image, ProgressEvent } from '@sdq/pipeline/types';
 import type { LoadedEngine } from './engines';
 
@@ -122,6 +123,33 @@ export const HANDLERS: JobHandlers = {
   masking: async (ctx) => {
     const { initImage, maskImage } = ctx.payload.inputs;
     return generate(ctx, await input(ctx, initImage), maskImage ? await input(ctx, maskImage) : undefined);
+  },
+  enhance: async (ctx) => {
+    const pipeline = generationEngine(ctx);
+    const { params, engineId } = ctx.payload;
+    const info = ctx.engine.info;
+    const tile = { width: info.nativeWidth ?? 512, height: info.nativeHeight ?? 512 };
+    const problem = checkEngineSize(info, tile.width, tile.height);
+    if (problem) throw new JobFailure('invalid_height_or_width', problem);
+    const image = await input(ctx, ctx.payload.inputs.image);
+    const out = await tiledEnhance(pipeline, {
+      image,
+      width: params.width,
+      height: params.height,
+      tileWidth: tile.width,
+      tileHeight: tile.height,
+      prompts: params.prompts,
+      imageStrength: params.imageStrength ?? 0.7,
+      steps: params.steps,
+      cfgScale: params.cfgScale,
+      sampler: params.sampler,
+      seed: params.seed,
+      outputFormat: params.outputFormat,
+      engineId,
+      onProgress: onProgress(ctx),
+      signal: ctx.signal,
+    });
+    return store(ctx, [out]);
   },
   upscale: async (ctx) => {
     if (!('upscaler' in ctx.engine)) throw new JobFailure('bad_request', `engine ${ctx.engine.info.id} is not an upscale engine`);

@@ -89,6 +89,8 @@ export const JobPayload = z.discriminatedUnion('kind', [
     inputs: z.object({ initImage: z.string(), maskImage: z.string().optional() }),
   }),
   z.object({ ...common, kind: z.literal('upscale'), params: UpscaleParams, inputs: z.object({ image: z.string() }) }),
+  // width and height: the output size; imageStrength: the part of each tile kept
+  z.object({ ...common, kind: z.literal('enhance'), params: GenerationParams, inputs: z.object({ image: z.string() }) }),
 ]);
 export type JobPayload = z.infer<typeof JobPayload>;
 export type JobPayloadOf<K extends JobName> = Extract<JobPayload, { kind: K }>;

@@ -11,7 +11,8 @@
 export const DEFAULT_QUEUE_PREFIX = 'sdq';
 
 /** Job names: one per kind of work; a worker registers exactly one handler for each. */
-export const JOB_NAMES = ['text-to-image', 'image-to-image', 'masking', 'upscale'] as const;
+/** `enhance`: a text-guided upscale (v2beta creative and conservative): resize, then tiled image-to-image. */
+export const JOB_NAMES = ['text-to-image', 'image-to-image', 'masking', 'upscale', 'enhance'] as const;
 export type JobName = (typeof JOB_NAMES)[number];
 /** A job's kind is its name. */
 export type JobKind = JobName;
@@ -22,6 +23,7 @@ export const ENGINE_KIND_FOR_JOB: Record<JobName, 'generation' | 'upscale'> = {
   'image-to-image': 'generation',
   masking: 'generation',
   upscale: 'upscale',
+  enhance: 'generation',
 };
 
 /**

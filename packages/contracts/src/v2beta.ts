@@ -55,6 +55,26 @@ export const V2Sd3Request = V2GenerateRequest.extend({
 /** /upscale/fast. */
 export const V2UpscaleFastRequest = z.object({ output_format: outputFormat });
 
+const enhanceFields = {
+  prompt,
+  negative_prompt: negativePrompt,
+  seed,
+  output_format: outputFormat,
+  style_preset: stylePreset,
+};
+
+/** /upscale/conservative: twice the size, the details sharpened with the prompt but hardly changed. */
+export const V2ConservativeRequest = z.object({
+  ...enhanceFields,
+  creativity: z.number().min(0.2).max(0.5).default(0.35).describe('Each tile is denoised by half of this.'),
+});
+
+/** /upscale/creative (asynchronous): twice the size, repainted tile by tile with the prompt. */
+export const V2CreativeRequest = z.object({
+  ...enhanceFields,
+  creativity: z.number().min(0.1).max(0.5).default(0.3).describe('How much of each tile is repainted (its denoise).'),
+});
+
 /** /edit/inpaint and /edit/erase. */
 export const V2InpaintRequest = z.object({
   prompt: z.string().trim().max(10_000, 'must be at most 10000 characters').default(''),
@@ -99,5 +119,3 @@ export const V2BETA_UNSUPPORTED = [
   '/v2beta/3d/stable-point-aware-3d',
 ] as const;
 
-/** Stability v2beta endpoints sdq will serve but does not yet: a 501 that says so. */
-export const V2BETA_PENDING = ['/v2beta/stable-image/upscale/conservative', '/v2beta/stable-image/upscale/creative'] as const;

@@ -8,4 +8,5 @@ export { createScheduler } from './schedulers';
 export { SAMPLERS, schedulerConfigForSampler } from './schedulers/samplers';
 export { discoverEngines, describeEngine, type EngineInfo, type EngineKind } from './engines';
 export { readPngText } from './image';
+export { tiledEnhance, tileOrigins, type EnhanceRequest, type TileGenerator } from './tiled-enhance';
 export * from './types';
