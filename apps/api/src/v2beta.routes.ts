@@ -6,7 +6,7 @@
  */
 import { type Request, type Response, Router } from 'express';
 import sharp from 'sharp';
-import type { z } from 'zod';
+import { z } from 'zod';
 import type { EngineInfo } from '@sdq/pipeline/engines';
 import {
   type AspectRatio,
@@ -24,15 +24,20 @@ import {
   V2OutpaintRequest,
   V2Sd3Request,
   V2UpscaleFastRequest,
+  webhookFields,
 } from '@sdq/contracts';
 import { requireScope } from './auth';
 import { ConfigError } from './config';
-import { applyStyle, checkSize, type GenerationDeps, isDryRun, parsePrefer, requireFile, submitJob, validate } from './generation.routes';
+import { applyStyle, checkSize, formEventsFilter, type GenerationDeps, isDryRun, parsePrefer, requireFile, submitJob, validate, webhookOf } from './generation.routes';
+import { validateWebhookUrl } from '@sdq/webhooks';
 import type { JobInputs, JobsService, NewJob } from './jobs.service';
 import { dryRun } from './pricing';
 import { rateLimit } from './rate-limit';
 import type { JobRecord } from './store';
-import { type CheckedImage, type ImageField, multipart, parseFormFields, readImage } from './uploads';
+import { type CheckedImage, type ImageField, multipart, parseFormFields, readImage, repeatedField } from './uploads';
+
+// The webhook fields alone, read again from the form by run() (each route's schema has checked them).
+const WEBHOOK_FIELDS = z.object(webhookFields);
 
 /** The engine each service falls back to when V2BETA_ENGINES does not name one, if that engine is here. */
 const EMBEDDED: Readonly<Record<V2BetaService, string | undefined>> = {
@@ -173,18 +178,23 @@ export function v2betaRoutes(deps: GenerationDeps & { services: Map<V2BetaServic
   /** Prices, queues and answers a built job (asynchronous: `{id}` at once); the dry run prices it only. */
   const run = async (req: Request, res: Response, service: V2BetaService, engine: EngineInfo, job: NewJob, inputs: JobInputs, async = false) => {
     const json = wantsJson(req);
+    const webhook = webhookOf(validate(WEBHOOK_FIELDS, fields(req)));
     const entry = `v2beta/${service}`;
     const cost =
       job.kind === 'upscale' || job.kind === 'enhance'
         ? prices.upscale(entry, { samples: 1 })
         : prices.generation(entry, { width: job.params.width, height: job.params.height, steps: job.params.steps, samples: 1 });
     if (isDryRun(req)) {
+      if (webhook?.url) {
+        const check = await validateWebhookUrl(webhook.url, config.webhooks.allowedHosts);
+        if (!check.ok) throw new ServiceError('invalid_webhook', `webhook: ${check.message}`);
+      }
       // the size the aspect ratio (or the image) came to, which the v2beta fields do not say
       const size = job.kind === 'upscale' ? {} : { width: job.params.width, height: job.params.height };
       res.json({ ...dryRun(engine.id, job, cost, await credits.balance(req.accountId!)), ...size });
       return;
     }
-    const { record, repeated } = await submitJob(deps, req, engine, { job, inputs, cost });
+    const { record, repeated } = await submitJob(deps, req, engine, { job, inputs, cost, webhook });
     if (repeated) res.set('Idempotent-Replayed', 'true');
     if (async) {
       // as Stability's creative upscale: the id to poll GET /v2beta/results/{id} with
@@ -225,7 +235,10 @@ export function v2betaRoutes(deps: GenerationDeps & { services: Map<V2BetaServic
   const guard = [requireScope('generate'), rateLimit(deps.limiter)];
   const fields = (req: Request) => {
     if (!req.multipart) throw new ServiceError('invalid_mime_type', `body: v2beta endpoints take multipart/form-data (got ${req.headers['content-type'] ?? 'no Content-Type'})`);
-    return parseFormFields(req.multipart.fields);
+    const parsed = parseFormFields(req.multipart.fields);
+    const filter = formEventsFilter(repeatedField(req.multipart.fields, 'webhook_events_filter'));
+    if (filter !== undefined) parsed.webhook_events_filter = filter;
+    return parsed;
   };
 
   for (const service of ['core', 'ultra'] as const) {

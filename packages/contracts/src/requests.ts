@@ -78,7 +78,7 @@ export const TextPrompt = z.object({
 export const WEBHOOK_EVENTS_FILTER_NAMES = ['start', 'progress', 'completed'] as const;
 
 /** Fields every job-creating endpoint takes: a callback instead of polling (sdq's addition). */
-const webhookFields = {
+export const webhookFields = {
   webhook: z
     .string()
     .max(2048, 'must be at most 2048 characters')
