@@ -145,6 +145,13 @@ describe('upscale and edit', () => {
     expect(img.at(128, 128), 'centre').toSatisfy(redish);
     expect(img.at(8, 8), 'corner').toSatisfy(bluish);
     expect(before - (await balance())).toBeCloseTo(1, 6);
+    // one image type named outright is the bytes too; a type sdq cannot send is 406 in Stability's shape
+    const png = await post('/v2beta/stable-image/upscale/fast', { image: { data: redCircle, type: 'image/png' } }, { accept: 'image/png' });
+    expect(png.status).toBe(200);
+    expect(png.headers.get('content-type')).toBe('image/png');
+    const text = await post('/v2beta/stable-image/upscale/fast', { image: { data: redCircle, type: 'image/png' } }, { accept: 'text/html' });
+    expect(text.status).toBe(406);
+    expect(((await text.json()) as { name: string; errors: string[] }).name).toBe('invalid_accept');
   });
 
   it('upscale/conservative doubles the size with the prompt, tile by tile, keeping the picture', async () => {

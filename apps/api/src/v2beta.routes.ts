@@ -117,9 +117,9 @@ export function sizeForShape(engine: EngineInfo, ratio: number): { width: number
   return { width: best[0], height: best[1] };
 }
 
-/** `accept`: image/* (the default) for the bytes, application/json for JSON. */
+/** `accept`: image/* (the default, or any one image type) for the bytes, application/json for JSON. */
 function wantsJson(req: Request): boolean {
-  const type = req.accepts(['image/*', 'application/json']);
+  const type = req.accepts(['image/*', 'image/png', 'image/jpeg', 'image/webp', 'application/json']);
   if (!type) throw new ServiceError('invalid_accept', `accept: must be image/* or application/json (got ${req.headers.accept})`);
   return type === 'application/json';
 }

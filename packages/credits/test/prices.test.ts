@@ -56,6 +56,21 @@ describe('the shipped price table', () => {
     expect(prices.upscale('esrgan-v1-x2plus', { samples: 3 }).total).toBe(600_000);
   });
 
+  it("prices each v2beta service per call with Stability's figures, whatever the size or steps", () => {
+    const perCall: [string, number][] = [
+      ['core', 3], ['ultra', 8], ['sd3.5-large', 6.5], ['sd3.5-large-turbo', 4], ['sd3.5-medium', 3.5], ['sd3.5-flash', 2.5],
+      ['inpaint', 3], ['outpaint', 4], ['erase', 3],
+    ];
+    for (const [service, credits] of perCall) {
+      for (const size of [{ width: 128, height: 128, steps: 10 }, { width: 1024, height: 1024, steps: 50 }]) {
+        expect(toCredits(prices.generation(`v2beta/${service}`, size).total), service).toBe(credits);
+      }
+    }
+    for (const [service, credits] of [['upscale-fast', 1], ['upscale-conservative', 25], ['upscale-creative', 25]] as const) {
+      expect(toCredits(prices.upscale(`v2beta/${service}`, { samples: 1 }).total), service).toBe(credits);
+    }
+  });
+
   it('shows amounts as JSON numbers and rounded decimals', () => {
     expect(JSON.stringify({ credits: toCredits(9_800_000) })).toBe('{"credits":9.8}');
     expect(toCredits(200_053)).toBe(0.200053);
@@ -83,7 +98,7 @@ describe('an operator price file', () => {
     expect(prices.generation('custom-engine-v1', { width: 512, height: 512, steps: 30 }).total).toBe(400_105);
     // tiny-sd keeps its shipped k, with the operator's offset: half the pixels are free.
     expect(prices.generation('tiny-sd', { width: 128, height: 128, steps: 30 }).total).toBe(100_000);
-    expect(prices.engineIds()).toEqual(['custom-engine-v1', 'stable-diffusion-3-large', 'stable-diffusion-3-medium', 'stable-diffusion-xl-1024-v1-0', 'tiny-sd', 'tiny-sdxl']);
+    expect(prices.engineIds().filter((id) => !id.startsWith('v2beta/'))).toEqual(['custom-engine-v1', 'stable-diffusion-3-large', 'stable-diffusion-3-medium', 'stable-diffusion-xl-1024-v1-0', 'tiny-sd', 'tiny-sdxl']);
   });
 
   it.each([
