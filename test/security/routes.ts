@@ -141,6 +141,7 @@ export const FUZZ_ROUTES: FuzzRoute[] = [
     creates: true,
   },
   { method: 'GET', path: '/v2beta/results/{id}', caller: 'key', params: (ids) => ({ id: ids.job }) },
+  { method: 'GET', path: '/v2beta/stable-image/upscale/creative/result/{id}', caller: 'key', params: (ids) => ({ id: ids.job }) },
   ...V2BETA_UNSUPPORTED.map((path): FuzzRoute => ({ method: 'POST', path, caller: 'key' })),
 ];
 

@@ -233,6 +233,9 @@ export function buildOpenApi(publicUrl: string): Record<string, unknown> {
       },
     },
   };
+  v2Paths['/v2beta/stable-image/upscale/creative/result/{id}'] = {
+    get: { ...(v2Paths['/v2beta/results/{id}'] as { get: object }).get, summary: "The creative upscale's result at Stability's earlier path: as GET /v2beta/results/{id}" },
+  };
   for (const path of V2BETA_UNSUPPORTED) {
     v2Paths[path] = { post: { summary: 'Needs a model sdq does not have (501)', responses: v2Errors(['not_implemented']) } };
   }

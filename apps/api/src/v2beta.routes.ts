@@ -117,11 +117,17 @@ export function sizeForShape(engine: EngineInfo, ratio: number): { width: number
   return { width: best[0], height: best[1] };
 }
 
-/** `accept`: image/* (the default, or any one image type) for the bytes, application/json for JSON. */
+/**
+ * `accept`: image/* (the default, or any one image type) for the bytes, application/json for JSON.
+ * Stability also documents `application/json; type=image/png` (JSON carrying a PNG), which Express's
+ * negotiation reads as no match because of the parameter: the media type alone decides here.
+ */
 function wantsJson(req: Request): boolean {
   const type = req.accepts(['image/*', 'image/png', 'image/jpeg', 'image/webp', 'application/json']);
-  if (!type) throw new ServiceError('invalid_accept', `accept: must be image/* or application/json (got ${req.headers.accept})`);
-  return type === 'application/json';
+  if (type) return type === 'application/json';
+  const ranges = (req.headers.accept ?? '').split(',').map((range) => range.split(';')[0].trim().toLowerCase());
+  if (ranges.includes('application/json')) return true;
+  throw new ServiceError('invalid_accept', `accept: must be image/* or application/json (got ${req.headers.accept})`);
 }
 
 /** Answers a v2beta job: the image or JSON once it succeeded, 202 in-progress while it runs, else its error. */
@@ -382,11 +388,14 @@ export function v2betaRoutes(deps: GenerationDeps & { services: Map<V2BetaServic
     await run(req, res, 'outpaint', engine, { kind: 'masking', params }, inputs);
   }));
 
-  router.get('/v2beta/results/:id', requireScope('generate'), wrap(async (req, res) => {
+  const result = wrap(async (req, res) => {
     const json = wantsJson(req);
     const record = await jobs.getOwn(req.accountId!, String(req.params.id));
     await answer(res, jobs, record, await jobs.snapshot(record), json);
-  }));
+  });
+  router.get('/v2beta/results/:id', requireScope('generate'), result);
+  // Stability's earlier path for the creative upscale's result, which its published SDK still calls
+  router.get('/v2beta/stable-image/upscale/creative/result/:id', requireScope('generate'), result);
 
   for (const path of V2BETA_UNSUPPORTED) {
     router.post(path, (_req, _res, next) => next(new ServiceError('not_implemented', `${path} is not supported by sdq: it needs a model sdq does not have`)));

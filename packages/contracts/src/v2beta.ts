@@ -14,7 +14,13 @@ export type AspectRatio = (typeof ASPECT_RATIOS)[number];
 export const SD3_MODELS = ['sd3.5-large', 'sd3.5-large-turbo', 'sd3.5-medium', 'sd3.5-flash'] as const;
 /** The older SD3 names, served by the SD 3.5 model Stability reroutes each to. */
 export const SD3_MODEL_REROUTES: Readonly<Record<string, (typeof SD3_MODELS)[number]>> = Object.freeze(
-  Object.assign(Object.create(null), { sd3: 'sd3.5-large', 'sd3-large': 'sd3.5-large', 'sd3-large-turbo': 'sd3.5-large-turbo', 'sd3-medium': 'sd3.5-medium' }),
+  Object.assign(Object.create(null), {
+    sd3: 'sd3.5-large',
+    'sd3-large': 'sd3.5-large',
+    'sd3-turbo': 'sd3.5-large-turbo',
+    'sd3-large-turbo': 'sd3.5-large-turbo',
+    'sd3-medium': 'sd3.5-medium',
+  }),
 );
 
 /**
