@@ -663,24 +663,33 @@ class LCM(SigmaStepper):
         return a ** 0.5 * x0.astype(np.float64) + (1 - a) ** 0.5 * noise.astype(np.float64)
 
 
-class Heun(SigmaStepper):
-    """HeunDiscreteScheduler: Heun's second-order method on the probability-flow ODE (Karras et al. 2022,
-    algorithm 1 without churn); each inference step but the last is two model calls."""
-    name = "HeunDiscreteScheduler"
-    defaults = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="linear",
-                    trained_betas=None, prediction_type="epsilon", use_karras_sigmas=False, clip_sample=False,
-                    clip_sample_range=1.0, timestep_spacing="linspace", steps_offset=0)
+class KSigma(SigmaStepper):
+    """What Heun, KDPM2 (and its ancestral), LMS and DPM-Solver SDE share: the config and alphas_cumprod,
+    the full training schedule at construction (as diffusers' __init__ sets it), init_noise_sigma and
+    add_noise in sigma terms."""
 
     def __init__(self, config):
         self.c = with_defaults(self.defaults, config)
         self.ac = cumprod_f32((F32(1) - make_betas(self.c)).astype(F32))
-        # diffusers' __init__ sets the full training schedule
         self.set_timesteps(self.c["num_train_timesteps"])
 
     @property
     def init_noise_sigma(self):
         m = float(self.sigmas.max())
         return m if self.c["timestep_spacing"] in ("linspace", "trailing") else (m * m + 1) ** 0.5
+
+    def add_noise(self, x0, noise, t):
+        s = float(self.sigmas[self.noise_index(t)])
+        return x0.astype(np.float64) + noise.astype(np.float64) * s
+
+
+class Heun(KSigma):
+    """HeunDiscreteScheduler: Heun's second-order method on the probability-flow ODE (Karras et al. 2022,
+    algorithm 1 without churn); each inference step but the last is two model calls."""
+    name = "HeunDiscreteScheduler"
+    defaults = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="linear",
+                    trained_betas=None, prediction_type="epsilon", use_karras_sigmas=False, clip_sample=False,
+                    clip_sample_range=1.0, timestep_spacing="linspace", steps_offset=0)
 
     def set_timesteps(self, n):
         ts = spaced_timesteps(self.c, n).astype(F32)
@@ -730,28 +739,14 @@ class Heun(SigmaStepper):
         self.step_index += 1
         return base + d * dt
 
-    def add_noise(self, x0, noise, t):
-        s = float(self.sigmas[self.noise_index(t)])
-        return x0.astype(np.float64) + noise.astype(np.float64) * s
 
-
-class KDPM2(SigmaStepper):
+class KDPM2(KSigma):
     """KDPM2DiscreteScheduler: k-diffusion's DPM-Solver-2 (sample_dpm_2): an Euler half-step to the
     log-midpoint sigma, then the full step with the midpoint's slope; two model calls per step but the last."""
     name = "KDPM2DiscreteScheduler"
     defaults = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="linear",
                     trained_betas=None, use_karras_sigmas=False, prediction_type="epsilon",
                     timestep_spacing="linspace", steps_offset=0)
-
-    def __init__(self, config):
-        self.c = with_defaults(self.defaults, config)
-        self.ac = cumprod_f32((F32(1) - make_betas(self.c)).astype(F32))
-        self.set_timesteps(self.c["num_train_timesteps"])
-
-    @property
-    def init_noise_sigma(self):
-        m = float(self.sigmas.max())
-        return m if self.c["timestep_spacing"] in ("linspace", "trailing") else (m * m + 1) ** 0.5
 
     def set_timesteps(self, n):
         ts = spaced_timesteps(self.c, n).astype(F32)
@@ -807,12 +802,8 @@ class KDPM2(SigmaStepper):
         self.step_index += 1
         return base + d * dt
 
-    def add_noise(self, x0, noise, t):
-        s = float(self.sigmas[self.noise_index(t)])
-        return x0.astype(np.float64) + noise.astype(np.float64) * s
 
-
-class LMS(SigmaStepper):
+class LMS(KSigma):
     """LMSDiscreteScheduler: k-diffusion's linear multistep method (sample_lms, order 4) on the
     probability-flow ODE; each coefficient integrates a Lagrange basis polynomial over the step."""
     name = "LMSDiscreteScheduler"
@@ -820,16 +811,6 @@ class LMS(SigmaStepper):
                     trained_betas=None, use_karras_sigmas=False, prediction_type="epsilon",
                     timestep_spacing="linspace", steps_offset=0)
     lms_order = 4
-
-    def __init__(self, config):
-        self.c = with_defaults(self.defaults, config)
-        self.ac = cumprod_f32((F32(1) - make_betas(self.c)).astype(F32))
-        self.set_timesteps(self.c["num_train_timesteps"])
-
-    @property
-    def init_noise_sigma(self):
-        m = float(self.sigmas.max())
-        return m if self.c["timestep_spacing"] in ("linspace", "trailing") else (m * m + 1) ** 0.5
 
     def set_timesteps(self, n):
         ts = spaced_timesteps(self.c, n).astype(F32)
@@ -878,28 +859,14 @@ class LMS(SigmaStepper):
         self.step_index += 1
         return prev
 
-    def add_noise(self, x0, noise, t):
-        s = float(self.sigmas[self.noise_index(t)])
-        return x0.astype(np.float64) + noise.astype(np.float64) * s
 
-
-class KDPM2Ancestral(SigmaStepper):
+class KDPM2Ancestral(KSigma):
     """KDPM2AncestralDiscreteScheduler: k-diffusion's sample_dpm_2_ancestral. DPM-Solver-2 aimed at the
     ancestral sigma_down, then noise of sigma_up; diffusers draws noise on every call, adds it on the second."""
     name = "KDPM2AncestralDiscreteScheduler"
     defaults = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="linear",
                     trained_betas=None, use_karras_sigmas=False, prediction_type="epsilon",
                     timestep_spacing="linspace", steps_offset=0)
-
-    def __init__(self, config):
-        self.c = with_defaults(self.defaults, config)
-        self.ac = cumprod_f32((F32(1) - make_betas(self.c)).astype(F32))
-        self.set_timesteps(self.c["num_train_timesteps"])
-
-    @property
-    def init_noise_sigma(self):
-        m = float(self.sigmas.max())
-        return m if self.c["timestep_spacing"] in ("linspace", "trailing") else (m * m + 1) ** 0.5
 
     def set_timesteps(self, n):
         ts = spaced_timesteps(self.c, n).astype(F32)
@@ -951,10 +918,6 @@ class KDPM2Ancestral(SigmaStepper):
             return x + (x - x0) / s * (s_mid - s)
         base, self.saved = self.saved, None
         return base + (x - x0) / s_mid * (s_down - s) + noise * s_up
-
-    def add_noise(self, x0, noise, t):
-        s = float(self.sigmas[self.noise_index(t)])
-        return x0.astype(np.float64) + noise.astype(np.float64) * s
 
 
 class DPMSinglestep(SigmaStepper):
@@ -1068,23 +1031,13 @@ class DPMSinglestep(SigmaStepper):
         return a * x0.astype(np.float64) + s * noise.astype(np.float64)
 
 
-class DPMSDE(SigmaStepper):
+class DPMSDE(KSigma):
     """DPMSolverSDEScheduler: k-diffusion's sample_dpmpp_sde (DPM-Solver++ SDE, midpoint ratio 0.5). Where
     diffusers draws torchsde Brownian-tree increments, this draws the case's rng, one draw per noisy half-step."""
     name = "DPMSolverSDEScheduler"
     defaults = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="linear",
                     trained_betas=None, prediction_type="epsilon", use_karras_sigmas=False,
                     timestep_spacing="linspace", steps_offset=0)
-
-    def __init__(self, config):
-        self.c = with_defaults(self.defaults, config)
-        self.ac = cumprod_f32((F32(1) - make_betas(self.c)).astype(F32))
-        self.set_timesteps(self.c["num_train_timesteps"])
-
-    @property
-    def init_noise_sigma(self):
-        m = float(self.sigmas.max())
-        return m if self.c["timestep_spacing"] in ("linspace", "trailing") else (m * m + 1) ** 0.5
 
     def set_timesteps(self, n):
         ts = spaced_timesteps(self.c, n).astype(np.float64)  # float64 timesteps, as diffusers keeps them here
@@ -1139,10 +1092,6 @@ class DPMSDE(SigmaStepper):
         else:
             self.saved = self.mid = None
         return prev
-
-    def add_noise(self, x0, noise, t):
-        s = float(self.sigmas[self.noise_index(t)])
-        return x0.astype(np.float64) + noise.astype(np.float64) * s
 
 
 class DDPM:

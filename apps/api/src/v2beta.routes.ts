@@ -7,7 +7,7 @@
 import { type Request, type Response, Router } from 'express';
 import sharp from 'sharp';
 import { z } from 'zod';
-import type { EngineInfo } from '@sdq/pipeline/engines';
+import { checkEngineSize, type EngineInfo } from '@sdq/pipeline/engines';
 import {
   type AspectRatio,
   type GenerationParams,
@@ -35,6 +35,16 @@ import { dryRun } from './pricing';
 import { rateLimit } from './rate-limit';
 import type { JobRecord } from './store';
 import { type CheckedImage, type ImageField, multipart, parseFormFields, readImage, repeatedField } from './uploads';
+
+/** The fields every v2beta call that generates shares. */
+interface CallFields {
+  prompt: string;
+  negative_prompt?: string;
+  seed: number;
+  output_format: GenerationParams['outputFormat'];
+  style_preset?: string;
+  cfg_scale?: number;
+}
 
 // The webhook fields alone, read again from the form by run() (each route's schema has checked them).
 const WEBHOOK_FIELDS = z.object(webhookFields);
@@ -212,16 +222,15 @@ export function v2betaRoutes(deps: GenerationDeps & { services: Map<V2BetaServic
     await answer(res, jobs, record, wait ? await jobs.waitForEnd(record, wait) : undefined, json);
   };
 
-  const generation = (service: V2BetaService, engine: EngineInfo, body: z.infer<typeof V2GenerateRequest>, image: CheckedImage | undefined): { job: NewJob; inputs: JobInputs } => {
-    const kind = image ? 'image-to-image' : 'text-to-image';
-    if (image && body.strength === undefined) throw new ServiceError('bad_request', 'strength: is required with image (0 keeps the image, 1 ignores it)');
-    const { width, height } = sizeForShape(engine, image ? image.width / image.height : ratioOf(body.aspect_ratio as AspectRatio));
-    checkSize(width, height, config.maxPixels, engine);
+  /**
+   * A call's generation parameters: its prompt and negative prompt (with the engine's style text), its
+   * seed, format and guidance, the engine's steps and sampler, one image; `extra` adds the mode's own.
+   */
+  const paramsOf = (engine: EngineInfo, body: CallFields, size: { width: number; height: number }, extra: Partial<GenerationParams> = {}): GenerationParams => {
     const prompts = [{ text: body.prompt, weight: 1 }, ...(body.negative_prompt?.trim() ? [{ text: body.negative_prompt, weight: -1 }] : [])];
-    const params: GenerationParams = {
+    return {
       prompts: applyStyle(engine, prompts, body.style_preset),
-      width,
-      height,
+      ...size,
       steps: engine.defaults.steps ?? 30,
       cfgScale: body.cfg_scale ?? engine.defaults.cfgScale ?? 7,
       samples: 1,
@@ -229,8 +238,22 @@ export function v2betaRoutes(deps: GenerationDeps & { services: Map<V2BetaServic
       sampler: engine.defaults.sampler,
       outputFormat: body.output_format,
       stylePreset: body.style_preset,
-      ...(image ? { imageStrength: 1 - body.strength! } : {}),
+      ...extra,
     };
+  };
+
+  /** A size the engine takes as it is, else the engine's size of that shape (the worker resizes to it). */
+  const ownOrNearest = (engine: EngineInfo, size: { width: number; height: number }) => {
+    if (size.width * size.height <= config.maxPixels && !checkEngineSize(engine, size.width, size.height)) return size;
+    return sizeForShape(engine, size.width / size.height);
+  };
+
+  const generation = (service: V2BetaService, engine: EngineInfo, body: z.infer<typeof V2GenerateRequest>, image: CheckedImage | undefined): { job: NewJob; inputs: JobInputs } => {
+    const kind = image ? 'image-to-image' : 'text-to-image';
+    if (image && body.strength === undefined) throw new ServiceError('bad_request', 'strength: is required with image (0 keeps the image, 1 ignores it)');
+    const { width, height } = sizeForShape(engine, image ? image.width / image.height : ratioOf(body.aspect_ratio as AspectRatio));
+    checkSize(width, height, config.maxPixels, engine);
+    const params = paramsOf(engine, body, { width, height }, image ? { imageStrength: 1 - body.strength! } : {});
     return { job: { kind, params }, inputs: image ? { initImage: image } : {} };
   };
 
@@ -294,21 +317,8 @@ export function v2betaRoutes(deps: GenerationDeps & { services: Map<V2BetaServic
       if (width * height > config.maxPixels * 4) {
         throw new ServiceError('invalid_pixel_count', `image: ${image.width}x${image.height} doubled is over the upscale maximum of ${config.maxPixels * 4} pixels`);
       }
-      const prompts = [{ text: body.prompt, weight: 1 }, ...(body.negative_prompt?.trim() ? [{ text: body.negative_prompt, weight: -1 }] : [])];
-      const params: GenerationParams = {
-        prompts: applyStyle(engine, prompts, body.style_preset),
-        width,
-        height,
-        steps: engine.defaults.steps ?? 30,
-        cfgScale: engine.defaults.cfgScale ?? 7,
-        samples: 1,
-        seed: body.seed,
-        sampler: engine.defaults.sampler,
-        outputFormat: body.output_format,
-        stylePreset: body.style_preset,
-        // the part of each tile kept: creative repaints `creativity` of it, conservative half that
-        imageStrength: 1 - (creative ? body.creativity : body.creativity / 2),
-      };
+      // the part of each tile kept: creative repaints `creativity` of it, conservative half that
+      const params = paramsOf(engine, body, { width, height }, { imageStrength: 1 - (creative ? body.creativity : body.creativity / 2) });
       await run(req, res, service, engine, { kind: 'enhance', params }, { image }, creative);
     }));
   }
@@ -320,28 +330,10 @@ export function v2betaRoutes(deps: GenerationDeps & { services: Map<V2BetaServic
       const image = requireFile(await readImage(req, 'image', config.maxPixels), 'image');
       const mask = await readImage(req, 'mask', config.maxPixels);
       const engine = engineFor(service, 'masking');
-      // The image's own size where the engine takes it, else the engine's size of that shape (resized).
-      const own = { width: image.width, height: image.height };
-      let size = own;
-      try {
-        checkSize(own.width, own.height, config.maxPixels, engine);
-      } catch {
-        size = sizeForShape(engine, image.width / image.height);
-      }
       const maskData = await editMask(image, mask, body.grow_mask);
-      const prompts = [{ text: service === 'erase' ? '' : body.prompt, weight: 1 }, ...(body.negative_prompt?.trim() ? [{ text: body.negative_prompt, weight: -1 }] : [])];
-      const params: GenerationParams = {
-        prompts: applyStyle(engine, prompts, body.style_preset),
-        ...size,
-        steps: engine.defaults.steps ?? 30,
-        cfgScale: engine.defaults.cfgScale ?? 7,
-        samples: 1,
-        seed: body.seed,
-        sampler: engine.defaults.sampler,
-        outputFormat: body.output_format,
-        stylePreset: body.style_preset,
-        maskSource: 'MASK_IMAGE_WHITE',
-      };
+      const size = ownOrNearest(engine, { width: image.width, height: image.height });
+      // erase: filled from the surroundings, with no prompt
+      const params = paramsOf(engine, service === 'erase' ? { ...body, prompt: '' } : body, size, { maskSource: 'MASK_IMAGE_WHITE' });
       await run(req, res, service, engine, { kind: 'masking', params }, { initImage: image, maskImage: { data: maskData, contentType: 'image/png' } });
     }));
   }
@@ -356,12 +348,6 @@ export function v2betaRoutes(deps: GenerationDeps & { services: Map<V2BetaServic
     if (canvas.width * canvas.height > config.maxPixels) {
       throw new ServiceError('invalid_pixel_count', `left, right, up, down: the canvas ${canvas.width}x${canvas.height} is over the maximum of ${config.maxPixels} pixels`);
     }
-    let size = canvas;
-    try {
-      checkSize(canvas.width, canvas.height, config.maxPixels, engine);
-    } catch {
-      size = sizeForShape(engine, canvas.width / canvas.height);
-    }
     // The new area starts as the image's edges stretched outward (a colour prior); the mask marks it.
     const extension = { left, right, top: up, bottom: down };
     const stretched = await sharp(image.data).removeAlpha().extend({ ...extension, extendWith: 'copy' }).png().toBuffer();
@@ -369,21 +355,8 @@ export function v2betaRoutes(deps: GenerationDeps & { services: Map<V2BetaServic
       .extend({ ...extension, background: '#ffffff' })
       .png()
       .toBuffer();
-    const prompts = [{ text: body.prompt, weight: 1 }, ...(body.negative_prompt?.trim() ? [{ text: body.negative_prompt, weight: -1 }] : [])];
-    const params: GenerationParams = {
-      prompts: applyStyle(engine, prompts, body.style_preset),
-      ...size,
-      steps: engine.defaults.steps ?? 30,
-      cfgScale: engine.defaults.cfgScale ?? 7,
-      samples: 1,
-      seed: body.seed,
-      sampler: engine.defaults.sampler,
-      outputFormat: body.output_format,
-      stylePreset: body.style_preset,
-      maskSource: 'MASK_IMAGE_WHITE',
-      // creativity 1 paints the new area from noise; 0 denoises the stretched edges halfway
-      imageStrength: 0.5 * (1 - body.creativity),
-    };
+    // creativity 1 paints the new area from noise; 0 denoises the stretched edges halfway
+    const params = paramsOf(engine, body, ownOrNearest(engine, canvas), { maskSource: 'MASK_IMAGE_WHITE', imageStrength: 0.5 * (1 - body.creativity) });
     const inputs = { initImage: { data: stretched, contentType: 'image/png' }, maskImage: { data: mask, contentType: 'image/png' } };
     await run(req, res, 'outpaint', engine, { kind: 'masking', params }, inputs);
   }));

@@ -11,25 +11,15 @@
 import type { Rng, Scheduler, StepResult } from './scheduler';
 import { alphasCumprod, interp, sigmaTable, sigmaToT, spacedTimesteps, timestepIndex } from './noise-schedule';
 import { checkOneOf, readConfig } from './scheduler-config';
+import { betaScheduleDefaults, checkSigmaOptions, noiseBySigma, scaleBySigma, sigmaInitNoise, TIMESTEP_SPACING_DEFAULTS, UNSUPPORTED_SIGMA_SPACINGS, x0Coefficients } from './sigma-steps';
 
 /** The scheduler_config.json keys DPM-Solver SDE reads; a missing or null key takes diffusers' default, shown here. */
 export const DPM_SOLVER_SDE_DEFAULTS = {
-  num_train_timesteps: 1000,
-  beta_start: 0.00085,
-  beta_end: 0.012,
-  /** "linear", "scaled_linear" or "squaredcos_cap_v2". */
-  beta_schedule: 'linear',
-  /** Betas given outright (one per training timestep) instead of beta_start..beta_end. */
-  trained_betas: null as number[] | null,
+  ...betaScheduleDefaults(0.00085, 0.012),
   /** "epsilon" or "v_prediction" (diffusers' DPM-Solver SDE has no "sample"). */
   prediction_type: 'epsilon',
-  /** Not supported: only false. */
-  use_karras_sigmas: false,
-  use_exponential_sigmas: false,
-  use_beta_sigmas: false,
-  /** "linspace", "leading" or "trailing". */
-  timestep_spacing: 'linspace',
-  steps_offset: 0,
+  ...UNSUPPORTED_SIGMA_SPACINGS,
+  ...TIMESTEP_SPACING_DEFAULTS,
 };
 export type DPMSolverSDEConfig = typeof DPM_SOLVER_SDE_DEFAULTS;
 
@@ -57,8 +47,7 @@ export class DPMSolverSDEScheduler implements Scheduler {
   constructor(config: Record<string, unknown> = {}) {
     const c = (this.config = readConfig(NAME, DPM_SOLVER_SDE_DEFAULTS, config, NULLABLE));
     checkOneOf(NAME, 'prediction_type', c.prediction_type, ['epsilon', 'v_prediction']);
-    checkOneOf(NAME, 'timestep_spacing', c.timestep_spacing, ['linspace', 'leading', 'trailing']);
-    if (c.use_karras_sigmas || c.use_exponential_sigmas || c.use_beta_sigmas) throw new Error(`${NAME}: karras, exponential and beta sigmas are not supported`);
+    checkSigmaOptions(NAME, c);
     this.alphasCumprod = alphasCumprod(NAME, c);
     // diffusers' __init__ sets the full training schedule
     this.setTimesteps(c.num_train_timesteps);
@@ -66,8 +55,7 @@ export class DPMSolverSDEScheduler implements Scheduler {
 
   /** The largest sigma, or sqrt(sigma² + 1) with leading spacing. */
   get initNoiseSigma(): number {
-    const max = Math.max(...this.sigmas);
-    return this.config.timestep_spacing === 'leading' ? Math.sqrt(max * max + 1) : max;
+    return sigmaInitNoise(this.sigmas, this.config.timestep_spacing);
   }
 
   setTimesteps(numInferenceSteps: number): void {
@@ -95,10 +83,7 @@ export class DPMSolverSDEScheduler implements Scheduler {
   scaleModelInput(sample: Float32Array, t: number): Float32Array {
     this.initStepIndex(t);
     const sigma = this.saved === null ? this.sigmas[this.stepIndex!] : this.midSigma;
-    const scale = 1 / Math.sqrt(sigma * sigma + 1);
-    const scaled = new Float32Array(sample.length);
-    for (let i = 0; i < sample.length; i++) scaled[i] = sample[i] * scale;
-    return scaled;
+    return scaleBySigma(sample, sigma);
   }
 
   step(modelOutput: Float32Array, t: number, sample: Float32Array, rng?: Rng): StepResult {
@@ -115,8 +100,7 @@ export class DPMSolverSDEScheduler implements Scheduler {
     const tNow = -Math.log(sigma);
     const tMid = tNow + (-Math.log(sigmaNext) - tNow) * 0.5;
     const sigmaInput = first ? sigma : Math.exp(-tMid);
-    const [x0FromSample, x0FromOutput] =
-      this.config.prediction_type === 'epsilon' ? [1, -sigmaInput] : [1 / (sigmaInput * sigmaInput + 1), -sigmaInput / Math.sqrt(sigmaInput * sigmaInput + 1)];
+    const [x0FromSample, x0FromOutput] = x0Coefficients(this.config.prediction_type, sigmaInput);
     const predOriginalSample = new Float32Array(sample.length);
     for (let i = 0; i < sample.length; i++) predOriginalSample[i] = x0FromSample * sample[i] + x0FromOutput * modelOutput[i];
     const prevSample = new Float32Array(sample.length);
@@ -147,15 +131,11 @@ export class DPMSolverSDEScheduler implements Scheduler {
   }
 
   addNoise(original: Float32Array, noise: Float32Array, t: number): Float32Array {
-    if (original.length !== noise.length) {
-      throw new Error(`${NAME}: original has ${original.length} values, noise has ${noise.length}`);
-    }
-    // diffusers' DPM-Solver SDE uses the begin index whenever one is set
-    const index = this.beginIndex ?? this.indexForTimestep(t);
-    const sigma = this.sigmas[index];
-    const noisy = new Float32Array(original.length);
-    for (let i = 0; i < original.length; i++) noisy[i] = original[i] + noise[i] * sigma;
-    return noisy;
+    // diffusers' DPM-Solver SDE takes the begin index whenever one is set, even after steps have run, which
+    // would blend a mask's known area at the first step's noise on every step; sdq takes the current step
+    // as diffusers' other sigma schedulers do (the same before the first step, as img2img calls it).
+    const index = this.beginIndex === null ? this.indexForTimestep(t) : (this.stepIndex ?? this.beginIndex);
+    return noiseBySigma(NAME, original, noise, this.sigmas[index]);
   }
 
   private indexForTimestep(t: number): number {

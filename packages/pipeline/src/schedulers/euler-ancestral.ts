@@ -4,6 +4,7 @@
 import type { Rng, Scheduler, StepResult } from './scheduler';
 import { alphasCumprod, interp, sigmaTable, spacedTimesteps, timestepIndex } from './noise-schedule';
 import { checkOneOf, readConfig } from './scheduler-config';
+import { noiseBySigma, scaleBySigma, sigmaInitNoise, x0Coefficients } from './sigma-steps';
 
 /** The scheduler_config.json keys Euler a reads; a missing or null key takes diffusers' default, shown here. */
 export const EULER_ANCESTRAL_DEFAULTS = {
@@ -55,8 +56,7 @@ export class EulerAncestralDiscreteScheduler implements Scheduler {
 
   /** The largest sigma, or sqrt(sigma² + 1) with leading spacing (whose first timestep is below the top). */
   get initNoiseSigma(): number {
-    const max = Math.max(...this.sigmas);
-    return this.config.timestep_spacing === 'leading' ? Math.sqrt(max * max + 1) : max;
+    return sigmaInitNoise(this.sigmas, this.config.timestep_spacing);
   }
 
   setTimesteps(numInferenceSteps: number): void {
@@ -79,10 +79,7 @@ export class EulerAncestralDiscreteScheduler implements Scheduler {
   scaleModelInput(sample: Float32Array, t: number): Float32Array {
     this.initStepIndex(t);
     const sigma = this.sigmas[this.stepIndex!];
-    const scale = 1 / Math.sqrt(sigma * sigma + 1);
-    const scaled = new Float32Array(sample.length);
-    for (let i = 0; i < sample.length; i++) scaled[i] = sample[i] * scale;
-    return scaled;
+    return scaleBySigma(sample, sigma);
   }
 
   step(modelOutput: Float32Array, t: number, sample: Float32Array, rng?: Rng): StepResult {
@@ -94,9 +91,7 @@ export class EulerAncestralDiscreteScheduler implements Scheduler {
     const index = this.stepIndex!;
     if (index + 1 >= this.sigmas.length) throw new Error(`${NAME}: step called after the last timestep (step index ${index})`);
     const sigma = this.sigmas[index];
-    const [x0FromSample, x0FromOutput] = this.config.prediction_type === 'epsilon'
-      ? [1, -sigma]
-      : [1 / (sigma * sigma + 1), -sigma / Math.sqrt(sigma * sigma + 1)];
+    const [x0FromSample, x0FromOutput] = x0Coefficients(this.config.prediction_type, sigma);
     const sigmaTo = this.sigmas[index + 1];
     const sigmaUp = Math.sqrt((sigmaTo ** 2 * (sigma ** 2 - sigmaTo ** 2)) / sigma ** 2);
     const sigmaDown = Math.sqrt(sigmaTo ** 2 - sigmaUp ** 2);
@@ -116,14 +111,8 @@ export class EulerAncestralDiscreteScheduler implements Scheduler {
   }
 
   addNoise(original: Float32Array, noise: Float32Array, t: number): Float32Array {
-    if (original.length !== noise.length) {
-      throw new Error(`${NAME}: original has ${original.length} values, noise has ${noise.length}`);
-    }
     const index = this.beginIndex === null ? this.indexForTimestep(t) : (this.stepIndex ?? this.beginIndex);
-    const sigma = this.sigmas[index];
-    const noisy = new Float32Array(original.length);
-    for (let i = 0; i < original.length; i++) noisy[i] = original[i] + noise[i] * sigma;
-    return noisy;
+    return noiseBySigma(NAME, original, noise, this.sigmas[index]);
   }
 
   private indexForTimestep(t: number): number {

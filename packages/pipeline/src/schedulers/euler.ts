@@ -3,6 +3,7 @@
 import type { Scheduler, StepResult } from './scheduler';
 import { alphasCumprod, interp, karrasSigmas, linspaceF32, sigmaTable, sigmaToT, spacedTimesteps, timestepIndex } from './noise-schedule';
 import { checkOneOf, readConfig } from './scheduler-config';
+import { noiseBySigma, scaleBySigma, sigmaInitNoise, x0Coefficients } from './sigma-steps';
 
 /** The scheduler_config.json keys Euler reads; a missing or null key takes diffusers' default, shown here. */
 export const EULER_DEFAULTS = {
@@ -78,8 +79,7 @@ export class EulerDiscreteScheduler implements Scheduler {
 
   /** The largest sigma, or sqrt(sigma² + 1) with leading spacing (whose first timestep is below the top). */
   get initNoiseSigma(): number {
-    const max = Math.max(...this.sigmas);
-    return this.config.timestep_spacing === 'leading' ? Math.sqrt(max * max + 1) : max;
+    return sigmaInitNoise(this.sigmas, this.config.timestep_spacing);
   }
 
   setTimesteps(numInferenceSteps: number): void {
@@ -119,10 +119,7 @@ export class EulerDiscreteScheduler implements Scheduler {
   scaleModelInput(sample: Float32Array, t: number): Float32Array {
     this.initStepIndex(t);
     const sigma = this.sigmas[this.stepIndex!];
-    const scale = 1 / Math.sqrt(sigma * sigma + 1);
-    const scaled = new Float32Array(sample.length);
-    for (let i = 0; i < sample.length; i++) scaled[i] = sample[i] * scale;
-    return scaled;
+    return scaleBySigma(sample, sigma);
   }
 
   step(modelOutput: Float32Array, t: number, sample: Float32Array): StepResult {
@@ -134,14 +131,7 @@ export class EulerDiscreteScheduler implements Scheduler {
     if (index + 1 >= this.sigmas.length) throw new Error(`${NAME}: step called after the last timestep (step index ${index})`);
     const sigma = this.sigmas[index];
     // x0 = x0FromSample * x + x0FromOutput * out (no churn: sigma_hat = sigma)
-    let x0FromSample: number, x0FromOutput: number;
-    if (this.config.prediction_type === 'epsilon') {
-      [x0FromSample, x0FromOutput] = [1, -sigma];
-    } else if (this.config.prediction_type === 'v_prediction') {
-      [x0FromSample, x0FromOutput] = [1 / (sigma * sigma + 1), -sigma / Math.sqrt(sigma * sigma + 1)];
-    } else {
-      [x0FromSample, x0FromOutput] = [0, 1];
-    }
+    const [x0FromSample, x0FromOutput] = x0Coefficients(this.config.prediction_type, sigma);
     const dt = this.sigmas[index + 1] - sigma;
     const prevSample = new Float32Array(sample.length);
     const predOriginalSample = new Float32Array(sample.length);
@@ -156,14 +146,8 @@ export class EulerDiscreteScheduler implements Scheduler {
   }
 
   addNoise(original: Float32Array, noise: Float32Array, t: number): Float32Array {
-    if (original.length !== noise.length) {
-      throw new Error(`${NAME}: original has ${original.length} values, noise has ${noise.length}`);
-    }
     const index = this.beginIndex === null ? this.indexForTimestep(t) : (this.stepIndex ?? this.beginIndex);
-    const sigma = this.sigmas[index];
-    const noisy = new Float32Array(original.length);
-    for (let i = 0; i < original.length; i++) noisy[i] = original[i] + noise[i] * sigma;
-    return noisy;
+    return noiseBySigma(NAME, original, noise, this.sigmas[index]);
   }
 
   private indexForTimestep(t: number): number {

@@ -5,28 +5,18 @@
 import type { Scheduler, StepResult } from './scheduler';
 import { alphasCumprod, interp, sigmaTable, spacedTimesteps, timestepIndex } from './noise-schedule';
 import { checkOneOf, readConfig } from './scheduler-config';
+import { betaScheduleDefaults, checkSigmaOptions, noiseBySigma, scaleBySigma, sigmaInitNoise, TIMESTEP_SPACING_DEFAULTS, UNSUPPORTED_SIGMA_SPACINGS, x0Coefficients } from './sigma-steps';
 
 /** The scheduler_config.json keys Heun reads; a missing or null key takes diffusers' default, shown here. */
 export const HEUN_DEFAULTS = {
-  num_train_timesteps: 1000,
-  beta_start: 0.00085,
-  beta_end: 0.012,
-  /** "linear", "scaled_linear" or "squaredcos_cap_v2". */
-  beta_schedule: 'linear',
-  /** Betas given outright (one per training timestep) instead of beta_start..beta_end. */
-  trained_betas: null as number[] | null,
+  ...betaScheduleDefaults(0.00085, 0.012),
   /** "epsilon", "v_prediction" or "sample". */
   prediction_type: 'epsilon',
-  /** Not supported: only false. */
-  use_karras_sigmas: false,
-  use_exponential_sigmas: false,
-  use_beta_sigmas: false,
+  ...UNSUPPORTED_SIGMA_SPACINGS,
   /** Clamp the predicted x0 to ±clip_sample_range. */
   clip_sample: false,
   clip_sample_range: 1.0,
-  /** "linspace", "leading" or "trailing". */
-  timestep_spacing: 'linspace',
-  steps_offset: 0,
+  ...TIMESTEP_SPACING_DEFAULTS,
 };
 export type HeunConfig = typeof HEUN_DEFAULTS;
 
@@ -55,8 +45,7 @@ export class HeunDiscreteScheduler implements Scheduler {
   constructor(config: Record<string, unknown> = {}) {
     const c = (this.config = readConfig(NAME, HEUN_DEFAULTS, config, NULLABLE));
     checkOneOf(NAME, 'prediction_type', c.prediction_type, ['epsilon', 'v_prediction', 'sample']);
-    checkOneOf(NAME, 'timestep_spacing', c.timestep_spacing, ['linspace', 'leading', 'trailing']);
-    if (c.use_karras_sigmas || c.use_exponential_sigmas || c.use_beta_sigmas) throw new Error(`${NAME}: karras, exponential and beta sigmas are not supported`);
+    checkSigmaOptions(NAME, c);
     this.alphasCumprod = alphasCumprod(NAME, c);
     // diffusers' __init__ sets the full training schedule
     this.setTimesteps(c.num_train_timesteps);
@@ -64,8 +53,7 @@ export class HeunDiscreteScheduler implements Scheduler {
 
   /** The largest sigma, or sqrt(sigma² + 1) with leading spacing. */
   get initNoiseSigma(): number {
-    const max = Math.max(...this.sigmas);
-    return this.config.timestep_spacing === 'leading' ? Math.sqrt(max * max + 1) : max;
+    return sigmaInitNoise(this.sigmas, this.config.timestep_spacing);
   }
 
   setTimesteps(numInferenceSteps: number): void {
@@ -93,10 +81,7 @@ export class HeunDiscreteScheduler implements Scheduler {
   scaleModelInput(sample: Float32Array, t: number): Float32Array {
     this.initStepIndex(t);
     const sigma = this.sigmas[this.stepIndex!];
-    const scale = 1 / Math.sqrt(sigma * sigma + 1);
-    const scaled = new Float32Array(sample.length);
-    for (let i = 0; i < sample.length; i++) scaled[i] = sample[i] * scale;
-    return scaled;
+    return scaleBySigma(sample, sigma);
   }
 
   step(modelOutput: Float32Array, t: number, sample: Float32Array): StepResult {
@@ -112,14 +97,7 @@ export class HeunDiscreteScheduler implements Scheduler {
     const sigmaNext = first ? this.sigmas[index + 1] : this.sigmas[index];
     const sigmaInput = first ? sigma : sigmaNext;
     // x0 = x0FromSample * x + x0FromOutput * out
-    let x0FromSample: number, x0FromOutput: number;
-    if (this.config.prediction_type === 'epsilon') {
-      [x0FromSample, x0FromOutput] = [1, -sigmaInput];
-    } else if (this.config.prediction_type === 'v_prediction') {
-      [x0FromSample, x0FromOutput] = [1 / (sigmaInput * sigmaInput + 1), -sigmaInput / Math.sqrt(sigmaInput * sigmaInput + 1)];
-    } else {
-      [x0FromSample, x0FromOutput] = [0, 1];
-    }
+    const [x0FromSample, x0FromOutput] = x0Coefficients(this.config.prediction_type, sigmaInput);
     const clip = this.config.clip_sample ? this.config.clip_sample_range : Infinity;
     const prevSample = new Float32Array(sample.length);
     const predOriginalSample = new Float32Array(sample.length);
@@ -150,14 +128,8 @@ export class HeunDiscreteScheduler implements Scheduler {
   }
 
   addNoise(original: Float32Array, noise: Float32Array, t: number): Float32Array {
-    if (original.length !== noise.length) {
-      throw new Error(`${NAME}: original has ${original.length} values, noise has ${noise.length}`);
-    }
     const index = this.beginIndex === null ? this.indexForTimestep(t) : (this.stepIndex ?? this.beginIndex);
-    const sigma = this.sigmas[index];
-    const noisy = new Float32Array(original.length);
-    for (let i = 0; i < original.length; i++) noisy[i] = original[i] + noise[i] * sigma;
-    return noisy;
+    return noiseBySigma(NAME, original, noise, this.sigmas[index]);
   }
 
   private indexForTimestep(t: number): number {

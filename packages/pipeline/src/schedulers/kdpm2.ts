@@ -5,25 +5,15 @@
 import type { Scheduler, StepResult } from './scheduler';
 import { alphasCumprod, interp, sigmaTable, sigmaToT, spacedTimesteps, timestepIndex } from './noise-schedule';
 import { checkOneOf, readConfig } from './scheduler-config';
+import { betaScheduleDefaults, checkSigmaOptions, noiseBySigma, scaleBySigma, sigmaInitNoise, TIMESTEP_SPACING_DEFAULTS, UNSUPPORTED_SIGMA_SPACINGS, x0Coefficients } from './sigma-steps';
 
 /** The scheduler_config.json keys KDPM2 reads; a missing or null key takes diffusers' default, shown here. */
 export const KDPM2_DEFAULTS = {
-  num_train_timesteps: 1000,
-  beta_start: 0.00085,
-  beta_end: 0.012,
-  /** "linear", "scaled_linear" or "squaredcos_cap_v2". */
-  beta_schedule: 'linear',
-  /** Betas given outright (one per training timestep) instead of beta_start..beta_end. */
-  trained_betas: null as number[] | null,
-  /** Not supported: only false. */
-  use_karras_sigmas: false,
-  use_exponential_sigmas: false,
-  use_beta_sigmas: false,
+  ...betaScheduleDefaults(0.00085, 0.012),
+  ...UNSUPPORTED_SIGMA_SPACINGS,
   /** "epsilon" or "v_prediction" (diffusers' KDPM2 has no "sample"). */
   prediction_type: 'epsilon',
-  /** "linspace", "leading" or "trailing". */
-  timestep_spacing: 'linspace',
-  steps_offset: 0,
+  ...TIMESTEP_SPACING_DEFAULTS,
 };
 export type KDPM2Config = typeof KDPM2_DEFAULTS;
 
@@ -52,8 +42,7 @@ export class KDPM2DiscreteScheduler implements Scheduler {
   constructor(config: Record<string, unknown> = {}) {
     const c = (this.config = readConfig(NAME, KDPM2_DEFAULTS, config, NULLABLE));
     checkOneOf(NAME, 'prediction_type', c.prediction_type, ['epsilon', 'v_prediction']);
-    checkOneOf(NAME, 'timestep_spacing', c.timestep_spacing, ['linspace', 'leading', 'trailing']);
-    if (c.use_karras_sigmas || c.use_exponential_sigmas || c.use_beta_sigmas) throw new Error(`${NAME}: karras, exponential and beta sigmas are not supported`);
+    checkSigmaOptions(NAME, c);
     this.alphasCumprod = alphasCumprod(NAME, c);
     // diffusers' __init__ sets the full training schedule
     this.setTimesteps(c.num_train_timesteps);
@@ -61,8 +50,7 @@ export class KDPM2DiscreteScheduler implements Scheduler {
 
   /** The largest sigma, or sqrt(sigma² + 1) with leading spacing. */
   get initNoiseSigma(): number {
-    const max = Math.max(...this.sigmas);
-    return this.config.timestep_spacing === 'leading' ? Math.sqrt(max * max + 1) : max;
+    return sigmaInitNoise(this.sigmas, this.config.timestep_spacing);
   }
 
   setTimesteps(numInferenceSteps: number): void {
@@ -100,10 +88,7 @@ export class KDPM2DiscreteScheduler implements Scheduler {
     this.initStepIndex(t);
     const index = this.stepIndex!;
     const sigma = this.saved === null ? this.sigmas[index] : this.sigmasInterpol[index];
-    const scale = 1 / Math.sqrt(sigma * sigma + 1);
-    const scaled = new Float32Array(sample.length);
-    for (let i = 0; i < sample.length; i++) scaled[i] = sample[i] * scale;
-    return scaled;
+    return scaleBySigma(sample, sigma);
   }
 
   step(modelOutput: Float32Array, t: number, sample: Float32Array): StepResult {
@@ -119,8 +104,7 @@ export class KDPM2DiscreteScheduler implements Scheduler {
     const sigmaNext = first ? this.sigmas[index + 1] : this.sigmas[index];
     const sigmaInput = first ? sigma : sigmaMid;
     // x0 = x0FromSample * x + x0FromOutput * out
-    const [x0FromSample, x0FromOutput] =
-      this.config.prediction_type === 'epsilon' ? [1, -sigmaInput] : [1 / (sigmaInput * sigmaInput + 1), -sigmaInput / Math.sqrt(sigmaInput * sigmaInput + 1)];
+    const [x0FromSample, x0FromOutput] = x0Coefficients(this.config.prediction_type, sigmaInput);
     // first half: slope at sigma, step to the midpoint; second: slope at the midpoint, the whole step
     const slopeAt = first ? sigma : sigmaMid;
     const dt = first ? sigmaMid - sigma : sigmaNext - sigma;
@@ -139,14 +123,8 @@ export class KDPM2DiscreteScheduler implements Scheduler {
   }
 
   addNoise(original: Float32Array, noise: Float32Array, t: number): Float32Array {
-    if (original.length !== noise.length) {
-      throw new Error(`${NAME}: original has ${original.length} values, noise has ${noise.length}`);
-    }
     const index = this.beginIndex === null ? this.indexForTimestep(t) : (this.stepIndex ?? this.beginIndex);
-    const sigma = this.sigmas[index];
-    const noisy = new Float32Array(original.length);
-    for (let i = 0; i < original.length; i++) noisy[i] = original[i] + noise[i] * sigma;
-    return noisy;
+    return noiseBySigma(NAME, original, noise, this.sigmas[index]);
   }
 
   private indexForTimestep(t: number): number {

@@ -5,25 +5,15 @@
 import type { Scheduler, StepResult } from './scheduler';
 import { alphasCumprod, interp, sigmaTable, spacedTimesteps, timestepIndex } from './noise-schedule';
 import { checkOneOf, readConfig } from './scheduler-config';
+import { betaScheduleDefaults, checkSigmaOptions, noiseBySigma, scaleBySigma, sigmaInitNoise, TIMESTEP_SPACING_DEFAULTS, UNSUPPORTED_SIGMA_SPACINGS, x0Coefficients } from './sigma-steps';
 
 /** The scheduler_config.json keys LMS reads; a missing or null key takes diffusers' default, shown here. */
 export const LMS_DEFAULTS = {
-  num_train_timesteps: 1000,
-  beta_start: 0.0001,
-  beta_end: 0.02,
-  /** "linear", "scaled_linear" or "squaredcos_cap_v2". */
-  beta_schedule: 'linear',
-  /** Betas given outright (one per training timestep) instead of beta_start..beta_end. */
-  trained_betas: null as number[] | null,
-  /** Not supported: only false. */
-  use_karras_sigmas: false,
-  use_exponential_sigmas: false,
-  use_beta_sigmas: false,
+  ...betaScheduleDefaults(0.0001, 0.02),
+  ...UNSUPPORTED_SIGMA_SPACINGS,
   /** "epsilon", "v_prediction" or "sample". */
   prediction_type: 'epsilon',
-  /** "linspace", "leading" or "trailing". */
-  timestep_spacing: 'linspace',
-  steps_offset: 0,
+  ...TIMESTEP_SPACING_DEFAULTS,
 };
 export type LMSConfig = typeof LMS_DEFAULTS;
 
@@ -55,8 +45,7 @@ export class LMSDiscreteScheduler implements Scheduler {
   constructor(config: Record<string, unknown> = {}) {
     const c = (this.config = readConfig(NAME, LMS_DEFAULTS, config, NULLABLE));
     checkOneOf(NAME, 'prediction_type', c.prediction_type, ['epsilon', 'v_prediction', 'sample']);
-    checkOneOf(NAME, 'timestep_spacing', c.timestep_spacing, ['linspace', 'leading', 'trailing']);
-    if (c.use_karras_sigmas || c.use_exponential_sigmas || c.use_beta_sigmas) throw new Error(`${NAME}: karras, exponential and beta sigmas are not supported`);
+    checkSigmaOptions(NAME, c);
     this.alphasCumprod = alphasCumprod(NAME, c);
     // diffusers' __init__ sets the full training schedule
     this.setTimesteps(c.num_train_timesteps);
@@ -64,8 +53,7 @@ export class LMSDiscreteScheduler implements Scheduler {
 
   /** The largest sigma, or sqrt(sigma² + 1) with leading spacing. */
   get initNoiseSigma(): number {
-    const max = Math.max(...this.sigmas);
-    return this.config.timestep_spacing === 'leading' ? Math.sqrt(max * max + 1) : max;
+    return sigmaInitNoise(this.sigmas, this.config.timestep_spacing);
   }
 
   setTimesteps(numInferenceSteps: number): void {
@@ -88,10 +76,7 @@ export class LMSDiscreteScheduler implements Scheduler {
   scaleModelInput(sample: Float32Array, t: number): Float32Array {
     this.initStepIndex(t);
     const sigma = this.sigmas[this.stepIndex!];
-    const scale = 1 / Math.sqrt(sigma * sigma + 1);
-    const scaled = new Float32Array(sample.length);
-    for (let i = 0; i < sample.length; i++) scaled[i] = sample[i] * scale;
-    return scaled;
+    return scaleBySigma(sample, sigma);
   }
 
   step(modelOutput: Float32Array, t: number, sample: Float32Array): StepResult {
@@ -102,10 +87,8 @@ export class LMSDiscreteScheduler implements Scheduler {
     const index = this.stepIndex!;
     if (index + 1 >= this.sigmas.length) throw new Error(`${NAME}: step called after the last timestep (step index ${index})`);
     const sigma = this.sigmas[index];
-    const p = this.config.prediction_type;
     // x0 = x0FromSample * x + x0FromOutput * out
-    const [x0FromSample, x0FromOutput] =
-      p === 'epsilon' ? [1, -sigma] : p === 'v_prediction' ? [1 / (sigma * sigma + 1), -sigma / Math.sqrt(sigma * sigma + 1)] : [0, 1];
+    const [x0FromSample, x0FromOutput] = x0Coefficients(this.config.prediction_type, sigma);
     const derivative = this.derivatives.length === LMS_ORDER ? this.derivatives.shift()! : new Float64Array(sample.length);
     const predOriginalSample = new Float32Array(sample.length);
     for (let i = 0; i < sample.length; i++) {
@@ -130,14 +113,8 @@ export class LMSDiscreteScheduler implements Scheduler {
   }
 
   addNoise(original: Float32Array, noise: Float32Array, t: number): Float32Array {
-    if (original.length !== noise.length) {
-      throw new Error(`${NAME}: original has ${original.length} values, noise has ${noise.length}`);
-    }
     const index = this.beginIndex === null ? this.indexForTimestep(t) : (this.stepIndex ?? this.beginIndex);
-    const sigma = this.sigmas[index];
-    const noisy = new Float32Array(original.length);
-    for (let i = 0; i < original.length; i++) noisy[i] = original[i] + noise[i] * sigma;
-    return noisy;
+    return noiseBySigma(NAME, original, noise, this.sigmas[index]);
   }
 
   // ∫ from sigmas[i] to sigmas[i + 1] of the basis polynomial of sigmas[i - current] among
