@@ -5,15 +5,21 @@
  *   npm start                  every process
  *   npm start -- worker        only the named ones (with the same Redis bootstrapping)
  *
- * Signals are forwarded; when one process dies the others are stopped and the launcher exits with its
- * code. `npm run start:api` / `start:worker` / `start:webhooks` run one process without this launcher, for
- * machines that join an existing Redis.
+ * A supervisor: a child that exits unexpectedly is restarted after a backoff (1 s, doubling to 30 s),
+ * and the restart is logged with its exit code or signal; the launcher stops everything only on its own
+ * SIGINT / SIGTERM, or when a child crashes 5 times within a minute. Children never outlive it: each
+ * has an IPC channel that closes when the launcher goes, however it went (SIGKILL included), and stops
+ * itself then (redis-server through scripts/guard.mjs). Health ports follow PORT (PORT+1 for the worker,
+ * PORT+2 for webhook delivery), so several launchers with different PORTs run side by side; a port in use
+ * is one line naming the variable to set. `npm run start:api` / `start:worker` / `start:webhooks` run one
+ * process without this launcher, for machines that join an existing Redis.
  */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { connect, createServer } from 'node:net';
 import { join, resolve } from 'node:path';
+import { portInUseMessage } from '../packages/contracts/src/lifecycle';
 
 const ROOT = resolve(import.meta.dirname, '..');
 const DATA_DIR = join(ROOT, '.data');
@@ -86,10 +92,11 @@ async function ensureRedis(): Promise<{ url: string; child?: ChildProcess }> {
   const dir = join(DATA_DIR, 'redis');
   mkdirSync(dir, { recursive: true });
   // AOF on, so queued jobs survive a restart; noeviction, because an evicted job key is a lost job.
+  // Through the guard, which stops it when this launcher goes, however it went.
   const child = spawn(
-    'redis-server',
-    ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--appendonly', 'yes', '--appendfsync', 'everysec', '--maxmemory-policy', 'noeviction', '--save', ''],
-    { stdio: ['ignore', 'ignore', 'inherit'], detached: true },
+    process.execPath,
+    [join(ROOT, 'scripts/guard.mjs'), 'redis-server', '--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--appendonly', 'yes', '--appendfsync', 'everysec', '--maxmemory-policy', 'noeviction', '--save', ''],
+    { stdio: ['ignore', 'ignore', 'inherit', 'ipc'], detached: true },
   );
   u.port = String(port);
   u.hostname = '127.0.0.1';
@@ -119,12 +126,47 @@ function artifactSecret(): string {
   return readFileSync(file, 'utf8').trim();
 }
 
+/** Restart backoff: SDQ_RESTART_DELAY_MS (default 1000) doubling per crash in a row, at most 30 s. */
+const RESTART_BASE_MS = Number(process.env.SDQ_RESTART_DELAY_MS ?? 1000);
+const RESTART_MAX_MS = 30_000;
+/** This many unexpected exits of one process within CRASH_WINDOW_MS stop the service. */
+const CRASH_LIMIT = 5;
+const CRASH_WINDOW_MS = 60_000;
+
+/** The ports this launcher's processes will bind: PORT, and health ports that follow it unless set. */
+function portsFor(selected: string[]): { env: Record<string, string>; checks: [string, number][] } {
+  const port = Number(process.env.PORT || 3000);
+  const env: Record<string, string> = { PORT: String(port) };
+  const checks: [string, number][] = [];
+  if (selected.includes('api')) checks.push(['PORT', port]);
+  for (const [name, variable, offset] of [['worker', 'HEALTH_PORT', 1], ['webhooks', 'WEBHOOK_HEALTH_PORT', 2]] as const) {
+    const value = process.env[variable] ? Number(process.env[variable]) : port + offset;
+    env[variable] = String(value);
+    if (selected.includes(name) && value !== 0) checks.push([variable, value]);
+  }
+  return { env, checks };
+}
+
 function stopChild(child: ChildProcess, signal: NodeJS.Signals): Promise<void> {
   return new Promise((done) => {
     if (child.exitCode !== null || child.signalCode !== null) return done();
     child.once('exit', () => done());
     child.kill(signal);
   });
+}
+
+/** Once the API answers /readyz: the URL to open and the next step, printed once. */
+async function announceReady(port: number, stopped: () => boolean): Promise<void> {
+  const url = `http://localhost:${port}`;
+  for (let i = 0; i < 600 && !stopped(); i++) {
+    const ok = await fetch(`http://127.0.0.1:${port}/readyz`).then((r) => r.ok, () => false);
+    if (ok) {
+      say(`ready: ${url} (API docs at ${url}/openapi.json)`);
+      say('next: create an account and key with `npx sdq accounts create --name me`, then POST a prompt to /v1/generation/tiny-sd/text-to-image');
+      return;
+    }
+    await new Promise((r) => setTimeout(r, 500));
+  }
 }
 
 async function main(): Promise<void> {
@@ -135,14 +177,24 @@ async function main(): Promise<void> {
     process.exit(2);
   }
   const selected = names.length ? names : Object.keys(PROCESSES);
+  const ports = portsFor(selected);
+  // Every clash is one line naming the variable, before anything starts.
+  for (const [variable, port] of ports.checks) {
+    if (!(await portIsFree(port))) {
+      say(portInUseMessage(variable, port));
+      process.exit(2);
+    }
+  }
   const redis = await ensureRedis();
   const env = {
     ...process.env,
+    ...ports.env,
     REDIS_URL: redis.url,
     ARTIFACT_URL_SECRET: process.env.ARTIFACT_URL_SECRET || artifactSecret(),
   };
 
   const children = new Map<string, ChildProcess>();
+  const crashes = new Map<string, number[]>();
   let stopping: Promise<void> | undefined;
   let exitCode = 0;
   const stopAll = (signal: NodeJS.Signals) =>
@@ -152,19 +204,36 @@ async function main(): Promise<void> {
       process.exit(exitCode);
     })());
 
-  for (const name of selected) {
+  const start = (name: string) => {
     // Own process group (detached): a terminal's Ctrl-C reaches the launcher only, which stops the
-    // processes in order instead of everything at once.
-    const child = spawn(process.execPath, ['--import', 'tsx', PROCESSES[name]], { cwd: ROOT, env, stdio: 'inherit', detached: true });
+    // processes in order instead of everything at once. The IPC channel is how each one knows the
+    // launcher is gone (stopWithLauncher in @sdq/contracts).
+    const child = spawn(process.execPath, ['--import', 'tsx', PROCESSES[name]], { cwd: ROOT, env, stdio: ['inherit', 'inherit', 'inherit', 'ipc'], detached: true });
     children.set(name, child);
     child.on('exit', (code, signal) => {
       if (stopping) return;
-      say(`${name} exited (${signal ?? `code ${code}`}); stopping the others`);
-      exitCode = code || 1;
-      void stopAll('SIGTERM');
+      const now = Date.now();
+      const recent = [...(crashes.get(name) ?? []), now].filter((at) => now - at < CRASH_WINDOW_MS);
+      crashes.set(name, recent);
+      const how = signal ? `signal ${signal}` : `exit code ${code}`;
+      if (recent.length >= CRASH_LIMIT) {
+        say(`${name} crashed ${recent.length} times within a minute (last: ${how}); stopping sdq. Its messages above say why.`);
+        exitCode = 1;
+        void stopAll('SIGTERM');
+        return;
+      }
+      const delay = Math.min(RESTART_MAX_MS, RESTART_BASE_MS * 2 ** (recent.length - 1));
+      say(`${name} exited unexpectedly (${how}); restarting it in ${(delay / 1000).toFixed(1)} s`);
+      setTimeout(() => {
+        if (stopping) return;
+        start(name);
+        say(`restarted ${name} (pid ${children.get(name)!.pid})`);
+      }, delay);
     });
-  }
+  };
+  for (const name of selected) start(name);
   say(`started ${selected.map((n) => `${n} (pid ${children.get(n)!.pid})`).join(', ')}`);
+  if (selected.includes('api')) void announceReady(Number(ports.env.PORT), () => stopping !== undefined);
 
   let firstSignalAt = 0;
   for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {

@@ -8,7 +8,7 @@ import express, { type Express, type RequestHandler } from 'express';
 import { pinoHttp } from 'pino-http';
 import type { Logger } from 'pino';
 import { discoverEngines, type EngineInfo } from '@sdq/pipeline/engines';
-import { ConfigError, queueNameForEngine, ServiceError, type Storage } from '@sdq/contracts';
+import { ConfigError, portInUseMessage, queueNameForEngine, ServiceError, type Storage } from '@sdq/contracts';
 import { CreditsService, IdempotencyStore, PriceTable, RateLimiter } from '@sdq/credits';
 import { createStorage } from '@sdq/storage';
 import { Webhooks } from '@sdq/webhooks';
@@ -229,7 +229,7 @@ export async function startServer(config: Config, opts: { logger?: Logger } = {}
   server.keepAliveTimeout = config.http.keepAliveTimeoutMs;
   await new Promise<void>((resolve, reject) => {
     server.once('listening', resolve);
-    server.once('error', reject);
+    server.once('error', (err: NodeJS.ErrnoException) => reject(err.code === 'EADDRINUSE' ? new ConfigError(portInUseMessage('PORT', config.port)) : err));
   });
   const port = (server.address() as AddressInfo).port;
   if (config.publicUrlFromPort) {

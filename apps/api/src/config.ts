@@ -3,7 +3,7 @@
  * A bad value stops the process with "Invalid environment: <VAR> ...".
  */
 import { z } from 'zod';
-import { ConfigError, DEFAULT_QUEUE_PREFIX, envInt, envUrl, LOG_LEVEL, loadOrExit, parseEnv, redisOptionsFromUrl } from '@sdq/contracts';
+import { ConfigError, DEFAULT_QUEUE_PREFIX, envInt, envUrl, LOG_FORMAT, LOG_LEVEL, loadOrExit, parseEnv, redisOptionsFromUrl } from '@sdq/contracts';
 import { parseCredits } from '@sdq/credits/amounts';
 import { STORAGE_ENV, storageConfigFromEnv, type S3Config } from '@sdq/storage/config';
 import { type AllowList, parseAllowList, RETRY_DELAYS_MS } from '@sdq/webhooks';
@@ -74,6 +74,8 @@ const EnvSchema = z.object({
   MAX_UPLOADS_PER_KEY: envInt(1, 10_000).default(10),
   /** Default info. */
   LOG_LEVEL,
+  /** auto (default): readable lines on a terminal, JSON otherwise; json or pretty to choose. */
+  LOG_FORMAT,
   /** Operator price file applied over the shipped price table; unset = shipped prices only. */
   PRICES_FILE: z.string().min(1).optional(),
   /** Credits a new account starts with when its creator names no amount. Default 25. */
@@ -158,6 +160,7 @@ export interface Config {
     uploadTmpDir?: string;
   };
   logLevel: z.infer<typeof EnvSchema>['LOG_LEVEL'];
+  logFormat: z.infer<typeof EnvSchema>['LOG_FORMAT'];
   credits: {
     pricesFile?: string;
     /** Micro-credits. */
@@ -217,6 +220,7 @@ export function parseConfig(env: Record<string, string | undefined>, randomSecre
       uploadTmpDir: e.UPLOAD_TMP_DIR,
     },
     logLevel: e.LOG_LEVEL,
+    logFormat: e.LOG_FORMAT,
     credits: {
       pricesFile: e.PRICES_FILE,
       startingCredits: parseCredits(e.STARTING_CREDITS, { allowZero: true }),

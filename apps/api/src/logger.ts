@@ -1,4 +1,5 @@
 import { pino, type Logger } from 'pino';
+import { logDestination } from '@sdq/contracts';
 import type { Config } from './config';
 
 /** Paths whose values never reach a log line: credentials in headers and bodies. */
@@ -24,6 +25,6 @@ export const REDACT_PATHS = [
   '*.webhook',
 ];
 
-export function createLogger(config: Pick<Config, 'logLevel'>, destination?: pino.DestinationStream, service = 'sdq-api'): Logger {
-  return pino({ level: config.logLevel, base: { service }, redact: { paths: REDACT_PATHS, censor: '[redacted]' } }, destination);
+export function createLogger(config: Pick<Config, 'logLevel'> & Partial<Pick<Config, 'logFormat'>>, destination?: pino.DestinationStream, service = 'sdq-api'): Logger {
+  return pino({ level: config.logLevel, base: { service }, redact: { paths: REDACT_PATHS, censor: '[redacted]' } }, destination ?? logDestination(config.logFormat ?? 'auto'));
 }

@@ -1,8 +1,11 @@
 /** `npm run start:api`: the API process. */
+import { stopWithLauncher } from '@sdq/contracts';
 import { startServer } from './app';
 import { ConfigError, loadConfig } from './config';
 import { createLogger } from './logger';
 
+// first: the launcher may go while this process is still starting
+stopWithLauncher();
 const config = loadConfig();
 const logger = createLogger(config);
 // A start-up refusal that is the operator's to fix (an alias naming no engine) is one line, not a stack.

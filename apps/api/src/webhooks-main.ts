@@ -1,11 +1,19 @@
 /** `npm run start:webhooks`: the webhook delivery process (webhooks-process.ts). */
-import { loadConfig } from './config';
+import { stopWithLauncher } from '@sdq/contracts';
+import { ConfigError, loadConfig } from './config';
 import { createLogger } from './logger';
 import { startWebhookProcess } from './webhooks-process';
 
+// first: the launcher may go while this process is still starting
+stopWithLauncher();
 const config = loadConfig();
 const logger = createLogger(config, undefined, 'sdq-webhooks');
-const running = await startWebhookProcess(config, logger);
+// A refusal that is the operator's to fix (a port in use) is one line, not a stack.
+const running = await startWebhookProcess(config, logger).catch((err: unknown) => {
+  if (!(err instanceof ConfigError)) throw err;
+  console.error(err.message);
+  process.exit(1);
+});
 
 let stopping = false;
 for (const signal of ['SIGINT', 'SIGTERM'] as const) {

@@ -11,7 +11,8 @@ import type { AddressInfo } from 'node:net';
 import express from 'express';
 import type { Logger } from 'pino';
 import { createCore } from './app';
-import { type Config, redisOptionsFromUrl } from './config';
+import { type Config, ConfigError, redisOptionsFromUrl } from './config';
+import { portInUseMessage } from '@sdq/contracts';
 import { JobWebhooks } from './job-webhooks.service';
 import { healthRoutes } from './routes';
 
@@ -82,7 +83,7 @@ export async function startWebhookProcess(config: Config, logger: Logger): Promi
   await new Promise<void>((resolve, reject) => {
     health.once('listening', resolve);
     health.once('error', (err: NodeJS.ErrnoException) =>
-      reject(err.code === 'EADDRINUSE' ? new Error(`WEBHOOK_HEALTH_PORT ${w.healthPort} is in use: set it to a free port, or 0 for any`) : err),
+      reject(err.code === 'EADDRINUSE' ? new ConfigError(portInUseMessage('WEBHOOK_HEALTH_PORT', w.healthPort)) : err),
     );
   });
   const healthPort = (health.address() as AddressInfo).port;

@@ -6,7 +6,7 @@
  * meaning, so one environment file serves both apps.
  */
 import { z } from 'zod';
-import { ConfigError, DEFAULT_QUEUE_PREFIX, envInt, envList, envUrl, LOG_LEVEL, loadOrExit, parseEnv, redisOptionsFromUrl } from '@sdq/contracts';
+import { ConfigError, DEFAULT_QUEUE_PREFIX, envInt, envList, envUrl, LOG_FORMAT, LOG_LEVEL, loadOrExit, parseEnv, redisOptionsFromUrl } from '@sdq/contracts';
 import { STORAGE_ENV, storageConfigFromEnv, type StorageConfig } from '@sdq/storage/config';
 import type { ExecutionProvider } from '@sdq/pipeline/types';
 
@@ -45,6 +45,8 @@ const EnvSchema = z.object({
   HEALTH_HOST: z.string().min(1).default('0.0.0.0'),
   /** Default info. */
   LOG_LEVEL,
+  /** auto (default): readable lines on a terminal, JSON otherwise; json or pretty to choose. */
+  LOG_FORMAT,
 });
 
 export type { StorageConfig };
@@ -66,6 +68,7 @@ export interface WorkerConfig {
   healthPort: number;
   healthHost: string;
   logLevel: z.infer<typeof EnvSchema>['LOG_LEVEL'];
+  logFormat: z.infer<typeof EnvSchema>['LOG_FORMAT'];
 }
 
 export { ConfigError };
@@ -91,6 +94,7 @@ export function parseWorkerConfig(env: Record<string, string | undefined>): Work
     healthPort: e.HEALTH_PORT,
     healthHost: e.HEALTH_HOST,
     logLevel: e.LOG_LEVEL,
+    logFormat: e.LOG_FORMAT,
   };
 }
 

@@ -1,6 +1,7 @@
 /** /healthz (the process answers) and /readyz (engines loaded, Redis reachable, taking jobs). */
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { portInUseMessage } from '@sdq/contracts';
 
 export interface Readiness {
   /** Names of the checks that fail; empty = ready. */
@@ -28,7 +29,7 @@ export async function startHealthServer(host: string, port: number, readiness: R
     server.once('error', (err: NodeJS.ErrnoException) => {
       reject(
         err.code === 'EADDRINUSE'
-          ? new Error(`HEALTH_PORT ${port} is in use (another worker on this machine?): set HEALTH_PORT to a free port, or 0 for any`)
+          ? new Error(portInUseMessage('HEALTH_PORT', port))
           : err,
       );
     });

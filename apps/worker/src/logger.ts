@@ -1,4 +1,5 @@
 import { pino, type Logger } from 'pino';
+import { logDestination } from '@sdq/contracts';
 import type { WorkerConfig } from './config';
 
 /** Paths whose values never reach a log line: credentials in configs, payloads and errors. */
@@ -21,6 +22,9 @@ export const REDACT_PATHS = [
   '*.api_key',
 ];
 
-export function createLogger(config: Pick<WorkerConfig, 'logLevel'>, destination?: pino.DestinationStream): Logger {
-  return pino({ level: config.logLevel, base: { service: 'sdq-worker', pid: process.pid }, redact: { paths: REDACT_PATHS, censor: '[redacted]' } }, destination);
+export function createLogger(config: Pick<WorkerConfig, 'logLevel'> & Partial<Pick<WorkerConfig, 'logFormat'>>, destination?: pino.DestinationStream): Logger {
+  return pino(
+    { level: config.logLevel, base: { service: 'sdq-worker', pid: process.pid }, redact: { paths: REDACT_PATHS, censor: '[redacted]' } },
+    destination ?? logDestination(config.logFormat ?? 'auto'),
+  );
 }

@@ -2,10 +2,13 @@
  * `npm run start:worker`: one worker process. SIGTERM (or SIGINT) stops taking jobs, lets the
  * running one finish within SHUTDOWN_GRACE_MS, and exits 0.
  */
+import { stopWithLauncher } from '@sdq/contracts';
 import { loadWorkerConfig } from './config';
 import { createLogger } from './logger';
 import { startWorker } from './worker';
 
+// first: the launcher may go while this process is still starting
+stopWithLauncher();
 const config = loadWorkerConfig();
 const logger = createLogger(config);
 

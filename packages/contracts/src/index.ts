@@ -8,3 +8,5 @@ export * from './credits';
 export * from './webhooks';
 export * from './client-keys';
 export * from './v2beta';
+export * from './lifecycle';
+export * from './logging';
