@@ -43,12 +43,18 @@ export async function loadEngines(config: WorkerConfig, logger: Logger): Promise
   for (const info of selectEngines(config)) {
     const started = performance.now();
     try {
+      let provider: string;
       if (info.kind === 'generation') {
-        loaded.set(info.id, { info: info as EngineInfo & { kind: 'generation' }, pipeline: await loadPipeline(info.dir, runtime) });
+        const pipeline = await loadPipeline(info.dir, runtime);
+        provider = pipeline.model.unet.provider;
+        loaded.set(info.id, { info: info as EngineInfo & { kind: 'generation' }, pipeline });
       } else {
-        loaded.set(info.id, { info: info as EngineInfo & { kind: 'upscale' }, upscaler: await Upscaler.load(info.dir, runtime) });
+        const upscaler = await Upscaler.load(info.dir, runtime);
+        provider = upscaler.model.provider;
+        loaded.set(info.id, { info: info as EngineInfo & { kind: 'upscale' }, upscaler });
       }
-      logger.info({ engine: info.id, kind: info.kind, ms: Math.round(performance.now() - started) }, 'engine loaded');
+      // which execution provider the engine got: a CUDA deployment that fell back to the CPU says so here
+      logger.info({ engine: info.id, kind: info.kind, provider, ms: Math.round(performance.now() - started) }, `engine loaded on ${provider}`);
     } catch (err) {
       // One line naming the folder and why; its jobs stay queued for a worker that can serve them.
       failed.push(`${info.id}: ${(err as Error).message}`);
