@@ -96,6 +96,7 @@ export const FUZZ_ROUTES: FuzzRoute[] = [
   { method: 'GET', path: '/v1/user/account', caller: 'key' },
   { method: 'GET', path: '/v1/user/ledger', caller: 'key', query: { limit: '5' } },
   { method: 'GET', path: '/v1/admin/accounts', caller: 'admin' },
+  { method: 'GET', path: '/v1/admin/workers', caller: 'admin' },
   { method: 'POST', path: '/v1/admin/accounts', caller: 'admin', json: () => ({ name: 'fuzzed', credits: 1 }) },
   { method: 'GET', path: '/v1/admin/accounts/{id}', caller: 'admin', params: (ids) => ({ id: ids.account }) },
   { method: 'POST', path: '/v1/admin/accounts/{id}/credits', caller: 'admin', params: (ids) => ({ id: ids.account }), json: () => ({ amount: 1, reason: 'fuzz' }) },

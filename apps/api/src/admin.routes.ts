@@ -7,6 +7,7 @@ import { CreateAccountRequest, CreateKeyRequest, GrantCreditsRequest, ServiceErr
 import { toCredits } from '@sdq/credits';
 import type { AccountsService } from './accounts.service';
 import { jsonBody } from './body';
+import type { EnginePresence } from './presence';
 import { parseBody } from './validate';
 
 type Handler = (req: Request, res: Response) => Promise<void>;
@@ -14,9 +15,15 @@ const wrap = (fn: Handler) => (req: Request, res: Response, next: NextFunction) 
   fn(req, res).catch(next);
 };
 
-export function adminRoutes(accounts: AccountsService): Router {
+export function adminRoutes(accounts: AccountsService, presence: Pick<EnginePresence, 'list'>): Router {
   const router = Router();
   router.use(jsonBody('64kb'));
+  router.get(
+    '/workers',
+    wrap(async (_req, res) => {
+      res.json({ data: await presence.list() });
+    }),
+  );
   router.post(
     '/accounts',
     wrap(async (req, res) => {

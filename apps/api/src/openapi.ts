@@ -22,6 +22,7 @@ import {
   MaskingRequest,
   TextToImageRequest,
   UpscaleRequest,
+  WorkerList,
   V2BETA_UNSUPPORTED,
   V2GenerateRequest,
   V2InpaintRequest,
@@ -387,6 +388,13 @@ export function buildOpenApi(publicUrl: string): Record<string, unknown> {
       },
       '/v1/admin/accounts/{id}/ledger': {
         get: { summary: "An account's ledger", security: [{ admin: [] }], parameters: [jobParam], responses: { '200': { description: 'A page of entries', content: { 'application/json': { schema: ledger } } }, ...common } },
+      },
+      '/v1/admin/workers': {
+        get: {
+          summary: 'The live workers: engines, execution providers, current jobs, jobs done, last heartbeat (a dead worker drops off within 15 s)',
+          security: [{ admin: [] }],
+          responses: { '200': { description: 'The workers', content: { 'application/json': { schema: schemaOf(WorkerList, schemas, 'output') } } }, ...common },
+        },
       },
       '/v1/admin/accounts': {
         post: {

@@ -4,7 +4,7 @@
  * an unserved one is looked up every time, so a worker that has just started is seen at once.
  */
 import type { Redis } from 'ioredis';
-import { servedEngineKey } from '@sdq/contracts';
+import { servedEngineKey, workerInfoKey, type WorkerObject, workersKey } from '@sdq/contracts';
 
 const CACHE_MS = 1000;
 
@@ -26,5 +26,39 @@ export class EnginePresence {
     if (workers > 0) this.cache.set(engineId, { workers, at: Date.now() });
     else this.cache.delete(engineId);
     return workers;
+  }
+
+  /** The live workers (heartbeat within PRESENCE_TTL_MS), with what each last reported, by id. */
+  async list(): Promise<WorkerObject[]> {
+    const [seconds, micros] = await this.redis.time();
+    const now = Number(seconds) * 1000 + Math.floor(Number(micros) / 1000);
+    const ids = await this.redis.zrangebyscore(workersKey(this.prefix), `(${now}`, '+inf');
+    const multi = this.redis.multi();
+    for (const id of ids.sort()) multi.hgetall(workerInfoKey(this.prefix, id));
+    const rows = ((await multi.exec()) ?? []).map(([, row]) => row as Record<string, string>);
+    const iso = (ms: string) => new Date(Number(ms)).toISOString();
+    const json = <T>(text: string | undefined, fallback: T): T => {
+      try {
+        return text ? (JSON.parse(text) as T) : fallback;
+      } catch {
+        return fallback;
+      }
+    };
+    return ids
+      .sort()
+      .map((id, i) => [id, rows[i]] as const)
+      // a worker whose report expired between the two reads is not listed
+      .filter(([, row]) => row && row.last_heartbeat)
+      .map(([id, row]) => ({
+        id,
+        host: row.host,
+        pid: Number(row.pid),
+        engines: json<string[]>(row.engines, []),
+        providers: json<Record<string, string>>(row.providers, {}),
+        current_jobs: json<string[]>(row.current_jobs, []),
+        jobs_done: Number(row.jobs_done),
+        started_at: iso(row.started_at),
+        last_heartbeat: iso(row.last_heartbeat),
+      }));
   }
 }

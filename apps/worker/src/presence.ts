@@ -5,7 +5,18 @@
  */
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
-import { PRESENCE_INTERVAL_MS, PRESENCE_TTL_MS, servedEngineKey } from '@sdq/contracts';
+import { PRESENCE_INTERVAL_MS, PRESENCE_TTL_MS, servedEngineKey, workerInfoKey, workersKey } from '@sdq/contracts';
+
+/** What the worker reports with each heartbeat besides its engines. */
+export interface WorkerReport {
+  host: string;
+  pid: number;
+  /** engine -> execution provider */
+  providers: Record<string, string>;
+  startedAt: number;
+  /** The jobs running now and the count finished so far, read at each heartbeat. */
+  status(): { current: string[]; done: number };
+}
 
 export class Presence {
   private timer: NodeJS.Timeout | undefined;
@@ -16,6 +27,7 @@ export class Presence {
     private readonly workerId: string,
     private readonly engines: string[],
     private readonly logger: Logger,
+    private readonly report?: WorkerReport,
   ) {}
 
   /** Claims the engines now, then keeps renewing, and at once whenever Redis comes back (it may have lost them). */
@@ -43,7 +55,30 @@ export class Presence {
       multi.zremrangebyscore(key, '-inf', now - PRESENCE_TTL_MS);
       multi.pexpire(key, PRESENCE_TTL_MS * 4);
     }
+    if (this.report) {
+      const r = this.report;
+      const { current, done } = r.status();
+      const info = workerInfoKey(this.prefix, this.workerId);
+      multi.zadd(workersKey(this.prefix), now + PRESENCE_TTL_MS, this.workerId);
+      multi.zremrangebyscore(workersKey(this.prefix), '-inf', now - PRESENCE_TTL_MS);
+      multi.hset(info, {
+        host: r.host,
+        pid: String(r.pid),
+        engines: JSON.stringify(this.engines),
+        providers: JSON.stringify(r.providers),
+        current_jobs: JSON.stringify(current),
+        jobs_done: String(done),
+        started_at: String(r.startedAt),
+        last_heartbeat: String(now),
+      });
+      multi.pexpire(info, PRESENCE_TTL_MS * 2);
+    }
     await multi.exec();
+  }
+
+  /** Reports now (a job started or ended), rather than at the next heartbeat. */
+  touch(): void {
+    this.renew().catch((err) => this.logger.debug({ err: (err as Error).message }, 'could not renew the worker presence'));
   }
 
   /** Withdraws the claims at once: an engine no other worker serves is then answered 503 by the API. */
@@ -52,6 +87,8 @@ export class Presence {
     this.redis.off('ready', this.onReady);
     const multi = this.redis.multi();
     for (const engine of this.engines) multi.zrem(servedEngineKey(this.prefix, engine), this.workerId);
+    multi.zrem(workersKey(this.prefix), this.workerId);
+    multi.del(workerInfoKey(this.prefix, this.workerId));
     await multi.exec().catch(() => {});
   }
 }

@@ -61,6 +61,11 @@ class SlotGate {
 export class EngineWorkers {
   private readonly workers = new Map<string, Worker>();
   private readonly gate: SlotGate;
+  /** The jobs running now, and how many finished (GET /v1/admin/workers shows both). */
+  readonly current = new Set<string>();
+  done = 0;
+  /** Called when a job starts or ends (the presence reports it at once). */
+  onChange?: () => void;
 
   constructor(private readonly opts: EngineWorkersOptions) {
     const { config, engines, handlers, logger } = opts;
@@ -114,6 +119,8 @@ export class EngineWorkers {
     const release = await this.gate.acquire();
     const tracked = await cancel.begin(job.id!);
     const started = performance.now();
+    this.current.add(job.id!);
+    this.onChange?.();
     try {
       if (tracked.canceled) throw new JobFailure('canceled', 'the job was canceled');
       log.info('job started');
@@ -150,6 +157,9 @@ export class EngineWorkers {
     } finally {
       tracked.end();
       release();
+      this.current.delete(job.id!);
+      this.done++;
+      this.onChange?.();
     }
   }
 

@@ -70,7 +70,17 @@ export async function startWorker(config: WorkerConfig, logger: Logger, handlers
     const holds = new HoldCloser(new CreditsService(redis, { prefix: config.queuePrefix }), logger);
     workers = new EngineWorkers({ config, engines, handlers, storage, cancel, holds, logger });
     workers.run();
-    presence = new Presence(redis, config.queuePrefix, `${hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`, [...engines.keys()], logger);
+    const engineWorkers = workers;
+    const providers = Object.fromEntries([...engines].map(([id, e]) => [id, 'pipeline' in e ? e.pipeline.model.unet.provider : e.upscaler.model.provider]));
+    presence = new Presence(redis, config.queuePrefix, `${hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`, [...engines.keys()], logger, {
+      host: hostname(),
+      pid: process.pid,
+      providers,
+      startedAt: Date.now(),
+      status: () => ({ current: [...engineWorkers.current], done: engineWorkers.done }),
+    });
+    const live = presence;
+    workers.onChange = () => live.touch();
     await presence.start();
     ready = true;
   } catch (err) {

@@ -122,6 +122,24 @@ export type StoredArtifact = z.infer<typeof StoredArtifact>;
 export const JobResult = z.object({ artifacts: z.array(StoredArtifact) });
 export type JobResult = z.infer<typeof JobResult>;
 
+/** A live worker, as GET /v1/admin/workers lists it. Times are ISO 8601. */
+export const WorkerObject = z.object({
+  id: z.string(),
+  host: z.string(),
+  pid: z.number().int(),
+  engines: z.array(z.string()),
+  /** The execution provider each engine got (cuda, cpu, ...). */
+  providers: z.record(z.string(), z.string()),
+  /** The jobs it is running now (empty when idle). */
+  current_jobs: z.array(z.string()),
+  /** Jobs it finished (succeeded or failed) since it started. */
+  jobs_done: z.number().int(),
+  started_at: z.string(),
+  last_heartbeat: z.string(),
+});
+export type WorkerObject = z.infer<typeof WorkerObject>;
+export const WorkerList = z.object({ data: z.array(WorkerObject) });
+
 export const JOB_STATUSES = ['queued', 'running', 'succeeded', 'failed', 'canceled'] as const;
 export type JobStatus = (typeof JOB_STATUSES)[number];
 export const TERMINAL_STATUSES: ReadonlySet<JobStatus> = new Set(['succeeded', 'failed', 'canceled']);

@@ -67,3 +67,15 @@ export function servedEngineKey(prefix: string, engineId: string): string {
 /** How often a worker renews its claim, and how long a claim lasts without renewal (ms). */
 export const PRESENCE_INTERVAL_MS = 5000;
 export const PRESENCE_TTL_MS = 15_000;
+
+/**
+ * The live workers: `<prefix>:workers` scores each worker id by when its heartbeat runs out (Redis time,
+ * ms), and `<prefix>:worker:<id>` holds what it reports (WorkerRecord's fields, as strings), renewed with
+ * its claims. GET /v1/admin/workers lists the ids scored after now.
+ */
+export function workersKey(prefix: string): string {
+  return `${prefix}:workers`;
+}
+export function workerInfoKey(prefix: string, workerId: string): string {
+  return `${prefix}:worker:${workerId}`;
+}
