@@ -26,13 +26,20 @@ export class AccountsService {
    * balance; omitted, the configured starting grant. The grant is made first, under the new id: a failure
    * after it leaves credits on an id no key can reach, never an account short of its grant.
    */
-  async create(name: string, opts: { credits?: number | string; scope?: KeyScope; email?: string } = {}) {
+  async create(name: string, opts: { credits?: number | string; scope?: KeyScope; email?: string; tier?: string } = {}) {
     const amount = opts.credits === undefined ? this.opts.startingCredits : amountOf(opts.credits, { allowZero: true });
     const id = newId('acct');
     if (amount > 0) await this.credits.grantStarting(id, amount);
-    const account = await this.store.createAccount(name, id, opts.email ?? '');
+    const account = await this.store.createAccount(name, id, opts.email ?? '', opts.tier ?? '');
     const { key, apiKey } = await this.store.createApiKey(account.id, opts.scope);
     return { account, balance: amount, key, apiKey };
+  }
+
+  /** Sets the account's priority tier (a name the caller checked); its next jobs queue at that priority. */
+  async setTier(idOrName: string, tier: string): Promise<Account> {
+    const account = await this.get(idOrName);
+    await this.store.setAccountTier(account.id, tier);
+    return { ...account, tier };
   }
 
   async get(idOrName: string): Promise<Account> {

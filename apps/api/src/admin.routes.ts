@@ -3,7 +3,7 @@
  * The CLI (`npx sdq`) does the same through accounts.service.ts.
  */
 import { type NextFunction, type Request, type Response, Router } from 'express';
-import { CreateAccountRequest, CreateKeyRequest, GrantCreditsRequest, ServiceError } from '@sdq/contracts';
+import { CreateAccountRequest, CreateKeyRequest, GrantCreditsRequest, ServiceError, SetTierRequest } from '@sdq/contracts';
 import { toCredits } from '@sdq/credits';
 import type { AccountsService } from './accounts.service';
 import { jsonBody } from './body';
@@ -15,7 +15,11 @@ const wrap = (fn: Handler) => (req: Request, res: Response, next: NextFunction) 
   fn(req, res).catch(next);
 };
 
-export function adminRoutes(accounts: AccountsService, presence: Pick<EnginePresence, 'list'>): Router {
+export function adminRoutes(accounts: AccountsService, presence: Pick<EnginePresence, 'list'>, tiers: Map<string, number>): Router {
+  const knownTier = (tier: string | undefined) => {
+    if (tier !== undefined && !tiers.has(tier)) throw new ServiceError('bad_request', `tier: ${tier} is not one of the tiers (${[...tiers.keys()].join(', ')}; PRIORITY_TIERS)`);
+    return tier;
+  };
   const router = Router();
   router.use(jsonBody('64kb'));
   router.get(
@@ -28,7 +32,7 @@ export function adminRoutes(accounts: AccountsService, presence: Pick<EnginePres
     '/accounts',
     wrap(async (req, res) => {
       const body = parseBody(CreateAccountRequest, req.body);
-      const { account, balance, key, apiKey } = await accounts.create(body.name, { credits: body.credits, email: body.email });
+      const { account, balance, key, apiKey } = await accounts.create(body.name, { credits: body.credits, email: body.email, tier: knownTier(body.tier) });
       res.status(201).json({ ...account, credits: toCredits(balance), key_id: key.id, api_key: apiKey });
     }),
   );
@@ -42,6 +46,14 @@ export function adminRoutes(accounts: AccountsService, presence: Pick<EnginePres
     '/accounts/:id',
     wrap(async (req, res) => {
       const account = await accounts.get(String(req.params.id));
+      res.json({ ...account, credits: toCredits(await accounts.balance(account.id)) });
+    }),
+  );
+  router.put(
+    '/accounts/:id/tier',
+    wrap(async (req, res) => {
+      const { tier } = parseBody(SetTierRequest, req.body);
+      const account = await accounts.setTier(String(req.params.id), knownTier(tier)!);
       res.json({ ...account, credits: toCredits(await accounts.balance(account.id)) });
     }),
   );

@@ -95,7 +95,7 @@ export function createApp(deps: AppDeps): Express {
   app.use(healthRoutes(store, storage));
   app.use(artifactRoutes(storage, config));
   app.use('/v1', requireRedis(store));
-  app.use('/v1/admin', requireAdmin(config.adminToken, store), adminRoutes(accounts, presence));
+  app.use('/v1/admin', requireAdmin(config.adminToken, store), adminRoutes(accounts, presence, config.credits.tiers));
   app.use('/v1', requireApiKey(store));
   app.use(engineRoutes(engines, aliases, prices, presence));
   app.use(generationRoutes({ config, engines, aliases, presence, jobs, prices, credits, limiter }));

@@ -79,6 +79,18 @@ const EnvSchema = z.object({
   /** Operator price file applied over the shipped price table; unset = shipped prices only. */
   PRICES_FILE: z.string().min(1).optional(),
   /** Credits a new account starts with when its creator names no amount. Default 25. */
+  /**
+   * Priority tiers, `name=priority` comma-separated, 1 the highest: each account's jobs are queued at its
+   * tier's BullMQ priority, so a higher tier's job is picked before a lower tier's queued earlier.
+   */
+  PRIORITY_TIERS: z
+    .string()
+    .regex(/^\s*[a-z][a-z0-9_-]{0,31}\s*=\s*[1-9]\d{0,6}\s*(,\s*[a-z][a-z0-9_-]{0,31}\s*=\s*[1-9]\d{0,6}\s*)*$/, 'must be tier=priority pairs, comma-separated (priority 1 the highest, at most 2097152)')
+    .transform((v) => new Map(v.split(',').map((pair) => pair.split('=').map((s) => s.trim())).map(([name, priority]) => [name, Number(priority)] as const)))
+    .refine((tiers) => [...tiers.values()].every((p) => p <= 2_097_152), 'priorities must be at most 2097152')
+    .default(new Map([['priority', 1], ['standard', 5], ['batch', 10]])),
+  /** The tier of accounts created without one. Default standard. */
+  DEFAULT_TIER: z.string().default('standard'),
   STARTING_CREDITS: z.string().regex(/^\d+(\.\d{1,6})?$/, 'must be a number of credits >= 0 with at most 6 decimal places').default('25'),
   /** Requests to the generation endpoints per API key per window. Default 150. */
   RATE_LIMIT: envInt(1, 1_000_000).default(150),
@@ -165,6 +177,9 @@ export interface Config {
     pricesFile?: string;
     /** Micro-credits. */
     startingCredits: number;
+    /** tier -> BullMQ priority (1 the highest). */
+    tiers: Map<string, number>;
+    defaultTier: string;
     rateLimit: number;
     rateLimitWindowMs: number;
     maxActiveJobs: number;
@@ -189,6 +204,9 @@ export { ConfigError };
 /** Parses an environment (process.env in production, a plain object in tests). */
 export function parseConfig(env: Record<string, string | undefined>, randomSecret: () => string = defaultSecret): Config {
   const e = parseEnv(EnvSchema, env);
+  if (!e.PRIORITY_TIERS.has(e.DEFAULT_TIER)) {
+    throw new ConfigError(`Invalid environment: DEFAULT_TIER ${e.DEFAULT_TIER} is not one of PRIORITY_TIERS (${[...e.PRIORITY_TIERS.keys()].join(', ')})`);
+  }
   const storage = storageConfigFromEnv(e);
   return {
     port: e.PORT,
@@ -224,6 +242,8 @@ export function parseConfig(env: Record<string, string | undefined>, randomSecre
     credits: {
       pricesFile: e.PRICES_FILE,
       startingCredits: parseCredits(e.STARTING_CREDITS, { allowZero: true }),
+      tiers: e.PRIORITY_TIERS,
+      defaultTier: e.DEFAULT_TIER,
       rateLimit: e.RATE_LIMIT,
       rateLimitWindowMs: e.RATE_LIMIT_WINDOW_MS,
       maxActiveJobs: e.MAX_ACTIVE_JOBS,

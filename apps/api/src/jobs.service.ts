@@ -57,8 +57,25 @@ export interface JobsDeps {
   webhooks?: Pick<Webhooks, 'removeJob'>;
 }
 
+/** How long an account's tier is remembered: a tier change applies to jobs submitted after this. */
+const TIER_CACHE_MS = 5000;
+
 export class JobsService {
+  private readonly tiers = new Map<string, { priority: number; at: number }>();
+
   constructor(private readonly deps: JobsDeps) {}
+
+  /** The BullMQ priority of an account's jobs: its tier's, else the default tier's. */
+  private async priorityOf(accountId: string): Promise<number> {
+    const cached = this.tiers.get(accountId);
+    if (cached && Date.now() - cached.at < TIER_CACHE_MS) return cached.priority;
+    const { tiers, defaultTier } = this.deps.config.credits;
+    const tier = await this.deps.store.accountTier(accountId);
+    const priority = tiers.get(tier) ?? tiers.get(defaultTier)!;
+    this.tiers.set(accountId, { priority, at: Date.now() });
+    if (this.tiers.size > 10_000) this.tiers.clear();
+    return priority;
+  }
 
   /**
    * Accepts a job that passed validation: with an Idempotency-Key, the first request's job if this one
@@ -146,7 +163,7 @@ export class JobsService {
     if (webhook?.events) record.webhook_events = webhook.events.join(',');
     // The record first, so that a worker's events always find a job the API knows.
     await store.saveJob(record, createdAt + config.resultRetention * 1000);
-    await queue.add(payload);
+    await queue.add(payload, await this.priorityOf(accountId));
     this.deps.logger.info({ job_id: id, engine: engineId, kind: job.kind, account_id: accountId }, 'job queued');
     return record;
   }

@@ -21,6 +21,7 @@ import {
   JobObject,
   MaskingRequest,
   TextToImageRequest,
+  SetTierRequest,
   UpscaleRequest,
   WorkerList,
   V2BETA_UNSUPPORTED,
@@ -371,6 +372,15 @@ export function buildOpenApi(publicUrl: string): Record<string, unknown> {
       },
       '/v1/admin/accounts/{id}': {
         get: { summary: 'An account with its balance', security: [{ admin: [] }], parameters: [jobParam], responses: { '200': { description: 'The account' }, ...errorResponses(['not_found', 'permission_denied']), ...common } },
+      },
+      '/v1/admin/accounts/{id}/tier': {
+        put: {
+          summary: "Set the account's priority tier: its jobs submitted from then on queue at that tier's priority",
+          security: [{ admin: [] }],
+          parameters: [jobParam],
+          requestBody: { required: true, content: { 'application/json': { schema: schemaOf(SetTierRequest, schemas, 'input') } } },
+          responses: { '200': { description: 'The account, with its tier and balance' }, ...errorResponses(['bad_request', 'not_found', 'permission_denied']), ...common },
+        },
       },
       '/v1/admin/accounts/{id}/credits': {
         post: {

@@ -40,8 +40,10 @@ export interface QueueJobSnapshot {
 }
 
 /** Every job option is decided here. */
-export function jobOptions(payload: JobPayload): JobsOptions {
+export function jobOptions(payload: JobPayload, priority?: number): JobsOptions {
   return {
+    // The account's tier (1 the highest): BullMQ picks lower numbers first, FIFO within one.
+    ...(priority ? { priority } : {}),
     // The job id is sdq's job id, so the queue, the record, storage keys and logs share one id.
     jobId: payload.jobId,
     // Runtime and storage faults retry with backoff; the worker fails input errors as UnrecoverableError.
@@ -141,9 +143,9 @@ export class JobQueue {
     return queue;
   }
 
-  async add(payload: JobPayload): Promise<void> {
+  async add(payload: JobPayload, priority?: number): Promise<void> {
     // add() not addBulk(): only add() honours jobId deduplication.
-    await this.queue(payload.engineId).add(payload.kind, payload, jobOptions(payload));
+    await this.queue(payload.engineId).add(payload.kind, payload, jobOptions(payload, priority));
   }
 
   async snapshot(engine: string, jobId: string): Promise<QueueJobSnapshot | undefined> {
@@ -167,9 +169,12 @@ export class JobQueue {
   async position(engine: string, jobId: string): Promise<number | null> {
     this.queue(engine);
     const waitKey = `${this.opts.prefix}:${queueNameForEngine(engine)}:wait`;
-    // BullMQ pushes new jobs on the left and workers take from the right.
-    const [index, length] = await Promise.all([this.opts.redis.lpos(waitKey, jobId), this.opts.redis.llen(waitKey)]);
-    return index === null ? null : length - 1 - index;
+    // BullMQ pushes new jobs on the left and workers take from the right; prioritized jobs wait in a
+    // sorted set behind every job of the wait list.
+    const prioritizedKey = `${this.opts.prefix}:${queueNameForEngine(engine)}:prioritized`;
+    const [index, length, rank] = await Promise.all([this.opts.redis.lpos(waitKey, jobId), this.opts.redis.llen(waitKey), this.opts.redis.zrank(prioritizedKey, jobId)]);
+    if (index !== null) return length - 1 - index;
+    return rank === null ? null : length + rank;
   }
 
   /** Ids of the jobs still waiting that were added before `beforeMs`, oldest first (at most `limit`). */

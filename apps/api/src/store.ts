@@ -17,6 +17,8 @@ export interface Account {
   created_at: string;
   /** Given by the operator at creation; "" when none was. */
   email: string;
+  /** Its priority tier; "" = the default tier (DEFAULT_TIER). */
+  tier: string;
 }
 
 export interface ApiKeyInfo {
@@ -98,11 +100,11 @@ export class Store {
   // --- accounts and keys -------------------------------------------------------------------------
 
   /** `id` may be chosen beforehand (newId('acct')), so that its starting grant can be made first. */
-  async createAccount(name: string, id = newId('acct'), email = ''): Promise<Account> {
-    const account: Account = { id, name, created_at: new Date().toISOString(), email };
+  async createAccount(name: string, id = newId('acct'), email = '', tier = ''): Promise<Account> {
+    const account: Account = { id, name, created_at: new Date().toISOString(), email, tier };
     await this.redis
       .multi()
-      .hset(this.k('account', account.id), { id: account.id, name, created_at: account.created_at, email })
+      .hset(this.k('account', account.id), { id: account.id, name, created_at: account.created_at, email, tier })
       .zadd(this.k('accounts'), String(Date.now()), account.id)
       .exec();
     return account;
@@ -111,7 +113,16 @@ export class Store {
   async getAccount(id: string): Promise<Account | undefined> {
     const h = await this.redis.hgetall(this.k('account', id));
     if (!h.id) return undefined;
-    return { id: h.id, name: h.name, created_at: h.created_at, email: h.email ?? '' };
+    return { id: h.id, name: h.name, created_at: h.created_at, email: h.email ?? '', tier: h.tier ?? '' };
+  }
+
+  /** The account's tier ("" = the default), in one round trip: read on every submission. */
+  async accountTier(id: string): Promise<string> {
+    return (await this.redis.hget(this.k('account', id), 'tier')) ?? '';
+  }
+
+  async setAccountTier(id: string, tier: string): Promise<void> {
+    await this.redis.hset(this.k('account', id), 'tier', tier);
   }
 
   /**

@@ -22,6 +22,11 @@ export function scopeAllows(has: KeyScope, needs: KeyScope): boolean {
 /** A decimal number of credits: at most 6 decimal places (checked exactly by the API). */
 const credits = (description: string) => z.number().finite().describe(description);
 
+const TierName = z.string().regex(/^[a-z][a-z0-9_-]{0,31}$/, 'must be a tier name (PRIORITY_TIERS)');
+
+/** PUT /v1/admin/accounts/{id}/tier. */
+export const SetTierRequest = z.object({ tier: TierName }).meta({ id: 'SetTierRequest' });
+
 export const CreateAccountRequest = z
   .object({
     name: z.string().trim().min(1).max(200),
@@ -29,6 +34,7 @@ export const CreateAccountRequest = z
     credits: credits('Starting balance in credits (>= 0, at most 6 decimal places). Omitted: the starting grant (STARTING_CREDITS, default 25).')
       .min(0)
       .optional(),
+    tier: TierName.optional().describe('Its priority tier, one of PRIORITY_TIERS. Default: DEFAULT_TIER.'),
   })
   .meta({ id: 'CreateAccountRequest' });
 export type CreateAccountRequest = z.infer<typeof CreateAccountRequest>;
