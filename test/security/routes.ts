@@ -47,6 +47,7 @@ export const FUZZ_ROUTES: FuzzRoute[] = [
   { method: 'GET', path: '/healthz', caller: 'none' },
   { method: 'GET', path: '/readyz', caller: 'none' },
   { method: 'GET', path: '/openapi.json', caller: 'none' },
+  { method: 'GET', path: '/metrics', caller: 'none' },
   { method: 'GET', path: '/v1/artifacts/{key}', caller: 'none', params: (ids) => ({ key: ids.artifact }), query: { expires: '4102444800', signature: '0'.repeat(64) } },
   { method: 'GET', path: '/v1/engines/list', caller: 'key' },
   {

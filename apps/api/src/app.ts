@@ -20,6 +20,7 @@ import { refuseHostileQuery } from './body';
 import { errorHandler, notFound } from './errors';
 import { generationRoutes } from './generation.routes';
 import { JobsService } from './jobs.service';
+import { ApiMetrics } from './metrics';
 import { createLogger } from './logger';
 import { buildOpenApi } from './openapi';
 import { JobQueue } from './queue';
@@ -46,6 +47,8 @@ export interface AppDeps {
   limiter: RateLimiter;
   accounts: AccountsService;
   webhooks: Webhooks;
+  /** Built here when absent. */
+  metrics?: ApiMetrics;
 }
 
 /** While Redis is down, answer 503 at once instead of waiting on a dead connection. */
@@ -65,8 +68,10 @@ export function createApp(deps: AppDeps): Express {
   const { config, logger, store, storage, engines, aliases, presence, jobs, prices, credits, limiter, accounts, webhooks } = deps;
   // Checked before anything listens: a V2BETA_ENGINES typo stops start-up.
   const services = v2betaEngines(config.v2betaEngines ?? [], engines ?? new Map(), aliases ?? new Map());
+  const metrics = deps.metrics ?? new ApiMetrics(deps.queue, () => [...(engines ?? new Map()).keys()]);
   const app = express();
   app.disable('x-powered-by');
+  app.use(metrics.middleware());
   app.set('trust proxy', false);
   app.use(
     pinoHttp({
@@ -87,6 +92,10 @@ export function createApp(deps: AppDeps): Express {
   );
   // Built on first use: with PORT=0 the public URL is known only once the server listens.
   let openapi: Record<string, unknown> | undefined;
+  // Prometheus scrapes it (no credentials: counts and timings only, no account or job data).
+  app.get('/metrics', (_req, res, next) => {
+    metrics.registry.metrics().then((text) => res.type(metrics.registry.contentType).send(text), next);
+  });
   app.get('/openapi.json', (_req, res) => {
     openapi ??= buildOpenApi(config.publicUrl);
     res.json(openapi);
@@ -161,6 +170,7 @@ export interface Core {
   idempotency: IdempotencyStore;
   jobs: JobsService;
   webhooks: Webhooks;
+  metrics: ApiMetrics;
 }
 
 /** The parts the API and the webhook delivery process both build (the latter reuses the job object). */
@@ -184,13 +194,14 @@ export function createCore(config: Config, logger: Logger): Core {
     retryDelaysMs: w.retryDelaysMs,
     logger,
   });
-  const jobs = new JobsService({ config, store, queue, storage, credits, idempotency, logger, webhooks });
-  return { engines, aliases, store, queue, storage, credits, idempotency, jobs, webhooks };
+  const metrics = new ApiMetrics(queue, () => [...engines.keys()]);
+  const jobs = new JobsService({ config, store, queue, storage, credits, idempotency, logger, webhooks, metrics });
+  return { engines, aliases, store, queue, storage, credits, idempotency, jobs, webhooks, metrics };
 }
 
 export async function startServer(config: Config, opts: { logger?: Logger } = {}): Promise<RunningServer> {
   const logger = opts.logger ?? createLogger(config);
-  const { engines, aliases, store, queue, storage, credits, jobs, webhooks } = createCore(config, logger);
+  const { engines, aliases, store, queue, storage, credits, jobs, webhooks, metrics } = createCore(config, logger);
   store.redis.on('error', (err) => logger.debug({ err: err.message }, 'redis connection error'));
   let redisWasReady = false;
   store.redis.on('ready', () => {
@@ -207,7 +218,7 @@ export async function startServer(config: Config, opts: { logger?: Logger } = {}
     jobs.closeHold(jobId).catch((err) => logger.warn({ job_id: jobId, err: (err as Error).message }, 'could not close the hold; the reconciler will'));
   });
   const presence = new EnginePresence(store.redis, config.queuePrefix);
-  const deps: AppDeps = { config, logger, store, queue, storage, engines, aliases, presence, jobs, prices, credits, limiter, accounts, webhooks };
+  const deps: AppDeps = { config, logger, store, queue, storage, engines, aliases, presence, jobs, prices, credits, limiter, accounts, webhooks, metrics };
   const app = createApp(deps);
   // Give Redis a moment to connect so the first requests are not 503s; start without it if it is down.
   if (!store.ready) {

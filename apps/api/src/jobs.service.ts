@@ -55,6 +55,7 @@ export interface JobsDeps {
   logger: Logger;
   /** Where the job sweep removes a job's webhook deliveries. */
   webhooks?: Pick<Webhooks, 'removeJob'>;
+  metrics?: { creditsReserved: { inc(value: number): void } };
 }
 
 /** How long an account's tier is remembered: a tier change applies to jobs submitted after this. */
@@ -125,6 +126,7 @@ export class JobsService {
       if (held.status === 'insufficient_balance') throw new ServiceError('insufficient_balance', held.message);
       throw new ServiceError('too_many_active_jobs', held.message, { 'Retry-After': '1' });
     }
+    this.deps.metrics?.creditsReserved.inc(cost.total / 1_000_000);
     try {
       return await this.create(accountId, engineId, job, inputs, id, webhook);
     } catch (err) {

@@ -248,6 +248,13 @@ export function buildOpenApi(publicUrl: string): Record<string, unknown> {
     servers: [{ url: publicUrl }],
     security: [{ bearer: [] }],
     paths: {
+      '/metrics': {
+        get: {
+          summary: 'Prometheus metrics: HTTP requests by route and status, jobs by engine queue and state, the oldest waiting job, credits reserved, process figures',
+          security: [],
+          responses: { '200': { description: 'Prometheus text exposition format', content: { 'text/plain': { schema: { type: 'string' } } } } },
+        },
+      },
       ...v2Paths,
       '/v1/engines/list': {
         get: {

@@ -165,6 +165,27 @@ export class JobQueue {
     };
   }
 
+  /** Job counts of an engine's queue by state (metrics). */
+  async counts(engine: string, states: string[]): Promise<Record<string, number>> {
+    return this.queue(engine).getJobCounts(...(states as Parameters<Queue['getJobCounts']>));
+  }
+
+  /**
+   * When the oldest waiting job of an engine was added (ms), or undefined when none waits: the wait
+   * list's tail (its oldest) and the first 1000 prioritized jobs, read in one round trip.
+   */
+  async oldestWaiting(engine: string): Promise<number | undefined> {
+    const base = `${this.opts.prefix}:${queueNameForEngine(engine)}`;
+    this.queue(engine);
+    const [tail, prioritized] = await Promise.all([this.opts.redis.lrange(`${base}:wait`, '-1', '-1'), this.opts.redis.zrange(`${base}:prioritized`, '0', '999')]);
+    const ids = [...tail, ...prioritized];
+    if (!ids.length) return undefined;
+    const multi = this.opts.redis.multi();
+    for (const id of ids) multi.hget(`${base}:${id}`, 'timestamp');
+    const stamps = ((await multi.exec()) ?? []).map(([, v]) => Number(v)).filter((v) => Number.isFinite(v) && v > 0);
+    return stamps.length ? Math.min(...stamps) : undefined;
+  }
+
   /** Jobs ahead of this one (0 = next), or null when it is not waiting. */
   async position(engine: string, jobId: string): Promise<number | null> {
     this.queue(engine);

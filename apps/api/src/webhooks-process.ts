@@ -9,6 +9,7 @@
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import express from 'express';
+import { collectDefaultMetrics, Counter, Registry } from 'prom-client';
 import type { Logger } from 'pino';
 import { createCore } from './app';
 import { type Config, ConfigError, redisOptionsFromUrl } from './config';
@@ -54,6 +55,12 @@ export async function startWebhookProcess(config: Config, logger: Logger): Promi
     stalledIntervalMs: w.stalledIntervalMs,
   });
   worker.on('error', (err) => logger.warn({ err: err.message }, 'webhook delivery worker error'));
+  // deliveries by outcome: delivered, retried (an attempt failed, another comes), gave_up (the last failed)
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry, prefix: 'sdq_webhooks_' });
+  const deliveries = new Counter({ name: 'sdq_webhook_deliveries_total', help: 'Webhook delivery attempts by outcome', labelNames: ['outcome'], registers: [registry] });
+  worker.on('completed', () => deliveries.inc({ outcome: 'delivered' }));
+  worker.on('failed', (job) => deliveries.inc({ outcome: job && job.attemptsMade < (job.opts.attempts ?? 1) ? 'retried' : 'gave_up' }));
   await worker.waitUntilReady();
 
   let sweeping: Promise<number> | undefined;
@@ -79,7 +86,12 @@ export async function startWebhookProcess(config: Config, logger: Logger): Promi
   sweep().catch((err) => logger.warn({ err: (err as Error).message }, 'first webhook sweep failed; retrying next interval'));
 
   // The API's own /healthz and /readyz (Redis and storage reachable), on a port of this process's own.
-  const health: Server = express().use(healthRoutes(store, storage)).listen(w.healthPort, w.healthHost);
+  const health: Server = express()
+    .get('/metrics', (_req, res, next) => {
+      registry.metrics().then((text) => res.type(registry.contentType).send(text), next);
+    })
+    .use(healthRoutes(store, storage))
+    .listen(w.healthPort, w.healthHost);
   await new Promise<void>((resolve, reject) => {
     health.once('listening', resolve);
     health.once('error', (err: NodeJS.ErrnoException) =>

@@ -8,7 +8,7 @@ export interface Readiness {
   (): Promise<string[]>;
 }
 
-export async function startHealthServer(host: string, port: number, readiness: Readiness): Promise<Server> {
+export async function startHealthServer(host: string, port: number, readiness: Readiness, metrics?: { contentType: string; metrics(): Promise<string> }): Promise<Server> {
   const server = createServer((req, res) => {
     const reply = (status: number, body: object) => {
       res.writeHead(status, { 'content-type': 'application/json', 'cache-control': 'no-store' });
@@ -16,6 +16,16 @@ export async function startHealthServer(host: string, port: number, readiness: R
     };
     const path = (req.url ?? '').split('?')[0];
     if (path === '/healthz') return reply(200, { status: 'ok' });
+    if (path === '/metrics' && metrics) {
+      metrics.metrics().then(
+        (text) => {
+          res.writeHead(200, { 'content-type': metrics.contentType, 'cache-control': 'no-store' });
+          res.end(text);
+        },
+        (err: Error) => reply(500, { status: 'error', message: err.message }),
+      );
+      return;
+    }
     if (path === '/readyz') {
       readiness().then(
         (failing) => reply(failing.length ? 503 : 200, failing.length ? { status: 'unavailable', failing } : { status: 'ready' }),

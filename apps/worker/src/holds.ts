@@ -13,11 +13,17 @@ export class HoldCloser {
   constructor(
     private readonly credits: CreditsService,
     private readonly logger: Logger,
+    private readonly settled?: { inc(value: number): void },
   ) {}
 
   /** BullMQ's `completed`: the job's result is recorded, so it is charged. */
   completed(job: Job): void {
-    this.close(job.id, () => this.credits.settle(job.id!));
+    this.close(job.id, async () => {
+      const result = await this.credits.settle(job.id!);
+      // counted where it was settled: the API's close of the same hold finds it already settled
+      if (result.status === 'settled') this.settled?.inc(result.charged / 1_000_000);
+      return result;
+    });
   }
 
   /** BullMQ's `failed`: only a final failure has finishedOn; an attempt that will be retried keeps its hold. */

@@ -12,6 +12,7 @@ import { redisOptionsFromUrl, type WorkerConfig } from './config';
 import type { LoadedEngine } from './engines';
 import { classifyError, type JobContext, JobFailure, type JobHandlers } from './handlers';
 import type { HoldCloser } from './holds';
+import type { WorkerMetrics } from './metrics';
 
 /** The payload versions this worker understands. */
 const PAYLOAD_VERSIONS = [1];
@@ -24,6 +25,7 @@ export interface EngineWorkersOptions {
   cancel: CancelWatcher;
   /** Settles or releases a job's credits when it ends here. */
   holds?: HoldCloser;
+  metrics?: WorkerMetrics;
   logger: Logger;
 }
 
@@ -119,6 +121,10 @@ export class EngineWorkers {
     const release = await this.gate.acquire();
     const tracked = await cancel.begin(job.id!);
     const started = performance.now();
+    const metrics = this.opts.metrics;
+    metrics?.queueWait.observe({ engine: engineId }, Math.max(0, Date.now() - job.timestamp) / 1000);
+    let lastStep = started;
+    let outcome = 'failed';
     this.current.add(job.id!);
     this.onChange?.();
     try {
@@ -131,28 +137,35 @@ export class EngineWorkers {
         signal: tracked.signal,
         log,
         progress: (step, steps) => {
+          const now = performance.now();
+          metrics?.stepSeconds.observe({ engine: engineId }, (now - lastStep) / 1000);
+          lastStep = now;
           // Not awaited: the pipeline goes on while Redis records it; one connection keeps the order.
           job.updateProgress({ step, steps }).catch((err) => log.warn({ err: err.message }, 'could not record progress'));
         },
       };
       const result = await (handlers[payload.kind] as (c: JobContext<JobName>) => Promise<JobResult>)(ctx);
       log.info({ ms: Math.round(performance.now() - started), artifacts: result.artifacts.length }, 'job succeeded');
+      outcome = 'succeeded';
       return result;
     } catch (err) {
       if (tracked.signal.aborted && tracked.signal.reason === 'shutdown') {
         // The worker is stopping past its grace period: the job goes back to wait for another worker,
         // without spending one of its attempts.
         log.warn('worker shutting down: job returned to the queue');
+        outcome = 'returned';
         await job.moveToWait(token);
         throw new WaitingError();
       }
       const failure = classifyError(err);
       if (failure) {
+        outcome = failure.code === 'canceled' ? 'canceled' : 'failed';
         log.info({ name: failure.code, reason: failure.message }, failure.code === 'canceled' ? 'job canceled' : 'job failed (not retried)');
         throw new UnrecoverableError(formatFailedReason(failure.code, failure.message));
       }
       const attempts = job.opts.attempts ?? 1;
       log.error({ err, retry: job.attemptsMade + 1 < attempts }, 'job attempt failed');
+      outcome = job.attemptsMade + 1 < attempts ? 'retried' : 'failed';
       throw err;
     } finally {
       tracked.end();
@@ -160,6 +173,8 @@ export class EngineWorkers {
       this.current.delete(job.id!);
       this.done++;
       this.onChange?.();
+      metrics?.jobDuration.observe({ engine: engineId, kind: job.name, outcome }, (performance.now() - started) / 1000);
+      metrics?.jobs.inc({ engine: engineId, outcome });
     }
   }
 

@@ -15,6 +15,7 @@ import { redactUrl, type WorkerConfig } from './config';
 import { disposeEngines, type LoadedEngine, loadEngines } from './engines';
 import { HANDLERS, type JobHandlers } from './handlers';
 import { portOf, startHealthServer } from './health';
+import { WorkerMetrics } from './metrics';
 import { HoldCloser } from './holds';
 import { Presence } from './presence';
 import { EngineWorkers } from './queue';
@@ -38,13 +39,19 @@ export async function startWorker(config: WorkerConfig, logger: Logger, handlers
   const redis = new Redis(config.redisUrl, { maxRetriesPerRequest: null, lazyConnect: true });
   const subscriber = new Redis(config.redisUrl, { maxRetriesPerRequest: null, lazyConnect: true });
   let workers: EngineWorkers | undefined;
-  const health: Server = await startHealthServer(config.healthHost, config.healthPort, async () => {
-    const failing: string[] = [];
-    if (!ready) failing.push('engines not loaded');
-    if (redis.status !== 'ready' || !(await pingWithin(redis, 1000))) failing.push('redis unreachable');
-    if (ready && !workers?.running) failing.push('not taking jobs');
-    return failing;
-  });
+  const metrics = new WorkerMetrics();
+  const health: Server = await startHealthServer(
+    config.healthHost,
+    config.healthPort,
+    async () => {
+      const failing: string[] = [];
+      if (!ready) failing.push('engines not loaded');
+      if (redis.status !== 'ready' || !(await pingWithin(redis, 1000))) failing.push('redis unreachable');
+      if (ready && !workers?.running) failing.push('not taking jobs');
+      return failing;
+    },
+    metrics.registry,
+  );
   let redisDown = false;
   for (const [name, client] of [['redis', redis], ['redis subscriber', subscriber]] as const) {
     client.on('error', (err) => {
@@ -67,8 +74,8 @@ export async function startWorker(config: WorkerConfig, logger: Logger, handlers
     await Promise.all([redis.connect(), subscriber.connect()]);
     cancel = new CancelWatcher(subscriber, redis, config.queuePrefix, logger);
     await cancel.start();
-    const holds = new HoldCloser(new CreditsService(redis, { prefix: config.queuePrefix }), logger);
-    workers = new EngineWorkers({ config, engines, handlers, storage, cancel, holds, logger });
+    const holds = new HoldCloser(new CreditsService(redis, { prefix: config.queuePrefix }), logger, metrics.creditsSettled);
+    workers = new EngineWorkers({ config, engines, handlers, storage, cancel, holds, metrics, logger });
     workers.run();
     const engineWorkers = workers;
     const providers = Object.fromEntries([...engines].map(([id, e]) => [id, 'pipeline' in e ? e.pipeline.model.unet.provider : e.upscaler.model.provider]));
