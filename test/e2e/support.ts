@@ -62,6 +62,7 @@ export async function startService(redis: TestRedis, opts: { s3?: TestS3; env?: 
     ADMIN_TOKEN,
     ARTIFACT_URL_SECRET,
     SYNC_WAIT: '30',
+    API_SHUTDOWN_GRACE_MS: '2000',
     // The default 2 s: a loaded CI machine can take longer than 0.5 s to answer, which is not an outage.
     REDIS_TIMEOUT_MS: '2000',
     LOG_LEVEL,

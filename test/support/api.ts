@@ -55,6 +55,8 @@ export async function startTestApi(env: Record<string, string | undefined>, opts
     ARTIFACTS_DIR: artifactsDir,
     ARTIFACT_URL_SECRET: 'test-artifact-secret-0123456789',
     SYNC_WAIT: '10',
+    // teardown: requests a test left waiting are cut after 2 s, not the default 10
+    API_SHUTDOWN_GRACE_MS: '2000',
     REDIS_TIMEOUT_MS: '500',
     LOG_LEVEL: 'silent',
     // The API alone, with stub workers that claim no presence: jobs are queued whoever serves them.

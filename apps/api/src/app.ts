@@ -21,6 +21,7 @@ import { errorHandler, notFound } from './errors';
 import { generationRoutes } from './generation.routes';
 import { JobsService } from './jobs.service';
 import { ApiMetrics } from './metrics';
+import { Shutdown } from './shutdown';
 import { createLogger } from './logger';
 import { buildOpenApi } from './openapi';
 import { JobQueue } from './queue';
@@ -49,6 +50,7 @@ export interface AppDeps {
   webhooks: Webhooks;
   /** Built here when absent. */
   metrics?: ApiMetrics;
+  shutdown?: Shutdown;
 }
 
 /** While Redis is down, answer 503 at once instead of waiting on a dead connection. */
@@ -69,9 +71,11 @@ export function createApp(deps: AppDeps): Express {
   // Checked before anything listens: a V2BETA_ENGINES typo stops start-up.
   const services = v2betaEngines(config.v2betaEngines ?? [], engines ?? new Map(), aliases ?? new Map());
   const metrics = deps.metrics ?? new ApiMetrics(deps.queue, () => [...(engines ?? new Map()).keys()]);
+  const shutdown = deps.shutdown ?? new Shutdown();
   const app = express();
   app.disable('x-powered-by');
   app.use(metrics.middleware());
+  app.use(shutdown.refuseWhileStopping());
   app.set('trust proxy', false);
   app.use(
     pinoHttp({
@@ -108,7 +112,7 @@ export function createApp(deps: AppDeps): Express {
   app.use('/v1', requireApiKey(store));
   app.use(engineRoutes(engines, aliases, prices, presence));
   app.use(generationRoutes({ config, engines, aliases, presence, jobs, prices, credits, limiter }));
-  app.use(jobRoutes(jobs));
+  app.use(jobRoutes(jobs, shutdown));
   app.use(webhookRoutes({ config, jobs, webhooks }));
   app.use(userRoutes(accounts));
   app.use('/v2beta', requireRedis(store), requireApiKey(store));
@@ -218,7 +222,8 @@ export async function startServer(config: Config, opts: { logger?: Logger } = {}
     jobs.closeHold(jobId).catch((err) => logger.warn({ job_id: jobId, err: (err as Error).message }, 'could not close the hold; the reconciler will'));
   });
   const presence = new EnginePresence(store.redis, config.queuePrefix);
-  const deps: AppDeps = { config, logger, store, queue, storage, engines, aliases, presence, jobs, prices, credits, limiter, accounts, webhooks, metrics };
+  const shutdown = new Shutdown();
+  const deps: AppDeps = { config, logger, store, queue, storage, engines, aliases, presence, jobs, prices, credits, limiter, accounts, webhooks, metrics, shutdown };
   const app = createApp(deps);
   // Give Redis a moment to connect so the first requests are not 503s; start without it if it is down.
   if (!store.ready) {
@@ -281,8 +286,18 @@ export async function startServer(config: Config, opts: { logger?: Logger } = {}
     deps,
     close: async () => {
       clearInterval(sweeper);
+      // No new connections; a request on a kept-alive one is answered 503 with Connection: close.
+      shutdown.stopping = true;
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      server.closeIdleConnections();
+      shutdown.endStreams();
+      // In-flight requests finish within the grace period; what is left then is cut.
+      let timer: NodeJS.Timeout | undefined;
+      const graceOver = new Promise<void>((resolve) => (timer = setTimeout(resolve, config.shutdownGraceMs)));
+      await Promise.race([closed, graceOver]);
+      clearTimeout(timer);
       server.closeAllConnections();
-      await new Promise<void>((resolve) => server.close(() => resolve()));
+      await closed;
       await queue.close().catch(() => {});
       await store.close();
       await storage.close?.();

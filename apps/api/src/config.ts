@@ -56,6 +56,8 @@ const EnvSchema = z.object({
   UNSERVED_JOB_TIMEOUT: envInt(1, 30 * 86_400).default(600),
   /** Seconds a synchronous request waits for its job before answering 202. Default 120. */
   SYNC_WAIT: envInt(0, 3600).default(120),
+  /** Milliseconds SIGTERM lets in-flight requests finish before their connections are cut. Default 10000. */
+  API_SHUTDOWN_GRACE_MS: envInt(0, 600_000).default(10_000),
   /** Largest width x height accepted. Default 1048576. */
   MAX_PIXELS: envInt(16_384, 64 * 1024 * 1024).default(1_048_576),
   /** Largest uploaded file in bytes. Default 10 MiB. */
@@ -159,6 +161,7 @@ export interface Config {
   resultRetention: number;
   sweepInterval: number;
   syncWait: number;
+  shutdownGraceMs: number;
   requireWorker: boolean;
   unservedJobTimeout: number;
   maxPixels: number;
@@ -225,6 +228,7 @@ export function parseConfig(env: Record<string, string | undefined>, randomSecre
     resultRetention: e.RESULT_RETENTION,
     sweepInterval: e.SWEEP_INTERVAL,
     syncWait: e.SYNC_WAIT,
+    shutdownGraceMs: e.API_SHUTDOWN_GRACE_MS,
     requireWorker: e.REQUIRE_WORKER === 'true',
     unservedJobTimeout: e.UNSERVED_JOB_TIMEOUT,
     maxPixels: e.MAX_PIXELS,

@@ -15,6 +15,7 @@ import { checkLocalSignature, LOCAL_ARTIFACTS_PATH } from '@sdq/storage';
 import type { PriceTable } from '@sdq/credits';
 import { requireScope } from './auth';
 import type { Config } from './config';
+import type { Shutdown } from './shutdown';
 import type { JobsService } from './jobs.service';
 import { enginePricing } from './pricing';
 import type { EnginePresence } from './presence';
@@ -67,7 +68,7 @@ export function engineRoutes(engines: Map<string, EngineInfo>, aliases: Map<stri
   return router;
 }
 
-export function jobRoutes(jobs: JobsService): Router {
+export function jobRoutes(jobs: JobsService, shutdown?: Shutdown): Router {
   const router = Router();
   router.get(
     '/v1/jobs',
@@ -90,7 +91,7 @@ export function jobRoutes(jobs: JobsService): Router {
       res.status(TERMINAL_STATUSES.has(object.status) ? 200 : 202).json(object);
     }),
   );
-  router.get('/v1/jobs/:id/events', wrap((req, res) => streamEvents(jobs, req, res)));
+  router.get('/v1/jobs/:id/events', wrap((req, res) => streamEvents(jobs, req, res, shutdown)));
   return router;
 }
 
@@ -98,7 +99,7 @@ export function jobRoutes(jobs: JobsService): Router {
  * Server-Sent Events: `queued`, `started`, `progress` (per step, `{id, step, steps}`) and `completed`
  * (the final job object), then the stream ends. `queued`, `started` and `completed` carry the job object.
  */
-async function streamEvents(jobs: JobsService, req: Request, res: Response): Promise<void> {
+async function streamEvents(jobs: JobsService, req: Request, res: Response, shutdown?: Shutdown): Promise<void> {
   const record = await jobs.getOwn(req.accountId!, String(req.params.id));
   res.status(200).set({ 'Content-Type': 'text/event-stream', 'Cache-Control': 'no-cache', Connection: 'keep-alive', 'X-Accel-Buffering': 'no' });
   res.flushHeaders();
@@ -138,10 +139,17 @@ async function streamEvents(jobs: JobsService, req: Request, res: Response): Pro
       .catch((err) => req.log.warn({ err }, 'event stream error'));
   });
   const heartbeat = setInterval(() => !closed && res.write(': keep-alive\n\n'), 15_000);
+  // A stopping API ends the stream with a reason, so the client reconnects rather than sees it break.
+  const untrack = shutdown?.track(() => {
+    send('shutdown', { id: record.id, reason: 'the API is restarting; reconnect to follow the job' });
+    closed = true;
+    res.end();
+  });
   const cleanup = () => {
     closed = true;
     stop();
     clearInterval(heartbeat);
+    untrack?.();
   };
   res.on('close', cleanup);
   // The current state first (subscribed already, so nothing is lost in between).
