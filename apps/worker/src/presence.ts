@@ -20,6 +20,8 @@ export interface WorkerReport {
 
 export class Presence {
   private timer: NodeJS.Timeout | undefined;
+  // once withdrawn, never claimed again: a job ending during the stop must not re-register the worker
+  private stopped = false;
 
   constructor(
     private readonly redis: Redis,
@@ -45,6 +47,7 @@ export class Presence {
   };
 
   private async renew(): Promise<void> {
+    if (this.stopped) return;
     const [seconds, micros] = await this.redis.time();
     const now = Number(seconds) * 1000 + Math.floor(Number(micros) / 1000);
     const multi = this.redis.multi();
@@ -73,7 +76,9 @@ export class Presence {
       });
       multi.pexpire(info, PRESENCE_TTL_MS * 2);
     }
-    await multi.exec();
+    // a stop that came while this renewal was in flight: withdraw what it just wrote
+    if (this.stopped) await multi.exec().then(() => this.withdraw());
+    else await multi.exec();
   }
 
   /** Reports now (a job started or ended), rather than at the next heartbeat. */
@@ -83,8 +88,13 @@ export class Presence {
 
   /** Withdraws the claims at once: an engine no other worker serves is then answered 503 by the API. */
   async stop(): Promise<void> {
+    this.stopped = true;
     clearInterval(this.timer);
     this.redis.off('ready', this.onReady);
+    await this.withdraw();
+  }
+
+  private async withdraw(): Promise<void> {
     const multi = this.redis.multi();
     for (const engine of this.engines) multi.zrem(servedEngineKey(this.prefix, engine), this.workerId);
     multi.zrem(workersKey(this.prefix), this.workerId);
