@@ -43,8 +43,16 @@ const alive = (pid: number) => {
   }
 };
 
+/** A port whose next two are free too: a launcher takes PORT, PORT+1 (worker) and PORT+2 (delivery). */
+async function freePortRun(): Promise<number> {
+  for (;;) {
+    const port = await freePort();
+    if ((await portFree(port + 1)) && (await portFree(port + 2))) return port;
+  }
+}
+
 async function launch(env: Record<string, string>, args: string[] = []): Promise<Launcher> {
-  const port = env.PORT ? Number(env.PORT) : await freePort();
+  const port = env.PORT ? Number(env.PORT) : await freePortRun();
   const child = spawn(process.execPath, ['--import', 'tsx', 'scripts/start.ts', ...args], {
     env: {
       ...process.env,
@@ -139,7 +147,7 @@ describe('npm start supervises its processes', () => {
   });
 
   it('refuses a port in use with one line naming the variable to set', async () => {
-    const port = await freePort();
+    const port = await freePortRun();
     const held = await hold(port + 1);
     try {
       const l = await launch({ PORT: String(port) });
