@@ -182,7 +182,10 @@ export class JobsService {
   }
 
   status(record: JobRecord, snapshot: QueueJobSnapshot | undefined): JobStatus {
-    if (!snapshot || snapshot.state === 'unknown') return record.canceled_at ? 'canceled' : 'failed';
+    if (!snapshot) return record.canceled_at ? 'canceled' : 'failed';
+    // Its hash exists but no state list holds it: a transition caught half-way (BullMQ moving a retried
+    // job between lists), not an end. Reading it as failed released the hold of a job that then succeeded.
+    if (snapshot.state === 'unknown') return 'queued';
     switch (snapshot.state) {
       case 'active':
         return 'running';
