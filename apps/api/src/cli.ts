@@ -12,9 +12,10 @@ import { Store } from './store';
 const HELP = `sdq: operate an sdq deployment (reads REDIS_URL, QUEUE_PREFIX and STARTING_CREDITS like the API)
 
 Usage:
-  sdq accounts create --name <name> [--credits <n>] [--scope <s>]
+  sdq accounts create --name <name> [--credits <n>] [--scope <s>] [--tier <t>]
                                         create an account and its first API key; --credits is the
-                                        starting balance (default: STARTING_CREDITS, 25)
+                                        starting balance (default: STARTING_CREDITS, 25); --tier its
+                                        priority tier, one of PRIORITY_TIERS (default: DEFAULT_TIER)
   sdq accounts list                     list accounts with their balances
   sdq keys create <account> [--scope read|generate|admin]
                                         make a new API key (shown once; scope default generate)
@@ -80,6 +81,7 @@ async function run(argv: string[]): Promise<number> {
       scope: { type: 'string' },
       reason: { type: 'string' },
       limit: { type: 'string' },
+      tier: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
       json: { type: 'boolean' },
     },
@@ -107,7 +109,10 @@ async function run(argv: string[]): Promise<number> {
     switch (command) {
       case 'accounts create': {
         if (!values.name) throw new UsageError('accounts create needs --name');
-        const { account, balance, key, apiKey } = await accounts.create(values.name, { credits: values.credits, scope: scopeOf(values.scope) });
+        if (values.tier !== undefined && !config.credits.tiers.has(values.tier)) {
+          throw new UsageError(`--tier ${values.tier} is not one of the tiers (${[...config.credits.tiers.keys()].join(', ')}; PRIORITY_TIERS)`);
+        }
+        const { account, balance, key, apiKey } = await accounts.create(values.name, { credits: values.credits, scope: scopeOf(values.scope), tier: values.tier });
         out(`account ${account.id} (${account.name}), credits ${creditsString(balance)}\nkey ${key.id} (scope ${key.scope})\napi key (shown once): ${apiKey}`, {
           ...account,
           credits: Number(creditsString(balance)),

@@ -92,5 +92,9 @@ describe('sdq CLI', () => {
     }
     await expect(sdq('keys', 'revoke', 'key_nope')).rejects.toMatchObject({ code: 2 });
     await expect(sdq('accounts', 'create')).rejects.toMatchObject({ code: 2 });
+    // a priority tier from PRIORITY_TIERS, and none other
+    const vip = JSON.parse((await sdq('accounts', 'create', '--name', 'vip', '--tier', 'priority', '--json')).stdout);
+    expect(vip).toMatchObject({ name: 'vip', tier: 'priority' });
+    await expect(sdq('accounts', 'create', '--name', 'x', '--tier', 'gold')).rejects.toMatchObject({ code: 2 });
   });
 });
