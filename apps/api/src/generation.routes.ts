@@ -168,6 +168,13 @@ export interface GenerationDeps {
  * the hold and the job (idempotent under Idempotency-Key). Everything the client could get wrong has
  * been refused before this, so nothing is held for a 4xx.
  */
+/** A job's webhook address, checked against the SSRF rules (again when each delivery connects: DNS may change). */
+export async function checkWebhook(config: Config, webhook: JobWebhook | undefined): Promise<void> {
+  if (!webhook?.url) return;
+  const check = await validateWebhookUrl(webhook.url, config.webhooks.allowedHosts);
+  if (!check.ok) throw new ServiceError('invalid_webhook', `webhook: ${check.message}`);
+}
+
 export async function submitJob(
   deps: GenerationDeps,
   req: Request,
@@ -175,11 +182,7 @@ export async function submitJob(
   built: { job: NewJob; inputs: JobInputs; webhook?: JobWebhook; cost: Cost },
 ): Promise<{ record: JobRecord; repeated: boolean }> {
   const { config, jobs } = deps;
-  if (built.webhook?.url) {
-    // The address is checked again when each delivery connects (DNS may change meanwhile).
-    const check = await validateWebhookUrl(built.webhook.url, config.webhooks.allowedHosts);
-    if (!check.ok) throw new ServiceError('invalid_webhook', `webhook: ${check.message}`);
-  }
+  await checkWebhook(config, built.webhook);
   // Nothing is held for a job no worker would take (REQUIRE_WORKER=false queues it for one to come).
   if (config.requireWorker && (await deps.presence.workers(engine.id)) === 0) {
     throw new ServiceError('engine_unavailable', `engine ${engine.id}: no live worker serves it (none started, or its folder failed to load on every worker); retry once a worker serves it`, { 'Retry-After': '10' });
@@ -283,10 +286,7 @@ export function generationRoutes(deps: GenerationDeps): Router {
     }
     const cost = jobCost(prices, engine, job);
     if (isDryRun(req)) {
-      if (webhook?.url) {
-        const check = await validateWebhookUrl(webhook.url, config.webhooks.allowedHosts);
-        if (!check.ok) throw new ServiceError('invalid_webhook', `webhook: ${check.message}`);
-      }
+      await checkWebhook(config, webhook);
       res.json(dryRun(engine.id, job, cost, await credits.balance(req.accountId!)));
       return;
     }

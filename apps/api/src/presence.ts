@@ -34,7 +34,8 @@ export class EnginePresence {
     const now = Number(seconds) * 1000 + Math.floor(Number(micros) / 1000);
     const ids = await this.redis.zrangebyscore(workersKey(this.prefix), `(${now}`, '+inf');
     const multi = this.redis.multi();
-    for (const id of ids.sort()) multi.hgetall(workerInfoKey(this.prefix, id));
+    ids.sort();
+    for (const id of ids) multi.hgetall(workerInfoKey(this.prefix, id));
     const rows = ((await multi.exec()) ?? []).map(([, row]) => row as Record<string, string>);
     const iso = (ms: string) => new Date(Number(ms)).toISOString();
     const json = <T>(text: string | undefined, fallback: T): T => {
@@ -45,7 +46,6 @@ export class EnginePresence {
       }
     };
     return ids
-      .sort()
       .map((id, i) => [id, rows[i]] as const)
       // a worker whose report expired between the two reads is not listed
       .filter(([, row]) => row && row.last_heartbeat)

@@ -6,7 +6,7 @@
  */
 import { type Request, type Response, Router } from 'express';
 import sharp from 'sharp';
-import { z } from 'zod';
+import type { z } from 'zod';
 import { checkEngineSize, type EngineInfo } from '@sdq/pipeline/engines';
 import {
   type AspectRatio,
@@ -24,12 +24,10 @@ import {
   V2OutpaintRequest,
   V2Sd3Request,
   V2UpscaleFastRequest,
-  webhookFields,
 } from '@sdq/contracts';
 import { requireScope } from './auth';
 import { ConfigError } from './config';
-import { applyStyle, checkSize, formEventsFilter, type GenerationDeps, isDryRun, parsePrefer, requireFile, submitJob, validate, webhookOf } from './generation.routes';
-import { validateWebhookUrl } from '@sdq/webhooks';
+import { applyStyle, checkSize, checkWebhook, formEventsFilter, type GenerationDeps, isDryRun, parsePrefer, requireFile, submitJob, validate, webhookOf } from './generation.routes';
 import type { JobInputs, JobsService, NewJob } from './jobs.service';
 import { dryRun } from './pricing';
 import { rateLimit } from './rate-limit';
@@ -46,8 +44,7 @@ interface CallFields {
   cfg_scale?: number;
 }
 
-// The webhook fields alone, read again from the form by run() (each route's schema has checked them).
-const WEBHOOK_FIELDS = z.object(webhookFields);
+type WebhookFields = { webhook?: string; webhook_events_filter?: string[] };
 
 /** The engine each service falls back to when V2BETA_ENGINES does not name one, if that engine is here. */
 const EMBEDDED: Readonly<Record<V2BetaService, string | undefined>> = {
@@ -192,19 +189,17 @@ export function v2betaRoutes(deps: GenerationDeps & { services: Map<V2BetaServic
   };
 
   /** Prices, queues and answers a built job (asynchronous: `{id}` at once); the dry run prices it only. */
-  const run = async (req: Request, res: Response, service: V2BetaService, engine: EngineInfo, job: NewJob, inputs: JobInputs, async = false) => {
+  // `form` is the call's validated fields: each route's schema takes the webhook fields too.
+  const run = async (req: Request, res: Response, service: V2BetaService, engine: EngineInfo, job: NewJob, inputs: JobInputs, form: WebhookFields, async = false) => {
     const json = wantsJson(req);
-    const webhook = webhookOf(validate(WEBHOOK_FIELDS, fields(req)));
+    const webhook = webhookOf(form);
     const entry = `v2beta/${service}`;
     const cost =
       job.kind === 'upscale' || job.kind === 'enhance'
         ? prices.upscale(entry, { samples: 1 })
         : prices.generation(entry, { width: job.params.width, height: job.params.height, steps: job.params.steps, samples: 1 });
     if (isDryRun(req)) {
-      if (webhook?.url) {
-        const check = await validateWebhookUrl(webhook.url, config.webhooks.allowedHosts);
-        if (!check.ok) throw new ServiceError('invalid_webhook', `webhook: ${check.message}`);
-      }
+      await checkWebhook(config, webhook);
       // the size the aspect ratio (or the image) came to, which the v2beta fields do not say
       const size = job.kind === 'upscale' ? {} : { width: job.params.width, height: job.params.height };
       res.json({ ...dryRun(engine.id, job, cost, await credits.balance(req.accountId!)), ...size });
@@ -276,7 +271,7 @@ export function v2betaRoutes(deps: GenerationDeps & { services: Map<V2BetaServic
       const image = service === 'ultra' ? await readImage(req, 'image', config.maxPixels) : undefined;
       const engine = engineFor(service, image ? 'image-to-image' : 'text-to-image');
       const { job, inputs } = generation(service, engine, body, image);
-      await run(req, res, service, engine, job, inputs);
+      await run(req, res, service, engine, job, inputs, body);
     }));
   }
 
@@ -288,7 +283,7 @@ export function v2betaRoutes(deps: GenerationDeps & { services: Map<V2BetaServic
     if (body.mode === 'text-to-image' && image) throw new ServiceError('bad_request', 'image: is only taken with mode image-to-image');
     const engine = engineFor(model, image ? 'image-to-image' : 'text-to-image');
     const { job, inputs } = generation(model, engine, body, image);
-    await run(req, res, model, engine, job, inputs);
+    await run(req, res, model, engine, job, inputs, body);
   }));
 
   router.post('/v2beta/stable-image/upscale/fast', guard, form(['image']), wrap(async (req, res) => {
@@ -299,7 +294,7 @@ export function v2betaRoutes(deps: GenerationDeps & { services: Map<V2BetaServic
     if (image.width * image.height * scale * scale > config.maxPixels * 4) {
       throw new ServiceError('invalid_pixel_count', `image: ${image.width}x${image.height} upscaled ${scale}x is over the upscale maximum of ${config.maxPixels * 4} pixels`);
     }
-    await run(req, res, 'upscale-fast', engine, { kind: 'upscale', params: { outputFormat: body.output_format } }, { image });
+    await run(req, res, 'upscale-fast', engine, { kind: 'upscale', params: { outputFormat: body.output_format } }, { image }, body);
   }));
 
   for (const service of ['upscale-conservative', 'upscale-creative'] as const) {
@@ -319,7 +314,7 @@ export function v2betaRoutes(deps: GenerationDeps & { services: Map<V2BetaServic
       }
       // the part of each tile kept: creative repaints `creativity` of it, conservative half that
       const params = paramsOf(engine, body, { width, height }, { imageStrength: 1 - (creative ? body.creativity : body.creativity / 2) });
-      await run(req, res, service, engine, { kind: 'enhance', params }, { image }, creative);
+      await run(req, res, service, engine, { kind: 'enhance', params }, { image }, body, creative);
     }));
   }
 
@@ -334,7 +329,7 @@ export function v2betaRoutes(deps: GenerationDeps & { services: Map<V2BetaServic
       const size = ownOrNearest(engine, { width: image.width, height: image.height });
       // erase: filled from the surroundings, with no prompt
       const params = paramsOf(engine, service === 'erase' ? { ...body, prompt: '' } : body, size, { maskSource: 'MASK_IMAGE_WHITE' });
-      await run(req, res, service, engine, { kind: 'masking', params }, { initImage: image, maskImage: { data: maskData, contentType: 'image/png' } });
+      await run(req, res, service, engine, { kind: 'masking', params }, { initImage: image, maskImage: { data: maskData, contentType: 'image/png' } }, body);
     }));
   }
 
@@ -358,7 +353,7 @@ export function v2betaRoutes(deps: GenerationDeps & { services: Map<V2BetaServic
     // creativity 1 paints the new area from noise; 0 denoises the stretched edges halfway
     const params = paramsOf(engine, body, ownOrNearest(engine, canvas), { maskSource: 'MASK_IMAGE_WHITE', imageStrength: 0.5 * (1 - body.creativity) });
     const inputs = { initImage: { data: stretched, contentType: 'image/png' }, maskImage: { data: mask, contentType: 'image/png' } };
-    await run(req, res, 'outpaint', engine, { kind: 'masking', params }, inputs);
+    await run(req, res, 'outpaint', engine, { kind: 'masking', params }, inputs, body);
   }));
 
   const result = wrap(async (req, res) => {

@@ -9,9 +9,10 @@ import { type DiffusionPipeline, discoverEngines, type EngineInfo, loadPipeline,
 import type { Logger } from 'pino';
 import type { WorkerConfig } from './config';
 
+/** A loaded engine and the execution provider its graphs got (cuda, cpu, ...). */
 export type LoadedEngine =
-  | { info: EngineInfo & { kind: 'generation' }; pipeline: DiffusionPipeline }
-  | { info: EngineInfo & { kind: 'upscale' }; upscaler: Upscaler };
+  | { info: EngineInfo & { kind: 'generation' }; pipeline: DiffusionPipeline; provider: string }
+  | { info: EngineInfo & { kind: 'upscale' }; upscaler: Upscaler; provider: string };
 
 export class EngineSelectionError extends Error {}
 
@@ -47,11 +48,11 @@ export async function loadEngines(config: WorkerConfig, logger: Logger): Promise
       if (info.kind === 'generation') {
         const pipeline = await loadPipeline(info.dir, runtime);
         provider = pipeline.model.unet.provider;
-        loaded.set(info.id, { info: info as EngineInfo & { kind: 'generation' }, pipeline });
+        loaded.set(info.id, { info: info as EngineInfo & { kind: 'generation' }, pipeline, provider });
       } else {
         const upscaler = await Upscaler.load(info.dir, runtime);
         provider = upscaler.model.provider;
-        loaded.set(info.id, { info: info as EngineInfo & { kind: 'upscale' }, upscaler });
+        loaded.set(info.id, { info: info as EngineInfo & { kind: 'upscale' }, upscaler, provider });
       }
       // which execution provider the engine got: a CUDA deployment that fell back to the CPU says so here
       logger.info({ engine: info.id, kind: info.kind, provider, ms: Math.round(performance.now() - started) }, `engine loaded on ${provider}`);

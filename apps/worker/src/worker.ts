@@ -78,7 +78,7 @@ export async function startWorker(config: WorkerConfig, logger: Logger, handlers
     workers = new EngineWorkers({ config, engines, handlers, storage, cancel, holds, metrics, logger });
     workers.run();
     const engineWorkers = workers;
-    const providers = Object.fromEntries([...engines].map(([id, e]) => [id, 'pipeline' in e ? e.pipeline.model.unet.provider : e.upscaler.model.provider]));
+    const providers = Object.fromEntries([...engines].map(([id, e]) => [id, e.provider]));
     presence = new Presence(redis, config.queuePrefix, `${hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`, [...engines.keys()], logger, {
       host: hostname(),
       pid: process.pid,
