@@ -377,8 +377,13 @@ export class JobsService {
         if (!record) continue;
         // Released before removal, as a cancel is: a worker that takes it in between settles nothing.
         if ((await credits.release(id, 'engine_unavailable')).status === 'already_settled') continue;
-        if (!(await queue.removeIfWaiting(engine, id))) continue;
+        // Marked before removal: a reader between the two would see a job gone without its reason.
         await store.updateJob(id, { unserved_at: now });
+        if (!(await queue.removeIfWaiting(engine, id))) {
+          // a worker took it meanwhile: not unserved after all
+          await store.updateJob(id, { unserved_at: 0 });
+          continue;
+        }
         logger.warn({ job_id: id, engine }, 'queued job failed: no live worker serves its engine');
         failed++;
       }
