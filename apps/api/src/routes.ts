@@ -109,6 +109,9 @@ async function streamEvents(jobs: JobsService, req: Request, res: Response, shut
   };
   const finish = async () => {
     if (closed) return;
+    // The end's charge first (closing a hold is once only, whoever does it): the final object then
+    // carries credits_charged, which it lacked when the worker's settle had not landed yet.
+    await jobs.closeHold(record.id).catch(() => {});
     send('completed', await jobs.describe(record));
     closed = true;
     res.end();
