@@ -2,7 +2,7 @@
 # sdq's CPU image: the API, the webhook delivery process and CPU workers (onnxruntime-node's CPU provider
 # is bundled with it). No CUDA here; GPU workers use Dockerfile.gpu.
 #   docker build -t sdq .
-#   the API by default; `node --import tsx apps/api/src/webhooks-main.ts` or `apps/worker/src/main.ts` for the others
+#   the API by default; `node --import tsx apps/webhooks/src/main.ts` or `apps/worker/src/main.ts` for the others
 
 FROM node:20-bookworm-slim AS manifests
 WORKDIR /src

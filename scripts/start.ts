@@ -28,8 +28,7 @@ const DATA_DIR = join(ROOT, '.data');
 const PROCESSES: Record<string, string> = {
   api: 'apps/api/src/main.ts',
   worker: 'apps/worker/src/main.ts',
-  // Webhook delivery: builds job objects with the API's code, so it lives in apps/api.
-  webhooks: 'apps/api/src/webhooks-main.ts',
+  webhooks: 'apps/webhooks/src/main.ts',
 };
 
 const DEFAULT_REDIS_URL = 'redis://127.0.0.1:6379';

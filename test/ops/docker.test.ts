@@ -9,6 +9,7 @@ import { describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
 import { parseConfig } from '../../apps/api/src/config';
 import { parseWorkerConfig } from '../../apps/worker/src/config';
+import { parseConfig as parseDeliveryConfig } from '../../apps/webhooks/src/config';
 
 interface Service {
   build?: { context: string; dockerfile: string };
@@ -126,6 +127,13 @@ describe('docker-compose.yml', () => {
     expect(worker.container_name).toBeUndefined();
   });
 
+  it('webhook delivery is its own app and mounts no models (it learns the engines from Redis)', () => {
+    const webhooks = services.webhooks;
+    expect(([] as string[]).concat(webhooks.command ?? [])).toContain('apps/webhooks/src/main.ts');
+    expect(webhooks.volumes ?? []).toEqual([]);
+    expect(resolved(webhooks.environment).MODELS_DIR).toBeUndefined();
+  });
+
   it('a cpu profile runs CPU workers from the CPU image, reserving no GPU', () => {
     const cpu = services['worker-cpu'];
     expect(cpu.profiles).toEqual(['cpu']);
@@ -163,6 +171,7 @@ describe('docker-compose.yml', () => {
       expect(existsSync(entry), `${name}: ${entry}`).toBe(true);
       const env = resolved(service.environment);
       if (entry.startsWith('apps/worker/')) expect(() => parseWorkerConfig(env), name).not.toThrow();
+      else if (entry.startsWith('apps/webhooks/')) expect(() => parseDeliveryConfig(env), name).not.toThrow();
       else expect(() => parseConfig(env), name).not.toThrow();
     }
   });

@@ -37,7 +37,7 @@ export const QUICK_STALL_RECOVERY: Record<string, string> = {
 /** The webhook delivery process for a service: same Redis, prefix, storage, public URL and artifact key as its API. */
 export function spawnWebhooks(service: Service, env: Record<string, string> = {}): ChildProcessHandle {
   return spawnEntry(
-    'apps/api/src/webhooks-main.ts',
+    'apps/webhooks/src/main.ts',
     { ...service.env, PUBLIC_URL: service.server.deps.config.publicUrl, ARTIFACT_URL_SECRET, WEBHOOK_HEALTH_PORT: '0', WEBHOOK_HEALTH_HOST: '127.0.0.1', ...FAST_WEBHOOKS, ...env },
     'webhook delivery process ready',
   );

@@ -163,7 +163,7 @@ export function loadEngines(modelsDir: string, logger: Logger, extraAliases: [st
   return { engines, aliases };
 }
 
-/** What every process built from the API's config shares: records, queues, storage, credits, jobs, webhooks. */
+/** The API's parts: records, queues, storage, credits, jobs, webhooks (the CLI and tests build them too). */
 export interface Core {
   engines: Map<string, EngineInfo>;
   aliases: Map<string, string>;
@@ -177,7 +177,6 @@ export interface Core {
   metrics: ApiMetrics;
 }
 
-/** The parts the API and the webhook delivery process both build (the latter reuses the job object). */
 export function createCore(config: Config, logger: Logger): Core {
   const { engines, aliases } = loadEngines(config.modelsDir, logger, config.engineAliases);
   const store = new Store(config.redisUrl, config.queuePrefix, config.redisTimeoutMs);
@@ -236,6 +235,10 @@ export async function startServer(config: Config, opts: { logger?: Logger } = {}
     });
     if (!store.ready) logger.warn({ redis: config.redisUrl.replace(/\/\/[^@]*@/, '//***@') }, 'redis unreachable at start; answering 503 until it is');
   }
+  // The engine set tells processes without the models folder (webhook delivery) which queues to hear;
+  // each sweep adds them again (a Redis that lost them, or was down at start).
+  const registerEngines = () => queue.registerEngines([...engines.keys()]);
+  await registerEngines().catch(() => {});
 
   const server = app.listen(config.port, config.host);
   // A slow or stalled client cannot hold a connection for ever: headers, then the whole request, are
@@ -259,6 +262,7 @@ export async function startServer(config: Config, opts: { logger?: Logger } = {}
   const sweep = async () => {
     if (!store.ready) return;
     try {
+      await registerEngines();
       if (!(await store.takeLease('sweeper', config.sweepInterval * 1000))) return;
       if (!migrated) {
         const count = await accounts.migrateLegacyCredits();

@@ -8,17 +8,15 @@ import {
   type GenerationParams,
   inputKey,
   jobKeyPrefixes,
-  type JobKind,
   type JobObject,
   type JobPayload,
-  type JobStatus,
-  parseFailedReason,
   ServiceError,
   type Storage,
   TERMINAL_STATUSES,
   type UpscaleParams,
 } from '@sdq/contracts';
-import { type Cost, type CreditsService, type HoldFate, type Hold, type IdempotencyStore, toCredits } from '@sdq/credits';
+import { type Cost, type CreditsService, type HoldFate, type Hold, type IdempotencyStore } from '@sdq/credits';
+import { JobView } from '@sdq/jobs';
 import type { Webhooks } from '@sdq/webhooks';
 import type { Config } from './config';
 import type { JobQueue, QueueJobSnapshot } from './queue';
@@ -40,8 +38,6 @@ export type NewJob =
   | { kind: 'text-to-image' | 'image-to-image' | 'masking' | 'enhance'; params: GenerationParams }
   | { kind: 'upscale'; params: UpscaleParams };
 
-const iso = (ms: number | undefined | null) => (ms ? new Date(ms).toISOString() : null);
-
 /** How long a retry with the same Idempotency-Key waits for the first request before 409. */
 const IDEMPOTENCY_WAIT_MS = 2000;
 
@@ -61,10 +57,13 @@ export interface JobsDeps {
 /** How long an account's tier is remembered: a tier change applies to jobs submitted after this. */
 const TIER_CACHE_MS = 5000;
 
-export class JobsService {
+/** The job object and hold closing come from @sdq/jobs' JobView, shared with the webhook delivery process. */
+export class JobsService extends JobView {
   private readonly tiers = new Map<string, { priority: number; at: number }>();
 
-  constructor(private readonly deps: JobsDeps) {}
+  constructor(protected override readonly deps: JobsDeps) {
+    super(deps);
+  }
 
   /** The BullMQ priority of an account's jobs: its tier's, else the default tier's. */
   private async priorityOf(accountId: string): Promise<number> {
@@ -177,83 +176,6 @@ export class JobsService {
     return record;
   }
 
-  async snapshot(record: JobRecord): Promise<QueueJobSnapshot | undefined> {
-    return this.deps.queue.snapshot(record.engine, record.id);
-  }
-
-  status(record: JobRecord, snapshot: QueueJobSnapshot | undefined): JobStatus {
-    if (!snapshot) return record.canceled_at ? 'canceled' : 'failed';
-    // Its hash exists but no state list holds it: a transition caught half-way (BullMQ moving a retried
-    // job between lists), not an end. Reading it as failed released the hold of a job that then succeeded.
-    if (snapshot.state === 'unknown') return 'queued';
-    switch (snapshot.state) {
-      case 'active':
-        return 'running';
-      case 'completed':
-        return 'succeeded';
-      case 'failed':
-        return parseFailedReason(snapshot.failedReason).name === 'canceled' ? 'canceled' : 'failed';
-      default:
-        return 'queued';
-    }
-  }
-
-  async describe(record: JobRecord, known?: QueueJobSnapshot): Promise<JobObject> {
-    const { config, storage, queue } = this.deps;
-    const snapshot = known ?? (await this.snapshot(record));
-    const status = this.status(record, snapshot);
-    const base = `${config.publicUrl}/v1/jobs/${record.id}`;
-    let error: JobObject['error'] = null;
-    if (status === 'failed') {
-      error = snapshot
-        ? parseFailedReason(snapshot.failedReason)
-        : record.unserved_at
-          ? { name: 'engine_unavailable', message: `no live worker served engine ${record.engine} while the job waited; it was not run and nothing was charged` }
-          : { name: 'internal_error', message: 'the job is no longer in its queue' };
-    } else if (status === 'canceled') {
-      error = { name: 'canceled', message: 'the job was canceled' };
-    }
-    const artifacts =
-      status === 'succeeded' && snapshot?.result
-        ? await Promise.all(
-            snapshot.result.artifacts.map(async ({ key, ...rest }) => ({ url: await storage.signedUrl(key, config.artifactUrlExpiry), ...rest })),
-          )
-        : [];
-    return {
-      id: record.id,
-      status,
-      engine: record.engine,
-      kind: record.kind as JobKind,
-      created_at: iso(record.created_at)!,
-      started_at: iso(snapshot?.processedOn),
-      finished_at: TERMINAL_STATUSES.has(status) ? iso(snapshot?.finishedOn ?? record.canceled_at ?? Date.now()) : null,
-      queue_position: status === 'queued' ? await queue.position(record.engine, record.id) : null,
-      progress: snapshot?.progress ?? null,
-      artifacts,
-      error,
-      // An open job's hold is open: no lookup on the submission path.
-      credits_charged: TERMINAL_STATUSES.has(status) ? await this.charged(record.id) : null,
-      urls: { self: base, cancel: `${base}/cancel`, events: `${base}/events` },
-    };
-  }
-
-  /** Decimal credits charged for a job: the cost once settled, 0 once released, null while open. */
-  private async charged(jobId: string): Promise<number | null> {
-    const micro = await this.deps.credits.charged(jobId);
-    return micro === null ? null : toCredits(micro);
-  }
-
-  /**
-   * Closes a job's hold from its final state in the queue: succeeded -> settle, failed or canceled ->
-   * release; an unfinished job keeps its hold. Idempotent: any process may call it, any number of times.
-   */
-  async closeHold(jobId: string, known?: { record?: JobRecord; snapshot?: QueueJobSnapshot }): Promise<void> {
-    const record = known?.record ?? (await this.deps.store.getJob(jobId));
-    if (!record) return;
-    const fate = this.fateOf(record, known?.snapshot ?? (await this.snapshot(record)));
-    await this.applyFate(jobId, fate);
-  }
-
   /**
    * For the reconciler: what to do with an open hold. A job the queue no longer has is released once the
    * hold is older than HOLD_GRACE (younger, its request may still be adding it).
@@ -272,25 +194,6 @@ export class JobsService {
     }
     if (!snapshot && !record.canceled_at) return young ? { action: 'keep' } : { action: 'release', reason: 'job_gone' };
     return this.fateOf(record, snapshot);
-  }
-
-  private fateOf(record: JobRecord, snapshot: QueueJobSnapshot | undefined): HoldFate {
-    const status = this.status(record, snapshot);
-    if (status === 'succeeded') return { action: 'settle' };
-    if (status === 'canceled') return { action: 'release', reason: 'canceled' };
-    if (status === 'failed') return { action: 'release', reason: snapshot ? 'failed' : 'job_gone' };
-    return { action: 'keep' };
-  }
-
-  private async applyFate(jobId: string, fate: HoldFate): Promise<void> {
-    const { credits, logger } = this.deps;
-    if (fate.action === 'settle') {
-      const result = await credits.settle(jobId);
-      if (result.status === 'settled') logger.info({ job_id: jobId, charged: result.charged }, 'hold settled');
-    } else if (fate.action === 'release') {
-      const result = await credits.release(jobId, fate.reason);
-      if (result.status === 'released') logger.info({ job_id: jobId, amount: result.amount, reason: fate.reason }, 'hold released');
-    }
   }
 
   /** Resolves when the job is finished or `ms` have passed; the snapshot it ended on. */

@@ -9,7 +9,7 @@ import type { JobObject } from '@sdq/contracts';
 import { startTestRedis, type TestRedis } from '../../../test/support/redis';
 import { startTestApi, type TestApi } from '../../../test/support/api';
 import { JobWebhooks } from '../src/job-webhooks.service';
-import { startStubWorker } from './support/stub-worker';
+import { startStubWorker } from '../../api/test/support/stub-worker';
 
 let redis: TestRedis;
 let api: TestApi;

@@ -1,9 +1,9 @@
 /**
- * Turns job events into webhook deliveries, in the delivery process (webhooks-main.ts):
+ * Turns job events into webhook deliveries, in the delivery process (main.ts):
  *
  * - a listener on every engine queue's events: `active` -> job.started, `progress` -> job.progress,
  *   the job's end (completed, failed for good, canceled) -> job.completed, each with the job object
- *   exactly as GET /v1/jobs/{id} builds it (JobsService.describe);
+ *   exactly as GET /v1/jobs/{id} builds it (@sdq/jobs' JobView.describe);
  * - a sweep over the jobs whose job.completed has not been dealt with (a set the store fills when a job
  *   is created), for the ends this process did not hear: it was down, or Redis was.
  *
@@ -13,13 +13,11 @@
 import type { Logger } from 'pino';
 import { type JobObject, TERMINAL_STATUSES } from '@sdq/contracts';
 import { wantsEvent, type WebhookEventFilter, type WebhookEventType, type Webhooks } from '@sdq/webhooks';
-import type { JobsService } from './jobs.service';
-import type { QueueJobEvent } from './queue';
-import type { JobRecord, Store } from './store';
+import type { JobRecord, JobRecords, JobView, QueueJobEvent } from '@sdq/jobs';
 
 export interface JobWebhooksOptions {
-  store: Store;
-  jobs: JobsService;
+  store: Pick<JobRecords, 'getJob' | 'webhooksPending' | 'webhookDone'>;
+  jobs: Pick<JobView, 'describe' | 'snapshot' | 'status' | 'closeHold'>;
   webhooks: Webhooks;
   logger: Logger;
   /** Progress events of one job looked at, at most one per this many ms (the package throttles again, across processes); default 1000. */
@@ -45,7 +43,7 @@ export class JobWebhooks {
     this.cancelWaitMs = deps.cancelWaitMs ?? 2000;
   }
 
-  /** The queue event listener (JobQueue.onEvent). */
+  /** The queue event listener (EngineQueues.onEvent). */
   handle(jobId: string, event: QueueJobEvent): void {
     if (event.type === 'progress') {
       // Most steps stop here, before any Redis call.

@@ -1,8 +1,9 @@
 /**
  * The webhook delivery process: hears every engine queue's job events and queues their webhooks
  * (JobWebhooks), sweeps for job ends it did not hear, and runs the delivery queue's worker. It builds the
- * job object with the API's own code, so a delivery carries exactly what GET /v1/jobs/{id} answers (with
- * local storage, artifact URLs are signed with ARTIFACT_URL_SECRET: the API's must be the same).
+ * job object with @sdq/jobs, the API's own code, so a delivery carries exactly what GET /v1/jobs/{id}
+ * answers (with local storage, artifact URLs are signed with ARTIFACT_URL_SECRET: the API's must be the
+ * same). It needs Redis and storage, not the models: the engines come from the set the API registers.
  *
  * Deliveries never run in the generation worker; several delivery processes may run side by side.
  */
@@ -11,15 +12,18 @@ import type { AddressInfo } from 'node:net';
 import express from 'express';
 import { collectDefaultMetrics, Counter, Registry } from 'prom-client';
 import type { Logger } from 'pino';
-import { createCore } from './app';
-import { type Config, ConfigError, redisOptionsFromUrl } from './config';
-import { portInUseMessage } from '@sdq/contracts';
+import { ConfigError, portInUseMessage, redisOptionsFromUrl, StorageUnavailableError } from '@sdq/contracts';
+import { CreditsService } from '@sdq/credits';
+import { failFastRedis, JobRecords, JobView } from '@sdq/jobs';
+import { createStorage } from '@sdq/storage';
+import { Webhooks } from '@sdq/webhooks';
+import type { DeliveryConfig } from './config';
 import { JobWebhooks } from './job-webhooks.service';
-import { healthRoutes } from './routes';
+import { DeliveryQueues } from './queue';
 
-export interface RunningWebhookProcess {
+export interface RunningDeliveryProcess {
   jobWebhooks: JobWebhooks;
-  /** Port of /healthz and /readyz. */
+  /** Port of /healthz, /readyz and /metrics. */
   healthPort: number;
   /** Runs one sweep now (tests). */
   sweep(): Promise<number>;
@@ -34,19 +38,55 @@ const MAX_URL_EXPIRY_SECONDS = 7 * 86_400;
  * and stay usable for as long as the result is kept: a delivery's body is fixed when its event is
  * emitted, so they are signed for the result's retention, not for ARTIFACT_URL_EXPIRY's shorter default.
  */
-export function webhookUrlExpiry(config: Pick<Config, 'artifactUrlExpiry' | 'resultRetention'>): number {
+export function webhookUrlExpiry(config: Pick<DeliveryConfig, 'artifactUrlExpiry' | 'resultRetention'>): number {
   return Math.max(config.artifactUrlExpiry, Math.min(config.resultRetention, MAX_URL_EXPIRY_SECONDS));
 }
 
-export async function startWebhookProcess(config: Config, logger: Logger): Promise<RunningWebhookProcess> {
-  const core = createCore({ ...config, artifactUrlExpiry: webhookUrlExpiry(config) }, logger);
-  const { store, queue, jobs, webhooks, storage, engines } = core;
+/** Resolves once the client is connected, or after timeoutMs (start-up then goes on, and reconnects later). */
+function connected(records: JobRecords, timeoutMs: number): Promise<void> {
+  if (records.ready) return Promise.resolve();
+  return new Promise((resolve) => {
+    const timer = setTimeout(resolve, timeoutMs);
+    records.redis.once('ready', () => {
+      clearTimeout(timer);
+      resolve();
+    });
+  });
+}
+
+export async function startDeliveryProcess(config: DeliveryConfig, logger: Logger): Promise<RunningDeliveryProcess> {
+  const w = config.webhooks;
+  const store = new JobRecords(failFastRedis(config.redisUrl, config.redisTimeoutMs), config.queuePrefix);
   store.redis.on('error', (err) => logger.debug({ err: err.message }, 'redis connection error'));
+  const queue = new DeliveryQueues({ redisUrl: config.redisUrl, prefix: config.queuePrefix, engines: [], timeoutMs: config.redisTimeoutMs, logger, redis: store.redis });
+  const storage = createStorage('s3' in config.storage ? { s3: config.storage.s3 } : { local: { ...config.storage.local, publicUrl: () => config.publicUrl } });
+  const credits = new CreditsService(store.redis, { prefix: config.queuePrefix });
+  const webhooks = new Webhooks({
+    redis: store.redis,
+    prefix: config.queuePrefix,
+    queue: queue.deliveries,
+    allowedHosts: w.allowedHosts,
+    secretGraceMs: w.secretGraceMs,
+    timeoutMs: w.timeoutMs,
+    retryDelaysMs: w.retryDelaysMs,
+    logger,
+  });
+  const jobs = new JobView({ config: { publicUrl: config.publicUrl, artifactUrlExpiry: webhookUrlExpiry(config) }, store, queue, storage, credits, logger });
   const jobWebhooks = new JobWebhooks({ store, jobs, webhooks, logger });
   queue.onEvent((jobId, event) => jobWebhooks.handle(jobId, event));
-  await queue.eventsReady();
 
-  const w = config.webhooks;
+  await connected(store, config.redisTimeoutMs);
+  // The engines API processes registered; engines added later are picked up every WEBHOOK_ENGINE_REFRESH_MS
+  // (events missed meanwhile are progress only: the sweep finds every end).
+  const refresh = () =>
+    queue.refreshEngines().then(
+      (added) => added.length && logger.info({ engines: added }, 'webhook delivery: hearing more engines'),
+      (err) => logger.warn({ err: (err as Error).message }, 'could not read the engine set; retrying'),
+    );
+  await refresh();
+  const refresher = setInterval(refresh, config.engineRefreshMs);
+  refresher.unref();
+
   const worker = webhooks.startWorker({
     // Workers block on Redis: no per-request retry limit (BullMQ's rule), reconnecting while it is down.
     connection: { ...redisOptionsFromUrl(config.redisUrl), maxRetriesPerRequest: null },
@@ -65,8 +105,10 @@ export async function startWebhookProcess(config: Config, logger: Logger): Promi
 
   let sweeping: Promise<number> | undefined;
   const sweep = () =>
-    (sweeping ??= jobWebhooks
-      .sweep()
+    (sweeping ??= queue
+      // an engine registered a moment ago: its jobs' records are readable only once it is watched
+      .refreshEngines()
+      .then(() => jobWebhooks.sweep())
       .then((n) => {
         if (n) logger.debug({ jobs: n }, 'webhook sweep: job completions dealt with');
         return n;
@@ -85,12 +127,25 @@ export async function startWebhookProcess(config: Config, logger: Logger): Promi
   // Ends heard by nobody while this process was down.
   sweep().catch((err) => logger.warn({ err: (err as Error).message }, 'first webhook sweep failed; retrying next interval'));
 
-  // The API's own /healthz and /readyz (Redis and storage reachable), on a port of this process's own.
+  // /readyz: Redis and storage reachable, as the API's.
   const health: Server = express()
+    .get('/healthz', (_req, res) => {
+      res.json({ status: 'ok' });
+    })
+    .get('/readyz', (_req, res) => {
+      const unavailable = (reason: string) => res.status(503).json({ status: 'unavailable', reason });
+      if (!store.ready) return unavailable('Redis is unreachable');
+      store
+        .ping()
+        .then(() => storage.check())
+        .then(
+          () => res.json({ status: 'ready' }),
+          (err) => unavailable(err instanceof StorageUnavailableError ? `storage (${storage.kind}) refuses writes` : `Redis or storage (${storage.kind}) is unreachable: ${(err as Error).name}`),
+        );
+    })
     .get('/metrics', (_req, res, next) => {
       registry.metrics().then((text) => res.type(registry.contentType).send(text), next);
     })
-    .use(healthRoutes(store, storage))
     .listen(w.healthPort, w.healthHost);
   await new Promise<void>((resolve, reject) => {
     health.once('listening', resolve);
@@ -100,13 +155,14 @@ export async function startWebhookProcess(config: Config, logger: Logger): Promi
   });
   const healthPort = (health.address() as AddressInfo).port;
 
-  logger.info({ health_port: healthPort, engines: [...engines.keys()], concurrency: w.concurrency, allowed_hosts: [...w.allowedHosts.names, ...w.allowedHosts.addresses] }, 'webhook delivery process ready');
+  logger.info({ health_port: healthPort, engines: queue.engineIds, concurrency: w.concurrency, allowed_hosts: [...w.allowedHosts.names, ...w.allowedHosts.addresses] }, 'webhook delivery process ready');
   return {
     jobWebhooks,
     sweep,
     healthPort,
     close: async () => {
       clearInterval(timer);
+      clearInterval(refresher);
       health.closeAllConnections();
       await new Promise<void>((resolve) => health.close(() => resolve()));
       // In-flight attempts finish (each bounded by WEBHOOK_TIMEOUT_MS); queued ones wait for the next process.

@@ -1,15 +1,15 @@
-/** `npm run start:webhooks`: the webhook delivery process (webhooks-process.ts). */
+/** `npm run start:webhooks`: the webhook delivery process (delivery-process.ts). */
 import { stopWithLauncher } from '@sdq/contracts';
 import { ConfigError, loadConfig } from './config';
+import { startDeliveryProcess } from './delivery-process';
 import { createLogger } from './logger';
-import { startWebhookProcess } from './webhooks-process';
 
 // first: the launcher may go while this process is still starting
 stopWithLauncher();
 const config = loadConfig();
-const logger = createLogger(config, undefined, 'sdq-webhooks');
+const logger = createLogger(config);
 // A refusal that is the operator's to fix (a port in use) is one line, not a stack.
-const running = await startWebhookProcess(config, logger).catch((err: unknown) => {
+const running = await startDeliveryProcess(config, logger).catch((err: unknown) => {
   if (!(err instanceof ConfigError)) throw err;
   console.error(err.message);
   process.exit(1);

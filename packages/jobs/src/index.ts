@@ -1,0 +1,3 @@
+export * from './records';
+export * from './engine-queues';
+export * from './job-view';

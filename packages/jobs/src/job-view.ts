@@ -1,0 +1,123 @@
+/**
+ * The public job object, built the same way by every process that answers for a job (the API's
+ * GET /v1/jobs/{id}, SSE, and the webhook delivery process's bodies): its status from the queue's state,
+ * its error, signed artifact URLs, queue position and the credits charged; and closing its hold from that
+ * same status, so the job object and the ledger can never disagree.
+ */
+import type { Logger } from 'pino';
+import { type JobKind, type JobObject, type JobStatus, parseFailedReason, type Storage, TERMINAL_STATUSES } from '@sdq/contracts';
+import { type CreditsService, type HoldFate, toCredits } from '@sdq/credits';
+import type { EngineQueues, QueueJobSnapshot } from './engine-queues';
+import type { JobRecord, JobRecords } from './records';
+
+export interface JobViewDeps {
+  /** Read on every call: the API learns its public URL once it listens. */
+  config: { readonly publicUrl: string; readonly artifactUrlExpiry: number };
+  store: Pick<JobRecords, 'getJob'>;
+  queue: Pick<EngineQueues, 'snapshot' | 'position'>;
+  storage: Pick<Storage, 'signedUrl'>;
+  credits: Pick<CreditsService, 'charged' | 'settle' | 'release'>;
+  logger: Logger;
+}
+
+const iso = (ms: number | undefined | null) => (ms ? new Date(ms).toISOString() : null);
+
+export class JobView {
+  constructor(protected readonly deps: JobViewDeps) {}
+
+  async snapshot(record: JobRecord): Promise<QueueJobSnapshot | undefined> {
+    return this.deps.queue.snapshot(record.engine, record.id);
+  }
+
+  status(record: JobRecord, snapshot: QueueJobSnapshot | undefined): JobStatus {
+    if (!snapshot) return record.canceled_at ? 'canceled' : 'failed';
+    // Its hash exists but no state list holds it: a transition caught half-way (BullMQ moving a retried
+    // job between lists), not an end. Reading it as failed released the hold of a job that then succeeded.
+    if (snapshot.state === 'unknown') return 'queued';
+    switch (snapshot.state) {
+      case 'active':
+        return 'running';
+      case 'completed':
+        return 'succeeded';
+      case 'failed':
+        return parseFailedReason(snapshot.failedReason).name === 'canceled' ? 'canceled' : 'failed';
+      default:
+        return 'queued';
+    }
+  }
+
+  async describe(record: JobRecord, known?: QueueJobSnapshot): Promise<JobObject> {
+    const { config, storage, queue } = this.deps;
+    const snapshot = known ?? (await this.snapshot(record));
+    const status = this.status(record, snapshot);
+    const base = `${config.publicUrl}/v1/jobs/${record.id}`;
+    let error: JobObject['error'] = null;
+    if (status === 'failed') {
+      error = snapshot
+        ? parseFailedReason(snapshot.failedReason)
+        : record.unserved_at
+          ? { name: 'engine_unavailable', message: `no live worker served engine ${record.engine} while the job waited; it was not run and nothing was charged` }
+          : { name: 'internal_error', message: 'the job is no longer in its queue' };
+    } else if (status === 'canceled') {
+      error = { name: 'canceled', message: 'the job was canceled' };
+    }
+    const artifacts =
+      status === 'succeeded' && snapshot?.result
+        ? await Promise.all(
+            snapshot.result.artifacts.map(async ({ key, ...rest }) => ({ url: await storage.signedUrl(key, config.artifactUrlExpiry), ...rest })),
+          )
+        : [];
+    return {
+      id: record.id,
+      status,
+      engine: record.engine,
+      kind: record.kind as JobKind,
+      created_at: iso(record.created_at)!,
+      started_at: iso(snapshot?.processedOn),
+      finished_at: TERMINAL_STATUSES.has(status) ? iso(snapshot?.finishedOn ?? record.canceled_at ?? Date.now()) : null,
+      queue_position: status === 'queued' ? await queue.position(record.engine, record.id) : null,
+      progress: snapshot?.progress ?? null,
+      artifacts,
+      error,
+      // An open job's hold is open: no lookup on the submission path.
+      credits_charged: TERMINAL_STATUSES.has(status) ? await this.charged(record.id) : null,
+      urls: { self: base, cancel: `${base}/cancel`, events: `${base}/events` },
+    };
+  }
+
+  /** Decimal credits charged for a job: the cost once settled, 0 once released, null while open. */
+  private async charged(jobId: string): Promise<number | null> {
+    const micro = await this.deps.credits.charged(jobId);
+    return micro === null ? null : toCredits(micro);
+  }
+
+  /**
+   * Closes a job's hold from its final state in the queue: succeeded -> settle, failed or canceled ->
+   * release; an unfinished job keeps its hold. Idempotent: any process may call it, any number of times.
+   */
+  async closeHold(jobId: string, known?: { record?: JobRecord; snapshot?: QueueJobSnapshot }): Promise<void> {
+    const record = known?.record ?? (await this.deps.store.getJob(jobId));
+    if (!record) return;
+    const fate = this.fateOf(record, known?.snapshot ?? (await this.snapshot(record)));
+    await this.applyFate(jobId, fate);
+  }
+
+  protected fateOf(record: JobRecord, snapshot: QueueJobSnapshot | undefined): HoldFate {
+    const status = this.status(record, snapshot);
+    if (status === 'succeeded') return { action: 'settle' };
+    if (status === 'canceled') return { action: 'release', reason: 'canceled' };
+    if (status === 'failed') return { action: 'release', reason: snapshot ? 'failed' : 'job_gone' };
+    return { action: 'keep' };
+  }
+
+  private async applyFate(jobId: string, fate: HoldFate): Promise<void> {
+    const { credits, logger } = this.deps;
+    if (fate.action === 'settle') {
+      const result = await credits.settle(jobId);
+      if (result.status === 'settled') logger.info({ job_id: jobId, charged: result.charged }, 'hold settled');
+    } else if (fate.action === 'release') {
+      const result = await credits.release(jobId, fate.reason);
+      if (result.status === 'released') logger.info({ job_id: jobId, amount: result.amount, reason: fate.reason }, 'hold released');
+    }
+  }
+}

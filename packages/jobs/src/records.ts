@@ -1,0 +1,154 @@
+/**
+ * Job records in Redis: what sdq knows of a job beyond its BullMQ entry (owner, engine, kind, listing
+ * position, cancellation, webhook), the retention index and the webhooks-pending set. The API writes
+ * them; the webhook delivery process reads them. Keys live under the queue prefix (`<prefix>:job:<id>`).
+ *
+ * The client fails fast (no offline queue, one retry): while Redis is down every call rejects at once,
+ * and it reconnects by itself when Redis returns.
+ */
+import { Redis } from 'ioredis';
+import type { JobKind } from '@sdq/contracts';
+
+export interface JobRecord {
+  id: string;
+  account_id: string;
+  engine: string;
+  kind: JobKind;
+  /** Unix ms. */
+  created_at: number;
+  /** Position in the global job sequence: the listing cursor. */
+  seq: number;
+  /** Unix ms; set when a cancellation was asked for. */
+  cancel_requested_at?: number;
+  /** Unix ms; set when the job was removed before it started. */
+  canceled_at?: number;
+  /** Unix ms; set when the job was removed unstarted because no live worker served its engine. */
+  unserved_at?: number;
+  /** The job's own webhook URL (checked at submission); unset = the account's default webhook, if any. */
+  webhook?: string;
+  /** Its webhook_events_filter, comma-separated; unset = completed only. */
+  webhook_events?: string;
+}
+
+/** A fail-fast client: what a web server (or anything answering for Redis) needs. */
+export function failFastRedis(redisUrl: string, timeoutMs: number): Redis {
+  return new Redis(redisUrl, {
+    enableOfflineQueue: false,
+    maxRetriesPerRequest: 1,
+    connectTimeout: timeoutMs,
+    commandTimeout: timeoutMs,
+    // Keep trying to reconnect, never more than a second apart, so recovery is quick.
+    retryStrategy: (times) => Math.min(times * 100, 1000),
+    lazyConnect: false,
+  });
+}
+
+export class JobRecords {
+  constructor(
+    readonly redis: Redis,
+    protected readonly prefix: string,
+  ) {}
+
+  /** True while the connection is usable; requests are answered 503 at once otherwise. */
+  get ready(): boolean {
+    return this.redis.status === 'ready';
+  }
+
+  protected k(...parts: string[]): string {
+    return [this.prefix, ...parts].join(':');
+  }
+
+  async ping(): Promise<void> {
+    await this.redis.ping();
+  }
+
+  /** Reserves a listing position for a new job. */
+  async nextJobSeq(): Promise<number> {
+    return this.redis.incr(this.k('job-seq'));
+  }
+
+  async saveJob(record: JobRecord, expiresAt: number): Promise<void> {
+    await this.redis
+      .multi()
+      .hset(this.k('job', record.id), serialize(record))
+      .zadd(this.k('account', record.account_id, 'jobs'), record.seq, record.id)
+      .zadd(this.k('jobs-expiry'), expiresAt, record.id)
+      // Until the delivery process has queued its job.completed webhook (or found none is wanted).
+      .zadd(this.k('webhooks-pending'), record.created_at, record.id)
+      .exec();
+  }
+
+  async getJob(id: string): Promise<JobRecord | undefined> {
+    const h = await this.redis.hgetall(this.k('job', id));
+    return h.id ? deserialize(h) : undefined;
+  }
+
+  async updateJob(id: string, fields: Partial<Pick<JobRecord, 'cancel_requested_at' | 'canceled_at' | 'unserved_at'>>): Promise<void> {
+    await this.redis.hset(this.k('job', id), serialize(fields));
+  }
+
+  /** An account's jobs, newest first, after `beforeSeq` (exclusive). */
+  async listJobs(accountId: string, limit: number, beforeSeq?: number): Promise<{ records: JobRecord[]; nextSeq?: number }> {
+    const max = beforeSeq === undefined ? '+inf' : `(${beforeSeq}`;
+    // One more than asked, to know whether a next page exists.
+    const ids = await this.redis.zrevrangebyscore(this.k('account', accountId, 'jobs'), max, '-inf', 'LIMIT', 0, limit + 1);
+    const page = ids.slice(0, limit);
+    const records = (await Promise.all(page.map((id) => this.getJob(id)))).filter((r): r is JobRecord => !!r);
+    return { records, nextSeq: ids.length > limit ? records[records.length - 1]?.seq : undefined };
+  }
+
+  /** Job ids whose retention ended before `now`. */
+  async jobsDueForExpiry(now: number, count: number): Promise<string[]> {
+    return this.redis.zrangebyscore(this.k('jobs-expiry'), '-inf', now, 'LIMIT', 0, count);
+  }
+
+  async postponeExpiry(id: string, until: number): Promise<void> {
+    await this.redis.zadd(this.k('jobs-expiry'), until, id);
+  }
+
+  async deleteJob(id: string): Promise<void> {
+    const record = await this.getJob(id);
+    const multi = this.redis.multi().del(this.k('job', id)).zrem(this.k('jobs-expiry'), id).zrem(this.k('webhooks-pending'), id);
+    if (record) multi.zrem(this.k('account', record.account_id, 'jobs'), id);
+    await multi.exec();
+  }
+
+  /** Ids of jobs whose job.completed webhook has not been dealt with yet, oldest first, from index `offset`. */
+  async webhooksPending(offset: number, count: number): Promise<string[]> {
+    return this.redis.zrange(this.k('webhooks-pending'), String(offset), String(offset + count - 1));
+  }
+
+  /** The job's job.completed webhook is queued (or none is wanted). */
+  async webhookDone(id: string): Promise<void> {
+    await this.redis.zrem(this.k('webhooks-pending'), id);
+  }
+
+  /** A lease so that only one process does a periodic chore at a time; true when taken. */
+  async takeLease(name: string, ttlMs: number): Promise<boolean> {
+    return (await this.redis.set(this.k('lease', name), String(process.pid), 'PX', ttlMs, 'NX')) === 'OK';
+  }
+
+  async close(): Promise<void> {
+    this.redis.disconnect();
+  }
+}
+
+function serialize(obj: object): Record<string, string> {
+  return Object.fromEntries(Object.entries(obj).filter(([, v]) => v !== undefined).map(([k, v]) => [k, String(v)]));
+}
+
+function deserialize(h: Record<string, string>): JobRecord {
+  return {
+    id: h.id,
+    account_id: h.account_id,
+    engine: h.engine,
+    kind: h.kind as JobKind,
+    created_at: Number(h.created_at),
+    seq: Number(h.seq),
+    cancel_requested_at: h.cancel_requested_at ? Number(h.cancel_requested_at) : undefined,
+    canceled_at: h.canceled_at ? Number(h.canceled_at) : undefined,
+    unserved_at: h.unserved_at ? Number(h.unserved_at) : undefined,
+    webhook: h.webhook || undefined,
+    webhook_events: h.webhook_events || undefined,
+  };
+}
