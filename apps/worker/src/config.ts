@@ -23,6 +23,14 @@ const EnvSchema = z.object({
   ENGINES: envList.optional(),
   /** Jobs this process runs at once, across all its engines. Default 1 (one GPU = one worker). */
   WORKER_CONCURRENCY: envInt(1, 64).default(1),
+  /**
+   * Images one denoising batch may hold: compatible queued jobs (same engine, size, steps, sampler,
+   * guidance scale, text-to-image) run as one batch, each job's images unchanged. The worker then takes
+   * up to this many jobs at once. Default 1 (no batching).
+   */
+  WORKER_BATCH_SIZE: envInt(1, 64).default(1),
+  /** Milliseconds a job that finds its engine idle waits for others to batch with. Default 25. */
+  WORKER_BATCH_WINDOW_MS: envInt(0, 5000).default(25),
   /** onnxruntime execution providers in priority order, falling back along the list. Default cpu. */
   EXECUTION_PROVIDERS: envList.pipe(z.array(z.enum(EXECUTION_PROVIDERS)).min(1, 'must name at least one provider')).default(['cpu']),
   /** onnxruntime intra-op threads; default: onnxruntime's choice. */
@@ -58,6 +66,9 @@ export interface WorkerConfig {
   /** Undefined = every engine found. */
   engines?: string[];
   concurrency: number;
+  /** Images per denoising batch at most; 1 = no batching. */
+  batchSize: number;
+  batchWindowMs: number;
   providers: ExecutionProvider[];
   threads?: number;
   storage: StorageConfig;
@@ -84,6 +95,8 @@ export function parseWorkerConfig(env: Record<string, string | undefined>): Work
     modelsDir: e.MODELS_DIR,
     engines: e.ENGINES,
     concurrency: e.WORKER_CONCURRENCY,
+    batchSize: e.WORKER_BATCH_SIZE,
+    batchWindowMs: e.WORKER_BATCH_WINDOW_MS,
     providers: e.EXECUTION_PROVIDERS,
     threads: e.ORT_THREADS,
     storage,

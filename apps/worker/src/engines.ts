@@ -5,13 +5,17 @@
  * its own: a folder that fails (a missing graph, an unknown family) is logged once and skipped, and the
  * others serve; only a worker left with no engine at all refuses to start.
  */
-import { type DiffusionPipeline, discoverEngines, type EngineInfo, loadPipeline, Upscaler } from '@sdq/pipeline';
+import { type DiffusionPipeline, discoverEngines, type EngineInfo, type GenerateRequest, type GenerateResult, GenerationBatcher, loadPipeline, Upscaler } from '@sdq/pipeline';
 import type { Logger } from 'pino';
 import type { WorkerConfig } from './config';
 
-/** A loaded engine and the execution provider its graphs got (cuda, cpu, ...). */
+/**
+ * A loaded engine and the execution provider its graphs got (cuda, cpu, ...). A generation engine's
+ * `generate` batches compatible concurrent requests when WORKER_BATCH_SIZE > 1 (else it is the
+ * pipeline's own).
+ */
 export type LoadedEngine =
-  | { info: EngineInfo & { kind: 'generation' }; pipeline: DiffusionPipeline; provider: string }
+  | { info: EngineInfo & { kind: 'generation' }; pipeline: DiffusionPipeline; generate(req: GenerateRequest): Promise<GenerateResult>; provider: string }
   | { info: EngineInfo & { kind: 'upscale' }; upscaler: Upscaler; provider: string };
 
 export class EngineSelectionError extends Error {}
@@ -31,7 +35,7 @@ export function selectEngines(config: Pick<WorkerConfig, 'modelsDir' | 'engines'
   return found.filter((e) => config.engines!.includes(e.id));
 }
 
-export async function loadEngines(config: WorkerConfig, logger: Logger): Promise<Map<string, LoadedEngine>> {
+export async function loadEngines(config: WorkerConfig, logger: Logger, onBatch?: (engine: string, jobs: number, images: number) => void): Promise<Map<string, LoadedEngine>> {
   const runtime = {
     providers: config.providers,
     // Several providers are a priority list: fall back along it rather than refuse to start.
@@ -48,7 +52,9 @@ export async function loadEngines(config: WorkerConfig, logger: Logger): Promise
       if (info.kind === 'generation') {
         const pipeline = await loadPipeline(info.dir, runtime);
         provider = pipeline.model.unet.provider;
-        loaded.set(info.id, { info: info as EngineInfo & { kind: 'generation' }, pipeline, provider });
+        const batcher = config.batchSize > 1 ? new GenerationBatcher(pipeline, { maxImages: config.batchSize, windowMs: config.batchWindowMs, onBatch: (jobs, images) => onBatch?.(info.id, jobs, images) }) : undefined;
+        const generate = batcher ? (req: GenerateRequest) => batcher.generate(req) : (req: GenerateRequest) => pipeline.generate(req);
+        loaded.set(info.id, { info: info as EngineInfo & { kind: 'generation' }, pipeline, generate, provider });
       } else {
         const upscaler = await Upscaler.load(info.dir, runtime);
         provider = upscaler.model.provider;

@@ -53,7 +53,7 @@ function onProgress<K extends JobName>(ctx: JobContext<K>) {
 
 function generationEngine<K extends JobName>(ctx: JobContext<K>) {
   if (!('pipeline' in ctx.engine)) throw new JobFailure('bad_request', `engine ${ctx.engine.info.id} is an upscale engine: it cannot run ${ctx.payload.kind} jobs`);
-  return ctx.engine.pipeline;
+  return ctx.engine;
 }
 
 /** A stored input; a missing one will not appear on a retry. */
@@ -84,13 +84,14 @@ async function store<K extends JobName>(ctx: JobContext<K>, images: Image[]): Pr
 }
 
 async function generate<K extends 'text-to-image' | 'image-to-image' | 'masking'>(ctx: JobContext<K>, initImage?: Buffer, maskImage?: Buffer): Promise<JobResult> {
-  const pipeline = generationEngine(ctx);
+  const engine = generationEngine(ctx);
   const payload = ctx.payload as JobPayloadOf<'text-to-image' | 'image-to-image' | 'masking'>;
   const { params } = payload;
   // The API refuses these already; a payload from elsewhere must not size the worker out of memory either.
   const problem = checkEngineSize(ctx.engine.info, params.width, params.height);
   if (problem) throw new JobFailure('invalid_height_or_width', problem);
-  const result = await pipeline.generate({
+  // batched with compatible jobs running now when WORKER_BATCH_SIZE > 1 (same images either way)
+  const result = await engine.generate({
     prompts: params.prompts,
     width: params.width,
     height: params.height,
@@ -125,7 +126,7 @@ export const HANDLERS: JobHandlers = {
     return generate(ctx, await input(ctx, initImage), maskImage ? await input(ctx, maskImage) : undefined);
   },
   enhance: async (ctx) => {
-    const pipeline = generationEngine(ctx);
+    const { pipeline } = generationEngine(ctx);
     const { params, engineId } = ctx.payload;
     const info = ctx.engine.info;
     const tile = { width: info.nativeWidth ?? 512, height: info.nativeHeight ?? 512 };

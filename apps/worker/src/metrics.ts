@@ -1,6 +1,6 @@
 /**
  * The worker's Prometheus metrics (prom-client), served at /metrics on its health port: job durations
- * and queue waits per engine, seconds per denoising step, jobs by outcome, credits settled, and the
+ * and queue waits per engine, seconds per denoising step, jobs per batch, jobs by outcome, credits settled, and the
  * process's own (CPU, memory, event loop). One registry per worker, so several in one process (tests)
  * never clash.
  */
@@ -27,6 +27,13 @@ export class WorkerMetrics {
     help: 'Seconds per denoising step (model call), by engine',
     labelNames: ['engine'],
     buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+    registers: [this.registry],
+  });
+  readonly batchJobs = new Histogram({
+    name: 'sdq_worker_batch_jobs',
+    help: 'Jobs per denoising batch, by engine (1 = run alone; WORKER_BATCH_SIZE)',
+    labelNames: ['engine'],
+    buckets: [1, 2, 3, 4, 6, 8, 12, 16, 32, 64],
     registers: [this.registry],
   });
   readonly jobs = new Counter({ name: 'sdq_worker_jobs_total', help: 'Jobs this worker ran, by engine and outcome', labelNames: ['engine', 'outcome'], registers: [this.registry] });

@@ -30,7 +30,7 @@ export interface EngineWorkersOptions {
 }
 
 /**
- * WORKER_CONCURRENCY counts for the whole process, while BullMQ counts per Worker (per engine queue).
+ * WORKER_CONCURRENCY (or WORKER_BATCH_SIZE, if larger) counts for the whole process, while BullMQ counts per Worker (per engine queue).
  * With several engines, the gate pauses the other engines' Workers while every slot is busy; a job one
  * of them fetched in the same instant waits here for a slot.
  */
@@ -75,11 +75,13 @@ export class EngineWorkers {
     if (missing.length > 0) throw new Error(`no handler registered for job name(s): ${missing.join(', ')}`);
 
     const connection = { ...redisOptionsFromUrl(config.redisUrl), maxRetriesPerRequest: null };
+    // Batching needs the jobs of a batch in hand at once: the worker takes up to WORKER_BATCH_SIZE.
+    const slots = Math.max(config.concurrency, config.batchSize);
     for (const engineId of engines.keys()) {
       const worker = new Worker(queueNameForEngine(engineId), (job, token) => this.process(engineId, job, token), {
         prefix: config.queuePrefix,
         connection,
-        concurrency: config.concurrency,
+        concurrency: slots,
         lockDuration: config.lockDurationMs,
         stalledInterval: config.stalledIntervalMs,
         maxStalledCount: config.maxStalledCount,
@@ -97,7 +99,7 @@ export class EngineWorkers {
     }
     const many = this.workers.size > 1;
     this.gate = new SlotGate(
-      config.concurrency,
+      slots,
       () => many && this.workers.forEach((w) => void w.pause(true)),
       () => many && this.workers.forEach((w) => void w.resume()),
     );

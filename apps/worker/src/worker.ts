@@ -30,7 +30,7 @@ export interface RunningWorker {
 
 export async function startWorker(config: WorkerConfig, logger: Logger, handlers: JobHandlers = HANDLERS): Promise<RunningWorker> {
   logger.info(
-    { redis: redactUrl(config.redisUrl), prefix: config.queuePrefix, models_dir: config.modelsDir, providers: config.providers, concurrency: config.concurrency, storage: Object.keys(config.storage)[0] },
+    { redis: redactUrl(config.redisUrl), prefix: config.queuePrefix, models_dir: config.modelsDir, providers: config.providers, concurrency: config.concurrency, batch_size: config.batchSize, storage: Object.keys(config.storage)[0] },
     'worker starting',
   );
   let engines = new Map<string, LoadedEngine>();
@@ -69,7 +69,7 @@ export async function startWorker(config: WorkerConfig, logger: Logger, handlers
   let cancel: CancelWatcher | undefined;
   let presence: Presence | undefined;
   try {
-    engines = await loadEngines(config, logger);
+    engines = await loadEngines(config, logger, (engine, jobs) => metrics.batchJobs.observe({ engine }, jobs));
     storage = createStorage('s3' in config.storage ? config.storage : { local: { ...config.storage.local, publicUrl: 'http://unused.invalid', secret: 'the worker signs no URL' } });
     await Promise.all([redis.connect(), subscriber.connect()]);
     cancel = new CancelWatcher(subscriber, redis, config.queuePrefix, logger);

@@ -1,6 +1,7 @@
 export { DiffusionPipeline, DEFAULTS } from './pipeline';
 export { loadPipeline, StableDiffusion3Pipeline, StableDiffusionPipeline, StableDiffusionXLPipeline, FAMILIES, familyOf, SDXL_SIZES, type FamilyDescription, type FamilyId, type Mode } from './families';
 export { Upscaler, type UpscalerOptions } from './upscaler';
+export { GenerationBatcher, type BatcherOptions } from './batcher';
 export { PipelineError, isInputError, type PipelineErrorCode } from './errors';
 export { NormalRng, BatchRng, resolveSeed, sampleSeed, MAX_SEED } from './rng';
 export { ClipTokenizer } from './tokenizer/clip-tokenizer';

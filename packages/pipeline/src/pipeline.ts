@@ -282,38 +282,122 @@ export abstract class DiffusionPipeline {
   }
 
   async generate(req: GenerateRequest): Promise<GenerateResult> {
+    const [result] = await this.generateBatch([req]);
+    if (result.status === 'rejected') throw result.reason;
+    return result.value;
+  }
+
+  /**
+   * What requests must share to be denoised as one batch (size, steps, guidance scale, scheduler), and
+   * how many images one adds; undefined for a request that runs alone (image-to-image, masking, or
+   * input that fails its checks, which then fails on its own).
+   */
+  batchKey(req: GenerateRequest): { key: string; images: number } | undefined {
+    if (req.initImage || req.maskImage || req.maskSource) return undefined;
+    let r: CheckedRequest;
+    try {
+      r = this.checkInputs(req);
+    } catch {
+      return undefined;
+    }
+    return { key: JSON.stringify([r.width, r.height, r.steps, r.cfgScale, r.schedulerConfig]), images: r.samples };
+  }
+
+  /**
+   * Several text-to-image requests with one batchKey, denoised as one batch: each request's rows are
+   * its own (prompts, seeds, noise), so its images are byte for byte those it gets alone. Each request
+   * settles on its own: a canceled one is rejected at the next step (its rows run on to the batch's end,
+   * as the scheduler's state spans the whole batch), a bad one fails alone. One request may be anything
+   * generate() takes.
+   */
+  async generateBatch(reqs: GenerateRequest[]): Promise<PromiseSettledResult<GenerateResult>[]> {
     const started = performance.now();
     const onnxBefore = this.model.clock.ms;
-    const initSize = req.initImage ? await imageSize(req.initImage, 'init_image') : undefined;
-    const r = this.checkInputs(req, initSize);
-    const { samples, width, height } = r;
+    const settled: PromiseSettledResult<GenerateResult>[] = new Array(reqs.length);
+    const fail = (i: number, reason: unknown) => (settled[i] = { status: 'rejected', reason });
+    // checked one by one: a request that fails its checks fails alone
+    const members: { index: number; req: GenerateRequest; r: CheckedRequest; offset: number; seeds: number[] }[] = [];
+    let samples = 0;
+    for (const [index, req] of reqs.entries()) {
+      try {
+        const initSize = req.initImage ? await imageSize(req.initImage, 'init_image') : undefined;
+        const r = this.checkInputs(req, initSize);
+        members.push({ index, req, r, offset: samples, seeds: Array.from({ length: r.samples }, (_, i) => sampleSeed(r.seed, i)) });
+        samples += r.samples;
+      } catch (err) {
+        fail(index, err);
+      }
+    }
+    if (!members.length) return settled;
+    const keys = new Set(members.map((m) => this.batchKey(m.req)?.key));
+    if (members.length > 1 && (keys.size !== 1 || keys.has(undefined))) throw new Error('generateBatch: the requests do not share one batchKey');
+    const live = new Set(members);
+    try {
+      const images = await this.denoise(members, samples, live, fail, started);
+      for (const m of live) {
+        const out: GeneratedImage[] = [];
+        for (let s = 0; s < m.r.samples; s++) {
+          const image = images.decoded[m.offset + s];
+          if (images.pixelMask && images.initImage) composite(image, images.initImage, images.pixelMask);
+          const data = await encodeImage(image, m.r.outputFormat, this.parameters(m.r, m.seeds[s], m.req));
+          out.push({ data, seed: m.seeds[s], contentType: CONTENT_TYPES[m.r.outputFormat], width: m.r.width, height: m.r.height, finishReason: 'SUCCESS' });
+        }
+        settled[m.index] = {
+          status: 'fulfilled',
+          value: { images: out, truncatedTokens: images.truncatedTokens[members.indexOf(m)], timings: { totalMs: performance.now() - started, onnxMs: this.model.clock.ms - onnxBefore } },
+        };
+      }
+    } catch (err) {
+      // a fault of the batch (the runtime, memory) is every open request's
+      for (const m of live) fail(m.index, err);
+    }
+    return settled;
+  }
+
+  /**
+   * The shared part of a batch: conditioning, noise, the denoising loop and the VAE decode. Requests
+   * whose signal aborts are failed and dropped from `live` as the loop meets them. With one member it
+   * is diffusers' pipeline call exactly, image-to-image and masking included.
+   */
+  private async denoise(
+    members: { index: number; req: GenerateRequest; r: CheckedRequest; offset: number; seeds: number[] }[],
+    samples: number,
+    live: Set<(typeof members)[number]>,
+    fail: (index: number, reason: unknown) => void,
+    started: number,
+  ): Promise<{ decoded: PlanarImage[]; truncatedTokens: number[]; initImage?: PlanarImage; pixelMask?: Float32Array }> {
+    const first = members[0];
+    const { req } = first;
+    // shared by every member (their batchKey says so)
+    const { width, height, steps, cfgScale, schedulerConfig } = first.r;
     const h = height / this.model.vaeScaleFactor;
     const w = width / this.model.vaeScaleFactor;
     const channels = this.model.latentChannels;
     const latentSize = channels * h * w;
-    const guidance = r.cfgScale > 1;
-    const signal = req.signal;
+    const guidance = cfgScale > 1;
 
     // 1. encode the prompts (conditional and, with guidance, unconditional), a row per image: [uncond rows, cond rows]
-    const prompts = await this.encodePrompts(r, req, guidance);
+    const prompts = await Promise.all(members.map((m) => this.encodePrompts(m.r, m.req, guidance)));
     const rows = guidance ? 2 * samples : samples;
     const conditioning: Record<string, FeedValue> = {};
-    for (const input of prompts.inputs) {
+    for (const [k, input] of prompts[0].inputs.entries()) {
       const rowSize = input.cond.length;
       const data = new Float32Array(rows * rowSize);
-      for (let s = 0; s < samples; s++) {
-        if (guidance) data.set(input.uncond!, s * rowSize);
-        data.set(input.cond, (guidance ? samples + s : s) * rowSize);
+      for (const [j, m] of members.entries()) {
+        const own = prompts[j].inputs[k];
+        for (let s = m.offset; s < m.offset + m.r.samples; s++) {
+          if (guidance) data.set(own.uncond!, s * rowSize);
+          data.set(own.cond, (guidance ? samples + s : s) * rowSize);
+        }
       }
       conditioning[input.name] = { data, dims: [rows, ...input.rowDims] };
     }
 
     // 2. set the timesteps; image-to-image starts part-way, at (1 - image_strength) of the schedule
-    const scheduler: Scheduler = createScheduler(r.schedulerConfig);
-    scheduler.setTimesteps(r.steps);
+    const scheduler: Scheduler = createScheduler(schedulerConfig);
+    scheduler.setTimesteps(steps);
     let timesteps = scheduler.timesteps;
-    const seeds = Array.from({ length: samples }, (_, i) => sampleSeed(r.seed, i));
-    const generators = seeds.map((seed) => new NormalRng(seed));
+    const generators = members.flatMap((m) => m.seeds.map((seed) => new NormalRng(seed)));
     const rng = new BatchRng(generators);
     const noise = rng.randn(samples * latentSize);
 
@@ -331,8 +415,8 @@ export abstract class DiffusionPipeline {
         latentMask = downsampleMask(pixelMask, width, height, this.model.vaeScaleFactor);
       }
       // Masking repaints fully unless the caller asks to keep some of the original inside the mask.
-      const strength = req.maskSource && req.imageStrength === undefined ? 1 : 1 - r.imageStrength;
-      const tStart = this.startStep(r.steps, strength) * scheduler.order;
+      const strength = req.maskSource && req.imageStrength === undefined ? 1 : 1 - first.r.imageStrength;
+      const tStart = this.startStep(steps, strength) * scheduler.order;
       timesteps = timesteps.slice(tStart);
       scheduler.setBeginIndex(tStart);
       latents = timesteps.length ? scheduler.addNoise(initLatents, noise, timesteps[0]) : initLatents.slice();
@@ -341,6 +425,16 @@ export abstract class DiffusionPipeline {
       for (let i = 0; i < noise.length; i++) latents[i] = noise[i] * scheduler.initNoiseSigma;
     }
 
+    // a member whose signal has aborted leaves the batch (its rows still run: the scheduler spans them)
+    const dropCanceled = (when: string) => {
+      for (const m of live) {
+        if (m.req.signal?.aborted) {
+          live.delete(m);
+          fail(m.index, new PipelineError('canceled', `generation canceled ${when}`));
+        }
+      }
+    };
+
     // 4. the denoising loop
     const unet = this.model.unet;
     const sampleName = unet.input('sample') ? 'sample' : unet.inputs[0].name;
@@ -348,7 +442,8 @@ export abstract class DiffusionPipeline {
     const outName = unet.outputs[0].name;
     const total = timesteps.length;
     for (let i = 0; i < total; i++) {
-      if (signal?.aborted) throw new PipelineError('canceled', `generation canceled before step ${i + 1} of ${total}`);
+      dropCanceled(`before step ${i + 1} of ${total}`);
+      if (!live.size) return { decoded: [], truncatedTokens: [] };
       const t = timesteps[i];
       // expand the latents for guidance: [uncond rows, cond rows]
       const expanded = guidance ? concat(latents, latents) : latents;
@@ -369,7 +464,7 @@ export abstract class DiffusionPipeline {
       if (guidance) {
         const n = samples * latentSize;
         noisePred = new Float32Array(n);
-        for (let k = 0; k < n; k++) noisePred[k] = pred[k] + r.cfgScale * (pred[n + k] - pred[k]);
+        for (let k = 0; k < n; k++) noisePred[k] = pred[k] + cfgScale * (pred[n + k] - pred[k]);
       } else {
         noisePred = pred;
       }
@@ -384,24 +479,14 @@ export abstract class DiffusionPipeline {
           latents[k] = m * latents[k] + (1 - m) * known[k];
         }
       }
-      req.onProgress?.({ step: i + 1, total, elapsedMs: performance.now() - started });
+      for (const m of live) m.req.onProgress?.({ step: i + 1, total, elapsedMs: performance.now() - started });
     }
-    if (signal?.aborted) throw new PipelineError('canceled', `generation canceled after step ${total} of ${total}`);
+    dropCanceled(`after step ${total} of ${total}`);
+    if (!live.size) return { decoded: [], truncatedTokens: [] };
 
-    // 5. decode the latents and compose masked results over the original pixels
+    // 5. decode the latents (masked results are composed over the original pixels by the caller)
     const decoded = await this.decodeLatents(latents, samples, h, w);
-    const images: GeneratedImage[] = [];
-    for (let s = 0; s < samples; s++) {
-      const image = decoded[s];
-      if (pixelMask && initImage) composite(image, initImage, pixelMask);
-      const data = await encodeImage(image, r.outputFormat, this.parameters(r, seeds[s], req));
-      images.push({ data, seed: seeds[s], contentType: CONTENT_TYPES[r.outputFormat], width, height, finishReason: 'SUCCESS' });
-    }
-    return {
-      images,
-      truncatedTokens: prompts.truncatedTokens,
-      timings: { totalMs: performance.now() - started, onnxMs: this.model.clock.ms - onnxBefore },
-    };
+    return { decoded, truncatedTokens: prompts.map((p) => p.truncatedTokens), initImage, pixelMask };
   }
 
   /** AUTOMATIC1111's "parameters" text: prompt, negative prompt, then one line of settings. */
