@@ -295,7 +295,8 @@ export function generationRoutes(deps: GenerationDeps): Router {
 
     if (prefer.async || prefer.wait !== undefined) {
       const snapshot = prefer.wait !== undefined ? await jobs.waitForEnd(record, prefer.wait * 1000) : undefined;
-      const object = await jobs.describe(record, snapshot);
+      // a job queued just now (not a replay, not waited for) is read in one round trip
+      const object = snapshot || repeated ? await jobs.describe(record, snapshot) : await jobs.describeQueued(record);
       res.set('Preference-Applied', prefer.wait !== undefined ? `wait=${prefer.wait}` : 'respond-async');
       res.set('Location', object.urls.self);
       res.status(TERMINAL_STATUSES.has(object.status) ? 200 : 202).json(object);

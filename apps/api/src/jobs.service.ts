@@ -159,11 +159,11 @@ export class JobsService extends JobView {
     }
     const common = { version: 1 as const, jobId: id, accountId, engineId, createdAt };
     const payload = { ...common, ...job, ...(Object.keys(keys).length ? { inputs: keys } : {}) } as JobPayload;
-    const record: JobRecord = { id, account_id: accountId, engine: engineId, kind: job.kind, created_at: createdAt, seq: await store.nextJobSeq() };
+    const record: JobRecord = { id, account_id: accountId, engine: engineId, kind: job.kind, created_at: createdAt, seq: 0 };
     if (webhook?.url) record.webhook = webhook.url;
     if (webhook?.events) record.webhook_events = webhook.events.join(',');
     // The record first, so that a worker's events always find a job the API knows.
-    await store.saveJob(record, createdAt + config.resultRetention * 1000);
+    await store.saveNewJob(record, createdAt + config.resultRetention * 1000);
     await queue.add(payload, await this.priorityOf(accountId));
     this.deps.logger.info({ job_id: id, engine: engineId, kind: job.kind, account_id: accountId }, 'job queued');
     return record;

@@ -53,7 +53,7 @@ describe('the webhook sweep', () => {
     expect(open.status).toBe('queued');
     // A record whose engine no process serves any more: unreadable here.
     const { store } = api.server.deps;
-    await store.saveJob({ id: 'job-of-a-gone-engine', account_id: accountId, engine: 'gone', kind: 'text-to-image', created_at: 1, seq: await store.nextJobSeq() }, Date.now() + 60_000);
+    await store.saveNewJob({ id: 'job-of-a-gone-engine', account_id: accountId, engine: 'gone', kind: 'text-to-image', created_at: 1 }, Date.now() + 60_000);
 
     expect(await sweeper.sweep()).toBe(2);
     expect((await pending()).sort()).toEqual(['job-of-a-gone-engine', open.id].sort());

@@ -85,6 +85,32 @@ export class JobView {
     };
   }
 
+  /**
+   * The job object of a job this request has just queued, in one read (its queue position) instead of
+   * three (its state, its hash and the position): while it waits, nothing else about it can have
+   * changed. A job that has left the wait list already (a fast worker) is described in full.
+   */
+  async describeQueued(record: JobRecord): Promise<JobObject> {
+    const position = await this.deps.queue.position(record.engine, record.id);
+    if (position === null) return this.describe(record);
+    const base = `${this.deps.config.publicUrl}/v1/jobs/${record.id}`;
+    return {
+      id: record.id,
+      status: 'queued',
+      engine: record.engine,
+      kind: record.kind as JobKind,
+      created_at: iso(record.created_at)!,
+      started_at: null,
+      finished_at: null,
+      queue_position: position,
+      progress: null,
+      artifacts: [],
+      error: null,
+      credits_charged: null,
+      urls: { self: base, cancel: `${base}/cancel`, events: `${base}/events` },
+    };
+  }
+
   /** Decimal credits charged for a job: the cost once settled, 0 once released, null while open. */
   private async charged(jobId: string): Promise<number | null> {
     const micro = await this.deps.credits.charged(jobId);
