@@ -2,10 +2,8 @@
  * Wiring: createApp builds the Express app from its parts; startServer makes the parts from a Config,
  * listens, runs the sweeper, and returns a close function (tests start the API in-process with it).
  */
-import { randomUUID } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import express, { type Express, type RequestHandler } from 'express';
-import { pinoHttp } from 'pino-http';
 import type { Logger } from 'pino';
 import { discoverEngines, type EngineInfo } from '@sdq/pipeline/engines';
 import { ConfigError, portInUseMessage, queueNameForEngine, ServiceError, type Storage } from '@sdq/contracts';
@@ -23,6 +21,7 @@ import { JobsService } from './jobs.service';
 import { ApiMetrics } from './metrics';
 import { Shutdown } from './shutdown';
 import { createLogger } from './logger';
+import { requestLog } from './request-log';
 import { buildOpenApi } from './openapi';
 import { JobQueue } from './queue';
 import { artifactRoutes, engineRoutes, healthRoutes, jobRoutes } from './routes';
@@ -59,13 +58,6 @@ function requireRedis(store: Store): RequestHandler {
     next(store.ready ? undefined : new ServiceError('service_unavailable', 'the job store (Redis) is unreachable; retry shortly'));
 }
 
-/** Query parameters that are credentials (a signed artifact URL's signature): their values never reach a log. */
-const SECRET_PARAMS = /([?&](?:signature|X-Amz-Signature|X-Amz-Credential|X-Amz-Security-Token)=)[^&#]*/gi;
-
-export function redactQuery(url: string): string {
-  return url.replace(SECRET_PARAMS, '$1[redacted]');
-}
-
 export function createApp(deps: AppDeps): Express {
   const { config, logger, store, storage, engines, aliases, presence, jobs, prices, credits, limiter, accounts, webhooks } = deps;
   // Checked before anything listens: a V2BETA_ENGINES typo stops start-up.
@@ -77,23 +69,7 @@ export function createApp(deps: AppDeps): Express {
   app.use(metrics.middleware());
   app.use(shutdown.refuseWhileStopping());
   app.set('trust proxy', false);
-  app.use(
-    pinoHttp({
-      logger,
-      genReqId: (req, res) => {
-        const id = randomUUID();
-        res.setHeader('X-Request-Id', id);
-        return id;
-      },
-      customLogLevel: (_req, res, err) => (err || res.statusCode >= 500 ? 'error' : res.statusCode >= 400 ? 'info' : 'info'),
-      // One short line per request: no headers, so no credential can reach the log through them, and
-      // the line costs a fraction of the full request/response dump at thousands of requests a second.
-      serializers: {
-        req: (req: { id: unknown; method: string; url: string; remoteAddress?: string }) => ({ id: req.id, method: req.method, url: redactQuery(req.url), remote: req.remoteAddress }),
-        res: (res: { statusCode: number }) => ({ status: res.statusCode }),
-      },
-    }),
-  );
+  app.use(requestLog(logger));
   // Built on first use: with PORT=0 the public URL is known only once the server listens.
   let openapi: Record<string, unknown> | undefined;
   // Prometheus scrapes it (no credentials: counts and timings only, no account or job data).
@@ -238,6 +214,7 @@ export async function startServer(config: Config, opts: { logger?: Logger } = {}
   // The engine set tells processes without the models folder (webhook delivery) which queues to hear;
   // each sweep adds them again (a Redis that lost them, or was down at start).
   const registerEngines = () => queue.registerEngines([...engines.keys()]);
+  store.enableKeyCache();
   await registerEngines().catch(() => {});
 
   const server = app.listen(config.port, config.host);

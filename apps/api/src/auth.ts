@@ -1,6 +1,6 @@
 import { timingSafeEqual, createHash } from 'node:crypto';
 import type { RequestHandler } from 'express';
-import type {} from 'pino-http';
+import { bindLog } from './request-log';
 import { type KeyScope, scopeAllows, ServiceError } from '@sdq/contracts';
 import type { Store } from './store';
 
@@ -37,7 +37,7 @@ export function requireApiKey(store: Store): RequestHandler {
       req.accountId = found.accountId;
       req.keyId = found.keyId;
       req.scope = found.scope;
-      req.log = req.log?.child({ account_id: found.accountId, key_id: found.keyId });
+      bindLog(req, { account_id: found.accountId, key_id: found.keyId });
       next();
     } catch (err) {
       next(err);
@@ -70,7 +70,7 @@ export function requireAdmin(adminToken: string | undefined, store: Store): Requ
         req.accountId = key.accountId;
         req.keyId = key.keyId;
         req.scope = key.scope;
-        req.log = req.log?.child({ account_id: key.accountId, key_id: key.keyId });
+        bindLog(req, { account_id: key.accountId, key_id: key.keyId });
         return next();
       }
       if (!expected) throw new ServiceError('permission_denied', 'the admin API takes only admin API keys here: ADMIN_TOKEN is not set');

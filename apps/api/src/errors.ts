@@ -3,7 +3,7 @@
  * anything else is a 500 that names the request id, with the stack in the log only.
  */
 import type { ErrorRequestHandler, RequestHandler } from 'express';
-import type {} from 'pino-http';
+import type {} from './request-log';
 import { type ErrorBody, type ErrorName, ServiceError, StorageUnavailableError, type V2ErrorBody } from '@sdq/contracts';
 
 export { ServiceError };

@@ -27,6 +27,7 @@ import type { JobInputs, JobsService, JobWebhook, NewJob } from './jobs.service'
 import type { EnginePresence } from './presence';
 import { dryRun, jobCost } from './pricing';
 import { rateLimit } from './rate-limit';
+import { bindLog } from './request-log';
 import type { JobRecord } from './store';
 import { type CheckedImage, type ImageField, multipart, parseFormFields, readImage, repeatedField } from './uploads';
 
@@ -193,7 +194,7 @@ export async function submitJob(
     idempotency: key === undefined ? undefined : { key, bodyHash: fingerprint(req) },
     webhook: built.webhook,
   });
-  req.log = req.log.child({ job_id: submitted.record.id });
+  bindLog(req, { job_id: submitted.record.id });
   return submitted;
 }
 

@@ -8,6 +8,7 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { DEFAULT_KEY_SCOPE, KEY_SCOPES, type KeyScope } from '@sdq/contracts';
+import type { Redis } from 'ioredis';
 import { failFastRedis, JobRecords } from '@sdq/jobs';
 
 export type { JobRecord } from '@sdq/jobs';
@@ -48,9 +49,53 @@ export function newId(prefix: string): string {
 }
 
 /** The job records (@sdq/jobs, shared with the webhook delivery process) and the API's own accounts and keys. */
+/** How long a key's lookup is remembered by an API process that missed the message of its revocation. */
+const KEY_CACHE_MS = 5000;
+
+type KeyLookup = { accountId: string; keyId: string; scope: KeyScope };
+
 export class Store extends JobRecords {
+  /** Valid keys' lookups by hash (enableKeyCache); every revocation removes its entry in every process. */
+  private keyCache?: Map<string, { found: KeyLookup; until: number }>;
+  private subscriber?: Redis;
+  private keyCacheLive = false;
+
   constructor(redisUrl: string, prefix: string, timeoutMs: number) {
     super(failFastRedis(redisUrl, timeoutMs), prefix);
+  }
+
+  /**
+   * Remembers valid keys for up to KEY_CACHE_MS, so most requests skip the lookup. A revocation (from
+   * any process, the CLI included) is published, and each caching process drops the key at once; only a
+   * process whose subscription was down at that moment can accept the key for the rest of its entry's
+   * life. Unknown keys are never remembered.
+   */
+  enableKeyCache(): void {
+    const cache = new Map<string, { found: KeyLookup; until: number }>();
+    const subscriber = this.redis.duplicate({ enableOfflineQueue: true, maxRetriesPerRequest: null, autoResubscribe: false, lazyConnect: true });
+    const channel = this.k('keys-revoked');
+    subscriber.on('error', () => {});
+    subscriber.on('message', (_channel, hash: string) => cache.delete(hash));
+    // uncached until the subscription holds, and again from the moment it drops until it holds again
+    subscriber.on('close', () => {
+      this.keyCacheLive = false;
+      cache.clear();
+    });
+    subscriber.on('ready', () => {
+      subscriber.subscribe(channel).then(
+        () => (this.keyCacheLive = true),
+        () => {},
+      );
+    });
+    this.subscriber = subscriber;
+    this.keyCache = cache;
+    // not awaited: with Redis down at start the API starts anyway, uncached
+    subscriber.connect().catch(() => {});
+  }
+
+  override async close(): Promise<void> {
+    this.subscriber?.disconnect();
+    await super.close();
   }
 
   // --- accounts and keys -------------------------------------------------------------------------
@@ -144,15 +189,29 @@ export class Store extends JobRecords {
     const h = await this.redis.hgetall(this.k('key', id));
     if (!h.id) return undefined;
     const revokedAt = h.revoked_at ?? new Date().toISOString();
-    await this.redis.multi().hset(this.k('key', id), 'revoked_at', revokedAt).del(this.k('keyhash', h.hash)).exec();
+    // published: every API process that has the key cached drops it at once
+    await this.redis.multi().hset(this.k('key', id), 'revoked_at', revokedAt).del(this.k('keyhash', h.hash)).publish(this.k('keys-revoked'), h.hash).exec();
     return { id: h.id, account_id: h.account_id, created_at: h.created_at, revoked_at: revokedAt, hint: h.hint, scope: toScope(h.scope) };
   }
 
-  /** The account and scope of a valid, unrevoked key (revoking deletes the lookup: no cache to outlive it). */
-  async authenticate(apiKey: string): Promise<{ accountId: string; keyId: string; scope: KeyScope } | undefined> {
-    const found = await this.redis.get(this.k('keyhash', hashApiKey(apiKey)));
-    if (!found) return undefined;
-    const [accountId, keyId, scope] = found.split(' ');
-    return { accountId, keyId, scope: toScope(scope) };
+  /** The account and scope of a valid, unrevoked key (cached per process for 5 s; a revocation drops it everywhere at once). */
+  async authenticate(apiKey: string): Promise<KeyLookup | undefined> {
+    const hash = hashApiKey(apiKey);
+    const cache = this.keyCacheLive ? this.keyCache : undefined;
+    const now = Date.now();
+    const hit = cache?.get(hash);
+    if (hit && hit.until > now) return hit.found;
+    const stored = await this.redis.get(this.k('keyhash', hash));
+    if (!stored) {
+      cache?.delete(hash);
+      return undefined;
+    }
+    const [accountId, keyId, scope] = stored.split(' ');
+    const found = { accountId, keyId, scope: toScope(scope) };
+    if (cache) {
+      if (cache.size >= 10_000) cache.clear();
+      cache.set(hash, { found, until: now + KEY_CACHE_MS });
+    }
+    return found;
   }
 }
