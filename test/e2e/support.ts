@@ -91,6 +91,8 @@ export async function startService(redis: TestRedis, opts: { s3?: TestS3; env?: 
 /** A worker in this process; `jobs` lists the job ids it started, in order. */
 export interface TestWorker extends RunningWorker {
   jobs: string[];
+  /** Job ids it ran to success, once per run (a job run again after a fault appears twice). */
+  succeeded: string[];
 }
 
 /** Fast stalled-job recovery, so a killed worker's job is taken over within a few seconds. */
@@ -99,19 +101,21 @@ const FAST_RECOVERY = { WORKER_LOCK_DURATION_MS: '2000', WORKER_STALLED_INTERVAL
 export async function startTestWorker(service: Pick<Service, 'env'>, env: Record<string, string> = {}): Promise<TestWorker> {
   const config = parseWorkerConfig({ ...service.env, HEALTH_PORT: '0', HEALTH_HOST: '127.0.0.1', LOG_LEVEL: 'info', ...FAST_RECOVERY, ...env });
   const jobs: string[] = [];
+  const succeeded: string[] = [];
   // The worker's own log lines tell which worker ran which job.
   const sink = new Writable({
     write(chunk, _enc, done) {
       for (const line of String(chunk).split('\n').filter(Boolean)) {
         const entry = JSON.parse(line) as { msg?: string; job_id?: string };
         if (entry.msg === 'job started' && entry.job_id) jobs.push(entry.job_id);
+        if (entry.msg === 'job succeeded' && entry.job_id) succeeded.push(entry.job_id);
         if (LOG_LEVEL !== 'silent') process.stderr.write(`${line}\n`);
       }
       done();
     },
   });
   const worker = await startWorker(config, pino({ level: 'info' }, sink));
-  return Object.assign(worker, { jobs });
+  return Object.assign(worker, { jobs, succeeded });
 }
 
 export interface ChildProcessHandle {

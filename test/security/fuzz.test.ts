@@ -1,5 +1,5 @@
 /**
- * The standing fuzz suite: a few thousand malformed requests over every route of a running API process
+ * The standing fuzz suite: 5,000 malformed requests over every route of a running API process
  * (wrong types, huge, negative and non-finite numbers, deep JSON, non-UTF-8, bad charsets and encodings,
  * truncated and oversized multipart, corrupt and decompression-bomb images, unknown engines and samplers,
  * hostile keys, odd headers and path parameters). Afterwards: no answer was a 5xx, every error was a
@@ -25,7 +25,7 @@ import { FUZZ_ROUTES, type FuzzIds, type FuzzRoute, registeredRoutes } from './r
 import { type ApiProcess, corrupt, jpeg, multipartBody, png, pngClaiming, rawRequest, rssMiB, SPAWNED_ADMIN_TOKEN, spawnApi, truncated } from './support';
 
 const SEED = Number(process.env.FUZZ_SEED ?? 20261201);
-const COUNT = Number(process.env.FUZZ_COUNT ?? 3000);
+const COUNT = Number(process.env.FUZZ_COUNT ?? 5000);
 const LANES = 8;
 const SECRET = 'fuzz-artifact-secret-0123456789';
 const MAX_UPLOAD = 256 * 1024;

@@ -17,8 +17,11 @@ export interface TestRedis {
   url: string;
   /** A key prefix of this test file's own. */
   prefix: string;
-  /** Only for a private server: stop it (the port stays reserved for restart()). */
-  stop(): Promise<void>;
+  /**
+   * Only for a private server: stop it (the port stays reserved for restart()). SIGKILL by default;
+   * SIGTERM is Redis's own shutdown (with AOF on, it writes the file out first).
+   */
+  stop(signal?: 'SIGKILL' | 'SIGTERM'): Promise<void>;
   restart(): Promise<void>;
   /** Removes this file's keys and stops a private server. */
   close(): Promise<void>;
@@ -60,7 +63,8 @@ async function waitForPing(url: string, timeoutMs = 10_000): Promise<void> {
 /**
  * @param opts.private start a private server even when REDIS_URL is set (tests that stop Redis).
  */
-export async function startTestRedis(opts: { private?: boolean } = {}): Promise<TestRedis> {
+/** `aof`: a private server with the append-only file on (fsync every second), as docker-compose runs it. */
+export async function startTestRedis(opts: { private?: boolean; aof?: boolean } = {}): Promise<TestRedis> {
   const prefix = `t${randomUUID().slice(0, 8)}`;
   const cleanup = async (url: string) => {
     const client = new Redis(url, { maxRetriesPerRequest: 1 });
@@ -76,7 +80,7 @@ export async function startTestRedis(opts: { private?: boolean } = {}): Promise<
     }
   };
 
-  if (process.env.REDIS_URL && !opts.private) {
+  if (process.env.REDIS_URL && !opts.private && !opts.aof) {
     const url = process.env.REDIS_URL;
     await waitForPing(url);
     const unsupported = async () => {
@@ -86,7 +90,7 @@ export async function startTestRedis(opts: { private?: boolean } = {}): Promise<
   }
 
   if (!hasRedisServer()) {
-    if (dockerAvailable()) return startContainerRedis(prefix, cleanup);
+    if (dockerAvailable()) return startContainerRedis(prefix, cleanup, !!opts.aof);
     throw new Error('tests need Redis: set REDIS_URL, or install redis-server (apt-get install redis-server) so a private one can be started, or run a Docker engine');
   }
   const port = await freePort();
@@ -94,18 +98,19 @@ export async function startTestRedis(opts: { private?: boolean } = {}): Promise<
   const url = `redis://127.0.0.1:${port}`;
   let child: ChildProcess | undefined;
   const start = async () => {
-    child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--save', '', '--appendonly', 'no'], {
+    const persistence = opts.aof ? ['--appendonly', 'yes', '--appendfsync', 'everysec'] : ['--appendonly', 'no'];
+    child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--save', '', ...persistence], {
       stdio: 'ignore',
     });
     await waitForPing(url);
   };
-  const stop = async () => {
+  const stop = async (signal: 'SIGKILL' | 'SIGTERM' = 'SIGKILL') => {
     const c = child;
     child = undefined;
     if (!c || c.exitCode !== null) return;
     await new Promise<void>((resolve) => {
       c.once('exit', () => resolve());
-      c.kill('SIGKILL');
+      c.kill(signal);
     });
   };
   await start();
@@ -122,7 +127,7 @@ export async function startTestRedis(opts: { private?: boolean } = {}): Promise<
 }
 
 /** redis:7 in a container on a fixed host port, so that stop() and restart() keep the same URL. */
-async function startContainerRedis(prefix: string, cleanup: (url: string) => Promise<void>): Promise<TestRedis> {
+async function startContainerRedis(prefix: string, cleanup: (url: string) => Promise<void>, aof: boolean): Promise<TestRedis> {
   const port = await freePort();
   const url = `redis://127.0.0.1:${port}`;
   type Started = Awaited<ReturnType<Awaited<ReturnType<typeof genericContainer>>['container']['start']>>;
@@ -131,7 +136,7 @@ async function startContainerRedis(prefix: string, cleanup: (url: string) => Pro
     const { container, Wait } = await genericContainer('redis:7');
     running = await container
       .withExposedPorts({ container: 6379, host: port })
-      .withCommand(['redis-server', '--save', '', '--appendonly', 'no'])
+      .withCommand(['redis-server', '--save', '', ...(aof ? ['--appendonly', 'yes', '--appendfsync', 'everysec'] : ['--appendonly', 'no'])])
       .withWaitStrategy(Wait.forLogMessage('Ready to accept connections'))
       .start();
     await waitForPing(url);

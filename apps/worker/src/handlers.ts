@@ -76,6 +76,9 @@ async function store<K extends JobName>(ctx: JobContext<K>, images: Image[]): Pr
     try {
       await ctx.storage.put(key, image.data, contentType);
     } catch (err) {
+      // The images written before this one are no job's result: gone now, not at the job's expiry (a
+      // retry writes them again). Best effort: storage that refused this write may refuse the delete too.
+      if (index > 0) await ctx.storage.deletePrefix(`generations/${ctx.payload.jobId}/`).catch(() => {});
       throw new Error(`storage: could not write ${key}: ${(err as Error).message}`, { cause: err });
     }
     artifacts.push({ key, seed: image.seed, finish_reason: image.finishReason, content_type: contentType, width: image.width, height: image.height });
