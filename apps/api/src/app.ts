@@ -155,17 +155,17 @@ export interface Core {
 
 export function createCore(config: Config, logger: Logger): Core {
   const { engines, aliases } = loadEngines(config.modelsDir, logger, config.engineAliases);
-  const store = new Store(config.redisUrl, config.queuePrefix, config.redisTimeoutMs);
-  const queue = new JobQueue({ redisUrl: config.redisUrl, prefix: config.queuePrefix, engines: [...engines.keys()], timeoutMs: config.redisTimeoutMs, logger, redis: store.redis });
+  const store = new Store(config.redisUrl, config.keyPrefix, config.redisTimeoutMs);
+  const queue = new JobQueue({ redisUrl: config.redisUrl, prefix: config.queuePrefix, keyPrefix: config.keyPrefix, engines: [...engines.keys()], timeoutMs: config.redisTimeoutMs, logger, redis: store.redis });
   const storage = new CheckedStorage(
     createStorage('s3' in config.storage ? { s3: config.storage.s3 } : { local: { ...config.storage.local, publicUrl: () => config.publicUrl } }),
   );
-  const credits = new CreditsService(store.redis, { prefix: config.queuePrefix });
-  const idempotency = new IdempotencyStore(store.redis, { prefix: config.queuePrefix });
+  const credits = new CreditsService(store.redis, { prefix: config.keyPrefix });
+  const idempotency = new IdempotencyStore(store.redis, { prefix: config.keyPrefix });
   const w = config.webhooks;
   const webhooks = new Webhooks({
     redis: store.redis,
-    prefix: config.queuePrefix,
+    prefix: config.keyPrefix,
     queue: queue.deliveries,
     allowedHosts: w.allowedHosts,
     secretGraceMs: w.secretGraceMs,
@@ -190,13 +190,13 @@ export async function startServer(config: Config, opts: { logger?: Logger } = {}
   store.redis.on('close', () => redisWasReady && logger.warn('redis connection lost; answering 503 until it returns'));
   // A bad PRICES_FILE stops start-up here, naming the file and the field.
   const prices = PriceTable.load({ file: config.credits.pricesFile });
-  const limiter = new RateLimiter(store.redis, { prefix: config.queuePrefix, limit: config.credits.rateLimit, windowMs: config.credits.rateLimitWindowMs });
+  const limiter = new RateLimiter(store.redis, { prefix: config.keyPrefix, limit: config.credits.rateLimit, windowMs: config.credits.rateLimitWindowMs });
   const accounts = new AccountsService(store, credits, { startingCredits: config.credits.startingCredits });
   // Whichever process hears a job end first closes its hold (the worker does too; closing is once).
   queue.onEnd((jobId) => {
     jobs.closeHold(jobId).catch((err) => logger.warn({ job_id: jobId, err: (err as Error).message }, 'could not close the hold; the reconciler will'));
   });
-  const presence = new EnginePresence(store.redis, config.queuePrefix);
+  const presence = new EnginePresence(store.redis, config.keyPrefix);
   const shutdown = new Shutdown();
   const deps: AppDeps = { config, logger, store, queue, storage, engines, aliases, presence, jobs, prices, credits, limiter, accounts, webhooks, metrics, shutdown };
   const app = createApp(deps);

@@ -36,7 +36,7 @@ Usage:
 class UsageError extends Error {}
 
 async function connect(config: Config): Promise<Store> {
-  const store = new Store(config.redisUrl, config.queuePrefix, config.redisTimeoutMs);
+  const store = new Store(config.redisUrl, config.keyPrefix, config.redisTimeoutMs);
   store.redis.on('error', () => {});
   await new Promise<void>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`cannot reach Redis at ${config.redisUrl.replace(/\/\/[^@]*@/, '//***@')} (set REDIS_URL)`)), Math.max(config.redisTimeoutMs, 3000));
@@ -103,7 +103,7 @@ async function run(argv: string[]): Promise<number> {
 
   const config = loadConfig();
   const store = await connect(config);
-  const credits = new CreditsService(store.redis, { prefix: config.queuePrefix });
+  const credits = new CreditsService(store.redis, { prefix: config.keyPrefix });
   const accounts = new AccountsService(store, credits, { startingCredits: config.credits.startingCredits });
   try {
     switch (command) {

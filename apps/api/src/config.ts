@@ -3,7 +3,7 @@
  * A bad value stops the process with "Invalid environment: <VAR> ...".
  */
 import { z } from 'zod';
-import { ConfigError, DEFAULT_QUEUE_PREFIX, envInt, envUrl, LOG_FORMAT, LOG_LEVEL, loadOrExit, parseEnv, redisOptionsFromUrl } from '@sdq/contracts';
+import { ConfigError, DEFAULT_QUEUE_PREFIX, envInt, envRedisUrl, envUrl, ownKeyPrefix, LOG_FORMAT, LOG_LEVEL, loadOrExit, parseEnv, redisOptionsFromUrl } from '@sdq/contracts';
 import { parseCredits } from '@sdq/credits/amounts';
 import { STORAGE_ENV, storageConfigFromEnv, type S3Config } from '@sdq/storage/config';
 import { WEBHOOK_ENV, type WebhookConfig, webhookConfigFromEnv } from '@sdq/webhooks/config';
@@ -15,8 +15,8 @@ const EnvSchema = z.object({
   HOST: z.string().min(1).default('0.0.0.0'),
   /** Base URL clients reach the API at (job urls, local artifact URLs). Default http://localhost:PORT. */
   PUBLIC_URL: envUrl(['http:', 'https:']).optional(),
-  /** Default redis://127.0.0.1:6379. */
-  REDIS_URL: envUrl(['redis:', 'rediss:']).default('redis://127.0.0.1:6379'),
+  /** redis://, rediss://, redis+sentinel:// or redis+cluster:// (README: Redis topologies). Default redis://127.0.0.1:6379. */
+  REDIS_URL: envRedisUrl.default('redis://127.0.0.1:6379'),
   /** Key prefix of every queue and record. Default "sdq". */
   QUEUE_PREFIX: z.string().regex(/^[A-Za-z0-9_.-]+$/, 'may hold only letters, digits, _ . -').default(DEFAULT_QUEUE_PREFIX),
   /** Milliseconds the API waits for Redis before answering 503. Default 2000. */
@@ -115,7 +115,10 @@ export interface Config {
   /** True when publicUrl was derived from PORT rather than given. */
   publicUrlFromPort: boolean;
   redisUrl: string;
+  /** BullMQ's prefix. */
   queuePrefix: string;
+  /** sdq's own keys' prefix: QUEUE_PREFIX, hash-tagged in a Redis Cluster. */
+  keyPrefix: string;
   redisTimeoutMs: number;
   adminToken?: string;
   modelsDir: string;
@@ -176,6 +179,7 @@ export function parseConfig(env: Record<string, string | undefined>, randomSecre
     publicUrlFromPort: !e.PUBLIC_URL,
     redisUrl: e.REDIS_URL,
     queuePrefix: e.QUEUE_PREFIX,
+    keyPrefix: ownKeyPrefix(e.QUEUE_PREFIX, e.REDIS_URL),
     redisTimeoutMs: e.REDIS_TIMEOUT_MS,
     adminToken: e.ADMIN_TOKEN,
     modelsDir: e.MODELS_DIR,

@@ -33,9 +33,9 @@ export class JobQueue extends EngineQueues {
   /** The webhook delivery queue (jobs added by @sdq/webhooks' emit and redeliver). */
   readonly deliveries: Queue;
 
-  constructor(opts: { redisUrl: string; prefix: string; engines: string[]; timeoutMs: number; logger: Logger; redis: Redis }) {
+  constructor(opts: { redisUrl: string; prefix: string; keyPrefix: string; engines: string[]; timeoutMs: number; logger: Logger; redis: Redis }) {
     super(opts);
-    this.deliveries = new Queue(WEBHOOK_QUEUE, { prefix: opts.prefix, connection: this.failFastConnection() });
+    this.deliveries = new Queue(this.queueName(WEBHOOK_QUEUE), { prefix: opts.prefix, connection: this.failFastConnection() });
     this.deliveries.on('error', (err) => opts.logger.debug({ err: err.message }, 'webhook queue connection error'));
   }
 
@@ -64,8 +64,8 @@ export class JobQueue extends EngineQueues {
   /** Asks the worker running a job to stop: a flag for workers that start it later, and a message. */
   async signalCancel(engine: string, jobId: string): Promise<void> {
     this.queue(engine);
-    await this.opts.redis.set(cancelFlagKey(this.opts.prefix, jobId), '1', 'EX', CANCEL_FLAG_TTL_SECONDS);
-    await this.opts.redis.publish(cancelChannel(this.opts.prefix), jobId);
+    await this.opts.redis.set(cancelFlagKey(this.opts.keyPrefix, jobId), '1', 'EX', CANCEL_FLAG_TTL_SECONDS);
+    await this.opts.redis.publish(cancelChannel(this.opts.keyPrefix), jobId);
   }
 
   /** Removes a finished job from its queue (retention); an engine no longer watched is left alone. */
@@ -74,7 +74,7 @@ export class JobQueue extends EngineQueues {
   }
 
   async close(): Promise<void> {
-    await super.close();
     await this.deliveries.close();
+    await super.close();
   }
 }

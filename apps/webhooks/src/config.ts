@@ -3,7 +3,7 @@
  * as the API's (one environment file serves both). Nothing else here reads process.env.
  */
 import { z } from 'zod';
-import { ConfigError, DEFAULT_QUEUE_PREFIX, envInt, envUrl, LOG_FORMAT, LOG_LEVEL, loadOrExit, parseEnv } from '@sdq/contracts';
+import { ConfigError, DEFAULT_QUEUE_PREFIX, envInt, envRedisUrl, envUrl, ownKeyPrefix, LOG_FORMAT, LOG_LEVEL, loadOrExit, parseEnv } from '@sdq/contracts';
 import { STORAGE_ENV, storageConfigFromEnv, type S3Config } from '@sdq/storage/config';
 import { WEBHOOK_ENV, type WebhookConfig, webhookConfigFromEnv } from '@sdq/webhooks/config';
 
@@ -12,8 +12,8 @@ const EnvSchema = z.object({
   PORT: envInt(0, 65535).default(3000),
   /** Base URL clients reach the API at: job urls in delivery bodies, local artifact URLs. */
   PUBLIC_URL: envUrl(['http:', 'https:']).optional(),
-  /** Default redis://127.0.0.1:6379. */
-  REDIS_URL: envUrl(['redis:', 'rediss:']).default('redis://127.0.0.1:6379'),
+  /** redis://, rediss://, redis+sentinel:// or redis+cluster:// (README: Redis topologies). Default redis://127.0.0.1:6379. */
+  REDIS_URL: envRedisUrl.default('redis://127.0.0.1:6379'),
   /** The API's key prefix. Default "sdq". */
   QUEUE_PREFIX: z.string().regex(/^[A-Za-z0-9_.-]+$/, 'may hold only letters, digits, _ . -').default(DEFAULT_QUEUE_PREFIX),
   /** Milliseconds to wait for Redis. Default 2000. */
@@ -35,7 +35,10 @@ const EnvSchema = z.object({
 export interface DeliveryConfig {
   publicUrl: string;
   redisUrl: string;
+  /** BullMQ's prefix. */
   queuePrefix: string;
+  /** sdq's own keys' prefix: QUEUE_PREFIX, hash-tagged in a Redis Cluster. */
+  keyPrefix: string;
   redisTimeoutMs: number;
   storage: { s3: S3Config } | { local: { dir: string; secret: string } };
   artifactUrlExpiry: number;
@@ -55,6 +58,7 @@ export function parseConfig(env: Record<string, string | undefined>): DeliveryCo
     publicUrl: (e.PUBLIC_URL ?? `http://localhost:${e.PORT}`).replace(/\/$/, ''),
     redisUrl: e.REDIS_URL,
     queuePrefix: e.QUEUE_PREFIX,
+    keyPrefix: ownKeyPrefix(e.QUEUE_PREFIX, e.REDIS_URL),
     redisTimeoutMs: e.REDIS_TIMEOUT_MS,
     // Without the API's secret, local artifact URLs in deliveries would not open: a per-process random
     // key keeps start-up working (as the API's own default does), and the README says to share one.

@@ -12,7 +12,8 @@ import type { AddressInfo } from 'node:net';
 import express from 'express';
 import { collectDefaultMetrics, Counter, Registry } from 'prom-client';
 import type { Logger } from 'pino';
-import { ConfigError, portInUseMessage, redisOptionsFromUrl, StorageUnavailableError } from '@sdq/contracts';
+import type { ConnectionOptions } from 'bullmq';
+import { bullmqConnection, ConfigError, portInUseMessage, StorageUnavailableError } from '@sdq/contracts';
 import { CreditsService } from '@sdq/credits';
 import { failFastRedis, JobRecords, JobView } from '@sdq/jobs';
 import { createStorage } from '@sdq/storage';
@@ -56,14 +57,14 @@ function connected(records: JobRecords, timeoutMs: number): Promise<void> {
 
 export async function startDeliveryProcess(config: DeliveryConfig, logger: Logger): Promise<RunningDeliveryProcess> {
   const w = config.webhooks;
-  const store = new JobRecords(failFastRedis(config.redisUrl, config.redisTimeoutMs), config.queuePrefix);
+  const store = new JobRecords(failFastRedis(config.redisUrl, config.redisTimeoutMs), config.keyPrefix);
   store.redis.on('error', (err) => logger.debug({ err: err.message }, 'redis connection error'));
-  const queue = new DeliveryQueues({ redisUrl: config.redisUrl, prefix: config.queuePrefix, engines: [], timeoutMs: config.redisTimeoutMs, logger, redis: store.redis });
+  const queue = new DeliveryQueues({ redisUrl: config.redisUrl, prefix: config.queuePrefix, keyPrefix: config.keyPrefix, engines: [], timeoutMs: config.redisTimeoutMs, logger, redis: store.redis });
   const storage = createStorage('s3' in config.storage ? { s3: config.storage.s3 } : { local: { ...config.storage.local, publicUrl: () => config.publicUrl } });
-  const credits = new CreditsService(store.redis, { prefix: config.queuePrefix });
+  const credits = new CreditsService(store.redis, { prefix: config.keyPrefix });
   const webhooks = new Webhooks({
     redis: store.redis,
-    prefix: config.queuePrefix,
+    prefix: config.keyPrefix,
     queue: queue.deliveries,
     allowedHosts: w.allowedHosts,
     secretGraceMs: w.secretGraceMs,
@@ -87,9 +88,10 @@ export async function startDeliveryProcess(config: DeliveryConfig, logger: Logge
   const refresher = setInterval(refresh, config.engineRefreshMs);
   refresher.unref();
 
+  const delivererConnection = bullmqConnection(config.redisUrl, { maxRetriesPerRequest: null });
   const worker = webhooks.startWorker({
     // Workers block on Redis: no per-request retry limit (BullMQ's rule), reconnecting while it is down.
-    connection: { ...redisOptionsFromUrl(config.redisUrl), maxRetriesPerRequest: null },
+    connection: delivererConnection.connection as ConnectionOptions,
     concurrency: w.concurrency,
     lockDurationMs: w.lockDurationMs,
     stalledIntervalMs: w.stalledIntervalMs,
@@ -167,6 +169,7 @@ export async function startDeliveryProcess(config: DeliveryConfig, logger: Logge
       await new Promise<void>((resolve) => health.close(() => resolve()));
       // In-flight attempts finish (each bounded by WEBHOOK_TIMEOUT_MS); queued ones wait for the next process.
       await worker.close();
+      delivererConnection.release();
       await sweeping?.catch(() => {});
       await jobWebhooks.idle();
       await queue.close().catch(() => {});

@@ -11,7 +11,7 @@ export class DeliveryQueues extends EngineQueues {
 
   constructor(opts: EngineQueuesOptions) {
     super(opts);
-    this.deliveries = new Queue(WEBHOOK_QUEUE, { prefix: opts.prefix, connection: this.failFastConnection() });
+    this.deliveries = new Queue(this.queueName(WEBHOOK_QUEUE), { prefix: opts.prefix, connection: this.failFastConnection() });
     this.deliveries.on('error', (err) => opts.logger.debug({ err: err.message }, 'webhook queue connection error'));
   }
 
@@ -23,7 +23,7 @@ export class DeliveryQueues extends EngineQueues {
   }
 
   async close(): Promise<void> {
-    await super.close();
     await this.deliveries.close();
+    await super.close();
   }
 }

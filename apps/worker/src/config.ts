@@ -6,15 +6,15 @@
  * meaning, so one environment file serves both apps.
  */
 import { z } from 'zod';
-import { ConfigError, DEFAULT_QUEUE_PREFIX, envInt, envList, envUrl, LOG_FORMAT, LOG_LEVEL, loadOrExit, parseEnv, redisOptionsFromUrl } from '@sdq/contracts';
+import { ConfigError, DEFAULT_QUEUE_PREFIX, envInt, envList, envRedisUrl, ownKeyPrefix, LOG_FORMAT, LOG_LEVEL, loadOrExit, parseEnv, redisOptionsFromUrl } from '@sdq/contracts';
 import { STORAGE_ENV, storageConfigFromEnv, type StorageConfig } from '@sdq/storage/config';
 import type { ExecutionProvider } from '@sdq/pipeline/types';
 
 export const EXECUTION_PROVIDERS = ['cpu', 'cuda', 'tensorrt', 'webgpu'] as const satisfies readonly ExecutionProvider[];
 
 const EnvSchema = z.object({
-  /** Default redis://127.0.0.1:6379. */
-  REDIS_URL: envUrl(['redis:', 'rediss:']).default('redis://127.0.0.1:6379'),
+  /** redis://, rediss://, redis+sentinel:// or redis+cluster:// (README: Redis topologies). Default redis://127.0.0.1:6379. */
+  REDIS_URL: envRedisUrl.default('redis://127.0.0.1:6379'),
   /** Key prefix of every queue and record; must match the API's. Default "sdq". */
   QUEUE_PREFIX: z.string().regex(/^[A-Za-z0-9_.-]+$/, 'may hold only letters, digits, _ . -').default(DEFAULT_QUEUE_PREFIX),
   /** Default ./models. */
@@ -61,7 +61,10 @@ export type { StorageConfig };
 
 export interface WorkerConfig {
   redisUrl: string;
+  /** BullMQ's prefix. */
   queuePrefix: string;
+  /** sdq's own keys' prefix: QUEUE_PREFIX, hash-tagged in a Redis Cluster. */
+  keyPrefix: string;
   modelsDir: string;
   /** Undefined = every engine found. */
   engines?: string[];
@@ -92,6 +95,7 @@ export function parseWorkerConfig(env: Record<string, string | undefined>): Work
   return {
     redisUrl: e.REDIS_URL,
     queuePrefix: e.QUEUE_PREFIX,
+    keyPrefix: ownKeyPrefix(e.QUEUE_PREFIX, e.REDIS_URL),
     modelsDir: e.MODELS_DIR,
     engines: e.ENGINES,
     concurrency: e.WORKER_CONCURRENCY,
@@ -118,9 +122,7 @@ export function loadWorkerConfig(): WorkerConfig {
 
 export { redisOptionsFromUrl };
 
-/** A Redis URL fit for a log line: the password replaced. */
+/** A Redis URL fit for a log line (any of its forms): the password replaced. */
 export function redactUrl(redisUrl: string): string {
-  const u = new URL(redisUrl);
-  if (u.password) u.password = '***';
-  return u.toString();
+  return redisUrl.replace(/^([a-z+]+:\/\/[^:@/]*):[^@/]*@/, '$1:***@');
 }

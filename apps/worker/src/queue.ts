@@ -4,11 +4,11 @@
  * translation of handler outcomes into BullMQ's: JobFailure -> UnrecoverableError (fails at once),
  * anything else -> a retried attempt (attempts and backoff come from the API's jobOptions).
  */
-import { type Job, UnrecoverableError, WaitingError, Worker } from 'bullmq';
+import { type ConnectionOptions, type Job, UnrecoverableError, WaitingError, Worker } from 'bullmq';
 import type { Logger } from 'pino';
-import { formatFailedReason, JOB_NAMES, type JobName, JobPayload, type JobResult, queueNameForEngine, type Storage } from '@sdq/contracts';
+import { bullmqConnection, formatFailedReason, JOB_NAMES, type JobName, JobPayload, type JobResult, queueNameForEngine, type Storage, taggedQueueName } from '@sdq/contracts';
 import type { CancelWatcher } from './cancel';
-import { redisOptionsFromUrl, type WorkerConfig } from './config';
+import type { WorkerConfig } from './config';
 import type { LoadedEngine } from './engines';
 import { classifyError, type JobContext, JobFailure, type JobHandlers } from './handlers';
 import type { HoldCloser } from './holds';
@@ -68,19 +68,22 @@ export class EngineWorkers {
   done = 0;
   /** Called when a job starts or ends (the presence reports it at once). */
   onChange?: () => void;
+  /** Closes a cluster client handed to BullMQ (which closes only the clients it made). */
+  private readonly releaseConnection: () => void;
 
   constructor(private readonly opts: EngineWorkersOptions) {
     const { config, engines, handlers, logger } = opts;
     const missing = JOB_NAMES.filter((name) => typeof handlers[name] !== 'function');
     if (missing.length > 0) throw new Error(`no handler registered for job name(s): ${missing.join(', ')}`);
 
-    const connection = { ...redisOptionsFromUrl(config.redisUrl), maxRetriesPerRequest: null };
+    const { connection, release } = bullmqConnection(config.redisUrl, { maxRetriesPerRequest: null });
+    this.releaseConnection = release;
     // Batching needs the jobs of a batch in hand at once: the worker takes up to WORKER_BATCH_SIZE.
     const slots = Math.max(config.concurrency, config.batchSize);
     for (const engineId of engines.keys()) {
-      const worker = new Worker(queueNameForEngine(engineId), (job, token) => this.process(engineId, job, token), {
+      const worker = new Worker(taggedQueueName(queueNameForEngine(engineId), config.redisUrl), (job, token) => this.process(engineId, job, token), {
         prefix: config.queuePrefix,
-        connection,
+        connection: connection as ConnectionOptions,
         concurrency: slots,
         lockDuration: config.lockDurationMs,
         stalledInterval: config.stalledIntervalMs,
@@ -216,5 +219,6 @@ export class EngineWorkers {
       await closing;
     }
     clearTimeout(timer);
+    this.releaseConnection();
   }
 }

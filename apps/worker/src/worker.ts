@@ -5,9 +5,9 @@
 import { randomUUID } from 'node:crypto';
 import type { Server } from 'node:http';
 import { hostname } from 'node:os';
-import { Redis } from 'ioredis';
 import type { Logger } from 'pino';
-import type { Storage } from '@sdq/contracts';
+import type { Redis } from 'ioredis';
+import { createRedis, type Storage } from '@sdq/contracts';
 import { createStorage } from '@sdq/storage';
 import { CreditsService } from '@sdq/credits';
 import { CancelWatcher } from './cancel';
@@ -36,8 +36,8 @@ export async function startWorker(config: WorkerConfig, logger: Logger, handlers
   let engines = new Map<string, LoadedEngine>();
   let ready = false;
   // Health first, so an orchestrator sees a live process (not yet ready) while engines load.
-  const redis = new Redis(config.redisUrl, { maxRetriesPerRequest: null, lazyConnect: true });
-  const subscriber = new Redis(config.redisUrl, { maxRetriesPerRequest: null, lazyConnect: true });
+  const redis = createRedis(config.redisUrl, { maxRetriesPerRequest: null, lazyConnect: true });
+  const subscriber = createRedis(config.redisUrl, { maxRetriesPerRequest: null, lazyConnect: true });
   let workers: EngineWorkers | undefined;
   const metrics = new WorkerMetrics();
   const health: Server = await startHealthServer(
@@ -72,14 +72,14 @@ export async function startWorker(config: WorkerConfig, logger: Logger, handlers
     engines = await loadEngines(config, logger, (engine, jobs) => metrics.batchJobs.observe({ engine }, jobs));
     storage = createStorage('s3' in config.storage ? config.storage : { local: { ...config.storage.local, publicUrl: 'http://unused.invalid', secret: 'the worker signs no URL' } });
     await Promise.all([redis.connect(), subscriber.connect()]);
-    cancel = new CancelWatcher(subscriber, redis, config.queuePrefix, logger);
+    cancel = new CancelWatcher(subscriber, redis, config.keyPrefix, logger);
     await cancel.start();
-    const holds = new HoldCloser(new CreditsService(redis, { prefix: config.queuePrefix }), logger, metrics.creditsSettled);
+    const holds = new HoldCloser(new CreditsService(redis, { prefix: config.keyPrefix }), logger, metrics.creditsSettled);
     workers = new EngineWorkers({ config, engines, handlers, storage, cancel, holds, metrics, logger });
     workers.run();
     const engineWorkers = workers;
     const providers = Object.fromEntries([...engines].map(([id, e]) => [id, e.provider]));
-    presence = new Presence(redis, config.queuePrefix, `${hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`, [...engines.keys()], logger, {
+    presence = new Presence(redis, config.keyPrefix, `${hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`, [...engines.keys()], logger, {
       host: hostname(),
       pid: process.pid,
       providers,

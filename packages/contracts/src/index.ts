@@ -10,3 +10,4 @@ export * from './client-keys';
 export * from './v2beta';
 export * from './lifecycle';
 export * from './logging';
+export * from './redis';

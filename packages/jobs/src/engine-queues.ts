@@ -7,10 +7,10 @@
  * process without the models folder (webhook delivery) can watch every engine's events.
  */
 import { EventEmitter } from 'node:events';
-import { type Job, Queue, QueueEvents } from 'bullmq';
+import { type ConnectionOptions, type Job, Queue, QueueEvents } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
-import { JobProgress, type JobResult, queueNameForEngine, redisOptionsFromUrl } from '@sdq/contracts';
+import { bullmqConnection, JobProgress, type JobResult, queueNameForEngine, taggedQueueName } from '@sdq/contracts';
 
 /** What a job's listeners hear, from QueueEvents. */
 export type QueueJobEvent =
@@ -34,7 +34,10 @@ export interface QueueJobSnapshot {
 
 export interface EngineQueuesOptions {
   redisUrl: string;
+  /** BullMQ's prefix (QUEUE_PREFIX). */
   prefix: string;
+  /** The prefix of sdq's own keys (the engine set, cancel flags): ownKeyPrefix(QUEUE_PREFIX, REDIS_URL). */
+  keyPrefix: string;
   /** Engines whose events are heard from the start (more with watch()). */
   engines: string[];
   timeoutMs: number;
@@ -49,6 +52,8 @@ export class EngineQueues {
   private readonly bus = new EventEmitter();
   private readonly ends = new EventEmitter();
   private readonly all = new EventEmitter();
+  /** Cluster clients BullMQ was handed (it closes only the ones it made). */
+  private readonly releases: (() => void)[] = [];
 
   constructor(protected readonly opts: EngineQueuesOptions) {
     this.bus.setMaxListeners(0);
@@ -58,7 +63,18 @@ export class EngineQueues {
   /** The connection options of a producer in a web server: fail fast while Redis is down (BullMQ's advice). */
   protected failFastConnection() {
     const timeoutMs = this.opts.timeoutMs;
-    return { ...redisOptionsFromUrl(this.opts.redisUrl), enableOfflineQueue: false, maxRetriesPerRequest: 1, connectTimeout: timeoutMs, retryStrategy: (n: number) => Math.min(n * 100, 1000) };
+    return this.connection({ enableOfflineQueue: false, maxRetriesPerRequest: 1, connectTimeout: timeoutMs, retryStrategy: (n: number) => Math.min(n * 100, 1000) });
+  }
+
+  private connection(overrides: Parameters<typeof bullmqConnection>[1]) {
+    const { connection, release } = bullmqConnection(this.opts.redisUrl, overrides);
+    this.releases.push(release);
+    return connection as ConnectionOptions;
+  }
+
+  /** A BullMQ queue name as this deployment's keys carry it (hash-tagged in a Redis Cluster). */
+  protected queueName(name: string): string {
+    return taggedQueueName(name, this.opts.redisUrl);
   }
 
   /** Starts hearing the events of these engines' jobs (engines already watched are left as they are). */
@@ -66,11 +82,11 @@ export class EngineQueues {
     const added: string[] = [];
     for (const engine of engines) {
       if (this.events.has(engine)) continue;
-      const name = queueNameForEngine(engine);
+      const name = this.queueName(queueNameForEngine(engine));
       const queue = new Queue(name, { prefix: this.opts.prefix, connection: this.failFastConnection() });
       queue.on('error', (err) => this.opts.logger.debug({ err: err.message, engine }, 'queue connection error'));
       this.queues.set(engine, queue);
-      const events = new QueueEvents(name, { prefix: this.opts.prefix, connection: { ...redisOptionsFromUrl(this.opts.redisUrl), retryStrategy: (n: number) => Math.min(n * 100, 1000) } });
+      const events = new QueueEvents(name, { prefix: this.opts.prefix, connection: this.connection({ maxRetriesPerRequest: null, retryStrategy: (n: number) => Math.min(n * 100, 1000) }) });
       events.on('error', (err) => this.opts.logger.debug({ err: err.message, engine }, 'queue events connection error'));
       events.on('active', ({ jobId }) => this.emit(jobId, { type: 'active' }));
       events.on('progress', ({ jobId, data }) => {
@@ -88,12 +104,12 @@ export class EngineQueues {
 
   /** Records engines in the deployment's engine set, for the processes that have no models folder. */
   async registerEngines(engines: string[]): Promise<void> {
-    if (engines.length) await this.opts.redis.sadd(`${this.opts.prefix}:engines`, ...engines);
+    if (engines.length) await this.opts.redis.sadd(`${this.opts.keyPrefix}:engines`, ...engines);
   }
 
   /** Every engine any API process of this deployment has registered (ids that cannot name a queue left out). */
   async knownEngines(): Promise<string[]> {
-    const ids = await this.opts.redis.smembers(`${this.opts.prefix}:engines`);
+    const ids = await this.opts.redis.smembers(`${this.opts.keyPrefix}:engines`);
     return ids.filter((id) => {
       try {
         queueNameForEngine(id);
@@ -149,7 +165,7 @@ export class EngineQueues {
   /** The Redis key of one of a watched engine queue's BullMQ structures (wait, prioritized, a job's hash). */
   protected key(engine: string, suffix: string): string {
     this.queue(engine);
-    return `${this.opts.prefix}:${queueNameForEngine(engine)}:${suffix}`;
+    return `${this.opts.prefix}:${this.queueName(queueNameForEngine(engine))}:${suffix}`;
   }
 
   async snapshot(engine: string, jobId: string): Promise<QueueJobSnapshot | undefined> {
@@ -203,5 +219,6 @@ export class EngineQueues {
   async close(): Promise<void> {
     await Promise.all([...this.events.values()].map((e) => e.close()));
     await Promise.all([...this.queues.values()].map((q) => q.close()));
+    for (const release of this.releases.splice(0)) release();
   }
 }

@@ -6,8 +6,8 @@
  * The client fails fast (no offline queue, one retry): while Redis is down every call rejects at once,
  * and it reconnects by itself when Redis returns.
  */
-import { Redis } from 'ioredis';
-import type { JobKind } from '@sdq/contracts';
+import type { Redis } from 'ioredis';
+import { createRedis, type JobKind } from '@sdq/contracts';
 
 export interface JobRecord {
   id: string;
@@ -32,7 +32,7 @@ export interface JobRecord {
 
 /** A fail-fast client: what a web server (or anything answering for Redis) needs. */
 export function failFastRedis(redisUrl: string, timeoutMs: number): Redis {
-  return new Redis(redisUrl, {
+  return createRedis(redisUrl, {
     enableOfflineQueue: false,
     maxRetriesPerRequest: 1,
     connectTimeout: timeoutMs,

@@ -32,7 +32,7 @@ export interface WebhooksOptions {
   /** The key prefix (QUEUE_PREFIX); the delivery queue must be opened with the same prefix. */
   prefix: string;
   /** The BullMQ Queue named WEBHOOK_QUEUE; needed by emit() and redeliver(). */
-  queue?: Pick<Queue, 'add'>;
+  queue?: Pick<Queue, 'add'> & Partial<Pick<Queue, 'name' | 'opts'>>;
   /** WEBHOOK_ALLOWED_HOSTS: host names and IPs exempt from the SSRF check; default none. */
   allowedHosts?: AllowList | string | readonly string[];
   /** Grace period of a rotated secret, in ms; default 24 h. */
@@ -239,8 +239,10 @@ export class Webhooks {
     lockDurationMs?: number;
     stalledIntervalMs?: number;
   }): Worker<DeliveryJobData> {
-    return new Worker<DeliveryJobData>(WEBHOOK_QUEUE, (job) => this.process(job), {
-      prefix: this.prefix,
+    // the queue emit() adds to: its name and BullMQ prefix (hash-tagged in a Redis Cluster, unlike this.prefix)
+    const queue = this.opts.queue;
+    return new Worker<DeliveryJobData>(queue?.name ?? WEBHOOK_QUEUE, (job) => this.process(job), {
+      prefix: queue?.opts?.prefix ?? this.prefix,
       connection,
       concurrency,
       ...(lockDurationMs ? { lockDuration: lockDurationMs } : {}),
