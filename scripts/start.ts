@@ -77,6 +77,8 @@ const LOOPBACK = new Set(['127.0.0.1', 'localhost', '::1', '[::1]']);
 /** Redis at REDIS_URL, or a private redis-server started here; exits with advice when neither works. */
 async function ensureRedis(): Promise<{ url: string; child?: ChildProcess }> {
   const url = process.env.REDIS_URL || DEFAULT_REDIS_URL;
+  // Sentinel and Cluster deployments are the operator's own: used as given, never replaced by a private server
+  if (/^rediss?\+(sentinel|cluster):/.test(url)) return { url };
   if (await redisAnswers(url)) return { url };
   const u = new URL(url);
   const hasServer = spawnSync('redis-server', ['--version'], { stdio: 'ignore' }).status === 0;
