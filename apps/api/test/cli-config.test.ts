@@ -25,7 +25,7 @@ describe('config', () => {
   it.each([
     [{ PORT: 'abc' }, /^Invalid environment: PORT must be a number/],
     [{ PORT: '70000' }, /^Invalid environment: PORT /],
-    [{ REDIS_URL: 'http://x' }, /^Invalid environment: REDIS_URL must be a URL/],
+    [{ REDIS_URL: 'http://x' }, /^Invalid environment: REDIS_URL must be redis:\/\/, rediss:\/\/, redis\+sentinel:\/\/ or redis\+cluster:\/\//],
     [{ S3_ENDPOINT: 'http://minio:9000' }, /^Invalid environment: S3_BUCKET is required when S3_ENDPOINT is set$/],
     [{ LOG_LEVEL: 'loud' }, /^Invalid environment: LOG_LEVEL /],
     [{ ADMIN_TOKEN: 'short' }, /^Invalid environment: ADMIN_TOKEN must be at least 16 characters \(got "\*\*\*"\)$/],

@@ -26,7 +26,7 @@ describe('worker configuration', () => {
     [{ WORKER_CONCURRENCY: 'two' }, 'Invalid environment: WORKER_CONCURRENCY must be a number (got "two")'],
     [{ WORKER_CONCURRENCY: '0' }, 'Invalid environment: WORKER_CONCURRENCY'],
     [{ EXECUTION_PROVIDERS: 'cuda,gpu' }, 'Invalid environment: EXECUTION_PROVIDERS'],
-    [{ REDIS_URL: 'http://x' }, 'Invalid environment: REDIS_URL must be a URL starting with redis: or rediss://'],
+    [{ REDIS_URL: 'http://x' }, 'Invalid environment: REDIS_URL must be redis://, rediss://, redis+sentinel:// or redis+cluster://'],
     [{ S3_ENDPOINT: 'http://127.0.0.1:9000' }, 'Invalid environment: S3_BUCKET is required when S3_ENDPOINT is set'],
     [{ AWS_ACCESS_KEY_ID: 'a' }, 'AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY must be set together'],
     [{ AWS_SECRET_ACCESS_KEY: 'x', AWS_ACCESS_KEY_ID: 'a', S3_FORCE_PATH_STYLE: 'yes' }, 'Invalid environment: S3_FORCE_PATH_STYLE'],
