@@ -196,8 +196,20 @@ export class JobsService extends JobView {
     return this.fateOf(record, snapshot);
   }
 
-  /** Resolves when the job is finished or `ms` have passed; the snapshot it ended on. */
+  /**
+   * Resolves when the job is finished or `ms` have passed; the snapshot it ended on. A job that ended has
+   * its hold closed first (once, whoever does it), so an answer built from it and a balance read right
+   * after agree: the end listener alone left a refund to land a moment after the answer.
+   */
   async waitForEnd(record: JobRecord, ms: number): Promise<QueueJobSnapshot | undefined> {
+    const snapshot = await this.untilEnd(record, ms);
+    if (TERMINAL_STATUSES.has(this.status(record, snapshot))) {
+      await this.closeHold(record.id, { record, snapshot }).catch((err) => this.deps.logger.warn({ job_id: record.id, err: (err as Error).message }, 'could not close the hold; the reconciler will'));
+    }
+    return snapshot;
+  }
+
+  private async untilEnd(record: JobRecord, ms: number): Promise<QueueJobSnapshot | undefined> {
     let stop = () => {};
     const ended = new Promise<void>((resolve) => {
       stop = this.deps.queue.subscribe(record.id, (event) => {
