@@ -9,7 +9,8 @@ import { discoverEngines, type EngineInfo } from '@sdq/pipeline/engines';
 import { ConfigError, portInUseMessage, queueNameForEngine, ServiceError, type Storage } from '@sdq/contracts';
 import { CreditsService, IdempotencyStore, PriceTable, RateLimiter } from '@sdq/credits';
 import { createStorage } from '@sdq/storage';
-import { Webhooks } from '@sdq/webhooks';
+import type { Webhooks } from '@sdq/webhooks';
+import { webhooksFromConfig } from '@sdq/webhooks/config';
 import { AccountsService } from './accounts.service';
 import { adminRoutes } from './admin.routes';
 import { requireAdmin, requireApiKey } from './auth';
@@ -162,17 +163,7 @@ export function createCore(config: Config, logger: Logger): Core {
   );
   const credits = new CreditsService(store.redis, { prefix: config.keyPrefix });
   const idempotency = new IdempotencyStore(store.redis, { prefix: config.keyPrefix });
-  const w = config.webhooks;
-  const webhooks = new Webhooks({
-    redis: store.redis,
-    prefix: config.keyPrefix,
-    queue: queue.deliveries,
-    allowedHosts: w.allowedHosts,
-    secretGraceMs: w.secretGraceMs,
-    timeoutMs: w.timeoutMs,
-    retryDelaysMs: w.retryDelaysMs,
-    logger,
-  });
+  const webhooks = webhooksFromConfig(config.webhooks, { redis: store.redis, prefix: config.keyPrefix, queue: queue.deliveries, logger });
   const metrics = new ApiMetrics(queue, () => [...engines.keys()]);
   const jobs = new JobsService({ config, store, queue, storage, credits, idempotency, logger, webhooks, metrics });
   return { engines, aliases, store, queue, storage, credits, idempotency, jobs, webhooks, metrics };

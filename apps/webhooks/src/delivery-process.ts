@@ -17,7 +17,7 @@ import { bullmqConnection, ConfigError, portInUseMessage, StorageUnavailableErro
 import { CreditsService } from '@sdq/credits';
 import { failFastRedis, JobRecords, JobView } from '@sdq/jobs';
 import { createStorage } from '@sdq/storage';
-import { Webhooks } from '@sdq/webhooks';
+import { webhooksFromConfig } from '@sdq/webhooks/config';
 import type { DeliveryConfig } from './config';
 import { JobWebhooks } from './job-webhooks.service';
 import { DeliveryQueues } from './queue';
@@ -62,16 +62,7 @@ export async function startDeliveryProcess(config: DeliveryConfig, logger: Logge
   const queue = new DeliveryQueues({ redisUrl: config.redisUrl, prefix: config.queuePrefix, keyPrefix: config.keyPrefix, engines: [], timeoutMs: config.redisTimeoutMs, logger, redis: store.redis });
   const storage = createStorage('s3' in config.storage ? { s3: config.storage.s3 } : { local: { ...config.storage.local, publicUrl: () => config.publicUrl } });
   const credits = new CreditsService(store.redis, { prefix: config.keyPrefix });
-  const webhooks = new Webhooks({
-    redis: store.redis,
-    prefix: config.keyPrefix,
-    queue: queue.deliveries,
-    allowedHosts: w.allowedHosts,
-    secretGraceMs: w.secretGraceMs,
-    timeoutMs: w.timeoutMs,
-    retryDelaysMs: w.retryDelaysMs,
-    logger,
-  });
+  const webhooks = webhooksFromConfig(w, { redis: store.redis, prefix: config.keyPrefix, queue: queue.deliveries, logger });
   const jobs = new JobView({ config: { publicUrl: config.publicUrl, artifactUrlExpiry: webhookUrlExpiry(config) }, store, queue, storage, credits, logger });
   const jobWebhooks = new JobWebhooks({ store, jobs, webhooks, logger });
   queue.onEvent((jobId, event) => jobWebhooks.handle(jobId, event));

@@ -6,6 +6,7 @@ import { z } from 'zod';
 import { envInt } from '@sdq/contracts';
 import { type AllowList, parseAllowList } from './ssrf';
 import { RETRY_DELAYS_MS } from './retry-policy';
+import { Webhooks, type WebhooksOptions } from './webhooks';
 
 export const WEBHOOK_ENV = {
   /** Host names and IPs webhooks may call although they resolve to refused (private, loopback, ...) addresses. Default none. */
@@ -71,4 +72,9 @@ export function webhookConfigFromEnv(e: WebhookEnv): WebhookConfig {
     healthPort: e.WEBHOOK_HEALTH_PORT,
     healthHost: e.WEBHOOK_HEALTH_HOST,
   };
+}
+
+/** The Webhooks of a process configured from these variables (the API and the delivery process alike). */
+export function webhooksFromConfig(config: WebhookConfig, parts: Pick<WebhooksOptions, 'redis' | 'prefix' | 'queue' | 'logger'>): Webhooks {
+  return new Webhooks({ ...parts, allowedHosts: config.allowedHosts, secretGraceMs: config.secretGraceMs, timeoutMs: config.timeoutMs, retryDelaysMs: config.retryDelaysMs });
 }
