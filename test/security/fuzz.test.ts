@@ -420,7 +420,12 @@ describe('fuzz', () => {
     const malformed = results.filter((r) => {
       if (r.status < 400) return false;
       try {
-        const body = JSON.parse(r.body) as { id?: unknown; name?: unknown; message?: unknown; errors?: unknown };
+        const body = JSON.parse(r.body) as { id?: unknown; name?: unknown; message?: unknown; errors?: unknown; error?: { message?: unknown; type?: unknown; code?: unknown } };
+        // OpenAI's routes answer in OpenAI's shape: {error: {message, type, param, code}}, code a catalogue name
+        if (r.describe.includes(' /v1/images/') || r.describe.includes(' /v1/models')) {
+          const e = body.error;
+          return !(e && typeof e.message === 'string' && typeof e.type === 'string' && (ERROR_NAMES as string[]).includes(e.code as string));
+        }
         // v2beta answers in Stability's shape: errors, a list of messages, instead of message
         const v2 = r.describe.includes(' /v2beta/');
         const text = v2 ? Array.isArray(body.errors) && body.errors.length > 0 && body.errors.every((e) => typeof e === 'string') : typeof body.message === 'string';

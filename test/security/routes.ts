@@ -50,6 +50,15 @@ export const FUZZ_ROUTES: FuzzRoute[] = [
   { method: 'GET', path: '/metrics', caller: 'none' },
   { method: 'GET', path: '/v1/artifacts/{key}', caller: 'none', params: (ids) => ({ key: ids.artifact }), query: { expires: '4102444800', signature: '0'.repeat(64) } },
   { method: 'GET', path: '/v1/engines/list', caller: 'key' },
+  // OpenAI's Images API
+  {
+    method: 'POST',
+    path: '/v1/images/generations',
+    caller: 'key',
+    json: () => ({ model: 'gen-a', prompt: 'a red circle', n: 1, size: 'auto', response_format: 'b64_json', quality: 'standard', style: 'vivid', user: 'u1', seed: 7 }),
+    creates: true,
+  },
+  { method: 'GET', path: '/v1/models', caller: 'key' },
   {
     method: 'POST',
     path: '/v1/generation/{engine_id}/text-to-image',

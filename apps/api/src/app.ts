@@ -30,6 +30,7 @@ import { EnginePresence } from './presence';
 import { CheckedStorage } from './storage-health';
 import { Store } from './store';
 import { userRoutes } from './user.routes';
+import { openaiModels, openaiRoutes } from './openai.routes';
 import { v2betaEngines, v2betaRoutes } from './v2beta.routes';
 import { webhookRoutes } from './webhooks.routes';
 
@@ -63,6 +64,7 @@ export function createApp(deps: AppDeps): Express {
   const { config, logger, store, storage, engines, aliases, presence, jobs, prices, credits, limiter, accounts, webhooks } = deps;
   // Checked before anything listens: a V2BETA_ENGINES typo stops start-up.
   const services = v2betaEngines(config.v2betaEngines ?? [], engines ?? new Map(), aliases ?? new Map());
+  const models = openaiModels(config.openaiModels ?? [], engines ?? new Map(), aliases ?? new Map());
   const metrics = deps.metrics ?? new ApiMetrics(deps.queue, () => [...(engines ?? new Map()).keys()]);
   const shutdown = deps.shutdown ?? new Shutdown();
   const app = express();
@@ -92,6 +94,7 @@ export function createApp(deps: AppDeps): Express {
   app.use(jobRoutes(jobs, shutdown));
   app.use(webhookRoutes({ config, jobs, webhooks }));
   app.use(userRoutes(accounts));
+  app.use(openaiRoutes({ config, engines, aliases, presence, jobs, prices, credits, limiter, models }));
   app.use('/v2beta', requireRedis(store), requireApiKey(store));
   app.use(v2betaRoutes({ config, engines, aliases, presence, jobs, prices, credits, limiter, services }));
   app.use(notFound);

@@ -41,6 +41,15 @@ const EnvSchema = z.object({
     .regex(/^\s*([a-z0-9.-]+\s*=\s*[A-Za-z0-9][A-Za-z0-9._-]*\s*)(,\s*[a-z0-9.-]+\s*=\s*[A-Za-z0-9][A-Za-z0-9._-]*\s*)*$/, 'must be service=engine pairs, comma-separated')
     .transform((v) => v.split(',').map((pair) => pair.split('=').map((s) => s.trim()) as [string, string]))
     .optional(),
+  /**
+   * OpenAI image model names for engines, `model=engine` comma-separated (e.g. dall-e-3=sdxl-base). Engine
+   * ids are models as they are; the embedded engines answer dall-e-2, dall-e-3 and gpt-image-1 by default.
+   */
+  OPENAI_MODELS: z
+    .string()
+    .regex(/^\s*([A-Za-z0-9][A-Za-z0-9._:-]*\s*=\s*[A-Za-z0-9][A-Za-z0-9._-]*\s*)(,\s*[A-Za-z0-9][A-Za-z0-9._:-]*\s*=\s*[A-Za-z0-9][A-Za-z0-9._-]*\s*)*$/, 'must be model=engine pairs, comma-separated')
+    .transform((v) => v.split(',').map((pair) => pair.split('=').map((s) => s.trim()) as [string, string]))
+    .optional(),
   ...STORAGE_ENV,
   /** HMAC key of local artifact URLs; default: a random key per process (URLs die with it). */
   ARTIFACT_URL_SECRET: z.string().min(16, 'must be at least 16 characters').optional(),
@@ -124,6 +133,8 @@ export interface Config {
   modelsDir: string;
   /** ENGINE_ALIASES as [alias, engine] pairs. */
   engineAliases: [string, string][];
+  /** OPENAI_MODELS as [model, engine] pairs. */
+  openaiModels: [string, string][];
   /** V2BETA_ENGINES as [service, engine] pairs. */
   v2betaEngines: [string, string][];
   storage:
@@ -185,6 +196,7 @@ export function parseConfig(env: Record<string, string | undefined>, randomSecre
     modelsDir: e.MODELS_DIR,
     engineAliases: e.ENGINE_ALIASES ?? [],
     v2betaEngines: e.V2BETA_ENGINES ?? [],
+    openaiModels: e.OPENAI_MODELS ?? [],
     storage: 's3' in storage ? storage : { local: { ...storage.local, secret: e.ARTIFACT_URL_SECRET ?? randomSecret() } },
     artifactUrlExpiry: e.ARTIFACT_URL_EXPIRY,
     resultRetention: e.RESULT_RETENTION,

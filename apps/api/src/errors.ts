@@ -4,7 +4,7 @@
  */
 import type { ErrorRequestHandler, RequestHandler } from 'express';
 import type {} from './request-log';
-import { type ErrorBody, type ErrorName, ServiceError, StorageUnavailableError, type V2ErrorBody } from '@sdq/contracts';
+import { type ErrorBody, type ErrorName, type OpenAIErrorBody, ServiceError, StorageUnavailableError, type V2ErrorBody } from '@sdq/contracts';
 
 export { ServiceError };
 
@@ -61,9 +61,29 @@ export const errorHandler: ErrorRequestHandler = (raw, req, res, _next) => {
   res.status(500).json(errorBody(req.path, id, new ServiceError('internal_error', id)));
 };
 
-/** v1 and sdq's own routes: `{id, name, message}`; Stability's v2beta routes: `{id, name, errors: [message]}`. */
-function errorBody(path: string, id: string, err: ServiceError): ErrorBody | V2ErrorBody {
+/** OpenAI's error types by status: what its SDK's error classes and clients branch on. */
+function openaiType(status: number): string {
+  if (status === 401) return 'authentication_error';
+  if (status === 402) return 'insufficient_quota';
+  if (status === 429) return 'rate_limit_error';
+  return status >= 500 ? 'server_error' : 'invalid_request_error';
+}
+
+/** The OpenAI routes answer in OpenAI's shape. */
+export function isOpenAIPath(path: string): boolean {
+  return path.startsWith('/v1/images/') || path === '/v1/models';
+}
+
+/**
+ * v1 and sdq's own routes: `{id, name, message}`; Stability's v2beta routes: `{id, name, errors: [message]}`;
+ * OpenAI's: `{error: {message, type, param, code}}` (param: the field the message starts with, if any).
+ */
+function errorBody(path: string, id: string, err: ServiceError): ErrorBody | V2ErrorBody | OpenAIErrorBody {
   if (path.startsWith('/v2beta/')) return { id, name: err.code, errors: [err.message] };
+  if (isOpenAIPath(path)) {
+    const param = /^([a-z_][a-z0-9_]*)(?:[.[][^:]*)?: /.exec(err.message)?.[1] ?? null;
+    return { error: { message: err.message, type: openaiType(err.status), param, code: err.code } };
+  }
   return { id, name: err.code, message: err.message };
 }
 

@@ -32,6 +32,8 @@ import {
   V2OutpaintRequest,
   V2Sd3Request,
   V2UpscaleFastRequest,
+  OpenAIImageGenerationRequest,
+  OpenAIImagesResponse,
 } from '@sdq/contracts';
 
 type JsonSchema = Record<string, unknown>;
@@ -242,6 +244,45 @@ export function buildOpenApi(publicUrl: string): Record<string, unknown> {
     v2Paths[path] = { post: { summary: 'Needs a model sdq does not have (501)', responses: v2Errors(['not_implemented']) } };
   }
 
+  // OpenAI's Images API: errors as {error: {message, type, param, code}}
+  schemas.OpenAIError = {
+    type: 'object',
+    required: ['error'],
+    properties: { error: { type: 'object', required: ['message', 'type', 'param', 'code'], properties: { message: { type: 'string' }, type: { type: 'string' }, param: { type: ['string', 'null'] }, code: { type: 'string', enum: ERROR_NAMES } } } },
+  };
+  const openaiErrors = (names: string[]) =>
+    Object.fromEntries(
+      [...new Set(names.map((n) => ERROR_CATALOGUE[n as keyof typeof ERROR_CATALOGUE].status))].map((status) => [
+        String(status),
+        { description: names.filter((n) => ERROR_CATALOGUE[n as keyof typeof ERROR_CATALOGUE].status === status).join(', '), content: { 'application/json': { schema: { $ref: '#/components/schemas/OpenAIError' } } } },
+      ]),
+    );
+  const openaiPaths: Record<string, unknown> = {
+    '/v1/images/generations': {
+      post: {
+        tags: ['OpenAI'],
+        summary: "OpenAI's image generation: the job's images as signed URLs or base64 once it ends (202 with the job object past SYNC_WAIT)",
+        parameters: [idempotencyParam, { name: 'x-webhook-url', in: 'header', required: false, schema: { type: 'string', format: 'uri' }, description: "The job's webhook (else the account's default)" }],
+        requestBody: { required: true, content: { 'application/json': { schema: schemaOf(OpenAIImageGenerationRequest, schemas, 'input') } } },
+        responses: {
+          '200': { description: '{created, data: [{url | b64_json, revised_prompt}]}', content: { 'application/json': { schema: schemaOf(OpenAIImagesResponse, schemas, 'output') } } },
+          '202': { description: 'Not finished within SYNC_WAIT: the job object', content: { 'application/json': { schema: job } } },
+          ...openaiErrors(['bad_request', 'invalid_height_or_width', 'invalid_pixel_count', 'invalid_samples', 'unauthorized', 'permission_denied', 'insufficient_balance', 'not_found', 'idempotency_key_mismatch', 'rate_limited', 'too_many_active_jobs', 'engine_unavailable', 'internal_error']),
+        },
+      },
+    },
+    '/v1/models': {
+      get: {
+        tags: ['OpenAI'],
+        summary: 'The image models of the OpenAI dialect: the OpenAI names the operator mapped (OPENAI_MODELS) and the generation engine ids',
+        responses: {
+          '200': { description: '{object: "list", data: [{id, object: "model", created, owned_by}]}', content: { 'application/json': { schema: { type: 'object', properties: { object: { const: 'list' }, data: { type: 'array', items: { type: 'object', properties: { id: { type: 'string' }, object: { const: 'model' }, created: { type: 'integer' }, owned_by: { type: 'string' } } } } } } } } },
+          ...openaiErrors(['unauthorized']),
+        },
+      },
+    },
+  };
+
   return {
     openapi: '3.1.0',
     info: { title: 'sdq', version: '0.1.0', description: 'Queue-backed Stable Diffusion service, compatible with Stability REST v1.' },
@@ -256,6 +297,7 @@ export function buildOpenApi(publicUrl: string): Record<string, unknown> {
         },
       },
       ...v2Paths,
+      ...openaiPaths,
       '/v1/engines/list': {
         get: {
           summary: 'List engines',

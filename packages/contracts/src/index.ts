@@ -11,3 +11,4 @@ export * from './v2beta';
 export * from './lifecycle';
 export * from './logging';
 export * from './redis';
+export * from './openai';

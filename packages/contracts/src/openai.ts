@@ -1,0 +1,37 @@
+/**
+ * OpenAI's Images API as sdq takes it (POST /v1/images/generations, GET /v1/models): the request fields
+ * of OpenAI's API reference, checked as strictly as Stability's (an unknown field is refused, as OpenAI
+ * refuses it), and the error body OpenAI clients read.
+ */
+import { z } from 'zod';
+
+/** The sizes OpenAI's image models take: each maps onto the engine's size of the same shape. */
+export const OPENAI_SIZES = ['256x256', '512x512', '1024x1024', '1792x1024', '1024x1792', '1536x1024', '1024x1536'] as const;
+
+export const OpenAIImageGenerationRequest = z
+  .object({
+    /** An OpenAI model name the operator maps (OPENAI_MODELS; dall-e-2 by default) or an engine id. */
+    model: z.string().min(1).max(128).optional(),
+    prompt: z.string().min(1).max(4000),
+    n: z.number().int().min(1).max(10).default(1),
+    /** WxH: one of OPENAI_SIZES, or a size the engine takes as it is; `auto` or unset = the engine's native size. */
+    size: z.string().max(32).optional(),
+    response_format: z.enum(['url', 'b64_json']).default('url'),
+    /** hd / high: 50 steps; low: 15; standard, medium, auto: the engine's default. */
+    quality: z.enum(['standard', 'hd', 'low', 'medium', 'high', 'auto']).optional(),
+    /** Accepted; sdq's engines have no such setting, so it changes nothing. */
+    style: z.enum(['vivid', 'natural']).optional(),
+    /** Accepted; not used otherwise. */
+    user: z.string().max(256).optional(),
+    /** sdq's addition (OpenAI has none): the seed, 0 or unset = random. */
+    seed: z.number().int().min(0).max(4294967295).optional(),
+  })
+  .strict();
+
+export const OpenAIImage = z.object({ url: z.string().optional(), b64_json: z.string().optional(), revised_prompt: z.string() });
+export const OpenAIImagesResponse = z.object({ created: z.number().int(), data: z.array(OpenAIImage) });
+
+/** `{error: {message, type, param, code}}`: code is sdq's error name, param the field it names (or null). */
+export interface OpenAIErrorBody {
+  error: { message: string; type: string; param: string | null; code: string };
+}
