@@ -4,7 +4,7 @@
  * credits charged as for Stability calls, and errors in OpenAI's shape that the SDK turns into its own
  * error classes (400 naming the field, 401, 402, 404), never charged.
  */
-import OpenAI from 'openai';
+import OpenAI, { toFile } from 'openai';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestRedis, type TestRedis } from '../support/redis';
@@ -59,6 +59,41 @@ describe('OpenAI Images through the openai SDK', () => {
       body: JSON.stringify({ text_prompts: [{ text: 'a red circle on a blue background' }], steps: 30 }),
     });
     expect(((await dry.json()) as { credits: number }).credits).toBeCloseTo(spent, 6);
+  });
+
+  it('edits where the mask is transparent, keeping every pixel outside it, and refuses an image without alpha and no mask', async () => {
+    const base = await client.images.generate({ prompt: 'a red circle on a blue background', response_format: 'b64_json', ...seeded } as OpenAI.ImageGenerateParams);
+    const original = Buffer.from(base.data![0].b64_json!, 'base64');
+    // transparent (to edit) in the middle 64x64, opaque elsewhere
+    const { data: rgba } = await sharp(original).removeAlpha().ensureAlpha().raw().toBuffer({ resolveWithObject: true });
+    for (let y = 32; y < 96; y++) for (let x = 32; x < 96; x++) rgba[(y * 128 + x) * 4 + 3] = 0;
+    const mask = await sharp(rgba, { raw: { width: 128, height: 128, channels: 4 } }).png().toBuffer();
+    const before = await balance();
+    const out = await client.images.edit({ image: await toFile(original, 'image.png', { type: 'image/png' }), mask: await toFile(mask, 'mask.png', { type: 'image/png' }), prompt: 'a yellow square on a blue background', n: 1, response_format: 'b64_json', ...seeded } as OpenAI.ImageEditParams);
+    expect(out.data).toHaveLength(1);
+    const [edited, kept] = [await rgb(Buffer.from(out.data![0].b64_json!, 'base64')), await rgb(original)];
+    expect([edited.width, edited.height]).toEqual([128, 128]);
+    for (const [x, y] of [[4, 4], [123, 4], [4, 123], [123, 123], [16, 64]]) expect(edited.at(x, y), `outside the mask at ${x},${y}`).toEqual(kept.at(x, y));
+    expect(before - (await balance())).toBeGreaterThan(0);
+
+    const opaque = await sharp(original).removeAlpha().png().toBuffer();
+    const refused = (await client.images.edit({ image: await toFile(opaque, 'image.png', { type: 'image/png' }), prompt: 'x' }).catch((e: unknown) => e)) as InstanceType<typeof OpenAI.BadRequestError>;
+    expect(refused).toBeInstanceOf(OpenAI.BadRequestError);
+    expect(refused.param).toBe('image');
+    expect(refused.code).toBe('invalid_mask_image');
+  });
+
+  it('makes variations of an image alone: n of them, each keeping its red circle on blue', async () => {
+    const base = await client.images.generate({ prompt: 'a red circle on a blue background', response_format: 'b64_json', ...seeded } as OpenAI.ImageGenerateParams);
+    const out = await client.images.createVariation({ image: await toFile(Buffer.from(base.data![0].b64_json!, 'base64'), 'image.png', { type: 'image/png' }), n: 2, response_format: 'b64_json', ...seeded } as OpenAI.ImageCreateVariationParams);
+    expect(out.data).toHaveLength(2);
+    const [a, b] = [Buffer.from(out.data![0].b64_json!, 'base64'), Buffer.from(out.data![1].b64_json!, 'base64')];
+    expect(a.equals(b)).toBe(false);
+    for (const png of [a, b]) {
+      const img = await rgb(png);
+      expect(img.at(64, 64), 'centre').toSatisfy(redish);
+      expect(img.at(4, 4), 'corner').toSatisfy(bluish);
+    }
   });
 
   it('answers signed URLs by default, n images, and a landscape size in the engine own shape', async () => {

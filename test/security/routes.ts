@@ -58,6 +58,14 @@ export const FUZZ_ROUTES: FuzzRoute[] = [
     json: () => ({ model: 'gen-a', prompt: 'a red circle', n: 1, size: 'auto', response_format: 'b64_json', quality: 'standard', style: 'vivid', user: 'u1', seed: 7 }),
     creates: true,
   },
+  {
+    method: 'POST',
+    path: '/v1/images/edits',
+    caller: 'key',
+    multipart: { fields: () => [['model', 'gen-a'], ['prompt', 'a red circle'], ['n', '1'], ['response_format', 'b64_json']], files: ['image', 'mask'] },
+    creates: true,
+  },
+  { method: 'POST', path: '/v1/images/variations', caller: 'key', multipart: { fields: () => [['model', 'gen-a'], ['n', '1'], ['size', 'auto']], files: ['image'] }, creates: true },
   { method: 'GET', path: '/v1/models', caller: 'key' },
   {
     method: 'POST',

@@ -1,24 +1,42 @@
 /**
  * OpenAI's Images API on the same queue, workers, credits and limits as Stability's routes: POST
- * /v1/images/generations and GET /v1/models, so the official `openai` SDK works with only baseURL and
+ * /v1/images/generations, /edits and /variations, and GET /v1/models, so the official `openai` SDK works with only baseURL and
  * apiKey set. A call is a job like any other (Idempotency-Key, limits, X-Webhook-URL or the account's
  * default webhook, the job API); it answers once the job ends, as OpenAI does, or 202 with the job object
  * when SYNC_WAIT runs out. Errors are `{error: {message, type, param, code}}` (errors.ts).
  */
 import { type Request, type Response, Router } from 'express';
+import sharp from 'sharp';
 import { checkEngineSize, type EngineInfo } from '@sdq/pipeline/engines';
-import { type GenerationParams, OPENAI_SIZES, OpenAIImageGenerationRequest, ServiceError, TERMINAL_STATUSES } from '@sdq/contracts';
+import { type GenerationParams, OPENAI_SIZES, OpenAIImageEditRequest, OpenAIImageGenerationRequest, OpenAIImageVariationRequest, ServiceError, TERMINAL_STATUSES } from '@sdq/contracts';
 import { requireScope } from './auth';
 import { jsonBody } from './body';
 import { ConfigError } from './config';
-import { checkSize, type GenerationDeps, submitJob, validate } from './generation.routes';
+import { checkSize, type GenerationDeps, requireFile, submitJob, validate } from './generation.routes';
+import type { JobInputs, NewJob } from './jobs.service';
 import { jobCost } from './pricing';
 import { rateLimit } from './rate-limit';
+import { type CheckedImage, multipart, parseFormFields, readImage } from './uploads';
 import { sizeForShape } from './v2beta.routes';
 
 /** The model names the embedded engines answer to when OPENAI_MODELS does not name them. */
 const EMBEDDED: Readonly<Record<string, string>> = { 'dall-e-2': 'tiny-sd', 'dall-e-3': 'tiny-sdxl', 'gpt-image-1': 'tiny-sd3' };
 const DEFAULT_MODEL = 'dall-e-2';
+/** How much of the image a variation keeps (Stability's image_strength). */
+const VARIATION_IMAGE_STRENGTH = 0.5;
+
+/**
+ * OpenAI's mask is transparent where the image is to be edited; without one, the image's own transparent
+ * pixels are. Either becomes sdq's mask, white = repaint. The mask must be the image's size.
+ */
+async function editMask(image: CheckedImage, mask: CheckedImage | undefined): Promise<Buffer> {
+  const source = mask ?? image;
+  if (mask && (mask.width !== image.width || mask.height !== image.height)) {
+    throw new ServiceError('invalid_mask_image', `mask: is ${mask.width}x${mask.height}, expected the image's ${image.width}x${image.height}`);
+  }
+  if (!source.hasAlpha) throw new ServiceError('invalid_mask_image', `${mask ? 'mask' : 'image'}: has no alpha channel; its transparent pixels are what gets edited`);
+  return sharp(source.data).ensureAlpha().extractChannel(3).negate().png().toBuffer();
+}
 
 /**
  * Model name -> generation engine: the embedded defaults that exist, then OPENAI_MODELS. A setting that
@@ -47,12 +65,12 @@ export function openaiRoutes(deps: GenerationDeps & { models: Map<string, Engine
   const { config, engines, aliases, jobs, prices, models } = deps;
   const router = Router();
 
-  const modelEngine = (model: string): EngineInfo => {
+  const modelEngine = (model: string, mode: 'text-to-image' | 'image-to-image' | 'masking'): EngineInfo => {
     const engine = models.get(model) ?? engines.get(aliases.get(model) ?? model);
     if (!engine || engine.kind !== 'generation') {
       throw new ServiceError('not_found', `model: ${model} is not an image model here (models: ${[...new Set([...models.keys(), ...[...engines.values()].filter((e) => e.kind === 'generation').map((e) => e.id)])].join(', ')})`);
     }
-    if (!engine.modes.includes('text-to-image')) throw new ServiceError('bad_request', `model: ${model} cannot generate from text`);
+    if (!engine.modes.includes(mode)) throw new ServiceError('bad_request', `model: ${model} cannot do ${mode} (it does ${engine.modes.join(', ')})`);
     return engine;
   };
 
@@ -72,25 +90,10 @@ export function openaiRoutes(deps: GenerationDeps & { models: Map<string, Engine
     fn(req, res).catch(next);
   };
 
-  router.post('/v1/images/generations', requireScope('generate'), rateLimit(deps.limiter), ...jsonBody('1mb'), wrap(async (req, res) => {
-    const body = validate(OpenAIImageGenerationRequest, req.body);
-    const engine = modelEngine(body.model ?? DEFAULT_MODEL);
-    const { width, height } = sizeOf(engine, body.size);
-    checkSize(width, height, config.maxPixels, engine);
-    const params: GenerationParams = {
-      prompts: [{ text: body.prompt, weight: 1 }],
-      width,
-      height,
-      steps: stepsFor(engine, body.quality),
-      cfgScale: engine.defaults.cfgScale ?? 7,
-      samples: body.n,
-      seed: body.seed ?? 0,
-      sampler: engine.defaults.sampler,
-      outputFormat: 'png',
-    };
-    const job = { kind: 'text-to-image' as const, params };
+  /** Queues the job, waits for it as OpenAI answers (synchronously), and answers its images. */
+  const run = async (req: Request, res: Response, engine: EngineInfo, job: NewJob, inputs: JobInputs, format: 'url' | 'b64_json', prompt: string) => {
     const webhookUrl = req.get('x-webhook-url');
-    const { record, repeated } = await submitJob(deps, req, engine, { job, inputs: {}, cost: jobCost(prices, engine, job), webhook: webhookUrl ? { url: webhookUrl } : undefined });
+    const { record, repeated } = await submitJob(deps, req, engine, { job, inputs, cost: jobCost(prices, engine, job), webhook: webhookUrl ? { url: webhookUrl } : undefined });
     if (repeated) res.set('Idempotent-Replayed', 'true');
     const snapshot = await jobs.waitForEnd(record, config.syncWait * 1000);
     const object = await jobs.describe(record, snapshot);
@@ -108,10 +111,61 @@ export function openaiRoutes(deps: GenerationDeps & { models: Map<string, Engine
     const stored = snapshot!.result!.artifacts;
     const data = await Promise.all(
       object.artifacts.map(async (artifact, i) =>
-        body.response_format === 'b64_json' ? { b64_json: (await jobs.readArtifact(stored[i].key)).toString('base64'), revised_prompt: body.prompt } : { url: artifact.url, revised_prompt: body.prompt },
+        format === 'b64_json' ? { b64_json: (await jobs.readArtifact(stored[i].key)).toString('base64'), revised_prompt: prompt } : { url: artifact.url, revised_prompt: prompt },
       ),
     );
     res.set('X-Job-Id', record.id).json({ created: Math.floor(record.created_at / 1000), data });
+  };
+
+  const paramsOf = (engine: EngineInfo, body: { prompt?: string; n: number; seed?: number; quality?: string }, size: { width: number; height: number }, extra: Partial<GenerationParams> = {}): GenerationParams => ({
+    prompts: [{ text: body.prompt ?? '', weight: 1 }],
+    ...size,
+    steps: stepsFor(engine, body.quality),
+    cfgScale: engine.defaults.cfgScale ?? 7,
+    samples: body.n,
+    seed: body.seed ?? 0,
+    sampler: engine.defaults.sampler,
+    outputFormat: 'png',
+    ...extra,
+  });
+
+  router.post('/v1/images/generations', requireScope('generate'), rateLimit(deps.limiter), ...jsonBody('1mb'), wrap(async (req, res) => {
+    const body = validate(OpenAIImageGenerationRequest, req.body);
+    const engine = modelEngine(body.model ?? DEFAULT_MODEL, 'text-to-image');
+    const size = sizeOf(engine, body.size);
+    checkSize(size.width, size.height, config.maxPixels, engine);
+    await run(req, res, engine, { kind: 'text-to-image', params: paramsOf(engine, body, size) }, {}, body.response_format, body.prompt);
+  }));
+
+  const form = multipart({ files: ['image', 'mask'], maxFileBytes: config.maxUploadBytes, idleTimeoutMs: config.http.uploadIdleTimeoutMs, maxPerKey: config.http.maxUploadsPerKey, dir: config.http.uploadTmpDir });
+  const fields = (req: Request) => {
+    if (!req.multipart) throw new ServiceError('invalid_mime_type', `body: this endpoint takes multipart/form-data (got ${req.headers['content-type'] ?? 'no Content-Type'})`);
+    return parseFormFields(req.multipart.fields);
+  };
+  /** An edit's or variation's output: `size` as for generations, else the engine's size of the image's shape. */
+  const sizeFor = (engine: EngineInfo, size: string | undefined, image: CheckedImage) => {
+    const out = size === undefined ? sizeForShape(engine, image.width / image.height) : sizeOf(engine, size);
+    checkSize(out.width, out.height, config.maxPixels, engine);
+    return out;
+  };
+
+  router.post('/v1/images/edits', requireScope('generate'), rateLimit(deps.limiter), form, wrap(async (req, res) => {
+    const body = validate(OpenAIImageEditRequest, fields(req));
+    const image = requireFile(await readImage(req, 'image', config.maxPixels), 'image');
+    const mask = await readImage(req, 'mask', config.maxPixels);
+    const engine = modelEngine(body.model ?? DEFAULT_MODEL, 'masking');
+    const size = sizeFor(engine, body.size, image);
+    await run(req, res, engine, { kind: 'masking', params: paramsOf(engine, body, size, { maskSource: 'MASK_IMAGE_WHITE' }) }, { initImage: image, maskImage: { data: await editMask(image, mask), contentType: 'image/png' } }, body.response_format, body.prompt);
+  }));
+
+  router.post('/v1/images/variations', requireScope('generate'), rateLimit(deps.limiter), form, wrap(async (req, res) => {
+    const body = validate(OpenAIImageVariationRequest, fields(req));
+    const image = requireFile(await readImage(req, 'image', config.maxPixels), 'image');
+    if (req.multipart?.files.get('mask')) throw new ServiceError('bad_request', 'mask: variations take the image alone');
+    const engine = modelEngine(body.model ?? DEFAULT_MODEL, 'image-to-image');
+    const size = sizeFor(engine, body.size, image);
+    // no prompt: the image alone steers it; half of it kept
+    await run(req, res, engine, { kind: 'image-to-image', params: paramsOf(engine, body, size, { imageStrength: VARIATION_IMAGE_STRENGTH }) }, { initImage: image }, body.response_format, '');
   }));
 
   router.get('/v1/models', (_req, res) => {

@@ -32,8 +32,10 @@ import {
   V2OutpaintRequest,
   V2Sd3Request,
   V2UpscaleFastRequest,
+  OpenAIImageEditRequest,
   OpenAIImageGenerationRequest,
   OpenAIImagesResponse,
+  OpenAIImageVariationRequest,
 } from '@sdq/contracts';
 
 type JsonSchema = Record<string, unknown>;
@@ -268,6 +270,30 @@ export function buildOpenApi(publicUrl: string): Record<string, unknown> {
           '200': { description: '{created, data: [{url | b64_json, revised_prompt}]}', content: { 'application/json': { schema: schemaOf(OpenAIImagesResponse, schemas, 'output') } } },
           '202': { description: 'Not finished within SYNC_WAIT: the job object', content: { 'application/json': { schema: job } } },
           ...openaiErrors(['bad_request', 'invalid_height_or_width', 'invalid_pixel_count', 'invalid_samples', 'unauthorized', 'permission_denied', 'insufficient_balance', 'not_found', 'idempotency_key_mismatch', 'rate_limited', 'too_many_active_jobs', 'engine_unavailable', 'internal_error']),
+        },
+      },
+    },
+    '/v1/images/edits': {
+      post: {
+        tags: ['OpenAI'],
+        summary: "OpenAI's image edit: repaints where the mask (else the image) is transparent; the rest of the image is kept exactly",
+        parameters: [idempotencyParam],
+        requestBody: { required: true, content: { 'multipart/form-data': { schema: withImage(schemaOf(OpenAIImageEditRequest, schemas, 'input'), ['image', 'mask']) } } },
+        responses: {
+          '200': { description: '{created, data: [{url | b64_json, revised_prompt}]}', content: { 'application/json': { schema: schemaOf(OpenAIImagesResponse, schemas, 'output') } } },
+          ...openaiErrors(['bad_request', 'invalid_mask_image', 'invalid_init_image', 'invalid_mime_type', 'invalid_height_or_width', 'unauthorized', 'insufficient_balance', 'not_found', 'rate_limited', 'internal_error']),
+        },
+      },
+    },
+    '/v1/images/variations': {
+      post: {
+        tags: ['OpenAI'],
+        summary: "OpenAI's image variation: image to image from the image alone (half of it kept)",
+        parameters: [idempotencyParam],
+        requestBody: { required: true, content: { 'multipart/form-data': { schema: withImage(schemaOf(OpenAIImageVariationRequest, schemas, 'input'), ['image']) } } },
+        responses: {
+          '200': { description: '{created, data: [{url | b64_json, revised_prompt}]}', content: { 'application/json': { schema: schemaOf(OpenAIImagesResponse, schemas, 'output') } } },
+          ...openaiErrors(['bad_request', 'invalid_init_image', 'invalid_mime_type', 'invalid_height_or_width', 'unauthorized', 'insufficient_balance', 'not_found', 'rate_limited', 'internal_error']),
         },
       },
     },

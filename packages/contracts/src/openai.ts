@@ -28,6 +28,12 @@ export const OpenAIImageGenerationRequest = z
   })
   .strict();
 
+/** POST /v1/images/edits (multipart): the image and its mask are files; the rest are fields. */
+export const OpenAIImageEditRequest = OpenAIImageGenerationRequest.omit({ style: true });
+
+/** POST /v1/images/variations (multipart): the image alone, no prompt. */
+export const OpenAIImageVariationRequest = OpenAIImageGenerationRequest.omit({ prompt: true, style: true, quality: true });
+
 export const OpenAIImage = z.object({ url: z.string().optional(), b64_json: z.string().optional(), revised_prompt: z.string() });
 export const OpenAIImagesResponse = z.object({ created: z.number().int(), data: z.array(OpenAIImage) });
 

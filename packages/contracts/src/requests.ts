@@ -190,6 +190,8 @@ export const NUMERIC_FORM_FIELDS = new Set([
   'right',
   'up',
   'down',
+  // OpenAI's edits and variations
+  'n',
 ]);
 
 export const ListJobsQuery = z.object({
