@@ -421,6 +421,11 @@ describe('fuzz', () => {
       if (r.status < 400) return false;
       try {
         const body = JSON.parse(r.body) as { id?: unknown; name?: unknown; message?: unknown; errors?: unknown; error?: { message?: unknown; type?: unknown; code?: unknown } };
+        // AUTOMATIC1111's routes answer in its shape: {error, detail, body, errors}, error a catalogue name
+        if (r.describe.includes(' /sdapi/')) {
+          const a = body as { error?: unknown; detail?: unknown };
+          return !(typeof a.detail === 'string' && (ERROR_NAMES as string[]).includes(a.error as string));
+        }
         // OpenAI's routes answer in OpenAI's shape: {error: {message, type, param, code}}, code a catalogue name
         if (r.describe.includes(' /v1/images/') || r.describe.includes(' /v1/models')) {
           const e = body.error;

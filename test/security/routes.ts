@@ -67,6 +67,12 @@ export const FUZZ_ROUTES: FuzzRoute[] = [
   },
   { method: 'POST', path: '/v1/images/variations', caller: 'key', multipart: { fields: () => [['model', 'gen-a'], ['n', '1'], ['size', 'auto']], files: ['image'] }, creates: true },
   { method: 'GET', path: '/v1/models', caller: 'key' },
+  // AUTOMATIC1111's /sdapi/v1
+  { method: 'POST', path: '/sdapi/v1/txt2img', caller: 'key', json: () => ({ prompt: 'a red circle', steps: 10, seed: 3, sampler_name: 'Euler', batch_size: 1, override_settings: { sd_model_checkpoint: 'gen-a' } }), creates: true },
+  ...['sd-models', 'samplers', 'schedulers', 'upscalers', 'loras', 'options', 'progress'].map((name) => ({ method: 'GET' as const, path: `/sdapi/v1/${name}`, caller: 'key' as const })),
+  { method: 'POST', path: '/sdapi/v1/options', caller: 'key', json: () => ({ sd_model_checkpoint: 'gen-a' }) },
+  { method: 'POST', path: '/sdapi/v1/interrupt', caller: 'key' },
+  { method: 'POST', path: '/sdapi/v1/skip', caller: 'key' },
   {
     method: 'POST',
     path: '/v1/generation/{engine_id}/text-to-image',

@@ -30,6 +30,7 @@ import { EnginePresence } from './presence';
 import { CheckedStorage } from './storage-health';
 import { Store } from './store';
 import { userRoutes } from './user.routes';
+import { a1111Routes } from './a1111.routes';
 import { openaiModels, openaiRoutes } from './openai.routes';
 import { v2betaEngines, v2betaRoutes } from './v2beta.routes';
 import { webhookRoutes } from './webhooks.routes';
@@ -95,6 +96,8 @@ export function createApp(deps: AppDeps): Express {
   app.use(webhookRoutes({ config, jobs, webhooks }));
   app.use(userRoutes(accounts));
   app.use(openaiRoutes({ config, engines, aliases, presence, jobs, prices, credits, limiter, models }));
+  app.use('/sdapi', requireRedis(store), requireApiKey(store));
+  app.use(a1111Routes({ config, engines, aliases, presence, jobs, prices, credits, limiter, store, keyPrefix: config.keyPrefix }));
   app.use('/v2beta', requireRedis(store), requireApiKey(store));
   app.use(v2betaRoutes({ config, engines, aliases, presence, jobs, prices, credits, limiter, services }));
   app.use(notFound);

@@ -16,13 +16,21 @@ declare module 'express-serve-static-core' {
 const CHALLENGE = { 'WWW-Authenticate': 'Bearer' };
 
 /**
- * The key of an Authorization header: `Bearer <key>`, or the key as the whole value (Stability's spec
- * declares the API key as the header itself, and its clients send it so). Another scheme is no key.
+ * The key of an Authorization header: `Bearer <key>`; HTTP Basic with the key as the password (any
+ * user name), as AUTOMATIC1111 clients send `--api-auth` credentials; or the key as the whole value
+ * (Stability's spec declares the API key as the header itself, and its clients send it so). Another
+ * scheme is no key.
  */
 function bearer(header: string | undefined): string | undefined {
   const value = (header ?? '').trim();
   const match = /^Bearer\s+(\S+)$/i.exec(value);
   if (match) return match[1];
+  const basic = /^Basic\s+([A-Za-z0-9+/=]+)$/i.exec(value);
+  if (basic) {
+    const decoded = Buffer.from(basic[1], 'base64').toString('utf8');
+    const colon = decoded.indexOf(':');
+    return colon >= 0 && colon < decoded.length - 1 ? decoded.slice(colon + 1) : undefined;
+  }
   return /^[^\s]+$/.test(value) && !/^bearer$/i.test(value) ? value : undefined;
 }
 

@@ -80,6 +80,8 @@ export function isOpenAIPath(path: string): boolean {
  */
 function errorBody(path: string, id: string, err: ServiceError): ErrorBody | V2ErrorBody | OpenAIErrorBody {
   if (path.startsWith('/v2beta/')) return { id, name: err.code, errors: [err.message] };
+  // AUTOMATIC1111's handler answers {error, detail, body, errors}; error is sdq's name here
+  if (path.startsWith('/sdapi/')) return { error: err.code, detail: err.message, body: '', errors: err.message } as unknown as ErrorBody;
   if (isOpenAIPath(path)) {
     const param = /^([a-z_][a-z0-9_]*)(?:[.[][^:]*)?: /.exec(err.message)?.[1] ?? null;
     return { error: { message: err.message, type: openaiType(err.status), param, code: err.code } };

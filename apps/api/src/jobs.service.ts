@@ -252,12 +252,16 @@ export class JobsService extends JobView {
       // job has just succeeded: too late to cancel.
       const released = await this.deps.credits.release(record.id, 'canceled');
       if (released.status === 'already_settled') throw new ServiceError('conflict', `job ${record.id} is already succeeded`);
+      // Marked before removal: a reader between the two would see a job gone without its reason (failed,
+      // internal_error) instead of canceled. Unmarked if a worker took it meanwhile.
+      const at = Date.now();
+      await store.updateJob(record.id, { canceled_at: at, cancel_requested_at: at });
       if (await queue.removeIfWaiting(record.engine, record.id)) {
-        record.canceled_at = Date.now();
-        await store.updateJob(record.id, { canceled_at: record.canceled_at, cancel_requested_at: record.canceled_at });
+        record.canceled_at = at;
         logger.info({ job_id: record.id }, 'queued job canceled');
         return this.describe(record, undefined);
       }
+      await store.updateJob(record.id, { canceled_at: 0 });
       // It started meanwhile: stopped like a running job. Should it finish anyway, it is not charged.
     }
     record.cancel_requested_at = Date.now();

@@ -33,6 +33,8 @@ import {
   V2Sd3Request,
   V2UpscaleFastRequest,
   OpenAIImageEditRequest,
+  A1111OptionsUpdate,
+  A1111Txt2ImgRequest,
   OpenAIImageGenerationRequest,
   OpenAIImagesResponse,
   OpenAIImageVariationRequest,
@@ -309,6 +311,52 @@ export function buildOpenApi(publicUrl: string): Record<string, unknown> {
     },
   };
 
+  // AUTOMATIC1111's /sdapi/v1: errors as {error, detail, body, errors}
+  schemas.A1111Error = {
+    type: 'object',
+    required: ['error', 'detail'],
+    properties: { error: { type: 'string', enum: ERROR_NAMES }, detail: { type: 'string' }, body: { type: 'string' }, errors: { type: 'string' } },
+  };
+  const a1111Errors = (names: string[]) =>
+    Object.fromEntries(
+      [...new Set(names.map((n) => ERROR_CATALOGUE[n as keyof typeof ERROR_CATALOGUE].status))].map((status) => [
+        String(status),
+        { description: names.filter((n) => ERROR_CATALOGUE[n as keyof typeof ERROR_CATALOGUE].status === status).join(', '), content: { 'application/json': { schema: { $ref: '#/components/schemas/A1111Error' } } } },
+      ]),
+    );
+  const a1111Get = (summary: string) => ({ get: { tags: ['AUTOMATIC1111'], summary, responses: { '200': { description: 'As AUTOMATIC1111 answers it', content: { 'application/json': { schema: {} } } }, ...a1111Errors(['unauthorized']) } } });
+  const a1111Paths: Record<string, unknown> = {
+    '/sdapi/v1/txt2img': {
+      post: {
+        tags: ['AUTOMATIC1111'],
+        summary: 'Text to image: {images: [base64 PNG], parameters, info (a JSON string with seeds and infotexts)}; 202 with the job object past SYNC_WAIT',
+        requestBody: { required: true, content: { 'application/json': { schema: schemaOf(A1111Txt2ImgRequest, schemas, 'input') } } },
+        responses: {
+          '200': { description: '{images, parameters, info}', content: { 'application/json': { schema: { type: 'object', properties: { images: { type: 'array', items: { type: 'string' } }, parameters: { type: 'object' }, info: { type: 'string' } } } } } },
+          '202': { description: 'Not finished within SYNC_WAIT: the job object', content: { 'application/json': { schema: job } } },
+          ...a1111Errors(['bad_request', 'invalid_sampler', 'invalid_samples', 'invalid_height_or_width', 'invalid_pixel_count', 'unauthorized', 'permission_denied', 'insufficient_balance', 'not_found', 'canceled', 'rate_limited', 'too_many_active_jobs', 'engine_unavailable', 'internal_error']),
+        },
+      },
+    },
+    '/sdapi/v1/sd-models': a1111Get('The generation engines as checkpoints (title = engine id)'),
+    '/sdapi/v1/samplers': a1111Get("The samplers the engines offer, in AUTOMATIC1111's names"),
+    '/sdapi/v1/schedulers': a1111Get("AUTOMATIC1111's schedulers (Karras selects DPM++ 2M Karras; the others follow the sampler)"),
+    '/sdapi/v1/upscalers': a1111Get('The upscale engines'),
+    '/sdapi/v1/loras': a1111Get('Always empty: sdq has no LoRA yet'),
+    '/sdapi/v1/options': {
+      ...a1111Get("The caller's options: sd_model_checkpoint is this API key's default engine"),
+      post: {
+        tags: ['AUTOMATIC1111'],
+        summary: "Sets sd_model_checkpoint as this API key's default engine (never another caller's); other options are not kept",
+        requestBody: { required: true, content: { 'application/json': { schema: schemaOf(A1111OptionsUpdate, schemas, 'input') } } },
+        responses: { '200': { description: 'null' }, ...a1111Errors(['bad_request', 'not_found', 'unauthorized', 'permission_denied']) },
+      },
+    },
+    '/sdapi/v1/progress': a1111Get("The caller's most recent unfinished job: progress, eta_relative, state.sampling_step / sampling_steps, textinfo"),
+    '/sdapi/v1/interrupt': { post: { tags: ['AUTOMATIC1111'], summary: "Cancels the caller's unfinished job (never another caller's)", responses: { '200': { description: 'null' }, ...a1111Errors(['unauthorized', 'permission_denied']) } } },
+    '/sdapi/v1/skip': { post: { tags: ['AUTOMATIC1111'], summary: 'As interrupt: each request here is one job', responses: { '200': { description: 'null' }, ...a1111Errors(['unauthorized', 'permission_denied']) } } },
+  };
+
   return {
     openapi: '3.1.0',
     info: { title: 'sdq', version: '0.1.0', description: 'Queue-backed Stable Diffusion service, compatible with Stability REST v1.' },
@@ -324,6 +372,7 @@ export function buildOpenApi(publicUrl: string): Record<string, unknown> {
       },
       ...v2Paths,
       ...openaiPaths,
+      ...a1111Paths,
       '/v1/engines/list': {
         get: {
           summary: 'List engines',

@@ -12,3 +12,4 @@ export * from './lifecycle';
 export * from './logging';
 export * from './redis';
 export * from './openai';
+export * from './a1111';

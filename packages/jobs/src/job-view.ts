@@ -46,9 +46,12 @@ export class JobView {
     }
   }
 
-  async describe(record: JobRecord, known?: QueueJobSnapshot): Promise<JobObject> {
+  async describe(given: JobRecord, known?: QueueJobSnapshot): Promise<JobObject> {
     const { config, storage, queue } = this.deps;
-    const snapshot = known ?? (await this.snapshot(record));
+    const snapshot = known ?? (await this.snapshot(given));
+    // Gone from its queue: the record says why (canceled, unserved), and a record held since submission
+    // predates a cancel another request made meanwhile.
+    const record = snapshot ? given : ((await this.deps.store.getJob(given.id)) ?? given);
     const status = this.status(record, snapshot);
     const base = `${config.publicUrl}/v1/jobs/${record.id}`;
     let error: JobObject['error'] = null;

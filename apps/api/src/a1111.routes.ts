@@ -1,0 +1,174 @@
+/**
+ * AUTOMATIC1111's web UI API (`/sdapi/v1`) on the same queue, workers, credits and limits as the other
+ * dialects. Where A1111 runs one job at a time behind a global lock, with no keys and one shared state,
+ * here every caller has its own: its key (Bearer, or HTTP Basic with the key as the password, as
+ * `--api-auth` clients send it), its options (its default engine), its progress and its interrupt.
+ * Errors are A1111's `{error, detail, body, errors}` (errors.ts).
+ */
+import { type Request, type Response, Router } from 'express';
+import type { EngineInfo } from '@sdq/pipeline/engines';
+import { readPngText } from '@sdq/pipeline/image';
+import { A1111_SAMPLERS, A1111_SCHEDULERS, A1111OptionsUpdate, A1111Txt2ImgRequest, type GenerationParams, ServiceError, TERMINAL_STATUSES } from '@sdq/contracts';
+import { requireScope } from './auth';
+import { jsonBody } from './body';
+import { checkSize, type GenerationDeps, submitJob, validate } from './generation.routes';
+import { jobCost } from './pricing';
+import { rateLimit } from './rate-limit';
+import type { Store } from './store';
+
+type Deps = GenerationDeps & { store: Pick<Store, 'redis'>; keyPrefix: string };
+
+/** The sdq sampler of an A1111 sampler name and scheduler. */
+function samplerOf(engine: EngineInfo, name: string | undefined, scheduler: string | undefined): string | undefined {
+  if (name === undefined) return scheduler === 'Karras' && engine.samplers?.includes('K_DPMPP_2M_KARRAS') ? 'K_DPMPP_2M_KARRAS' : engine.defaults.sampler;
+  let sdq = Object.hasOwn(A1111_SAMPLERS, name) ? A1111_SAMPLERS[name] : undefined;
+  if (sdq === 'K_DPMPP_2M' && scheduler === 'Karras') sdq = 'K_DPMPP_2M_KARRAS';
+  const offered = Object.entries(A1111_SAMPLERS).filter(([, s]) => engine.samplers?.includes(s)).map(([n]) => n);
+  if (!sdq || !engine.samplers?.includes(sdq)) throw new ServiceError('invalid_sampler', `sampler_name: ${JSON.stringify(name)} is not a sampler of ${engine.id} (samplers: ${offered.join(', ')})`);
+  return sdq;
+}
+
+export function a1111Routes(deps: Deps): Router {
+  const { config, engines, aliases, jobs, prices, store, keyPrefix } = deps;
+  const router = Router();
+  const generationEngines = () => [...engines.values()].filter((e) => e.kind === 'generation');
+  const optionsKey = (keyId: string) => `${keyPrefix}:a1111-options:${keyId}`;
+
+  /** The engine of a checkpoint name (an engine id or alias; A1111 titles carry a ` [hash]` suffix, dropped). */
+  const engineNamed = (name: string, field: string): EngineInfo => {
+    const id = name.replace(/\s*\[[0-9a-f]+\]$/i, '');
+    const engine = engines.get(aliases.get(id) ?? id);
+    if (!engine || engine.kind !== 'generation') throw new ServiceError('not_found', `${field}: ${name} is not a model here (models: ${generationEngines().map((e) => e.id).join(', ')})`);
+    return engine;
+  };
+  /** The caller's default engine: its own options, else the first generation engine (tiny-sd when present). */
+  const defaultEngine = async (req: Request): Promise<EngineInfo> => {
+    const own = await store.redis.hget(optionsKey(req.keyId!), 'sd_model_checkpoint');
+    if (own && engines.has(own)) return engines.get(own)!;
+    return engines.get('tiny-sd') ?? generationEngines()[0] ?? engineNamed('none', 'sd_model_checkpoint');
+  };
+
+  const wrap = (fn: (req: Request, res: Response) => Promise<void>) => (req: Request, res: Response, next: (err?: unknown) => void) => {
+    fn(req, res).catch(next);
+  };
+  const generate = [requireScope('generate'), rateLimit(deps.limiter), ...jsonBody('1mb')];
+
+  router.post('/sdapi/v1/txt2img', ...generate, wrap(async (req, res) => {
+    const body = validate(A1111Txt2ImgRequest, req.body);
+    const checkpoint = body.override_settings?.sd_model_checkpoint;
+    if (checkpoint !== undefined && typeof checkpoint !== 'string') throw new ServiceError('bad_request', 'override_settings.sd_model_checkpoint: must be a string');
+    const engine = checkpoint ? engineNamed(checkpoint, 'override_settings.sd_model_checkpoint') : await defaultEngine(req);
+    const width = body.width ?? engine.nativeWidth ?? 512;
+    const height = body.height ?? engine.nativeHeight ?? 512;
+    checkSize(width, height, config.maxPixels, engine);
+    const samples = body.batch_size * body.n_iter;
+    if (samples > 10) throw new ServiceError('invalid_samples', `batch_size x n_iter: ${samples} images is over the maximum of 10`);
+    const sampler = samplerOf(engine, body.sampler_name ?? body.sampler_index, body.scheduler);
+    const prompts = [{ text: body.prompt, weight: 1 }, ...(body.negative_prompt.trim() ? [{ text: body.negative_prompt, weight: -1 }] : [])];
+    const params: GenerationParams = { prompts, width, height, steps: body.steps, cfgScale: body.cfg_scale, samples, seed: body.seed === -1 ? 0 : body.seed, sampler, outputFormat: 'png' };
+    const job = { kind: 'text-to-image' as const, params };
+    const webhookUrl = req.get('x-webhook-url');
+    const { record } = await submitJob(deps, req, engine, { job, inputs: {}, cost: jobCost(prices, engine, job), webhook: webhookUrl ? { url: webhookUrl } : undefined });
+    const snapshot = await jobs.waitForEnd(record, config.syncWait * 1000);
+    const object = await jobs.describe(record, snapshot);
+    if (!TERMINAL_STATUSES.has(object.status)) {
+      res.status(202).set('Location', object.urls.self).json(object);
+      return;
+    }
+    if (object.status === 'canceled') throw new ServiceError('canceled', `the generation ${record.id} was interrupted`);
+    if (object.status === 'failed') {
+      const { name, message } = object.error!;
+      if (name === 'internal_error') throw new Error(`job ${record.id} failed: ${message}`);
+      throw new ServiceError(name as ConstructorParameters<typeof ServiceError>[0], message);
+    }
+    const artifacts = snapshot!.result!.artifacts;
+    const pngs = await Promise.all(artifacts.map((a) => jobs.readArtifact(a.key)));
+    const seeds = artifacts.map((a) => a.seed);
+    const samplerName = Object.entries(A1111_SAMPLERS).find(([, s]) => s === sampler)?.[0] ?? sampler ?? '';
+    const info = {
+      prompt: body.prompt,
+      all_prompts: seeds.map(() => body.prompt),
+      negative_prompt: body.negative_prompt,
+      all_negative_prompts: seeds.map(() => body.negative_prompt),
+      seed: seeds[0],
+      all_seeds: seeds,
+      subseed: body.subseed,
+      all_subseeds: seeds.map(() => body.subseed),
+      subseed_strength: body.subseed_strength,
+      width,
+      height,
+      sampler_name: samplerName,
+      cfg_scale: body.cfg_scale,
+      steps: body.steps,
+      batch_size: body.batch_size,
+      sd_model_name: engine.id,
+      sd_model_hash: null,
+      infotexts: pngs.map((png) => readPngText(png).parameters ?? ''),
+      job_timestamp: new Date(record.created_at).toISOString().replace(/\D/g, '').slice(0, 14),
+      job_id: record.id,
+      version: 'sdq',
+    };
+    res.set('X-Job-Id', record.id).json({ images: body.send_images ? pngs.map((p) => p.toString('base64')) : [], parameters: body, info: JSON.stringify(info) });
+  }));
+
+  router.get('/sdapi/v1/sd-models', (_req, res) => {
+    res.json(generationEngines().map((e) => ({ title: e.id, model_name: e.id, hash: null, sha256: null, filename: e.dir, config: null })));
+  });
+  router.get('/sdapi/v1/samplers', (_req, res) => {
+    // the samplers any engine here offers, with the engines that do
+    res.json(
+      Object.entries(A1111_SAMPLERS)
+        .filter(([, s]) => generationEngines().some((e) => e.samplers?.includes(s)))
+        .map(([name, s]) => ({ name, aliases: [s], options: { engines: generationEngines().filter((e) => e.samplers?.includes(s)).map((e) => e.id).join(',') } })),
+    );
+  });
+  router.get('/sdapi/v1/schedulers', (_req, res) => {
+    res.json(A1111_SCHEDULERS.map((name) => ({ name: name.toLowerCase().replace(/ /g, '_'), label: name, aliases: null, default_rho: -1, need_inner_model: false })));
+  });
+  router.get('/sdapi/v1/upscalers', (_req, res) => {
+    res.json([...engines.values()].filter((e) => e.kind === 'upscale').map((e) => ({ name: e.id, model_name: e.id, model_path: e.dir, model_url: null, scale: e.scale ?? 2 })));
+  });
+  router.get('/sdapi/v1/loras', (_req, res) => {
+    res.json([]);
+  });
+
+  router.get('/sdapi/v1/options', wrap(async (req, res) => {
+    res.json({ sd_model_checkpoint: (await defaultEngine(req)).id, samples_format: 'png' });
+  }));
+  router.post('/sdapi/v1/options', requireScope('generate'), ...jsonBody('64kb'), wrap(async (req, res) => {
+    const body = validate(A1111OptionsUpdate, req.body);
+    // this key's default only: never another caller's
+    if (body.sd_model_checkpoint !== undefined) await store.redis.hset(optionsKey(req.keyId!), 'sd_model_checkpoint', engineNamed(body.sd_model_checkpoint, 'sd_model_checkpoint').id);
+    res.json(null);
+  }));
+
+  /** The caller's most recent job, if it has not ended. */
+  const currentJob = async (req: Request) => {
+    const { data } = await jobs.list(req.accountId!, 1);
+    const job = data[0];
+    return job && !TERMINAL_STATUSES.has(job.status) ? job : undefined;
+  };
+  router.get('/sdapi/v1/progress', wrap(async (req, res) => {
+    const job = await currentJob(req);
+    const step = job?.progress?.step ?? 0;
+    const steps = job?.progress?.steps ?? 0;
+    const progress = steps ? step / steps : 0;
+    const elapsed = job?.started_at ? (Date.now() - Date.parse(job.started_at)) / 1000 : 0;
+    res.json({
+      progress,
+      eta_relative: progress > 0 ? (elapsed / progress) * (1 - progress) : 0,
+      state: { skipped: false, interrupted: false, job: job?.id ?? '', job_count: job ? 1 : 0, job_timestamp: job ? job.created_at.replace(/\D/g, '').slice(0, 14) : '0', job_no: 0, sampling_step: step, sampling_steps: steps },
+      current_image: null,
+      textinfo: job ? (job.status === 'queued' ? `queued (position ${job.queue_position ?? 0})` : `step ${step} of ${steps}`) : null,
+    });
+  }));
+  for (const action of ['interrupt', 'skip'] as const) {
+    router.post(`/sdapi/v1/${action}`, requireScope('generate'), wrap(async (req, res) => {
+      // the caller's own job, never another's; one job per request here, so skip is interrupt
+      const job = await currentJob(req);
+      if (job) await jobs.cancel(await jobs.getOwn(req.accountId!, job.id)).catch(() => {});
+      res.json(null);
+    }));
+  }
+  return router;
+}

@@ -1,0 +1,57 @@
+/**
+ * AUTOMATIC1111's web UI API (`/sdapi/v1`) as sdq takes it: the fields of its
+ * StableDiffusionTxt2ImgProcessingAPI model that sdq uses, checked strictly; fields A1111 has and sdq
+ * cannot honour are accepted and ignored (the README lists them), as A1111's own model ignores unknown ones.
+ */
+import { z } from 'zod';
+
+/** A1111's sampler names -> sdq's samplers. */
+export const A1111_SAMPLERS: Readonly<Record<string, string>> = Object.freeze({
+  'Euler a': 'K_EULER_ANCESTRAL',
+  Euler: 'K_EULER',
+  LMS: 'K_LMS',
+  Heun: 'K_HEUN',
+  DPM2: 'K_DPM_2',
+  'DPM2 a': 'K_DPM_2_ANCESTRAL',
+  'DPM++ 2S a': 'K_DPMPP_2S_ANCESTRAL',
+  'DPM++ 2M': 'K_DPMPP_2M',
+  'DPM++ 2M Karras': 'K_DPMPP_2M_KARRAS',
+  'DPM++ SDE': 'K_DPMPP_SDE',
+  DDIM: 'DDIM',
+  PLMS: 'PNDM',
+  LCM: 'LCM',
+});
+
+/** A1111's schedulers (noise schedules); "Karras" turns DPM++ 2M into DPM++ 2M Karras, the rest follow the sampler. */
+export const A1111_SCHEDULERS = ['Automatic', 'Uniform', 'Karras', 'Exponential', 'SGM Uniform'] as const;
+
+const generation = {
+  prompt: z.string().max(10_000).default(''),
+  negative_prompt: z.string().max(10_000).default(''),
+  /** -1 (default) = random. */
+  seed: z.number().int().min(-1).max(4294967295).default(-1),
+  /** Subseeds (variation seeds) are accepted and not used: sdq has none. */
+  subseed: z.number().int().min(-1).max(4294967295).default(-1),
+  subseed_strength: z.number().min(0).max(1).default(0),
+  sampler_name: z.string().max(64).optional(),
+  /** Legacy name of sampler_name. */
+  sampler_index: z.string().max(64).optional(),
+  scheduler: z.enum(A1111_SCHEDULERS).optional(),
+  batch_size: z.number().int().min(1).max(10).default(1),
+  n_iter: z.number().int().min(1).max(10).default(1),
+  steps: z.number().int().min(1).max(150).default(50),
+  cfg_scale: z.number().min(0).max(30).default(7),
+  /** Unset = the engine's native size (A1111's 512 is SD 1.5's). */
+  width: z.number().int().min(64).max(4096).optional(),
+  height: z.number().int().min(64).max(4096).optional(),
+  /** `sd_model_checkpoint` (an engine id or alias) picks the engine for this request; other settings are ignored. */
+  override_settings: z.record(z.string(), z.unknown()).optional(),
+  override_settings_restore_afterwards: z.boolean().default(true),
+  send_images: z.boolean().default(true),
+  /** Accepted; sdq keeps every result in its storage anyway. */
+  save_images: z.boolean().default(false),
+};
+
+export const A1111Txt2ImgRequest = z.object(generation);
+
+export const A1111OptionsUpdate = z.object({ sd_model_checkpoint: z.string().min(1).max(128).optional() });

@@ -1,0 +1,114 @@
+/**
+ * AUTOMATIC1111's /sdapi/v1 with the JSON bodies its API models define, defaults omitted as scripts
+ * send them: txt2img follows the prompt, with A1111's response shape and infotext; Basic auth with the
+ * key as the password; per-key options; a caller's progress and interrupt touch only its own job; errors
+ * in A1111's shape, never charged.
+ */
+import sharp from 'sharp';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startTestRedis, type TestRedis } from '../support/redis';
+import { accountWith, authed, type Service, startService, startTestWorker, type TestWorker, waitFor } from './support';
+
+let redis: TestRedis;
+let service: Service;
+let worker: TestWorker;
+let key: string;
+
+beforeAll(async () => {
+  redis = await startTestRedis();
+  service = await startService(redis);
+  worker = await startTestWorker(service, { ENGINES: 'tiny-sd' });
+  key = await accountWith(service, 'a1111', 100);
+});
+afterAll(async () => {
+  await worker?.close(1000);
+  await service?.close();
+  await redis?.close();
+});
+
+const api = (path: string, init: { method?: string; body?: unknown; key?: string; basic?: boolean } = {}) => {
+  const k = init.key ?? key;
+  const authorization = init.basic ? `Basic ${Buffer.from(`anyone:${k}`).toString('base64')}` : `Bearer ${k}`;
+  return fetch(`${service.url}/sdapi/v1/${path}`, {
+    method: init.method ?? (init.body === undefined ? 'GET' : 'POST'),
+    headers: { authorization, ...(init.body === undefined ? {} : { 'content-type': 'application/json' }) },
+    body: init.body === undefined ? undefined : JSON.stringify(init.body),
+  });
+};
+async function rgb(png: Buffer) {
+  const { data, info } = await sharp(png).removeAlpha().raw().toBuffer({ resolveWithObject: true });
+  return { width: info.width, height: info.height, at: (x: number, y: number) => [0, 1, 2].map((c) => data[(y * info.width + x) * 3 + c]) };
+}
+const redish = ([r, g, b]: number[]) => r > 128 && g < 110 && b < 110;
+const bluish = ([r, g, b]: number[]) => b > r + 40 && b > 100;
+const balance = async (k = key) => ((await (await fetch(`${service.url}/v1/user/balance`, { headers: authed(k) })).json()) as { credits: number }).credits;
+
+describe('AUTOMATIC1111 /sdapi/v1', () => {
+  it('txt2img: a script body (defaults omitted) gives A1111s response, following the prompt, with its infotext', async () => {
+    const before = await balance();
+    const res = await api('txt2img', { body: { prompt: 'a red circle on a blue background', steps: 20, seed: 42, sampler_name: 'Euler a', batch_size: 2 }, basic: true });
+    expect(res.status, await res.clone().text()).toBe(200);
+    const body = (await res.json()) as { images: string[]; parameters: Record<string, unknown>; info: string };
+    expect(body.images).toHaveLength(2);
+    expect(body.parameters).toMatchObject({ prompt: 'a red circle on a blue background', steps: 20, seed: 42, batch_size: 2, n_iter: 1, cfg_scale: 7 });
+    const info = JSON.parse(body.info) as { seed: number; all_seeds: number[]; sampler_name: string; infotexts: string[]; width: number; height: number };
+    expect(info).toMatchObject({ seed: 42, all_seeds: [42, 43], sampler_name: 'Euler a', width: 128, height: 128 });
+    expect(info.infotexts[0]).toMatch(/^a red circle on a blue background\nSteps: 20, Sampler: .*, CFG scale: 7, Seed: 42, Size: 128x128/);
+    const img = await rgb(Buffer.from(body.images[0], 'base64'));
+    expect(img.at(64, 64), 'centre').toSatisfy(redish);
+    expect(img.at(4, 4), 'corner').toSatisfy(bluish);
+    expect(before - (await balance())).toBeGreaterThan(0);
+  });
+
+  it('lists models, samplers (in A1111 names), schedulers, upscalers and an empty loras list', async () => {
+    const models = (await (await api('sd-models')).json()) as { title: string }[];
+    expect(models.map((m) => m.title)).toContain('tiny-sd');
+    const samplers = ((await (await api('samplers')).json()) as { name: string }[]).map((s) => s.name);
+    expect(samplers).toEqual(expect.arrayContaining(['Euler a', 'Euler', 'DPM++ 2M', 'DDIM', 'LMS', 'PLMS']));
+    expect(((await (await api('schedulers')).json()) as { label: string }[]).map((s) => s.label)).toContain('Karras');
+    expect(((await (await api('upscalers')).json()) as { name: string }[]).map((u) => u.name)).toContain('tiny-upscaler-x2');
+    expect(await (await api('loras')).json()).toEqual([]);
+  });
+
+  it('options: POST sets the caller key default model, never another caller', async () => {
+    const other = await accountWith(service, 'a1111-other', 10);
+    expect((await (await api('options')).json()) as object).toMatchObject({ sd_model_checkpoint: 'tiny-sd' });
+    expect((await api('options', { body: { sd_model_checkpoint: 'tiny-sdxl' } })).status).toBe(200);
+    expect((await (await api('options')).json()) as object).toMatchObject({ sd_model_checkpoint: 'tiny-sdxl' });
+    expect((await (await api('options', { key: other })).json()) as object).toMatchObject({ sd_model_checkpoint: 'tiny-sd' });
+    const bad = await api('options', { body: { sd_model_checkpoint: 'nope' } });
+    expect(bad.status).toBe(404);
+    expect(await bad.json()).toMatchObject({ error: 'not_found', detail: expect.stringMatching(/^sd_model_checkpoint: nope/) });
+    await api('options', { body: { sd_model_checkpoint: 'tiny-sd' } });
+  });
+
+  it("progress and interrupt are the caller's own: another caller's interrupt leaves the job running", async () => {
+    const other = await accountWith(service, 'a1111-bystander', 10);
+    const running = api('txt2img', { body: { prompt: 'a red circle on a blue background', steps: 150 } });
+    await waitFor(async () => (((await (await api('progress')).json()) as { state: { sampling_step: number } }).state.sampling_step ?? 0) > 2, 'the job to run');
+    const mine = (await (await api('progress')).json()) as { progress: number; state: { sampling_steps: number; job_count: number } };
+    expect(mine.state).toMatchObject({ sampling_steps: 150, job_count: 1 });
+    expect(mine.progress).toBeGreaterThan(0);
+    const theirs = (await (await api('progress', { key: other })).json()) as { state: { job_count: number } };
+    expect(theirs.state.job_count).toBe(0);
+    expect((await api('interrupt', { method: 'POST', key: other })).status).toBe(200);
+    await new Promise((r) => setTimeout(r, 300));
+    expect(((await (await api('progress')).json()) as { state: { job_count: number } }).state.job_count).toBe(1);
+    expect((await api('interrupt', { method: 'POST' })).status).toBe(200);
+    const ended = await running;
+    expect(ended.status).toBe(409);
+    expect(await ended.json()).toMatchObject({ error: 'canceled' });
+  });
+
+  it('refuses in A1111 shape naming the field, and charges nothing', async () => {
+    const before = await balance();
+    const sampler = await api('txt2img', { body: { prompt: 'x', sampler_name: 'Restart' } });
+    expect(sampler.status).toBe(400);
+    expect(await sampler.json()).toMatchObject({ error: 'invalid_sampler', detail: expect.stringMatching(/^sampler_name: "Restart" is not a sampler of tiny-sd/) });
+    const steps = await api('txt2img', { body: { prompt: 'x', steps: 'many' } });
+    expect(steps.status).toBe(400);
+    expect(((await steps.json()) as { detail: string }).detail).toMatch(/^steps/);
+    expect((await api('txt2img', { body: { prompt: 'x' }, key: 'sk-not-a-key', basic: true })).status).toBe(401);
+    expect(await balance()).toBe(before);
+  });
+});
