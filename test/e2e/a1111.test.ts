@@ -60,6 +60,29 @@ describe('AUTOMATIC1111 /sdapi/v1', () => {
     expect(before - (await balance())).toBeGreaterThan(0);
   });
 
+  it('img2img keeps the init image at low denoising; with a mask it repaints inside only (A1111 white = repaint)', async () => {
+    const first = (await (await api('txt2img', { body: { prompt: 'a red circle on a blue background', steps: 20, seed: 42 } })).json()) as { images: string[] };
+    const init = first.images[0];
+    const kept = await api('img2img', { body: { prompt: 'a red circle on a blue background', init_images: [`data:image/png;base64,${init}`], denoising_strength: 0.3, steps: 20, seed: 7 } });
+    expect(kept.status, await kept.clone().text()).toBe(200);
+    const keptBody = (await kept.json()) as { images: string[]; parameters: { init_images: unknown } };
+    expect(keptBody.parameters.init_images).toBeNull();
+    const img = await rgb(Buffer.from(keptBody.images[0], 'base64'));
+    expect(img.at(64, 64), 'centre').toSatisfy(redish);
+    expect(img.at(4, 4), 'corner').toSatisfy(bluish);
+    // white square in the middle = repaint there; the rest stays the init image, pixel for pixel
+    const maskRaw = Buffer.alloc(128 * 128, 0);
+    for (let y = 40; y < 88; y++) maskRaw.fill(255, y * 128 + 40, y * 128 + 88);
+    const mask = (await sharp(maskRaw, { raw: { width: 128, height: 128, channels: 1 } }).png().toBuffer()).toString('base64');
+    const painted = await api('img2img', { body: { prompt: 'a yellow square on a blue background', init_images: [init], mask, mask_blur: 0, denoising_strength: 1, steps: 20, seed: 7 } });
+    expect(painted.status, await painted.clone().text()).toBe(200);
+    const [out, original] = [await rgb(Buffer.from(((await painted.json()) as { images: string[] }).images[0], 'base64')), await rgb(Buffer.from(init, 'base64'))];
+    for (const [x, y] of [[4, 4], [123, 123], [10, 64], [64, 10]]) expect(out.at(x, y), `outside the mask at ${x},${y}`).toEqual(original.at(x, y));
+    const broken = await api('img2img', { body: { prompt: 'x', init_images: ['bm90IGFuIGltYWdl'] } });
+    expect(broken.status).toBe(400);
+    expect(await broken.json()).toMatchObject({ error: 'invalid_mime_type', detail: expect.stringMatching(/^init_images\[0\]: is not a PNG/) });
+  });
+
   it('lists models, samplers (in A1111 names), schedulers, upscalers and an empty loras list', async () => {
     const models = (await (await api('sd-models')).json()) as { title: string }[];
     expect(models.map((m) => m.title)).toContain('tiny-sd');

@@ -38,6 +38,9 @@ export interface FuzzRoute {
   creates?: boolean;
 }
 
+/** A 64x64 red PNG, as A1111 clients send images: base64 in the JSON. */
+const RED_PNG_64 = 'iVBORw0KGgoAAAANSUhEUgAAAEAAAABACAIAAAAlC+aJAAAACXBIWXMAAAPoAAAD6AG1e1JrAAAAT0lEQVR42u3PQQkAAAgEsAtx/fMYywi+hcEKLNO+FgEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQGBK7CmQADiM6FBWwAAAABJRU5ErkJggg==';
+
 const prompts = (): [string, string][] => [
   ['text_prompts[0][text]', 'a red circle'],
   ['text_prompts[0][weight]', '1'],
@@ -69,6 +72,13 @@ export const FUZZ_ROUTES: FuzzRoute[] = [
   { method: 'GET', path: '/v1/models', caller: 'key' },
   // AUTOMATIC1111's /sdapi/v1
   { method: 'POST', path: '/sdapi/v1/txt2img', caller: 'key', json: () => ({ prompt: 'a red circle', steps: 10, seed: 3, sampler_name: 'Euler', batch_size: 1, override_settings: { sd_model_checkpoint: 'gen-a' } }), creates: true },
+  {
+    method: 'POST',
+    path: '/sdapi/v1/img2img',
+    caller: 'key',
+    json: () => ({ prompt: 'a red circle', init_images: [RED_PNG_64], mask: RED_PNG_64, denoising_strength: 0.5, mask_blur: 2, steps: 10, override_settings: { sd_model_checkpoint: 'gen-a' } }),
+    creates: true,
+  },
   ...['sd-models', 'samplers', 'schedulers', 'upscalers', 'loras', 'options', 'progress'].map((name) => ({ method: 'GET' as const, path: `/sdapi/v1/${name}`, caller: 'key' as const })),
   { method: 'POST', path: '/sdapi/v1/options', caller: 'key', json: () => ({ sd_model_checkpoint: 'gen-a' }) },
   { method: 'POST', path: '/sdapi/v1/interrupt', caller: 'key' },

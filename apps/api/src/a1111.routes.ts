@@ -6,17 +6,35 @@
  * Errors are A1111's `{error, detail, body, errors}` (errors.ts).
  */
 import { type Request, type Response, Router } from 'express';
-import type { EngineInfo } from '@sdq/pipeline/engines';
+import sharp from 'sharp';
+import type { z } from 'zod';
+import { checkEngineSize, type EngineInfo } from '@sdq/pipeline/engines';
 import { readPngText } from '@sdq/pipeline/image';
-import { A1111_SAMPLERS, A1111_SCHEDULERS, A1111OptionsUpdate, A1111Txt2ImgRequest, type GenerationParams, ServiceError, TERMINAL_STATUSES } from '@sdq/contracts';
+import { A1111_SAMPLERS, A1111_SCHEDULERS, A1111Img2ImgRequest, A1111OptionsUpdate, A1111Txt2ImgRequest, type GenerationParams, ServiceError, TERMINAL_STATUSES } from '@sdq/contracts';
 import { requireScope } from './auth';
 import { jsonBody } from './body';
 import { checkSize, type GenerationDeps, submitJob, validate } from './generation.routes';
 import { jobCost } from './pricing';
 import { rateLimit } from './rate-limit';
 import type { Store } from './store';
+import type { JobInputs, NewJob } from './jobs.service';
+import { type CheckedImage, checkImage } from './uploads';
+import { sizeForShape } from './v2beta.routes';
 
 type Deps = GenerationDeps & { store: Pick<Store, 'redis'>; keyPrefix: string };
+
+/** Base64 as A1111 clients send it, with or without a `data:image/...;base64,` prefix. */
+function decodeBase64(text: string): Buffer {
+  return Buffer.from(text.replace(/^data:[a-z/+.-]+;base64,/i, ''), 'base64');
+}
+
+/** A1111's mask (white = repaint, or black with invert) as sdq's: white = repaint, edge blurred by mask_blur. */
+async function a1111Mask(mask: CheckedImage, invert: boolean, blur: number): Promise<Buffer> {
+  let out = sharp(mask.data).flatten({ background: '#000000' }).greyscale();
+  if (invert) out = out.negate({ alpha: false });
+  if (blur > 0) out = sharp(await out.png().toBuffer()).blur(Math.max(0.3, blur / 2));
+  return out.png().toBuffer();
+}
 
 /** The sdq sampler of an A1111 sampler name and scheduler. */
 function samplerOf(engine: EngineInfo, name: string | undefined, scheduler: string | undefined): string | undefined {
@@ -52,23 +70,36 @@ export function a1111Routes(deps: Deps): Router {
     fn(req, res).catch(next);
   };
   const generate = [requireScope('generate'), rateLimit(deps.limiter), ...jsonBody('1mb')];
+  // base64 images in the JSON: MAX_UPLOAD_BYTES each, a third larger as base64, init image and mask
+  const imageBodyLimit = `${Math.ceil((config.maxUploadBytes * 2 * 1.4) / 1024) + 64}kb`;
 
-  router.post('/sdapi/v1/txt2img', ...generate, wrap(async (req, res) => {
-    const body = validate(A1111Txt2ImgRequest, req.body);
+  /**
+   * What both generation routes take from a body: the engine (override_settings.sd_model_checkpoint, else
+   * the key's default), the size (given; else the engine's native size, or for img2img the image's own
+   * size where the engine takes it, else the engine's size of its shape), the images, sampler and prompts.
+   */
+  const settings = async (req: Request, body: z.infer<typeof A1111Txt2ImgRequest>, mode: 'text-to-image' | 'image-to-image' | 'masking', image?: CheckedImage) => {
     const checkpoint = body.override_settings?.sd_model_checkpoint;
     if (checkpoint !== undefined && typeof checkpoint !== 'string') throw new ServiceError('bad_request', 'override_settings.sd_model_checkpoint: must be a string');
     const engine = checkpoint ? engineNamed(checkpoint, 'override_settings.sd_model_checkpoint') : await defaultEngine(req);
-    const width = body.width ?? engine.nativeWidth ?? 512;
-    const height = body.height ?? engine.nativeHeight ?? 512;
-    checkSize(width, height, config.maxPixels, engine);
+    if (!engine.modes.includes(mode)) throw new ServiceError('bad_request', `override_settings.sd_model_checkpoint: ${engine.id} cannot do ${mode} (it does ${engine.modes.join(', ')})`);
+    let size = { width: body.width ?? engine.nativeWidth ?? 512, height: body.height ?? engine.nativeHeight ?? 512 };
+    if (image && body.width === undefined && body.height === undefined) {
+      const own = { width: image.width, height: image.height };
+      size = own.width * own.height <= config.maxPixels && !checkEngineSize(engine, own.width, own.height) ? own : sizeForShape(engine, own.width / own.height);
+    }
+    checkSize(size.width, size.height, config.maxPixels, engine);
     const samples = body.batch_size * body.n_iter;
     if (samples > 10) throw new ServiceError('invalid_samples', `batch_size x n_iter: ${samples} images is over the maximum of 10`);
     const sampler = samplerOf(engine, body.sampler_name ?? body.sampler_index, body.scheduler);
     const prompts = [{ text: body.prompt, weight: 1 }, ...(body.negative_prompt.trim() ? [{ text: body.negative_prompt, weight: -1 }] : [])];
-    const params: GenerationParams = { prompts, width, height, steps: body.steps, cfgScale: body.cfg_scale, samples, seed: body.seed === -1 ? 0 : body.seed, sampler, outputFormat: 'png' };
-    const job = { kind: 'text-to-image' as const, params };
+    return { engine, ...size, samples, sampler, prompts };
+  };
+
+  /** Queues the job, waits for it (A1111 answers synchronously) and answers {images, parameters, info}. */
+  const answer = async (req: Request, res: Response, engine: EngineInfo, job: NewJob, inputs: JobInputs, body: z.infer<typeof A1111Txt2ImgRequest>, sampler: string | undefined, width: number, height: number, parameters: object = body) => {
     const webhookUrl = req.get('x-webhook-url');
-    const { record } = await submitJob(deps, req, engine, { job, inputs: {}, cost: jobCost(prices, engine, job), webhook: webhookUrl ? { url: webhookUrl } : undefined });
+    const { record } = await submitJob(deps, req, engine, { job, inputs, cost: jobCost(prices, engine, job), webhook: webhookUrl ? { url: webhookUrl } : undefined });
     const snapshot = await jobs.waitForEnd(record, config.syncWait * 1000);
     const object = await jobs.describe(record, snapshot);
     if (!TERMINAL_STATUSES.has(object.status)) {
@@ -108,7 +139,26 @@ export function a1111Routes(deps: Deps): Router {
       job_id: record.id,
       version: 'sdq',
     };
-    res.set('X-Job-Id', record.id).json({ images: body.send_images ? pngs.map((p) => p.toString('base64')) : [], parameters: body, info: JSON.stringify(info) });
+    res.set('X-Job-Id', record.id).json({ images: body.send_images ? pngs.map((p) => p.toString('base64')) : [], parameters, info: JSON.stringify(info) });
+  };
+
+  router.post('/sdapi/v1/txt2img', ...generate, wrap(async (req, res) => {
+    const body = validate(A1111Txt2ImgRequest, req.body);
+    const { engine, width, height, samples, sampler, prompts } = await settings(req, body, 'text-to-image');
+    const params: GenerationParams = { prompts, width, height, steps: body.steps, cfgScale: body.cfg_scale, samples, seed: body.seed === -1 ? 0 : body.seed, sampler, outputFormat: 'png' };
+    await answer(req, res, engine, { kind: 'text-to-image', params }, {}, body, sampler, width, height);
+  }));
+
+  router.post('/sdapi/v1/img2img', requireScope('generate'), rateLimit(deps.limiter), ...jsonBody(imageBodyLimit), wrap(async (req, res) => {
+    const body = validate(A1111Img2ImgRequest, req.body);
+    const image = await checkImage(decodeBase64(body.init_images[0]), 'init_image', config.maxPixels, 'init_images[0]');
+    const mask = body.mask === undefined ? undefined : await checkImage(decodeBase64(body.mask), 'mask_image', config.maxPixels, 'mask');
+    const { engine, width, height, samples, sampler, prompts } = await settings(req, body, mask ? 'masking' : 'image-to-image', image);
+    const params: GenerationParams = { prompts, width, height, steps: body.steps, cfgScale: body.cfg_scale, samples, seed: body.seed === -1 ? 0 : body.seed, sampler, outputFormat: 'png', imageStrength: 1 - body.denoising_strength };
+    const inputs: JobInputs = { initImage: image };
+    if (mask) inputs.maskImage = { data: await a1111Mask(mask, body.inpainting_mask_invert === 1, body.mask_blur), contentType: 'image/png' };
+    // as A1111: the answer's parameters leave the images out
+    await answer(req, res, engine, mask ? { kind: 'masking', params: { ...params, maskSource: 'MASK_IMAGE_WHITE' } } : { kind: 'image-to-image', params }, inputs, body, sampler, width, height, { ...body, init_images: null, mask: null });
   }));
 
   router.get('/sdapi/v1/sd-models', (_req, res) => {

@@ -33,6 +33,7 @@ import {
   V2Sd3Request,
   V2UpscaleFastRequest,
   OpenAIImageEditRequest,
+  A1111Img2ImgRequest,
   A1111OptionsUpdate,
   A1111Txt2ImgRequest,
   OpenAIImageGenerationRequest,
@@ -335,6 +336,18 @@ export function buildOpenApi(publicUrl: string): Record<string, unknown> {
           '200': { description: '{images, parameters, info}', content: { 'application/json': { schema: { type: 'object', properties: { images: { type: 'array', items: { type: 'string' } }, parameters: { type: 'object' }, info: { type: 'string' } } } } } },
           '202': { description: 'Not finished within SYNC_WAIT: the job object', content: { 'application/json': { schema: job } } },
           ...a1111Errors(['bad_request', 'invalid_sampler', 'invalid_samples', 'invalid_height_or_width', 'invalid_pixel_count', 'unauthorized', 'permission_denied', 'insufficient_balance', 'not_found', 'canceled', 'rate_limited', 'too_many_active_jobs', 'engine_unavailable', 'internal_error']),
+        },
+      },
+    },
+    '/sdapi/v1/img2img': {
+      post: {
+        tags: ['AUTOMATIC1111'],
+        summary: 'Image to image (init_images[0], denoising_strength), or inpainting with mask (white = repaint; inpainting_mask_invert 1 flips it)',
+        requestBody: { required: true, content: { 'application/json': { schema: schemaOf(A1111Img2ImgRequest, schemas, 'input') } } },
+        responses: {
+          '200': { description: '{images, parameters (without the images), info}', content: { 'application/json': { schema: { type: 'object', properties: { images: { type: 'array', items: { type: 'string' } }, parameters: { type: 'object' }, info: { type: 'string' } } } } } },
+          '202': { description: 'Not finished within SYNC_WAIT: the job object', content: { 'application/json': { schema: job } } },
+          ...a1111Errors(['bad_request', 'invalid_init_image', 'invalid_mask_image', 'invalid_mime_type', 'invalid_image_dimensions', 'invalid_sampler', 'invalid_height_or_width', 'unauthorized', 'insufficient_balance', 'not_found', 'canceled', 'payload_too_large', 'rate_limited', 'internal_error']),
         },
       },
     },

@@ -379,26 +379,30 @@ const BROKEN: Record<ImageField, 'invalid_init_image' | 'invalid_mask_image'> = 
 export async function readImage(req: Request, field: ImageField, maxPixels: number): Promise<CheckedImage | undefined> {
   const file = req.multipart?.files.get(field);
   if (!file) return undefined;
-  const data = await readFile(file.path);
+  return checkImage(await readFile(file.path), field, maxPixels);
+}
+
+/** readImage's checks for image bytes that came another way (base64 in a JSON body); `name` is the field as the caller wrote it. */
+export async function checkImage(data: Buffer, field: ImageField, maxPixels: number, name: string = field): Promise<CheckedImage> {
   const contentType = sniff(data);
-  if (!contentType) throw new ServiceError('invalid_mime_type', `${field}: is not a PNG, JPEG or WebP image`);
+  if (!contentType) throw new ServiceError('invalid_mime_type', `${name}: is not a PNG, JPEG or WebP image`);
   let meta: sharp.Metadata;
   try {
     meta = await sharp(data, { limitInputPixels: false }).metadata();
   } catch (err) {
-    throw new ServiceError(BROKEN[field], `${field}: is a ${contentType.slice(6).toUpperCase()} whose header cannot be read (${(err as Error).message})`);
+    throw new ServiceError(BROKEN[field], `${name}: is a ${contentType.slice(6).toUpperCase()} whose header cannot be read (${(err as Error).message})`);
   }
   const { width, height } = meta;
-  if (!width || !height) throw new ServiceError(BROKEN[field], `${field}: has no dimensions`);
+  if (!width || !height) throw new ServiceError(BROKEN[field], `${name}: has no dimensions`);
   // The header's own size, whatever width and height the request gives: a small file can claim a huge image.
   if (width * height > maxPixels) {
-    throw new ServiceError('invalid_image_dimensions', `${field}: ${width}x${height} = ${width * height} pixels is over the maximum of ${maxPixels} (MAX_PIXELS)`);
+    throw new ServiceError('invalid_image_dimensions', `${name}: ${width}x${height} = ${width * height} pixels is over the maximum of ${maxPixels} (MAX_PIXELS)`);
   }
   try {
     // One channel out is enough to make the decoder read every pixel; a tenth of stats()'s time.
     await sharp(data, { failOn: 'warning', limitInputPixels: maxPixels }).extractChannel(0).raw().toBuffer();
   } catch (err) {
-    throw new ServiceError(BROKEN[field], `${field}: the image data is truncated or corrupt (${(err as Error).message})`);
+    throw new ServiceError(BROKEN[field], `${name}: the image data is truncated or corrupt (${(err as Error).message})`);
   }
   return { data, width, height, hasAlpha: !!meta.hasAlpha, contentType };
 }

@@ -54,4 +54,26 @@ const generation = {
 
 export const A1111Txt2ImgRequest = z.object(generation);
 
+/** img2img: the txt2img fields and the init image, its denoising strength, and the mask. */
+export const A1111Img2ImgRequest = z.object({
+  ...generation,
+  /** Base64 images (a `data:image/...;base64,` prefix is allowed); the first is used. */
+  init_images: z.array(z.string().max(48_000_000)).min(1).max(4),
+  /** How much the image changes: 0 keeps it, 1 ignores it. */
+  denoising_strength: z.number().min(0).max(1).default(0.75),
+  /** Base64 mask: white = repaint (with inpainting_mask_invert 1, black = repaint). */
+  mask: z.string().max(48_000_000).optional(),
+  /** Pixels of Gaussian blur on the mask's edge. */
+  mask_blur: z.number().int().min(0).max(64).default(4),
+  inpainting_mask_invert: z.union([z.literal(0), z.literal(1)]).default(0),
+  /** Accepted: sdq always starts the masked area from the original (A1111's 1, "original"). */
+  inpainting_fill: z.number().int().min(0).max(3).default(0),
+  /** Accepted: sdq repaints at the whole image's size (A1111's false). */
+  inpaint_full_res: z.union([z.boolean(), z.literal(0), z.literal(1)]).default(true),
+  inpaint_full_res_padding: z.number().int().min(0).max(256).default(32),
+  /** Accepted: sdq resizes the image to width x height (A1111's 0, "just resize"). */
+  resize_mode: z.number().int().min(0).max(3).default(0),
+  include_init_images: z.boolean().default(false),
+});
+
 export const A1111OptionsUpdate = z.object({ sd_model_checkpoint: z.string().min(1).max(128).optional() });
