@@ -53,7 +53,11 @@ describe('AUTOMATIC1111 /sdapi/v1', () => {
     expect(body.parameters).toMatchObject({ prompt: 'a red circle on a blue background', steps: 20, seed: 42, batch_size: 2, n_iter: 1, cfg_scale: 7 });
     const info = JSON.parse(body.info) as { seed: number; all_seeds: number[]; sampler_name: string; infotexts: string[]; width: number; height: number };
     expect(info).toMatchObject({ seed: 42, all_seeds: [42, 43], sampler_name: 'Euler a', width: 128, height: 128 });
-    expect(info.infotexts[0]).toMatch(/^a red circle on a blue background\nSteps: 20, Sampler: .*, CFG scale: 7, Seed: 42, Size: 128x128/);
+    // A1111's infotext, with A1111's sampler name, that png-info parses back
+    expect(info.infotexts[0]).toMatch(/^a red circle on a blue background\nSteps: 20, Sampler: Euler a, CFG scale: 7, Seed: 42, Size: 128x128, Model: tiny-sd/);
+    const read = (await (await api('png-info', { body: { image: body.images[1] } })).json()) as { info: string; parameters: Record<string, string> };
+    expect(read.info).toBe(info.infotexts[1]);
+    expect(read.parameters).toMatchObject({ Prompt: 'a red circle on a blue background', 'Negative prompt': '', Steps: '20', Sampler: 'Euler a', 'CFG scale': '7', Seed: '43', 'Size-1': '128', 'Size-2': '128', Model: 'tiny-sd' });
     const img = await rgb(Buffer.from(body.images[0], 'base64'));
     expect(img.at(64, 64), 'centre').toSatisfy(redish);
     expect(img.at(4, 4), 'corner').toSatisfy(bluish);
@@ -81,6 +85,14 @@ describe('AUTOMATIC1111 /sdapi/v1', () => {
     const broken = await api('img2img', { body: { prompt: 'x', init_images: ['bm90IGFuIGltYWdl'] } });
     expect(broken.status).toBe(400);
     expect(await broken.json()).toMatchObject({ error: 'invalid_mime_type', detail: expect.stringMatching(/^init_images\[0\]: is not a PNG/) });
+  });
+
+  it('png-info reads a negative prompt back, and an image without parameters as empty', async () => {
+    const out = (await (await api('txt2img', { body: { prompt: 'a red circle', negative_prompt: 'green', steps: 10, seed: 5 } })).json()) as { images: string[] };
+    const read = (await (await api('png-info', { body: { image: `data:image/png;base64,${out.images[0]}` } })).json()) as { parameters: Record<string, string> };
+    expect(read.parameters).toMatchObject({ Prompt: 'a red circle', 'Negative prompt': 'green', Steps: '10', Seed: '5' });
+    const plain = (await sharp({ create: { width: 8, height: 8, channels: 3, background: '#fff' } }).png().toBuffer()).toString('base64');
+    expect(await (await api('png-info', { body: { image: plain } })).json()).toEqual({ info: '', items: {}, parameters: {} });
   });
 
   it('lists models, samplers (in A1111 names), schedulers, upscalers and an empty loras list', async () => {

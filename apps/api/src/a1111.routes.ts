@@ -10,7 +10,7 @@ import sharp from 'sharp';
 import type { z } from 'zod';
 import { checkEngineSize, type EngineInfo } from '@sdq/pipeline/engines';
 import { readPngText } from '@sdq/pipeline/image';
-import { A1111_SAMPLERS, A1111_SCHEDULERS, A1111Img2ImgRequest, A1111OptionsUpdate, A1111Txt2ImgRequest, type GenerationParams, ServiceError, TERMINAL_STATUSES } from '@sdq/contracts';
+import { A1111_SAMPLERS, A1111_SCHEDULERS, A1111Img2ImgRequest, A1111OptionsUpdate, A1111PngInfoRequest, A1111Txt2ImgRequest, parseInfotext, type GenerationParams, ServiceError, TERMINAL_STATUSES } from '@sdq/contracts';
 import { requireScope } from './auth';
 import { jsonBody } from './body';
 import { checkSize, type GenerationDeps, submitJob, validate } from './generation.routes';
@@ -159,6 +159,15 @@ export function a1111Routes(deps: Deps): Router {
     if (mask) inputs.maskImage = { data: await a1111Mask(mask, body.inpainting_mask_invert === 1, body.mask_blur), contentType: 'image/png' };
     // as A1111: the answer's parameters leave the images out
     await answer(req, res, engine, mask ? { kind: 'masking', params: { ...params, maskSource: 'MASK_IMAGE_WHITE' } } : { kind: 'image-to-image', params }, inputs, body, sampler, width, height, { ...body, init_images: null, mask: null });
+  }));
+
+  router.post('/sdapi/v1/png-info', requireScope('read'), ...jsonBody(imageBodyLimit), wrap(async (req, res) => {
+    const body = validate(A1111PngInfoRequest, req.body);
+    const image = await checkImage(decodeBase64(body.image), 'image', config.maxPixels * 4);
+    // text chunks are PNG's; the other formats answer empty, as A1111 does without metadata
+    const items = image.contentType === 'image/png' ? readPngText(image.data) : {};
+    const info = items.parameters ?? '';
+    res.json({ info, items, parameters: info ? parseInfotext(info) : {} });
   }));
 
   router.get('/sdapi/v1/sd-models', (_req, res) => {

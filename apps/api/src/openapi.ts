@@ -35,6 +35,7 @@ import {
   OpenAIImageEditRequest,
   A1111Img2ImgRequest,
   A1111OptionsUpdate,
+  A1111PngInfoRequest,
   A1111Txt2ImgRequest,
   OpenAIImageGenerationRequest,
   OpenAIImagesResponse,
@@ -349,6 +350,14 @@ export function buildOpenApi(publicUrl: string): Record<string, unknown> {
           '202': { description: 'Not finished within SYNC_WAIT: the job object', content: { 'application/json': { schema: job } } },
           ...a1111Errors(['bad_request', 'invalid_init_image', 'invalid_mask_image', 'invalid_mime_type', 'invalid_image_dimensions', 'invalid_sampler', 'invalid_height_or_width', 'unauthorized', 'insufficient_balance', 'not_found', 'canceled', 'payload_too_large', 'rate_limited', 'internal_error']),
         },
+      },
+    },
+    '/sdapi/v1/png-info': {
+      post: {
+        tags: ['AUTOMATIC1111'],
+        summary: "A PNG's text: info (its parameters infotext), items (every text chunk), parameters (the infotext parsed as A1111 parses it)",
+        requestBody: { required: true, content: { 'application/json': { schema: schemaOf(A1111PngInfoRequest, schemas, 'input') } } },
+        responses: { '200': { description: '{info, items, parameters}', content: { 'application/json': { schema: { type: 'object', properties: { info: { type: 'string' }, items: { type: 'object' }, parameters: { type: 'object' } } } } } }, ...a1111Errors(['bad_request', 'invalid_init_image', 'invalid_mime_type', 'unauthorized']) },
       },
     },
     '/sdapi/v1/sd-models': a1111Get('The generation engines as checkpoints (title = engine id)'),

@@ -76,4 +76,28 @@ export const A1111Img2ImgRequest = z.object({
   include_init_images: z.boolean().default(false),
 });
 
+export const A1111PngInfoRequest = z.object({ image: z.string().min(1).max(48_000_000) });
+
+/**
+ * An infotext (the PNG `parameters` text) as A1111's parse_generation_parameters reads it: the prompt
+ * lines, `Negative prompt: ...`, and a last line of `Key: value` pairs; Size becomes Size-1 and Size-2.
+ * Values stay text, as A1111 gives them.
+ */
+export function parseInfotext(text: string): Record<string, string> {
+  const out: Record<string, string> = Object.create(null);
+  const lines = text.trim().split('\n');
+  const last = lines.length > 1 && /^\s*Steps: /.test(lines[lines.length - 1]) ? lines.pop()! : '';
+  const negativeAt = lines.findIndex((l) => l.startsWith('Negative prompt:'));
+  const prompt = negativeAt < 0 ? lines : lines.slice(0, negativeAt);
+  out.Prompt = prompt.join('\n').trim();
+  out['Negative prompt'] = negativeAt < 0 ? '' : lines.slice(negativeAt).join('\n').slice('Negative prompt:'.length).trim();
+  for (const m of last.matchAll(/\s*([\w ]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)/g)) {
+    const [key, value] = [m[1].trim(), m[2].trim()];
+    if (!key || key === '__proto__' || key === 'constructor' || key === 'prototype') continue;
+    if (key === 'Size' && /^\d+x\d+$/.test(value)) [out['Size-1'], out['Size-2']] = value.split('x');
+    else out[key] = value;
+  }
+  return out;
+}
+
 export const A1111OptionsUpdate = z.object({ sd_model_checkpoint: z.string().min(1).max(128).optional() });

@@ -10,6 +10,7 @@ import { PipelineError } from './errors';
 import type { FamilyDescription } from './families/catalog';
 import { CONTENT_TYPES, decodeImage, decodeMask, encodeImage, imageSize, type PlanarImage } from './image';
 import type { DiffusionModel, TextEncoderPair } from './model';
+import { a1111SamplerName } from './infotext';
 import { BatchRng, NormalRng, resolveSeed, sampleSeed, MAX_SEED } from './rng';
 import { createScheduler, type Scheduler } from './schedulers';
 import { InvalidSamplerError, schedulerConfigForSampler } from './schedulers/samplers';
@@ -489,14 +490,14 @@ export abstract class DiffusionPipeline {
     return { decoded, truncatedTokens: prompts.map((p) => p.truncatedTokens), initImage, pixelMask };
   }
 
-  /** AUTOMATIC1111's "parameters" text: prompt, negative prompt, then one line of settings. */
+  /** AUTOMATIC1111's "parameters" text: prompt, negative prompt, then one line of settings (its sampler names). */
   private parameters(r: CheckedRequest, seed: number, req: GenerateRequest): string {
     const join = (ps: WeightedPrompt[]) => ps.map((p) => (Math.abs(p.weight ?? 1) === 1 ? p.text : `(${p.text}:${Math.abs(p.weight ?? 1)})`)).join(', ');
     const lines = [join(r.positive)];
     if (r.negative.length) lines.push(`Negative prompt: ${join(r.negative)}`);
     const settings = [
       `Steps: ${r.steps}`,
-      `Sampler: ${r.samplerName}`,
+      `Sampler: ${a1111SamplerName(r.samplerName, r.schedulerConfig)}`,
       `CFG scale: ${r.cfgScale}`,
       `Seed: ${seed}`,
       `Size: ${r.width}x${r.height}`,

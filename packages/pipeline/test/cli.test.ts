@@ -22,7 +22,7 @@ describe('sdq-generate', () => {
     const meta = await sharp(out).metadata();
     expect([meta.width, meta.height]).toEqual([128, 128]);
     const { readFileSync } = await import('node:fs');
-    expect(readPngText(readFileSync(out)).parameters).toContain('Steps: 25, Sampler: K_EULER, CFG scale: 7, Seed: 42');
+    expect(readPngText(readFileSync(out)).parameters).toContain('Steps: 25, Sampler: Euler, CFG scale: 7, Seed: 42');
   });
 
   it('takes an SDXL folder: --model models/tiny-sdxl', async () => {
@@ -39,7 +39,7 @@ describe('sdq-generate', () => {
     expect(stdout.trim()).toBe(`${out} seed=42`);
     expect(stderr).toContain('28/28');
     const { readFileSync } = await import('node:fs');
-    expect(readPngText(readFileSync(out)).parameters).toMatch(/Steps: 28, Sampler: FlowMatchEulerDiscreteScheduler, .*Model: tiny-sd3/);
+    expect(readPngText(readFileSync(out)).parameters).toMatch(/Steps: 28, Sampler: Euler, .*Model: tiny-sd3/);
   });
 
   it('runs image-to-image, masking and upscaling from files', async () => {

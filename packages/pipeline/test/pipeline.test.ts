@@ -61,7 +61,7 @@ describe('text-to-image', () => {
     expect(steps).toEqual(Array.from({ length: 30 }, (_, i) => i + 1));
     const text = readPngText(image.data).parameters;
     expect(text).toContain('a red circle on a blue background');
-    expect(text).toMatch(/Steps: 30, Sampler: EulerDiscreteScheduler, CFG scale: 7, Seed: 7, Size: 128x128, Model: tiny-sd/);
+    expect(text).toMatch(/Steps: 30, Sampler: Euler, CFG scale: 7, Seed: 7, Size: 128x128, Model: tiny-sd/);
     expect((await sharp(image.data).metadata()).format).toBe('png');
   });
 

@@ -99,7 +99,7 @@ describe('tiny-sd3: what a person sees', () => {
     const steps: number[] = [];
     const { images } = await sd3.generate(base('a red circle on a blue background', { onProgress: (p) => steps.push(p.step) }));
     expect(steps).toHaveLength(28);
-    expect(readPngText(images[0].data).parameters).toMatch(/Steps: 28, Sampler: FlowMatchEulerDiscreteScheduler, CFG scale: 7/);
+    expect(readPngText(images[0].data).parameters).toMatch(/Steps: 28, Sampler: Euler, CFG scale: 7/);
     expect(() => sd3.checkInputs({ prompts: [{ text: 'a' }], sampler: 'K_EULER' })).toThrow(/sampler K_EULER cannot be used with Stable Diffusion 3 engines; valid samplers: FLOW_MATCH_EULER/);
     expect(sd3.checkInputs({ prompts: [{ text: 'a' }], sampler: 'FLOW_MATCH_EULER' }).steps).toBe(28);
   });
