@@ -129,6 +129,8 @@ interface Sent {
   contentType: string;
   /** Idempotent-Replayed: the answer of an earlier request's job. */
   replayed: boolean;
+  /** X-Job-Id: the job the request made, whatever the answer (an OpenAI or A1111 call whose job failed or was interrupted answers an error). */
+  jobId?: string;
 }
 
 /** Builds and sends one malformed request for a route. */
@@ -293,7 +295,7 @@ async function fuzzOne(base: string, route: FuzzRoute, ids: FuzzIds, keys: { key
   if (raw) {
     const head = [`${method} ${path}${qs ? `?${qs}` : ''} HTTP/1.1`, 'Host: 127.0.0.1', 'Connection: close', `Content-Length: ${raw.length}`, ...Object.entries(headers).map(([k, v]) => `${k}: ${v}`)].join('\n');
     const res = await rawRequest(base, head, raw, 30_000);
-    return { route, method, describe, status: res.status, body: res.body, contentType: /content-type: ([^\r\n]*)/i.exec(res.headers)?.[1] ?? '', replayed: /idempotent-replayed: true/i.test(res.headers) };
+    return { route, method, describe, status: res.status, body: res.body, contentType: /content-type: ([^\r\n]*)/i.exec(res.headers)?.[1] ?? '', replayed: /idempotent-replayed: true/i.test(res.headers), jobId: /x-job-id: ([^\r\n]*)/i.exec(res.headers)?.[1] };
   }
   let res: Response;
   const abort = new AbortController();
@@ -310,7 +312,7 @@ async function fuzzOne(base: string, route: FuzzRoute, ids: FuzzIds, keys: { key
     abort.abort();
     return { route, method, describe, status: res.status, body: '', contentType, replayed: false };
   }
-  return { route, method, describe, status: res.status, body: await res.text(), contentType, replayed: res.headers.get('idempotent-replayed') === 'true' };
+  return { route, method, describe, status: res.status, body: await res.text(), contentType, replayed: res.headers.get('idempotent-replayed') === 'true', jobId: res.headers.get('x-job-id') ?? undefined };
 }
 
 function encodeURIComponentLoose(value: string): string {
@@ -399,7 +401,8 @@ describe('fuzz', () => {
         const sent = await fuzzOne(base, route, ids, keys, images, rng);
         if (!sent) continue;
         results.push(sent);
-        if (route.creates && sent.method === 'POST' && sent.status >= 200 && sent.status < 300 && !sent.replayed) {
+        if (route.creates && sent.method === 'POST' && sent.status >= 300 && sent.jobId && !sent.replayed) accepted++;
+        else if (route.creates && sent.method === 'POST' && sent.status >= 200 && sent.status < 300 && !sent.replayed) {
           const dry = sent.contentType.startsWith('application/json') && (JSON.parse(sent.body) as { dry_run?: boolean }).dry_run === true;
           if (!dry) {
             accepted++;

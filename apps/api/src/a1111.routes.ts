@@ -99,7 +99,10 @@ export function a1111Routes(deps: Deps): Router {
   /** Queues the job, waits for it (A1111 answers synchronously) and answers {images, parameters, info}. */
   const answer = async (req: Request, res: Response, engine: EngineInfo, job: NewJob, inputs: JobInputs, body: z.infer<typeof A1111Txt2ImgRequest>, sampler: string | undefined, width: number, height: number, parameters: object = body) => {
     const webhookUrl = req.get('x-webhook-url');
-    const { record } = await submitJob(deps, req, engine, { job, inputs, cost: jobCost(prices, engine, job), webhook: webhookUrl ? { url: webhookUrl } : undefined });
+    const { record, repeated } = await submitJob(deps, req, engine, { job, inputs, cost: jobCost(prices, engine, job), webhook: webhookUrl ? { url: webhookUrl } : undefined });
+    if (repeated) res.set('Idempotent-Replayed', 'true');
+    // set now: an answer that is an error (the job failed or was interrupted) still names its job
+    res.set('X-Job-Id', record.id);
     const snapshot = await jobs.waitForEnd(record, config.syncWait * 1000);
     const object = await jobs.describe(record, snapshot);
     if (!TERMINAL_STATUSES.has(object.status)) {
@@ -139,7 +142,7 @@ export function a1111Routes(deps: Deps): Router {
       job_id: record.id,
       version: 'sdq',
     };
-    res.set('X-Job-Id', record.id).json({ images: body.send_images ? pngs.map((p) => p.toString('base64')) : [], parameters, info: JSON.stringify(info) });
+    res.json({ images: body.send_images ? pngs.map((p) => p.toString('base64')) : [], parameters, info: JSON.stringify(info) });
   };
 
   router.post('/sdapi/v1/txt2img', ...generate, wrap(async (req, res) => {

@@ -95,6 +95,8 @@ export function openaiRoutes(deps: GenerationDeps & { models: Map<string, Engine
     const webhookUrl = req.get('x-webhook-url');
     const { record, repeated } = await submitJob(deps, req, engine, { job, inputs, cost: jobCost(prices, engine, job), webhook: webhookUrl ? { url: webhookUrl } : undefined });
     if (repeated) res.set('Idempotent-Replayed', 'true');
+    // set now: an answer that is an error (the job failed or was canceled) still names its job
+    res.set('X-Job-Id', record.id);
     const snapshot = await jobs.waitForEnd(record, config.syncWait * 1000);
     const object = await jobs.describe(record, snapshot);
     if (!TERMINAL_STATUSES.has(object.status)) {
@@ -114,7 +116,7 @@ export function openaiRoutes(deps: GenerationDeps & { models: Map<string, Engine
         format === 'b64_json' ? { b64_json: (await jobs.readArtifact(stored[i].key)).toString('base64'), revised_prompt: prompt } : { url: artifact.url, revised_prompt: prompt },
       ),
     );
-    res.set('X-Job-Id', record.id).json({ created: Math.floor(record.created_at / 1000), data });
+    res.json({ created: Math.floor(record.created_at / 1000), data });
   };
 
   const paramsOf = (engine: EngineInfo, body: { prompt?: string; n: number; seed?: number; quality?: string }, size: { width: number; height: number }, extra: Partial<GenerationParams> = {}): GenerationParams => ({
