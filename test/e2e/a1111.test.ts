@@ -17,7 +17,7 @@ let key: string;
 beforeAll(async () => {
   redis = await startTestRedis();
   service = await startService(redis);
-  worker = await startTestWorker(service, { ENGINES: 'tiny-sd' });
+  worker = await startTestWorker(service, { ENGINES: 'tiny-sd,tiny-upscaler-x2' });
   key = await accountWith(service, 'a1111', 100);
 });
 afterAll(async () => {
@@ -93,6 +93,36 @@ describe('AUTOMATIC1111 /sdapi/v1', () => {
     expect(read.parameters).toMatchObject({ Prompt: 'a red circle', 'Negative prompt': 'green', Steps: '10', Seed: '5' });
     const plain = (await sharp({ create: { width: 8, height: 8, channels: 3, background: '#fff' } }).png().toBuffer()).toString('base64');
     expect(await (await api('png-info', { body: { image: plain } })).json()).toEqual({ info: '', items: {}, parameters: {} });
+  });
+
+  it('extra-single-image upscales by the upscaler engine, and refuses a factor beyond it at submission', async () => {
+    const src = (await (await api('txt2img', { body: { prompt: 'a red circle on a blue background', steps: 10, seed: 42 } })).json()) as { images: string[] };
+    const res = await api('extra-single-image', { body: { image: src.images[0], upscaling_resize: 2, upscaler_1: 'tiny-upscaler-x2' } });
+    expect(res.status, await res.clone().text()).toBe(200);
+    const out = (await res.json()) as { image: string; html_info: string };
+    const img = await rgb(Buffer.from(out.image, 'base64'));
+    expect([img.width, img.height]).toEqual([256, 256]);
+    expect(img.at(128, 128), 'centre').toSatisfy(redish);
+    const before = await balance();
+    const beyond = await api('extra-single-image', { body: { image: src.images[0], upscaling_resize: 3 } });
+    expect(beyond.status).toBe(400);
+    expect(await beyond.json()).toMatchObject({ error: 'invalid_height_or_width', detail: expect.stringMatching(/^upscaling_resize: 384x384 is beyond tiny-upscaler-x2's 2x/) });
+    expect(await balance()).toBe(before);
+  });
+
+  it("one account's balance pays for all three dialects: what it lost is the sum of the jobs' charges", async () => {
+    const shared = await accountWith(service, 'three-dialects', 100);
+    const before = await balance(shared);
+    const stability = await fetch(`${service.url}/v1/generation/tiny-sd/text-to-image`, { method: 'POST', headers: authed(shared, { 'content-type': 'application/json', accept: 'application/json' }), body: JSON.stringify({ text_prompts: [{ text: 'a red circle' }], steps: 10 }) });
+    const openai = await fetch(`${service.url}/v1/images/generations`, { method: 'POST', headers: authed(shared, { 'content-type': 'application/json' }), body: JSON.stringify({ prompt: 'a red circle', quality: 'low' }) });
+    const a1111 = await api('txt2img', { body: { prompt: 'a red circle', steps: 12 }, key: shared });
+    expect([stability.status, openai.status, a1111.status]).toEqual([200, 200, 200]);
+    const jobs = ((await (await fetch(`${service.url}/v1/jobs?limit=10`, { headers: authed(shared) })).json()) as { data: { id: string; credits_charged: number }[] }).data;
+    expect(jobs).toHaveLength(3);
+    expect(jobs.map((j) => j.id)).toEqual(expect.arrayContaining([openai.headers.get('x-job-id'), a1111.headers.get('x-job-id')]));
+    const charged = jobs.reduce((n, j) => n + j.credits_charged, 0);
+    expect(charged).toBeGreaterThan(0);
+    expect(before - (await balance(shared))).toBeCloseTo(charged, 6);
   });
 
   it('lists models, samplers (in A1111 names), schedulers, upscalers and an empty loras list', async () => {

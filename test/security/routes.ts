@@ -79,6 +79,7 @@ export const FUZZ_ROUTES: FuzzRoute[] = [
     json: () => ({ prompt: 'a red circle', init_images: [RED_PNG_64], mask: RED_PNG_64, denoising_strength: 0.5, mask_blur: 2, steps: 10, override_settings: { sd_model_checkpoint: 'gen-a' } }),
     creates: true,
   },
+  { method: 'POST', path: '/sdapi/v1/extra-single-image', caller: 'key', json: () => ({ image: RED_PNG_64, upscaling_resize: 2, upscaler_1: 'up-x2' }), creates: true },
   { method: 'POST', path: '/sdapi/v1/png-info', caller: 'key', json: () => ({ image: RED_PNG_64 }) },
   ...['sd-models', 'samplers', 'schedulers', 'upscalers', 'loras', 'options', 'progress'].map((name) => ({ method: 'GET' as const, path: `/sdapi/v1/${name}`, caller: 'key' as const })),
   { method: 'POST', path: '/sdapi/v1/options', caller: 'key', json: () => ({ sd_model_checkpoint: 'gen-a' }) },

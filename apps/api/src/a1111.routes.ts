@@ -10,7 +10,7 @@ import sharp from 'sharp';
 import type { z } from 'zod';
 import { checkEngineSize, type EngineInfo } from '@sdq/pipeline/engines';
 import { readPngText } from '@sdq/pipeline/image';
-import { A1111_SAMPLERS, A1111_SCHEDULERS, A1111Img2ImgRequest, A1111OptionsUpdate, A1111PngInfoRequest, A1111Txt2ImgRequest, parseInfotext, type GenerationParams, ServiceError, TERMINAL_STATUSES } from '@sdq/contracts';
+import { A1111_SAMPLERS, A1111_SCHEDULERS, A1111ExtraSingleImageRequest, A1111Img2ImgRequest, A1111OptionsUpdate, A1111PngInfoRequest, A1111Txt2ImgRequest, parseInfotext, type GenerationParams, ServiceError, TERMINAL_STATUSES } from '@sdq/contracts';
 import { requireScope } from './auth';
 import { jsonBody } from './body';
 import { checkSize, type GenerationDeps, submitJob, validate } from './generation.routes';
@@ -101,8 +101,6 @@ export function a1111Routes(deps: Deps): Router {
     const webhookUrl = req.get('x-webhook-url');
     const { record, repeated } = await submitJob(deps, req, engine, { job, inputs, cost: jobCost(prices, engine, job), webhook: webhookUrl ? { url: webhookUrl } : undefined });
     if (repeated) res.set('Idempotent-Replayed', 'true');
-    // set now: an answer that is an error (the job failed or was interrupted) still names its job
-    res.set('X-Job-Id', record.id);
     const snapshot = await jobs.waitForEnd(record, config.syncWait * 1000);
     const object = await jobs.describe(record, snapshot);
     if (!TERMINAL_STATUSES.has(object.status)) {
@@ -162,6 +160,43 @@ export function a1111Routes(deps: Deps): Router {
     if (mask) inputs.maskImage = { data: await a1111Mask(mask, body.inpainting_mask_invert === 1, body.mask_blur), contentType: 'image/png' };
     // as A1111: the answer's parameters leave the images out
     await answer(req, res, engine, mask ? { kind: 'masking', params: { ...params, maskSource: 'MASK_IMAGE_WHITE' } } : { kind: 'image-to-image', params }, inputs, body, sampler, width, height, { ...body, init_images: null, mask: null });
+  }));
+
+  router.post('/sdapi/v1/extra-single-image', requireScope('generate'), rateLimit(deps.limiter), ...jsonBody(imageBodyLimit), wrap(async (req, res) => {
+    const body = validate(A1111ExtraSingleImageRequest, req.body);
+    const upscalers = [...engines.values()].filter((e) => e.kind === 'upscale');
+    const engine = body.upscaler_1 === 'None' ? upscalers[0] : upscalers.find((e) => e.id === (aliases.get(body.upscaler_1) ?? body.upscaler_1));
+    if (!engine) throw new ServiceError('not_found', `upscaler_1: ${body.upscaler_1} is not an upscaler here (upscalers: ${upscalers.map((e) => e.id).join(', ') || 'none'})`);
+    const image = await checkImage(decodeBase64(body.image), 'image', config.maxPixels, 'image');
+    const scale = engine.scale ?? 2;
+    const width = body.resize_mode === 1 ? body.upscaling_resize_w : Math.round(image.width * body.upscaling_resize);
+    const height = body.resize_mode === 1 ? body.upscaling_resize_h : Math.round(image.height * body.upscaling_resize);
+    // the upscaler enlarges by its own factor at most: a larger target is refused here, not failed in a worker
+    if (width > image.width * scale || height > image.height * scale) {
+      const field = body.resize_mode === 1 ? 'upscaling_resize_w' : 'upscaling_resize';
+      throw new ServiceError('invalid_height_or_width', `${field}: ${width}x${height} is beyond ${engine.id}'s ${scale}x of ${image.width}x${image.height} (at most ${image.width * scale}x${image.height * scale})`);
+    }
+    if (width * height > config.maxPixels * 4) throw new ServiceError('invalid_pixel_count', `${width}x${height} is over the upscale maximum of ${config.maxPixels * 4} pixels`);
+    // the upscaler keeps the image's shape (A1111's upscaling_crop would crop to another): the width says it all
+    if (Math.abs(width / height - image.width / image.height) > 0.01) {
+      throw new ServiceError('invalid_height_or_width', `upscaling_resize_w x upscaling_resize_h: ${width}x${height} is not the image's shape (${image.width}x${image.height}); sdq does not crop`);
+    }
+    const job: NewJob = { kind: 'upscale', params: { width, outputFormat: 'png' } };
+    const { record, repeated } = await submitJob(deps, req, engine, { job, inputs: { image }, cost: jobCost(prices, engine, job) });
+    if (repeated) res.set('Idempotent-Replayed', 'true');
+    const snapshot = await jobs.waitForEnd(record, config.syncWait * 1000);
+    const object = await jobs.describe(record, snapshot);
+    if (!TERMINAL_STATUSES.has(object.status)) {
+      res.status(202).set('Location', object.urls.self).json(object);
+      return;
+    }
+    if (object.status !== 'succeeded') {
+      const { name, message } = object.error ?? { name: 'canceled', message: 'the upscale was interrupted' };
+      if (name === 'internal_error') throw new Error(`job ${record.id} failed: ${message}`);
+      throw new ServiceError(name as ConstructorParameters<typeof ServiceError>[0], message);
+    }
+    const png = await jobs.readArtifact(snapshot!.result!.artifacts[0].key);
+    res.json({ html_info: '', image: png.toString('base64') });
   }));
 
   router.post('/sdapi/v1/png-info', requireScope('read'), ...jsonBody(imageBodyLimit), wrap(async (req, res) => {

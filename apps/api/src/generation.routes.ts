@@ -195,6 +195,8 @@ export async function submitJob(
     webhook: built.webhook,
   });
   bindLog(req, { job_id: submitted.record.id });
+  // every dialect's answer names the job it made, an error answer too (the job failed or was canceled)
+  req.res?.set('X-Job-Id', submitted.record.id);
   return submitted;
 }
 

@@ -95,8 +95,6 @@ export function openaiRoutes(deps: GenerationDeps & { models: Map<string, Engine
     const webhookUrl = req.get('x-webhook-url');
     const { record, repeated } = await submitJob(deps, req, engine, { job, inputs, cost: jobCost(prices, engine, job), webhook: webhookUrl ? { url: webhookUrl } : undefined });
     if (repeated) res.set('Idempotent-Replayed', 'true');
-    // set now: an answer that is an error (the job failed or was canceled) still names its job
-    res.set('X-Job-Id', record.id);
     const snapshot = await jobs.waitForEnd(record, config.syncWait * 1000);
     const object = await jobs.describe(record, snapshot);
     if (!TERMINAL_STATUSES.has(object.status)) {

@@ -33,6 +33,7 @@ import {
   V2Sd3Request,
   V2UpscaleFastRequest,
   OpenAIImageEditRequest,
+  A1111ExtraSingleImageRequest,
   A1111Img2ImgRequest,
   A1111OptionsUpdate,
   A1111PngInfoRequest,
@@ -349,6 +350,18 @@ export function buildOpenApi(publicUrl: string): Record<string, unknown> {
           '200': { description: '{images, parameters (without the images), info}', content: { 'application/json': { schema: { type: 'object', properties: { images: { type: 'array', items: { type: 'string' } }, parameters: { type: 'object' }, info: { type: 'string' } } } } } },
           '202': { description: 'Not finished within SYNC_WAIT: the job object', content: { 'application/json': { schema: job } } },
           ...a1111Errors(['bad_request', 'invalid_init_image', 'invalid_mask_image', 'invalid_mime_type', 'invalid_image_dimensions', 'invalid_sampler', 'invalid_height_or_width', 'unauthorized', 'insufficient_balance', 'not_found', 'canceled', 'payload_too_large', 'rate_limited', 'internal_error']),
+        },
+      },
+    },
+    '/sdapi/v1/extra-single-image': {
+      post: {
+        tags: ['AUTOMATIC1111'],
+        summary: "Upscale by an upscale engine (upscaler_1; None = the first): by upscaling_resize, or to upscaling_resize_w x _h in the image's shape, up to the engine's factor",
+        requestBody: { required: true, content: { 'application/json': { schema: schemaOf(A1111ExtraSingleImageRequest, schemas, 'input') } } },
+        responses: {
+          '200': { description: '{html_info, image}', content: { 'application/json': { schema: { type: 'object', properties: { html_info: { type: 'string' }, image: { type: 'string' } } } } } },
+          '202': { description: 'Not finished within SYNC_WAIT: the job object', content: { 'application/json': { schema: job } } },
+          ...a1111Errors(['bad_request', 'invalid_init_image', 'invalid_mime_type', 'invalid_height_or_width', 'invalid_pixel_count', 'unauthorized', 'insufficient_balance', 'not_found', 'rate_limited', 'internal_error']),
         },
       },
     },

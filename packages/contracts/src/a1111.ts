@@ -76,6 +76,26 @@ export const A1111Img2ImgRequest = z.object({
   include_init_images: z.boolean().default(false),
 });
 
+/** extra-single-image: an upscale by the upscaler engines (face restoration fields accepted, not used). */
+export const A1111ExtraSingleImageRequest = z.object({
+  image: z.string().min(1).max(48_000_000),
+  /** 0: by upscaling_resize; 1: to upscaling_resize_w x upscaling_resize_h. */
+  resize_mode: z.union([z.literal(0), z.literal(1)]).default(0),
+  upscaling_resize: z.number().min(1).max(8).default(2),
+  upscaling_resize_w: z.number().int().min(1).max(16_384).default(512),
+  upscaling_resize_h: z.number().int().min(1).max(16_384).default(512),
+  upscaling_crop: z.boolean().default(true),
+  /** An upscale engine id; "None" or unset = the first one here. */
+  upscaler_1: z.string().max(128).default('None'),
+  upscaler_2: z.string().max(128).default('None'),
+  extras_upscaler_2_visibility: z.number().min(0).max(1).default(0),
+  gfpgan_visibility: z.number().min(0).max(1).default(0),
+  codeformer_visibility: z.number().min(0).max(1).default(0),
+  codeformer_weight: z.number().min(0).max(1).default(0),
+  upscale_first: z.boolean().default(false),
+  show_extras_results: z.boolean().default(true),
+});
+
 export const A1111PngInfoRequest = z.object({ image: z.string().min(1).max(48_000_000) });
 
 /**
