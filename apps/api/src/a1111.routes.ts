@@ -13,7 +13,7 @@ import { readPngText } from '@sdq/pipeline/image';
 import { A1111_SAMPLERS, A1111_SCHEDULERS, A1111ExtraSingleImageRequest, A1111Img2ImgRequest, A1111OptionsUpdate, A1111PngInfoRequest, A1111Txt2ImgRequest, parseInfotext, type GenerationParams, ServiceError, TERMINAL_STATUSES } from '@sdq/contracts';
 import { requireScope } from './auth';
 import { jsonBody } from './body';
-import { checkSize, type GenerationDeps, submitJob, validate } from './generation.routes';
+import { checkSize, type GenerationDeps, submitAndWait, validate } from './generation.routes';
 import { jobCost } from './pricing';
 import { rateLimit } from './rate-limit';
 import type { Store } from './store';
@@ -99,21 +99,9 @@ export function a1111Routes(deps: Deps): Router {
   /** Queues the job, waits for it (A1111 answers synchronously) and answers {images, parameters, info}. */
   const answer = async (req: Request, res: Response, engine: EngineInfo, job: NewJob, inputs: JobInputs, body: z.infer<typeof A1111Txt2ImgRequest>, sampler: string | undefined, width: number, height: number, parameters: object = body) => {
     const webhookUrl = req.get('x-webhook-url');
-    const { record, repeated } = await submitJob(deps, req, engine, { job, inputs, cost: jobCost(prices, engine, job), webhook: webhookUrl ? { url: webhookUrl } : undefined });
-    if (repeated) res.set('Idempotent-Replayed', 'true');
-    const snapshot = await jobs.waitForEnd(record, config.syncWait * 1000);
-    const object = await jobs.describe(record, snapshot);
-    if (!TERMINAL_STATUSES.has(object.status)) {
-      res.status(202).set('Location', object.urls.self).json(object);
-      return;
-    }
-    if (object.status === 'canceled') throw new ServiceError('canceled', `the generation ${record.id} was interrupted`);
-    if (object.status === 'failed') {
-      const { name, message } = object.error!;
-      if (name === 'internal_error') throw new Error(`job ${record.id} failed: ${message}`);
-      throw new ServiceError(name as ConstructorParameters<typeof ServiceError>[0], message);
-    }
-    const artifacts = snapshot!.result!.artifacts;
+    const done = await submitAndWait(deps, req, res, engine, { job, inputs, cost: jobCost(prices, engine, job), webhook: webhookUrl ? { url: webhookUrl } : undefined });
+    if (!done) return;
+    const { record, artifacts } = done;
     const pngs = await Promise.all(artifacts.map((a) => jobs.readArtifact(a.key)));
     const seeds = artifacts.map((a) => a.seed);
     const samplerName = Object.entries(A1111_SAMPLERS).find(([, s]) => s === sampler)?.[0] ?? sampler ?? '';
@@ -182,20 +170,9 @@ export function a1111Routes(deps: Deps): Router {
       throw new ServiceError('invalid_height_or_width', `upscaling_resize_w x upscaling_resize_h: ${width}x${height} is not the image's shape (${image.width}x${image.height}); sdq does not crop`);
     }
     const job: NewJob = { kind: 'upscale', params: { width, outputFormat: 'png' } };
-    const { record, repeated } = await submitJob(deps, req, engine, { job, inputs: { image }, cost: jobCost(prices, engine, job) });
-    if (repeated) res.set('Idempotent-Replayed', 'true');
-    const snapshot = await jobs.waitForEnd(record, config.syncWait * 1000);
-    const object = await jobs.describe(record, snapshot);
-    if (!TERMINAL_STATUSES.has(object.status)) {
-      res.status(202).set('Location', object.urls.self).json(object);
-      return;
-    }
-    if (object.status !== 'succeeded') {
-      const { name, message } = object.error ?? { name: 'canceled', message: 'the upscale was interrupted' };
-      if (name === 'internal_error') throw new Error(`job ${record.id} failed: ${message}`);
-      throw new ServiceError(name as ConstructorParameters<typeof ServiceError>[0], message);
-    }
-    const png = await jobs.readArtifact(snapshot!.result!.artifacts[0].key);
+    const done = await submitAndWait(deps, req, res, engine, { job, inputs: { image }, cost: jobCost(prices, engine, job) });
+    if (!done) return;
+    const png = await jobs.readArtifact(done.artifacts[0].key);
     res.json({ html_info: '', image: png.toString('base64') });
   }));
 

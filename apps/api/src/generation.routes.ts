@@ -7,13 +7,16 @@ import type { z } from 'zod';
 import { checkEngineSize, type EngineInfo, FAMILIES } from '@sdq/pipeline/engines';
 import {
   CONTENT_TYPES,
+  type ErrorName,
   errorNameForField,
   type GenerationParams,
+  type JobObject,
   ImageToImageRequest,
   MaskingRequest,
   type OutputFormat,
   ServiceError,
   STYLE_PRESETS,
+  type StoredArtifact,
   TERMINAL_STATUSES,
   TextToImageRequest,
   UpscaleRequest,
@@ -198,6 +201,35 @@ export async function submitJob(
   // every dialect's answer names the job it made, an error answer too (the job failed or was canceled)
   req.res?.set('X-Job-Id', submitted.record.id);
   return submitted;
+}
+
+/**
+ * For the dialects that answer when the job ends (OpenAI, A1111): queues the job, waits up to SYNC_WAIT,
+ * and returns its stored artifacts once it succeeded. A job still running is answered here (202, the job
+ * object) and undefined returned; a canceled or failed job is thrown as its catalogue error.
+ */
+export async function submitAndWait(
+  deps: GenerationDeps,
+  req: Request,
+  res: Response,
+  engine: EngineInfo,
+  built: { job: NewJob; inputs: JobInputs; webhook?: JobWebhook; cost: Cost },
+): Promise<{ record: JobRecord; object: JobObject; artifacts: StoredArtifact[] } | undefined> {
+  const { record, repeated } = await submitJob(deps, req, engine, built);
+  if (repeated) res.set('Idempotent-Replayed', 'true');
+  const snapshot = await deps.jobs.waitForEnd(record, deps.config.syncWait * 1000);
+  const object = await deps.jobs.describe(record, snapshot);
+  if (!TERMINAL_STATUSES.has(object.status)) {
+    res.status(202).set('Location', object.urls.self).json(object);
+    return undefined;
+  }
+  if (object.status === 'canceled') throw new ServiceError('canceled', `job ${record.id} was canceled`);
+  if (object.status === 'failed') {
+    const { name, message } = object.error!;
+    if (name === 'internal_error') throw new Error(`job ${record.id} failed: ${message}`);
+    throw new ServiceError(name as ErrorName, message);
+  }
+  return { record, object, artifacts: snapshot!.result!.artifacts };
 }
 
 export function generationRoutes(deps: GenerationDeps): Router {

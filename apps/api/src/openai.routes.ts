@@ -8,11 +8,11 @@
 import { type Request, type Response, Router } from 'express';
 import sharp from 'sharp';
 import { checkEngineSize, type EngineInfo } from '@sdq/pipeline/engines';
-import { type GenerationParams, OPENAI_SIZES, OpenAIImageEditRequest, OpenAIImageGenerationRequest, OpenAIImageVariationRequest, ServiceError, TERMINAL_STATUSES } from '@sdq/contracts';
+import { type GenerationParams, OPENAI_SIZES, OpenAIImageEditRequest, OpenAIImageGenerationRequest, OpenAIImageVariationRequest, ServiceError } from '@sdq/contracts';
 import { requireScope } from './auth';
 import { jsonBody } from './body';
 import { ConfigError } from './config';
-import { checkSize, type GenerationDeps, requireFile, submitJob, validate } from './generation.routes';
+import { checkSize, type GenerationDeps, requireFile, submitAndWait, validate } from './generation.routes';
 import type { JobInputs, NewJob } from './jobs.service';
 import { jobCost } from './pricing';
 import { rateLimit } from './rate-limit';
@@ -93,22 +93,9 @@ export function openaiRoutes(deps: GenerationDeps & { models: Map<string, Engine
   /** Queues the job, waits for it as OpenAI answers (synchronously), and answers its images. */
   const run = async (req: Request, res: Response, engine: EngineInfo, job: NewJob, inputs: JobInputs, format: 'url' | 'b64_json', prompt: string) => {
     const webhookUrl = req.get('x-webhook-url');
-    const { record, repeated } = await submitJob(deps, req, engine, { job, inputs, cost: jobCost(prices, engine, job), webhook: webhookUrl ? { url: webhookUrl } : undefined });
-    if (repeated) res.set('Idempotent-Replayed', 'true');
-    const snapshot = await jobs.waitForEnd(record, config.syncWait * 1000);
-    const object = await jobs.describe(record, snapshot);
-    if (!TERMINAL_STATUSES.has(object.status)) {
-      // OpenAI has no asynchronous answer: the job object, for the job API, once SYNC_WAIT is over
-      res.status(202).set('Location', object.urls.self).json(object);
-      return;
-    }
-    if (object.status === 'canceled') throw new ServiceError('canceled', `the generation ${record.id} was canceled`);
-    if (object.status === 'failed') {
-      const { name, message } = object.error!;
-      if (name === 'internal_error') throw new Error(`job ${record.id} failed: ${message}`);
-      throw new ServiceError(name as ConstructorParameters<typeof ServiceError>[0], message);
-    }
-    const stored = snapshot!.result!.artifacts;
+    const done = await submitAndWait(deps, req, res, engine, { job, inputs, cost: jobCost(prices, engine, job), webhook: webhookUrl ? { url: webhookUrl } : undefined });
+    if (!done) return;
+    const { record, object, artifacts: stored } = done;
     const data = await Promise.all(
       object.artifacts.map(async (artifact, i) =>
         format === 'b64_json' ? { b64_json: (await jobs.readArtifact(stored[i].key)).toString('base64'), revised_prompt: prompt } : { url: artifact.url, revised_prompt: prompt },
