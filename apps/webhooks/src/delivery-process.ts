@@ -57,6 +57,40 @@ function connected(records: JobRecords, timeoutMs: number): Promise<void> {
 
 export async function startDeliveryProcess(config: DeliveryConfig, logger: Logger): Promise<RunningDeliveryProcess> {
   const w = config.webhooks;
+  // deliveries by outcome: delivered, retried (an attempt failed, another comes), gave_up (the last failed)
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry, prefix: 'sdq_webhooks_' });
+  const deliveries = new Counter({ name: 'sdq_webhook_deliveries_total', help: 'Webhook delivery attempts by outcome', labelNames: ['outcome'], registers: [registry] });
+  // Health first, as the worker's: a supervisor (or test) sees the process up while it connects;
+  // /readyz waits for the start to finish, then Redis and storage reachable, as the API's.
+  let started = false;
+  const health: Server = express()
+    .get('/healthz', (_req, res) => {
+      res.json({ status: 'ok' });
+    })
+    .get('/readyz', (_req, res) => {
+      const unavailable = (reason: string) => res.status(503).json({ status: 'unavailable', reason });
+      if (!started) return unavailable('starting');
+      if (!store.ready) return unavailable('Redis is unreachable');
+      store
+        .ping()
+        .then(() => storage.check())
+        .then(
+          () => res.json({ status: 'ready' }),
+          (err) => unavailable(err instanceof StorageUnavailableError ? `storage (${storage.kind}) refuses writes` : `Redis or storage (${storage.kind}) is unreachable: ${(err as Error).name}`),
+        );
+    })
+    .get('/metrics', (_req, res, next) => {
+      registry.metrics().then((text) => res.type(registry.contentType).send(text), next);
+    })
+    .listen(w.healthPort, w.healthHost);
+  await new Promise<void>((resolve, reject) => {
+    health.once('listening', resolve);
+    health.once('error', (err: NodeJS.ErrnoException) =>
+      reject(err.code === 'EADDRINUSE' ? new ConfigError(portInUseMessage('WEBHOOK_HEALTH_PORT', w.healthPort)) : err),
+    );
+  });
+  const healthPort = (health.address() as AddressInfo).port;
   const store = new JobRecords(failFastRedis(config.redisUrl, config.redisTimeoutMs), config.keyPrefix);
   store.redis.on('error', (err) => logger.debug({ err: err.message }, 'redis connection error'));
   const queue = new DeliveryQueues({ redisUrl: config.redisUrl, prefix: config.queuePrefix, keyPrefix: config.keyPrefix, engines: [], timeoutMs: config.redisTimeoutMs, logger, redis: store.redis });
@@ -88,10 +122,6 @@ export async function startDeliveryProcess(config: DeliveryConfig, logger: Logge
     stalledIntervalMs: w.stalledIntervalMs,
   });
   worker.on('error', (err) => logger.warn({ err: err.message }, 'webhook delivery worker error'));
-  // deliveries by outcome: delivered, retried (an attempt failed, another comes), gave_up (the last failed)
-  const registry = new Registry();
-  collectDefaultMetrics({ register: registry, prefix: 'sdq_webhooks_' });
-  const deliveries = new Counter({ name: 'sdq_webhook_deliveries_total', help: 'Webhook delivery attempts by outcome', labelNames: ['outcome'], registers: [registry] });
   worker.on('completed', () => deliveries.inc({ outcome: 'delivered' }));
   worker.on('failed', (job) => deliveries.inc({ outcome: job && job.attemptsMade < (job.opts.attempts ?? 1) ? 'retried' : 'gave_up' }));
   await worker.waitUntilReady();
@@ -120,34 +150,8 @@ export async function startDeliveryProcess(config: DeliveryConfig, logger: Logge
   // Ends heard by nobody while this process was down.
   sweep().catch((err) => logger.warn({ err: (err as Error).message }, 'first webhook sweep failed; retrying next interval'));
 
-  // /readyz: Redis and storage reachable, as the API's.
-  const health: Server = express()
-    .get('/healthz', (_req, res) => {
-      res.json({ status: 'ok' });
-    })
-    .get('/readyz', (_req, res) => {
-      const unavailable = (reason: string) => res.status(503).json({ status: 'unavailable', reason });
-      if (!store.ready) return unavailable('Redis is unreachable');
-      store
-        .ping()
-        .then(() => storage.check())
-        .then(
-          () => res.json({ status: 'ready' }),
-          (err) => unavailable(err instanceof StorageUnavailableError ? `storage (${storage.kind}) refuses writes` : `Redis or storage (${storage.kind}) is unreachable: ${(err as Error).name}`),
-        );
-    })
-    .get('/metrics', (_req, res, next) => {
-      registry.metrics().then((text) => res.type(registry.contentType).send(text), next);
-    })
-    .listen(w.healthPort, w.healthHost);
-  await new Promise<void>((resolve, reject) => {
-    health.once('listening', resolve);
-    health.once('error', (err: NodeJS.ErrnoException) =>
-      reject(err.code === 'EADDRINUSE' ? new ConfigError(portInUseMessage('WEBHOOK_HEALTH_PORT', w.healthPort)) : err),
-    );
-  });
-  const healthPort = (health.address() as AddressInfo).port;
 
+  started = true;
   logger.info({ health_port: healthPort, engines: queue.engineIds, concurrency: w.concurrency, allowed_hosts: [...w.allowedHosts.names, ...w.allowedHosts.addresses] }, 'webhook delivery process ready');
   return {
     jobWebhooks,
