@@ -54,6 +54,17 @@ function schemaOf(schema: z.ZodType, components: Record<string, JsonSchema>, io:
   return rest;
 }
 
+/** Error responses by status for the named catalogue errors, in one dialect's error schema. */
+function errorsIn(names: string[], schema: string): Record<string, unknown> {
+  const statusOf = (n: string) => ERROR_CATALOGUE[n as keyof typeof ERROR_CATALOGUE].status;
+  return Object.fromEntries(
+    [...new Set(names.map(statusOf))].map((status) => [
+      String(status),
+      { description: names.filter((n) => statusOf(n) === status).join(', '), content: { 'application/json': { schema: { $ref: `#/components/schemas/${schema}` } } } },
+    ]),
+  );
+}
+
 export function buildOpenApi(publicUrl: string): Record<string, unknown> {
   const schemas: Record<string, JsonSchema> = {};
   schemas.Error = {
@@ -82,16 +93,7 @@ export function buildOpenApi(publicUrl: string): Record<string, unknown> {
   // Not an endpoint's: what receivers get, listed so clients can generate types for it.
   schemaOf(WebhookEventBody, schemas, 'output');
 
-  const errorResponses = (names: (keyof typeof ERROR_CATALOGUE)[]) => {
-    const byStatus: Record<string, string[]> = {};
-    for (const n of names) (byStatus[ERROR_CATALOGUE[n].status] ??= []).push(n);
-    return Object.fromEntries(
-      Object.entries(byStatus).map(([status, ns]) => [
-        status,
-        { description: ns.join(', '), content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } } },
-      ]),
-    );
-  };
+  const errorResponses = (names: (keyof typeof ERROR_CATALOGUE)[]) => errorsIn(names, 'Error');
   const common = errorResponses(['unauthorized', 'service_unavailable', 'internal_error']);
   const generationResponses = {
     '200': {
@@ -192,13 +194,7 @@ export function buildOpenApi(publicUrl: string): Record<string, unknown> {
     required: ['id', 'name', 'errors'],
     properties: { id: { type: 'string' }, name: { type: 'string', enum: ERROR_NAMES }, errors: { type: 'array', items: { type: 'string' } } },
   };
-  const v2Errors = (names: string[]) =>
-    Object.fromEntries(
-      [...new Set(names.map((n) => ERROR_CATALOGUE[n as keyof typeof ERROR_CATALOGUE].status))].map((status) => [
-        String(status),
-        { description: names.filter((n) => ERROR_CATALOGUE[n as keyof typeof ERROR_CATALOGUE].status === status).join(', '), content: { 'application/json': { schema: { $ref: '#/components/schemas/V2Error' } } } },
-      ]),
-    );
+  const v2Errors = (names: string[]) => errorsIn(names, 'V2Error');
   const v2Result = {
     '200': {
       description: 'The image (accept: image/*, with finish-reason and seed headers) or, with accept: application/json, {image, finish_reason, seed}',
@@ -257,13 +253,7 @@ export function buildOpenApi(publicUrl: string): Record<string, unknown> {
     required: ['error'],
     properties: { error: { type: 'object', required: ['message', 'type', 'param', 'code'], properties: { message: { type: 'string' }, type: { type: 'string' }, param: { type: ['string', 'null'] }, code: { type: 'string', enum: ERROR_NAMES } } } },
   };
-  const openaiErrors = (names: string[]) =>
-    Object.fromEntries(
-      [...new Set(names.map((n) => ERROR_CATALOGUE[n as keyof typeof ERROR_CATALOGUE].status))].map((status) => [
-        String(status),
-        { description: names.filter((n) => ERROR_CATALOGUE[n as keyof typeof ERROR_CATALOGUE].status === status).join(', '), content: { 'application/json': { schema: { $ref: '#/components/schemas/OpenAIError' } } } },
-      ]),
-    );
+  const openaiErrors = (names: string[]) => errorsIn(names, 'OpenAIError');
   const openaiPaths: Record<string, unknown> = {
     '/v1/images/generations': {
       post: {
@@ -320,13 +310,7 @@ export function buildOpenApi(publicUrl: string): Record<string, unknown> {
     required: ['error', 'detail'],
     properties: { error: { type: 'string', enum: ERROR_NAMES }, detail: { type: 'string' }, body: { type: 'string' }, errors: { type: 'string' } },
   };
-  const a1111Errors = (names: string[]) =>
-    Object.fromEntries(
-      [...new Set(names.map((n) => ERROR_CATALOGUE[n as keyof typeof ERROR_CATALOGUE].status))].map((status) => [
-        String(status),
-        { description: names.filter((n) => ERROR_CATALOGUE[n as keyof typeof ERROR_CATALOGUE].status === status).join(', '), content: { 'application/json': { schema: { $ref: '#/components/schemas/A1111Error' } } } },
-      ]),
-    );
+  const a1111Errors = (names: string[]) => errorsIn(names, 'A1111Error');
   const a1111Get = (summary: string) => ({ get: { tags: ['AUTOMATIC1111'], summary, responses: { '200': { description: 'As AUTOMATIC1111 answers it', content: { 'application/json': { schema: {} } } }, ...a1111Errors(['unauthorized']) } } });
   const a1111Paths: Record<string, unknown> = {
     '/sdapi/v1/txt2img': {
