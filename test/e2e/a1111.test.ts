@@ -87,6 +87,19 @@ describe('AUTOMATIC1111 /sdapi/v1', () => {
     expect(await broken.json()).toMatchObject({ error: 'invalid_mime_type', detail: expect.stringMatching(/^init_images\[0\]: is not a PNG/) });
   });
 
+  it('send_images: false answers no images, yet the job ran and its info names the seeds; progress takes skip_current_image', async () => {
+    const res = await api('txt2img', { body: { prompt: 'a red circle', steps: 10, seed: 9, send_images: false, save_images: true } });
+    expect(res.status).toBe(200);
+    const body = (await res.json()) as { images: string[]; info: string };
+    expect(body.images).toEqual([]);
+    expect(JSON.parse(body.info)).toMatchObject({ all_seeds: [9], job_id: res.headers.get('x-job-id') });
+    const job = (await (await fetch(`${service.url}/v1/jobs/${res.headers.get('x-job-id')}`, { headers: authed(key) })).json()) as { status: string; artifacts: unknown[] };
+    expect(job).toMatchObject({ status: 'succeeded', artifacts: [expect.anything()] });
+    const progress = await api('progress?skip_current_image=true');
+    expect(progress.status).toBe(200);
+    expect(await progress.json()).toMatchObject({ current_image: null, state: { job_count: 0 } });
+  });
+
   it('png-info reads a negative prompt back, and an image without parameters as empty', async () => {
     const out = (await (await api('txt2img', { body: { prompt: 'a red circle', negative_prompt: 'green', steps: 10, seed: 5 } })).json()) as { images: string[] };
     const read = (await (await api('png-info', { body: { image: `data:image/png;base64,${out.images[0]}` } })).json()) as { parameters: Record<string, string> };

@@ -18,7 +18,8 @@ let client: OpenAI;
 
 beforeAll(async () => {
   redis = await startTestRedis();
-  service = await startService(redis);
+  // gpt-image-1 on the engine this suite's worker serves, as an operator maps it
+  service = await startService(redis, { env: { OPENAI_MODELS: 'gpt-image-1=tiny-sd' } });
   worker = await startTestWorker(service, { ENGINES: 'tiny-sd' });
   key = await accountWith(service, 'openai', 100);
   client = new OpenAI({ baseURL: `${service.url}/v1`, apiKey: key, maxRetries: 0 });
@@ -105,6 +106,31 @@ describe('OpenAI Images through the openai SDK', () => {
       const img = await rgb(Buffer.from(await res.arrayBuffer()));
       expect(img.width).toBeGreaterThan(img.height);
     }
+  });
+
+  it("gpt-image-1's fields: b64_json unasked, output_format jpeg, its response fields, image[] for edits; transparent refused", async () => {
+    const out = await client.images.generate({ model: 'gpt-image-1', prompt: 'a red circle on a blue background', output_format: 'jpeg', quality: 'low', moderation: 'low', ...seeded } as OpenAI.ImageGenerateParams);
+    expect(out).toMatchObject({ output_format: 'jpeg', size: '128x128', quality: 'low', background: 'opaque' });
+    const jpeg = Buffer.from(out.data![0].b64_json!, 'base64');
+    expect(out.data![0].url).toBeUndefined();
+    expect((await sharp(jpeg).metadata()).format).toBe('jpeg');
+    expect((await rgb(jpeg)).at(64, 64), 'centre').toSatisfy(redish);
+
+    // the SDK sends an array as image[]: one image is the image edited
+    const { data: rgba } = await sharp(jpeg).removeAlpha().ensureAlpha().raw().toBuffer({ resolveWithObject: true });
+    for (let y = 32; y < 96; y++) for (let x = 32; x < 96; x++) rgba[(y * 128 + x) * 4 + 3] = 0;
+    const holed = await sharp(rgba, { raw: { width: 128, height: 128, channels: 4 } }).png().toBuffer();
+    const edited = await client.images.edit({ model: 'gpt-image-1', image: [await toFile(holed, 'a.png', { type: 'image/png' })], prompt: 'a yellow square on a blue background', ...seeded } as OpenAI.ImageEditParams);
+    const kept = await rgb(holed);
+    expect((await rgb(Buffer.from(edited.data![0].b64_json!, 'base64'))).at(4, 4), 'outside the hole').toEqual(kept.at(4, 4));
+    const before = await balance();
+    const two = (await client.images.edit({ model: 'gpt-image-1', image: [await toFile(holed, 'a.png', { type: 'image/png' }), await toFile(holed, 'b.png', { type: 'image/png' })], prompt: 'x' } as OpenAI.ImageEditParams).catch((e: unknown) => e)) as InstanceType<typeof OpenAI.BadRequestError>;
+    expect(two).toBeInstanceOf(OpenAI.BadRequestError);
+    expect(two.param).toBe('image');
+    const clear = (await client.images.generate({ model: 'gpt-image-1', prompt: 'x', background: 'transparent' } as OpenAI.ImageGenerateParams).catch((e: unknown) => e)) as InstanceType<typeof OpenAI.BadRequestError>;
+    expect(clear).toBeInstanceOf(OpenAI.BadRequestError);
+    expect(clear.param).toBe('background');
+    expect(await balance()).toBe(before);
   });
 
   it('lists the image models: the OpenAI names the embedded engines answer, and the engine ids', async () => {

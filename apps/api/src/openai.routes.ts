@@ -8,6 +8,7 @@
 import { type Request, type Response, Router } from 'express';
 import sharp from 'sharp';
 import { checkEngineSize, type EngineInfo } from '@sdq/pipeline/engines';
+import type { z } from 'zod';
 import { type GenerationParams, OPENAI_SIZES, OpenAIImageEditRequest, OpenAIImageGenerationRequest, OpenAIImageVariationRequest, ServiceError } from '@sdq/contracts';
 import { requireScope } from './auth';
 import { jsonBody } from './body';
@@ -18,6 +19,8 @@ import { jobCost } from './pricing';
 import { rateLimit } from './rate-limit';
 import { type CheckedImage, multipart, parseFormFields, readImage } from './uploads';
 import { sizeForShape } from './v2beta.routes';
+
+type OpenAIBody = Partial<z.infer<typeof OpenAIImageGenerationRequest>> & { n: number };
 
 /** The model names the embedded engines answer to when OPENAI_MODELS does not name them. */
 const EMBEDDED: Readonly<Record<string, string>> = { 'dall-e-2': 'tiny-sd', 'dall-e-3': 'tiny-sdxl', 'gpt-image-1': 'tiny-sd3' };
@@ -91,7 +94,8 @@ export function openaiRoutes(deps: GenerationDeps & { models: Map<string, Engine
   };
 
   /** Queues the job, waits for it as OpenAI answers (synchronously), and answers its images. */
-  const run = async (req: Request, res: Response, engine: EngineInfo, job: NewJob, inputs: JobInputs, format: 'url' | 'b64_json', prompt: string) => {
+  const run = async (req: Request, res: Response, engine: EngineInfo, job: NewJob, inputs: JobInputs, body: OpenAIBody, prompt: string) => {
+    const format = body.response_format ?? (/^gpt-image/.test(body.model ?? DEFAULT_MODEL) ? 'b64_json' : 'url');
     const webhookUrl = req.get('x-webhook-url');
     const done = await submitAndWait(deps, req, res, engine, { job, inputs, cost: jobCost(prices, engine, job), webhook: webhookUrl ? { url: webhookUrl } : undefined });
     if (!done) return;
@@ -101,10 +105,13 @@ export function openaiRoutes(deps: GenerationDeps & { models: Map<string, Engine
         format === 'b64_json' ? { b64_json: (await jobs.readArtifact(stored[i].key)).toString('base64'), revised_prompt: prompt } : { url: artifact.url, revised_prompt: prompt },
       ),
     );
-    res.json({ created: Math.floor(record.created_at / 1000), data });
+    const { params } = job as { params: GenerationParams };
+    res.json({ created: Math.floor(record.created_at / 1000), data, background: 'opaque', output_format: params.outputFormat, quality: body.quality ?? 'auto', size: `${params.width}x${params.height}` });
   };
 
-  const paramsOf = (engine: EngineInfo, body: { prompt?: string; n: number; seed?: number; quality?: string }, size: { width: number; height: number }, extra: Partial<GenerationParams> = {}): GenerationParams => ({
+  const paramsOf = (engine: EngineInfo, body: OpenAIBody, size: { width: number; height: number }, extra: Partial<GenerationParams> = {}): GenerationParams => {
+    if (body.background === 'transparent') throw new ServiceError('bad_request', 'background: transparent is not available: sdq\'s engines draw opaque images (opaque or auto)');
+    return {
     prompts: [{ text: body.prompt ?? '', weight: 1 }],
     ...size,
     steps: stepsFor(engine, body.quality),
@@ -112,19 +119,20 @@ export function openaiRoutes(deps: GenerationDeps & { models: Map<string, Engine
     samples: body.n,
     seed: body.seed ?? 0,
     sampler: engine.defaults.sampler,
-    outputFormat: 'png',
+    outputFormat: body.output_format ?? 'png',
     ...extra,
-  });
+    };
+  };
 
   router.post('/v1/images/generations', requireScope('generate'), rateLimit(deps.limiter), ...jsonBody('1mb'), wrap(async (req, res) => {
     const body = validate(OpenAIImageGenerationRequest, req.body);
     const engine = modelEngine(body.model ?? DEFAULT_MODEL, 'text-to-image');
     const size = sizeOf(engine, body.size);
     checkSize(size.width, size.height, config.maxPixels, engine);
-    await run(req, res, engine, { kind: 'text-to-image', params: paramsOf(engine, body, size) }, {}, body.response_format, body.prompt);
+    await run(req, res, engine, { kind: 'text-to-image', params: paramsOf(engine, body, size) }, {}, body, body.prompt);
   }));
 
-  const form = multipart({ files: ['image', 'mask'], maxFileBytes: config.maxUploadBytes, idleTimeoutMs: config.http.uploadIdleTimeoutMs, maxPerKey: config.http.maxUploadsPerKey, dir: config.http.uploadTmpDir });
+  const form = multipart({ files: ['image', 'image[]', 'mask'], maxFileBytes: config.maxUploadBytes, idleTimeoutMs: config.http.uploadIdleTimeoutMs, maxPerKey: config.http.maxUploadsPerKey, dir: config.http.uploadTmpDir });
   const fields = (req: Request) => {
     if (!req.multipart) throw new ServiceError('invalid_mime_type', `body: this endpoint takes multipart/form-data (got ${req.headers['content-type'] ?? 'no Content-Type'})`);
     return parseFormFields(req.multipart.fields);
@@ -136,13 +144,24 @@ export function openaiRoutes(deps: GenerationDeps & { models: Map<string, Engine
     return out;
   };
 
+  /**
+   * The image to edit: `image`, or gpt-image-1's `image[]` (what the SDK sends for an array) holding one
+   * image; sdq edits one image, so a second is refused rather than dropped.
+   */
+  const editImage = async (req: Request): Promise<CheckedImage> => {
+    const files = req.multipart!.files;
+    if (files.has('image') && files.has('image[]')) throw new ServiceError('bad_request', 'image: send image or image[], not both (sdq edits one image)');
+    const field = files.has('image[]') ? 'image[]' : 'image';
+    return requireFile(await readImage(req, field, config.maxPixels), 'image');
+  };
+
   router.post('/v1/images/edits', requireScope('generate'), rateLimit(deps.limiter), form, wrap(async (req, res) => {
     const body = validate(OpenAIImageEditRequest, fields(req));
-    const image = requireFile(await readImage(req, 'image', config.maxPixels), 'image');
+    const image = await editImage(req);
     const mask = await readImage(req, 'mask', config.maxPixels);
     const engine = modelEngine(body.model ?? DEFAULT_MODEL, 'masking');
     const size = sizeFor(engine, body.size, image);
-    await run(req, res, engine, { kind: 'masking', params: paramsOf(engine, body, size, { maskSource: 'MASK_IMAGE_WHITE' }) }, { initImage: image, maskImage: { data: await editMask(image, mask), contentType: 'image/png' } }, body.response_format, body.prompt);
+    await run(req, res, engine, { kind: 'masking', params: paramsOf(engine, body, size, { maskSource: 'MASK_IMAGE_WHITE' }) }, { initImage: image, maskImage: { data: await editMask(image, mask), contentType: 'image/png' } }, body, body.prompt);
   }));
 
   router.post('/v1/images/variations', requireScope('generate'), rateLimit(deps.limiter), form, wrap(async (req, res) => {
@@ -152,7 +171,7 @@ export function openaiRoutes(deps: GenerationDeps & { models: Map<string, Engine
     const engine = modelEngine(body.model ?? DEFAULT_MODEL, 'image-to-image');
     const size = sizeFor(engine, body.size, image);
     // no prompt: the image alone steers it; half of it kept
-    await run(req, res, engine, { kind: 'image-to-image', params: paramsOf(engine, body, size, { imageStrength: VARIATION_IMAGE_STRENGTH }) }, { initImage: image }, body.response_format, '');
+    await run(req, res, engine, { kind: 'image-to-image', params: paramsOf(engine, body, size, { imageStrength: VARIATION_IMAGE_STRENGTH }) }, { initImage: image }, body, '');
   }));
 
   router.get('/v1/models', (_req, res) => {

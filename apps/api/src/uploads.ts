@@ -15,7 +15,8 @@ import busboy from 'busboy';
 import sharp from 'sharp';
 import { bareObject, describeTreeProblem, FORBIDDEN_KEYS, findTreeProblem, NUMERIC_FORM_FIELDS, ServiceError } from '@sdq/contracts';
 
-export const IMAGE_FIELDS = ['init_image', 'mask_image', 'image', 'mask'] as const;
+// image[]: OpenAI's SDK names an array of images so (gpt-image-1 edits)
+export const IMAGE_FIELDS = ['init_image', 'mask_image', 'image', 'image[]', 'mask'] as const;
 export type ImageField = (typeof IMAGE_FIELDS)[number];
 
 export interface UploadedFile {
@@ -369,6 +370,7 @@ const BROKEN: Record<ImageField, 'invalid_init_image' | 'invalid_mask_image'> = 
   image: 'invalid_init_image',
   mask_image: 'invalid_mask_image',
   mask: 'invalid_mask_image',
+  'image[]': 'invalid_init_image',
 };
 
 /**

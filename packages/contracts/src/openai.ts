@@ -16,7 +16,16 @@ export const OpenAIImageGenerationRequest = z
     n: z.number().int().min(1).max(10).default(1),
     /** WxH: one of OPENAI_SIZES, or a size the engine takes as it is; `auto` or unset = the engine's native size. */
     size: z.string().max(32).optional(),
-    response_format: z.enum(['url', 'b64_json']).default('url'),
+    /** Unset: `url` for the dall-e names, `b64_json` for gpt-image-* (whose API answers nothing else). */
+    response_format: z.enum(['url', 'b64_json']).optional(),
+    /** gpt-image-1's: the images' format (png by default). */
+    output_format: z.enum(['png', 'jpeg', 'webp']).optional(),
+    /** gpt-image-1's: accepted; sdq encodes jpeg and webp at its own quality. */
+    output_compression: z.number().int().min(0).max(100).optional(),
+    /** gpt-image-1's: `opaque` and `auto` (sdq's engines draw opaque images; `transparent` is refused in the route). */
+    background: z.enum(['transparent', 'opaque', 'auto']).optional(),
+    /** gpt-image-1's: accepted; sdq has no moderation model. */
+    moderation: z.enum(['low', 'auto']).optional(),
     /** hd / high: 50 steps; low: 15; standard, medium, auto: the engine's default. */
     quality: z.enum(['standard', 'hd', 'low', 'medium', 'high', 'auto']).optional(),
     /** Accepted; sdq's engines have no such setting, so it changes nothing. */
@@ -29,13 +38,21 @@ export const OpenAIImageGenerationRequest = z
   .strict();
 
 /** POST /v1/images/edits (multipart): the image and its mask are files; the rest are fields. */
-export const OpenAIImageEditRequest = OpenAIImageGenerationRequest.omit({ style: true });
+export const OpenAIImageEditRequest = OpenAIImageGenerationRequest.omit({ style: true, moderation: true });
 
 /** POST /v1/images/variations (multipart): the image alone, no prompt. */
-export const OpenAIImageVariationRequest = OpenAIImageGenerationRequest.omit({ prompt: true, style: true, quality: true });
+export const OpenAIImageVariationRequest = OpenAIImageGenerationRequest.omit({ prompt: true, style: true, quality: true, output_format: true, output_compression: true, background: true, moderation: true });
 
 export const OpenAIImage = z.object({ url: z.string().optional(), b64_json: z.string().optional(), revised_prompt: z.string() });
-export const OpenAIImagesResponse = z.object({ created: z.number().int(), data: z.array(OpenAIImage) });
+/** gpt-image-1's response fields (background, output_format, quality, size) are answered for every model. */
+export const OpenAIImagesResponse = z.object({
+  created: z.number().int(),
+  data: z.array(OpenAIImage),
+  background: z.enum(['opaque']),
+  output_format: z.enum(['png', 'jpeg', 'webp']),
+  quality: z.string(),
+  size: z.string(),
+});
 
 /** `{error: {message, type, param, code}}`: code is sdq's error name, param the field it names (or null). */
 export interface OpenAIErrorBody {

@@ -192,6 +192,7 @@ export const NUMERIC_FORM_FIELDS = new Set([
   'down',
   // OpenAI's edits and variations
   'n',
+  'output_compression',
 ]);
 
 export const ListJobsQuery = z.object({
