@@ -158,6 +158,18 @@ describe.each(Object.keys(DIALECTS) as (keyof typeof DIALECTS)[])('the %s dialec
     expect(await balance(key)).toBeCloseTo(before - (await jobOf(key, job.id)).credits_charged, 6);
     expect((await jobOf(key, job.id)).credits_charged).toBe(0);
   });
+
+  it('Prefer: respond-async answers 202 with the job at once (as a sync wait that runs out does); the job then ends with its images', async () => {
+    const key = await accountWith(service, `${dialect}-async`, 50);
+    const res = await post(path, key, body, { prefer: 'respond-async' });
+    expect(res.status).toBe(202);
+    expect(res.headers.get('preference-applied')).toBe('respond-async');
+    const job = (await res.json()) as { id: string; status: string };
+    expect(res.headers.get('location')).toMatch(new RegExp(`/v1/jobs/${job.id}$`));
+    expect(job.id).toBe(res.headers.get('x-job-id'));
+    expect(['queued', 'running']).toContain(job.status);
+    await waitFor(async () => (await jobOf(key, job.id)).status === 'succeeded', 'the job to succeed');
+  });
 });
 
 describe('the openai SDK and the limits', () => {

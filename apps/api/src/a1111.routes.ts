@@ -98,8 +98,7 @@ export function a1111Routes(deps: Deps): Router {
 
   /** Queues the job, waits for it (A1111 answers synchronously) and answers {images, parameters, info}. */
   const answer = async (req: Request, res: Response, engine: EngineInfo, job: NewJob, inputs: JobInputs, body: z.infer<typeof A1111Txt2ImgRequest>, sampler: string | undefined, width: number, height: number, parameters: object = body) => {
-    const webhookUrl = req.get('x-webhook-url');
-    const done = await submitAndWait(deps, req, res, engine, { job, inputs, cost: jobCost(prices, engine, job), webhook: webhookUrl ? { url: webhookUrl } : undefined });
+    const done = await submitAndWait(deps, req, res, engine, { job, inputs, cost: jobCost(prices, engine, job) });
     if (!done) return;
     const { record, artifacts } = done;
     const pngs = await Promise.all(artifacts.map((a) => jobs.readArtifact(a.key)));

@@ -204,8 +204,8 @@ export async function submitJob(
 }
 
 /**
- * For the dialects that answer when the job ends (OpenAI, A1111): queues the job, waits up to SYNC_WAIT,
- * and returns its stored artifacts once it succeeded. A job still running is answered here (202, the job
+ * For the dialects that answer when the job ends (OpenAI, A1111): queues the job (its webhook from
+ * X-Webhook-URL), waits up to SYNC_WAIT (or as Prefer asks), and returns its stored artifacts once it succeeded. A job still running is answered here (202, the job
  * object) and undefined returned; a canceled or failed job is thrown as its catalogue error.
  */
 export async function submitAndWait(
@@ -213,13 +213,20 @@ export async function submitAndWait(
   req: Request,
   res: Response,
   engine: EngineInfo,
-  built: { job: NewJob; inputs: JobInputs; webhook?: JobWebhook; cost: Cost },
+  built: { job: NewJob; inputs: JobInputs; cost: Cost },
 ): Promise<{ record: JobRecord; object: JobObject; artifacts: StoredArtifact[] } | undefined> {
-  const { record, repeated } = await submitJob(deps, req, engine, built);
+  // these dialects have no webhook field: the X-Webhook-URL header, else the account's default
+  const webhookUrl = req.get('x-webhook-url');
+  const { record, repeated } = await submitJob(deps, req, engine, { ...built, webhook: webhookUrl ? { url: webhookUrl } : undefined });
   if (repeated) res.set('Idempotent-Replayed', 'true');
-  const snapshot = await deps.jobs.waitForEnd(record, deps.config.syncWait * 1000);
+  // sdq's addition to these dialects, as on Stability's routes: Prefer: respond-async or wait=N
+  const prefer = parsePrefer(req.get('prefer'));
+  const waitMs = prefer.wait !== undefined ? prefer.wait * 1000 : prefer.async ? 0 : deps.config.syncWait * 1000;
+  // 0 looks once: a replayed job may have ended already
+  const snapshot = await deps.jobs.waitForEnd(record, waitMs);
   const object = await deps.jobs.describe(record, snapshot);
   if (!TERMINAL_STATUSES.has(object.status)) {
+    if (prefer.async || prefer.wait !== undefined) res.set('Preference-Applied', prefer.wait !== undefined ? `wait=${prefer.wait}` : 'respond-async');
     res.status(202).set('Location', object.urls.self).json(object);
     return undefined;
   }

@@ -96,8 +96,7 @@ export function openaiRoutes(deps: GenerationDeps & { models: Map<string, Engine
   /** Queues the job, waits for it as OpenAI answers (synchronously), and answers its images. */
   const run = async (req: Request, res: Response, engine: EngineInfo, job: NewJob, inputs: JobInputs, body: OpenAIBody, prompt: string) => {
     const format = body.response_format ?? (/^gpt-image/.test(body.model ?? DEFAULT_MODEL) ? 'b64_json' : 'url');
-    const webhookUrl = req.get('x-webhook-url');
-    const done = await submitAndWait(deps, req, res, engine, { job, inputs, cost: jobCost(prices, engine, job), webhook: webhookUrl ? { url: webhookUrl } : undefined });
+    const done = await submitAndWait(deps, req, res, engine, { job, inputs, cost: jobCost(prices, engine, job) });
     if (!done) return;
     const { record, object, artifacts: stored } = done;
     const data = await Promise.all(

@@ -254,16 +254,19 @@ export function buildOpenApi(publicUrl: string): Record<string, unknown> {
     properties: { error: { type: 'object', required: ['message', 'type', 'param', 'code'], properties: { message: { type: 'string' }, type: { type: 'string' }, param: { type: ['string', 'null'] }, code: { type: 'string', enum: ERROR_NAMES } } } },
   };
   const openaiErrors = (names: string[]) => errorsIn(names, 'OpenAIError');
+  /** What every dialect's job route takes besides its body, as Stability's routes do. */
+  const dialectJobParams = [idempotencyParam, preferParam, { name: 'X-Webhook-URL', in: 'header', required: false, schema: { type: 'string', format: 'uri' }, description: "The job's webhook (else the account's default)" }];
+  const notFinished = { description: 'Not finished (Prefer: respond-async, Prefer: wait=N, or SYNC_WAIT ran out): the job object', content: { 'application/json': { schema: job } } };
   const openaiPaths: Record<string, unknown> = {
     '/v1/images/generations': {
       post: {
         tags: ['OpenAI'],
         summary: "OpenAI's image generation: the job's images as signed URLs or base64 once it ends (202 with the job object past SYNC_WAIT)",
-        parameters: [idempotencyParam, { name: 'x-webhook-url', in: 'header', required: false, schema: { type: 'string', format: 'uri' }, description: "The job's webhook (else the account's default)" }],
+        parameters: dialectJobParams,
         requestBody: { required: true, content: { 'application/json': { schema: schemaOf(OpenAIImageGenerationRequest, schemas, 'input') } } },
         responses: {
           '200': { description: '{created, data: [{url | b64_json, revised_prompt}]}', content: { 'application/json': { schema: schemaOf(OpenAIImagesResponse, schemas, 'output') } } },
-          '202': { description: 'Not finished within SYNC_WAIT: the job object', content: { 'application/json': { schema: job } } },
+          '202': notFinished,
           ...openaiErrors(['bad_request', 'invalid_height_or_width', 'invalid_pixel_count', 'invalid_samples', 'unauthorized', 'permission_denied', 'insufficient_balance', 'not_found', 'idempotency_key_mismatch', 'rate_limited', 'too_many_active_jobs', 'engine_unavailable', 'internal_error']),
         },
       },
@@ -272,10 +275,11 @@ export function buildOpenApi(publicUrl: string): Record<string, unknown> {
       post: {
         tags: ['OpenAI'],
         summary: "OpenAI's image edit: repaints where the mask (else the image) is transparent; the rest of the image is kept exactly",
-        parameters: [idempotencyParam],
+        parameters: dialectJobParams,
         requestBody: { required: true, content: { 'multipart/form-data': { schema: withImage(schemaOf(OpenAIImageEditRequest, schemas, 'input'), ['image', 'mask']) } } },
         responses: {
           '200': { description: '{created, data: [{url | b64_json, revised_prompt}]}', content: { 'application/json': { schema: schemaOf(OpenAIImagesResponse, schemas, 'output') } } },
+          '202': notFinished,
           ...openaiErrors(['bad_request', 'invalid_mask_image', 'invalid_init_image', 'invalid_mime_type', 'invalid_height_or_width', 'unauthorized', 'insufficient_balance', 'not_found', 'rate_limited', 'internal_error']),
         },
       },
@@ -284,10 +288,11 @@ export function buildOpenApi(publicUrl: string): Record<string, unknown> {
       post: {
         tags: ['OpenAI'],
         summary: "OpenAI's image variation: image to image from the image alone (half of it kept)",
-        parameters: [idempotencyParam],
+        parameters: dialectJobParams,
         requestBody: { required: true, content: { 'multipart/form-data': { schema: withImage(schemaOf(OpenAIImageVariationRequest, schemas, 'input'), ['image']) } } },
         responses: {
           '200': { description: '{created, data: [{url | b64_json, revised_prompt}]}', content: { 'application/json': { schema: schemaOf(OpenAIImagesResponse, schemas, 'output') } } },
+          '202': notFinished,
           ...openaiErrors(['bad_request', 'invalid_init_image', 'invalid_mime_type', 'invalid_height_or_width', 'unauthorized', 'insufficient_balance', 'not_found', 'rate_limited', 'internal_error']),
         },
       },
@@ -317,10 +322,11 @@ export function buildOpenApi(publicUrl: string): Record<string, unknown> {
       post: {
         tags: ['AUTOMATIC1111'],
         summary: 'Text to image: {images: [base64 PNG], parameters, info (a JSON string with seeds and infotexts)}; 202 with the job object past SYNC_WAIT',
+        parameters: dialectJobParams,
         requestBody: { required: true, content: { 'application/json': { schema: schemaOf(A1111Txt2ImgRequest, schemas, 'input') } } },
         responses: {
           '200': { description: '{images, parameters, info}', content: { 'application/json': { schema: { type: 'object', properties: { images: { type: 'array', items: { type: 'string' } }, parameters: { type: 'object' }, info: { type: 'string' } } } } } },
-          '202': { description: 'Not finished within SYNC_WAIT: the job object', content: { 'application/json': { schema: job } } },
+          '202': notFinished,
           ...a1111Errors(['bad_request', 'invalid_sampler', 'invalid_samples', 'invalid_height_or_width', 'invalid_pixel_count', 'unauthorized', 'permission_denied', 'insufficient_balance', 'not_found', 'canceled', 'rate_limited', 'too_many_active_jobs', 'engine_unavailable', 'internal_error']),
         },
       },
@@ -329,10 +335,11 @@ export function buildOpenApi(publicUrl: string): Record<string, unknown> {
       post: {
         tags: ['AUTOMATIC1111'],
         summary: 'Image to image (init_images[0], denoising_strength), or inpainting with mask (white = repaint; inpainting_mask_invert 1 flips it)',
+        parameters: dialectJobParams,
         requestBody: { required: true, content: { 'application/json': { schema: schemaOf(A1111Img2ImgRequest, schemas, 'input') } } },
         responses: {
           '200': { description: '{images, parameters (without the images), info}', content: { 'application/json': { schema: { type: 'object', properties: { images: { type: 'array', items: { type: 'string' } }, parameters: { type: 'object' }, info: { type: 'string' } } } } } },
-          '202': { description: 'Not finished within SYNC_WAIT: the job object', content: { 'application/json': { schema: job } } },
+          '202': notFinished,
           ...a1111Errors(['bad_request', 'invalid_init_image', 'invalid_mask_image', 'invalid_mime_type', 'invalid_image_dimensions', 'invalid_sampler', 'invalid_height_or_width', 'unauthorized', 'insufficient_balance', 'not_found', 'canceled', 'payload_too_large', 'rate_limited', 'internal_error']),
         },
       },
@@ -341,10 +348,11 @@ export function buildOpenApi(publicUrl: string): Record<string, unknown> {
       post: {
         tags: ['AUTOMATIC1111'],
         summary: "Upscale by an upscale engine (upscaler_1; None = the first): by upscaling_resize, or to upscaling_resize_w x _h in the image's shape, up to the engine's factor",
+        parameters: dialectJobParams,
         requestBody: { required: true, content: { 'application/json': { schema: schemaOf(A1111ExtraSingleImageRequest, schemas, 'input') } } },
         responses: {
           '200': { description: '{html_info, image}', content: { 'application/json': { schema: { type: 'object', properties: { html_info: { type: 'string' }, image: { type: 'string' } } } } } },
-          '202': { description: 'Not finished within SYNC_WAIT: the job object', content: { 'application/json': { schema: job } } },
+          '202': notFinished,
           ...a1111Errors(['bad_request', 'invalid_init_image', 'invalid_mime_type', 'invalid_height_or_width', 'invalid_pixel_count', 'unauthorized', 'insufficient_balance', 'not_found', 'rate_limited', 'internal_error']),
         },
       },
