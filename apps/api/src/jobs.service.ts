@@ -8,6 +8,7 @@ import {
   type GenerationParams,
   inputKey,
   jobKeyPrefixes,
+  jobParamsView,
   type JobObject,
   type JobPayload,
   ServiceError,
@@ -159,7 +160,7 @@ export class JobsService extends JobView {
     }
     const common = { version: 1 as const, jobId: id, accountId, engineId, createdAt };
     const payload = { ...common, ...job, ...(Object.keys(keys).length ? { inputs: keys } : {}) } as JobPayload;
-    const record: JobRecord = { id, account_id: accountId, engine: engineId, kind: job.kind, created_at: createdAt, seq: 0 };
+    const record: JobRecord = { id, account_id: accountId, engine: engineId, kind: job.kind, created_at: createdAt, seq: 0, params: JSON.stringify(jobParamsView(job)) };
     if (webhook?.url) record.webhook = webhook.url;
     if (webhook?.events) record.webhook_events = webhook.events.join(',');
     // The record first, so that a worker's events always find a job the API knows.

@@ -145,6 +145,42 @@ export type JobStatus = (typeof JOB_STATUSES)[number];
 export const TERMINAL_STATUSES: ReadonlySet<JobStatus> = new Set(['succeeded', 'failed', 'canceled']);
 
 /** The public job object (GET /v1/jobs/{id}, 202 answers, SSE events). Times are ISO 8601. */
+/**
+ * The settings a job was made with, in Stability's v1 field names, so a client can show them and post
+ * them again (the studio's "reuse settings"). Upscales have width/height only.
+ */
+export const JobParamsView = z
+  .object({
+    text_prompts: z.array(z.object({ text: z.string(), weight: z.number() })),
+    width: z.number().int(),
+    height: z.number().int(),
+    steps: z.number().int(),
+    cfg_scale: z.number(),
+    sampler: z.string(),
+    samples: z.number().int(),
+    /** As asked: 0 = random (each artifact has the seed it used). */
+    seed: z.number().int(),
+    image_strength: z.number(),
+    style_preset: z.string(),
+  })
+  .partial()
+  .meta({ id: 'JobParams' });
+export type JobParamsView = z.infer<typeof JobParamsView>;
+
+/** The public view of a job's params (no input keys, no internal fields). */
+export function jobParamsView(job: { kind: JobName; params: GenerationParams | UpscaleParams }): JobParamsView {
+  if (job.kind === 'upscale') {
+    const p = job.params as UpscaleParams;
+    return { ...(p.width !== undefined ? { width: p.width } : {}), ...(p.height !== undefined ? { height: p.height } : {}) };
+  }
+  const p = job.params as GenerationParams;
+  const view: JobParamsView = { text_prompts: p.prompts.map(({ text, weight }) => ({ text, weight: weight ?? 1 })), width: p.width, height: p.height, steps: p.steps, cfg_scale: p.cfgScale, samples: p.samples, seed: p.seed };
+  if (p.sampler !== undefined) view.sampler = p.sampler;
+  if (p.imageStrength !== undefined) view.image_strength = p.imageStrength;
+  if (p.stylePreset !== undefined) view.style_preset = p.stylePreset;
+  return view;
+}
+
 export const JobObject = z
   .object({
     id: z.string(),
@@ -170,6 +206,8 @@ export const JobObject = z
     error: z.object({ name: z.string(), message: z.string() }).nullable(),
     /** Credits charged (decimal): the cost once succeeded, 0 once failed or canceled, null while open. */
     credits_charged: z.number().nullable(),
+    /** What the job was asked to do; null for a job made before sdq recorded it. */
+    params: JobParamsView.nullable(),
     urls: z.object({ self: z.string(), cancel: z.string(), events: z.string() }),
   })
   .meta({ id: 'Job' });

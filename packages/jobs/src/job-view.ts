@@ -84,6 +84,7 @@ export class JobView {
       error,
       // An open job's hold is open: no lookup on the submission path.
       credits_charged: TERMINAL_STATUSES.has(status) ? await this.charged(record.id) : null,
+      params: paramsOf(record),
       urls: { self: base, cancel: `${base}/cancel`, events: `${base}/events` },
     };
   }
@@ -110,6 +111,7 @@ export class JobView {
       artifacts: [],
       error: null,
       credits_charged: null,
+      params: paramsOf(record),
       urls: { self: base, cancel: `${base}/cancel`, events: `${base}/events` },
     };
   }
@@ -148,5 +150,14 @@ export class JobView {
       const result = await credits.release(jobId, fate.reason);
       if (result.status === 'released') logger.info({ job_id: jobId, amount: result.amount, reason: fate.reason }, 'hold released');
     }
+  }
+}
+
+function paramsOf(record: JobRecord): JobObject['params'] {
+  if (!record.params) return null;
+  try {
+    return JSON.parse(record.params) as JobObject['params'];
+  } catch {
+    return null;
   }
 }

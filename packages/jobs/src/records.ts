@@ -28,6 +28,8 @@ export interface JobRecord {
   webhook?: string;
   /** Its webhook_events_filter, comma-separated; unset = completed only. */
   webhook_events?: string;
+  /** jobParamsView of its payload, as JSON. */
+  params?: string;
 }
 
 /** A fail-fast client: what a web server (or anything answering for Redis) needs. */
@@ -175,5 +177,6 @@ function deserialize(h: Record<string, string>): JobRecord {
     unserved_at: h.unserved_at ? Number(h.unserved_at) : undefined,
     webhook: h.webhook || undefined,
     webhook_events: h.webhook_events || undefined,
+    params: h.params || undefined,
   };
 }

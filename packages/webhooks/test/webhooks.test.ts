@@ -41,6 +41,7 @@ function jobObject(status: JobObject['status'], progress: JobObject['progress'] 
     queue_position: status === 'queued' ? 0 : null,
     progress,
     credits_charged: status === 'succeeded' ? 0.2 : finished ? 0 : null,
+    params: { text_prompts: [{ text: 'a red circle', weight: 1 }], steps: 10 },
     artifacts:
       status === 'succeeded'
         ? [{ url: `http://127.0.0.1:3000/v1/artifacts/generations/${id}/0.png?sig=x`, seed: 42, finish_reason: 'SUCCESS', content_type: 'image/png', width: 64, height: 64 }]
