@@ -29,6 +29,7 @@ import { artifactRoutes, engineRoutes, healthRoutes, jobRoutes } from './routes'
 import { EnginePresence } from './presence';
 import { CheckedStorage } from './storage-health';
 import { Store } from './store';
+import { studioRoutes } from './studio';
 import { userRoutes } from './user.routes';
 import { a1111Routes } from './a1111.routes';
 import { openaiModels, openaiRoutes } from './openai.routes';
@@ -87,6 +88,7 @@ export function createApp(deps: AppDeps): Express {
   app.use(refuseHostileQuery);
   app.use(healthRoutes(store, storage));
   app.use(artifactRoutes(storage, config));
+  if (config.studio) app.use(studioRoutes(config));
   app.use('/v1', requireRedis(store));
   app.use('/v1/admin', requireAdmin(config.adminToken, store), adminRoutes(accounts, presence, config.credits.tiers));
   app.use('/v1', requireApiKey(store));

@@ -61,6 +61,8 @@ const EnvSchema = z.object({
   SWEEP_INTERVAL: envInt(1, 86_400).default(60),
   /** true: a request for an engine no live worker serves is 503 engine_unavailable; false: it is queued for a worker to come. Default true. */
   REQUIRE_WORKER: z.enum(['true', 'false'], { error: () => 'must be true or false' }).default('true'),
+  /** true: the web studio is served at /; false: / is 404 (an API-only deployment). Default true. */
+  STUDIO: z.enum(['true', 'false'], { error: () => 'must be true or false' }).default('true'),
   /** Seconds a queued job may wait while no live worker serves its engine before it fails (engine_unavailable). Default 600. */
   UNSERVED_JOB_TIMEOUT: envInt(1, 30 * 86_400).default(600),
   /** Seconds a synchronous request waits for its job before answering 202. Default 120. */
@@ -146,6 +148,8 @@ export interface Config {
   syncWait: number;
   shutdownGraceMs: number;
   requireWorker: boolean;
+  /** Serve the web studio at /. */
+  studio: boolean;
   unservedJobTimeout: number;
   maxPixels: number;
   maxUploadBytes: number;
@@ -204,6 +208,7 @@ export function parseConfig(env: Record<string, string | undefined>, randomSecre
     syncWait: e.SYNC_WAIT,
     shutdownGraceMs: e.API_SHUTDOWN_GRACE_MS,
     requireWorker: e.REQUIRE_WORKER === 'true',
+    studio: e.STUDIO === 'true',
     unservedJobTimeout: e.UNSERVED_JOB_TIMEOUT,
     maxPixels: e.MAX_PIXELS,
     maxUploadBytes: e.MAX_UPLOAD_BYTES,

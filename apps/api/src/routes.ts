@@ -42,7 +42,8 @@ function capabilities(e: EngineInfo) {
     native_height: e.nativeHeight ?? null,
     sizes: e.sizes ? { step: e.sizes.step, min_side: e.sizes.minSide, max_pixels: e.sizes.maxPixels, allowed: e.sizes.allowed ?? null } : null,
     samplers: e.samplers ?? null,
-    defaults: { steps: e.defaults.steps ?? null, cfg_scale: e.defaults.cfgScale ?? null, sampler: e.defaults.sampler ?? null },
+    // the sampler a request without one runs: the operator's or family's default, else the folder's scheduler
+    defaults: { steps: e.defaults.steps ?? null, cfg_scale: e.defaults.cfgScale ?? null, sampler: e.defaults.sampler ?? e.schedulerSampler ?? null },
   };
 }
 

@@ -1,5 +1,7 @@
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
+import type { SchedulerConfig } from './schedulers/scheduler';
+import { samplerOfSchedulerConfig } from './schedulers/samplers';
 import { type FamilyId, familyOf, FAMILIES, type Mode, SDXL_SIZES } from './families/catalog';
 
 /**
@@ -77,6 +79,8 @@ export interface EngineInfo {
   manifest: EngineManifest;
   /** Defaults for requests that give none, resolved once: the manifest's, else the family's. */
   defaults: { steps?: number; cfgScale?: number; sampler?: string };
+  /** The sampler the folder's scheduler_config.json amounts to: what runs when neither request nor defaults name one. */
+  schedulerSampler?: string;
   /** The price table entry of the engine's family, for an engine the table does not name. */
   familyPrice?: string;
   description: string;
@@ -93,6 +97,12 @@ export class EngineManifestError extends Error {
 
 /** The largest area any default allows, whatever the native size (the issue of a 23 GB worker). */
 export const DEFAULT_MAX_PIXELS = 1_048_576;
+
+function schedulerSamplerOf(dir: string, samplers: readonly string[] | undefined): string | undefined {
+  const config = readJson(join(dir, 'scheduler', 'scheduler_config.json'));
+  const name = config ? samplerOfSchedulerConfig(config as SchedulerConfig) : undefined;
+  return name && samplers?.includes(name) ? name : undefined;
+}
 
 function readJson(path: string): Record<string, unknown> | undefined {
   if (!existsSync(path)) return undefined;
@@ -248,6 +258,7 @@ export function describeEngine(dir: string, id: string): EngineInfo | undefined 
         cfgScale: manifest.cfg_scale ?? family?.defaults?.cfgScale,
         sampler: manifest.sampler ?? family?.defaults?.sampler,
       },
+      schedulerSampler: schedulerSamplerOf(dir, family?.samplers),
       familyPrice: family?.defaultPrice,
       description: `${family?.name ?? pipelineClass} (ONNX)${size ? `, native ${size.width}x${size.height}` : ''}`,
     };

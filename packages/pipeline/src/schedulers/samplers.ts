@@ -64,6 +64,16 @@ export type SamplerName = keyof typeof SAMPLER_SCHEDULERS;
 /** The sampler names sdq accepts, in Stability's spelling. */
 export const SAMPLERS = Object.keys(SAMPLER_SCHEDULERS) as SamplerName[];
 
+/**
+ * The sampler a model's own scheduler_config.json amounts to (what a request naming none runs), or
+ * undefined when sdq has no name for its class. DPM++ 2M tells its Karras variant by use_karras_sigmas.
+ */
+export function samplerOfSchedulerConfig(config: SchedulerConfig): SamplerName | undefined {
+  const matches = SAMPLERS.filter((name) => (SAMPLER_SCHEDULERS[name].overrides as SchedulerConfig)._class_name === config._class_name);
+  const karras = config.use_karras_sigmas === true;
+  return matches.find((name) => ((SAMPLER_SCHEDULERS[name].overrides as SchedulerConfig).use_karras_sigmas ?? false) === karras) ?? matches[0];
+}
+
 export class InvalidSamplerError extends Error {
   readonly code = 'invalid_sampler';
 
