@@ -102,6 +102,17 @@ describe('the service with S3 storage', () => {
     expect([meta.width, meta.height]).toEqual([256, 256]);
   });
 
+  it("refuses an upscale width beyond the engine's factor (or below the image) at submission, with the range: no job, no charge", async () => {
+    const jobsBefore = ((await (await fetch(`${service.url}/v1/jobs?limit=100`, { headers: authed(key) })).json()) as { data: unknown[] }).data.length;
+    for (const [width, got] of [['512', 512], ['64', 64]] as const) {
+      const res = await post('/v1/generation/tiny-upscaler-x2/image-to-image/upscale', form({ image: png, width }), { prefer: 'respond-async' });
+      expect(res.status).toBe(400);
+      expect(await res.json()).toMatchObject({ name: 'invalid_height_or_width', message: `width: must be from 128 to 256 for tiny-upscaler-x2's x2 upscale of a 128x128 image (got ${got})` });
+    }
+    const jobsAfter = ((await (await fetch(`${service.url}/v1/jobs?limit=100`, { headers: authed(key) })).json()) as { data: unknown[] }).data.length;
+    expect(jobsAfter).toBe(jobsBefore);
+  });
+
   it('runs an async job: 202, SSE progress for every step to completion, the artifact downloadable from its presigned URL', async () => {
     const job = await submit({ steps: 12 });
     expect(['queued', 'running']).toContain(job.status);

@@ -32,6 +32,7 @@ import { dryRun, jobCost } from './pricing';
 import { rateLimit } from './rate-limit';
 import { bindLog } from './request-log';
 import type { JobRecord } from './store';
+import { parseBody } from './validate';
 import { type CheckedImage, type ImageField, multipart, parseFormFields, readImage, repeatedField } from './uploads';
 
 const ACCEPTABLE = ['application/json', 'image/png', 'image/jpeg', 'image/webp'];
@@ -56,11 +57,7 @@ export function parsePrefer(header: string | undefined): { async: boolean; wait?
 }
 
 export function validate<S extends z.ZodType>(schema: S, body: unknown): z.infer<S> {
-  const parsed = schema.safeParse(body ?? {});
-  if (parsed.success) return parsed.data;
-  const issue = parsed.error.issues[0];
-  const path = issue.path.length ? issue.path.map((p) => (typeof p === 'number' ? `[${p}]` : `.${String(p)}`)).join('').replace(/^\./, '') : 'body';
-  throw new ServiceError(errorNameForField(issue.path[0] as string | undefined), `${path}: ${issue.message}`);
+  return parseBody(schema, body);
 }
 
 /** MAX_PIXELS for every engine, then the engine's own sizes: no request can size a worker out of memory. */
@@ -284,6 +281,12 @@ export function generationRoutes(deps: GenerationDeps): Router {
       const scale = engine.scale ?? 2;
       const outW = body.width ?? (body.height ? Math.round((image.width * body.height) / image.height) : image.width * scale);
       const outH = body.height ?? Math.round((image.height * outW) / image.width);
+      // the upscaler enlarges by its own factor at most, and never shrinks: known here, so never a failed job
+      for (const [name, v, side] of [['width', outW, image.width], ['height', outH, image.height]] as const) {
+        if (v < side || v > side * scale) {
+          throw new ServiceError('invalid_height_or_width', `${name}: must be from ${side} to ${side * scale} for ${engine.id}'s x${scale} upscale of a ${image.width}x${image.height} image (got ${v})`);
+        }
+      }
       if (outW * outH > config.maxPixels * 4) {
         throw new ServiceError('invalid_pixel_count', `output: ${outW}x${outH} is over the upscale maximum of ${config.maxPixels * 4} pixels`);
       }

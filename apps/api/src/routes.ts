@@ -18,6 +18,7 @@ import type { Config } from './config';
 import type { Shutdown } from './shutdown';
 import type { JobsService } from './jobs.service';
 import { enginePricing } from './pricing';
+import { parseBody } from './validate';
 import type { EnginePresence } from './presence';
 import type { Store } from './store';
 
@@ -26,12 +27,6 @@ const wrap = (fn: Handler) => (req: Request, res: Response, next: NextFunction) 
   Promise.resolve(fn(req, res)).catch(next);
 };
 
-function parse<T>(schema: { safeParse(v: unknown): { success: true; data: T } | { success: false; error: { issues: { path: PropertyKey[]; message: string }[] } } }, value: unknown): T {
-  const parsed = schema.safeParse(value ?? {});
-  if (parsed.success) return parsed.data;
-  const issue = parsed.error.issues[0];
-  throw new ServiceError(errorNameForField(issue.path[0] as string), `${issue.path.join('.') || 'body'}: ${issue.message}`);
-}
 
 /** What an engine can do (sdq's addition): family, sizes, samplers, modes, defaults. */
 function capabilities(e: EngineInfo) {
@@ -74,7 +69,7 @@ export function jobRoutes(jobs: JobsService, shutdown?: Shutdown): Router {
   router.get(
     '/v1/jobs',
     wrap(async (req, res) => {
-      const query = parse(ListJobsQuery, req.query);
+      const query = parseBody(ListJobsQuery, req.query);
       res.json(await jobs.list(req.accountId!, query.limit, query.cursor));
     }),
   );

@@ -1,10 +1,13 @@
 import type { z } from 'zod';
-import { errorNameForField, ServiceError } from '@sdq/contracts';
+import { errorNameForField, issueMessage, ServiceError } from '@sdq/contracts';
 
-/** A request body or query checked against its schema; the first problem is the 4xx, named by field. */
+/**
+ * A request body or query checked against its schema; the first problem is the 4xx, named by field
+ * and said in sdq's words (`steps: must be from 10 to 150 (got 500)`). Every route validates through here.
+ */
 export function parseBody<S extends z.ZodType>(schema: S, value: unknown): z.infer<S> {
   const parsed = schema.safeParse(value ?? {});
   if (parsed.success) return parsed.data;
   const issue = parsed.error.issues[0];
-  throw new ServiceError(errorNameForField(issue.path[0] as string), `${issue.path.join('.') || 'body'}: ${issue.message}`);
+  throw new ServiceError(errorNameForField(issue.path[0] as string | undefined), issueMessage(issue, schema, value));
 }

@@ -7,7 +7,7 @@
  * webhook are credentials and settings, so reading or changing them needs `generate`.
  */
 import { type NextFunction, type Request, type Response, Router } from 'express';
-import { ServiceError, SetWebhookRequest } from '@sdq/contracts';
+import { issueMessage, ServiceError, SetWebhookRequest } from '@sdq/contracts';
 import { type DefaultWebhook, validateWebhookUrl, type Webhooks } from '@sdq/webhooks';
 import { requireScope } from './auth';
 import { jsonBody } from './body';
@@ -53,7 +53,7 @@ export function webhookRoutes(deps: { config: Config; jobs: JobsService; webhook
       const parsed = SetWebhookRequest.safeParse(req.body ?? {});
       if (!parsed.success) {
         const issue = parsed.error.issues[0];
-        throw new ServiceError(issue.path[0] === 'url' ? 'invalid_webhook' : 'bad_request', `${issue.path.join('.') || 'body'}: ${issue.message}`);
+        throw new ServiceError(issue.path[0] === 'url' ? 'invalid_webhook' : 'bad_request', issueMessage(issue, SetWebhookRequest, req.body));
       }
       const { url } = parsed.data;
       if (url === null) {

@@ -13,3 +13,4 @@ export * from './logging';
 export * from './redis';
 export * from './openai';
 export * from './a1111';
+export * from './validation';

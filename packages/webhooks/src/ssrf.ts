@@ -288,7 +288,8 @@ export async function validateWebhookUrl(
 
 function refusedMessage(host: string, address: string, range: RefusedRange): WebhookUrlCheck {
   const where = host === address ? `webhook host ${host} is` : `webhook host ${host} resolves to ${address},`;
-  return { ok: false, reason: 'refused_address', message: `${where} a ${range} address, which webhooks may not call` };
+  // the operator's way out, named where the refusal is read (a receiver on this machine or network)
+  return { ok: false, reason: 'refused_address', message: `${where} a ${range} address, which webhooks may not call (an operator allows it with WEBHOOK_ALLOWED_HOSTS=${host})` };
 }
 
 // --- at delivery ------------------------------------------------------------------------------------
