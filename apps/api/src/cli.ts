@@ -7,6 +7,7 @@ import { KEY_SCOPES, type KeyScope, ServiceError } from '@sdq/contracts';
 import { CreditsService, creditsString, type VerifyProblem } from '@sdq/credits';
 import { AccountsService } from './accounts.service';
 import { type Config, loadConfig } from './config';
+import { closestName } from '@sdq/pipeline/suggest';
 import { Store } from './store';
 
 const HELP = `sdq: operate an sdq deployment (reads REDIS_URL, QUEUE_PREFIX and STARTING_CREDITS like the API)
@@ -72,20 +73,25 @@ function describeProblem(p: VerifyProblem): string {
 async function run(argv: string[]): Promise<number> {
   // "-5" is an amount, not an option: parseArgs would read it as the short option -5.
   const NEGATIVE = /^-\d/;
-  const parsed = parseArgs({
-    args: argv.map((a) => (NEGATIVE.test(a) ? `\u0000${a}` : a)),
-    allowPositionals: true,
-    options: {
-      name: { type: 'string' },
-      credits: { type: 'string' },
-      scope: { type: 'string' },
-      reason: { type: 'string' },
-      limit: { type: 'string' },
-      tier: { type: 'string' },
-      help: { type: 'boolean', short: 'h' },
-      json: { type: 'boolean' },
-    },
-  });
+  const options = {
+    name: { type: 'string' },
+    credits: { type: 'string' },
+    scope: { type: 'string' },
+    reason: { type: 'string' },
+    limit: { type: 'string' },
+    tier: { type: 'string' },
+    help: { type: 'boolean', short: 'h' },
+    json: { type: 'boolean' },
+  } as const;
+  let parsed;
+  try {
+    parsed = parseArgs({ args: argv.map((a) => (NEGATIVE.test(a) ? `\u0000${a}` : a)), allowPositionals: true, options });
+  } catch (err) {
+    const unknown = /Unknown option '(-{1,2}[^']+)'/.exec((err as Error).message)?.[1];
+    if (!unknown) throw new UsageError((err as Error).message.replace(/\. To specify.*$/s, ''));
+    const guess = closestName(unknown.replace(/^-+/, ''), Object.keys(options));
+    throw new UsageError(`${unknown} is not an option${guess ? ` (did you mean --${guess}?)` : ''}`);
+  }
   const values = parsed.values;
   const [group, action, ...args] = parsed.positionals.map((p) => p.replace(/^\u0000/, ''));
   if (values.help || !group) {
@@ -95,7 +101,10 @@ async function run(argv: string[]): Promise<number> {
   const out = (human: string, data: unknown) => console.log(values.json ? JSON.stringify(data) : human);
   const command = `${group} ${action ?? ''}`.trim();
   const known = ['accounts create', 'accounts list', 'keys create', 'keys list', 'keys revoke', 'credits grant', 'credits balance', 'ledger list', 'ledger verify'];
-  if (!known.includes(command)) throw new UsageError(`unknown command: ${command}`);
+  if (!known.includes(command)) {
+    const guess = closestName(command, known);
+    throw new UsageError(`unknown command: ${command}${guess ? ` (did you mean ${guess}?)` : ''}`);
+  }
   const arg = (i: number, what: string) => {
     if (args[i] === undefined) throw new UsageError(`${command} needs ${what}`);
     return args[i];
@@ -112,6 +121,9 @@ async function run(argv: string[]): Promise<number> {
         if (values.tier !== undefined && !config.credits.tiers.has(values.tier)) {
           throw new UsageError(`--tier ${values.tier} is not one of the tiers (${[...config.credits.tiers.keys()].join(', ')}; PRIORITY_TIERS)`);
         }
+        // names are how the CLI addresses accounts, so it makes no second one of a name
+        const same = await store.accountsNamed(values.name);
+        if (same.length) throw new UsageError(`an account named ${JSON.stringify(values.name)} exists already (${same.map((a) => a.id).join(', ')}): choose another name`);
         const { account, balance, key, apiKey } = await accounts.create(values.name, { credits: values.credits, scope: scopeOf(values.scope), tier: values.tier });
         out(`account ${account.id} (${account.name}), credits ${creditsString(balance)}\nkey ${key.id} (scope ${key.scope})\napi key (shown once): ${apiKey}`, {
           ...account,
@@ -180,13 +192,15 @@ async function run(argv: string[]): Promise<number> {
   }
 }
 
+// One line, never a stack trace (SDQ_DEBUG=1 prints it): the code, what went wrong, where to look.
 run(process.argv.slice(2)).then(
   (code) => process.exit(code),
   (err: Error) => {
     // A ServiceError is the operator's mistake (unknown account, bad amount): a usage error.
     const usage = err instanceof UsageError || (err instanceof ServiceError && err.status < 500);
-    console.error(`sdq: ${err.message}`);
-    if (usage) console.error('run `sdq --help` for usage');
+    const code = err instanceof ServiceError ? err.code : usage ? 'usage' : 'internal';
+    const hint = usage ? '; run `sdq --help` for usage' : process.env.SDQ_DEBUG ? `\n${err.stack}` : ' (SDQ_DEBUG=1 shows where)';
+    console.error(`sdq: error (${code}): ${err.message}${hint}`);
     process.exit(usage ? 2 : 1);
   },
 );

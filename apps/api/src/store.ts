@@ -7,7 +7,7 @@
  * 503; it reconnects by itself when Redis returns.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { DEFAULT_KEY_SCOPE, KEY_SCOPES, type KeyScope } from '@sdq/contracts';
+import { DEFAULT_KEY_SCOPE, KEY_SCOPES, type KeyScope, ServiceError } from '@sdq/contracts';
 import type { Redis } from 'ioredis';
 import { failFastRedis, JobRecords } from '@sdq/jobs';
 
@@ -148,10 +148,20 @@ export class Store extends JobRecords {
   }
 
   /** Finds an account by id or, failing that, by exact name (for the CLI). */
+  /**
+   * By id, else by its exact name. A name several accounts share (the admin API allows it) names none:
+   * refused with their ids, never one of them picked.
+   */
   async findAccount(idOrName: string): Promise<Account | undefined> {
     const byId = await this.getAccount(idOrName);
     if (byId) return byId;
-    return (await this.listAccounts()).find((a) => a.name === idOrName);
+    const named = await this.accountsNamed(idOrName);
+    if (named.length > 1) throw new ServiceError('conflict', `account name ${JSON.stringify(idOrName)} names ${named.length} accounts (${named.map((a) => a.id).join(', ')}): use the id`);
+    return named[0];
+  }
+
+  async accountsNamed(name: string): Promise<Account[]> {
+    return (await this.listAccounts()).filter((a) => a.name === name);
   }
 
   /** Makes a key; the plain key is returned once and only its SHA-256 is stored. */

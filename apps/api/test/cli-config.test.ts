@@ -97,4 +97,39 @@ describe('sdq CLI', () => {
     expect(vip).toMatchObject({ name: 'vip', tier: 'priority' });
     await expect(sdq('accounts', 'create', '--name', 'x', '--tier', 'gold')).rejects.toMatchObject({ code: 2 });
   });
+
+  it('refuses a second account of a name, and never picks one of several accounts sharing a name', async () => {
+    const first = JSON.parse((await sdq('accounts', 'create', '--name', 'bob', '--json')).stdout);
+    const again = await sdq('accounts', 'create', '--name', 'bob').catch((e) => e);
+    expect(again.code).toBe(2);
+    expect(again.stderr.trim()).toBe(`sdq: error (usage): an account named "bob" exists already (${first.id}): choose another name; run \`sdq --help\` for usage`);
+    // the admin API may make two of a name: the CLI then takes the id only
+    const store = new Store(redis.url, redis.prefix, 2000);
+    await new Promise((r) => store.redis.once('ready', r));
+    let twin;
+    try {
+      twin = await store.createAccount('bob');
+    } finally {
+      await store.close();
+    }
+    const ambiguous = await sdq('credits', 'grant', 'bob', '5').catch((e) => e);
+    expect(ambiguous.code).toBe(2);
+    expect(ambiguous.stderr).toContain(`sdq: error (conflict): account name "bob" names 2 accounts (`);
+    expect(ambiguous.stderr).toContain(twin.id);
+    expect(JSON.parse((await sdq('credits', 'balance', first.id, '--json')).stdout).credits).toBe(25);
+    expect(JSON.parse((await sdq('credits', 'grant', twin.id, '5', '--json')).stdout)).toMatchObject({ account_id: twin.id });
+  });
+
+  it('says a mistake in one line with its code and a hint, never a stack trace', async () => {
+    for (const [args, line] of [
+      [['accounts', 'create', '--nmae', 'x'], /^sdq: error \(usage\): --nmae is not an option \(did you mean --name\?\); run `sdq --help` for usage$/],
+      [['acounts', 'list'], /^sdq: error \(usage\): unknown command: acounts list \(did you mean accounts list\?\); run `sdq --help` for usage$/],
+      [['credits', 'balance', 'nobody'], /^sdq: error \(not_found\): account nobody not found; run `sdq --help` for usage$/],
+    ] as const) {
+      const err = await sdq(...args).catch((e) => e);
+      expect(err.code, args.join(' ')).toBe(2);
+      expect(err.stderr.trim()).toMatch(line);
+      expect(err.stderr.trim().split('\n')).toHaveLength(1);
+    }
+  });
 });

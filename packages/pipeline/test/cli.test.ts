@@ -67,4 +67,27 @@ describe('sdq-generate', () => {
     expect(err.code).toBe(2);
     expect(err.stderr).toMatch(/error \(invalid_sampler\): .*K_FOO.*K_EULER/);
   });
+
+  it('says a mistake in one line with its code and a hint, never a stack trace', async () => {
+    const cases: [string[], RegExp][] = [
+      [['--stpes', '10', 'x'], /^sdq-generate: error \(unknown_option\): --stpes is not an option \(did you mean --steps\?\); see sdq-generate --help$/],
+      [['a red circle', '--init', join(dir, 'missing.png')], /^sdq-generate: error \(file_not_found\): --init: no such file ".*missing\.png" \(from .*\); see sdq-generate --help$/],
+      [['a red circle', '--steps', 'ten'], /^sdq-generate: error \(invalid_option\): --steps must be a number \(got "ten"\); see sdq-generate --help$/],
+      [['a red circle', '--model', join(dir, 'no-model')], /^sdq-generate: error \(model_not_found\): --model: no such folder /],
+    ];
+    for (const [args, line] of cases) {
+      const err = await run('node', [bin, ...args, '-o', join(dir, 'never.png')]).catch((e) => e);
+      expect(err.code, args.join(' ')).toBe(2);
+      expect(err.stderr.trim().split('\n'), args.join(' ')).toHaveLength(1);
+      expect(err.stderr.trim()).toMatch(line);
+      expect(err.stderr).not.toMatch(/\n\s+at /);
+    }
+  });
+
+  it('finds its default model from any folder', async () => {
+    const out = join(dir, 'anywhere.png');
+    const { stdout } = await run('node', [join(process.cwd(), bin), 'a red circle on a blue background', '--steps', '10', '--seed', '3', '-o', out], { cwd: tmpdir() });
+    expect(stdout.trim()).toBe(`${out} seed=3`);
+    expect((await sharp(out).metadata()).width).toBe(128);
+  });
 });

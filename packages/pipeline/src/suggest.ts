@@ -1,0 +1,18 @@
+/** For the CLIs' "did you mean": the closest of `options` to a mistyped name, within two edits. */
+export function closestName(name: string, options: readonly string[]): string | undefined {
+  const distance = (a: string, b: string): number => {
+    let row = Array.from({ length: b.length + 1 }, (_, j) => j);
+    for (let i = 1; i <= a.length; i++) {
+      const next = [i];
+      for (let j = 1; j <= b.length; j++) next[j] = Math.min(row[j] + 1, next[j - 1] + 1, row[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
+      row = next;
+    }
+    return row[b.length];
+  };
+  let best: [string, number] | undefined;
+  for (const option of options) {
+    const d = distance(name, option);
+    if (!best || d < best[1]) best = [option, d];
+  }
+  return best && best[1] <= 2 ? best[0] : undefined;
+}
