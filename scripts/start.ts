@@ -162,8 +162,8 @@ async function announceReady(port: number, stopped: () => boolean): Promise<void
   for (let i = 0; i < 600 && !stopped(); i++) {
     const ok = await fetch(`http://127.0.0.1:${port}/readyz`).then((r) => r.ok, () => false);
     if (ok) {
-      say(`ready: ${url} (API docs at ${url}/openapi.json)`);
-      say('next: create an account and key with `npx sdq accounts create --name me`, then POST a prompt to /v1/generation/tiny-sd/text-to-image');
+      say(`ready: ${url} (the studio at ${url}/, API docs at ${url}/openapi.json)`);
+      say('next: `npx sdq accounts create --name me --credits 10` prints an API key; paste it in the studio, or see the README\'s Quick start for a first image with curl');
       return;
     }
     await new Promise((r) => setTimeout(r, 500));

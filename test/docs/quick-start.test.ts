@@ -1,0 +1,67 @@
+/**
+ * The README's Quick start, run as a person pastes it: the block between its quick-start markers, in
+ * bash, in the repository folder, against a running service. Only two things are changed: the service's
+ * port (the block says localhost:3000) and where first.png is written (a temporary folder, not the tree).
+ */
+import { execFile } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import sharp from 'sharp';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startTestRedis, type TestRedis } from '../support/redis';
+import { ROOT, type Service, startService, startTestWorker, type TestWorker } from '../e2e/support';
+
+const run = promisify(execFile);
+let redis: TestRedis;
+let service: Service;
+let worker: TestWorker;
+const dir = mkdtempSync(join(tmpdir(), 'sdq-quick-start-'));
+
+beforeAll(async () => {
+  redis = await startTestRedis();
+  service = await startService(redis);
+  worker = await startTestWorker(service, { ENGINES: 'tiny-sd' });
+});
+afterAll(async () => {
+  await worker?.close(1000);
+  await service?.close();
+  await redis?.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+/** The README block between `<!-- name:begin -->` and `<!-- name:end -->`, without its fence. */
+export function readmeBlock(name: string): string {
+  const readme = readFileSync(join(ROOT, 'README.md'), 'utf8');
+  const section = new RegExp(`<!-- ${name}:begin -->\\n\`\`\`(?:sh|bash)\\n([\\s\\S]*?)\`\`\`\\n<!-- ${name}:end -->`).exec(readme);
+  if (!section) throw new Error(`README has no ${name} block`);
+  return section[1];
+}
+
+describe("the README's Quick start", () => {
+  it('creates a key with npx sdq, draws a first image with curl, and names the studio', async () => {
+    const block = readmeBlock('quick-start');
+    expect(block).toContain('http://localhost:3000');
+    const script = block.replaceAll('http://localhost:3000', service.server.deps.config.publicUrl).replace('-o first.png', `-o ${join(dir, 'first.png')}`);
+    const { stdout } = await run('bash', ['-euo', 'pipefail', '-c', script], {
+      cwd: ROOT,
+      env: { PATH: process.env.PATH, HOME: process.env.HOME, REDIS_URL: redis.url, QUEUE_PREFIX: redis.prefix },
+      timeout: 120_000,
+    });
+    // the studio line names the key it made, and the key works
+    const key = /paste the API key (sk-\S+)/.exec(stdout)?.[1];
+    expect(key, stdout).toBeDefined();
+    const balance = await fetch(`${service.url}/v1/user/balance`, { headers: { authorization: `Bearer ${key}` } });
+    expect(((await balance.json()) as { credits: number }).credits).toBeLessThan(10);
+    const { data, info } = await sharp(join(dir, 'first.png')).removeAlpha().raw().toBuffer({ resolveWithObject: true });
+    expect([info.width, info.height]).toEqual([128, 128]);
+    const at = (x: number, y: number) => [0, 1, 2].map((c) => data[(y * 128 + x) * 3 + c]);
+    const [r, g, b] = at(64, 64);
+    expect(r > 128 && g < 110 && b < 110, `centre ${at(64, 64)}`).toBe(true);
+    const [cr, , cb] = at(4, 4);
+    expect(cb > cr + 40, `corner ${at(4, 4)}`).toBe(true);
+    // the studio it points at is there
+    expect((await fetch(`${service.server.deps.config.publicUrl}/`)).headers.get('content-type')).toMatch(/^text\/html/);
+  });
+});
