@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import sharp from 'sharp';
 import { Validator } from '@seriousme/openapi-schema-validator';
-import { ERROR_NAMES, type JobObject } from '@sdq/contracts';
+import { ERROR_CATALOGUE, ERROR_NAMES, type JobObject } from '@sdq/contracts';
 import { startTestRedis, type TestRedis } from '../../../test/support/redis';
 import { ADMIN_TOKEN, startTestApi, type TestApi } from '../../../test/support/api';
 import { startStubWorker } from './support/stub-worker';
@@ -390,9 +390,16 @@ describe('jobs', () => {
 });
 
 describe('documentation', () => {
-  it('documents every error code in the README', () => {
+  it("documents every error in the README's error table: one row per catalogue name, with its status", () => {
     const readme = readFileSync(new URL('../../../README.md', import.meta.url), 'utf8');
-    const missing = ERROR_NAMES.filter((name) => !readme.includes(`\`${name}\``));
-    expect(missing).toEqual([]);
+    // the API's Errors section: its table of | `name` | status | when |
+    const section = readme.slice(readme.indexOf('Every error is `{"id","name","message"}`'));
+    const rows = new Map<string, number[]>();
+    for (const [, name, status] of section.slice(0, section.indexOf('\n\n', section.indexOf('| name | status |'))).matchAll(/^\| `([a-z_]+)` \| (\d{3}) \|/gm)) {
+      rows.set(name, [...(rows.get(name) ?? []), Number(status)]);
+    }
+    expect(rows.size).toBeGreaterThan(20);
+    for (const name of ERROR_NAMES) expect(rows.get(name), name).toEqual([ERROR_CATALOGUE[name].status]);
+    expect([...rows.keys()].filter((name) => !(ERROR_NAMES as readonly string[]).includes(name))).toEqual([]);
   });
 });

@@ -154,7 +154,7 @@ export function isErrorName(name: string): name is ErrorName {
  * The pipeline's PipelineErrorCode values, mapped onto the catalogue. Kept as strings so contracts does
  * not depend on the pipeline package; a missing code falls back to internal_error.
  */
-export const PIPELINE_ERROR_MAP: Record<string, ErrorName> = {
+export const PIPELINE_ERROR_MAP = {
   invalid_height_or_width: 'invalid_height_or_width',
   invalid_samples: 'invalid_samples',
   invalid_prompts: 'invalid_prompts',
@@ -172,10 +172,10 @@ export const PIPELINE_ERROR_MAP: Record<string, ErrorName> = {
   invalid_model: 'internal_error',
   provider_unavailable: 'service_unavailable',
   canceled: 'canceled',
-};
+} as const satisfies Record<string, ErrorName>;
 
 export function errorNameForPipelineCode(code: string): ErrorName {
-  return PIPELINE_ERROR_MAP[code] ?? 'internal_error';
+  return Object.hasOwn(PIPELINE_ERROR_MAP, code) ? PIPELINE_ERROR_MAP[code as keyof typeof PIPELINE_ERROR_MAP] : 'internal_error';
 }
 
 /**

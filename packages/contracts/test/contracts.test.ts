@@ -1,8 +1,8 @@
 import { describe, expect, it } from 'vitest';
-import type { PipelineErrorCode } from '@sdq/pipeline/errors';
+import { PIPELINE_ERROR_CODES, type PipelineErrorCode } from '@sdq/pipeline/errors';
 import {
   ERROR_CATALOGUE,
-  type ErrorName,
+  errorNameForPipelineCode,
   formatFailedReason,
   JobPayload,
   parseFailedReason,
@@ -13,9 +13,17 @@ import {
 
 describe('contracts', () => {
   it('maps every pipeline error code onto the catalogue', () => {
-    // Type-level: adding a PipelineErrorCode without a mapping fails typecheck here.
-    const map: Record<PipelineErrorCode, ErrorName> = PIPELINE_ERROR_MAP as Record<PipelineErrorCode, ErrorName>;
-    for (const name of Object.values(map)) expect(ERROR_CATALOGUE[name]).toBeDefined();
+    // Type-level: a PipelineErrorCode without a mapping makes `Unmapped` that code, and this line then
+    // fails `npm test`'s type check (no cast: the map's keys are its literal keys).
+    type Unmapped = Exclude<PipelineErrorCode, keyof typeof PIPELINE_ERROR_MAP>;
+    const complete: [Unmapped] extends [never] ? true : Unmapped = true;
+    expect(complete).toBe(true);
+    // and at run time, from the pipeline's own list of codes
+    for (const code of PIPELINE_ERROR_CODES) {
+      expect(Object.hasOwn(PIPELINE_ERROR_MAP, code), code).toBe(true);
+      expect(ERROR_CATALOGUE[errorNameForPipelineCode(code)], code).toBeDefined();
+    }
+    expect(errorNameForPipelineCode('not_a_code')).toBe('internal_error');
   });
 
   it('round-trips a failed reason, and hides unformatted ones', () => {
