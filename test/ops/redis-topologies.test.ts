@@ -43,7 +43,7 @@ describe('REDIS_URL forms', () => {
 /** A job with a webhook, end to end, and a canceled queued one; returns the job id and the prefix used. */
 async function endToEnd(topology: Topology): Promise<{ prefix: string; jobId: string }> {
   const prefix = `t${Math.random().toString(36).slice(2, 8)}`;
-  const service = await startService({ url: topology.url, prefix, stop: async () => {}, restart: async () => {}, close: async () => {} }, { env: { WEBHOOK_ALLOWED_HOSTS: '127.0.0.1' } });
+  const service = await startService({ url: topology.url, prefix, stop: async () => {}, restart: async () => {}, removeKeys: async () => {}, close: async () => {} }, { env: { WEBHOOK_ALLOWED_HOSTS: '127.0.0.1' } });
   cleanups.push(() => service.close());
   const receiver = await startReceiver();
   cleanups.push(() => receiver.close());

@@ -23,9 +23,14 @@ export interface TestRedis {
    */
   stop(signal?: 'SIGKILL' | 'SIGTERM'): Promise<void>;
   restart(): Promise<void>;
+  /** Removes every key of this file's prefix (also `<prefix>x:...` and Cluster's `{<prefix>...}` forms). */
+  removeKeys(): Promise<void>;
   /** Removes this file's keys and stops a private server. */
   close(): Promise<void>;
 }
+
+/** The shape of every test prefix: the global teardown looks for keys of it left in a lent Redis. */
+export const TEST_PREFIX_PATTERN = 't[0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f]';
 
 export function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -69,12 +74,16 @@ export async function startTestRedis(opts: { private?: boolean; aof?: boolean } 
   const cleanup = async (url: string) => {
     const client = new Redis(url, { maxRetriesPerRequest: 1 });
     try {
-      let cursor = '0';
-      do {
-        const [next, keys] = await client.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 1000);
-        if (keys.length) await client.unlink(...keys);
-        cursor = next;
-      } while (cursor !== '0');
+      // tests derive more prefixes from theirs (`${prefix}r` for a second deployment) and Cluster
+      // hash-tags them (`{${prefix}}:...`): every key that starts with the prefix is this file's
+      for (const pattern of [`${prefix}*`, `{${prefix}*`]) {
+        let cursor = '0';
+        do {
+          const [next, keys] = await client.scan(cursor, 'MATCH', pattern, 'COUNT', 1000);
+          if (keys.length) await client.unlink(...keys);
+          cursor = next;
+        } while (cursor !== '0');
+      }
     } finally {
       client.disconnect();
     }
@@ -86,7 +95,7 @@ export async function startTestRedis(opts: { private?: boolean; aof?: boolean } 
     const unsupported = async () => {
       throw new Error('cannot stop a Redis given by REDIS_URL; use startTestRedis({ private: true })');
     };
-    return { url, prefix, stop: unsupported, restart: unsupported, close: () => cleanup(url) };
+    return { url, prefix, stop: unsupported, restart: unsupported, removeKeys: () => cleanup(url), close: () => cleanup(url) };
   }
 
   if (!hasRedisServer()) {
@@ -119,6 +128,7 @@ export async function startTestRedis(opts: { private?: boolean; aof?: boolean } 
     prefix,
     stop,
     restart: start,
+    removeKeys: () => cleanup(url),
     close: async () => {
       await stop();
       rmSync(dir, { recursive: true, force: true });
@@ -152,6 +162,7 @@ async function startContainerRedis(prefix: string, cleanup: (url: string) => Pro
     prefix,
     stop,
     restart: start,
+    removeKeys: () => cleanup(url),
     close: async () => {
       await cleanup(url).catch(() => {});
       await stop();
