@@ -77,8 +77,12 @@ const EnvSchema = z.object({
   HTTP_HEADERS_TIMEOUT_MS: envInt(1000, 600_000).default(20_000),
   /** Milliseconds a client has to send a whole request (headers and body). Default 120000. */
   HTTP_REQUEST_TIMEOUT_MS: envInt(1000, 3_600_000).default(120_000),
-  /** Milliseconds an idle keep-alive connection stays open between requests. Default 5000. */
-  HTTP_KEEP_ALIVE_TIMEOUT_MS: envInt(100, 600_000).default(5000),
+  /**
+   * Milliseconds an idle keep-alive connection stays open between requests. Default 65000: longer than
+   * a load balancer's idle timeout (60 s on AWS), and far from the moment a client reuses a connection.
+   * At Node's 5 s, a client's 4 s reuse window raced the server's close on a loaded machine (ECONNRESET).
+   */
+  HTTP_KEEP_ALIVE_TIMEOUT_MS: envInt(100, 600_000).default(65_000),
   /** Milliseconds a multipart upload may send nothing before it is cut off (408). Default 15000. */
   UPLOAD_IDLE_TIMEOUT_MS: envInt(100, 600_000).default(15_000),
   /** Folder for uploads while they arrive (removed with each request). Default: the OS temp folder. */
