@@ -164,6 +164,25 @@ describe('the studio', () => {
     expect(await page.getByRole('button', { name: 'Generate' }).isDisabled()).toBe(false);
   });
 
+  it('shows the queue position while the job waits behind another, then its progress', async () => {
+    const key = await accountWith(service, 'studio-queue', 20);
+    const other = await accountWith(service, 'studio-ahead', 20);
+    const page = await open(key);
+    await page.getByLabel('Prompt', { exact: true }).fill(PROMPT);
+    await expect.poll(() => page.locator('#cost').textContent()).toMatch(/credits/);
+    const statuses = await recordStatus(page);
+    // another account's long job (10 images of 150 steps: many seconds) holds the only worker
+    const ahead = await fetch(`${service.url}/v1/generation/tiny-sd/text-to-image`, { method: 'POST', headers: authed(other, { 'content-type': 'application/json', prefer: 'respond-async' }), body: JSON.stringify({ text_prompts: [{ text: PROMPT }], steps: 150, samples: 10 }) });
+    const aheadId = ((await ahead.json()) as { id: string }).id;
+    await waitFor(async () => ((await (await fetch(`${service.url}/v1/jobs/${aheadId}`, { headers: authed(other) })).json()) as { status: string }).status === 'running', 'the job ahead to run');
+    await page.getByRole('button', { name: 'Generate' }).click();
+    await expect.poll(() => page.locator('#run-status').textContent()).toBe('Queued: next in line.');
+    await fetch(`${service.url}/v1/jobs/${aheadId}/cancel`, { method: 'POST', headers: authed(other) });
+    await page.getByRole('img', { name: PROMPT, exact: true }).first().waitFor({ timeout: 30_000 });
+    const seen = await statuses();
+    expect(seen.indexOf('Queued: next in line.')).toBeLessThan(seen.findIndex((s) => /^Step \d+ of 30$/.test(s)));
+  });
+
   it('credits: Generate is disabled with the reason when the balance is short, and a 402 is shown in plain words at the button', async () => {
     const poor = await accountWith(service, 'studio-poor', 0.001);
     const page = await open(poor);
