@@ -97,6 +97,9 @@ describe('npm start supervises its processes', () => {
   it('restarts a worker killed with SIGKILL after a backoff, logging the signal, while the API answers throughout', async () => {
     const l = await launch({});
     await ready(l);
+    // once ready: the URL to open (the studio) and the next step, once
+    expect(l.log()).toContain(`sdq: ready: http://localhost:${l.port} (the studio at http://localhost:${l.port}/,`);
+    expect(l.log().match(/sdq: next: `npx sdq accounts create --name me --credits 10` prints an API key/g)).toHaveLength(1);
     const before = l.pids().worker;
     let answered = 0;
     let failed = 0;
