@@ -7,7 +7,7 @@ import { KEY_SCOPES, type KeyScope, ServiceError } from '@sdq/contracts';
 import { CreditsService, creditsString, type VerifyProblem } from '@sdq/credits';
 import { AccountsService } from './accounts.service';
 import { type Config, loadConfig } from './config';
-import { closestName } from '@sdq/pipeline/suggest';
+import { closestName, optionErrorMessage } from '@sdq/pipeline/suggest';
 import { Store } from './store';
 
 const HELP = `sdq: operate an sdq deployment (reads REDIS_URL, QUEUE_PREFIX and STARTING_CREDITS like the API)
@@ -87,10 +87,7 @@ async function run(argv: string[]): Promise<number> {
   try {
     parsed = parseArgs({ args: argv.map((a) => (NEGATIVE.test(a) ? `\u0000${a}` : a)), allowPositionals: true, options });
   } catch (err) {
-    const unknown = /Unknown option '(-{1,2}[^']+)'/.exec((err as Error).message)?.[1];
-    if (!unknown) throw new UsageError((err as Error).message.replace(/\. To specify.*$/s, ''));
-    const guess = closestName(unknown.replace(/^-+/, ''), Object.keys(options));
-    throw new UsageError(`${unknown} is not an option${guess ? ` (did you mean --${guess}?)` : ''}`);
+    throw new UsageError(optionErrorMessage(err, Object.keys(options)));
   }
   const values = parsed.values;
   const [group, action, ...args] = parsed.positionals.map((p) => p.replace(/^\u0000/, ''));

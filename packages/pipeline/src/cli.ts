@@ -6,7 +6,7 @@ import { DEFAULTS } from './pipeline';
 import { Upscaler } from './upscaler';
 import { PipelineError } from './errors';
 import { SAMPLERS } from './schedulers/samplers';
-import { closestName } from './suggest';
+import { optionErrorMessage } from './suggest';
 import type { ExecutionProvider, MaskSource, OutputFormat, ProgressEvent } from './types';
 
 // The embedded models, found from wherever the CLI runs (npx from any folder)
@@ -97,37 +97,32 @@ function progressBar(label: string) {
 
 async function main(): Promise<void> {
   const options = {
-      model: { type: 'string' },
-      negative: { type: 'string' },
-      steps: { type: 'string' },
-      cfg: { type: 'string' },
-      seed: { type: 'string' },
-      sampler: { type: 'string' },
-      width: { type: 'string' },
-      height: { type: 'string' },
-      samples: { type: 'string' },
-      init: { type: 'string' },
-      strength: { type: 'string' },
-      mask: { type: 'string' },
-      'mask-source': { type: 'string' },
-      upscale: { type: 'boolean', default: false },
-      upscaler: { type: 'string' },
-      providers: { type: 'string' },
-      fallback: { type: 'boolean', default: false },
-      threads: { type: 'string' },
-      output: { type: 'string', short: 'o', default: 'out.png' },
-      help: { type: 'boolean', short: 'h', default: false },
+    model: { type: 'string' },
+    negative: { type: 'string' },
+    steps: { type: 'string' },
+    cfg: { type: 'string' },
+    seed: { type: 'string' },
+    sampler: { type: 'string' },
+    width: { type: 'string' },
+    height: { type: 'string' },
+    samples: { type: 'string' },
+    init: { type: 'string' },
+    strength: { type: 'string' },
+    mask: { type: 'string' },
+    'mask-source': { type: 'string' },
+    upscale: { type: 'boolean', default: false },
+    upscaler: { type: 'string' },
+    providers: { type: 'string' },
+    fallback: { type: 'boolean', default: false },
+    threads: { type: 'string' },
+    output: { type: 'string', short: 'o', default: 'out.png' },
+    help: { type: 'boolean', short: 'h', default: false },
   } as const;
   let parsed;
   try {
     parsed = parseArgs({ allowPositionals: true, options });
   } catch (err) {
-    const unknown = /Unknown option '(-{1,2}[^']+)'/.exec((err as Error).message)?.[1];
-    if (unknown) {
-      const guess = closestName(unknown.replace(/^-+/, ''), Object.keys(options));
-      throw new UsageError('unknown_option', `${unknown} is not an option${guess ? ` (did you mean --${guess}?)` : ''}`);
-    }
-    throw new UsageError('invalid_option', (err as Error).message.replace(/\. To specify.*$/s, ''));
+    throw new UsageError(/Unknown option/.test((err as Error).message) ? 'unknown_option' : 'invalid_option', optionErrorMessage(err, Object.keys(options)));
   }
   const { values, positionals } = parsed;
   if (values.help) {

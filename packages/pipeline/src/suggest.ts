@@ -16,3 +16,12 @@ export function closestName(name: string, options: readonly string[]): string | 
   }
   return best && best[1] <= 2 ? best[0] : undefined;
 }
+
+/** parseArgs's error as a one-line message for a person: an unknown option with a guess, else its own words. */
+export function optionErrorMessage(err: unknown, options: readonly string[]): string {
+  const message = (err as Error).message;
+  const unknown = /Unknown option '(-{1,2}[^']+)'/.exec(message)?.[1];
+  if (!unknown) return message.replace(/\. To specify.*$/s, '');
+  const guess = closestName(unknown.replace(/^-+/, ''), options);
+  return `${unknown} is not an option${guess ? ` (did you mean --${guess}?)` : ''}`;
+}
