@@ -36,7 +36,7 @@ afterAll(async () => {
 });
 
 /** A fresh browser profile on the studio; with a key, it is entered as a person would. */
-async function open(key?: string, viewport = { width: 1280, height: 900 }): Promise<Page> {
+async function open(key?: string, viewport = { width: 1280, height: 900 }, at = origin): Promise<Page> {
   const context = await browser.newContext({ viewport, colorScheme: 'light' });
   contexts.push(context);
   const page = await context.newPage();
@@ -44,7 +44,7 @@ async function open(key?: string, viewport = { width: 1280, height: 900 }): Prom
   page.on('pageerror', (err) => problems.push(err.message));
   page.on('console', (msg) => msg.type() === 'error' && problems.push(msg.text()));
   (page as Page & { problems: string[] }).problems = problems;
-  await page.goto(`${origin}/`);
+  await page.goto(`${at}/`);
   if (key) {
     await page.getByLabel('API key').fill(key);
     await page.getByRole('button', { name: 'Use key' }).click();
@@ -76,6 +76,9 @@ describe('the studio', () => {
     const csp = res.headers.get('content-security-policy')!;
     expect(csp).toMatch(/script-src 'self'(;|$)/);
     expect(csp).not.toMatch(/unsafe-inline|unsafe-eval/);
+    // images and fetches from where artifact URLs point: the public URL as it is once the server listens
+    expect(csp).toContain(`img-src 'self' blob: data: ${origin}`);
+    expect(csp).toContain(`connect-src 'self' ${origin}`);
     const html = await res.text();
     // nothing from elsewhere: every script, style and image of the page is a relative path
     for (const [, url] of html.matchAll(/(?:src|href)="([^"]+)"/g)) expect(url, url).toMatch(/^(#|[a-z-]+\.(js|css|svg)$)/);
@@ -260,6 +263,26 @@ describe('the studio', () => {
     const upscaled = page.getByRole('img', { name: 'an upscaled image', exact: true });
     await upscaled.first().waitFor({ timeout: 30_000 });
     expect(await upscaled.first().evaluate((el: HTMLImageElement) => el.decode().then(() => [el.naturalWidth, el.naturalHeight]))).toEqual([256, 256]);
+    expect(problemsOf(page)).toEqual([]);
+  });
+
+  it('opened on another host name than PUBLIC_URL, image to image still reads the init image (artifacts allow any origin)', async () => {
+    const key = await accountWith(service, 'studio-origin', 10);
+    // the page on localhost while PUBLIC_URL (and so every artifact URL) says 127.0.0.1
+    const other = `http://localhost:${new URL(origin).port}`;
+    expect(new URL(origin).hostname).toBe('127.0.0.1');
+    const page = await open(key, undefined, other);
+    await page.getByLabel('Prompt', { exact: true }).fill(PROMPT);
+    await page.getByRole('button', { name: 'Generate' }).click();
+    await page.getByRole('img', { name: PROMPT, exact: true }).first().waitFor({ timeout: 30_000 });
+    await expect.poll(() => page.locator('#run-status').textContent()).toMatch(/^Done/);
+    await page.getByRole('button', { name: `Use as init image: ${PROMPT}` }).click();
+    await expect.poll(() => page.getByRole('img', { name: 'The init image' }).evaluate((el: HTMLImageElement) => el.complete && el.naturalWidth)).toBe(128);
+    await page.getByLabel('Prompt', { exact: true }).fill('a red circle on a green background');
+    await page.getByRole('button', { name: 'Generate' }).click();
+    await page.getByRole('img', { name: 'a red circle on a green background', exact: true }).first().waitFor({ timeout: 30_000 });
+    const job = ((await (await fetch(`${service.url}/v1/jobs?limit=1`, { headers: authed(key) })).json()) as { data: { kind: string; status: string }[] }).data[0];
+    expect(job).toMatchObject({ kind: 'image-to-image', status: 'succeeded' });
     expect(problemsOf(page)).toEqual([]);
   });
 

@@ -182,7 +182,9 @@ export function artifactRoutes(storage: Storage, config: Config): Router {
         const data = await storage.get(key);
         const ext = key.split('.').pop();
         const type = ext === 'png' ? 'image/png' : ext === 'jpg' ? 'image/jpeg' : ext === 'webp' ? 'image/webp' : 'application/octet-stream';
-        res.set({ 'Content-Type': type, 'Cache-Control': 'private, max-age=60' }).send(data);
+        // The signed URL is the capability (no cookie, no key): any page may read it, as a presigned S3 URL
+        // with CORS. The studio opened on another host name than PUBLIC_URL's reads init images so.
+        res.set({ 'Content-Type': type, 'Cache-Control': 'private, max-age=60', 'Access-Control-Allow-Origin': '*', 'X-Content-Type-Options': 'nosniff' }).send(data);
       } catch (err) {
         if (err instanceof StorageNotFoundError) throw new ServiceError('not_found', `artifact ${key} not found (it may have expired)`);
         throw err;

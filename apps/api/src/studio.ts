@@ -38,7 +38,8 @@ export function contentSecurityPolicy(config: Config): string {
 
 export function studioRoutes(config: Config, dir = STUDIO_DIR): Router {
   const router = express.Router();
-  const csp = contentSecurityPolicy(config);
+  // Built on first use: with PORT=0 the public URL (an artifact origin) is known only once the server listens.
+  let csp: string | undefined;
   router.use(
     express.static(dir, {
       index: 'index.html',
@@ -46,6 +47,7 @@ export function studioRoutes(config: Config, dir = STUDIO_DIR): Router {
       dotfiles: 'ignore',
       fallthrough: true,
       setHeaders(res) {
+        csp ??= contentSecurityPolicy(config);
         res.setHeader('Content-Security-Policy', csp);
         res.setHeader('X-Content-Type-Options', 'nosniff');
         res.setHeader('Referrer-Policy', 'no-referrer');

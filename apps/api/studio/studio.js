@@ -408,9 +408,7 @@ async function useImage(/** @type {any} */ artifact, /** @type {boolean} */ mask
   const error = /** @type {HTMLElement} */ (card.querySelector('.card-error'));
   error.textContent = '';
   try {
-    const res = await fetch(artifact.url);
-    if (!res.ok) throw new Error(`the image could not be read (HTTP ${res.status}); its link may have expired: reload the page`);
-    const blob = await res.blob();
+    const blob = await readArtifact(artifact.url);
     init = { blob, width: artifact.width, height: artifact.height, masking };
   } catch (err) {
     error.textContent = plain(err);
@@ -432,6 +430,18 @@ async function useImage(/** @type {any} */ artifact, /** @type {boolean} */ mask
   (masking ? $('mask-canvas') : $('strength')).focus();
   updateGenerate();
   priceSoon();
+}
+
+/** A gallery image's bytes, from its signed URL. @param {string} url @returns {Promise<Blob>} */
+async function readArtifact(url) {
+  let res;
+  try {
+    res = await fetch(url);
+  } catch {
+    throw new Error(`The image could not be read from ${new URL(url).origin}: it is unreachable, or its storage does not allow this page (CORS).`);
+  }
+  if (!res.ok) throw new Error(`The image could not be read (HTTP ${res.status}): its link may have expired; reload the page.`);
+  return res.blob();
 }
 
 /** @param {string} id @param {number} value */
@@ -463,7 +473,7 @@ async function upscale(/** @type {any} */ artifact, /** @type {HTMLElement} */ c
     return;
   }
   try {
-    const blob = await (await fetch(artifact.url)).blob();
+    const blob = await readArtifact(artifact.url);
     const form = new FormData();
     form.append('image', blob, 'image.png');
     const job = await api.generate(engine.id, 'image-to-image/upscale', form);
