@@ -250,3 +250,6 @@ export function loadConfig(): Config {
 }
 
 export { redisOptionsFromUrl };
+
+/** Every variable the API reads (the README's Environment table documents each). */
+export const API_ENV_NAMES = Object.keys(EnvSchema.shape);

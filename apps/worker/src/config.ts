@@ -126,3 +126,6 @@ export { redisOptionsFromUrl };
 export function redactUrl(redisUrl: string): string {
   return redisUrl.replace(/^([a-z+]+:\/\/[^:@/]*):[^@/]*@/, '$1:***@');
 }
+
+/** Every variable the worker reads (the README's Worker environment table documents each). */
+export const WORKER_ENV_NAMES = Object.keys(EnvSchema.shape);
