@@ -225,6 +225,20 @@ describe('the studio', () => {
     await expect.poll(() => page.locator('#width-error').textContent()).toBe('');
   });
 
+  it('an engine no worker serves: said under Engine before and after Generate, nothing charged', async () => {
+    const key = await accountWith(service, 'studio-engine', 5);
+    const page = await open(key);
+    // this suite's worker serves tiny-sd and the upscaler only
+    await page.getByLabel('Engine').selectOption('tiny-sdxl');
+    await expect.poll(() => page.locator('#engine-about').textContent()).toMatch(/No worker serves it right now\.$/);
+    await page.getByLabel('Prompt', { exact: true }).fill(PROMPT);
+    await expect.poll(() => page.locator('#cost').textContent()).toMatch(/credits/);
+    await page.getByRole('button', { name: 'Generate' }).click();
+    await expect.poll(() => page.locator('#engine-error').textContent()).toMatch(/^That engine is not available right now\. engine tiny-sdxl: no live worker serves it/);
+    expect(await page.locator('#generate-error').textContent()).toBe('');
+    expect(await balanceOf(key)).toBe(5);
+  });
+
   it('mask and repaint from the gallery: the brush paints the middle, the rest of the image is kept exactly; then upscale', async () => {
     const key = await accountWith(service, 'studio-mask', 20);
     const page = await open(key);
