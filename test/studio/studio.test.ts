@@ -211,6 +211,24 @@ describe('the studio', () => {
     expect(await spent.locator('#balance').textContent()).toBe('0.001 credits');
   });
 
+  it('a 429 is shown at Generate in plain words, with when to try again', async () => {
+    // a service of its own whose rate limit three requests reach (dry runs count, as every generation call)
+    const limited = await startService(redis, { env: { RATE_LIMIT: '3', RATE_LIMIT_WINDOW_MS: '60000', QUEUE_PREFIX: `${redis.prefix}rl` } });
+    try {
+      const res = await fetch(`${limited.url}/v1/admin/accounts`, { method: 'POST', headers: authed(ADMIN_TOKEN, { 'content-type': 'application/json' }), body: JSON.stringify({ name: 'studio-429', credits: 5 }) });
+      const key = ((await res.json()) as { api_key: string }).api_key;
+      const page = await open(key, undefined, limited.server.deps.config.publicUrl);
+      for (const steps of ['20', '25', '30', '35']) {
+        await page.getByLabel('Steps').fill(steps);
+        await page.getByLabel('Prompt', { exact: true }).fill(`${PROMPT} ${steps}`);
+        await new Promise((r) => setTimeout(r, 400));
+      }
+      await expect.poll(() => page.locator('#generate-error').textContent()).toMatch(/^Too many requests for this key just now\. .* Try again in \d+ s\.$/);
+    } finally {
+      await limited.close();
+    }
+  });
+
   it('an invalid size is shown next to the field it is about', async () => {
     const key = await accountWith(service, 'studio-size', 5);
     const page = await open(key);
