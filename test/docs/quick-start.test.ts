@@ -50,6 +50,7 @@ describe("the README's Quick start", () => {
       timeout: 120_000,
     });
     // the studio line names the key it made, and the key works
+    expect(stdout).toContain(`open ${service.server.deps.config.publicUrl}/ and paste the API key sk-`);
     const key = /paste the API key (sk-\S+)/.exec(stdout)?.[1];
     expect(key, stdout).toBeDefined();
     const balance = await fetch(`${service.url}/v1/user/balance`, { headers: { authorization: `Bearer ${key}` } });
