@@ -7,7 +7,7 @@
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestRedis, type TestRedis } from '../support/redis';
-import { accountWith, authed, type Service, startService, startTestWorker, type TestWorker, waitFor } from './support';
+import { accountWith, authed, balanceOf, bluish, redish, rgbOf, type Service, startService, startTestWorker, type TestWorker, waitFor } from './support';
 
 let redis: TestRedis;
 let service: Service;
@@ -35,13 +35,7 @@ const api = (path: string, init: { method?: string; body?: unknown; key?: string
     body: init.body === undefined ? undefined : JSON.stringify(init.body),
   });
 };
-async function rgb(png: Buffer) {
-  const { data, info } = await sharp(png).removeAlpha().raw().toBuffer({ resolveWithObject: true });
-  return { width: info.width, height: info.height, at: (x: number, y: number) => [0, 1, 2].map((c) => data[(y * info.width + x) * 3 + c]) };
-}
-const redish = ([r, g, b]: number[]) => r > 128 && g < 110 && b < 110;
-const bluish = ([r, g, b]: number[]) => b > r + 40 && b > 100;
-const balance = async (k = key) => ((await (await fetch(`${service.url}/v1/user/balance`, { headers: authed(k) })).json()) as { credits: number }).credits;
+const balance = (k = key) => balanceOf(service, k);
 
 describe('AUTOMATIC1111 /sdapi/v1', () => {
   it('txt2img: a script body (defaults omitted) gives A1111s response, following the prompt, with its infotext', async () => {
@@ -58,7 +52,7 @@ describe('AUTOMATIC1111 /sdapi/v1', () => {
     const read = (await (await api('png-info', { body: { image: body.images[1] } })).json()) as { info: string; parameters: Record<string, string> };
     expect(read.info).toBe(info.infotexts[1]);
     expect(read.parameters).toMatchObject({ Prompt: 'a red circle on a blue background', 'Negative prompt': '', Steps: '20', Sampler: 'Euler a', 'CFG scale': '7', Seed: '43', 'Size-1': '128', 'Size-2': '128', Model: 'tiny-sd' });
-    const img = await rgb(Buffer.from(body.images[0], 'base64'));
+    const img = await rgbOf(Buffer.from(body.images[0], 'base64'));
     expect(img.at(64, 64), 'centre').toSatisfy(redish);
     expect(img.at(4, 4), 'corner').toSatisfy(bluish);
     expect(before - (await balance())).toBeGreaterThan(0);
@@ -71,7 +65,7 @@ describe('AUTOMATIC1111 /sdapi/v1', () => {
     expect(kept.status, await kept.clone().text()).toBe(200);
     const keptBody = (await kept.json()) as { images: string[]; parameters: { init_images: unknown } };
     expect(keptBody.parameters.init_images).toBeNull();
-    const img = await rgb(Buffer.from(keptBody.images[0], 'base64'));
+    const img = await rgbOf(Buffer.from(keptBody.images[0], 'base64'));
     expect(img.at(64, 64), 'centre').toSatisfy(redish);
     expect(img.at(4, 4), 'corner').toSatisfy(bluish);
     // white square in the middle = repaint there; the rest stays the init image, pixel for pixel
@@ -80,7 +74,7 @@ describe('AUTOMATIC1111 /sdapi/v1', () => {
     const mask = (await sharp(maskRaw, { raw: { width: 128, height: 128, channels: 1 } }).png().toBuffer()).toString('base64');
     const painted = await api('img2img', { body: { prompt: 'a yellow square on a blue background', init_images: [init], mask, mask_blur: 0, denoising_strength: 1, steps: 20, seed: 7 } });
     expect(painted.status, await painted.clone().text()).toBe(200);
-    const [out, original] = [await rgb(Buffer.from(((await painted.json()) as { images: string[] }).images[0], 'base64')), await rgb(Buffer.from(init, 'base64'))];
+    const [out, original] = [await rgbOf(Buffer.from(((await painted.json()) as { images: string[] }).images[0], 'base64')), await rgbOf(Buffer.from(init, 'base64'))];
     for (const [x, y] of [[4, 4], [123, 123], [10, 64], [64, 10]]) expect(out.at(x, y), `outside the mask at ${x},${y}`).toEqual(original.at(x, y));
     const broken = await api('img2img', { body: { prompt: 'x', init_images: ['bm90IGFuIGltYWdl'] } });
     expect(broken.status).toBe(400);
@@ -113,7 +107,7 @@ describe('AUTOMATIC1111 /sdapi/v1', () => {
     const res = await api('extra-single-image', { body: { image: src.images[0], upscaling_resize: 2, upscaler_1: 'tiny-upscaler-x2' } });
     expect(res.status, await res.clone().text()).toBe(200);
     const out = (await res.json()) as { image: string; html_info: string };
-    const img = await rgb(Buffer.from(out.image, 'base64'));
+    const img = await rgbOf(Buffer.from(out.image, 'base64'));
     expect([img.width, img.height]).toEqual([256, 256]);
     expect(img.at(128, 128), 'centre').toSatisfy(redish);
     const before = await balance();

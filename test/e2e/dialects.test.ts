@@ -9,7 +9,7 @@ import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestRedis, type TestRedis } from '../support/redis';
 import { type ChildProcessHandle, eventsFor, FAST_WEBHOOKS, type Receiver, spawnWebhooks, startReceiver, verifySignature } from '../webhooks/support';
-import { accountWith, authed, readEvents, type Service, startService, startTestWorker, type TestWorker, textToImageBody, waitFor } from './support';
+import { accountWith, authed, balanceOf, readEvents, type Service, startService, startTestWorker, type TestWorker, textToImageBody, waitFor } from './support';
 
 let redis: TestRedis;
 let service: Service;
@@ -36,7 +36,7 @@ afterAll(async () => {
 
 const post = (path: string, key: string, body: unknown, headers: Record<string, string> = {}) =>
   fetch(`${service.url}${path}`, { method: 'POST', headers: authed(key, { 'content-type': 'application/json', ...headers }), body: JSON.stringify(body) });
-const balance = async (key: string) => ((await (await fetch(`${service.url}/v1/user/balance`, { headers: authed(key) })).json()) as { credits: number }).credits;
+const balance = (key: string) => balanceOf(service, key);
 const jobOf = async (key: string, id: string) => (await (await fetch(`${service.url}/v1/jobs/${id}`, { headers: authed(key) })).json()) as { id: string; status: string; credits_charged: number };
 const newestJob = async (key: string) => ((await (await fetch(`${service.url}/v1/jobs?limit=1`, { headers: authed(key) })).json()) as { data: { id: string; status: string }[] }).data[0];
 

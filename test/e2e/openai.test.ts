@@ -8,7 +8,7 @@ import OpenAI, { toFile } from 'openai';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestRedis, type TestRedis } from '../support/redis';
-import { accountWith, authed, type Service, startService, startTestWorker, type TestWorker } from './support';
+import { accountWith, authed, balanceOf, bluish, redish, rgbOf, type Service, startService, startTestWorker, type TestWorker } from './support';
 
 let redis: TestRedis;
 let service: Service;
@@ -30,13 +30,7 @@ afterAll(async () => {
   await redis?.close();
 });
 
-async function rgb(png: Buffer) {
-  const { data, info } = await sharp(png).removeAlpha().raw().toBuffer({ resolveWithObject: true });
-  return { width: info.width, height: info.height, at: (x: number, y: number) => [0, 1, 2].map((c) => data[(y * info.width + x) * 3 + c]) };
-}
-const redish = ([r, g, b]: number[]) => r > 128 && g < 110 && b < 110;
-const bluish = ([r, g, b]: number[]) => b > r + 40 && b > 100;
-const balance = async (apiKey = key) => ((await (await fetch(`${service.url}/v1/user/balance`, { headers: authed(apiKey) })).json()) as { credits: number }).credits;
+const balance = (apiKey = key) => balanceOf(service, apiKey);
 // sdq's seed extension keeps the images of these tests the same run after run
 const seeded = { seed: 42 } as Record<string, unknown>;
 
@@ -47,7 +41,7 @@ describe('OpenAI Images through the openai SDK', () => {
     expect(out.created).toBeGreaterThan(1_700_000_000);
     expect(out.data).toHaveLength(1);
     expect(out.data![0].revised_prompt).toBe('a red circle on a blue background');
-    const img = await rgb(Buffer.from(out.data![0].b64_json!, 'base64'));
+    const img = await rgbOf(Buffer.from(out.data![0].b64_json!, 'base64'));
     expect([img.width, img.height]).toEqual([128, 128]);
     expect(img.at(64, 64), 'centre').toSatisfy(redish);
     for (const [x, y] of [[4, 4], [123, 4], [4, 123], [123, 123]]) expect(img.at(x, y), `corner ${x},${y}`).toSatisfy(bluish);
@@ -72,7 +66,7 @@ describe('OpenAI Images through the openai SDK', () => {
     const before = await balance();
     const out = await client.images.edit({ image: await toFile(original, 'image.png', { type: 'image/png' }), mask: await toFile(mask, 'mask.png', { type: 'image/png' }), prompt: 'a yellow square on a blue background', n: 1, response_format: 'b64_json', ...seeded } as OpenAI.ImageEditParams);
     expect(out.data).toHaveLength(1);
-    const [edited, kept] = [await rgb(Buffer.from(out.data![0].b64_json!, 'base64')), await rgb(original)];
+    const [edited, kept] = [await rgbOf(Buffer.from(out.data![0].b64_json!, 'base64')), await rgbOf(original)];
     expect([edited.width, edited.height]).toEqual([128, 128]);
     for (const [x, y] of [[4, 4], [123, 4], [4, 123], [123, 123], [16, 64]]) expect(edited.at(x, y), `outside the mask at ${x},${y}`).toEqual(kept.at(x, y));
     expect(before - (await balance())).toBeGreaterThan(0);
@@ -91,7 +85,7 @@ describe('OpenAI Images through the openai SDK', () => {
     const [a, b] = [Buffer.from(out.data![0].b64_json!, 'base64'), Buffer.from(out.data![1].b64_json!, 'base64')];
     expect(a.equals(b)).toBe(false);
     for (const png of [a, b]) {
-      const img = await rgb(png);
+      const img = await rgbOf(png);
       expect(img.at(64, 64), 'centre').toSatisfy(redish);
       expect(img.at(4, 4), 'corner').toSatisfy(bluish);
     }
@@ -103,7 +97,7 @@ describe('OpenAI Images through the openai SDK', () => {
     for (const image of out.data!) {
       const res = await fetch(image.url!);
       expect(res.status).toBe(200);
-      const img = await rgb(Buffer.from(await res.arrayBuffer()));
+      const img = await rgbOf(Buffer.from(await res.arrayBuffer()));
       expect(img.width).toBeGreaterThan(img.height);
     }
   });
@@ -114,15 +108,15 @@ describe('OpenAI Images through the openai SDK', () => {
     const jpeg = Buffer.from(out.data![0].b64_json!, 'base64');
     expect(out.data![0].url).toBeUndefined();
     expect((await sharp(jpeg).metadata()).format).toBe('jpeg');
-    expect((await rgb(jpeg)).at(64, 64), 'centre').toSatisfy(redish);
+    expect((await rgbOf(jpeg)).at(64, 64), 'centre').toSatisfy(redish);
 
     // the SDK sends an array as image[]: one image is the image edited
     const { data: rgba } = await sharp(jpeg).removeAlpha().ensureAlpha().raw().toBuffer({ resolveWithObject: true });
     for (let y = 32; y < 96; y++) for (let x = 32; x < 96; x++) rgba[(y * 128 + x) * 4 + 3] = 0;
     const holed = await sharp(rgba, { raw: { width: 128, height: 128, channels: 4 } }).png().toBuffer();
     const edited = await client.images.edit({ model: 'gpt-image-1', image: [await toFile(holed, 'a.png', { type: 'image/png' })], prompt: 'a yellow square on a blue background', ...seeded } as OpenAI.ImageEditParams);
-    const kept = await rgb(holed);
-    expect((await rgb(Buffer.from(edited.data![0].b64_json!, 'base64'))).at(4, 4), 'outside the hole').toEqual(kept.at(4, 4));
+    const kept = await rgbOf(holed);
+    expect((await rgbOf(Buffer.from(edited.data![0].b64_json!, 'base64'))).at(4, 4), 'outside the hole').toEqual(kept.at(4, 4));
     const before = await balance();
     const two = (await client.images.edit({ model: 'gpt-image-1', image: [await toFile(holed, 'a.png', { type: 'image/png' }), await toFile(holed, 'b.png', { type: 'image/png' })], prompt: 'x' } as OpenAI.ImageEditParams).catch((e: unknown) => e)) as InstanceType<typeof OpenAI.BadRequestError>;
     expect(two).toBeInstanceOf(OpenAI.BadRequestError);

@@ -8,6 +8,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { Writable } from 'node:stream';
+import sharp from 'sharp';
 import { pino } from 'pino';
 import { type RunningServer, startServer } from '../../apps/api/src/app';
 import { parseConfig } from '../../apps/api/src/config';
@@ -235,4 +236,19 @@ export async function accountWith(service: Pick<Service, 'url'>, name: string, c
   });
   if (res.status !== 201) throw new Error(`account creation failed: ${res.status} ${await res.text()}`);
   return ((await res.json()) as { api_key: string }).api_key;
+}
+
+/** An image's pixels as RGB triples: `at(x, y)`. */
+export async function rgbOf(image: Buffer): Promise<{ width: number; height: number; at(x: number, y: number): number[] }> {
+  const { data, info } = await sharp(image).removeAlpha().raw().toBuffer({ resolveWithObject: true });
+  return { width: info.width, height: info.height, at: (x, y) => [0, 1, 2].map((c) => data[(y * info.width + x) * 3 + c]) };
+}
+
+/** What "a red circle on a blue background" gives: a red centre, blue corners. */
+export const redish = ([r, g, b]: number[]) => r > 128 && g < 110 && b < 110;
+export const bluish = ([r, g, b]: number[]) => b > r + 40 && b > 100;
+
+/** An account's balance in credits, as its key reads it. */
+export async function balanceOf(service: Pick<Service, 'url'>, apiKey: string): Promise<number> {
+  return ((await (await fetch(`${service.url}/v1/user/balance`, { headers: authed(apiKey) })).json()) as { credits: number }).credits;
 }

@@ -8,7 +8,7 @@
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestRedis, type TestRedis } from '../support/redis';
-import { accountWith, authed, type Service, startService, startTestWorker, type TestWorker } from './support';
+import { accountWith, authed, bluish, redish, rgbOf, type Service, startService, startTestWorker, type TestWorker } from './support';
 
 let redis: TestRedis;
 let service: Service;
@@ -39,16 +39,6 @@ function post(path: string, parts: Record<string, Part>, headers: Record<string,
   return fetch(`${service.url}${path}`, { method: 'POST', body: form, headers: authed(apiKey, headers) });
 }
 
-async function rgb(png: Buffer) {
-  const { data, info } = await sharp(png).removeAlpha().raw().toBuffer({ resolveWithObject: true });
-  const at = (x: number, y: number) => {
-    const i = (y * info.width + x) * 3;
-    return [data[i], data[i + 1], data[i + 2]];
-  };
-  return { width: info.width, height: info.height, at };
-}
-const redish = ([r, g, b]: number[]) => r > 128 && g < 110 && b < 110;
-const bluish = ([r, g, b]: number[]) => b > r + 40 && b > 100;
 
 async function balance(apiKey = key): Promise<number> {
   return ((await (await fetch(`${service.url}/v1/user/balance`, { headers: authed(apiKey) })).json()) as { credits: number }).credits;
@@ -65,7 +55,7 @@ describe('generate', () => {
     expect(res.headers.get('finish-reason')).toBe('SUCCESS');
     expect(res.headers.get('seed')).toBe('42');
     redCircle = Buffer.from(await res.arrayBuffer());
-    const img = await rgb(redCircle);
+    const img = await rgbOf(redCircle);
     expect([img.width, img.height]).toEqual([128, 128]);
     expect(img.at(64, 64), 'centre').toSatisfy(redish);
     expect(img.at(4, 4), 'corner').toSatisfy(bluish);
@@ -101,7 +91,7 @@ describe('generate', () => {
     const res = await post('/v2beta/stable-image/generate/sd3', { prompt: 'a red circle on a blue background', model: 'sd3.5-medium', mode: 'image-to-image', image: { data: redCircle, type: 'image/png' }, strength: '0.4', seed: '7' });
     expect(res.status, await res.clone().text()).toBe(200);
     expect(res.headers.get('seed')).toBe('7');
-    const img = await rgb(Buffer.from(await res.arrayBuffer()));
+    const img = await rgbOf(Buffer.from(await res.arrayBuffer()));
     expect(img.at(64, 64), 'centre').toSatisfy(redish);
   });
 
@@ -140,7 +130,7 @@ describe('upscale and edit', () => {
     const before = await balance();
     const res = await post('/v2beta/stable-image/upscale/fast', { image: { data: redCircle, type: 'image/png' }, output_format: 'png' });
     expect(res.status, await res.clone().text()).toBe(200);
-    const img = await rgb(Buffer.from(await res.arrayBuffer()));
+    const img = await rgbOf(Buffer.from(await res.arrayBuffer()));
     expect([img.width, img.height]).toEqual([256, 256]);
     expect(img.at(128, 128), 'centre').toSatisfy(redish);
     expect(img.at(8, 8), 'corner').toSatisfy(bluish);
@@ -159,7 +149,7 @@ describe('upscale and edit', () => {
     const res = await post('/v2beta/stable-image/upscale/conservative', { image: { data: redCircle, type: 'image/png' }, prompt: 'a red circle on a blue background', seed: '11' });
     expect(res.status, await res.clone().text()).toBe(200);
     expect(res.headers.get('seed')).toBe('11');
-    const img = await rgb(Buffer.from(await res.arrayBuffer()));
+    const img = await rgbOf(Buffer.from(await res.arrayBuffer()));
     expect([img.width, img.height]).toEqual([256, 256]);
     expect(img.at(128, 128), 'centre').toSatisfy(redish);
     for (const [x, y] of [[8, 8], [247, 8], [8, 247], [247, 247]]) expect(img.at(x, y), `corner (${x}, ${y})`).toSatisfy(bluish);
@@ -184,7 +174,7 @@ describe('upscale and edit', () => {
     const body = (await got!.json()) as { image: string; finish_reason: string; seed: number };
     expect(body).toMatchObject({ finish_reason: 'SUCCESS', seed: 12 });
     const png = Buffer.from(body.image, 'base64');
-    const img = await rgb(png);
+    const img = await rgbOf(png);
     expect([img.width, img.height]).toEqual([256, 256]);
     expect(img.at(128, 128), 'centre').toSatisfy(redish);
     expect(img.at(8, 8), 'corner').toSatisfy(bluish);
@@ -210,8 +200,8 @@ describe('upscale and edit', () => {
       .toBuffer();
     const res = await post('/v2beta/stable-image/edit/inpaint', { image: { data: redCircle, type: 'image/png' }, mask: { data: mask, type: 'image/png' }, prompt: 'a yellow square on a black background', grow_mask: '0', seed: '3' });
     expect(res.status, await res.clone().text()).toBe(200);
-    const img = await rgb(Buffer.from(await res.arrayBuffer()));
-    const original = await rgb(redCircle);
+    const img = await rgbOf(Buffer.from(await res.arrayBuffer()));
+    const original = await rgbOf(redCircle);
     expect(img.at(64, 64), 'centre, outside the mask').toSatisfy(redish);
     expect(img.at(120, 120), 'far corner, outside the mask').toSatisfy(bluish);
     // outside the mask the pixels are the original's (within encoding noise)
@@ -234,9 +224,9 @@ describe('upscale and edit', () => {
     const before = await balance();
     const res = await post('/v2beta/stable-image/edit/outpaint', { image: { data: redCircle, type: 'image/png' }, left: '64', prompt: 'a red circle on a blue background', creativity: '0.5', seed: '9' });
     expect(res.status, await res.clone().text()).toBe(200);
-    const img = await rgb(Buffer.from(await res.arrayBuffer()));
+    const img = await rgbOf(Buffer.from(await res.arrayBuffer()));
     expect([img.width, img.height]).toEqual([192, 128]);
-    const original = await rgb(redCircle);
+    const original = await rgbOf(redCircle);
     for (const [x, y] of [[64, 64], [10, 10], [100, 120], [127, 5]]) {
       const [a, b] = [img.at(x + 64, y), original.at(x, y)];
       expect(Math.max(...a.map((v, i) => Math.abs(v - b[i]))), `original (${x}, ${y})`).toBeLessThan(24);
@@ -257,7 +247,7 @@ describe('upscale and edit', () => {
     const res = await post('/v2beta/stable-image/edit/erase', { image: { data: redCircle, type: 'image/png' }, mask: { data: mask, type: 'image/png' } }, { accept: 'application/json' });
     expect(res.status, await res.clone().text()).toBe(200);
     const body = (await res.json()) as { image: string; finish_reason: string };
-    const img = await rgb(Buffer.from(body.image, 'base64'));
+    const img = await rgbOf(Buffer.from(body.image, 'base64'));
     expect(img.at(64, 64), 'centre, outside the mask').toSatisfy(redish);
     expect(before - (await balance())).toBeCloseTo(3, 6);
   });

@@ -8,8 +8,8 @@
 import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestRedis, type TestRedis } from '../support/redis';
-import { accountWith, ADMIN_TOKEN, authed, type Service, startService, startTestWorker, type TestWorker, waitFor } from '../e2e/support';
-import { bluish, launchBrowser, pixelsOf, redish, screenshot } from './support';
+import { accountWith, ADMIN_TOKEN, authed, balanceOf, bluish, redish, type Service, startService, startTestWorker, type TestWorker, waitFor } from '../e2e/support';
+import { launchBrowser, pixelsOf, screenshot } from './support';
 
 let redis: TestRedis;
 let service: Service;
@@ -66,7 +66,7 @@ async function recordStatus(page: Page): Promise<() => Promise<string[]>> {
   return () => page.evaluate(() => (window as unknown as { statuses: string[] }).statuses);
 }
 
-const balanceOf = async (key: string) => ((await (await fetch(`${service.url}/v1/user/balance`, { headers: authed(key) })).json()) as { credits: number }).credits;
+const creditsOf = (key: string) => balanceOf(service, key);
 
 describe('the studio', () => {
   it('is served at / with a CSP that allows no inline script, and only its own files', async () => {
@@ -162,7 +162,7 @@ describe('the studio', () => {
     await expect.poll(() => page.locator('#run-status').textContent(), { timeout: 20_000 }).toBe('Canceled: nothing was charged.');
     const jobs = ((await (await fetch(`${service.url}/v1/jobs?limit=1`, { headers: authed(key) })).json()) as { data: { status: string; credits_charged: number }[] }).data;
     expect(jobs[0]).toMatchObject({ status: 'canceled', credits_charged: 0 });
-    expect(await balanceOf(key)).toBe(20);
+    expect(await creditsOf(key)).toBe(20);
     await expect.poll(() => page.getByRole('listitem').first().textContent()).toContain('Canceled');
     expect(await page.getByRole('button', { name: 'Generate' }).isDisabled()).toBe(false);
   });
@@ -200,7 +200,7 @@ describe('the studio', () => {
     const spent = await open(spender);
     await spent.getByLabel('Prompt', { exact: true }).fill(PROMPT);
     await expect.poll(() => spent.locator('#cost').textContent()).toMatch(/credits/);
-    const balance = await balanceOf(spender);
+    const balance = await creditsOf(spender);
     const drain = await fetch(`${service.url}/v1/admin/accounts`, { headers: authed(ADMIN_TOKEN) });
     const account = ((await drain.json()) as { data: { id: string; name: string }[] }).data.find((a) => a.name === 'studio-spent')!;
     const debit = await fetch(`${service.url}/v1/admin/accounts/${account.id}/credits`, { method: 'POST', headers: authed(ADMIN_TOKEN, { 'content-type': 'application/json' }), body: JSON.stringify({ amount: -(balance - 0.001), reason: 'test: spent elsewhere' }) });
@@ -254,7 +254,7 @@ describe('the studio', () => {
     await page.getByRole('button', { name: 'Generate' }).click();
     await expect.poll(() => page.locator('#engine-error').textContent()).toMatch(/^That engine is not available right now\. engine tiny-sdxl: no live worker serves it/);
     expect(await page.locator('#generate-error').textContent()).toBe('');
-    expect(await balanceOf(key)).toBe(5);
+    expect(await creditsOf(key)).toBe(5);
   });
 
   it('mask and repaint from the gallery: the brush paints the middle, the rest of the image is kept exactly; then upscale', async () => {

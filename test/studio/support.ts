@@ -40,6 +40,3 @@ export async function pixelsOf(page: Page, imageName: string, points: [number, n
     return pts.map(([x, y]) => [...ctx.getImageData(x, y, 1, 1).data.slice(0, 3)]);
   }, points);
 }
-
-export const redish = ([r, g, b]: number[]) => r > 128 && g < 110 && b < 110;
-export const bluish = ([r, g, b]: number[]) => b > r + 40 && b > 100;

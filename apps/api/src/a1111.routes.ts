@@ -13,9 +13,10 @@ import { readPngText } from '@sdq/pipeline/image';
 import { A1111_SAMPLERS, A1111_SCHEDULERS, A1111ExtraSingleImageRequest, A1111Img2ImgRequest, A1111OptionsUpdate, A1111PngInfoRequest, A1111Txt2ImgRequest, parseInfotext, type GenerationParams, ServiceError, TERMINAL_STATUSES } from '@sdq/contracts';
 import { requireScope } from './auth';
 import { jsonBody } from './body';
-import { checkSize, type GenerationDeps, submitAndWait, validate } from './generation.routes';
+import { checkSize, type GenerationDeps, submitAndWait } from './generation.routes';
 import { jobCost } from './pricing';
 import { rateLimit } from './rate-limit';
+import { parseBody } from './validate';
 import type { Store } from './store';
 import type { JobInputs, NewJob } from './jobs.service';
 import { type CheckedImage, checkImage } from './uploads';
@@ -131,14 +132,14 @@ export function a1111Routes(deps: Deps): Router {
   };
 
   router.post('/sdapi/v1/txt2img', ...generate, wrap(async (req, res) => {
-    const body = validate(A1111Txt2ImgRequest, req.body);
+    const body = parseBody(A1111Txt2ImgRequest, req.body);
     const { engine, width, height, samples, sampler, prompts } = await settings(req, body, 'text-to-image');
     const params: GenerationParams = { prompts, width, height, steps: body.steps, cfgScale: body.cfg_scale, samples, seed: body.seed === -1 ? 0 : body.seed, sampler, outputFormat: 'png' };
     await answer(req, res, engine, { kind: 'text-to-image', params }, {}, body, sampler, width, height);
   }));
 
   router.post('/sdapi/v1/img2img', requireScope('generate'), rateLimit(deps.limiter), ...jsonBody(imageBodyLimit), wrap(async (req, res) => {
-    const body = validate(A1111Img2ImgRequest, req.body);
+    const body = parseBody(A1111Img2ImgRequest, req.body);
     const image = await checkImage(decodeBase64(body.init_images[0]), 'init_image', config.maxPixels, 'init_images[0]');
     const mask = body.mask === undefined ? undefined : await checkImage(decodeBase64(body.mask), 'mask_image', config.maxPixels, 'mask');
     const { engine, width, height, samples, sampler, prompts } = await settings(req, body, mask ? 'masking' : 'image-to-image', image);
@@ -150,7 +151,7 @@ export function a1111Routes(deps: Deps): Router {
   }));
 
   router.post('/sdapi/v1/extra-single-image', requireScope('generate'), rateLimit(deps.limiter), ...jsonBody(imageBodyLimit), wrap(async (req, res) => {
-    const body = validate(A1111ExtraSingleImageRequest, req.body);
+    const body = parseBody(A1111ExtraSingleImageRequest, req.body);
     const upscalers = [...engines.values()].filter((e) => e.kind === 'upscale');
     const engine = body.upscaler_1 === 'None' ? upscalers[0] : upscalers.find((e) => e.id === (aliases.get(body.upscaler_1) ?? body.upscaler_1));
     if (!engine) throw new ServiceError('not_found', `upscaler_1: ${body.upscaler_1} is not an upscaler here (upscalers: ${upscalers.map((e) => e.id).join(', ') || 'none'})`);
@@ -176,7 +177,7 @@ export function a1111Routes(deps: Deps): Router {
   }));
 
   router.post('/sdapi/v1/png-info', requireScope('read'), ...jsonBody(imageBodyLimit), wrap(async (req, res) => {
-    const body = validate(A1111PngInfoRequest, req.body);
+    const body = parseBody(A1111PngInfoRequest, req.body);
     const image = await checkImage(decodeBase64(body.image), 'image', config.maxPixels * 4);
     // text chunks are PNG's; the other formats answer empty, as A1111 does without metadata
     const items = image.contentType === 'image/png' ? readPngText(image.data) : {};
@@ -209,7 +210,7 @@ export function a1111Routes(deps: Deps): Router {
     res.json({ sd_model_checkpoint: (await defaultEngine(req)).id, samples_format: 'png' });
   }));
   router.post('/sdapi/v1/options', requireScope('generate'), ...jsonBody('64kb'), wrap(async (req, res) => {
-    const body = validate(A1111OptionsUpdate, req.body);
+    const body = parseBody(A1111OptionsUpdate, req.body);
     // this key's default only: never another caller's
     if (body.sd_model_checkpoint !== undefined) await store.redis.hset(optionsKey(req.keyId!), 'sd_model_checkpoint', engineNamed(body.sd_model_checkpoint, 'sd_model_checkpoint').id);
     res.json(null);

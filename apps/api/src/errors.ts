@@ -4,7 +4,7 @@
  */
 import type { ErrorRequestHandler, RequestHandler } from 'express';
 import type {} from './request-log';
-import { type ErrorBody, type ErrorName, type OpenAIErrorBody, ServiceError, StorageUnavailableError, type V2ErrorBody } from '@sdq/contracts';
+import { type A1111ErrorBody, type ErrorBody, type ErrorName, type OpenAIErrorBody, ServiceError, StorageUnavailableError, type V2ErrorBody } from '@sdq/contracts';
 
 export { ServiceError };
 
@@ -78,10 +78,10 @@ export function isOpenAIPath(path: string): boolean {
  * v1 and sdq's own routes: `{id, name, message}`; Stability's v2beta routes: `{id, name, errors: [message]}`;
  * OpenAI's: `{error: {message, type, param, code}}` (param: the field the message starts with, if any).
  */
-function errorBody(path: string, id: string, err: ServiceError): ErrorBody | V2ErrorBody | OpenAIErrorBody {
+function errorBody(path: string, id: string, err: ServiceError): ErrorBody | V2ErrorBody | OpenAIErrorBody | A1111ErrorBody {
   if (path.startsWith('/v2beta/')) return { id, name: err.code, errors: [err.message] };
   // AUTOMATIC1111's handler answers {error, detail, body, errors}; error is sdq's name here
-  if (path.startsWith('/sdapi/')) return { error: err.code, detail: err.message, body: '', errors: err.message } as unknown as ErrorBody;
+  if (path.startsWith('/sdapi/')) return { error: err.code, detail: err.message, body: '', errors: err.message };
   if (isOpenAIPath(path)) {
     const param = /^([a-z_][a-z0-9_]*)(?:[.[][^:]*)?: /.exec(err.message)?.[1] ?? null;
     return { error: { message: err.message, type: openaiType(err.status), param, code: err.code } };

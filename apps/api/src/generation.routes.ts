@@ -8,7 +8,6 @@ import { checkEngineSize, type EngineInfo, FAMILIES } from '@sdq/pipeline/engine
 import {
   CONTENT_TYPES,
   type ErrorName,
-  errorNameForField,
   type GenerationParams,
   type JobObject,
   ImageToImageRequest,
@@ -45,19 +44,14 @@ export function negotiate(req: Request): { json: boolean; format: OutputFormat }
   return { json: false, format: type.slice('image/'.length) as OutputFormat };
 }
 
-/** `Prefer: respond-async` and `Prefer: wait=N` (RFC 7240); N is kept within 1-60 s. */
-export function parsePrefer(header: string | undefined): { async: boolean; wait?: number } {
+/** `Prefer: respond-async` and `Prefer: wait=N` (RFC 7240); N is kept within 1-60 s. `applied`: the Preference-Applied value, if any. */
+export function parsePrefer(header: string | undefined): { async: boolean; wait?: number; applied?: string } {
   const prefs = (header ?? '').split(',').map((p) => p.trim().toLowerCase());
   const waitPref = prefs.find((p) => p.startsWith('wait='));
-  const wait = waitPref ? Number(waitPref.slice(5)) : undefined;
-  return {
-    async: prefs.includes('respond-async'),
-    wait: wait === undefined || !Number.isFinite(wait) ? undefined : Math.min(60, Math.max(1, Math.floor(wait))),
-  };
-}
-
-export function validate<S extends z.ZodType>(schema: S, body: unknown): z.infer<S> {
-  return parseBody(schema, body);
+  const given = waitPref ? Number(waitPref.slice(5)) : undefined;
+  const wait = given === undefined || !Number.isFinite(given) ? undefined : Math.min(60, Math.max(1, Math.floor(given)));
+  const async = prefs.includes('respond-async');
+  return { async, wait, applied: wait !== undefined ? `wait=${wait}` : async ? 'respond-async' : undefined };
 }
 
 /** MAX_PIXELS for every engine, then the engine's own sizes: no request can size a worker out of memory. */
@@ -223,7 +217,7 @@ export async function submitAndWait(
   const snapshot = await deps.jobs.waitForEnd(record, waitMs);
   const object = await deps.jobs.describe(record, snapshot);
   if (!TERMINAL_STATUSES.has(object.status)) {
-    if (prefer.async || prefer.wait !== undefined) res.set('Preference-Applied', prefer.wait !== undefined ? `wait=${prefer.wait}` : 'respond-async');
+    if (prefer.applied) res.set('Preference-Applied', prefer.applied);
     res.status(202).set('Location', object.urls.self).json(object);
     return undefined;
   }
@@ -263,7 +257,7 @@ export function generationRoutes(deps: GenerationDeps): Router {
   ): Promise<{ job: NewJob; inputs: JobInputs; samples: number; webhook?: JobWebhook }> => {
     if (kind === 'text-to-image') {
       if (!req.is('application/json')) throw new ServiceError('invalid_mime_type', `body: this endpoint takes application/json (got ${req.headers['content-type'] ?? 'no Content-Type'})`);
-      const body = validate(TextToImageRequest, req.body);
+      const body = parseBody(TextToImageRequest, req.body);
       const width = body.width ?? engine.nativeWidth ?? 512;
       const height = body.height ?? engine.nativeHeight ?? 512;
       checkSize(width, height, config.maxPixels, engine);
@@ -276,7 +270,7 @@ export function generationRoutes(deps: GenerationDeps): Router {
     if (filter !== undefined) fields.webhook_events_filter = filter;
     if (kind === 'upscale') {
       const image = requireFile(await readImage(req, 'image', config.maxPixels), 'image');
-      const body = validate(UpscaleRequest, { ...fields, image: image.data });
+      const body = parseBody(UpscaleRequest, { ...fields, image: image.data });
       if (body.width !== undefined && body.height !== undefined) throw new ServiceError('invalid_height_or_width', 'width, height: give one of them, not both');
       const scale = engine.scale ?? 2;
       const outW = body.width ?? (body.height ? Math.round((image.width * body.height) / image.height) : image.width * scale);
@@ -296,8 +290,8 @@ export function generationRoutes(deps: GenerationDeps): Router {
     const mask = kind === 'masking' ? await readImage(req, 'mask_image', config.maxPixels) : undefined;
     const body =
       kind === 'masking'
-        ? validate(MaskingRequest, { ...fields, init_image: init.data, mask_image: mask?.data })
-        : validate(ImageToImageRequest, { ...fields, init_image: init.data });
+        ? parseBody(MaskingRequest, { ...fields, init_image: init.data, mask_image: mask?.data })
+        : parseBody(ImageToImageRequest, { ...fields, init_image: init.data });
     if (body.width === undefined !== (body.height === undefined)) {
       throw new ServiceError('invalid_height_or_width', 'width, height: give both or neither (neither = the init image\'s size)');
     }
@@ -342,7 +336,7 @@ export function generationRoutes(deps: GenerationDeps): Router {
       const snapshot = prefer.wait !== undefined ? await jobs.waitForEnd(record, prefer.wait * 1000) : undefined;
       // a job queued just now (not a replay, not waited for) is read in one round trip
       const object = snapshot || repeated ? await jobs.describe(record, snapshot) : await jobs.describeQueued(record);
-      res.set('Preference-Applied', prefer.wait !== undefined ? `wait=${prefer.wait}` : 'respond-async');
+      res.set('Preference-Applied', prefer.applied!);
       res.set('Location', object.urls.self);
       res.status(TERMINAL_STATUSES.has(object.status) ? 200 : 202).json(object);
       return;

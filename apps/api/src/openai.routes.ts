@@ -13,10 +13,11 @@ import { type GenerationParams, OPENAI_SIZES, OpenAIImageEditRequest, OpenAIImag
 import { requireScope } from './auth';
 import { jsonBody } from './body';
 import { ConfigError } from './config';
-import { checkSize, type GenerationDeps, requireFile, submitAndWait, validate } from './generation.routes';
+import { checkSize, type GenerationDeps, requireFile, submitAndWait } from './generation.routes';
 import type { JobInputs, NewJob } from './jobs.service';
 import { jobCost } from './pricing';
 import { rateLimit } from './rate-limit';
+import { parseBody } from './validate';
 import { type CheckedImage, multipart, parseFormFields, readImage } from './uploads';
 import { sizeForShape } from './v2beta.routes';
 
@@ -124,7 +125,7 @@ export function openaiRoutes(deps: GenerationDeps & { models: Map<string, Engine
   };
 
   router.post('/v1/images/generations', requireScope('generate'), rateLimit(deps.limiter), ...jsonBody('1mb'), wrap(async (req, res) => {
-    const body = validate(OpenAIImageGenerationRequest, req.body);
+    const body = parseBody(OpenAIImageGenerationRequest, req.body);
     const engine = modelEngine(body.model ?? DEFAULT_MODEL, 'text-to-image');
     const size = sizeOf(engine, body.size);
     checkSize(size.width, size.height, config.maxPixels, engine);
@@ -155,7 +156,7 @@ export function openaiRoutes(deps: GenerationDeps & { models: Map<string, Engine
   };
 
   router.post('/v1/images/edits', requireScope('generate'), rateLimit(deps.limiter), form, wrap(async (req, res) => {
-    const body = validate(OpenAIImageEditRequest, fields(req));
+    const body = parseBody(OpenAIImageEditRequest, fields(req));
     const image = await editImage(req);
     const mask = await readImage(req, 'mask', config.maxPixels);
     const engine = modelEngine(body.model ?? DEFAULT_MODEL, 'masking');
@@ -164,7 +165,7 @@ export function openaiRoutes(deps: GenerationDeps & { models: Map<string, Engine
   }));
 
   router.post('/v1/images/variations', requireScope('generate'), rateLimit(deps.limiter), form, wrap(async (req, res) => {
-    const body = validate(OpenAIImageVariationRequest, fields(req));
+    const body = parseBody(OpenAIImageVariationRequest, fields(req));
     const image = requireFile(await readImage(req, 'image', config.maxPixels), 'image');
     if (req.multipart?.files.get('mask')) throw new ServiceError('bad_request', 'mask: variations take the image alone');
     const engine = modelEngine(body.model ?? DEFAULT_MODEL, 'image-to-image');

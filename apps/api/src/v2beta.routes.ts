@@ -27,10 +27,11 @@ import {
 } from '@sdq/contracts';
 import { requireScope } from './auth';
 import { ConfigError } from './config';
-import { applyStyle, checkSize, checkWebhook, formEventsFilter, type GenerationDeps, isDryRun, parsePrefer, requireFile, submitJob, validate, webhookOf } from './generation.routes';
+import { applyStyle, checkSize, checkWebhook, formEventsFilter, type GenerationDeps, isDryRun, parsePrefer, requireFile, submitJob, webhookOf } from './generation.routes';
 import type { JobInputs, JobsService, NewJob } from './jobs.service';
 import { dryRun } from './pricing';
 import { rateLimit } from './rate-limit';
+import { parseBody } from './validate';
 import type { JobRecord } from './store';
 import { type CheckedImage, type ImageField, multipart, parseFormFields, readImage, repeatedField } from './uploads';
 
@@ -267,7 +268,7 @@ export function v2betaRoutes(deps: GenerationDeps & { services: Map<V2BetaServic
 
   for (const service of ['core', 'ultra'] as const) {
     router.post(`/v2beta/stable-image/generate/${service}`, guard, form(service === 'ultra' ? ['image'] : []), wrap(async (req, res) => {
-      const body = validate(V2GenerateRequest, fields(req));
+      const body = parseBody(V2GenerateRequest, fields(req));
       const image = service === 'ultra' ? await readImage(req, 'image', config.maxPixels) : undefined;
       const engine = engineFor(service, image ? 'image-to-image' : 'text-to-image');
       const { job, inputs } = generation(service, engine, body, image);
@@ -276,7 +277,7 @@ export function v2betaRoutes(deps: GenerationDeps & { services: Map<V2BetaServic
   }
 
   router.post('/v2beta/stable-image/generate/sd3', guard, form(['image']), wrap(async (req, res) => {
-    const body = validate(V2Sd3Request, fields(req));
+    const body = parseBody(V2Sd3Request, fields(req));
     const model = (Object.hasOwn(SD3_MODEL_REROUTES, body.model) ? SD3_MODEL_REROUTES[body.model] : body.model) as V2BetaService;
     const image = await readImage(req, 'image', config.maxPixels);
     if (body.mode === 'image-to-image' && !image) throw new ServiceError('bad_request', 'image: is required with mode image-to-image');
@@ -287,7 +288,7 @@ export function v2betaRoutes(deps: GenerationDeps & { services: Map<V2BetaServic
   }));
 
   router.post('/v2beta/stable-image/upscale/fast', guard, form(['image']), wrap(async (req, res) => {
-    const body = validate(V2UpscaleFastRequest, fields(req));
+    const body = parseBody(V2UpscaleFastRequest, fields(req));
     const image = requireFile(await readImage(req, 'image', config.maxPixels), 'image');
     const engine = engineFor('upscale-fast', 'upscale');
     const scale = engine.scale ?? 2;
@@ -300,7 +301,7 @@ export function v2betaRoutes(deps: GenerationDeps & { services: Map<V2BetaServic
   for (const service of ['upscale-conservative', 'upscale-creative'] as const) {
     const creative = service === 'upscale-creative';
     router.post(`/v2beta/stable-image/upscale/${creative ? 'creative' : 'conservative'}`, guard, form(['image']), wrap(async (req, res) => {
-      const body = validate(creative ? V2CreativeRequest : V2ConservativeRequest, fields(req));
+      const body = parseBody(creative ? V2CreativeRequest : V2ConservativeRequest, fields(req));
       const image = requireFile(await readImage(req, 'image', config.maxPixels), 'image');
       const engine = engineFor(service, 'enhance');
       const [tileW, tileH] = [engine.nativeWidth ?? 512, engine.nativeHeight ?? 512];
@@ -320,7 +321,7 @@ export function v2betaRoutes(deps: GenerationDeps & { services: Map<V2BetaServic
 
   for (const service of ['inpaint', 'erase'] as const) {
     router.post(`/v2beta/stable-image/edit/${service}`, guard, form(['image', 'mask']), wrap(async (req, res) => {
-      const body = validate(V2InpaintRequest, fields(req));
+      const body = parseBody(V2InpaintRequest, fields(req));
       if (service === 'inpaint' && !body.prompt) throw new ServiceError('bad_request', 'prompt: is required');
       const image = requireFile(await readImage(req, 'image', config.maxPixels), 'image');
       const mask = await readImage(req, 'mask', config.maxPixels);
@@ -334,7 +335,7 @@ export function v2betaRoutes(deps: GenerationDeps & { services: Map<V2BetaServic
   }
 
   router.post('/v2beta/stable-image/edit/outpaint', guard, form(['image']), wrap(async (req, res) => {
-    const body = validate(V2OutpaintRequest, fields(req));
+    const body = parseBody(V2OutpaintRequest, fields(req));
     const { left, right, up, down } = body;
     if (left + right + up + down === 0) throw new ServiceError('bad_request', 'left, right, up, down: at least one must be above 0');
     const image = requireFile(await readImage(req, 'image', config.maxPixels), 'image');

@@ -121,3 +121,11 @@ export function parseInfotext(text: string): Record<string, string> {
 }
 
 export const A1111OptionsUpdate = z.object({ sd_model_checkpoint: z.string().min(1).max(128).optional() });
+
+/** AUTOMATIC1111's error answer `{error, detail, body, errors}`: `error` is sdq's catalogue name, `detail` the message. */
+export interface A1111ErrorBody {
+  error: string;
+  detail: string;
+  body: string;
+  errors: string;
+}
