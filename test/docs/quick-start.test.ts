@@ -9,24 +9,19 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startTestRedis, type TestRedis } from '../support/redis';
-import { balanceOf, bluish, redish, rgbOf, ROOT, type Service, startService, startTestWorker, type TestWorker } from '../e2e/support';
+import { balanceOf, bluish, redish, rgbOf, ROOT, type Service, type Stack, startStack } from '../e2e/support';
 
 const run = promisify(execFile);
-let redis: TestRedis;
+let stack: Stack;
 let service: Service;
-let worker: TestWorker;
 const dir = mkdtempSync(join(tmpdir(), 'sdq-quick-start-'));
 
 beforeAll(async () => {
-  redis = await startTestRedis();
-  service = await startService(redis);
-  worker = await startTestWorker(service, { ENGINES: 'tiny-sd' });
+  stack = await startStack({ workerEnv: { ENGINES: 'tiny-sd' } });
+  service = stack.service;
 });
 afterAll(async () => {
-  await worker?.close(1000);
-  await service?.close();
-  await redis?.close();
+  await stack?.close();
   rmSync(dir, { recursive: true, force: true });
 });
 
@@ -45,7 +40,7 @@ describe("the README's Quick start", () => {
     const script = block.replaceAll('http://localhost:3000', service.server.deps.config.publicUrl).replace('-o first.png', `-o ${join(dir, 'first.png')}`);
     const { stdout } = await run('bash', ['-euo', 'pipefail', '-c', script], {
       cwd: ROOT,
-      env: { PATH: process.env.PATH, HOME: process.env.HOME, REDIS_URL: redis.url, QUEUE_PREFIX: redis.prefix },
+      env: { PATH: process.env.PATH, HOME: process.env.HOME, REDIS_URL: stack.redis.url, QUEUE_PREFIX: stack.redis.prefix },
       timeout: 120_000,
     });
     // the studio line names the key it made, and the key works

@@ -6,25 +6,18 @@
  */
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startTestRedis, type TestRedis } from '../support/redis';
-import { accountWith, authed, balanceOf, bluish, redish, rgbOf, type Service, startService, startTestWorker, type TestWorker, waitFor } from './support';
+import { accountWith, authed, balanceOf, bluish, redish, rgbOf, type Service, type Stack, startStack, waitFor } from './support';
 
-let redis: TestRedis;
+let stack: Stack;
 let service: Service;
-let worker: TestWorker;
 let key: string;
 
 beforeAll(async () => {
-  redis = await startTestRedis();
-  service = await startService(redis);
-  worker = await startTestWorker(service, { ENGINES: 'tiny-sd,tiny-upscaler-x2' });
+  stack = await startStack({ workerEnv: { ENGINES: 'tiny-sd,tiny-upscaler-x2' } });
+  service = stack.service;
   key = await accountWith(service, 'a1111', 100);
 });
-afterAll(async () => {
-  await worker?.close(1000);
-  await service?.close();
-  await redis?.close();
-});
+afterAll(() => stack?.close());
 
 const api = (path: string, init: { method?: string; body?: unknown; key?: string; basic?: boolean } = {}) => {
   const k = init.key ?? key;

@@ -7,31 +7,26 @@
  */
 import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startTestRedis, type TestRedis } from '../support/redis';
 import { type ChildProcessHandle, eventsFor, FAST_WEBHOOKS, type Receiver, spawnWebhooks, startReceiver, verifySignature } from '../webhooks/support';
-import { accountWith, authed, balanceOf, readEvents, type Service, startService, startTestWorker, type TestWorker, textToImageBody, waitFor } from './support';
+import { accountWith, authed, balanceOf, readEvents, type Service, type Stack, startStack, textToImageBody, waitFor } from './support';
 
-let redis: TestRedis;
+let stack: Stack;
 let service: Service;
-let worker: TestWorker;
 let hooks: ChildProcessHandle;
 let receiver: Receiver;
 
 const RATE_LIMIT = 6;
 beforeAll(async () => {
-  redis = await startTestRedis();
-  service = await startService(redis, { env: { ...FAST_WEBHOOKS, WEBHOOK_ALLOWED_HOSTS: '127.0.0.1', RATE_LIMIT: String(RATE_LIMIT), RATE_LIMIT_WINDOW_MS: '60000', MAX_ACTIVE_JOBS: '2' } });
+  stack = await startStack({ env: { ...FAST_WEBHOOKS, WEBHOOK_ALLOWED_HOSTS: '127.0.0.1', RATE_LIMIT: String(RATE_LIMIT), RATE_LIMIT_WINDOW_MS: '60000', MAX_ACTIVE_JOBS: '2' }, workerEnv: { ENGINES: 'tiny-sd' } });
+  service = stack.service;
   hooks = spawnWebhooks(service);
   receiver = await startReceiver();
-  worker = await startTestWorker(service, { ENGINES: 'tiny-sd' });
   await hooks.ready;
 });
 afterAll(async () => {
   await hooks?.kill('SIGTERM');
-  await worker?.close(1000);
   await receiver?.close();
-  await service?.close();
-  await redis?.close();
+  await stack?.close();
 });
 
 const post = (path: string, key: string, body: unknown, headers: Record<string, string> = {}) =>

@@ -7,28 +7,21 @@
 import OpenAI, { toFile } from 'openai';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startTestRedis, type TestRedis } from '../support/redis';
-import { accountWith, authed, balanceOf, bluish, redish, rgbOf, type Service, startService, startTestWorker, type TestWorker } from './support';
+import { accountWith, authed, balanceOf, bluish, redish, rgbOf, type Service, type Stack, startStack } from './support';
 
-let redis: TestRedis;
+let stack: Stack;
 let service: Service;
-let worker: TestWorker;
 let key: string;
 let client: OpenAI;
 
 beforeAll(async () => {
-  redis = await startTestRedis();
   // gpt-image-1 on the engine this suite's worker serves, as an operator maps it
-  service = await startService(redis, { env: { OPENAI_MODELS: 'gpt-image-1=tiny-sd' } });
-  worker = await startTestWorker(service, { ENGINES: 'tiny-sd' });
+  stack = await startStack({ env: { OPENAI_MODELS: 'gpt-image-1=tiny-sd' }, workerEnv: { ENGINES: 'tiny-sd' } });
+  service = stack.service;
   key = await accountWith(service, 'openai', 100);
   client = new OpenAI({ baseURL: `${service.url}/v1`, apiKey: key, maxRetries: 0 });
 });
-afterAll(async () => {
-  await worker?.close(1000);
-  await service?.close();
-  await redis?.close();
-});
+afterAll(() => stack?.close());
 
 const balance = (apiKey = key) => balanceOf(service, apiKey);
 // sdq's seed extension keeps the images of these tests the same run after run

@@ -14,7 +14,7 @@ import { type RunningServer, startServer } from '../../apps/api/src/app';
 import { parseConfig } from '../../apps/api/src/config';
 import { parseWorkerConfig } from '../../apps/worker/src/config';
 import { type RunningWorker, startWorker } from '../../apps/worker/src/worker';
-import type { TestRedis } from '../support/redis';
+import { startTestRedis, type TestRedis } from '../support/redis';
 import type { TestS3 } from '../support/s3';
 
 export const ROOT = resolve(import.meta.dirname, '../..');
@@ -251,4 +251,28 @@ export const bluish = ([r, g, b]: number[]) => b > r + 40 && b > 100;
 /** An account's balance in credits, as its key reads it. */
 export async function balanceOf(service: Pick<Service, 'url'>, apiKey: string): Promise<number> {
   return ((await (await fetch(`${service.url}/v1/user/balance`, { headers: authed(apiKey) })).json()) as { credits: number }).credits;
+}
+
+/** What most suites start: Redis, the API in-process and one worker; close() stops them in order. */
+export interface Stack {
+  redis: TestRedis;
+  service: Service;
+  worker: TestWorker;
+  close(): Promise<void>;
+}
+
+export async function startStack(opts: { env?: Record<string, string>; workerEnv?: Record<string, string> } = {}): Promise<Stack> {
+  const redis = await startTestRedis();
+  const service = await startService(redis, { env: opts.env });
+  const worker = await startTestWorker(service, opts.workerEnv);
+  return {
+    redis,
+    service,
+    worker,
+    close: async () => {
+      await worker.close(1000);
+      await service.close();
+      await redis.close();
+    },
+  };
 }

@@ -7,22 +7,19 @@
  */
 import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startTestRedis, type TestRedis } from '../support/redis';
-import { accountWith, ADMIN_TOKEN, authed, balanceOf, bluish, redish, type Service, startService, startTestWorker, type TestWorker, waitFor } from '../e2e/support';
+import { accountWith, ADMIN_TOKEN, authed, balanceOf, bluish, redish, type Service, type Stack, startService, startStack, waitFor } from '../e2e/support';
 import { launchBrowser, pixelsOf, screenshot } from './support';
 
-let redis: TestRedis;
+let stack: Stack;
 let service: Service;
-let worker: TestWorker;
 let browser: Browser;
 let origin: string;
 const contexts: BrowserContext[] = [];
 const PROMPT = 'a red circle on a blue background';
 
 beforeAll(async () => {
-  redis = await startTestRedis();
-  service = await startService(redis);
-  worker = await startTestWorker(service, { ENGINES: 'tiny-sd,tiny-upscaler-x2' });
+  stack = await startStack({ workerEnv: { ENGINES: 'tiny-sd,tiny-upscaler-x2' } });
+  service = stack.service;
   browser = await launchBrowser();
   // the page on the public URL's origin, where local artifact URLs point
   origin = service.server.deps.config.publicUrl;
@@ -30,9 +27,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await Promise.all(contexts.map((c) => c.close()));
   await browser?.close();
-  await worker?.close(1000);
-  await service?.close();
-  await redis?.close();
+  await stack?.close();
 });
 
 /** A fresh browser profile on the studio; with a key, it is entered as a person would. */
@@ -213,7 +208,7 @@ describe('the studio', () => {
 
   it('a 429 is shown at Generate in plain words, with when to try again', async () => {
     // a service of its own whose rate limit three requests reach (dry runs count, as every generation call)
-    const limited = await startService(redis, { env: { RATE_LIMIT: '3', RATE_LIMIT_WINDOW_MS: '60000', QUEUE_PREFIX: `${redis.prefix}rl` } });
+    const limited = await startService(stack.redis, { env: { RATE_LIMIT: '3', RATE_LIMIT_WINDOW_MS: '60000', QUEUE_PREFIX: `${stack.redis.prefix}rl` } });
     try {
       const res = await fetch(`${limited.url}/v1/admin/accounts`, { method: 'POST', headers: authed(ADMIN_TOKEN, { 'content-type': 'application/json' }), body: JSON.stringify({ name: 'studio-429', credits: 5 }) });
       const key = ((await res.json()) as { api_key: string }).api_key;
