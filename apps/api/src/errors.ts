@@ -4,7 +4,7 @@
  */
 import type { ErrorRequestHandler, RequestHandler } from 'express';
 import type {} from './request-log';
-import { type A1111ErrorBody, type ErrorBody, type ErrorName, type OpenAIErrorBody, ServiceError, StorageUnavailableError, type V2ErrorBody } from '@sdq/contracts';
+import { type A1111ErrorBody, type ErrorBody, type ErrorName, messageField, type OpenAIErrorBody, ServiceError, StorageUnavailableError, type V2ErrorBody } from '@sdq/contracts';
 
 export { ServiceError };
 
@@ -83,8 +83,7 @@ function errorBody(path: string, id: string, err: ServiceError): ErrorBody | V2E
   // AUTOMATIC1111's handler answers {error, detail, body, errors}; error is sdq's name here
   if (path.startsWith('/sdapi/')) return { error: err.code, detail: err.message, body: '', errors: err.message };
   if (isOpenAIPath(path)) {
-    const param = /^([a-z_][a-z0-9_]*)(?:[.[][^:]*)?: /.exec(err.message)?.[1] ?? null;
-    return { error: { message: err.message, type: openaiType(err.status), param, code: err.code } };
+    return { error: { message: err.message, type: openaiType(err.status), param: messageField(err.message), code: err.code } };
   }
   return { id, name: err.code, message: err.message };
 }

@@ -17,9 +17,8 @@ export class ApiError extends Error {
     this.status = status;
     this.name = name;
     this.retryAfter = retryAfter;
-    // sdq's messages start with the field they are about: "steps: ...", "text_prompts[0].text: ...",
-    // "width x height: ..." (the first of the two)
-    const field = /^([a-z_]+)(?: x [a-z_]+|[.[][^:]*)?: /.exec(message);
+    // sdq's messages start with the field they are about (the server's messageField, in contracts)
+    const field = /^([a-z_][a-z0-9_]*)(?: x [a-z_]+|[.[][^:]*)?: /.exec(message);
     this.field = field ? field[1] : undefined;
   }
 }
