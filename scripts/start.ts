@@ -188,6 +188,8 @@ async function main(): Promise<void> {
   }
   const redis = await ensureRedis();
   const env = {
+    // the worker's onnxruntime runs without its arena: huge pages keep malloc'd tensors fast (BENCHMARKS.md)
+    GLIBC_TUNABLES: 'glibc.malloc.hugetlb=1',
     ...process.env,
     ...ports.env,
     REDIS_URL: redis.url,

@@ -5,11 +5,16 @@
  */
 import type { Redis } from 'ioredis';
 import { servedEngineKey, workerInfoKey, type WorkerObject, workersKey } from '@sdq/contracts';
+import { imageBytes, maxCells, type MemoryModel } from '@sdq/pipeline/memory';
 
 const CACHE_MS = 1000;
 
+type EngineMemory = MemoryModel & { pixelsPerCell: number };
+type WorkerMemory = { budget: number; limit: number; engines: Record<string, EngineMemory> };
+
 export class EnginePresence {
   private readonly cache = new Map<string, { workers: number; at: number }>();
+  private readonly memory = new Map<string, { bounds: { budget: number; model: EngineMemory }[]; at: number }>();
 
   constructor(
     private readonly redis: Redis,
@@ -26,6 +31,42 @@ export class EnginePresence {
     if (workers > 0) this.cache.set(engineId, { workers, at: Date.now() });
     else this.cache.delete(engineId);
     return workers;
+  }
+
+  /**
+   * Why one width x height image of the engine fits no live worker's memory bound, or undefined when one
+   * can run it (or no worker reported a bound: then the worker itself refuses what cannot fit).
+   */
+  async memoryProblem(engineId: string, width: number, height: number): Promise<string | undefined> {
+    let cached = this.memory.get(engineId);
+    if (!cached || Date.now() - cached.at >= CACHE_MS) {
+      const [seconds, micros] = await this.redis.time();
+      const now = Number(seconds) * 1000 + Math.floor(Number(micros) / 1000);
+      const ids = await this.redis.zrangebyscore(servedEngineKey(this.prefix, engineId), `(${now}`, '+inf');
+      const reports = ids.length ? await Promise.all(ids.map((id) => this.redis.hget(workerInfoKey(this.prefix, id), 'memory'))) : [];
+      const bounds: { budget: number; model: EngineMemory }[] = [];
+      for (const text of reports) {
+        let report: WorkerMemory | undefined;
+        try {
+          report = text ? (JSON.parse(text) as WorkerMemory) : undefined;
+        } catch {
+          report = undefined;
+        }
+        const model = report && Object.hasOwn(report.engines ?? {}, engineId) ? report.engines[engineId] : undefined;
+        if (!report || !model) return undefined;
+        bounds.push({ budget: report.budget, model });
+      }
+      cached = { bounds, at: Date.now() };
+      this.memory.set(engineId, cached);
+    }
+    if (!cached.bounds.length) return undefined;
+    const need = (b: (typeof cached.bounds)[number]) => imageBytes(b.model, (width * height) / b.model.pixelsPerCell);
+    if (cached.bounds.some((b) => need(b) <= b.budget)) return undefined;
+    // the roomiest worker says what would fit
+    const best = cached.bounds.reduce((a, b) => (maxCells(b.model, b.budget) > maxCells(a.model, a.budget) ? b : a));
+    const mb = (bytes: number) => Math.ceil(bytes / 2 ** 20);
+    const side = Math.floor(Math.sqrt(maxCells(best.model, best.budget) * best.model.pixelsPerCell) / 64) * 64;
+    return `width x height: ${width}x${height} needs about ${mb(need(best))} MB per image on ${engineId}'s workers, over their memory bound of ${mb(best.budget)} MB for runs (WORKER_MEMORY_LIMIT_MB)${side >= 64 ? `; the largest square that fits is ${side}x${side}` : '; no size fits'}`;
   }
 
   /** The live workers (heartbeat within PRESENCE_TTL_MS), with what each last reported, by id. */

@@ -5,6 +5,9 @@
  * The storage variables are the API's (S3_BUCKET, S3_ENDPOINT, ..., ARTIFACTS_DIR), with the same
  * meaning, so one environment file serves both apps.
  */
+import { readFileSync } from 'node:fs';
+import { tmpdir, totalmem } from 'node:os';
+import { join } from 'node:path';
 import { z } from 'zod';
 import { ConfigError, DEFAULT_QUEUE_PREFIX, envInt, envList, envRedisUrl, ownKeyPrefix, LOG_FORMAT, LOG_LEVEL, loadOrExit, parseEnv, redisOptionsFromUrl } from '@sdq/contracts';
 import { STORAGE_ENV, storageConfigFromEnv, type StorageConfig } from '@sdq/storage/config';
@@ -35,6 +38,14 @@ const EnvSchema = z.object({
   EXECUTION_PROVIDERS: envList.pipe(z.array(z.enum(EXECUTION_PROVIDERS)).min(1, 'must name at least one provider')).default(['cpu']),
   /** onnxruntime intra-op threads; default: onnxruntime's choice. */
   ORT_THREADS: envInt(1, 1024).optional(),
+  /**
+   * The worker's memory bound in MB: engines at rest plus the runs in flight stay under it (a job's images
+   * run in micro-batches that fit; a size whose one image cannot fit is refused by the API). Default: the
+   * machine's memory or the container's cgroup limit, less a tenth (at least 512 MB).
+   */
+  WORKER_MEMORY_LIMIT_MB: envInt(64, 16_777_216).optional(),
+  /** Where engines' measured memory models are kept between starts. Default <tmp>/sdq-memory. */
+  WORKER_MEMORY_CACHE_DIR: z.string().min(1).optional(),
   ...STORAGE_ENV,
   /** Milliseconds SIGTERM waits for the running jobs before the worker exits anyway. Default 60000. */
   SHUTDOWN_GRACE_MS: envInt(0, 3_600_000).default(60_000),
@@ -74,6 +85,9 @@ export interface WorkerConfig {
   batchWindowMs: number;
   providers: ExecutionProvider[];
   threads?: number;
+  /** Bytes the worker may take in all (WORKER_MEMORY_LIMIT_MB). */
+  memoryLimitBytes: number;
+  memoryCacheDir: string;
   storage: StorageConfig;
   shutdownGraceMs: number;
   lockDurationMs: number;
@@ -103,6 +117,8 @@ export function parseWorkerConfig(env: Record<string, string | undefined>): Work
     batchWindowMs: e.WORKER_BATCH_WINDOW_MS,
     providers: e.EXECUTION_PROVIDERS,
     threads: e.ORT_THREADS,
+    memoryLimitBytes: e.WORKER_MEMORY_LIMIT_MB !== undefined ? e.WORKER_MEMORY_LIMIT_MB * 2 ** 20 : defaultMemoryLimit(),
+    memoryCacheDir: e.WORKER_MEMORY_CACHE_DIR ?? join(tmpdir(), 'sdq-memory'),
     storage,
     shutdownGraceMs: e.SHUTDOWN_GRACE_MS,
     lockDurationMs: e.WORKER_LOCK_DURATION_MS,
@@ -113,6 +129,21 @@ export function parseWorkerConfig(env: Record<string, string | undefined>): Work
     logLevel: e.LOG_LEVEL,
     logFormat: e.LOG_FORMAT,
   };
+}
+
+/** What the machine, or the cgroup the process runs in (a container's limit), gives, less a tenth (at least 512 MB). */
+export function defaultMemoryLimit(): number {
+  let limit = totalmem();
+  for (const file of ['/sys/fs/cgroup/memory.max', '/sys/fs/cgroup/memory/memory.limit_in_bytes']) {
+    try {
+      const value = Number(readFileSync(file, 'utf8').trim());
+      // "max" (no limit) reads as NaN; cgroup v1 writes a huge number for none
+      if (Number.isFinite(value) && value > 0) limit = Math.min(limit, value);
+    } catch {
+      // not in a cgroup that says
+    }
+  }
+  return limit - Math.max(512 * 2 ** 20, Math.round(limit / 10));
 }
 
 /** The one place that reads process.env; exits with the message on a bad value. */

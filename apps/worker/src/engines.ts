@@ -5,7 +5,23 @@
  * its own: a folder that fails (a missing graph, an unknown family) is logged once and skipped, and the
  * others serve; only a worker left with no engine at all refuses to start.
  */
-import { type DiffusionPipeline, discoverEngines, type EngineInfo, type GenerateRequest, type GenerateResult, GenerationBatcher, loadPipeline, Upscaler } from '@sdq/pipeline';
+import {
+  calibrateMemory,
+  type DiffusionPipeline,
+  discoverEngines,
+  type EngineInfo,
+  type GenerateRequest,
+  type GenerateResult,
+  GenerationBatcher,
+  imageBytes,
+  loadPipeline,
+  MemoryGate,
+  type MemoryModel,
+  ResidentMemory,
+  RUNTIME_VERSION,
+  Upscaler,
+} from '@sdq/pipeline';
+import { DEFAULT_MAX_PIXELS } from '@sdq/pipeline/engines';
 import type { Logger } from 'pino';
 import type { WorkerConfig } from './config';
 
@@ -70,6 +86,49 @@ export async function loadEngines(config: WorkerConfig, logger: Logger, onBatch?
   }
   if (loaded.size === 0) throw new EngineSelectionError(`no engine could be loaded: ${failed.join('; ')}`);
   return loaded;
+}
+
+/** The worker's memory bound as the API is told it: bytes runs may take, and each generation engine's model. */
+export interface MemoryReport {
+  budget: number;
+  limit: number;
+  /** Per engine: its model, and the pixels of one latent cell (the VAE's factor squared). */
+  engines: Record<string, MemoryModel & { pixelsPerCell: number }>;
+}
+
+/**
+ * Puts the generation engines under one memory bound: what the process holds at rest (the engines
+ * loaded) is measured, the rest of WORKER_MEMORY_LIMIT_MB is the gate's capacity for runs, and each
+ * engine's per-image model is measured (or read from the cache) and given to its pipeline.
+ */
+export async function boundMemory(config: WorkerConfig, engines: Map<string, LoadedEngine>, logger: Logger): Promise<MemoryReport> {
+  const resident = new ResidentMemory();
+  const base = resident.now();
+  const budget = config.memoryLimitBytes - base;
+  const mb = (b: number) => Math.round(b / 2 ** 20);
+  if (budget <= 0) logger.error({ limit_mb: mb(config.memoryLimitBytes), resident_mb: mb(base) }, 'WORKER_MEMORY_LIMIT_MB is below what the loaded engines hold: every generation will be refused');
+  const gate = new MemoryGate(Math.max(0, budget));
+  const report: MemoryReport = { budget: Math.max(0, budget), limit: config.memoryLimitBytes, engines: {} };
+  for (const [id, engine] of engines) {
+    if (!('pipeline' in engine)) continue;
+    const { model, measured, ms } = await calibrateMemory(engine.pipeline, {
+      budget: Math.max(0, budget),
+      maxPixels: engine.info.sizes?.maxPixels ?? DEFAULT_MAX_PIXELS,
+      cacheDir: config.memoryCacheDir,
+      salt: `${RUNTIME_VERSION}:${engine.provider}`,
+      resident,
+      base,
+    });
+    engine.pipeline.memory = { model, gate };
+    report.engines[id] = { ...model, pixelsPerCell: engine.pipeline.model.vaeScaleFactor ** 2 };
+    const native = engine.pipeline.latentCells(engine.pipeline.nativeWidth, engine.pipeline.nativeHeight);
+    logger.info(
+      { engine: id, measured, ms: Math.round(ms), points: model.points.map((p) => [p.cells, mb(p.bytes)]), native_image_mb: mb(imageBytes(model, native)), images_per_run_native: engine.pipeline.imagesPerRun(engine.pipeline.nativeWidth, engine.pipeline.nativeHeight) },
+      'engine memory model',
+    );
+  }
+  logger.info({ limit_mb: mb(config.memoryLimitBytes), resident_mb: mb(base), budget_mb: mb(Math.max(0, budget)) }, 'memory bound');
+  return report;
 }
 
 export async function disposeEngines(engines: Map<string, LoadedEngine>): Promise<void> {

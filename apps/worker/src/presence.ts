@@ -13,6 +13,8 @@ export interface WorkerReport {
   pid: number;
   /** engine -> execution provider */
   providers: Record<string, string>;
+  /** Its memory bound and each generation engine's per-image model (the API refuses sizes none can fit). */
+  memory?: { budget: number; limit: number; engines: Record<string, unknown> };
   startedAt: number;
   /** The jobs running now and the count finished so far, read at each heartbeat. */
   status(): { current: string[]; done: number };
@@ -69,6 +71,7 @@ export class Presence {
         pid: String(r.pid),
         engines: JSON.stringify(this.engines),
         providers: JSON.stringify(r.providers),
+        ...(r.memory ? { memory: JSON.stringify(r.memory) } : {}),
         current_jobs: JSON.stringify(current),
         jobs_done: String(done),
         started_at: String(r.startedAt),

@@ -12,7 +12,7 @@ import { createStorage } from '@sdq/storage';
 import { CreditsService } from '@sdq/credits';
 import { CancelWatcher } from './cancel';
 import { redactUrl, type WorkerConfig } from './config';
-import { disposeEngines, type LoadedEngine, loadEngines } from './engines';
+import { boundMemory, disposeEngines, type LoadedEngine, loadEngines } from './engines';
 import { HANDLERS, type JobHandlers } from './handlers';
 import { portOf, startHealthServer } from './health';
 import { WorkerMetrics } from './metrics';
@@ -70,6 +70,7 @@ export async function startWorker(config: WorkerConfig, logger: Logger, handlers
   let presence: Presence | undefined;
   try {
     engines = await loadEngines(config, logger, (engine, jobs) => metrics.batchJobs.observe({ engine }, jobs));
+    const memory = await boundMemory(config, engines, logger);
     storage = createStorage('s3' in config.storage ? config.storage : { local: { ...config.storage.local, publicUrl: 'http://unused.invalid', secret: 'the worker signs no URL' } });
     await Promise.all([redis.connect(), subscriber.connect()]);
     cancel = new CancelWatcher(subscriber, redis, config.keyPrefix, logger);
@@ -83,6 +84,7 @@ export async function startWorker(config: WorkerConfig, logger: Logger, handlers
       host: hostname(),
       pid: process.pid,
       providers,
+      memory,
       startedAt: Date.now(),
       status: () => ({ current: [...engineWorkers.current], done: engineWorkers.done }),
     });

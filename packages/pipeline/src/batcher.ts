@@ -20,7 +20,7 @@ export interface BatcherOptions {
 
 interface Pending {
   req: GenerateRequest;
-  batch?: { key: string; images: number };
+  batch?: { key: string; images: number; fit: number };
   resolve(result: GenerateResult): void;
   reject(err: unknown): void;
   leave(): void;
@@ -61,7 +61,8 @@ export class GenerationBatcher {
   private schedule(): void {
     if (this.running || this.timer) return;
     // a full batch need not wait
-    const full = this.imagesOf(this.take(false)) >= this.opts.maxImages;
+    const next = this.take(false);
+    const full = this.imagesOf(next) >= Math.min(this.opts.maxImages, next[0]?.batch?.fit ?? Number.POSITIVE_INFINITY);
     this.timer = setTimeout(
       () => {
         this.timer = undefined;
@@ -82,8 +83,10 @@ export class GenerationBatcher {
     const batch = [head];
     let images = head.batch?.images ?? 1;
     if (head.batch) {
+      // never past the memory bound: jobs join only while their images fit one run beside the others'
+      const most = Math.min(this.opts.maxImages, head.batch.fit);
       for (const other of this.pending.slice(1)) {
-        if (other.batch?.key !== head.batch.key || images + other.batch.images > this.opts.maxImages) continue;
+        if (other.batch?.key !== head.batch.key || images + other.batch.images > most) continue;
         batch.push(other);
         images += other.batch.images;
       }

@@ -11,6 +11,7 @@ import type { FamilyDescription } from './families/catalog';
 import { CONTENT_TYPES, decodeImage, decodeMask, encodeImage, imageSize, type PlanarImage } from './image';
 import type { DiffusionModel, TextEncoderPair } from './model';
 import { a1111SamplerName } from './infotext';
+import { imageBytes, maxCells, type MemoryPlan } from './memory';
 import { BatchRng, NormalRng, resolveSeed, sampleSeed, MAX_SEED } from './rng';
 import { createScheduler, type Scheduler } from './schedulers';
 import { InvalidSamplerError, schedulerConfigForSampler } from './schedulers/samplers';
@@ -94,8 +95,13 @@ export function penultimateHiddenState(encoder: OnnxModel, what: string): string
   return `hidden_states.${Math.max(...layers) - 1}`;
 }
 
+type Member = { index: number; req: GenerateRequest; r: CheckedRequest; offset: number; seeds: number[] };
+
 /** Text-to-image, image-to-image and masking for a diffusion family in the diffusers ONNX layout. */
 export abstract class DiffusionPipeline {
+  /** The engine's memory model and the worker's bound; unset = no bound (a library caller's own business). */
+  memory: MemoryPlan | undefined;
+
   protected constructor(
     readonly model: DiffusionModel,
     readonly engineId: string,
@@ -282,6 +288,26 @@ export abstract class DiffusionPipeline {
     return Array.from({ length: samples }, (_, s) => toImage(data, s * 3 * height * width));
   }
 
+  /** Latent cells of a width x height image. */
+  latentCells(width: number, height: number): number {
+    return (width / this.model.vaeScaleFactor) * (height / this.model.vaeScaleFactor);
+  }
+
+  /** Images of this size one run may denoise within the memory bound (Infinity without one; 0 = not even one). */
+  imagesPerRun(width: number, height: number): number {
+    if (!this.memory) return Number.POSITIVE_INFINITY;
+    return Math.floor(this.memory.gate.capacity / imageBytes(this.memory.model, this.latentCells(width, height)));
+  }
+
+  /** Why one image of this size cannot run within the memory bound, or undefined when it can. */
+  memoryProblem(width: number, height: number): string | undefined {
+    if (!this.memory || this.imagesPerRun(width, height) >= 1) return undefined;
+    const { model, gate } = this.memory;
+    const mb = (b: number) => Math.ceil(b / 2 ** 20);
+    const side = Math.floor(Math.sqrt(maxCells(model, gate.capacity)) * this.model.vaeScaleFactor / 64) * 64;
+    return `${width}x${height}: one image needs about ${mb(imageBytes(model, this.latentCells(width, height)))} MB on this worker, over its memory bound of ${mb(gate.capacity)} MB for runs (WORKER_MEMORY_LIMIT_MB)${side >= 64 ? `; the largest square that fits is ${side}x${side}` : ''}`;
+  }
+
   async generate(req: GenerateRequest): Promise<GenerateResult> {
     const [result] = await this.generateBatch([req]);
     if (result.status === 'rejected') throw result.reason;
@@ -293,7 +319,7 @@ export abstract class DiffusionPipeline {
    * how many images one adds; undefined for a request that runs alone (image-to-image, masking, or
    * input that fails its checks, which then fails on its own).
    */
-  batchKey(req: GenerateRequest): { key: string; images: number } | undefined {
+  batchKey(req: GenerateRequest): { key: string; images: number; fit: number } | undefined {
     if (req.initImage || req.maskImage || req.maskSource) return undefined;
     let r: CheckedRequest;
     try {
@@ -301,7 +327,7 @@ export abstract class DiffusionPipeline {
     } catch {
       return undefined;
     }
-    return { key: JSON.stringify([r.width, r.height, r.steps, r.cfgScale, r.schedulerConfig]), images: r.samples };
+    return { key: JSON.stringify([r.width, r.height, r.steps, r.cfgScale, r.schedulerConfig]), images: r.samples, fit: this.imagesPerRun(r.width, r.height) };
   }
 
   /**
@@ -317,12 +343,14 @@ export abstract class DiffusionPipeline {
     const settled: PromiseSettledResult<GenerateResult>[] = new Array(reqs.length);
     const fail = (i: number, reason: unknown) => (settled[i] = { status: 'rejected', reason });
     // checked one by one: a request that fails its checks fails alone
-    const members: { index: number; req: GenerateRequest; r: CheckedRequest; offset: number; seeds: number[] }[] = [];
+    const members: Member[] = [];
     let samples = 0;
     for (const [index, req] of reqs.entries()) {
       try {
         const initSize = req.initImage ? await imageSize(req.initImage, 'init_image') : undefined;
         const r = this.checkInputs(req, initSize);
+        const problem = this.memoryProblem(r.width, r.height);
+        if (problem) throw new PipelineError('invalid_height_or_width', problem);
         members.push({ index, req, r, offset: samples, seeds: Array.from({ length: r.samples }, (_, i) => sampleSeed(r.seed, i)) });
         samples += r.samples;
       } catch (err) {
@@ -332,25 +360,59 @@ export abstract class DiffusionPipeline {
     if (!members.length) return settled;
     const keys = new Set(members.map((m) => this.batchKey(m.req)?.key));
     if (members.length > 1 && (keys.size !== 1 || keys.has(undefined))) throw new Error('generateBatch: the requests do not share one batchKey');
-    const live = new Set(members);
-    try {
-      const images = await this.denoise(members, samples, live, fail, started);
-      for (const m of live) {
-        const out: GeneratedImage[] = [];
-        for (let s = 0; s < m.r.samples; s++) {
-          const image = images.decoded[m.offset + s];
-          if (images.pixelMask && images.initImage) composite(image, images.initImage, images.pixelMask);
-          const data = await encodeImage(image, m.r.outputFormat, this.parameters(m.r, m.seeds[s], m.req));
-          out.push({ data, seed: m.seeds[s], contentType: CONTENT_TYPES[m.r.outputFormat], width: m.r.width, height: m.r.height, finishReason: 'SUCCESS' });
+    // micro-batches of the images that fit the memory bound, in order (as A1111 runs n_iter batches of
+    // batch_size); each image keeps its own seed and noise, so the bytes do not depend on the split
+    const { width, height } = members[0].r;
+    const runs = splitRuns(members, Math.min(samples, this.imagesPerRun(width, height)));
+    const runsOf = new Map<Member, number>();
+    for (const run of runs) for (const part of run) runsOf.set(part.member, (runsOf.get(part.member) ?? 0) + 1);
+    const done = new Map<Member, number>();
+    const out = new Map<Member, GeneratedImage[]>(members.map((m) => [m, []]));
+    const truncated = new Map<Member, number>();
+    for (const run of runs) {
+      const parts = run.filter((p) => settled[p.member.index] === undefined);
+      if (!parts.length) continue;
+      const images = parts.reduce((n, p) => n + p.count, 0);
+      const release = this.memory ? await this.memory.gate.acquire(images * imageBytes(this.memory.model, this.latentCells(width, height))) : () => {};
+      let offset = 0;
+      const subs: Member[] = parts.map(({ member, from, count }) => {
+        const before = done.get(member) ?? 0;
+        const total = runsOf.get(member)!;
+        const onProgress = member.req.onProgress;
+        // progress over all of the member's runs: run k of n reports steps k*total+1 .. (k+1)*total of n*total
+        const req: GenerateRequest = total === 1 || !onProgress ? member.req : { ...member.req, onProgress: (p) => onProgress({ ...p, step: before * p.total + p.step, total: total * p.total }) };
+        const sub = { index: member.index, req, r: { ...member.r, samples: count }, offset, seeds: member.seeds.slice(from, from + count) };
+        offset += count;
+        return sub;
+      });
+      const live = new Set(subs);
+      try {
+        const result = await this.denoise(subs, images, live, fail, started);
+        for (const [j, sub] of subs.entries()) {
+          const member = parts[j].member;
+          done.set(member, (done.get(member) ?? 0) + 1);
+          if (!live.has(sub)) continue;
+          truncated.set(member, result.truncatedTokens[j]);
+          for (let s = 0; s < sub.r.samples; s++) {
+            const image = result.decoded[sub.offset + s];
+            if (result.pixelMask && result.initImage) composite(image, result.initImage, result.pixelMask);
+            const data = await encodeImage(image, sub.r.outputFormat, this.parameters(sub.r, sub.seeds[s], sub.req));
+            out.get(member)!.push({ data, seed: sub.seeds[s], contentType: CONTENT_TYPES[sub.r.outputFormat], width: sub.r.width, height: sub.r.height, finishReason: 'SUCCESS' });
+          }
         }
-        settled[m.index] = {
-          status: 'fulfilled',
-          value: { images: out, truncatedTokens: images.truncatedTokens[members.indexOf(m)], timings: { totalMs: performance.now() - started, onnxMs: this.model.clock.ms - onnxBefore } },
-        };
+      } catch (err) {
+        // a fault of the run (the runtime, memory) is every open request's in it
+        for (const sub of live) fail(sub.index, err);
+      } finally {
+        release();
       }
-    } catch (err) {
-      // a fault of the batch (the runtime, memory) is every open request's
-      for (const m of live) fail(m.index, err);
+    }
+    for (const m of members) {
+      if (settled[m.index] !== undefined) continue;
+      settled[m.index] = {
+        status: 'fulfilled',
+        value: { images: out.get(m)!, truncatedTokens: truncated.get(m) ?? 0, timings: { totalMs: performance.now() - started, onnxMs: this.model.clock.ms - onnxBefore } },
+      };
     }
     return settled;
   }
@@ -361,7 +423,7 @@ export abstract class DiffusionPipeline {
    * is diffusers' pipeline call exactly, image-to-image and masking included.
    */
   private async denoise(
-    members: { index: number; req: GenerateRequest; r: CheckedRequest; offset: number; seeds: number[] }[],
+    members: Member[],
     samples: number,
     live: Set<(typeof members)[number]>,
     fail: (index: number, reason: unknown) => void,
@@ -507,6 +569,29 @@ export abstract class DiffusionPipeline {
     lines.push(settings.join(', '));
     return lines.join('\n');
   }
+}
+
+/** The members' images in runs of at most `perRun`, in order; a member's images may span runs. */
+function splitRuns(members: Member[], perRun: number): { member: Member; from: number; count: number }[][] {
+  const runs: { member: Member; from: number; count: number }[][] = [];
+  let run: { member: Member; from: number; count: number }[] = [];
+  let room = perRun;
+  for (const member of members) {
+    let from = 0;
+    while (from < member.r.samples) {
+      const count = Math.min(room, member.r.samples - from);
+      run.push({ member, from, count });
+      from += count;
+      room -= count;
+      if (room === 0) {
+        runs.push(run);
+        run = [];
+        room = perRun;
+      }
+    }
+  }
+  if (run.length) runs.push(run);
+  return runs;
 }
 
 function concat(a: Float32Array, b: Float32Array): Float32Array {

@@ -41,7 +41,7 @@ describe('generateBatch', () => {
     expect(pipeline.batchKey(req('x', 1))!.key).not.toBe(pipeline.batchKey(req('x', 1, { cfgScale: 3 }))!.key);
     expect(pipeline.batchKey(req('x', 1))!.key).not.toBe(pipeline.batchKey(req('x', 1, { width: 192 }))!.key);
     expect(pipeline.batchKey(req('x', 1))!.key).not.toBe(pipeline.batchKey(req('x', 1, { sampler: 'K_DPMPP_2M' }))!.key);
-    expect(pipeline.batchKey(req('x', 1, { samples: 3 }))).toEqual({ key: pipeline.batchKey(req('y', 5))!.key, images: 3 });
+    expect(pipeline.batchKey(req('x', 1, { samples: 3 }))).toEqual({ key: pipeline.batchKey(req('y', 5))!.key, images: 3, fit: Number.POSITIVE_INFINITY });
     expect(pipeline.batchKey(req('x', 1, { steps: 0 }))).toBeUndefined();
   });
 });

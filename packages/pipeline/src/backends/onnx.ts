@@ -29,6 +29,9 @@ export interface FeedValue {
   dims: number[];
 }
 
+/** onnxruntime's version, for what depends on it (the memory models' cache key). */
+export const RUNTIME_VERSION: string = (ort.env as { versions?: { node?: string; common?: string } }).versions?.node ?? (ort.env as { versions?: { common?: string } }).versions?.common ?? 'unknown';
+
 /** Time spent inside onnxruntime, summed over all sessions of one pipeline. */
 export class OnnxClock {
   ms = 0;
@@ -110,6 +113,7 @@ export class OnnxModel {
         const session = await ort.InferenceSession.create(path, {
           executionProviders: [provider],
           graphOptimizationLevel: 'all',
+          enableCpuMemArena: options.memoryArena ?? false,
           ...(options.threads ? { intraOpNumThreads: options.threads, interOpNumThreads: 1 } : {}),
           // Spinning intra-op threads win on an idle machine but lose badly when the cores are shared
           // (API, Redis and the worker on one box): measured 200 ms vs 230 ms per tiny-sd image here.
