@@ -10,8 +10,9 @@ import sharp from 'sharp';
 import type { z } from 'zod';
 import { checkEngineSize, type EngineInfo } from '@sdq/pipeline/engines';
 import { readPngText } from '@sdq/pipeline/image';
-import { A1111_SAMPLERS, A1111_SCHEDULERS, A1111ExtraSingleImageRequest, A1111Img2ImgRequest, A1111OptionsUpdate, A1111PngInfoRequest, A1111Txt2ImgRequest, parseInfotext, type GenerationParams, ServiceError, TERMINAL_STATUSES } from '@sdq/contracts';
+import { A1111_SAMPLERS, A1111_SCHEDULERS, A1111ExtraSingleImageRequest, checkpointId, A1111Img2ImgRequest, A1111OptionsUpdate, A1111PngInfoRequest, A1111Txt2ImgRequest, parseInfotext, type GenerationParams, ServiceError, TERMINAL_STATUSES } from '@sdq/contracts';
 import { requireScope } from './auth';
+import { jsonImageBudget, Slots } from './in-flight';
 import { jsonBody } from './body';
 import { checkSize, type GenerationDeps, submitAndWait } from './generation.routes';
 import { jobCost } from './pricing';
@@ -24,9 +25,16 @@ import { sizeForShape } from './v2beta.routes';
 
 type Deps = GenerationDeps & { store: Pick<Store, 'redis'>; keyPrefix: string };
 
-/** Base64 as A1111 clients send it, with or without a `data:image/...;base64,` prefix. */
-function decodeBase64(text: string): Buffer {
-  return Buffer.from(text.replace(/^data:[a-z/+.-]+;base64,/i, ''), 'base64');
+/**
+ * Base64 as A1111 clients send it, with or without a `data:image/...;base64,` prefix; an image over
+ * MAX_UPLOAD_BYTES is refused before it is decoded (invalid_file_size, as a multipart upload is).
+ */
+function decodeBase64(text: string, field: string, maxBytes: number): Buffer {
+  const comma = text.startsWith('data:') ? text.indexOf(',') : -1;
+  const data = comma >= 0 && comma < 256 && text.slice(0, comma).toLowerCase().endsWith(';base64') ? text.slice(comma + 1) : text;
+  const bytes = Math.floor((data.length * 3) / 4);
+  if (bytes > maxBytes) throw new ServiceError('invalid_file_size', `${field}: about ${bytes} bytes once decoded, over the maximum of ${maxBytes} (MAX_UPLOAD_BYTES)`);
+  return Buffer.from(data, 'base64');
 }
 
 /** A1111's mask (white = repaint, or black with invert) as sdq's: white = repaint, edge blurred by mask_blur. */
@@ -55,7 +63,7 @@ export function a1111Routes(deps: Deps): Router {
 
   /** The engine of a checkpoint name (an engine id or alias; A1111 titles carry a ` [hash]` suffix, dropped). */
   const engineNamed = (name: string, field: string): EngineInfo => {
-    const id = name.replace(/\s*\[[0-9a-f]+\]$/i, '');
+    const id = checkpointId(name);
     const engine = engines.get(aliases.get(id) ?? id);
     if (!engine || engine.kind !== 'generation') throw new ServiceError('not_found', `${field}: ${name} is not a model here (models: ${generationEngines().map((e) => e.id).join(', ')})`);
     return engine;
@@ -72,7 +80,14 @@ export function a1111Routes(deps: Deps): Router {
   };
   const generate = [requireScope('generate'), rateLimit(deps.limiter), ...jsonBody('1mb')];
   // base64 images in the JSON: MAX_UPLOAD_BYTES each, a third larger as base64, init image and mask
-  const imageBodyLimit = `${Math.ceil((config.maxUploadBytes * 2 * 1.4) / 1024) + 64}kb`;
+  const imageBodyKb = Math.ceil((config.maxUploadBytes * 2 * 1.4) / 1024) + 64;
+  const imageBodyLimit = `${imageBodyKb}kb`;
+  // such a body is held in memory several times over while parsed and decoded: bounded per key and in all
+  const imageBodies = new Slots(
+    { perKey: config.http.maxUploadsPerKey, perAccount: Number.MAX_SAFE_INTEGER, total: config.http.maxJsonImageBytesInFlight },
+    { what: 'image bodies', perKey: 'MAX_UPLOADS_PER_KEY', perAccount: '', total: 'MAX_JSON_IMAGE_BYTES_IN_FLIGHT' },
+  );
+  const imageJson = [jsonImageBudget(imageBodies, imageBodyKb * 1024), ...jsonBody(imageBodyLimit)];
 
   /**
    * What both generation routes take from a body: the engine (override_settings.sd_model_checkpoint, else
@@ -138,10 +153,10 @@ export function a1111Routes(deps: Deps): Router {
     await answer(req, res, engine, { kind: 'text-to-image', params }, {}, body, sampler, width, height);
   }));
 
-  router.post('/sdapi/v1/img2img', requireScope('generate'), rateLimit(deps.limiter), ...jsonBody(imageBodyLimit), wrap(async (req, res) => {
+  router.post('/sdapi/v1/img2img', requireScope('generate'), rateLimit(deps.limiter), ...imageJson, wrap(async (req, res) => {
     const body = parseBody(A1111Img2ImgRequest, req.body);
-    const image = await checkImage(decodeBase64(body.init_images[0]), 'init_image', config.maxPixels, 'init_images[0]');
-    const mask = body.mask === undefined ? undefined : await checkImage(decodeBase64(body.mask), 'mask_image', config.maxPixels, 'mask');
+    const image = await checkImage(decodeBase64(body.init_images[0], 'init_images[0]', config.maxUploadBytes), 'init_image', config.maxPixels, 'init_images[0]');
+    const mask = body.mask === undefined ? undefined : await checkImage(decodeBase64(body.mask, 'mask', config.maxUploadBytes), 'mask_image', config.maxPixels, 'mask');
     const { engine, width, height, samples, sampler, prompts } = await settings(req, body, mask ? 'masking' : 'image-to-image', image);
     const params: GenerationParams = { prompts, width, height, steps: body.steps, cfgScale: body.cfg_scale, samples, seed: body.seed === -1 ? 0 : body.seed, sampler, outputFormat: 'png', imageStrength: 1 - body.denoising_strength };
     const inputs: JobInputs = { initImage: image };
@@ -150,12 +165,12 @@ export function a1111Routes(deps: Deps): Router {
     await answer(req, res, engine, mask ? { kind: 'masking', params: { ...params, maskSource: 'MASK_IMAGE_WHITE' } } : { kind: 'image-to-image', params }, inputs, body, sampler, width, height, { ...body, init_images: null, mask: null });
   }));
 
-  router.post('/sdapi/v1/extra-single-image', requireScope('generate'), rateLimit(deps.limiter), ...jsonBody(imageBodyLimit), wrap(async (req, res) => {
+  router.post('/sdapi/v1/extra-single-image', requireScope('generate'), rateLimit(deps.limiter), ...imageJson, wrap(async (req, res) => {
     const body = parseBody(A1111ExtraSingleImageRequest, req.body);
     const upscalers = [...engines.values()].filter((e) => e.kind === 'upscale');
     const engine = body.upscaler_1 === 'None' ? upscalers[0] : upscalers.find((e) => e.id === (aliases.get(body.upscaler_1) ?? body.upscaler_1));
     if (!engine) throw new ServiceError('not_found', `upscaler_1: ${body.upscaler_1} is not an upscaler here (upscalers: ${upscalers.map((e) => e.id).join(', ') || 'none'})`);
-    const image = await checkImage(decodeBase64(body.image), 'image', config.maxPixels, 'image');
+    const image = await checkImage(decodeBase64(body.image, 'image', config.maxUploadBytes), 'image', config.maxPixels, 'image');
     const scale = engine.scale ?? 2;
     const width = body.resize_mode === 1 ? body.upscaling_resize_w : Math.round(image.width * body.upscaling_resize);
     const height = body.resize_mode === 1 ? body.upscaling_resize_h : Math.round(image.height * body.upscaling_resize);
@@ -176,9 +191,10 @@ export function a1111Routes(deps: Deps): Router {
     res.json({ html_info: '', image: png.toString('base64') });
   }));
 
-  router.post('/sdapi/v1/png-info', requireScope('read'), ...jsonBody(imageBodyLimit), wrap(async (req, res) => {
+  // rate-limited as generations are: decoding an image is work a key must not be able to ask for without end
+  router.post('/sdapi/v1/png-info', requireScope('read'), rateLimit(deps.limiter), ...imageJson, wrap(async (req, res) => {
     const body = parseBody(A1111PngInfoRequest, req.body);
-    const image = await checkImage(decodeBase64(body.image), 'image', config.maxPixels * 4);
+    const image = await checkImage(decodeBase64(body.image, 'image', config.maxUploadBytes), 'image', config.maxPixels * 4);
     // text chunks are PNG's; the other formats answer empty, as A1111 does without metadata
     const items = image.contentType === 'image/png' ? readPngText(image.data) : {};
     const info = items.parameters ?? '';
@@ -186,7 +202,7 @@ export function a1111Routes(deps: Deps): Router {
   }));
 
   router.get('/sdapi/v1/sd-models', (_req, res) => {
-    res.json(generationEngines().map((e) => ({ title: e.id, model_name: e.id, hash: null, sha256: null, filename: e.dir, config: null })));
+    res.json(generationEngines().map((e) => ({ title: e.id, model_name: e.id, hash: null, sha256: null, filename: e.id, config: null })));
   });
   router.get('/sdapi/v1/samplers', (_req, res) => {
     // the samplers any engine here offers, with the engines that do
@@ -200,7 +216,7 @@ export function a1111Routes(deps: Deps): Router {
     res.json(A1111_SCHEDULERS.map((name) => ({ name: name.toLowerCase().replace(/ /g, '_'), label: name, aliases: null, default_rho: -1, need_inner_model: false })));
   });
   router.get('/sdapi/v1/upscalers', (_req, res) => {
-    res.json([...engines.values()].filter((e) => e.kind === 'upscale').map((e) => ({ name: e.id, model_name: e.id, model_path: e.dir, model_url: null, scale: e.scale ?? 2 })));
+    res.json([...engines.values()].filter((e) => e.kind === 'upscale').map((e) => ({ name: e.id, model_name: e.id, model_path: null, model_url: null, scale: e.scale ?? 2 })));
   });
   router.get('/sdapi/v1/loras', (_req, res) => {
     res.json([]);
@@ -216,12 +232,8 @@ export function a1111Routes(deps: Deps): Router {
     res.json(null);
   }));
 
-  /** The caller's most recent job, if it has not ended. */
-  const currentJob = async (req: Request) => {
-    const { data } = await jobs.list(req.accountId!, 1);
-    const job = data[0];
-    return job && !TERMINAL_STATUSES.has(job.status) ? job : undefined;
-  };
+  /** The calling key's most recent job that has not ended: another key of the account has its own. */
+  const currentJob = (req: Request) => jobs.currentOfKey(req.accountId!, req.keyId!);
   router.get('/sdapi/v1/progress', wrap(async (req, res) => {
     const job = await currentJob(req);
     const step = job?.progress?.step ?? 0;

@@ -4,7 +4,7 @@
  * `npx sdq accounts create` agree. Amounts arrive and leave as decimal credits; inside they are
  * micro-credits (@sdq/credits).
  */
-import { type KeyScope, LedgerQuery, ServiceError, type LedgerEntryObject } from '@sdq/contracts';
+import { displayNameProblem, type KeyScope, LedgerQuery, ServiceError, type LedgerEntryObject } from '@sdq/contracts';
 import { type CreditsService, type LedgerEntry, parseCredits, toCredits } from '@sdq/credits';
 import { type Account, newId, type Store } from './store';
 import { parseBody } from './validate';
@@ -27,6 +27,8 @@ export class AccountsService {
    * after it leaves credits on an id no key can reach, never an account short of its grant.
    */
   async create(name: string, opts: { credits?: number | string; scope?: KeyScope; email?: string; tier?: string } = {}) {
+    const problem = displayNameProblem(name);
+    if (problem) throw new ServiceError('bad_request', `name: ${problem}`);
     const amount = opts.credits === undefined ? this.opts.startingCredits : amountOf(opts.credits, { allowZero: true });
     const id = newId('acct');
     if (amount > 0) await this.credits.grantStarting(id, amount);

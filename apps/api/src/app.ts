@@ -94,7 +94,7 @@ export function createApp(deps: AppDeps): Express {
   app.use('/v1', requireApiKey(store));
   app.use(engineRoutes(engines, aliases, prices, presence));
   app.use(generationRoutes({ config, engines, aliases, presence, jobs, prices, credits, limiter }));
-  app.use(jobRoutes(jobs, shutdown));
+  app.use(jobRoutes(jobs, shutdown, config.http.eventStreams));
   app.use(webhookRoutes({ config, jobs, webhooks }));
   app.use(userRoutes(accounts));
   app.use(openaiRoutes({ config, engines, aliases, presence, jobs, prices, credits, limiter, models }));

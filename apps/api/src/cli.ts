@@ -3,7 +3,7 @@
  * @sdq/credits), configured by the same environment (REDIS_URL, QUEUE_PREFIX, STARTING_CREDITS).
  */
 import { parseArgs } from 'node:util';
-import { KEY_SCOPES, type KeyScope, ServiceError } from '@sdq/contracts';
+import { KEY_SCOPES, type KeyScope, printableName, ServiceError } from '@sdq/contracts';
 import { CreditsService, creditsString, type VerifyProblem } from '@sdq/credits';
 import { AccountsService } from './accounts.service';
 import { type Config, loadConfig } from './config';
@@ -122,7 +122,7 @@ async function run(argv: string[]): Promise<number> {
         const same = await store.accountsNamed(values.name);
         if (same.length) throw new UsageError(`an account named ${JSON.stringify(values.name)} exists already (${same.map((a) => a.id).join(', ')}): choose another name`);
         const { account, balance, key, apiKey } = await accounts.create(values.name, { credits: values.credits, scope: scopeOf(values.scope), tier: values.tier });
-        out(`account ${account.id} (${account.name}), credits ${creditsString(balance)}\nkey ${key.id} (scope ${key.scope})\napi key (shown once): ${apiKey}`, {
+        out(`account ${account.id} (${printableName(account.name)}), credits ${creditsString(balance)}\nkey ${key.id} (scope ${key.scope})\napi key (shown once): ${apiKey}`, {
           ...account,
           credits: Number(creditsString(balance)),
           key_id: key.id,
@@ -133,7 +133,7 @@ async function run(argv: string[]): Promise<number> {
       }
       case 'accounts list': {
         const list = await accounts.list();
-        out(list.map((a) => `${a.id}\t${a.name}\t${a.credits}\t${a.created_at}`).join('\n') || '(no accounts)', list);
+        out(list.map((a) => `${a.id}\t${printableName(a.name)}\t${a.credits}\t${a.created_at}`).join('\n') || '(no accounts)', list);
         break;
       }
       case 'keys create': {

@@ -2,6 +2,7 @@
  * The API's configuration: parsed and validated once at start-up. Nothing else reads process.env.
  * A bad value stops the process with "Invalid environment: <VAR> ...".
  */
+import { readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { ConfigError, DEFAULT_QUEUE_PREFIX, envInt, envRedisUrl, envUrl, ownKeyPrefix, LOG_FORMAT, LOG_LEVEL, loadOrExit, parseEnv, redisOptionsFromUrl } from '@sdq/contracts';
 import { parseCredits } from '@sdq/credits/amounts';
@@ -87,8 +88,19 @@ const EnvSchema = z.object({
   UPLOAD_IDLE_TIMEOUT_MS: envInt(100, 600_000).default(15_000),
   /** Folder for uploads while they arrive (removed with each request). Default: the OS temp folder. */
   UPLOAD_TMP_DIR: z.string().min(1).optional(),
-  /** Multipart uploads one API key may be sending at once; more are 429. Default 10. */
+  /** Multipart uploads (and JSON bodies with base64 images) one API key may be sending at once; more are 429. Default 10. */
   MAX_UPLOADS_PER_KEY: envInt(1, 10_000).default(10),
+  /**
+   * Bytes of JSON bodies with base64 images (A1111's img2img, extra-single-image, png-info) this process
+   * reads at once; a body that would pass it is 503 with Retry-After. Default 268435456 (256 MiB).
+   */
+  MAX_JSON_IMAGE_BYTES_IN_FLIGHT: envInt(1024 * 1024, 64 * 1024 * 1024 * 1024).default(256 * 1024 * 1024),
+  /** Event streams (GET /v1/jobs/{id}/events) one API key may hold open; more are 429. Default 20. */
+  MAX_EVENT_STREAMS_PER_KEY: envInt(1, 100_000).default(20),
+  /** Event streams one account may hold open, all its keys together. Default 100. */
+  MAX_EVENT_STREAMS_PER_ACCOUNT: envInt(1, 1_000_000).default(100),
+  /** Event streams this process holds open in all; more are 503. Default: half its open-file limit, at most 10000. */
+  MAX_EVENT_STREAMS: envInt(1, 10_000_000).optional(),
   /** Default info. */
   LOG_LEVEL,
   /** auto (default): readable lines on a terminal, JSON otherwise; json or pretty to choose. */
@@ -164,6 +176,8 @@ export interface Config {
     uploadIdleTimeoutMs: number;
     maxUploadsPerKey: number;
     uploadTmpDir?: string;
+    maxJsonImageBytesInFlight: number;
+    eventStreams: { perKey: number; perAccount: number; total: number };
   };
   logLevel: z.infer<typeof EnvSchema>['LOG_LEVEL'];
   logFormat: z.infer<typeof EnvSchema>['LOG_FORMAT'];
@@ -223,6 +237,13 @@ export function parseConfig(env: Record<string, string | undefined>, randomSecre
       uploadIdleTimeoutMs: e.UPLOAD_IDLE_TIMEOUT_MS,
       maxUploadsPerKey: e.MAX_UPLOADS_PER_KEY,
       uploadTmpDir: e.UPLOAD_TMP_DIR,
+      maxJsonImageBytesInFlight: e.MAX_JSON_IMAGE_BYTES_IN_FLIGHT,
+      eventStreams: {
+        perKey: e.MAX_EVENT_STREAMS_PER_KEY,
+        perAccount: e.MAX_EVENT_STREAMS_PER_ACCOUNT,
+        // below the file limit, so that /healthz and everyone else can still connect
+        total: e.MAX_EVENT_STREAMS ?? Math.min(10_000, Math.max(64, Math.floor((openFileLimit() ?? 20_000) / 2))),
+      },
     },
     logLevel: e.LOG_LEVEL,
     logFormat: e.LOG_FORMAT,
@@ -253,3 +274,13 @@ export { redisOptionsFromUrl };
 
 /** Every variable the API reads (the README's Environment table documents each). */
 export const API_ENV_NAMES = Object.keys(EnvSchema.shape);
+
+/** The soft limit of open files of this process (Linux), or undefined where it cannot be read. */
+export function openFileLimit(): number | undefined {
+  try {
+    const m = /^Max open files\s+(\d+|unlimited)/m.exec(readFileSync('/proc/self/limits', 'utf8'));
+    return m && m[1] !== 'unlimited' ? Number(m[1]) : undefined;
+  } catch {
+    return undefined;
+  }
+}

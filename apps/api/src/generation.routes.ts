@@ -182,11 +182,18 @@ export async function submitJob(
   if (config.requireWorker && (await deps.presence.workers(engine.id)) === 0) {
     throw new ServiceError('engine_unavailable', `engine ${engine.id}: no live worker serves it (none started, or its folder failed to load on every worker); retry once a worker serves it`, { 'Retry-After': '10' });
   }
+  // A size whose one image fits no worker's memory bound would fail there: refused here, before any hold.
+  // (enhance runs tiles of the engine's native size, upscale no diffusion: neither is sized by the request)
+  if (built.job.kind === 'text-to-image' || built.job.kind === 'image-to-image' || built.job.kind === 'masking') {
+    const problem = await deps.presence.memoryProblem(engine.id, built.job.params.width, built.job.params.height);
+    if (problem) throw new ServiceError('invalid_pixel_count', problem);
+  }
   const key = idempotencyKey(req);
   const submitted = await jobs.submit(req.accountId!, engine.id, built.job, built.inputs, {
     cost: built.cost,
     idempotency: key === undefined ? undefined : { key, bodyHash: fingerprint(req) },
     webhook: built.webhook,
+    keyId: req.keyId,
   });
   bindLog(req, { job_id: submitted.record.id });
   // every dialect's answer names the job it made, an error answer too (the job failed or was canceled)
@@ -208,6 +215,12 @@ export async function submitAndWait(
 ): Promise<{ record: JobRecord; object: JobObject; artifacts: StoredArtifact[] } | undefined> {
   // these dialects have no webhook field: the X-Webhook-URL header, else the account's default
   const webhookUrl = req.get('x-webhook-url');
+  // ?dry_run=true prices the request as on Stability's routes: nothing queued, held or charged
+  if (isDryRun(req)) {
+    await checkWebhook(deps.config, webhookUrl ? { url: webhookUrl } : undefined);
+    res.json(dryRun(engine.id, built.job, built.cost, await deps.credits.balance(req.accountId!)));
+    return undefined;
+  }
   const { record, repeated } = await submitJob(deps, req, engine, { ...built, webhook: webhookUrl ? { url: webhookUrl } : undefined });
   if (repeated) res.set('Idempotent-Replayed', 'true');
   // sdq's addition to these dialects, as on Stability's routes: Prefer: respond-async or wait=N

@@ -89,11 +89,11 @@ export class JobsService extends JobView {
     engineId: string,
     job: NewJob,
     inputs: JobInputs,
-    opts: { cost: Cost; idempotency?: { key: string; bodyHash: string }; webhook?: JobWebhook },
+    opts: { cost: Cost; idempotency?: { key: string; bodyHash: string }; webhook?: JobWebhook; keyId?: string },
   ): Promise<{ record: JobRecord; repeated: boolean }> {
     const { idempotency } = this.deps;
     const idem = opts.idempotency;
-    if (!idem) return { record: await this.reserveAndCreate(accountId, engineId, job, inputs, opts.cost, opts.webhook), repeated: false };
+    if (!idem) return { record: await this.reserveAndCreate(accountId, engineId, job, inputs, opts.cost, opts.webhook, opts.keyId), repeated: false };
     const claim = await idempotency.begin(accountId, idem.key, idem.bodyHash, { waitMs: IDEMPOTENCY_WAIT_MS });
     switch (claim.status) {
       case 'done': {
@@ -107,7 +107,7 @@ export class JobsService extends JobView {
         throw new ServiceError('idempotency_key_in_use', 'Idempotency-Key: a request with this key is still being accepted; retry shortly', { 'Retry-After': '1' });
       case 'new':
         try {
-          const record = await this.reserveAndCreate(accountId, engineId, job, inputs, opts.cost, opts.webhook);
+          const record = await this.reserveAndCreate(accountId, engineId, job, inputs, opts.cost, opts.webhook, opts.keyId);
           await idempotency.complete(accountId, idem.key, record.id, claim.token);
           return { record, repeated: false };
         } catch (err) {
@@ -117,7 +117,7 @@ export class JobsService extends JobView {
     }
   }
 
-  private async reserveAndCreate(accountId: string, engineId: string, job: NewJob, inputs: JobInputs, cost: Cost, webhook?: JobWebhook): Promise<JobRecord> {
+  private async reserveAndCreate(accountId: string, engineId: string, job: NewJob, inputs: JobInputs, cost: Cost, webhook?: JobWebhook, keyId?: string): Promise<JobRecord> {
     const { credits, config, logger } = this.deps;
     // The hold is taken under the id the queue will use, so every close (settle, release) finds it.
     const id = randomUUID();
@@ -128,7 +128,7 @@ export class JobsService extends JobView {
     }
     this.deps.metrics?.creditsReserved.inc(cost.total / 1_000_000);
     try {
-      return await this.create(accountId, engineId, job, inputs, id, webhook);
+      return await this.create(accountId, engineId, job, inputs, id, webhook, keyId);
     } catch (err) {
       // Not queued: give the hold back. Should this process die first, the reaper releases it.
       await credits.release(id, 'not_enqueued').catch((e) => logger.warn({ job_id: id, err: (e as Error).message }, 'could not release the hold of a job not queued; the reaper will'));
@@ -136,7 +136,7 @@ export class JobsService extends JobView {
     }
   }
 
-  async create(accountId: string, engineId: string, job: NewJob, inputs: JobInputs, id: string = randomUUID(), webhook?: JobWebhook): Promise<JobRecord> {
+  async create(accountId: string, engineId: string, job: NewJob, inputs: JobInputs, id: string = randomUUID(), webhook?: JobWebhook, keyId?: string): Promise<JobRecord> {
     const { store, queue, storage, config } = this.deps;
     const createdAt = Date.now();
     // Uploads go to storage first: the payload only names their keys.
@@ -163,6 +163,7 @@ export class JobsService extends JobView {
     const record: JobRecord = { id, account_id: accountId, engine: engineId, kind: job.kind, created_at: createdAt, seq: 0, params: JSON.stringify(jobParamsView(job)) };
     if (webhook?.url) record.webhook = webhook.url;
     if (webhook?.events) record.webhook_events = webhook.events.join(',');
+    if (keyId) record.key_id = keyId;
     // The record first, so that a worker's events always find a job the API knows.
     await store.saveNewJob(record, createdAt + config.resultRetention * 1000);
     await queue.add(payload, await this.priorityOf(accountId));
@@ -241,6 +242,17 @@ export class JobsService extends JobView {
     return { data, next_cursor: nextSeq === undefined ? null : Buffer.from(String(nextSeq)).toString('base64url') };
   }
 
+  /** The newest of a key's jobs among its account's last `within` that has not ended, described. */
+  async currentOfKey(accountId: string, keyId: string, within = 20): Promise<JobObject | undefined> {
+    const { records } = await this.deps.store.listJobs(accountId, within);
+    for (const record of records) {
+      if (record.key_id !== keyId) continue;
+      const object = await this.describe(record);
+      if (!TERMINAL_STATUSES.has(object.status)) return object;
+    }
+    return undefined;
+  }
+
   /** Queued: removed at once. Running: the worker is told to stop. Finished: 409. */
   async cancel(record: JobRecord): Promise<JobObject> {
     const { queue, store, logger } = this.deps;
@@ -260,6 +272,11 @@ export class JobsService extends JobView {
       if (await queue.removeIfWaiting(record.engine, record.id)) {
         record.canceled_at = at;
         logger.info({ job_id: record.id }, 'queued job canceled');
+        return this.describe(record, undefined);
+      }
+      // Gone from the queue: a concurrent cancel removed it (its mark stands: never unmarked into "failed").
+      if (!(await queue.snapshot(record.engine, record.id))) {
+        record.canceled_at = at;
         return this.describe(record, undefined);
       }
       await store.updateJob(record.id, { canceled_at: 0 });

@@ -16,6 +16,7 @@ import type { PriceTable } from '@sdq/credits';
 import { requireScope } from './auth';
 import type { Config } from './config';
 import type { Shutdown } from './shutdown';
+import { Slots } from './in-flight';
 import type { JobsService } from './jobs.service';
 import { enginePricing } from './pricing';
 import { parseBody } from './validate';
@@ -64,7 +65,9 @@ export function engineRoutes(engines: Map<string, EngineInfo>, aliases: Map<stri
   return router;
 }
 
-export function jobRoutes(jobs: JobsService, shutdown?: Shutdown): Router {
+export function jobRoutes(jobs: JobsService, shutdown?: Shutdown, streamLimits: Config['http']['eventStreams'] = { perKey: 20, perAccount: 100, total: 10_000 }): Router {
+  // each open stream holds a socket: one key must not hold them all (the process's file limit with them)
+  const streams = new Slots(streamLimits, { what: 'event streams', perKey: 'MAX_EVENT_STREAMS_PER_KEY', perAccount: 'MAX_EVENT_STREAMS_PER_ACCOUNT', total: 'MAX_EVENT_STREAMS' });
   const router = Router();
   router.get(
     '/v1/jobs',
@@ -87,7 +90,7 @@ export function jobRoutes(jobs: JobsService, shutdown?: Shutdown): Router {
       res.status(TERMINAL_STATUSES.has(object.status) ? 200 : 202).json(object);
     }),
   );
-  router.get('/v1/jobs/:id/events', wrap((req, res) => streamEvents(jobs, req, res, shutdown)));
+  router.get('/v1/jobs/:id/events', wrap((req, res) => streamEvents(jobs, req, res, shutdown, streams)));
   return router;
 }
 
@@ -95,8 +98,10 @@ export function jobRoutes(jobs: JobsService, shutdown?: Shutdown): Router {
  * Server-Sent Events: `queued`, `started`, `progress` (per step, `{id, step, steps}`) and `completed`
  * (the final job object), then the stream ends. `queued`, `started` and `completed` carry the job object.
  */
-async function streamEvents(jobs: JobsService, req: Request, res: Response, shutdown?: Shutdown): Promise<void> {
+async function streamEvents(jobs: JobsService, req: Request, res: Response, shutdown: Shutdown | undefined, streams: Slots): Promise<void> {
   const record = await jobs.getOwn(req.accountId!, String(req.params.id));
+  const release = streams.take(req.keyId ?? req.accountId!, req.accountId!);
+  res.once('close', release);
   res.status(200).set({ 'Content-Type': 'text/event-stream', 'Cache-Control': 'no-cache', Connection: 'keep-alive', 'X-Accel-Buffering': 'no' });
   res.flushHeaders();
   let closed = false;

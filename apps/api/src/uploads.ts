@@ -63,7 +63,7 @@ const DRAIN_MS = 5000;
  * of the answer, as it would if the answer closed the connection); past that, or from a client that
  * has stalled, the connection is closed.
  */
-function failMidBody(req: Request, next: (err: unknown) => void, err: ServiceError): void {
+export function failMidBody(req: Request, next: (err: unknown) => void, err: ServiceError): void {
   const res = req.res!;
   if (err.code === 'request_timeout') res.set('Connection', 'close');
   res.once('finish', () => {

@@ -25,6 +25,15 @@ export const A1111_SAMPLERS: Readonly<Record<string, string>> = Object.freeze({
 /** A1111's schedulers (noise schedules); "Karras" turns DPM++ 2M into DPM++ 2M Karras, the rest follow the sampler. */
 export const A1111_SCHEDULERS = ['Automatic', 'Uniform', 'Karras', 'Exponential', 'SGM Uniform'] as const;
 
+/**
+ * A1111's override_settings: a setting name to its value. sdq reads sd_model_checkpoint and ignores the
+ * rest, but bounds them all, so no field of a request is unbounded text.
+ */
+const OverrideValue = z.union([z.string().max(1024), z.number(), z.boolean(), z.null(), z.array(z.union([z.string().max(1024), z.number(), z.boolean(), z.null()])).max(64)]);
+export const A1111OverrideSettings = z
+  .record(z.string().min(1).max(128), OverrideValue)
+  .refine((settings) => Object.keys(settings).length <= 64, { message: 'must hold at most 64 settings' });
+
 const generation = {
   prompt: z.string().max(10_000).default(''),
   negative_prompt: z.string().max(10_000).default(''),
@@ -45,7 +54,7 @@ const generation = {
   width: z.number().int().min(64).max(4096).optional(),
   height: z.number().int().min(64).max(4096).optional(),
   /** `sd_model_checkpoint` (an engine id or alias) picks the engine for this request; other settings are ignored. */
-  override_settings: z.record(z.string(), z.unknown()).optional(),
+  override_settings: A1111OverrideSettings.optional(),
   override_settings_restore_afterwards: z.boolean().default(true),
   send_images: z.boolean().default(true),
   /** Accepted; sdq keeps every result in its storage anyway. */
@@ -98,26 +107,84 @@ export const A1111ExtraSingleImageRequest = z.object({
 
 export const A1111PngInfoRequest = z.object({ image: z.string().min(1).max(48_000_000) });
 
+/** A key of an infotext's settings line, as A1111's re_param accepts one: a word character, then words, spaces, - and /. */
+const INFOTEXT_KEY = /^\w[\w \-/]*$/;
+
+/**
+ * The `Key: value` pairs of an infotext's settings line, read in one pass: a key runs to its colon, a
+ * value to the next comma, or is a double-quoted string (with backslash escapes). A scanner rather than
+ * A1111's re_param: that regex backtracks on client text (its `\s*` and `[\w ]+` share the spaces), and a
+ * few thousand spaces held the event loop for seconds.
+ */
+export function infotextPairs(line: string): [string, string][] {
+  const pairs: [string, string][] = [];
+  const n = line.length;
+  let i = 0;
+  while (i < n) {
+    let colon = i;
+    while (colon < n && line[colon] !== ':' && line[colon] !== ',') colon++;
+    if (colon >= n || line[colon] === ',') {
+      i = colon + 1;
+      continue;
+    }
+    const key = line.slice(i, colon).trim();
+    let start = colon + 1;
+    while (start < n && (line[start] === ' ' || line[start] === '\t')) start++;
+    let end = -1;
+    if (line[start] === '"') {
+      let q = start + 1;
+      while (q < n && line[q] !== '"') q += line[q] === '\\' ? 2 : 1;
+      if (q < n) end = q + 1;
+    }
+    let value: string;
+    if (end > 0) {
+      value = line.slice(start, end);
+      i = end;
+      while (i < n && line[i] !== ',') i++;
+      i++;
+    } else {
+      const comma = line.indexOf(',', start);
+      const stop = comma < 0 ? n : comma;
+      value = line.slice(start, stop).trim();
+      i = stop + 1;
+    }
+    if (key.length <= 200 && INFOTEXT_KEY.test(key)) pairs.push([key, value]);
+  }
+  return pairs;
+}
+
 /**
  * An infotext (the PNG `parameters` text) as A1111's parse_generation_parameters reads it: the prompt
  * lines, `Negative prompt: ...`, and a last line of `Key: value` pairs; Size becomes Size-1 and Size-2.
- * Values stay text, as A1111 gives them.
+ * Values stay text, as A1111 gives them. Linear in the text's length.
  */
 export function parseInfotext(text: string): Record<string, string> {
   const out: Record<string, string> = Object.create(null);
   const lines = text.trim().split('\n');
-  const last = lines.length > 1 && /^\s*Steps: /.test(lines[lines.length - 1]) ? lines.pop()! : '';
+  const last = lines.length > 1 && lines[lines.length - 1].trimStart().startsWith('Steps: ') ? lines.pop()! : '';
   const negativeAt = lines.findIndex((l) => l.startsWith('Negative prompt:'));
   const prompt = negativeAt < 0 ? lines : lines.slice(0, negativeAt);
   out.Prompt = prompt.join('\n').trim();
   out['Negative prompt'] = negativeAt < 0 ? '' : lines.slice(negativeAt).join('\n').slice('Negative prompt:'.length).trim();
-  for (const m of last.matchAll(/\s*([\w ]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)/g)) {
-    const [key, value] = [m[1].trim(), m[2].trim()];
-    if (!key || key === '__proto__' || key === 'constructor' || key === 'prototype') continue;
-    if (key === 'Size' && /^\d+x\d+$/.test(value)) [out['Size-1'], out['Size-2']] = value.split('x');
+  for (const [key, value] of infotextPairs(last)) {
+    if (key === '__proto__' || key === 'constructor' || key === 'prototype') continue;
+    if (key === 'Size' && /^\d{1,6}x\d{1,6}$/.test(value)) [out['Size-1'], out['Size-2']] = value.split('x');
     else out[key] = value;
   }
   return out;
+}
+
+/**
+ * A checkpoint name as A1111 clients send it: an engine id or alias, or A1111's title with a
+ * ` [hash]` suffix, which is dropped. Linear: no regex over the client's text.
+ */
+export function checkpointId(name: string): string {
+  const trimmed = name.trimEnd();
+  if (!trimmed.endsWith(']')) return name;
+  const open = trimmed.lastIndexOf('[');
+  const hash = trimmed.slice(open + 1, -1);
+  if (open < 0 || !hash || !/^[0-9a-f]+$/i.test(hash)) return name;
+  return trimmed.slice(0, open).trimEnd();
 }
 
 export const A1111OptionsUpdate = z.object({ sd_model_checkpoint: z.string().min(1).max(128).optional() });

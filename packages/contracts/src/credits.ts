@@ -27,9 +27,27 @@ const TierName = z.string().regex(/^[a-z][a-z0-9_-]{0,31}$/, 'must be a tier nam
 /** PUT /v1/admin/accounts/{id}/tier. */
 export const SetTierRequest = z.object({ tier: TierName }).meta({ id: 'SetTierRequest' });
 
+/** C0 and C1 controls, DEL, and the bidirectional overrides: text that can rewrite a terminal or reorder a line. */
+const CONTROL_CHARACTERS = /[\p{Cc}\u202a-\u202e\u2066-\u2069]/u;
+
+/** Why a display name is refused, or undefined: names reach terminals and logs, so none may carry controls. */
+export function displayNameProblem(name: string): string | undefined {
+  return CONTROL_CHARACTERS.test(name) ? 'must not contain control characters (escapes, newlines, NUL, bidi overrides)' : undefined;
+}
+
+/** A name as a terminal may print it: controls written as \u escapes, everything else as it is. */
+export function printableName(name: string): string {
+  return name.replace(new RegExp(CONTROL_CHARACTERS.source, 'gu'), (c) => `\\u${c.codePointAt(0)!.toString(16).padStart(4, '0')}`);
+}
+
 export const CreateAccountRequest = z
   .object({
-    name: z.string().trim().min(1).max(200),
+    name: z
+      .string()
+      .trim()
+      .min(1)
+      .max(200)
+      .refine((name) => !displayNameProblem(name), { message: displayNameProblem('\u0000')! }),
     email: z.email().max(320).optional().describe("Shown as the account's e-mail (GET /v1/user/account). Default: none (\"\")."),
     credits: credits('Starting balance in credits (>= 0, at most 6 decimal places). Omitted: the starting grant (STARTING_CREDITS, default 25).')
       .min(0)

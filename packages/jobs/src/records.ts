@@ -30,6 +30,8 @@ export interface JobRecord {
   webhook_events?: string;
   /** jobParamsView of its payload, as JSON. */
   params?: string;
+  /** The API key that submitted it (A1111's progress and interrupt act on the caller's own jobs). */
+  key_id?: string;
 }
 
 /** A fail-fast client: what a web server (or anything answering for Redis) needs. */
@@ -178,5 +180,6 @@ function deserialize(h: Record<string, string>): JobRecord {
     webhook: h.webhook || undefined,
     webhook_events: h.webhook_events || undefined,
     params: h.params || undefined,
+    key_id: h.key_id || undefined,
   };
 }
