@@ -21,7 +21,7 @@ const CHALLENGE = { 'WWW-Authenticate': 'Bearer' };
  * (Stability's spec declares the API key as the header itself, and its clients send it so). Another
  * scheme is no key.
  */
-function bearer(header: string | undefined): string | undefined {
+export function bearer(header: string | undefined): string | undefined {
   const value = (header ?? '').trim();
   const match = /^Bearer\s+(\S+)$/i.exec(value);
   if (match) return match[1];

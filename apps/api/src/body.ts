@@ -11,9 +11,14 @@ const refuseHostileBody: RequestHandler = (req, _res, next) => {
   next(problem ? new ServiceError('bad_request', describeTreeProblem(problem)) : undefined);
 };
 
+/** The charset parameter of a Content-Type, if any. */
+export function charsetOf(contentType: string | undefined): string | undefined {
+  return /;\s*charset\s*=\s*"?([^";\s]*)/i.exec(contentType ?? '')?.[1];
+}
+
 /** JSON is UTF-8 (RFC 8259): any other declared charset is refused rather than decoded by guesswork. */
 const requireUtf8: RequestHandler = (req, _res, next) => {
-  const charset = /;\s*charset\s*=\s*"?([^";\s]*)/i.exec(req.headers['content-type'] ?? '')?.[1];
+  const charset = charsetOf(req.headers['content-type']);
   if (charset === undefined || /^utf-?8$/i.test(charset)) return next();
   next(new ServiceError('unsupported_media_type', `Content-Type: charset ${JSON.stringify(charset.slice(0, 40))} is not accepted; send UTF-8`));
 };

@@ -251,7 +251,7 @@ export function multipart(opts: MultipartOptions): RequestHandler {
 }
 
 /** The boundary parameter of a multipart Content-Type ('' when absent: busboy refuses that first). */
-function boundaryOf(contentType: string | undefined): string {
+export function boundaryOf(contentType: string | undefined): string {
   const match = /;\s*boundary\s*=\s*(?:"([^"]+)"|([^;\s]+))/i.exec(contentType ?? '');
   return match?.[1] ?? match?.[2] ?? '';
 }

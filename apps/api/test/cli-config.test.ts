@@ -98,6 +98,23 @@ describe('sdq CLI', () => {
     await expect(sdq('accounts', 'create', '--name', 'x', '--tier', 'gold')).rejects.toMatchObject({ code: 2 });
   });
 
+  it('refuses a name with control characters, and prints a stored one escaped, never raw', async () => {
+    const refused = await sdq('accounts', 'create', '--name', 'evil\u001b[2J').catch((e) => e);
+    expect(refused.code).toBe(2);
+    expect(refused.stderr).toContain('name: must not contain control characters');
+    // one written before names were checked
+    const store = new Store(redis.url, redis.prefix, 2000);
+    await new Promise((r) => store.redis.once('ready', r));
+    try {
+      await store.createAccount('old\u001b[2Jname\nsecond line');
+    } finally {
+      await store.close();
+    }
+    const { stdout } = await sdq('accounts', 'list');
+    expect(stdout).not.toContain('\u001b');
+    expect(stdout).toContain('old\\u001b[2Jname\\u000asecond line');
+  });
+
   it('refuses a second account of a name, and never picks one of several accounts sharing a name', async () => {
     const first = JSON.parse((await sdq('accounts', 'create', '--name', 'bob', '--json')).stdout);
     const again = await sdq('accounts', 'create', '--name', 'bob').catch((e) => e);
