@@ -255,7 +255,7 @@ export function buildOpenApi(publicUrl: string): Record<string, unknown> {
   };
   const openaiErrors = (names: string[]) => errorsIn(names, 'OpenAIError');
   /** What every dialect's job route takes besides its body, as Stability's routes do. */
-  const dialectJobParams = [idempotencyParam, preferParam, { name: 'X-Webhook-URL', in: 'header', required: false, schema: { type: 'string', format: 'uri' }, description: "The job's webhook (else the account's default)" }];
+  const dialectJobParams = [idempotencyParam, preferParam, { ...dryRunParam, description: 'true: validate and price the request (200 with DryRun, not the dialect\'s answer); nothing is queued or charged.' }, { name: 'X-Webhook-URL', in: 'header', required: false, schema: { type: 'string', format: 'uri' }, description: "The job's webhook (else the account's default)" }];
   const notFinished = { description: 'Not finished (Prefer: respond-async, Prefer: wait=N, or SYNC_WAIT ran out): the job object', content: { 'application/json': { schema: job } } };
   const openaiPaths: Record<string, unknown> = {
     '/v1/images/generations': {
@@ -340,7 +340,7 @@ export function buildOpenApi(publicUrl: string): Record<string, unknown> {
         responses: {
           '200': { description: '{images, parameters (without the images), info}', content: { 'application/json': { schema: { type: 'object', properties: { images: { type: 'array', items: { type: 'string' } }, parameters: { type: 'object' }, info: { type: 'string' } } } } } },
           '202': notFinished,
-          ...a1111Errors(['bad_request', 'invalid_init_image', 'invalid_mask_image', 'invalid_mime_type', 'invalid_image_dimensions', 'invalid_sampler', 'invalid_height_or_width', 'unauthorized', 'insufficient_balance', 'not_found', 'canceled', 'payload_too_large', 'rate_limited', 'internal_error']),
+          ...a1111Errors(['bad_request', 'invalid_init_image', 'invalid_mask_image', 'invalid_mime_type', 'invalid_file_size', 'invalid_image_dimensions', 'invalid_sampler', 'invalid_height_or_width', 'invalid_pixel_count', 'unauthorized', 'insufficient_balance', 'not_found', 'canceled', 'payload_too_large', 'rate_limited', 'service_unavailable', 'internal_error']),
         },
       },
     },
@@ -353,16 +353,16 @@ export function buildOpenApi(publicUrl: string): Record<string, unknown> {
         responses: {
           '200': { description: '{html_info, image}', content: { 'application/json': { schema: { type: 'object', properties: { html_info: { type: 'string' }, image: { type: 'string' } } } } } },
           '202': notFinished,
-          ...a1111Errors(['bad_request', 'invalid_init_image', 'invalid_mime_type', 'invalid_height_or_width', 'invalid_pixel_count', 'unauthorized', 'insufficient_balance', 'not_found', 'rate_limited', 'internal_error']),
+          ...a1111Errors(['bad_request', 'invalid_init_image', 'invalid_mime_type', 'invalid_file_size', 'invalid_height_or_width', 'invalid_pixel_count', 'unauthorized', 'insufficient_balance', 'not_found', 'rate_limited', 'service_unavailable', 'internal_error']),
         },
       },
     },
     '/sdapi/v1/png-info': {
       post: {
         tags: ['AUTOMATIC1111'],
-        summary: "A PNG's text: info (its parameters infotext), items (every text chunk), parameters (the infotext parsed as A1111 parses it)",
+        summary: "A PNG's text: info (its parameters infotext), items (every text chunk), parameters (the infotext parsed as A1111 parses it); rate-limited as generations are",
         requestBody: { required: true, content: { 'application/json': { schema: schemaOf(A1111PngInfoRequest, schemas, 'input') } } },
-        responses: { '200': { description: '{info, items, parameters}', content: { 'application/json': { schema: { type: 'object', properties: { info: { type: 'string' }, items: { type: 'object' }, parameters: { type: 'object' } } } } } }, ...a1111Errors(['bad_request', 'invalid_init_image', 'invalid_mime_type', 'unauthorized']) },
+        responses: { '200': { description: '{info, items, parameters}', content: { 'application/json': { schema: { type: 'object', properties: { info: { type: 'string' }, items: { type: 'object' }, parameters: { type: 'object' } } } } } }, ...a1111Errors(['bad_request', 'invalid_init_image', 'invalid_mime_type', 'invalid_file_size', 'unauthorized', 'rate_limited', 'service_unavailable']) },
       },
     },
     '/sdapi/v1/sd-models': a1111Get('The generation engines as checkpoints (title = engine id)'),
@@ -379,8 +379,8 @@ export function buildOpenApi(publicUrl: string): Record<string, unknown> {
         responses: { '200': { description: 'null' }, ...a1111Errors(['bad_request', 'not_found', 'unauthorized', 'permission_denied']) },
       },
     },
-    '/sdapi/v1/progress': a1111Get("The caller's most recent unfinished job: progress, eta_relative, state.sampling_step / sampling_steps, textinfo"),
-    '/sdapi/v1/interrupt': { post: { tags: ['AUTOMATIC1111'], summary: "Cancels the caller's unfinished job (never another caller's)", responses: { '200': { description: 'null' }, ...a1111Errors(['unauthorized', 'permission_denied']) } } },
+    '/sdapi/v1/progress': a1111Get("The calling key's most recent unfinished job (another key of the account has its own): progress, eta_relative, state.sampling_step / sampling_steps, textinfo"),
+    '/sdapi/v1/interrupt': { post: { tags: ['AUTOMATIC1111'], summary: "Cancels the calling key's unfinished job (never another key's)", responses: { '200': { description: 'null' }, ...a1111Errors(['unauthorized', 'permission_denied']) } } },
     '/sdapi/v1/skip': { post: { tags: ['AUTOMATIC1111'], summary: 'As interrupt: each request here is one job', responses: { '200': { description: 'null' }, ...a1111Errors(['unauthorized', 'permission_denied']) } } },
   };
 
@@ -451,9 +451,9 @@ export function buildOpenApi(publicUrl: string): Record<string, unknown> {
       },
       '/v1/jobs/{id}/events': {
         get: {
-          summary: 'Server-Sent Events: queued, started, progress, completed',
+          summary: 'Server-Sent Events: queued, started, progress, completed. Open streams are capped per key (MAX_EVENT_STREAMS_PER_KEY, 429), per account (429) and per API process (MAX_EVENT_STREAMS, 503)',
           parameters: [jobParam],
-          responses: { '200': { description: 'An event stream', content: { 'text/event-stream': { schema: { type: 'string' } } } }, ...errorResponses(['not_found']), ...common },
+          responses: { '200': { description: 'An event stream', content: { 'text/event-stream': { schema: { type: 'string' } } } }, ...errorResponses(['not_found', 'rate_limited', 'service_unavailable']), ...common },
         },
       },
       '/v1/jobs/{id}/webhooks': {

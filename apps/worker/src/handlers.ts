@@ -116,7 +116,7 @@ async function generate<K extends 'text-to-image' | 'image-to-image' | 'masking'
     onProgress: onProgress(ctx),
     signal: ctx.signal,
   });
-  ctx.log.info({ ms: Math.round(result.timings.totalMs), onnx_ms: Math.round(result.timings.onnxMs), truncated_tokens: result.truncatedTokens }, 'generated');
+  ctx.log.info({ ms: Math.round(result.timings.totalMs), onnx_ms: Math.round(result.timings.onnxMs), truncated_tokens: result.truncatedTokens, runs: result.runs }, 'generated');
   return store(ctx, result.images);
 }
 

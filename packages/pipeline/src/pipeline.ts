@@ -411,7 +411,7 @@ export abstract class DiffusionPipeline {
       if (settled[m.index] !== undefined) continue;
       settled[m.index] = {
         status: 'fulfilled',
-        value: { images: out.get(m)!, truncatedTokens: truncated.get(m) ?? 0, timings: { totalMs: performance.now() - started, onnxMs: this.model.clock.ms - onnxBefore } },
+        value: { images: out.get(m)!, truncatedTokens: truncated.get(m) ?? 0, timings: { totalMs: performance.now() - started, onnxMs: this.model.clock.ms - onnxBefore }, runs: runsOf.get(m) ?? 1 },
       };
     }
     return settled;

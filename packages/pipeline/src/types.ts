@@ -70,6 +70,8 @@ export interface GenerateResult {
   /** Prompt tokens dropped because they did not fit the text encoder's window. */
   truncatedTokens: number;
   timings: { totalMs: number; onnxMs: number };
+  /** Denoising runs its images took: more than 1 when the memory bound split them into micro-batches. */
+  runs: number;
 }
 
 export interface UpscaleRequest {
