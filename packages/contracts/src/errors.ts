@@ -30,7 +30,7 @@ export const ERROR_CATALOGUE = {
     message: '{detail}',
     description: '`height`/`width` not a multiple of 64, under 128, or both given to upscale.',
   },
-  invalid_pixel_count: { status: 400, message: '{detail}', description: 'width x height is above the configured maximum (MAX_PIXELS).' },
+  invalid_pixel_count: { status: 400, message: '{detail}', description: "width x height is above the configured maximum (MAX_PIXELS), or one image of that size fits no live worker's memory bound (WORKER_MEMORY_LIMIT_MB)." },
   invalid_prompts: { status: 400, message: '{detail}', description: '`text_prompts` missing, empty or a text over 2000 characters.' },
   invalid_sampler: { status: 400, message: '{detail}', description: 'Unknown sampler name, or one the engine cannot use.' },
   invalid_file_size: { status: 400, message: '{detail}', description: 'An uploaded file is larger than the limit (MAX_UPLOAD_BYTES).' },
