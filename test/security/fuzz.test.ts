@@ -59,7 +59,10 @@ const HOSTILE_VALUES: unknown[] = [
   null, true, false, 0, -1, -0, 1.5, -1.5, 1e308, -1e308, 2 ** 53 + 1, 4294967296, 1e-320, 127, 129, 150, 151, 35.0001,
   '', ' ', 'x'.repeat(70_000), '\u0000', '\ud800', '🙂'.repeat(600), 'NaN', 'Infinity', '1e999', '0x10', '-1', '10', 'K_EULER', 'nope',
   [], [1, 2, 3], [null], [{}], [{ text: '' }], [{ text: 'a', weight: 'heavy' }], {}, { a: { b: { c: 1 } } }, deep(40), deep(20),
-  { __proto__: null, x: 1 }, 'javascript:alert(1)', 'http://127.0.0.1:1/', 'http://[::1]/', 'http://169.254.169.254/latest', 'file:///etc/passwd', 'ftp://x/',
+  { __proto__: null, x: 1 },
+  // what backtracking regexes choke on: A1111's infotext line and a checkpoint name padded with spaces
+  `x\nSteps: 1,${' '.repeat(4000)}!`, `tiny-sd${' '.repeat(100_000)}`, `${'a:'.repeat(20_000)}!`, `${'"\\'.repeat(20_000)}`, 'gen-a [0123abcd]',
+  'javascript:alert(1)', 'http://127.0.0.1:1/', 'http://[::1]/', 'http://169.254.169.254/latest', 'file:///etc/passwd', 'ftp://x/',
 ];
 /** Bodies that are not the JSON they claim to be, or JSON no schema takes. */
 const RAW_JSON: (string | Buffer)[] = [

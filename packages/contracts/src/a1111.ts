@@ -29,7 +29,12 @@ export const A1111_SCHEDULERS = ['Automatic', 'Uniform', 'Karras', 'Exponential'
  * A1111's override_settings: a setting name to its value. sdq reads sd_model_checkpoint and ignores the
  * rest, but bounds them all, so no field of a request is unbounded text.
  */
-const OverrideValue = z.union([z.string().max(1024), z.number(), z.boolean(), z.null(), z.array(z.union([z.string().max(1024), z.number(), z.boolean(), z.null()])).max(64)]);
+const OverrideScalar = z.union([z.string().max(1024), z.number(), z.boolean(), z.null()]);
+const OverrideValue = z.union([
+  OverrideScalar,
+  z.array(OverrideScalar).max(64),
+  z.record(z.string().max(128), OverrideScalar).refine((o) => Object.keys(o).length <= 64, { message: 'must hold at most 64 entries' }),
+]);
 export const A1111OverrideSettings = z
   .record(z.string().min(1).max(128), OverrideValue)
   .refine((settings) => Object.keys(settings).length <= 64, { message: 'must hold at most 64 settings' });
