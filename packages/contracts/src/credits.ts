@@ -71,7 +71,7 @@ export type GrantCreditsRequest = z.infer<typeof GrantCreditsRequest>;
 
 export const LedgerQuery = z.object({
   limit: z.coerce.number().int().min(1).max(100).default(20),
-  cursor: z.string().optional(),
+  cursor: z.string().max(200).optional(),
 });
 
 export const BalanceResponse = z.object({ credits: z.number().describe('Decimal credits, exact to the micro-credit.') }).meta({ id: 'Balance' });

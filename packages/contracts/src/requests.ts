@@ -115,7 +115,11 @@ const generationFields = {
   seed: z.number().int().min(0).max(MAX_SEED).default(0).describe('0 = random; sample i uses seed + i.'),
   steps: z.number().int().min(10).max(150).default(30).describe('Denoising steps. Default 30.'),
   style_preset: z.enum(STYLE_PRESET_NAMES).optional().describe("Adds the engine's text for this preset to the positive prompts: its manifest's style_presets, else Stability's table (the tiny engines add nothing)."),
-  extras: z.record(z.string(), z.unknown()).optional().describe('Accepted for compatibility; sdq ignores it.'),
+  extras: z
+    .record(z.string().max(128), z.unknown())
+    .refine((extras) => JSON.stringify(extras).length <= 16_384, { message: 'must be at most 16384 characters as JSON' })
+    .optional()
+    .describe('Accepted for compatibility; sdq ignores it (at most 16 KB as JSON).'),
   // SDXL's own inputs (diffusers' prompt_2, original_size, crops_coords_top_left); other families ignore them.
   prompt_2: z.string().trim().min(1).max(MAX_PROMPT_LENGTH).optional().describe("SDXL, SD3: the second text encoder's prompt. Default: text_prompts."),
   prompt_3: z.string().trim().min(1).max(MAX_PROMPT_LENGTH).optional().describe("SD3: the third (T5) text encoder's prompt. Default: text_prompts."),
@@ -197,7 +201,7 @@ export const NUMERIC_FORM_FIELDS = new Set([
 
 export const ListJobsQuery = z.object({
   limit: z.coerce.number().int().min(1).max(100).default(20),
-  cursor: z.string().optional(),
+  cursor: z.string().max(200).optional(),
 });
 
 /**
