@@ -7,7 +7,7 @@
  * Options (env): MODEL (one folder; default both tiny-sd and tiny-sdxl), RUNS (default 10), THREADS,
  * PROVIDERS (e.g. cuda,cpu).
  */
-import { loadPipeline } from '../packages/pipeline/src';
+import { availableCpus, loadPipeline } from '../packages/pipeline/src';
 import type { ExecutionProvider } from '../packages/pipeline/src';
 
 const models = process.env.MODEL ? [process.env.MODEL] : ['models/tiny-sd', 'models/tiny-sdxl', 'models/tiny-sd3'];
@@ -39,7 +39,7 @@ for (const model of models) {
       `| ${samples} | ${(total / runs).toFixed(1)} | ${perImage.toFixed(1)} | ${(onnx / runs).toFixed(1)} | ${((total - onnx) / runs).toFixed(2)} | ${(overhead * 100).toFixed(2)}% |`,
     );
   }
-  console.log(`model ${model} (${pipeline.family.name}), native ${pipeline.nativeWidth}x${pipeline.nativeHeight}, ${steps} steps, ${sampler}, guidance 7, ${runs} runs each, node ${process.version}`);
+  console.log(`model ${model} (${pipeline.family.name}), native ${pipeline.nativeWidth}x${pipeline.nativeHeight}, ${steps} steps, ${sampler}, guidance 7, ${runs} runs each, ${process.env.THREADS ?? availableCpus()} onnxruntime threads, node ${process.version}`);
   console.log('| batch | ms per request | ms per image | ms in onnxruntime | ms overhead | overhead share |');
   console.log('|---|---|---|---|---|---|');
   for (const r of rows) console.log(r);

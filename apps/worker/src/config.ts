@@ -36,7 +36,7 @@ const EnvSchema = z.object({
   WORKER_BATCH_WINDOW_MS: envInt(0, 5000).default(25),
   /** onnxruntime execution providers in priority order, falling back along the list. Default cpu. */
   EXECUTION_PROVIDERS: envList.pipe(z.array(z.enum(EXECUTION_PROVIDERS)).min(1, 'must name at least one provider')).default(['cpu']),
-  /** onnxruntime intra-op threads; default: onnxruntime's choice. */
+  /** onnxruntime intra-op threads; default: the CPUs this process may use (affinity, cgroup quota). */
   ORT_THREADS: envInt(1, 1024).optional(),
   /**
    * The worker's memory bound in MB: engines at rest plus the runs in flight stay under it (a job's images

@@ -9,6 +9,7 @@ import type { Logger } from 'pino';
 import type { Redis } from 'ioredis';
 import { createRedis, type Storage } from '@sdq/contracts';
 import { createStorage } from '@sdq/storage';
+import { availableCpus } from '@sdq/pipeline';
 import { CreditsService } from '@sdq/credits';
 import { CancelWatcher } from './cancel';
 import { redactUrl, type WorkerConfig } from './config';
@@ -30,7 +31,7 @@ export interface RunningWorker {
 
 export async function startWorker(config: WorkerConfig, logger: Logger, handlers: JobHandlers = HANDLERS): Promise<RunningWorker> {
   logger.info(
-    { redis: redactUrl(config.redisUrl), prefix: config.queuePrefix, models_dir: config.modelsDir, providers: config.providers, concurrency: config.concurrency, batch_size: config.batchSize, storage: Object.keys(config.storage)[0] },
+    { redis: redactUrl(config.redisUrl), prefix: config.queuePrefix, models_dir: config.modelsDir, providers: config.providers, threads: config.threads ?? availableCpus(), concurrency: config.concurrency, batch_size: config.batchSize, storage: Object.keys(config.storage)[0] },
     'worker starting',
   );
   let engines = new Map<string, LoadedEngine>();

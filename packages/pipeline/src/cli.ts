@@ -45,7 +45,7 @@ Options:
   --upscaler <dir>      upscaler folder (default: sdq's models/tiny-upscaler-x2)
   --providers <list>    execution providers in priority order, e.g. cuda,cpu (default cpu)
   --fallback            fall back to the next provider when one cannot load
-  --threads <n>         onnxruntime threads
+  --threads <n>         onnxruntime threads (default: the CPUs this process may use)
   -o, --output <file>   output file; .png, .jpg or .webp (default out.png)
   -h, --help            this help
 `;

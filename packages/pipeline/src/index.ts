@@ -5,6 +5,7 @@ export { GenerationBatcher, type BatcherOptions } from './batcher';
 export { fitMemoryModel, imageBytes, maxCells, MemoryGate, ResidentMemory, MEMORY_SAFETY, type MemoryModel, type MemoryPlan } from './memory';
 export { calibrateMemory } from './memory-calibration';
 export { RUNTIME_VERSION } from './backends/onnx';
+export { availableCpus } from './cpus';
 export { PipelineError, isInputError, type PipelineErrorCode } from './errors';
 export { NormalRng, BatchRng, resolveSeed, sampleSeed, MAX_SEED } from './rng';
 export { ClipTokenizer } from './tokenizer/clip-tokenizer';

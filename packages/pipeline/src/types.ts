@@ -92,7 +92,7 @@ export interface RuntimeOptions {
   providers?: ExecutionProvider[];
   /** When a provider cannot load, try the next one (with a warning) instead of failing. Default false. */
   fallback?: boolean;
-  /** onnxruntime intra-op threads; default: onnxruntime's choice. */
+  /** onnxruntime intra-op threads; default: the CPUs this process may use (affinity, cgroup quota). */
   threads?: number;
   /**
    * Let idle onnxruntime threads spin-wait for work. Default false: spinning threads steal the CPU from
