@@ -75,9 +75,6 @@ export function a1111Routes(deps: Deps): Router {
     return engines.get('tiny-sd') ?? generationEngines()[0] ?? engineNamed('none', 'sd_model_checkpoint');
   };
 
-  const wrap = (fn: (req: Request, res: Response) => Promise<void>) => (req: Request, res: Response, next: (err?: unknown) => void) => {
-    fn(req, res).catch(next);
-  };
   const generate = [requireScope('generate'), rateLimit(deps.limiter), ...jsonBody('1mb')];
   // base64 images in the JSON: MAX_UPLOAD_BYTES each, a third larger as base64, init image and mask
   const imageBodyKb = Math.ceil((config.maxUploadBytes * 2 * 1.4) / 1024) + 64;
@@ -146,14 +143,14 @@ export function a1111Routes(deps: Deps): Router {
     res.json({ images: body.send_images ? pngs.map((p) => p.toString('base64')) : [], parameters, info: JSON.stringify(info) });
   };
 
-  router.post('/sdapi/v1/txt2img', ...generate, wrap(async (req, res) => {
+  router.post('/sdapi/v1/txt2img', ...generate, async (req, res) => {
     const body = parseBody(A1111Txt2ImgRequest, req.body);
     const { engine, width, height, samples, sampler, prompts } = await settings(req, body, 'text-to-image');
     const params: GenerationParams = { prompts, width, height, steps: body.steps, cfgScale: body.cfg_scale, samples, seed: body.seed === -1 ? 0 : body.seed, sampler, outputFormat: 'png' };
     await answer(req, res, engine, { kind: 'text-to-image', params }, {}, body, sampler, width, height);
-  }));
+  });
 
-  router.post('/sdapi/v1/img2img', requireScope('generate'), rateLimit(deps.limiter), ...imageJson, wrap(async (req, res) => {
+  router.post('/sdapi/v1/img2img', requireScope('generate'), rateLimit(deps.limiter), ...imageJson, async (req, res) => {
     const body = parseBody(A1111Img2ImgRequest, req.body);
     const image = await checkImage(decodeBase64(body.init_images[0], 'init_images[0]', config.maxUploadBytes), 'init_image', config.maxPixels, 'init_images[0]');
     const mask = body.mask === undefined ? undefined : await checkImage(decodeBase64(body.mask, 'mask', config.maxUploadBytes), 'mask_image', config.maxPixels, 'mask');
@@ -163,9 +160,9 @@ export function a1111Routes(deps: Deps): Router {
     if (mask) inputs.maskImage = { data: await a1111Mask(mask, body.inpainting_mask_invert === 1, body.mask_blur), contentType: 'image/png' };
     // as A1111: the answer's parameters leave the images out
     await answer(req, res, engine, mask ? { kind: 'masking', params: { ...params, maskSource: 'MASK_IMAGE_WHITE' } } : { kind: 'image-to-image', params }, inputs, body, sampler, width, height, { ...body, init_images: null, mask: null });
-  }));
+  });
 
-  router.post('/sdapi/v1/extra-single-image', requireScope('generate'), rateLimit(deps.limiter), ...imageJson, wrap(async (req, res) => {
+  router.post('/sdapi/v1/extra-single-image', requireScope('generate'), rateLimit(deps.limiter), ...imageJson, async (req, res) => {
     const body = parseBody(A1111ExtraSingleImageRequest, req.body);
     const upscalers = [...engines.values()].filter((e) => e.kind === 'upscale');
     const engine = body.upscaler_1 === 'None' ? upscalers[0] : upscalers.find((e) => e.id === (aliases.get(body.upscaler_1) ?? body.upscaler_1));
@@ -189,17 +186,17 @@ export function a1111Routes(deps: Deps): Router {
     if (!done) return;
     const png = await jobs.readArtifact(done.artifacts[0].key);
     res.json({ html_info: '', image: png.toString('base64') });
-  }));
+  });
 
   // rate-limited as generations are: decoding an image is work a key must not be able to ask for without end
-  router.post('/sdapi/v1/png-info', requireScope('read'), rateLimit(deps.limiter), ...imageJson, wrap(async (req, res) => {
+  router.post('/sdapi/v1/png-info', requireScope('read'), rateLimit(deps.limiter), ...imageJson, async (req, res) => {
     const body = parseBody(A1111PngInfoRequest, req.body);
     const image = await checkImage(decodeBase64(body.image, 'image', config.maxUploadBytes), 'image', config.maxPixels * 4);
     // text chunks are PNG's; the other formats answer empty, as A1111 does without metadata
     const items = image.contentType === 'image/png' ? readPngText(image.data) : {};
     const info = items.parameters ?? '';
     res.json({ info, items, parameters: info ? parseInfotext(info) : {} });
-  }));
+  });
 
   router.get('/sdapi/v1/sd-models', (_req, res) => {
     res.json(generationEngines().map((e) => ({ title: e.id, model_name: e.id, hash: null, sha256: null, filename: e.id, config: null })));
@@ -222,19 +219,19 @@ export function a1111Routes(deps: Deps): Router {
     res.json([]);
   });
 
-  router.get('/sdapi/v1/options', wrap(async (req, res) => {
+  router.get('/sdapi/v1/options', async (req, res) => {
     res.json({ sd_model_checkpoint: (await defaultEngine(req)).id, samples_format: 'png' });
-  }));
-  router.post('/sdapi/v1/options', requireScope('generate'), ...jsonBody('64kb'), wrap(async (req, res) => {
+  });
+  router.post('/sdapi/v1/options', requireScope('generate'), ...jsonBody('64kb'), async (req, res) => {
     const body = parseBody(A1111OptionsUpdate, req.body);
     // this key's default only: never another caller's
     if (body.sd_model_checkpoint !== undefined) await store.redis.hset(optionsKey(req.keyId!), 'sd_model_checkpoint', engineNamed(body.sd_model_checkpoint, 'sd_model_checkpoint').id);
     res.json(null);
-  }));
+  });
 
   /** The calling key's most recent job that has not ended: another key of the account has its own. */
   const currentJob = (req: Request) => jobs.currentOfKey(req.accountId!, req.keyId!);
-  router.get('/sdapi/v1/progress', wrap(async (req, res) => {
+  router.get('/sdapi/v1/progress', async (req, res) => {
     const job = await currentJob(req);
     const step = job?.progress?.step ?? 0;
     const steps = job?.progress?.steps ?? 0;
@@ -247,14 +244,14 @@ export function a1111Routes(deps: Deps): Router {
       current_image: null,
       textinfo: job ? (job.status === 'queued' ? `queued (position ${job.queue_position ?? 0})` : `step ${step} of ${steps}`) : null,
     });
-  }));
+  });
   for (const action of ['interrupt', 'skip'] as const) {
-    router.post(`/sdapi/v1/${action}`, requireScope('generate'), wrap(async (req, res) => {
+    router.post(`/sdapi/v1/${action}`, requireScope('generate'), async (req, res) => {
       // the caller's own job, never another's; one job per request here, so skip is interrupt
       const job = await currentJob(req);
       if (job) await jobs.cancel(await jobs.getOwn(req.accountId!, job.id)).catch(() => {});
       res.json(null);
-    }));
+    });
   }
   return router;
 }

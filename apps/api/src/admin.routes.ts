@@ -2,18 +2,13 @@
  * /v1/admin: accounts, keys and credits for operators (ADMIN_TOKEN, or an API key with scope admin).
  * The CLI (`npx sdq`) does the same through accounts.service.ts.
  */
-import { type NextFunction, type Request, type Response, Router } from 'express';
+import { type Request, type Response, Router } from 'express';
 import { CreateAccountRequest, CreateKeyRequest, GrantCreditsRequest, ServiceError, SetTierRequest } from '@sdq/contracts';
 import { toCredits } from '@sdq/credits';
 import type { AccountsService } from './accounts.service';
 import { jsonBody } from './body';
 import type { EnginePresence } from './presence';
 import { parseBody } from './validate';
-
-type Handler = (req: Request, res: Response) => Promise<void>;
-const wrap = (fn: Handler) => (req: Request, res: Response, next: NextFunction) => {
-  fn(req, res).catch(next);
-};
 
 export function adminRoutes(accounts: AccountsService, presence: Pick<EnginePresence, 'list'>, tiers: Map<string, number>): Router {
   const knownTier = (tier: string | undefined) => {
@@ -24,76 +19,76 @@ export function adminRoutes(accounts: AccountsService, presence: Pick<EnginePres
   router.use(jsonBody('64kb'));
   router.get(
     '/workers',
-    wrap(async (_req, res) => {
+    async (_req, res) => {
       res.json({ data: await presence.list() });
-    }),
+    },
   );
   router.post(
     '/accounts',
-    wrap(async (req, res) => {
+    async (req, res) => {
       const body = parseBody(CreateAccountRequest, req.body);
       const { account, balance, key, apiKey } = await accounts.create(body.name, { credits: body.credits, email: body.email, tier: knownTier(body.tier) });
       res.status(201).json({ ...account, credits: toCredits(balance), key_id: key.id, api_key: apiKey });
-    }),
+    },
   );
   router.get(
     '/accounts',
-    wrap(async (_req, res) => {
+    async (_req, res) => {
       res.json({ data: await accounts.list() });
-    }),
+    },
   );
   router.get(
     '/accounts/:id',
-    wrap(async (req, res) => {
+    async (req, res) => {
       const account = await accounts.get(String(req.params.id));
       res.json({ ...account, credits: toCredits(await accounts.balance(account.id)) });
-    }),
+    },
   );
   router.put(
     '/accounts/:id/tier',
-    wrap(async (req, res) => {
+    async (req, res) => {
       const { tier } = parseBody(SetTierRequest, req.body);
       const account = await accounts.setTier(String(req.params.id), knownTier(tier)!);
       res.json({ ...account, credits: toCredits(await accounts.balance(account.id)) });
-    }),
+    },
   );
   router.post(
     '/accounts/:id/credits',
-    wrap(async (req, res) => {
+    async (req, res) => {
       const body = parseBody(GrantCreditsRequest, req.body);
       // An Idempotency-Key makes the grant once-only: a retried request grants nothing more.
       const tag = req.get('idempotency-key');
       const result = await accounts.grant(String(req.params.id), body.amount, { reason: body.reason, tag });
       res.status(result.duplicate ? 200 : 201).json(result);
-    }),
+    },
   );
   router.get(
     '/accounts/:id/ledger',
-    wrap(async (req, res) => {
+    async (req, res) => {
       res.json(await accounts.ledger(String(req.params.id), req.query));
-    }),
+    },
   );
   router.post(
     '/accounts/:id/keys',
-    wrap(async (req, res) => {
+    async (req, res) => {
       const body = parseBody(CreateKeyRequest, req.body);
       const { key, apiKey } = await accounts.createKey(String(req.params.id), body.scope);
       res.status(201).json({ ...key, api_key: apiKey });
-    }),
+    },
   );
   router.get(
     '/accounts/:id/keys',
-    wrap(async (req, res) => {
+    async (req, res) => {
       res.json({ data: await accounts.listKeys(String(req.params.id)) });
-    }),
+    },
   );
   router.delete(
     '/keys/:id',
-    wrap(async (req, res) => {
+    async (req, res) => {
       const key = await accounts.revokeKey(String(req.params.id));
       if (!key) throw new ServiceError('not_found', `key ${req.params.id} not found`);
       res.json(key);
-    }),
+    },
   );
   return router;
 }

@@ -358,18 +358,14 @@ export function generationRoutes(deps: GenerationDeps): Router {
     await answerStability(res, jobs, record, snapshot, accept);
   };
 
-  const wrap = (fn: (req: Request, res: Response) => Promise<void>) => (req: Request, res: Response, next: (err?: unknown) => void) => {
-    fn(req, res).catch(next);
-  };
-
   const json = jsonBody('1mb');
   const form = (files: ImageField[]) => multipart({ files, maxFileBytes: config.maxUploadBytes, idleTimeoutMs: config.http.uploadIdleTimeoutMs, maxPerKey: config.http.maxUploadsPerKey, dir: config.http.uploadTmpDir });
   // Scope, then the rate limit, both before the body is read.
   const guard = [requireScope('generate'), rateLimit(deps.limiter)];
-  router.post('/v1/generation/:engine_id/text-to-image', guard, json, wrap(handle('text-to-image')));
-  router.post('/v1/generation/:engine_id/image-to-image', guard, form(['init_image']), wrap(handle('image-to-image')));
-  router.post('/v1/generation/:engine_id/image-to-image/masking', guard, form(['init_image', 'mask_image']), wrap(handle('masking')));
-  router.post('/v1/generation/:engine_id/image-to-image/upscale', guard, form(['image']), wrap(handle('upscale')));
+  router.post('/v1/generation/:engine_id/text-to-image', guard, json, handle('text-to-image'));
+  router.post('/v1/generation/:engine_id/image-to-image', guard, form(['init_image']), handle('image-to-image'));
+  router.post('/v1/generation/:engine_id/image-to-image/masking', guard, form(['init_image', 'mask_image']), handle('masking'));
+  router.post('/v1/generation/:engine_id/image-to-image/upscale', guard, form(['image']), handle('upscale'));
   return router;
 }
 

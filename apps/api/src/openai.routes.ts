@@ -90,10 +90,6 @@ export function openaiRoutes(deps: GenerationDeps & { models: Map<string, Engine
     throw new ServiceError('invalid_height_or_width', `size: ${size} is not a size this model takes (${allowed})`);
   };
 
-  const wrap = (fn: (req: Request, res: Response) => Promise<void>) => (req: Request, res: Response, next: (err?: unknown) => void) => {
-    fn(req, res).catch(next);
-  };
-
   /** Queues the job, waits for it as OpenAI answers (synchronously), and answers its images. */
   const run = async (req: Request, res: Response, engine: EngineInfo, job: NewJob, inputs: JobInputs, body: OpenAIBody, prompt: string) => {
     const format = body.response_format ?? (/^gpt-image/.test(body.model ?? DEFAULT_MODEL) ? 'b64_json' : 'url');
@@ -124,13 +120,13 @@ export function openaiRoutes(deps: GenerationDeps & { models: Map<string, Engine
     };
   };
 
-  router.post('/v1/images/generations', requireScope('generate'), rateLimit(deps.limiter), ...jsonBody('1mb'), wrap(async (req, res) => {
+  router.post('/v1/images/generations', requireScope('generate'), rateLimit(deps.limiter), ...jsonBody('1mb'), async (req, res) => {
     const body = parseBody(OpenAIImageGenerationRequest, req.body);
     const engine = modelEngine(body.model ?? DEFAULT_MODEL, 'text-to-image');
     const size = sizeOf(engine, body.size);
     checkSize(size.width, size.height, config.maxPixels, engine);
     await run(req, res, engine, { kind: 'text-to-image', params: paramsOf(engine, body, size) }, {}, body, body.prompt);
-  }));
+  });
 
   const form = multipart({ files: ['image', 'image[]', 'mask'], maxFileBytes: config.maxUploadBytes, idleTimeoutMs: config.http.uploadIdleTimeoutMs, maxPerKey: config.http.maxUploadsPerKey, dir: config.http.uploadTmpDir });
   const fields = (req: Request) => {
@@ -155,16 +151,16 @@ export function openaiRoutes(deps: GenerationDeps & { models: Map<string, Engine
     return requireFile(await readImage(req, field, config.maxPixels), 'image');
   };
 
-  router.post('/v1/images/edits', requireScope('generate'), rateLimit(deps.limiter), form, wrap(async (req, res) => {
+  router.post('/v1/images/edits', requireScope('generate'), rateLimit(deps.limiter), form, async (req, res) => {
     const body = parseBody(OpenAIImageEditRequest, fields(req));
     const image = await editImage(req);
     const mask = await readImage(req, 'mask', config.maxPixels);
     const engine = modelEngine(body.model ?? DEFAULT_MODEL, 'masking');
     const size = sizeFor(engine, body.size, image);
     await run(req, res, engine, { kind: 'masking', params: paramsOf(engine, body, size, { maskSource: 'MASK_IMAGE_WHITE' }) }, { initImage: image, maskImage: { data: await editMask(image, mask), contentType: 'image/png' } }, body, body.prompt);
-  }));
+  });
 
-  router.post('/v1/images/variations', requireScope('generate'), rateLimit(deps.limiter), form, wrap(async (req, res) => {
+  router.post('/v1/images/variations', requireScope('generate'), rateLimit(deps.limiter), form, async (req, res) => {
     const body = parseBody(OpenAIImageVariationRequest, fields(req));
     const image = requireFile(await readImage(req, 'image', config.maxPixels), 'image');
     if (req.multipart?.files.get('mask')) throw new ServiceError('bad_request', 'mask: variations take the image alone');
@@ -172,7 +168,7 @@ export function openaiRoutes(deps: GenerationDeps & { models: Map<string, Engine
     const size = sizeFor(engine, body.size, image);
     // no prompt: the image alone steers it; half of it kept
     await run(req, res, engine, { kind: 'image-to-image', params: paramsOf(engine, body, size, { imageStrength: VARIATION_IMAGE_STRENGTH }) }, { initImage: image }, body, '');
-  }));
+  });
 
   router.get('/v1/models', (_req, res) => {
     const names = [...new Set([...models.keys(), ...[...engines.values()].filter((e) => e.kind === 'generation').map((e) => e.id)])];

@@ -1,5 +1,5 @@
 /** The other routes: engines, jobs (incl. SSE), artifacts, health (admin: admin.routes.ts; user: user.routes.ts). */
-import { type NextFunction, type Request, type Response, Router } from 'express';
+import { type Request, type Response, Router } from 'express';
 import type { EngineInfo } from '@sdq/pipeline/engines';
 import {
   errorNameForField,
@@ -23,12 +23,6 @@ import { parseBody } from './validate';
 import type { EnginePresence } from './presence';
 import type { Store } from './store';
 
-type Handler = (req: Request, res: Response) => Promise<void> | void;
-const wrap = (fn: Handler) => (req: Request, res: Response, next: NextFunction) => {
-  Promise.resolve(fn(req, res)).catch(next);
-};
-
-
 /** What an engine can do (sdq's addition): family, sizes, samplers, modes, defaults. */
 function capabilities(e: EngineInfo) {
   return {
@@ -48,7 +42,7 @@ export function engineRoutes(engines: Map<string, EngineInfo>, aliases: Map<stri
   const router = Router();
   router.get(
     '/v1/engines/list',
-    wrap(async (_req, res) => {
+    async (_req, res) => {
       const served = new Map(await Promise.all([...engines.keys()].map(async (id) => [id, await presence.workers(id)] as const)));
       const entry = (id: string, e: EngineInfo, aliasOf?: string) => ({
         id,
@@ -60,7 +54,7 @@ export function engineRoutes(engines: Map<string, EngineInfo>, aliases: Map<stri
         alias_of: aliasOf ?? null,
       });
       res.json([...[...engines.values()].map((e) => entry(e.id, e)), ...[...aliases].map(([alias, id]) => entry(alias, engines.get(id)!, id))]);
-    }),
+    },
   );
   return router;
 }
@@ -71,26 +65,26 @@ export function jobRoutes(jobs: JobsService, shutdown?: Shutdown, streamLimits: 
   const router = Router();
   router.get(
     '/v1/jobs',
-    wrap(async (req, res) => {
+    async (req, res) => {
       const query = parseBody(ListJobsQuery, req.query);
       res.json(await jobs.list(req.accountId!, query.limit, query.cursor));
-    }),
+    },
   );
   router.get(
     '/v1/jobs/:id',
-    wrap(async (req, res) => {
+    async (req, res) => {
       res.json(await jobs.describe(await jobs.getOwn(req.accountId!, String(req.params.id))));
-    }),
+    },
   );
   router.post(
     '/v1/jobs/:id/cancel',
     requireScope('generate'),
-    wrap(async (req, res) => {
+    async (req, res) => {
       const object = await jobs.cancel(await jobs.getOwn(req.accountId!, String(req.params.id)));
       res.status(TERMINAL_STATUSES.has(object.status) ? 200 : 202).json(object);
-    }),
+    },
   );
-  router.get('/v1/jobs/:id/events', wrap((req, res) => streamEvents(jobs, req, res, shutdown, streams)));
+  router.get('/v1/jobs/:id/events', (req, res) => streamEvents(jobs, req, res, shutdown, streams));
   return router;
 }
 
@@ -176,7 +170,7 @@ export function artifactRoutes(storage: Storage, config: Config): Router {
   const secret = config.storage.local.secret;
   router.get(
     `${LOCAL_ARTIFACTS_PATH}*key`,
-    wrap(async (req, res) => {
+    async (req, res) => {
       const key = ([] as string[]).concat(req.params.key as unknown as string[]).join('/');
       // A repeated parameter arrives as an array: only one plain value of each is a signature.
       const one = (v: unknown) => (typeof v === 'string' ? v : v === undefined ? undefined : '');
@@ -194,7 +188,7 @@ export function artifactRoutes(storage: Storage, config: Config): Router {
         if (err instanceof StorageNotFoundError) throw new ServiceError('not_found', `artifact ${key} not found (it may have expired)`);
         throw err;
       }
-    }),
+    },
   );
   return router;
 }
@@ -206,7 +200,7 @@ export function healthRoutes(store: Store, storage: Storage): Router {
   });
   router.get(
     '/readyz',
-    wrap(async (_req, res) => {
+    async (_req, res) => {
       if (!store.ready) throw new ServiceError('service_unavailable', 'Redis is unreachable');
       await store.ping();
       try {
@@ -216,7 +210,7 @@ export function healthRoutes(store: Store, storage: Storage): Router {
         throw new ServiceError('service_unavailable', `storage (${storage.kind}) ${cause}`);
       }
       res.json({ status: 'ready' });
-    }),
+    },
   );
   return router;
 }

@@ -34,7 +34,6 @@ export interface ApiKeyInfo {
   scope: KeyScope;
 }
 
-
 export function hashApiKey(key: string): string {
   return createHash('sha256').update(key).digest('hex');
 }

@@ -1,24 +1,19 @@
 /** /v1/user: the caller's own account, balance and ledger (any scope may read them), as Stability's. */
-import { type NextFunction, type Request, type Response, Router } from 'express';
+import { type Request, type Response, Router } from 'express';
 import { toCredits } from '@sdq/credits';
 import type { AccountsService } from './accounts.service';
-
-type Handler = (req: Request, res: Response) => Promise<void>;
-const wrap = (fn: Handler) => (req: Request, res: Response, next: NextFunction) => {
-  fn(req, res).catch(next);
-};
 
 export function userRoutes(accounts: AccountsService): Router {
   const router = Router();
   router.get(
     '/v1/user/balance',
-    wrap(async (req, res) => {
+    async (req, res) => {
       res.json({ credits: toCredits(await accounts.balance(req.accountId!)) });
-    }),
+    },
   );
   router.get(
     '/v1/user/account',
-    wrap(async (req, res) => {
+    async (req, res) => {
       const account = await accounts.get(req.accountId!);
       res.json({
         id: account.id,
@@ -30,13 +25,13 @@ export function userRoutes(accounts: AccountsService): Router {
         credits: toCredits(await accounts.balance(account.id)),
         key: { id: req.keyId!, scope: req.scope! },
       });
-    }),
+    },
   );
   router.get(
     '/v1/user/ledger',
-    wrap(async (req, res) => {
+    async (req, res) => {
       res.json(await accounts.ledger(req.accountId!, req.query));
-    }),
+    },
   );
   return router;
 }

@@ -253,9 +253,6 @@ export function v2betaRoutes(deps: GenerationDeps & { services: Map<V2BetaServic
     return { job: { kind, params }, inputs: image ? { initImage: image } : {} };
   };
 
-  const wrap = (fn: (req: Request, res: Response) => Promise<void>) => (req: Request, res: Response, next: (err?: unknown) => void) => {
-    fn(req, res).catch(next);
-  };
   const form = (files: ImageField[]) => multipart({ files, maxFileBytes: config.maxUploadBytes, idleTimeoutMs: config.http.uploadIdleTimeoutMs, maxPerKey: config.http.maxUploadsPerKey, dir: config.http.uploadTmpDir });
   const guard = [requireScope('generate'), rateLimit(deps.limiter)];
   const fields = (req: Request) => {
@@ -267,16 +264,16 @@ export function v2betaRoutes(deps: GenerationDeps & { services: Map<V2BetaServic
   };
 
   for (const service of ['core', 'ultra'] as const) {
-    router.post(`/v2beta/stable-image/generate/${service}`, guard, form(service === 'ultra' ? ['image'] : []), wrap(async (req, res) => {
+    router.post(`/v2beta/stable-image/generate/${service}`, guard, form(service === 'ultra' ? ['image'] : []), async (req: Request, res: Response) => {
       const body = parseBody(V2GenerateRequest, fields(req));
       const image = service === 'ultra' ? await readImage(req, 'image', config.maxPixels) : undefined;
       const engine = engineFor(service, image ? 'image-to-image' : 'text-to-image');
       const { job, inputs } = generation(service, engine, body, image);
       await run(req, res, service, engine, job, inputs, body);
-    }));
+    });
   }
 
-  router.post('/v2beta/stable-image/generate/sd3', guard, form(['image']), wrap(async (req, res) => {
+  router.post('/v2beta/stable-image/generate/sd3', guard, form(['image']), async (req: Request, res: Response) => {
     const body = parseBody(V2Sd3Request, fields(req));
     const model = (Object.hasOwn(SD3_MODEL_REROUTES, body.model) ? SD3_MODEL_REROUTES[body.model] : body.model) as V2BetaService;
     const image = await readImage(req, 'image', config.maxPixels);
@@ -285,9 +282,9 @@ export function v2betaRoutes(deps: GenerationDeps & { services: Map<V2BetaServic
     const engine = engineFor(model, image ? 'image-to-image' : 'text-to-image');
     const { job, inputs } = generation(model, engine, body, image);
     await run(req, res, model, engine, job, inputs, body);
-  }));
+  });
 
-  router.post('/v2beta/stable-image/upscale/fast', guard, form(['image']), wrap(async (req, res) => {
+  router.post('/v2beta/stable-image/upscale/fast', guard, form(['image']), async (req: Request, res: Response) => {
     const body = parseBody(V2UpscaleFastRequest, fields(req));
     const image = requireFile(await readImage(req, 'image', config.maxPixels), 'image');
     const engine = engineFor('upscale-fast', 'upscale');
@@ -296,11 +293,11 @@ export function v2betaRoutes(deps: GenerationDeps & { services: Map<V2BetaServic
       throw new ServiceError('invalid_pixel_count', `image: ${image.width}x${image.height} upscaled ${scale}x is over the upscale maximum of ${config.maxPixels * 4} pixels`);
     }
     await run(req, res, 'upscale-fast', engine, { kind: 'upscale', params: { outputFormat: body.output_format } }, { image }, body);
-  }));
+  });
 
   for (const service of ['upscale-conservative', 'upscale-creative'] as const) {
     const creative = service === 'upscale-creative';
-    router.post(`/v2beta/stable-image/upscale/${creative ? 'creative' : 'conservative'}`, guard, form(['image']), wrap(async (req, res) => {
+    router.post(`/v2beta/stable-image/upscale/${creative ? 'creative' : 'conservative'}`, guard, form(['image']), async (req: Request, res: Response) => {
       const body = parseBody(creative ? V2CreativeRequest : V2ConservativeRequest, fields(req));
       const image = requireFile(await readImage(req, 'image', config.maxPixels), 'image');
       const engine = engineFor(service, 'enhance');
@@ -316,11 +313,11 @@ export function v2betaRoutes(deps: GenerationDeps & { services: Map<V2BetaServic
       // the part of each tile kept: creative repaints `creativity` of it, conservative half that
       const params = paramsOf(engine, body, { width, height }, { imageStrength: 1 - (creative ? body.creativity : body.creativity / 2) });
       await run(req, res, service, engine, { kind: 'enhance', params }, { image }, body, creative);
-    }));
+    });
   }
 
   for (const service of ['inpaint', 'erase'] as const) {
-    router.post(`/v2beta/stable-image/edit/${service}`, guard, form(['image', 'mask']), wrap(async (req, res) => {
+    router.post(`/v2beta/stable-image/edit/${service}`, guard, form(['image', 'mask']), async (req: Request, res: Response) => {
       const body = parseBody(V2InpaintRequest, fields(req));
       if (service === 'inpaint' && !body.prompt) throw new ServiceError('bad_request', 'prompt: is required');
       const image = requireFile(await readImage(req, 'image', config.maxPixels), 'image');
@@ -331,10 +328,10 @@ export function v2betaRoutes(deps: GenerationDeps & { services: Map<V2BetaServic
       // erase: filled from the surroundings, with no prompt
       const params = paramsOf(engine, service === 'erase' ? { ...body, prompt: '' } : body, size, { maskSource: 'MASK_IMAGE_WHITE' });
       await run(req, res, service, engine, { kind: 'masking', params }, { initImage: image, maskImage: { data: maskData, contentType: 'image/png' } }, body);
-    }));
+    });
   }
 
-  router.post('/v2beta/stable-image/edit/outpaint', guard, form(['image']), wrap(async (req, res) => {
+  router.post('/v2beta/stable-image/edit/outpaint', guard, form(['image']), async (req: Request, res: Response) => {
     const body = parseBody(V2OutpaintRequest, fields(req));
     const { left, right, up, down } = body;
     if (left + right + up + down === 0) throw new ServiceError('bad_request', 'left, right, up, down: at least one must be above 0');
@@ -355,13 +352,13 @@ export function v2betaRoutes(deps: GenerationDeps & { services: Map<V2BetaServic
     const params = paramsOf(engine, body, ownOrNearest(engine, canvas), { maskSource: 'MASK_IMAGE_WHITE', imageStrength: 0.5 * (1 - body.creativity) });
     const inputs = { initImage: { data: stretched, contentType: 'image/png' }, maskImage: { data: mask, contentType: 'image/png' } };
     await run(req, res, 'outpaint', engine, { kind: 'masking', params }, inputs, body);
-  }));
+  });
 
-  const result = wrap(async (req, res) => {
+  const result = async (req: Request, res: Response) => {
     const json = wantsJson(req);
     const record = await jobs.getOwn(req.accountId!, String(req.params.id));
     await answer(res, jobs, record, await jobs.snapshot(record), json);
-  });
+  };
   router.get('/v2beta/results/:id', requireScope('generate'), result);
   // Stability's earlier path for the creative upscale's result, which its published SDK still calls
   router.get('/v2beta/stable-image/upscale/creative/result/:id', requireScope('generate'), result);

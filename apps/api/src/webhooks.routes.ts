@@ -14,11 +14,6 @@ import { jsonBody } from './body';
 import type { Config } from './config';
 import type { JobsService } from './jobs.service';
 
-type Handler = (req: Request, res: Response) => Promise<void>;
-const wrap = (fn: Handler) => (req: Request, res: Response, next: NextFunction) => {
-  fn(req, res).catch(next);
-};
-
 function defaultWebhookView(hook: DefaultWebhook | undefined) {
   if (!hook) return { url: null, enabled: false, updated_at: null, disabled_at: null, disabled_reason: null };
   return { ...hook, updated_at: hook.updated_at || null };
@@ -39,16 +34,16 @@ export function webhookRoutes(deps: { config: Config; jobs: JobsService; webhook
     '/v1/user/webhook',
     generate,
     noStore,
-    wrap(async (req, res) => {
+    async (req, res) => {
       res.json(defaultWebhookView(await webhooks.accounts.getDefaultWebhook(req.accountId!)));
-    }),
+    },
   );
   router.put(
     '/v1/user/webhook',
     generate,
     noStore,
     json,
-    wrap(async (req, res) => {
+    async (req: Request, res: Response) => {
       if (!req.is('application/json')) throw new ServiceError('invalid_mime_type', `body: this endpoint takes application/json (got ${req.headers['content-type'] ?? 'no Content-Type'})`);
       const parsed = SetWebhookRequest.safeParse(req.body ?? {});
       if (!parsed.success) {
@@ -64,55 +59,55 @@ export function webhookRoutes(deps: { config: Config; jobs: JobsService; webhook
       const check = await validateWebhookUrl(url, config.webhooks.allowedHosts);
       if (!check.ok) throw new ServiceError('invalid_webhook', `url: ${check.message}`);
       res.json(defaultWebhookView(await webhooks.accounts.setDefaultWebhook(req.accountId!, url)));
-    }),
+    },
   );
   router.delete(
     '/v1/user/webhook',
     generate,
     noStore,
-    wrap(async (req, res) => {
+    async (req, res) => {
       await webhooks.accounts.removeDefaultWebhook(req.accountId!);
       res.json(defaultWebhookView(undefined));
-    }),
+    },
   );
 
   router.get(
     '/v1/webhooks/secret',
     generate,
     noStore,
-    wrap(async (req, res) => {
+    async (req, res) => {
       res.json({ secret: await webhooks.accounts.secret(req.accountId!) });
-    }),
+    },
   );
   router.post(
     '/v1/webhooks/secret/rotate',
     generate,
     noStore,
-    wrap(async (req, res) => {
+    async (req, res) => {
       const rotated = await webhooks.accounts.rotate(req.accountId!);
       req.log.info('webhook secret rotated');
       res.json(rotated);
-    }),
+    },
   );
 
   router.get(
     '/v1/jobs/:id/webhooks',
-    wrap(async (req, res) => {
+    async (req, res) => {
       const record = await jobs.getOwn(req.accountId!, String(req.params.id));
       res.json({ data: await webhooks.deliveries.list(record.id) });
-    }),
+    },
   );
   router.post(
     '/v1/jobs/:id/webhooks/:delivery/redeliver',
     generate,
-    wrap(async (req, res) => {
+    async (req, res) => {
       const record = await jobs.getOwn(req.accountId!, String(req.params.id));
       const delivery = await webhooks.redeliver(record.id, String(req.params.delivery));
       if (!delivery) throw new ServiceError('not_found', `delivery ${req.params.delivery} of job ${record.id} not found`);
       const view = (await webhooks.deliveries.list(record.id)).find((d) => d.id === delivery.id);
       req.log.info({ delivery_id: delivery.id, redelivery_of: delivery.redeliveryOf }, 'webhook redelivery queued');
       res.status(202).json(view);
-    }),
+    },
   );
   return router;
 }
