@@ -42,6 +42,13 @@ const post = (path: string, key: string, body: unknown, headers: Record<string, 
   fetch(`${service.url}${path}`, { method: 'POST', headers: authed(key, { 'content-type': 'application/json', ...headers }), body: JSON.stringify(body) });
 const jobsOf = async (key: string) => ((await (await fetch(`${service.url}/v1/jobs?limit=100`, { headers: authed(key) })).json()) as { data: { id: string; status: string }[] }).data;
 
+/** Another key of the account `key` belongs to (made by the admin API). */
+async function secondKey(key: string): Promise<string> {
+  const account = ((await (await fetch(`${service.url}/v1/user/account`, { headers: authed(key) })).json()) as { id: string }).id;
+  const created = await fetch(`${service.url}/v1/admin/accounts/${account}/keys`, { method: 'POST', headers: { authorization: `Bearer ${ADMIN_TOKEN}`, 'content-type': 'application/json' }, body: JSON.stringify({ scope: 'generate' }) });
+  return ((await created.json()) as { api_key: string }).api_key;
+}
+
 /** A PNG whose `parameters` text chunk is `text` (as A1111 writes its infotext). */
 async function pngWithParameters(text: string): Promise<Buffer> {
   const png = await sharp({ create: { width: 8, height: 8, channels: 3, background: '#ff0000' } }).png().toBuffer();
@@ -124,9 +131,7 @@ describe('cancels', () => {
 describe("A1111's progress and interrupt are the calling key's", () => {
   it("another key of the same account sees no job and cannot interrupt it; the job's own key can", async () => {
     const keyA = await accountWith(service, 'two-keys', 50);
-    const account = ((await (await fetch(`${service.url}/v1/user/account`, { headers: authed(keyA) })).json()) as { id: string }).id;
-    const created = await fetch(`${service.url}/v1/admin/accounts/${account}/keys`, { method: 'POST', headers: { authorization: `Bearer ${ADMIN_TOKEN}`, 'content-type': 'application/json' }, body: JSON.stringify({ scope: 'generate' }) });
-    const keyB = ((await created.json()) as { api_key: string }).api_key;
+    const keyB = await secondKey(keyA);
     const progress = async (key: string) => (await (await fetch(`${service.url}/sdapi/v1/progress`, { headers: authed(key) })).json()) as { state: { job_count: number; sampling_step: number } };
     const running = post('/sdapi/v1/txt2img', keyA, { prompt: 'a red circle', steps: 150 });
     await waitFor(async () => (await progress(keyA)).state.sampling_step > 2, 'the job to run');
@@ -170,9 +175,7 @@ describe('client text is parsed in linear time', () => {
 describe('what one key can hold open', () => {
   it('event streams: past the key cap 429 with Retry-After, past the account cap too; health answers; a closed one frees its slot', async () => {
     const keyA = await accountWith(service, 'streams', 20);
-    const account = ((await (await fetch(`${service.url}/v1/user/account`, { headers: authed(keyA) })).json()) as { id: string }).id;
-    const created = await fetch(`${service.url}/v1/admin/accounts/${account}/keys`, { method: 'POST', headers: { authorization: `Bearer ${ADMIN_TOKEN}`, 'content-type': 'application/json' }, body: JSON.stringify({ scope: 'generate' }) });
-    const keyB = ((await created.json()) as { api_key: string }).api_key;
+    const keyB = await secondKey(keyA);
     const job = (await (await post('/v1/generation/tiny-sdxl/text-to-image', keyA, { text_prompts: [{ text: 'a red circle' }], steps: 10 }, { prefer: 'respond-async' })).json()) as { id: string };
     const open: AbortController[] = [];
     const stream = async (key: string) => {
