@@ -79,7 +79,10 @@ describe('AUTOMATIC1111 /sdapi/v1', () => {
     expect(res.status).toBe(200);
     const body = (await res.json()) as { images: string[]; info: string };
     expect(body.images).toEqual([]);
-    expect(JSON.parse(body.info)).toMatchObject({ all_seeds: [9], job_id: res.headers.get('x-job-id') });
+    // no sampler asked: info names the engine's own, as the infotext does (A1111's "Euler"), never ""
+    const info = JSON.parse(body.info) as { sampler_name: string; infotexts: string[] };
+    expect(info).toMatchObject({ all_seeds: [9], job_id: res.headers.get('x-job-id'), sampler_name: 'Euler' });
+    expect(info.infotexts[0]).toContain('Sampler: Euler,');
     const job = (await (await fetch(`${service.url}/v1/jobs/${res.headers.get('x-job-id')}`, { headers: authed(key) })).json()) as { status: string; artifacts: unknown[] };
     expect(job).toMatchObject({ status: 'succeeded', artifacts: [expect.anything()] });
     const progress = await api('progress?skip_current_image=true');

@@ -95,6 +95,12 @@ describe('OpenAI Images through the openai SDK', () => {
     }
   });
 
+  it('takes one of OpenAI\'s sizes as it is when the engine takes it (256x256 on tiny-sd), and maps it only otherwise', async () => {
+    const out = await client.images.generate({ prompt: 'a red circle on a blue background', size: '256x256', response_format: 'b64_json', ...seeded } as OpenAI.ImageGenerateParams);
+    const img = await rgbOf(Buffer.from(out.data![0].b64_json!, 'base64'));
+    expect([img.width, img.height]).toEqual([256, 256]);
+  });
+
   it("gpt-image-1's fields: b64_json unasked, output_format jpeg, its response fields, image[] for edits; transparent refused", async () => {
     const out = await client.images.generate({ model: 'gpt-image-1', prompt: 'a red circle on a blue background', output_format: 'jpeg', quality: 'low', moderation: 'low', ...seeded } as OpenAI.ImageGenerateParams);
     expect(out).toMatchObject({ output_format: 'jpeg', size: '128x128', quality: 'low', background: 'opaque' });

@@ -116,7 +116,9 @@ export function a1111Routes(deps: Deps): Router {
     const { record, artifacts } = done;
     const pngs = await Promise.all(artifacts.map((a) => jobs.readArtifact(a.key)));
     const seeds = artifacts.map((a) => a.seed);
-    const samplerName = Object.entries(A1111_SAMPLERS).find(([, s]) => s === sampler)?.[0] ?? sampler ?? '';
+    // no sampler asked: the engine's own, as its infotext names it (never "")
+    const ran = sampler ?? engine.schedulerSampler;
+    const samplerName = Object.entries(A1111_SAMPLERS).find(([, s]) => s === ran)?.[0] ?? ran ?? '';
     const info = {
       prompt: body.prompt,
       all_prompts: seeds.map(() => body.prompt),

@@ -78,15 +78,15 @@ export function openaiRoutes(deps: GenerationDeps & { models: Map<string, Engine
     return engine;
   };
 
-  /** OpenAI's sizes map onto the engine's size of that shape; any other WxH must be one the engine takes. */
+  /** A size the engine takes is used as it is; another of OpenAI's sizes maps onto the engine's size of that shape. */
   const sizeOf = (engine: EngineInfo, size: string | undefined): { width: number; height: number } => {
     if (size === undefined || size === 'auto') return { width: engine.nativeWidth ?? 512, height: engine.nativeHeight ?? 512 };
     const m = /^(\d{1,5})x(\d{1,5})$/.exec(size);
     const allowed = `allowed: auto, ${OPENAI_SIZES.join(', ')}${engine.sizes?.allowed ? `, or this model's own ${engine.sizes.allowed.join(', ')}` : ''}`;
     if (!m) throw new ServiceError('invalid_height_or_width', `size: ${JSON.stringify(size)} is not WxH (${allowed})`);
     const [width, height] = [Number(m[1]), Number(m[2])];
-    if ((OPENAI_SIZES as readonly string[]).includes(size)) return sizeForShape(engine, width / height);
     if (width * height <= config.maxPixels && !checkEngineSize(engine, width, height)) return { width, height };
+    if ((OPENAI_SIZES as readonly string[]).includes(size)) return sizeForShape(engine, width / height);
     throw new ServiceError('invalid_height_or_width', `size: ${size} is not a size this model takes (${allowed})`);
   };
 
