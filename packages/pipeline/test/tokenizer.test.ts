@@ -8,7 +8,7 @@ import { ClipTokenizer, TokenizerFileError } from '../src/tokenizer/clip-tokeniz
 
 const repoRoot = fileURLToPath(new URL('../../../', import.meta.url));
 const tinySd = join(repoRoot, 'models/tiny-sd');
-const tinySdxl = join(repoRoot, '../shared/models/tiny-sdxl');
+const tinySdxl = join(repoRoot, 'models/tiny-sdxl');
 const sdxlPresent = existsSync(tinySdxl);
 
 async function readJson(file: string): Promise<any> {
