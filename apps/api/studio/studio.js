@@ -28,17 +28,25 @@ const painter = new MaskPainter($('mask-canvas'));
 
 // ---- the key -------------------------------------------------------------------------------------
 
-$('key-form').addEventListener('submit', (/** @type {Event} */ e) => {
-  e.preventDefault();
+/** Takes the key in the field; `quiet`: an empty field says nothing (it was only left, or pasted into). @param {boolean} quiet */
+function useKey(quiet) {
   const key = $('api-key').value.trim();
   if (!key) {
-    $('key-status').textContent = 'Paste an API key first (npx sdq keys create ... prints one).';
+    // (an empty field after a key was just taken on leaving it: nothing to say)
+    if (!quiet && !api) $('key-status').textContent = 'Paste an API key first (npx sdq keys create ... prints one).';
     return;
   }
   localStorage.setItem(KEY_STORAGE, key);
   $('api-key').value = '';
   connect(key);
+}
+$('key-form').addEventListener('submit', (/** @type {Event} */ e) => {
+  e.preventDefault();
+  useKey(false);
 });
+// a pasted key is taken at once, and a typed one when the field is left: "Use key" is not a step to miss
+$('api-key').addEventListener('paste', () => setTimeout(() => useKey(true), 0));
+$('api-key').addEventListener('change', () => useKey(true));
 $('forget-key').addEventListener('click', () => {
   localStorage.removeItem(KEY_STORAGE);
   api = undefined;
@@ -118,6 +126,7 @@ function engineChanged() {
     select.replaceChildren(...sides.map((s) => new Option(String(s), String(s))));
     select.value = String(sides.includes(keep) ? keep : sides.includes(wanted) ? wanted : sides[0]);
   }
+  limitSizes();
   const sampler = $('sampler');
   const keep = sampler.value;
   sampler.replaceChildren(...(caps.samplers ?? []).map((/** @type {string} */ s) => new Option(s, s)));
@@ -127,6 +136,19 @@ function engineChanged() {
   priceSoon();
 }
 $('engine').addEventListener('change', engineChanged);
+
+/** Each side offers only what fits the engine's pixel limit with the other side as it is. */
+function limitSizes() {
+  const engine = engineOf($('engine').value);
+  const maxPixels = engine?.capabilities.sizes?.max_pixels;
+  if (!maxPixels || engine.capabilities.sizes?.allowed?.length) return;
+  for (const [id, other] of [['width', 'height'], ['height', 'width']]) {
+    const across = Number($(other).value);
+    for (const option of /** @type {HTMLOptionElement[]} */ ([...$(id).options])) option.disabled = Number(option.value) * across > maxPixels;
+  }
+}
+$('width').addEventListener('change', limitSizes);
+$('height').addEventListener('change', limitSizes);
 for (const id of ['steps', 'cfg-scale']) $(id).addEventListener('input', () => ($(id).dataset.touched = '1'));
 // a change clears what was said about the last request, and prices the new one
 const changed = () => {
