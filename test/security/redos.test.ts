@@ -11,7 +11,7 @@ import { parseCredits } from '@sdq/credits';
 import { ClipTokenizer } from '@sdq/pipeline';
 import { bearer } from '../../apps/api/src/auth';
 import { charsetOf } from '../../apps/api/src/body';
-import { parsePrefer } from '../../apps/api/src/generation.routes';
+import { parsePrefer } from '../../apps/api/src/submission';
 import { boundaryOf, parseFormFields } from '../../apps/api/src/uploads';
 import { MODELS_DIR } from '../e2e/support';
 

@@ -5,6 +5,7 @@
 import type { AddressInfo } from 'node:net';
 import express, { type Express, type RequestHandler } from 'express';
 import type { Logger } from 'pino';
+import { a1111Routes, openaiModels, openaiRoutes, stabilityV1Routes, v2betaEngines, v2betaRoutes } from './dialects';
 import { discoverEngines, type EngineInfo } from '@sdq/pipeline/engines';
 import { ConfigError, portInUseMessage, queueNameForEngine, ServiceError, type Storage } from '@sdq/contracts';
 import { CreditsService, IdempotencyStore, PriceTable, RateLimiter } from '@sdq/credits';
@@ -17,7 +18,6 @@ import { requireAdmin, requireApiKey } from './auth';
 import type { Config } from './config';
 import { refuseHostileQuery } from './body';
 import { errorHandler, notFound } from './errors';
-import { generationRoutes } from './generation.routes';
 import { JobsService } from './jobs.service';
 import { ApiMetrics } from './metrics';
 import { Shutdown } from './shutdown';
@@ -31,9 +31,6 @@ import { CheckedStorage } from './storage-health';
 import { Store } from './store';
 import { studioRoutes } from './studio';
 import { userRoutes } from './user.routes';
-import { a1111Routes } from './a1111.routes';
-import { openaiModels, openaiRoutes } from './openai.routes';
-import { v2betaEngines, v2betaRoutes } from './v2beta.routes';
 import { webhookRoutes } from './webhooks.routes';
 
 export interface AppDeps {
@@ -93,13 +90,13 @@ export function createApp(deps: AppDeps): Express {
   app.use('/v1/admin', requireAdmin(config.adminToken, store), adminRoutes(accounts, presence, config.credits.tiers));
   app.use('/v1', requireApiKey(store));
   app.use(engineRoutes(engines, aliases, prices, presence));
-  app.use(generationRoutes({ config, engines, aliases, presence, jobs, prices, credits, limiter }));
+  app.use(stabilityV1Routes({ config, engines, aliases, presence, jobs, prices, credits, limiter }));
   app.use(jobRoutes(jobs, shutdown, config.http.eventStreams));
   app.use(webhookRoutes({ config, jobs, webhooks }));
   app.use(userRoutes(accounts));
   app.use(openaiRoutes({ config, engines, aliases, presence, jobs, prices, credits, limiter, models }));
   app.use('/sdapi', requireRedis(store), requireApiKey(store));
-  app.use(a1111Routes({ config, engines, aliases, presence, jobs, prices, credits, limiter, store, keyPrefix: config.keyPrefix }));
+  app.use(a1111Routes({ config, engines, aliases, presence, jobs, prices, credits, limiter, store }));
   app.use('/v2beta', requireRedis(store), requireApiKey(store));
   app.use(v2betaRoutes({ config, engines, aliases, presence, jobs, prices, credits, limiter, services }));
   app.use(notFound);

@@ -1,10 +1,12 @@
 /**
- * The one Express error handler: a ServiceError is answered from the catalogue; a Redis outage is 503;
- * anything else is a 500 that names the request id, with the stack in the log only.
+ * The one Express error handler: a ServiceError is answered from the catalogue, in the body of the dialect
+ * that owns the path (dialects/); a Redis outage is 503; anything else is a 500 that names the request
+ * id, with the stack in the log only.
  */
 import type { ErrorRequestHandler, RequestHandler } from 'express';
 import type {} from './request-log';
-import { type A1111ErrorBody, type ErrorBody, type ErrorName, messageField, type OpenAIErrorBody, ServiceError, StorageUnavailableError, type V2ErrorBody } from '@sdq/contracts';
+import { type ErrorName, ServiceError, StorageUnavailableError } from '@sdq/contracts';
+import { errorShapeFor } from './dialects';
 
 export { ServiceError };
 
@@ -50,7 +52,7 @@ export const errorHandler: ErrorRequestHandler = (raw, req, res, _next) => {
     if (err.status >= 500) req.log?.warn({ err: raw instanceof Error ? raw.message : raw, name: err.code }, err.message);
     res.status(err.status).set(err.headers);
     if (err.code === 'service_unavailable') res.set('Retry-After', '5');
-    res.json(errorBody(req.path, id, err));
+    res.json(errorShapeFor(req.path).body(id, err));
     return;
   }
   req.log?.error({ err: raw }, 'unhandled error');
@@ -58,35 +60,8 @@ export const errorHandler: ErrorRequestHandler = (raw, req, res, _next) => {
     res.end();
     return;
   }
-  res.status(500).json(errorBody(req.path, id, new ServiceError('internal_error', id)));
+  res.status(500).json(errorShapeFor(req.path).body(id, new ServiceError('internal_error', id)));
 };
-
-/** OpenAI's error types by status: what its SDK's error classes and clients branch on. */
-function openaiType(status: number): string {
-  if (status === 401) return 'authentication_error';
-  if (status === 402) return 'insufficient_quota';
-  if (status === 429) return 'rate_limit_error';
-  return status >= 500 ? 'server_error' : 'invalid_request_error';
-}
-
-/** The OpenAI routes answer in OpenAI's shape. */
-export function isOpenAIPath(path: string): boolean {
-  return path.startsWith('/v1/images/') || path === '/v1/models';
-}
-
-/**
- * v1 and sdq's own routes: `{id, name, message}`; Stability's v2beta routes: `{id, name, errors: [message]}`;
- * OpenAI's: `{error: {message, type, param, code}}` (param: the field the message starts with, if any).
- */
-function errorBody(path: string, id: string, err: ServiceError): ErrorBody | V2ErrorBody | OpenAIErrorBody | A1111ErrorBody {
-  if (path.startsWith('/v2beta/')) return { id, name: err.code, errors: [err.message] };
-  // AUTOMATIC1111's handler answers {error, detail, body, errors}; error is sdq's name here
-  if (path.startsWith('/sdapi/')) return { error: err.code, detail: err.message, body: '', errors: err.message };
-  if (isOpenAIPath(path)) {
-    return { error: { message: err.message, type: openaiType(err.status), param: messageField(err.message), code: err.code } };
-  }
-  return { id, name: err.code, message: err.message };
-}
 
 export const notFound: RequestHandler = (req, _res, next) => {
   next(new ServiceError('not_found', `no route ${req.method} ${req.path}`));

@@ -47,12 +47,12 @@ export function newId(prefix: string): string {
   return `${prefix}_${randomBytes(12).toString('hex')}`;
 }
 
-/** The job records (@sdq/jobs, shared with the webhook delivery process) and the API's own accounts and keys. */
 /** How long a key's lookup is remembered by an API process that missed the message of its revocation. */
 const KEY_CACHE_MS = 5000;
 
 type KeyLookup = { accountId: string; keyId: string; scope: KeyScope };
 
+/** The job records (@sdq/jobs, shared with the webhook delivery process) and the API's own accounts and keys. */
 export class Store extends JobRecords {
   /** Valid keys' lookups by hash (enableKeyCache); every revocation removes its entry in every process. */
   private keyCache?: Map<string, { found: KeyLookup; until: number }>;
@@ -222,5 +222,14 @@ export class Store extends JobRecords {
       cache.set(hash, { found, until: now + KEY_CACHE_MS });
     }
     return found;
+  }
+
+  /** An API key's default engine (A1111's sd_model_checkpoint option), if it set one. */
+  async keyDefaultEngine(keyId: string): Promise<string | undefined> {
+    return (await this.redis.hget(this.k('a1111-options', keyId), 'sd_model_checkpoint')) ?? undefined;
+  }
+
+  async setKeyDefaultEngine(keyId: string, engineId: string): Promise<void> {
+    await this.redis.hset(this.k('a1111-options', keyId), 'sd_model_checkpoint', engineId);
   }
 }

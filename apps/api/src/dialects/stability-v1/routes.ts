@@ -4,35 +4,27 @@
  */
 import { type Request, type Response, Router } from 'express';
 import type { z } from 'zod';
-import { checkEngineSize, type EngineInfo, FAMILIES } from '@sdq/pipeline/engines';
+import { type EngineInfo, FAMILIES } from '@sdq/pipeline/engines';
 import {
   CONTENT_TYPES,
-  type ErrorName,
   type GenerationParams,
-  type JobObject,
   ImageToImageRequest,
   MaskingRequest,
   type OutputFormat,
   ServiceError,
-  STYLE_PRESETS,
-  type StoredArtifact,
   TERMINAL_STATUSES,
   TextToImageRequest,
   UpscaleRequest,
 } from '@sdq/contracts';
-import { type Cost, type CreditsService, hashBody, MAX_IDEMPOTENCY_KEY_LENGTH, type PriceTable, type RateLimiter } from '@sdq/credits';
-import { validateWebhookUrl } from '@sdq/webhooks';
-import { requireScope } from './auth';
-import { jsonBody } from './body';
-import type { Config } from './config';
-import type { JobInputs, JobsService, JobWebhook, NewJob } from './jobs.service';
-import type { EnginePresence } from './presence';
-import { dryRun, jobCost } from './pricing';
-import { rateLimit } from './rate-limit';
-import { bindLog } from './request-log';
-import type { JobRecord } from './store';
-import { parseBody } from './validate';
-import { type CheckedImage, type ImageField, multipart, parseFormFields, readImage, repeatedField } from './uploads';
+import { requireScope } from '../../auth';
+import { jsonBody } from '../../body';
+import type { JobInputs, JobsService, JobWebhook, NewJob } from '../../jobs.service';
+import { dryRun, jobCost } from '../../pricing';
+import { rateLimit } from '../../rate-limit';
+import type { JobRecord } from '../../store';
+import { parseBody } from '../../validate';
+import { type CheckedImage, type ImageField, multipart, parseFormFields, readImage, repeatedField } from '../../uploads';
+import { applyStyle, checkSize, checkWebhook, endedAsError, formEventsFilter, type GenerationDeps, isDryRun, parsePrefer, requireFile, submitJob, webhookOf } from '../../submission';
 
 const ACCEPTABLE = ['application/json', 'image/png', 'image/jpeg', 'image/webp'];
 
@@ -42,25 +34,6 @@ export function negotiate(req: Request): { json: boolean; format: OutputFormat }
   if (!type) throw new ServiceError('invalid_accept', `Accept: none of ${ACCEPTABLE.join(', ')} is acceptable (got ${req.headers.accept})`);
   if (type === 'application/json') return { json: true, format: 'png' };
   return { json: false, format: type.slice('image/'.length) as OutputFormat };
-}
-
-/** `Prefer: respond-async` and `Prefer: wait=N` (RFC 7240); N is kept within 1-60 s. `applied`: the Preference-Applied value, if any. */
-export function parsePrefer(header: string | undefined): { async: boolean; wait?: number; applied?: string } {
-  const prefs = (header ?? '').split(',').map((p) => p.trim().toLowerCase());
-  const waitPref = prefs.find((p) => p.startsWith('wait='));
-  const given = waitPref ? Number(waitPref.slice(5)) : undefined;
-  const wait = given === undefined || !Number.isFinite(given) ? undefined : Math.min(60, Math.max(1, Math.floor(given)));
-  const async = prefs.includes('respond-async');
-  return { async, wait, applied: wait !== undefined ? `wait=${wait}` : async ? 'respond-async' : undefined };
-}
-
-/** MAX_PIXELS for every engine, then the engine's own sizes: no request can size a worker out of memory. */
-export function checkSize(width: number, height: number, maxPixels: number, engine: EngineInfo): void {
-  if (width * height > maxPixels) {
-    throw new ServiceError('invalid_pixel_count', `width x height: ${width}x${height} = ${width * height} pixels is over the maximum of ${maxPixels}`);
-  }
-  const problem = checkEngineSize(engine, width, height);
-  if (problem) throw new ServiceError('invalid_height_or_width', `width x height: ${problem}`);
 }
 
 /** An init image decides the output size when width/height are not given: it must then be valid. */
@@ -75,173 +48,7 @@ function sizeFromImage(image: CheckedImage, maxPixels: number): { width: number;
   return { width, height };
 }
 
-/**
- * A style preset's text added to the positive prompts, from the engine's own table (its manifest's
- * style_presets, else Stability's). An engine whose vocabulary lacks the words (the tiny models) has a
- * table of "" so a preset never turns its prompt into noise.
- */
-export function applyStyle(engine: EngineInfo, prompts: { text: string; weight?: number }[], style?: string): { text: string; weight?: number }[] {
-  if (!style) return prompts;
-  const table: Readonly<Record<string, string>> = engine.manifest.style_presets ?? STYLE_PRESETS;
-  const suffix = Object.hasOwn(table, style) ? table[style] : '';
-  if (!suffix) return prompts;
-  return prompts.map((p) => ((p.weight ?? 1) > 0 ? { ...p, text: `${p.text}, ${suffix}` } : p));
-}
-
-export function requireFile(image: CheckedImage | undefined, field: string): CheckedImage {
-  if (!image) throw new ServiceError('bad_request', `${field}: is required`);
-  return image;
-}
-
-/** `?dry_run=true`: price the request, queue nothing. */
-export function isDryRun(req: Request): boolean {
-  const value = req.query.dry_run;
-  if (value === undefined) return false;
-  if (value === 'true' || value === '1') return true;
-  if (value === 'false' || value === '0') return false;
-  throw new ServiceError('bad_request', `dry_run: must be true or false (got ${JSON.stringify(value)})`);
-}
-
-/** The Idempotency-Key header, checked; undefined when absent. */
-function idempotencyKey(req: Request): string | undefined {
-  const key = req.get('idempotency-key');
-  if (key === undefined) return undefined;
-  if (key.length === 0 || key.length > MAX_IDEMPOTENCY_KEY_LENGTH) {
-    throw new ServiceError('invalid_idempotency_key', `Idempotency-Key: must be 1 to ${MAX_IDEMPOTENCY_KEY_LENGTH} characters (got ${key.length})`);
-  }
-  return key;
-}
-
-/** What "the same request" means for an Idempotency-Key: the same endpoint, fields and file bytes. */
-function fingerprint(req: Request): string {
-  if (!req.multipart) return hashBody({ path: req.path, body: req.body ?? null });
-  // Files by their SHA-256, taken while they streamed to disk; fields with every value, in order.
-  const files = [...req.multipart.files].map(([field, file]) => [field, file.sha256]).sort();
-  return hashBody({ path: req.path, fields: [...req.multipart.fields], files });
-}
-
-/**
- * A multipart `webhook_events_filter` as an array: repeated fields (`f=start&f=completed`, `f[]=...`), a
- * JSON array (`["start","completed"]`) or a comma list (`start,completed`). The schema checks the names.
- */
-export function formEventsFilter(values: string[] | undefined): unknown {
-  if (values === undefined) return undefined;
-  return values.flatMap((value): unknown[] => {
-    const text = value.trim();
-    if (text.startsWith('[')) {
-      try {
-        const parsed: unknown = JSON.parse(text);
-        return Array.isArray(parsed) ? parsed : [parsed];
-      } catch {
-        throw new ServiceError('invalid_webhook', 'webhook_events_filter: is neither a JSON array nor a comma-separated list of events');
-      }
-    }
-    return text.split(',').map((v) => v.trim()).filter(Boolean);
-  });
-}
-
-export function webhookOf(body: { webhook?: string; webhook_events_filter?: string[] }): JobWebhook | undefined {
-  if (body.webhook === undefined && body.webhook_events_filter === undefined) return undefined;
-  return { url: body.webhook, events: body.webhook_events_filter ? [...new Set(body.webhook_events_filter)] : undefined };
-}
-
 type Kind = NewJob['kind'];
-
-export interface GenerationDeps {
-  config: Config;
-  engines: Map<string, EngineInfo>;
-  aliases: Map<string, string>;
-  presence: EnginePresence;
-  jobs: JobsService;
-  prices: PriceTable;
-  credits: CreditsService;
-  limiter: RateLimiter;
-}
-
-/**
- * The part every dialect shares once a request is a valid job: the webhook address, the worker check,
- * the hold and the job (idempotent under Idempotency-Key). Everything the client could get wrong has
- * been refused before this, so nothing is held for a 4xx.
- */
-/** A job's webhook address, checked against the SSRF rules (again when each delivery connects: DNS may change). */
-export async function checkWebhook(config: Config, webhook: JobWebhook | undefined): Promise<void> {
-  if (!webhook?.url) return;
-  const check = await validateWebhookUrl(webhook.url, config.webhooks.allowedHosts);
-  if (!check.ok) throw new ServiceError('invalid_webhook', `webhook: ${check.message}`);
-}
-
-export async function submitJob(
-  deps: GenerationDeps,
-  req: Request,
-  engine: EngineInfo,
-  built: { job: NewJob; inputs: JobInputs; webhook?: JobWebhook; cost: Cost },
-): Promise<{ record: JobRecord; repeated: boolean }> {
-  const { config, jobs } = deps;
-  await checkWebhook(config, built.webhook);
-  // Nothing is held for a job no worker would take (REQUIRE_WORKER=false queues it for one to come).
-  if (config.requireWorker && (await deps.presence.workers(engine.id)) === 0) {
-    throw new ServiceError('engine_unavailable', `engine ${engine.id}: no live worker serves it (none started, or its folder failed to load on every worker); retry once a worker serves it`, { 'Retry-After': '10' });
-  }
-  // A size whose one image fits no worker's memory bound would fail there: refused here, before any hold.
-  // (enhance runs tiles of the engine's native size, upscale no diffusion: neither is sized by the request)
-  if (built.job.kind === 'text-to-image' || built.job.kind === 'image-to-image' || built.job.kind === 'masking') {
-    const problem = await deps.presence.memoryProblem(engine.id, built.job.params.width, built.job.params.height);
-    if (problem) throw new ServiceError('invalid_pixel_count', problem);
-  }
-  const key = idempotencyKey(req);
-  const submitted = await jobs.submit(req.accountId!, engine.id, built.job, built.inputs, {
-    cost: built.cost,
-    idempotency: key === undefined ? undefined : { key, bodyHash: fingerprint(req) },
-    webhook: built.webhook,
-    keyId: req.keyId,
-  });
-  bindLog(req, { job_id: submitted.record.id });
-  // every dialect's answer names the job it made, an error answer too (the job failed or was canceled)
-  req.res?.set('X-Job-Id', submitted.record.id);
-  return submitted;
-}
-
-/**
- * For the dialects that answer when the job ends (OpenAI, A1111): queues the job (its webhook from
- * X-Webhook-URL), waits up to SYNC_WAIT (or as Prefer asks), and returns its stored artifacts once it succeeded. A job still running is answered here (202, the job
- * object) and undefined returned; a canceled or failed job is thrown as its catalogue error.
- */
-export async function submitAndWait(
-  deps: GenerationDeps,
-  req: Request,
-  res: Response,
-  engine: EngineInfo,
-  built: { job: NewJob; inputs: JobInputs; cost: Cost },
-): Promise<{ record: JobRecord; object: JobObject; artifacts: StoredArtifact[] } | undefined> {
-  // these dialects have no webhook field: the X-Webhook-URL header, else the account's default
-  const webhookUrl = req.get('x-webhook-url');
-  // ?dry_run=true prices the request as on Stability's routes: nothing queued, held or charged
-  if (isDryRun(req)) {
-    await checkWebhook(deps.config, webhookUrl ? { url: webhookUrl } : undefined);
-    res.json(dryRun(engine.id, built.job, built.cost, await deps.credits.balance(req.accountId!)));
-    return undefined;
-  }
-  const { record, repeated } = await submitJob(deps, req, engine, { ...built, webhook: webhookUrl ? { url: webhookUrl } : undefined });
-  if (repeated) res.set('Idempotent-Replayed', 'true');
-  // sdq's addition to these dialects, as on Stability's routes: Prefer: respond-async or wait=N
-  const prefer = parsePrefer(req.get('prefer'));
-  const waitMs = prefer.wait !== undefined ? prefer.wait * 1000 : prefer.async ? 0 : deps.config.syncWait * 1000;
-  // 0 looks once: a replayed job may have ended already
-  const snapshot = await deps.jobs.waitForEnd(record, waitMs);
-  const object = await deps.jobs.describe(record, snapshot);
-  if (!TERMINAL_STATUSES.has(object.status)) {
-    if (prefer.applied) res.set('Preference-Applied', prefer.applied);
-    res.status(202).set('Location', object.urls.self).json(object);
-    return undefined;
-  }
-  if (object.status === 'canceled') throw new ServiceError('canceled', `job ${record.id} was canceled`);
-  if (object.status === 'failed') {
-    const { name, message } = object.error!;
-    if (name === 'internal_error') throw new Error(`job ${record.id} failed: ${message}`);
-    throw new ServiceError(name as ErrorName, message);
-  }
-  return { record, object, artifacts: snapshot!.result!.artifacts };
-}
 
 export function generationRoutes(deps: GenerationDeps): Router {
   const { config, engines, aliases, jobs, prices, credits } = deps;
@@ -423,12 +230,8 @@ async function answerStability(
     res.set('Location', object.urls.self).status(202).json(object);
     return;
   }
-  if (object.status === 'canceled') throw new ServiceError('canceled', `job ${record.id} was canceled`);
-  if (object.status === 'failed') {
-    const { name, message } = object.error!;
-    if (name === 'internal_error') throw new Error(`job ${record.id} failed: ${message}`);
-    throw new ServiceError(name as ConstructorParameters<typeof ServiceError>[0], message);
-  }
+  const failure = endedAsError(record, object);
+  if (failure) throw failure;
   const stored = snapshot!.result!.artifacts;
   const images = await Promise.all(stored.map((a) => jobs.readArtifact(a.key)));
   if (accept.json) {
@@ -440,3 +243,4 @@ async function answerStability(
     .set({ 'Content-Type': stored[0].content_type || CONTENT_TYPES[accept.format], Seed: String(stored[0].seed), 'Finish-Reason': stored[0].finish_reason })
     .send(images[0]);
 }
+

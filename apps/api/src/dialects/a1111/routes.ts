@@ -11,19 +11,18 @@ import type { z } from 'zod';
 import { checkEngineSize, type EngineInfo } from '@sdq/pipeline/engines';
 import { readPngText } from '@sdq/pipeline/image';
 import { A1111_SAMPLERS, A1111_SCHEDULERS, A1111ExtraSingleImageRequest, checkpointId, A1111Img2ImgRequest, A1111OptionsUpdate, A1111PngInfoRequest, A1111Txt2ImgRequest, parseInfotext, type GenerationParams, ServiceError, TERMINAL_STATUSES } from '@sdq/contracts';
-import { requireScope } from './auth';
-import { jsonImageBudget, Slots } from './in-flight';
-import { jsonBody } from './body';
-import { checkSize, type GenerationDeps, submitAndWait } from './generation.routes';
-import { jobCost } from './pricing';
-import { rateLimit } from './rate-limit';
-import { parseBody } from './validate';
-import type { Store } from './store';
-import type { JobInputs, NewJob } from './jobs.service';
-import { type CheckedImage, checkImage } from './uploads';
-import { sizeForShape } from './v2beta.routes';
+import { requireScope } from '../../auth';
+import { jsonImageBudget, Slots } from '../../in-flight';
+import { jsonBody } from '../../body';
+import { checkSize, type GenerationDeps, sizeForShape, submitAndWait } from '../../submission';
+import { jobCost } from '../../pricing';
+import { rateLimit } from '../../rate-limit';
+import { parseBody } from '../../validate';
+import type { Store } from '../../store';
+import type { JobInputs, NewJob } from '../../jobs.service';
+import { type CheckedImage, checkImage } from '../../uploads';
 
-type Deps = GenerationDeps & { store: Pick<Store, 'redis'>; keyPrefix: string };
+type Deps = GenerationDeps & { store: Pick<Store, 'keyDefaultEngine' | 'setKeyDefaultEngine'> };
 
 /**
  * Base64 as A1111 clients send it, with or without a `data:image/...;base64,` prefix; an image over
@@ -56,10 +55,9 @@ function samplerOf(engine: EngineInfo, name: string | undefined, scheduler: stri
 }
 
 export function a1111Routes(deps: Deps): Router {
-  const { config, engines, aliases, jobs, prices, store, keyPrefix } = deps;
+  const { config, engines, aliases, jobs, prices, store } = deps;
   const router = Router();
   const generationEngines = () => [...engines.values()].filter((e) => e.kind === 'generation');
-  const optionsKey = (keyId: string) => `${keyPrefix}:a1111-options:${keyId}`;
 
   /** The engine of a checkpoint name (an engine id or alias; A1111 titles carry a ` [hash]` suffix, dropped). */
   const engineNamed = (name: string, field: string): EngineInfo => {
@@ -70,7 +68,7 @@ export function a1111Routes(deps: Deps): Router {
   };
   /** The caller's default engine: its own options, else the first generation engine (tiny-sd when present). */
   const defaultEngine = async (req: Request): Promise<EngineInfo> => {
-    const own = await store.redis.hget(optionsKey(req.keyId!), 'sd_model_checkpoint');
+    const own = await store.keyDefaultEngine(req.keyId!);
     if (own && engines.has(own)) return engines.get(own)!;
     return engines.get('tiny-sd') ?? generationEngines()[0] ?? engineNamed('none', 'sd_model_checkpoint');
   };
@@ -227,7 +225,7 @@ export function a1111Routes(deps: Deps): Router {
   router.post('/sdapi/v1/options', requireScope('generate'), ...jsonBody('64kb'), async (req, res) => {
     const body = parseBody(A1111OptionsUpdate, req.body);
     // this key's default only: never another caller's
-    if (body.sd_model_checkpoint !== undefined) await store.redis.hset(optionsKey(req.keyId!), 'sd_model_checkpoint', engineNamed(body.sd_model_checkpoint, 'sd_model_checkpoint').id);
+    if (body.sd_model_checkpoint !== undefined) await store.setKeyDefaultEngine(req.keyId!, engineNamed(body.sd_model_checkpoint, 'sd_model_checkpoint').id);
     res.json(null);
   });
 

@@ -10,16 +10,15 @@ import sharp from 'sharp';
 import { checkEngineSize, type EngineInfo } from '@sdq/pipeline/engines';
 import type { z } from 'zod';
 import { type GenerationParams, OPENAI_SIZES, OpenAIImageEditRequest, OpenAIImageGenerationRequest, OpenAIImageVariationRequest, ServiceError } from '@sdq/contracts';
-import { requireScope } from './auth';
-import { jsonBody } from './body';
-import { ConfigError } from './config';
-import { checkSize, type GenerationDeps, requireFile, submitAndWait } from './generation.routes';
-import type { JobInputs, NewJob } from './jobs.service';
-import { jobCost } from './pricing';
-import { rateLimit } from './rate-limit';
-import { parseBody } from './validate';
-import { type CheckedImage, multipart, parseFormFields, readImage } from './uploads';
-import { sizeForShape } from './v2beta.routes';
+import { requireScope } from '../../auth';
+import { jsonBody } from '../../body';
+import { ConfigError } from '../../config';
+import { checkSize, type GenerationDeps, requireFile, sizeForShape, submitAndWait } from '../../submission';
+import type { JobInputs, NewJob } from '../../jobs.service';
+import { jobCost } from '../../pricing';
+import { rateLimit } from '../../rate-limit';
+import { parseBody } from '../../validate';
+import { type CheckedImage, multipart, parseFormFields, readImage } from '../../uploads';
 
 type OpenAIBody = Partial<z.infer<typeof OpenAIImageGenerationRequest>> & { n: number };
 

@@ -25,15 +25,15 @@ import {
   V2Sd3Request,
   V2UpscaleFastRequest,
 } from '@sdq/contracts';
-import { requireScope } from './auth';
-import { ConfigError } from './config';
-import { applyStyle, checkSize, checkWebhook, formEventsFilter, type GenerationDeps, isDryRun, parsePrefer, requireFile, submitJob, webhookOf } from './generation.routes';
-import type { JobInputs, JobsService, NewJob } from './jobs.service';
-import { dryRun } from './pricing';
-import { rateLimit } from './rate-limit';
-import { parseBody } from './validate';
-import type { JobRecord } from './store';
-import { type CheckedImage, type ImageField, multipart, parseFormFields, readImage, repeatedField } from './uploads';
+import { requireScope } from '../../auth';
+import { ConfigError } from '../../config';
+import { applyStyle, checkSize, checkWebhook, endedAsError, formEventsFilter, type GenerationDeps, isDryRun, parsePrefer, requireFile, sizeForShape, submitJob, webhookOf } from '../../submission';
+import type { JobInputs, JobsService, NewJob } from '../../jobs.service';
+import { dryRun } from '../../pricing';
+import { rateLimit } from '../../rate-limit';
+import { parseBody } from '../../validate';
+import type { JobRecord } from '../../store';
+import { type CheckedImage, type ImageField, multipart, parseFormFields, readImage, repeatedField } from '../../uploads';
 
 /** The fields every v2beta call that generates shares. */
 interface CallFields {
@@ -94,36 +94,6 @@ const ratioOf = (aspect: AspectRatio) => {
   return w / h;
 };
 
-/**
- * The engine's allowed size closest to a shape at its native pixel count: how far the shape is off
- * (twice) plus how far the area is off, each in log terms, is least; the shape counts double so that a
- * near shape beats the exact area. 1:1 on tiny-sd is 128x128, 16:9 is 192x128; on SD 1.5 16:9 is
- * 704x384; on SDXL (native 1024) each ratio is one of Stability's nine sizes.
- */
-export function sizeForShape(engine: EngineInfo, ratio: number): { width: number; height: number } {
-  const native = (engine.nativeWidth ?? 512) * (engine.nativeHeight ?? 512);
-  const limits = engine.sizes;
-  const candidates: [number, number][] = [];
-  if (limits?.allowed) {
-    for (const size of limits.allowed) candidates.push(size.split('x').map(Number) as [number, number]);
-  } else {
-    const step = limits?.step ?? 64;
-    const minSide = limits?.minSide ?? step;
-    const maxPixels = limits?.maxPixels ?? native;
-    for (let w = minSide; w * minSide <= maxPixels; w += step) {
-      // the two multiples of step either side of the shape's height
-      const ideal = w / ratio;
-      for (const h of [Math.floor(ideal / step) * step, Math.ceil(ideal / step) * step]) if (h >= minSide && w * h <= maxPixels) candidates.push([w, h]);
-    }
-  }
-  let best: [number, number] = [engine.nativeWidth ?? 512, engine.nativeHeight ?? 512];
-  let bestScore = Infinity;
-  for (const [w, h] of candidates) {
-    const score = 2 * Math.abs(Math.log(w / h / ratio)) + Math.abs(Math.log((w * h) / native));
-    if (score < bestScore - 1e-12) [best, bestScore] = [[w, h], score];
-  }
-  return { width: best[0], height: best[1] };
-}
 
 /**
  * `accept`: image/* (the default, or any one image type) for the bytes, application/json for JSON.
@@ -145,12 +115,8 @@ async function answer(res: Response, jobs: JobsService, record: JobRecord, snaps
     res.status(202).set('Location', `/v2beta/results/${record.id}`).json({ id: record.id, status: 'in-progress' });
     return;
   }
-  if (object.status === 'canceled') throw new ServiceError('canceled', `generation ${record.id} was canceled`);
-  if (object.status === 'failed') {
-    const { name, message } = object.error!;
-    if (name === 'internal_error') throw new Error(`job ${record.id} failed: ${message}`);
-    throw new ServiceError(name as ConstructorParameters<typeof ServiceError>[0], message);
-  }
+  const failure = endedAsError(record, object, 'generation');
+  if (failure) throw failure;
   const stored = (snapshot ?? (await jobs.snapshot(record)))!.result!.artifacts[0];
   const image = await jobs.readArtifact(stored.key);
   if (json) {

@@ -1,0 +1,17 @@
+/** OpenAI's error body `{error: {message, type, param, code}}`: the types its SDK's error classes branch on. */
+import { messageField, type OpenAIErrorBody } from '@sdq/contracts';
+import type { ErrorShape } from '../error-shape';
+
+/** OpenAI's error types by status. */
+function openaiType(status: number): string {
+  if (status === 401) return 'authentication_error';
+  if (status === 402) return 'insufficient_quota';
+  if (status === 429) return 'rate_limit_error';
+  return status >= 500 ? 'server_error' : 'invalid_request_error';
+}
+
+export const openaiErrors: ErrorShape = {
+  owns: (path) => path.startsWith('/v1/images/') || path === '/v1/models',
+  // param: the field the message starts with, if any
+  body: (_id, err): OpenAIErrorBody => ({ error: { message: err.message, type: openaiType(err.status), param: messageField(err.message), code: err.code } }),
+};

@@ -1,0 +1,8 @@
+/** Stability v1's error body `{id, name, message}`, which sdq's own routes answer too. */
+import type { ErrorBody } from '@sdq/contracts';
+import type { ErrorShape } from '../error-shape';
+
+export const stabilityV1Errors: ErrorShape = {
+  owns: () => true,
+  body: (id, err): ErrorBody => ({ id, name: err.code, message: err.message }),
+};

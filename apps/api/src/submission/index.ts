@@ -1,0 +1,4 @@
+/** The submission kit every dialect builds on: import from here, never from another dialect. */
+export { checkWebhook, endedAsError, type GenerationDeps, isDryRun, parsePrefer, submitAndWait, submitJob } from './submit';
+export { applyStyle, checkSize, formEventsFilter, requireFile, webhookOf } from './requests';
+export { sizeForShape } from './sizes';

@@ -1,0 +1,61 @@
+/**
+ * What several dialects read from a request the same way: sizes (the global and the engine's limits,
+ * and the engine's size nearest a shape), style presets, required files, and a webhook's fields.
+ */
+import type { EngineInfo } from '@sdq/pipeline/engines';
+import { checkEngineSize } from '@sdq/pipeline/engines';
+import { ServiceError, STYLE_PRESETS } from '@sdq/contracts';
+import type { JobWebhook } from '../jobs.service';
+import type { CheckedImage } from '../uploads';
+
+/** MAX_PIXELS for every engine, then the engine's own sizes: no request can size a worker out of memory. */
+export function checkSize(width: number, height: number, maxPixels: number, engine: EngineInfo): void {
+  if (width * height > maxPixels) {
+    throw new ServiceError('invalid_pixel_count', `width x height: ${width}x${height} = ${width * height} pixels is over the maximum of ${maxPixels}`);
+  }
+  const problem = checkEngineSize(engine, width, height);
+  if (problem) throw new ServiceError('invalid_height_or_width', `width x height: ${problem}`);
+}
+
+/**
+ * A style preset's text added to the positive prompts, from the engine's own table (its manifest's
+ * style_presets, else Stability's). An engine whose vocabulary lacks the words (the tiny models) has a
+ * table of "" so a preset never turns its prompt into noise.
+ */
+export function applyStyle(engine: EngineInfo, prompts: { text: string; weight?: number }[], style?: string): { text: string; weight?: number }[] {
+  if (!style) return prompts;
+  const table: Readonly<Record<string, string>> = engine.manifest.style_presets ?? STYLE_PRESETS;
+  const suffix = Object.hasOwn(table, style) ? table[style] : '';
+  if (!suffix) return prompts;
+  return prompts.map((p) => ((p.weight ?? 1) > 0 ? { ...p, text: `${p.text}, ${suffix}` } : p));
+}
+
+export function requireFile(image: CheckedImage | undefined, field: string): CheckedImage {
+  if (!image) throw new ServiceError('bad_request', `${field}: is required`);
+  return image;
+}
+
+/**
+ * A multipart `webhook_events_filter` as an array: repeated fields (`f=start&f=completed`, `f[]=...`), a
+ * JSON array (`["start","completed"]`) or a comma list (`start,completed`). The schema checks the names.
+ */
+export function formEventsFilter(values: string[] | undefined): unknown {
+  if (values === undefined) return undefined;
+  return values.flatMap((value): unknown[] => {
+    const text = value.trim();
+    if (text.startsWith('[')) {
+      try {
+        const parsed: unknown = JSON.parse(text);
+        return Array.isArray(parsed) ? parsed : [parsed];
+      } catch {
+        throw new ServiceError('invalid_webhook', 'webhook_events_filter: is neither a JSON array nor a comma-separated list of events');
+      }
+    }
+    return text.split(',').map((v) => v.trim()).filter(Boolean);
+  });
+}
+
+export function webhookOf(body: { webhook?: string; webhook_events_filter?: string[] }): JobWebhook | undefined {
+  if (body.webhook === undefined && body.webhook_events_filter === undefined) return undefined;
+  return { url: body.webhook, events: body.webhook_events_filter ? [...new Set(body.webhook_events_filter)] : undefined };
+}
