@@ -2,3 +2,4 @@
 export { checkWebhook, endedAsError, type GenerationDeps, isDryRun, parsePrefer, submitAndWait, submitJob } from './submit';
 export { applyStyle, checkSize, formEventsFilter, requireFile, webhookOf } from './requests';
 export { sizeForShape } from './sizes';
+export { type MaskOptions, repaintMask } from './masks';

@@ -6,7 +6,6 @@
  * Errors are A1111's `{error, detail, body, errors}` (errors.ts).
  */
 import { type Request, type Response, Router } from 'express';
-import sharp from 'sharp';
 import type { z } from 'zod';
 import { checkEngineSize, type EngineInfo } from '@sdq/pipeline/engines';
 import { readPngText } from '@sdq/pipeline/image';
@@ -14,7 +13,7 @@ import { A1111_SAMPLERS, A1111_SCHEDULERS, A1111ExtraSingleImageRequest, checkpo
 import { requireScope } from '../../auth';
 import { jsonImageBudget, Slots } from '../../in-flight';
 import { jsonBody } from '../../body';
-import { checkSize, type GenerationDeps, sizeForShape, submitAndWait } from '../../submission';
+import { checkSize, type GenerationDeps, repaintMask, sizeForShape, submitAndWait } from '../../submission';
 import { jobCost } from '../../pricing';
 import { rateLimit } from '../../rate-limit';
 import { parseBody } from '../../validate';
@@ -34,14 +33,6 @@ function decodeBase64(text: string, field: string, maxBytes: number): Buffer {
   const bytes = Math.floor((data.length * 3) / 4);
   if (bytes > maxBytes) throw new ServiceError('invalid_file_size', `${field}: about ${bytes} bytes once decoded, over the maximum of ${maxBytes} (MAX_UPLOAD_BYTES)`);
   return Buffer.from(data, 'base64');
-}
-
-/** A1111's mask (white = repaint, or black with invert) as sdq's: white = repaint, edge blurred by mask_blur. */
-async function a1111Mask(mask: CheckedImage, invert: boolean, blur: number): Promise<Buffer> {
-  let out = sharp(mask.data).flatten({ background: '#000000' }).greyscale();
-  if (invert) out = out.negate({ alpha: false });
-  if (blur > 0) out = sharp(await out.png().toBuffer()).blur(Math.max(0.3, blur / 2));
-  return out.png().toBuffer();
 }
 
 /** The sdq sampler of an A1111 sampler name and scheduler. */
@@ -157,7 +148,8 @@ export function a1111Routes(deps: Deps): Router {
     const { engine, width, height, samples, sampler, prompts } = await settings(req, body, mask ? 'masking' : 'image-to-image', image);
     const params: GenerationParams = { prompts, width, height, steps: body.steps, cfgScale: body.cfg_scale, samples, seed: body.seed === -1 ? 0 : body.seed, sampler, outputFormat: 'png', imageStrength: 1 - body.denoising_strength };
     const inputs: JobInputs = { initImage: image };
-    if (mask) inputs.maskImage = { data: await a1111Mask(mask, body.inpainting_mask_invert === 1, body.mask_blur), contentType: 'image/png' };
+    // A1111's mask: white = repaint (black with invert), its edge blurred by mask_blur; another size is resized
+    if (mask) inputs.maskImage = { data: await repaintMask(image, mask, { marks: 'white', invert: body.inpainting_mask_invert === 1, blur: body.mask_blur, sameSize: false, noAlpha: () => '' }), contentType: 'image/png' };
     // as A1111: the answer's parameters leave the images out
     await answer(req, res, engine, mask ? { kind: 'masking', params: { ...params, maskSource: 'MASK_IMAGE_WHITE' } } : { kind: 'image-to-image', params }, inputs, body, sampler, width, height, { ...body, init_images: null, mask: null });
   });

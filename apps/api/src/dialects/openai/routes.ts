@@ -6,14 +6,13 @@
  * when SYNC_WAIT runs out. Errors are `{error: {message, type, param, code}}` (errors.ts).
  */
 import { type Request, type Response, Router } from 'express';
-import sharp from 'sharp';
 import { checkEngineSize, type EngineInfo } from '@sdq/pipeline/engines';
 import type { z } from 'zod';
 import { type GenerationParams, OPENAI_SIZES, OpenAIImageEditRequest, OpenAIImageGenerationRequest, OpenAIImageVariationRequest, ServiceError } from '@sdq/contracts';
 import { requireScope } from '../../auth';
 import { jsonBody } from '../../body';
 import { ConfigError } from '../../config';
-import { checkSize, type GenerationDeps, requireFile, sizeForShape, submitAndWait } from '../../submission';
+import { checkSize, type GenerationDeps, repaintMask, requireFile, sizeForShape, submitAndWait } from '../../submission';
 import type { JobInputs, NewJob } from '../../jobs.service';
 import { jobCost } from '../../pricing';
 import { rateLimit } from '../../rate-limit';
@@ -25,21 +24,11 @@ type OpenAIBody = Partial<z.infer<typeof OpenAIImageGenerationRequest>> & { n: n
 /** The model names the embedded engines answer to when OPENAI_MODELS does not name them. */
 const EMBEDDED: Readonly<Record<string, string>> = { 'dall-e-2': 'tiny-sd', 'dall-e-3': 'tiny-sdxl', 'gpt-image-1': 'tiny-sd3' };
 const DEFAULT_MODEL = 'dall-e-2';
+/** OpenAI's mask is transparent where the image is edited; without one, the image's own transparent pixels are. */
+const OPENAI_MASK = { marks: 'transparent', noAlpha: (field: string) => `${field}: has no alpha channel; its transparent pixels are what gets edited` } as const;
+
 /** How much of the image a variation keeps (Stability's image_strength). */
 const VARIATION_IMAGE_STRENGTH = 0.5;
-
-/**
- * OpenAI's mask is transparent where the image is to be edited; without one, the image's own transparent
- * pixels are. Either becomes sdq's mask, white = repaint. The mask must be the image's size.
- */
-async function editMask(image: CheckedImage, mask: CheckedImage | undefined): Promise<Buffer> {
-  const source = mask ?? image;
-  if (mask && (mask.width !== image.width || mask.height !== image.height)) {
-    throw new ServiceError('invalid_mask_image', `mask: is ${mask.width}x${mask.height}, expected the image's ${image.width}x${image.height}`);
-  }
-  if (!source.hasAlpha) throw new ServiceError('invalid_mask_image', `${mask ? 'mask' : 'image'}: has no alpha channel; its transparent pixels are what gets edited`);
-  return sharp(source.data).ensureAlpha().extractChannel(3).negate().png().toBuffer();
-}
 
 /**
  * Model name -> generation engine: the embedded defaults that exist, then OPENAI_MODELS. A setting that
@@ -156,7 +145,7 @@ export function openaiRoutes(deps: GenerationDeps & { models: Map<string, Engine
     const mask = await readImage(req, 'mask', config.maxPixels);
     const engine = modelEngine(body.model ?? DEFAULT_MODEL, 'masking');
     const size = sizeFor(engine, body.size, image);
-    await run(req, res, engine, { kind: 'masking', params: paramsOf(engine, body, size, { maskSource: 'MASK_IMAGE_WHITE' }) }, { initImage: image, maskImage: { data: await editMask(image, mask), contentType: 'image/png' } }, body, body.prompt);
+    await run(req, res, engine, { kind: 'masking', params: paramsOf(engine, body, size, { maskSource: 'MASK_IMAGE_WHITE' }) }, { initImage: image, maskImage: { data: await repaintMask(image, mask, OPENAI_MASK), contentType: 'image/png' } }, body, body.prompt);
   });
 
   router.post('/v1/images/variations', requireScope('generate'), rateLimit(deps.limiter), form, async (req, res) => {

@@ -27,7 +27,7 @@ import {
 } from '@sdq/contracts';
 import { requireScope } from '../../auth';
 import { ConfigError } from '../../config';
-import { applyStyle, checkSize, checkWebhook, endedAsError, formEventsFilter, type GenerationDeps, isDryRun, parsePrefer, requireFile, sizeForShape, submitJob, webhookOf } from '../../submission';
+import { applyStyle, checkSize, checkWebhook, endedAsError, repaintMask, formEventsFilter, type GenerationDeps, isDryRun, parsePrefer, requireFile, sizeForShape, submitJob, webhookOf } from '../../submission';
 import type { JobInputs, JobsService, NewJob } from '../../jobs.service';
 import { dryRun } from '../../pricing';
 import { rateLimit } from '../../rate-limit';
@@ -124,22 +124,6 @@ async function answer(res: Response, jobs: JobsService, record: JobRecord, snaps
     return;
   }
   res.status(200).set({ 'Content-Type': stored.content_type || 'image/png', 'Finish-Reason': stored.finish_reason, Seed: String(stored.seed) }).send(image);
-}
-
-/** The mask an edit repaints: the mask image (white = repaint), else the image's transparent pixels; grown, then blurred. */
-async function editMask(image: CheckedImage, mask: CheckedImage | undefined, grow: number): Promise<Buffer> {
-  let base: sharp.Sharp;
-  if (mask) {
-    if (mask.width !== image.width || mask.height !== image.height) {
-      throw new ServiceError('invalid_mask_image', `mask: is ${mask.width}x${mask.height}, expected the image's ${image.width}x${image.height}`);
-    }
-    base = sharp(mask.data).flatten({ background: '#000000' }).greyscale();
-  } else {
-    if (!image.hasAlpha) throw new ServiceError('invalid_mask_image', 'mask: is required when image has no alpha channel (transparent pixels are what gets repainted)');
-    base = sharp(await sharp(image.data).ensureAlpha().extractChannel(3).negate().png().toBuffer());
-  }
-  if (grow > 0) base = sharp(await base.png().toBuffer()).dilate(grow).blur(Math.max(0.3, grow / 2));
-  return base.png().toBuffer();
 }
 
 export function v2betaRoutes(deps: GenerationDeps & { services: Map<V2BetaService, EngineInfo> }): Router {
@@ -289,7 +273,8 @@ export function v2betaRoutes(deps: GenerationDeps & { services: Map<V2BetaServic
       const image = requireFile(await readImage(req, 'image', config.maxPixels), 'image');
       const mask = await readImage(req, 'mask', config.maxPixels);
       const engine = engineFor(service, 'masking');
-      const maskData = await editMask(image, mask, body.grow_mask);
+      // the mask image (white = repaint), else the image's transparent pixels; grown, then blurred
+      const maskData = await repaintMask(image, mask, { marks: 'white', grow: body.grow_mask, noAlpha: () => 'mask: is required when image has no alpha channel (transparent pixels are what gets repainted)' });
       const size = ownOrNearest(engine, { width: image.width, height: image.height });
       // erase: filled from the surroundings, with no prompt
       const params = paramsOf(engine, service === 'erase' ? { ...body, prompt: '' } : body, size, { maskSource: 'MASK_IMAGE_WHITE' });
