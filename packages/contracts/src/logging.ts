@@ -7,6 +7,24 @@ import pretty from 'pino-pretty';
 import { z } from 'zod';
 
 export const LOG_FORMAT = z.enum(['auto', 'json', 'pretty']).default('auto');
+
+/**
+ * Fields whose values never reach a log line, in any process: credentials (API keys, tokens, passwords,
+ * webhook signing secrets, S3 keys) and webhook URLs (one may carry the receiver's token).
+ */
+export const SECRET_FIELDS = ['api_key', 'apiKey', 'secret', 'token', 'adminToken', 'password', 'secretAccessKey', 'accessKeyId', 'webhook'] as const;
+
+/** pino redact paths: each secret field at the top of a line's object and up to three levels down, and credential headers. */
+export const REDACT_PATHS: readonly string[] = [
+  'req.headers.authorization',
+  'req.headers.cookie',
+  'req.headers["x-api-key"]',
+  'res.headers["set-cookie"]',
+  ...SECRET_FIELDS.flatMap((field) => [field, `*.${field}`, `*.*.${field}`, `*.*.*.${field}`]),
+];
+
+/** pino's redact option for every sdq process. */
+export const REDACT = { paths: [...REDACT_PATHS], censor: '[redacted]' };
 export type LogFormat = z.infer<typeof LOG_FORMAT>;
 
 /**
