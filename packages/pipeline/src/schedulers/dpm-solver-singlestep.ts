@@ -221,6 +221,7 @@ export class DPMSolverSinglestepScheduler implements Scheduler {
   }
 
   // the second match when t occurs twice, the last index when absent (as diffusers)
+  // Copied from dpm-solver-multistep.ts#indexForTimestep
   private indexForTimestep(t: number): number {
     const index = timestepIndex(this.timesteps, t);
     return index < 0 ? this.timesteps.length - 1 : index;

@@ -108,6 +108,7 @@ export class FlowMatchEulerDiscreteScheduler implements Scheduler {
     return noisy;
   }
 
+  // Copied from euler.ts#indexForTimestep
   private indexForTimestep(t: number): number {
     const index = timestepIndex(this.timesteps, t);
     if (index < 0) throw new Error(`${NAME}: timestep ${t} is not one of this schedule's timesteps`);

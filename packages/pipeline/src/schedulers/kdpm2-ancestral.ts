@@ -144,12 +144,14 @@ export class KDPM2AncestralDiscreteScheduler implements Scheduler {
     return noiseBySigma(NAME, original, noise, this.sigmas[index]);
   }
 
+  // Copied from euler.ts#indexForTimestep
   private indexForTimestep(t: number): number {
     const index = timestepIndex(this.timesteps, t);
     if (index < 0) throw new Error(`${NAME}: timestep ${t} is not one of this schedule's timesteps`);
     return index;
   }
 
+  // Copied from euler.ts#initStepIndex
   private initStepIndex(t: number): void {
     if (this.stepIndex === null) this.stepIndex = this.beginIndex ?? this.indexForTimestep(t);
   }

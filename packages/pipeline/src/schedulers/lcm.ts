@@ -149,6 +149,7 @@ export class LCMScheduler implements Scheduler {
   }
 
   // the second match when t occurs twice, so that img2img starting mid-schedule skips no step
+  // Copied from euler.ts#indexForTimestep
   private indexForTimestep(t: number): number {
     const index = timestepIndex(this.timesteps, t);
     if (index < 0) throw new Error(`${NAME}: timestep ${t} is not one of this schedule's timesteps`);

@@ -133,12 +133,14 @@ export class LMSDiscreteScheduler implements Scheduler {
     return sum * half;
   }
 
+  // Copied from euler.ts#indexForTimestep
   private indexForTimestep(t: number): number {
     const index = timestepIndex(this.timesteps, t);
     if (index < 0) throw new Error(`${NAME}: timestep ${t} is not one of this schedule's timesteps`);
     return index;
   }
 
+  // Copied from euler.ts#initStepIndex
   private initStepIndex(t: number): void {
     if (this.stepIndex === null) this.stepIndex = this.beginIndex ?? this.indexForTimestep(t);
   }
