@@ -1,5 +1,5 @@
 /**
- * Every environment variable the API and the worker read is in a README table row, so a new setting
+ * Every environment variable the API and the worker read is in a table row of docs/environment.md, so a new setting
  * cannot ship undocumented.
  */
 import { readFileSync } from 'node:fs';
@@ -9,7 +9,7 @@ import { API_ENV_NAMES } from '../../apps/api/src/config';
 import { WORKER_ENV_NAMES } from '../../apps/worker/src/config';
 import { ROOT } from '../e2e/support';
 
-const rows = readFileSync(join(ROOT, 'README.md'), 'utf8').split('\n').filter((l) => l.startsWith('| '));
+const rows = readFileSync(join(ROOT, 'docs/environment.md'), 'utf8').split('\n').filter((l) => l.startsWith('| '));
 const documented = new Set(rows.flatMap((row) => [...row.split(' | ')[0].matchAll(/`([A-Z][A-Z0-9_]+)`/g)].map((m) => m[1])));
 
 describe('the README environment tables', () => {

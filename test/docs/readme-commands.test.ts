@@ -5,14 +5,16 @@
  * `npx tsx <file>` names a file that exists. The Quick start itself runs in quick-start.test.ts.
  */
 import { execFile } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
 import { ROOT } from '../e2e/support';
 
 const run = promisify(execFile);
-const readme = readFileSync(join(ROOT, 'README.md'), 'utf8');
+// the README and every page under docs/ (the benchmark log aside: it records what ran): a command is
+// checked wherever the text has moved
+const readme = ['README.md', ...readdirSync(join(ROOT, 'docs')).filter((f) => f.endsWith('.md') && f !== 'BENCHMARKS.md').map((f) => `docs/${f}`)].map((f) => readFileSync(join(ROOT, f), 'utf8')).join('\n');
 
 /** Shell lines of the README: its sh/bash blocks (continuations joined, comments dropped) and inline `npm`/`npx` spans. */
 function commands(): string[] {

@@ -176,8 +176,8 @@ describe('docker-compose.yml', () => {
     }
   });
 
-  it('the README gives a new operator the three commands', () => {
-    const readme = readFileSync('README.md', 'utf8');
+  it('the operations page gives a new operator the three commands', () => {
+    const readme = readFileSync('docs/operations.md', 'utf8');
     expect(readme).toContain('cp .env.example .env');
     expect(readme).toContain('docker compose up -d --build --scale worker=4');
     expect(readme).toContain('docker compose --profile cpu up -d --build --scale worker=0');

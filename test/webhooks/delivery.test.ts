@@ -91,8 +91,8 @@ describe('a delivery', () => {
     expect(verifySignature(secret.slice(0, -4) + 'AAA=', request.body, request.headers)).toBe(false);
 
     // The few lines of Node the README gives receivers work too.
-    const readme = readFileSync(new URL('../../README.md', import.meta.url), 'utf8');
-    const snippet = /```js\n([\s\S]*?)```/.exec(readme.slice(readme.indexOf('### Webhooks')))![1].replace(/^import .*$/m, '');
+    const readme = readFileSync(new URL('../../docs/webhooks.md', import.meta.url), 'utf8');
+    const snippet = /```js\n([\s\S]*?)```/.exec(readme)![1].replace(/^import .*$/m, '');
     const verifyWebhook = new Function('createHmac', 'timingSafeEqual', `${snippet}\nreturn verifyWebhook;`)(createHmac, timingSafeEqual);
     expect(verifyWebhook(secret, request.body, request.headers)).toBe(true);
     expect(verifyWebhook(secret, `${request.body} `, request.headers)).toBe(false);

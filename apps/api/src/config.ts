@@ -16,7 +16,7 @@ const EnvSchema = z.object({
   HOST: z.string().min(1).default('0.0.0.0'),
   /** Base URL clients reach the API at (job urls, local artifact URLs). Default http://localhost:PORT. */
   PUBLIC_URL: envUrl(['http:', 'https:']).optional(),
-  /** redis://, rediss://, redis+sentinel:// or redis+cluster:// (README: Redis topologies). Default redis://127.0.0.1:6379. */
+  /** redis://, rediss://, redis+sentinel:// or redis+cluster:// (docs/operations.md: Redis topologies). Default redis://127.0.0.1:6379. */
   REDIS_URL: envRedisUrl.default('redis://127.0.0.1:6379'),
   /** Key prefix of every queue and record. Default "sdq". */
   QUEUE_PREFIX: z.string().regex(/^[A-Za-z0-9_.-]+$/, 'may hold only letters, digits, _ . -').default(DEFAULT_QUEUE_PREFIX),
@@ -272,7 +272,7 @@ export function loadConfig(): Config {
 
 export { redisOptionsFromUrl };
 
-/** Every variable the API reads (the README's Environment table documents each). */
+/** Every variable the API reads (docs/environment.md documents each). */
 export const API_ENV_NAMES = Object.keys(EnvSchema.shape);
 
 /** The soft limit of open files of this process (Linux), or undefined where it cannot be read. */

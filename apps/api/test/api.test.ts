@@ -391,7 +391,7 @@ describe('jobs', () => {
 
 describe('documentation', () => {
   it("documents every error in the README's error table: one row per catalogue name, with its status", () => {
-    const readme = readFileSync(new URL('../../../README.md', import.meta.url), 'utf8');
+    const readme = readFileSync(new URL('../../../docs/errors.md', import.meta.url), 'utf8');
     // the API's Errors section: its table of | `name` | status | when |
     const section = readme.slice(readme.indexOf('Every error is `{"id","name","message"}`'));
     const rows = new Map<string, number[]>();

@@ -12,7 +12,7 @@ const EnvSchema = z.object({
   PORT: envInt(0, 65535).default(3000),
   /** Base URL clients reach the API at: job urls in delivery bodies, local artifact URLs. */
   PUBLIC_URL: envUrl(['http:', 'https:']).optional(),
-  /** redis://, rediss://, redis+sentinel:// or redis+cluster:// (README: Redis topologies). Default redis://127.0.0.1:6379. */
+  /** redis://, rediss://, redis+sentinel:// or redis+cluster:// (docs/operations.md: Redis topologies). Default redis://127.0.0.1:6379. */
   REDIS_URL: envRedisUrl.default('redis://127.0.0.1:6379'),
   /** The API's key prefix. Default "sdq". */
   QUEUE_PREFIX: z.string().regex(/^[A-Za-z0-9_.-]+$/, 'may hold only letters, digits, _ . -').default(DEFAULT_QUEUE_PREFIX),

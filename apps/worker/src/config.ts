@@ -16,7 +16,7 @@ import type { ExecutionProvider } from '@sdq/pipeline/types';
 export const EXECUTION_PROVIDERS = ['cpu', 'cuda', 'tensorrt', 'webgpu'] as const satisfies readonly ExecutionProvider[];
 
 const EnvSchema = z.object({
-  /** redis://, rediss://, redis+sentinel:// or redis+cluster:// (README: Redis topologies). Default redis://127.0.0.1:6379. */
+  /** redis://, rediss://, redis+sentinel:// or redis+cluster:// (docs/operations.md: Redis topologies). Default redis://127.0.0.1:6379. */
   REDIS_URL: envRedisUrl.default('redis://127.0.0.1:6379'),
   /** Key prefix of every queue and record; must match the API's. Default "sdq". */
   QUEUE_PREFIX: z.string().regex(/^[A-Za-z0-9_.-]+$/, 'may hold only letters, digits, _ . -').default(DEFAULT_QUEUE_PREFIX),
@@ -158,5 +158,5 @@ export function redactUrl(redisUrl: string): string {
   return redisUrl.replace(/^([a-z+]+:\/\/[^:@/]*):[^@/]*@/, '$1:***@');
 }
 
-/** Every variable the worker reads (the README's Worker environment table documents each). */
+/** Every variable the worker reads (docs/environment.md documents each). */
 export const WORKER_ENV_NAMES = Object.keys(EnvSchema.shape);

@@ -1,7 +1,7 @@
 /**
  * AUTOMATIC1111's web UI API (`/sdapi/v1`) as sdq takes it: the fields of its
  * StableDiffusionTxt2ImgProcessingAPI model that sdq uses, checked strictly; fields A1111 has and sdq
- * cannot honour are accepted and ignored (the README lists them), as A1111's own model ignores unknown ones.
+ * cannot honour are accepted and ignored (docs/dialects.md lists them), as A1111's own model ignores unknown ones.
  */
 import { z } from 'zod';
 

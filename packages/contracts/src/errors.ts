@@ -1,13 +1,13 @@
 /**
  * The error catalogue: every error sdq answers with, its HTTP status and message template. The API's
  * error handler turns a ServiceError into `{"id","name","message"}`; a test checks that every name here
- * is documented in the README. Names follow Stability's v1 API where Stability has one.
+ * is documented in docs/errors.md. Names follow Stability's v1 API where Stability has one.
  */
 export interface ErrorSpec {
   status: number;
   /** Message template; `{detail}` is replaced by the detail given when the error is raised. */
   message: string;
-  /** One line for the README and the OpenAPI document. */
+  /** One line for docs/errors.md and the OpenAPI document. */
   description: string;
 }
 
