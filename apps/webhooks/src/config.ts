@@ -61,7 +61,7 @@ export function parseConfig(env: Record<string, string | undefined>): DeliveryCo
     keyPrefix: ownKeyPrefix(e.QUEUE_PREFIX, e.REDIS_URL),
     redisTimeoutMs: e.REDIS_TIMEOUT_MS,
     // Without the API's secret, local artifact URLs in deliveries would not open: a per-process random
-    // key keeps start-up working (as the API's own default does), and the README says to share one.
+    // key keeps start-up working (as the API's own default does), and docs/environment.md says to share one.
     storage: 's3' in storage ? storage : { local: { ...storage.local, secret: e.ARTIFACT_URL_SECRET ?? crypto.randomUUID() + crypto.randomUUID() } },
     artifactUrlExpiry: e.ARTIFACT_URL_EXPIRY,
     resultRetention: e.RESULT_RETENTION,

@@ -14,3 +14,4 @@ export * from './redis';
 export * from './openai';
 export * from './a1111';
 export * from './validation';
+export { LuaScript } from './lua-script';

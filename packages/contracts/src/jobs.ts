@@ -95,10 +95,6 @@ export const JobPayload = z.discriminatedUnion('kind', [
 export type JobPayload = z.infer<typeof JobPayload>;
 export type JobPayloadOf<K extends JobName> = Extract<JobPayload, { kind: K }>;
 
-/** The job's BullMQ name is its kind. */
-export function jobNameOf(payload: JobPayload): JobName {
-  return payload.kind;
-}
 export { JOB_NAMES };
 
 /** What the worker reports after every step: `job.updateProgress({ step, steps })` (step counts from 1). */
@@ -212,7 +208,3 @@ export const JobObject = z
   })
   .meta({ id: 'Job' });
 export type JobObject = z.infer<typeof JobObject>;
-
-/** Server-Sent Event names of GET /v1/jobs/{id}/events, in the order they can occur. */
-export const JOB_EVENT_NAMES = ['queued', 'started', 'progress', 'completed'] as const;
-export type JobEventName = (typeof JOB_EVENT_NAMES)[number];

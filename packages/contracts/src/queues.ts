@@ -17,15 +17,6 @@ export type JobName = (typeof JOB_NAMES)[number];
 /** A job's kind is its name. */
 export type JobKind = JobName;
 
-/** Which engine kind serves each job name. */
-export const ENGINE_KIND_FOR_JOB: Record<JobName, 'generation' | 'upscale'> = {
-  'text-to-image': 'generation',
-  'image-to-image': 'generation',
-  masking: 'generation',
-  upscale: 'upscale',
-  enhance: 'generation',
-};
-
 /**
  * The BullMQ queue name of an engine. BullMQ forbids ':' in queue names (it separates key parts), so
  * engine ids holding one are refused here rather than producing keys that collide.

@@ -14,7 +14,7 @@
 import type { Redis } from 'ioredis';
 import { creditsString } from './amounts';
 import { type CreditKeys, creditKeys } from './keys';
-import { LuaScript } from './script';
+import { LuaScript } from '@sdq/contracts';
 
 export const LEDGER_ENTRY_TYPES = ['grant', 'hold', 'settle', 'release', 'adjust'] as const;
 export type LedgerEntryType = (typeof LEDGER_ENTRY_TYPES)[number];
@@ -100,9 +100,6 @@ export interface VerifyReport {
 
 /** What should become of an open hold, as decided by someone who can see its job. */
 export type HoldFate = { action: 'keep' } | { action: 'settle' } | { action: 'release'; reason: string };
-
-/** The release reasons sdq uses (release() takes any reason; these keep the ledger consistent). */
-export const RELEASE_REASONS = ['failed', 'canceled', 'expired', 'job_gone', 'not_enqueued', 'engine_unavailable'] as const;
 
 export interface CreditsServiceOptions {
   /** Key prefix of the deployment (the queue prefix). */

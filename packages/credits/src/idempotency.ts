@@ -16,7 +16,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { creditKeys, type CreditKeys } from './keys';
-import { LuaScript } from './script';
+import { LuaScript } from '@sdq/contracts';
 
 export type IdempotencyBegin =
   | { status: 'new'; token: string }

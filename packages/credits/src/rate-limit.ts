@@ -6,7 +6,7 @@
 import { randomBytes } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { creditKeys, type CreditKeys } from './keys';
-import { LuaScript } from './script';
+import { LuaScript } from '@sdq/contracts';
 
 export type RateLimitResult =
   | { allowed: true; limit: number; remaining: number }

@@ -6,11 +6,11 @@
  */
 import type { Redis } from 'ioredis';
 import { webhookKeys, type WebhookKeys } from './keys';
-import { RedisScript } from './redis-script';
+import { LuaScript } from '@sdq/contracts';
 import { generateSecret } from './signing';
 
-const rotateSecret = new RedisScript(new URL('./rotate-secret.lua', import.meta.url));
-const disableDefault = new RedisScript(new URL('./disable-default-webhook.lua', import.meta.url));
+const rotateSecret = LuaScript.load(new URL('./rotate-secret.lua', import.meta.url));
+const disableDefault = LuaScript.load(new URL('./disable-default-webhook.lua', import.meta.url));
 
 export interface AccountWebhooksOptions {
   /** How long a replaced secret keeps signing after rotate(), in ms; default 24 h. */

@@ -11,10 +11,10 @@
  */
 import type { Redis } from 'ioredis';
 import { webhookKeys, type WebhookKeys } from './keys';
-import { RedisScript } from './redis-script';
+import { LuaScript } from '@sdq/contracts';
 
-const allowProgressScript = new RedisScript(new URL('./allow-progress.lua', import.meta.url));
-const beginProgressSendScript = new RedisScript(new URL('./begin-progress-send.lua', import.meta.url));
+const allowProgressScript = LuaScript.load(new URL('./allow-progress.lua', import.meta.url));
+const beginProgressSendScript = LuaScript.load(new URL('./begin-progress-send.lua', import.meta.url));
 
 export interface ProgressThrottleOptions {
   /** At most one progress event per job in this many ms; default 1000. */
