@@ -1,0 +1,89 @@
+/** AUTOMATIC1111's /sdapi/v1 OpenAPI paths, with A1111's error body. */
+import type { OpenApiKit } from '../../openapi-kit';
+import {
+  ERROR_NAMES,
+  A1111ExtraSingleImageRequest,
+  A1111Img2ImgRequest,
+  A1111OptionsUpdate,
+  A1111PngInfoRequest,
+  A1111Txt2ImgRequest,
+} from '@sdq/contracts';
+
+export function a1111OpenApi(kit: OpenApiKit): Record<string, unknown> {
+  const { schemas, schemaOf, errorsIn, dialectJobParams, notFinished } = kit;
+  // AUTOMATIC1111's /sdapi/v1: errors as {error, detail, body, errors}
+  schemas.A1111Error = {
+    type: 'object',
+    required: ['error', 'detail'],
+    properties: { error: { type: 'string', enum: ERROR_NAMES }, detail: { type: 'string' }, body: { type: 'string' }, errors: { type: 'string' } },
+  };
+  const a1111Errors = (names: string[]) => errorsIn(names, 'A1111Error');
+  const a1111Get = (summary: string) => ({ get: { tags: ['AUTOMATIC1111'], summary, responses: { '200': { description: 'As AUTOMATIC1111 answers it', content: { 'application/json': { schema: {} } } }, ...a1111Errors(['unauthorized']) } } });
+  const a1111Paths: Record<string, unknown> = {
+    '/sdapi/v1/txt2img': {
+      post: {
+        tags: ['AUTOMATIC1111'],
+        summary: 'Text to image: {images: [base64 PNG], parameters, info (a JSON string with seeds and infotexts)}; 202 with the job object past SYNC_WAIT',
+        parameters: dialectJobParams,
+        requestBody: { required: true, content: { 'application/json': { schema: schemaOf(A1111Txt2ImgRequest, schemas, 'input') } } },
+        responses: {
+          '200': { description: '{images, parameters, info}', content: { 'application/json': { schema: { type: 'object', properties: { images: { type: 'array', items: { type: 'string' } }, parameters: { type: 'object' }, info: { type: 'string' } } } } } },
+          '202': notFinished,
+          ...a1111Errors(['bad_request', 'invalid_sampler', 'invalid_samples', 'invalid_height_or_width', 'invalid_pixel_count', 'unauthorized', 'permission_denied', 'insufficient_balance', 'not_found', 'canceled', 'rate_limited', 'too_many_active_jobs', 'engine_unavailable', 'internal_error']),
+        },
+      },
+    },
+    '/sdapi/v1/img2img': {
+      post: {
+        tags: ['AUTOMATIC1111'],
+        summary: 'Image to image (init_images[0], denoising_strength), or inpainting with mask (white = repaint; inpainting_mask_invert 1 flips it)',
+        parameters: dialectJobParams,
+        requestBody: { required: true, content: { 'application/json': { schema: schemaOf(A1111Img2ImgRequest, schemas, 'input') } } },
+        responses: {
+          '200': { description: '{images, parameters (without the images), info}', content: { 'application/json': { schema: { type: 'object', properties: { images: { type: 'array', items: { type: 'string' } }, parameters: { type: 'object' }, info: { type: 'string' } } } } } },
+          '202': notFinished,
+          ...a1111Errors(['bad_request', 'invalid_init_image', 'invalid_mask_image', 'invalid_mime_type', 'invalid_file_size', 'invalid_image_dimensions', 'invalid_sampler', 'invalid_height_or_width', 'invalid_pixel_count', 'unauthorized', 'insufficient_balance', 'not_found', 'canceled', 'payload_too_large', 'rate_limited', 'service_unavailable', 'internal_error']),
+        },
+      },
+    },
+    '/sdapi/v1/extra-single-image': {
+      post: {
+        tags: ['AUTOMATIC1111'],
+        summary: "Upscale by an upscale engine (upscaler_1; None = the first): by upscaling_resize, or to upscaling_resize_w x _h in the image's shape, up to the engine's factor",
+        parameters: dialectJobParams,
+        requestBody: { required: true, content: { 'application/json': { schema: schemaOf(A1111ExtraSingleImageRequest, schemas, 'input') } } },
+        responses: {
+          '200': { description: '{html_info, image}', content: { 'application/json': { schema: { type: 'object', properties: { html_info: { type: 'string' }, image: { type: 'string' } } } } } },
+          '202': notFinished,
+          ...a1111Errors(['bad_request', 'invalid_init_image', 'invalid_mime_type', 'invalid_file_size', 'invalid_height_or_width', 'invalid_pixel_count', 'unauthorized', 'insufficient_balance', 'not_found', 'rate_limited', 'service_unavailable', 'internal_error']),
+        },
+      },
+    },
+    '/sdapi/v1/png-info': {
+      post: {
+        tags: ['AUTOMATIC1111'],
+        summary: "A PNG's text: info (its parameters infotext), items (every text chunk), parameters (the infotext parsed as A1111 parses it); rate-limited as generations are",
+        requestBody: { required: true, content: { 'application/json': { schema: schemaOf(A1111PngInfoRequest, schemas, 'input') } } },
+        responses: { '200': { description: '{info, items, parameters}', content: { 'application/json': { schema: { type: 'object', properties: { info: { type: 'string' }, items: { type: 'object' }, parameters: { type: 'object' } } } } } }, ...a1111Errors(['bad_request', 'invalid_init_image', 'invalid_mime_type', 'invalid_file_size', 'unauthorized', 'rate_limited', 'service_unavailable']) },
+      },
+    },
+    '/sdapi/v1/sd-models': a1111Get('The generation engines as checkpoints (title = engine id)'),
+    '/sdapi/v1/samplers': a1111Get("The samplers the engines offer, in AUTOMATIC1111's names"),
+    '/sdapi/v1/schedulers': a1111Get("AUTOMATIC1111's schedulers (Karras selects DPM++ 2M Karras; the others follow the sampler)"),
+    '/sdapi/v1/upscalers': a1111Get('The upscale engines'),
+    '/sdapi/v1/loras': a1111Get('Always empty: sdq has no LoRA yet'),
+    '/sdapi/v1/options': {
+      ...a1111Get("The caller's options: sd_model_checkpoint is this API key's default engine"),
+      post: {
+        tags: ['AUTOMATIC1111'],
+        summary: "Sets sd_model_checkpoint as this API key's default engine (never another caller's); other options are not kept",
+        requestBody: { required: true, content: { 'application/json': { schema: schemaOf(A1111OptionsUpdate, schemas, 'input') } } },
+        responses: { '200': { description: 'null' }, ...a1111Errors(['bad_request', 'not_found', 'unauthorized', 'permission_denied']) },
+      },
+    },
+    '/sdapi/v1/progress': a1111Get("The calling key's most recent unfinished job (another key of the account has its own): progress, eta_relative, state.sampling_step / sampling_steps, textinfo"),
+    '/sdapi/v1/interrupt': { post: { tags: ['AUTOMATIC1111'], summary: "Cancels the calling key's unfinished job (never another key's)", responses: { '200': { description: 'null' }, ...a1111Errors(['unauthorized', 'permission_denied']) } } },
+    '/sdapi/v1/skip': { post: { tags: ['AUTOMATIC1111'], summary: 'As interrupt: each request here is one job', responses: { '200': { description: 'null' }, ...a1111Errors(['unauthorized', 'permission_denied']) } } },
+  };
+  return a1111Paths;
+}
