@@ -38,9 +38,10 @@ function parent(dirs: string[]): void {
 async function child(dir: string, arena: boolean): Promise<void> {
   const { calibrateMemory, describeEngine, imageBytes, loadPipeline, ResidentMemory } = await import('@sdq/pipeline');
   const { DEFAULT_MAX_PIXELS } = await import('@sdq/pipeline/engines');
+  type GenerationEngineInfo = import('@sdq/pipeline/engines').GenerationEngineInfo;
   const resident = new ResidentMemory();
   const id = dir.split('/').pop()!;
-  const info = describeEngine(dir, id)!;
+  const info = describeEngine(dir, id) as GenerationEngineInfo;
   const loadStarted = performance.now();
   const pipeline = await loadPipeline(dir, { memoryArena: arena, threads: process.env.ORT_THREADS ? Number(process.env.ORT_THREADS) : undefined });
   const base = resident.now();

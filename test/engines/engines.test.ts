@@ -12,7 +12,7 @@ import { Queue } from 'bullmq';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { queueNameForEngine, STYLE_PRESET_NAMES } from '@sdq/contracts';
-import { describeEngine, EngineManifestError, readManifest, SDXL_SIZES } from '@sdq/pipeline/engines';
+import { describeEngine, EngineManifestError, type GenerationEngineInfo, readManifest, SDXL_SIZES } from '@sdq/pipeline/engines';
 import { applyStyle, sizeForShape } from '../../apps/api/src/submission';
 import { v2betaEngines } from '../../apps/api/src/dialects/stability-v2beta/routes';
 import { redisOptionsFromUrl } from '../../apps/api/src/config';
@@ -220,9 +220,9 @@ describe('aliases and manifests', () => {
   });
 
   it("v2beta aspect ratios: each of Stability's nine is an SDXL size on SDXL; the nearest of the engine's own sizes elsewhere", () => {
-    const sdxl = describeEngine(join(models, 'sdxl-base'), 'sdxl-base')!;
-    const sd15 = describeEngine(join(models, 'sd15'), 'sd15')!;
-    const small = describeEngine(join(models, 'small'), 'small')!;
+    const sdxl = describeEngine(join(models, 'sdxl-base'), 'sdxl-base') as GenerationEngineInfo;
+    const sd15 = describeEngine(join(models, 'sd15'), 'sd15') as GenerationEngineInfo;
+    const small = describeEngine(join(models, 'small'), 'small') as GenerationEngineInfo;
     const ratio = (a: string) => a.split(':').map(Number).reduce((w, h) => w / h);
     const expected: Record<string, string> = {
       '1:1': '1024x1024', '16:9': '1344x768', '9:16': '768x1344', '21:9': '1536x640', '9:21': '640x1536',

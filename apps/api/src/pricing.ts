@@ -14,7 +14,8 @@ const EXAMPLE_STEPS = 30;
 /** The price table entry an engine is priced by: its manifest's `price`, its own id, else its family's default. */
 export function priceEntry(prices: PriceTable, engine: EngineInfo): string {
   if (engine.manifest.price) return engine.manifest.price;
-  return engine.familyPrice && !prices.names(engine.id) ? engine.familyPrice : engine.id;
+  const familyPrice = engine.kind === 'generation' ? engine.familyPrice : undefined;
+  return familyPrice && !prices.names(engine.id) ? familyPrice : engine.id;
 }
 
 /** What a job costs: per image times samples; an upscale is flat per image. */
@@ -40,8 +41,8 @@ export function enginePricing(prices: PriceTable, engine: EngineInfo): z.infer<t
       example: { width: null, height: null, steps: null, credits: toCredits(price.upscale), display: displayCredits(price.upscale) },
     };
   }
-  const width = engine.nativeWidth ?? 512;
-  const height = engine.nativeHeight ?? 512;
+  const width = engine.nativeWidth;
+  const height = engine.nativeHeight;
   const example = prices.generation(priceEntry(prices, engine), { width, height, steps: EXAMPLE_STEPS }).per_image;
   return {
     kind: 'generation',

@@ -24,16 +24,20 @@ import type { EnginePresence } from './presence';
 import type { Store } from './store';
 
 /** What an engine can do (sdq's addition): family, sizes, samplers, modes, defaults. */
-function capabilities(e: EngineInfo) {
+function capabilities(engine: EngineInfo) {
+  if (engine.kind === 'upscale') {
+    return { family: null, modes: engine.modes, native_width: null, native_height: null, sizes: null, samplers: null, defaults: { steps: null, cfg_scale: null, sampler: null } };
+  }
+  const e = engine;
   return {
     family: e.family ?? null,
     modes: e.modes,
-    native_width: e.nativeWidth ?? null,
-    native_height: e.nativeHeight ?? null,
+    native_width: e.nativeWidth,
+    native_height: e.nativeHeight,
     sizes: e.sizes ? { step: e.sizes.step, min_side: e.sizes.minSide, max_pixels: e.sizes.maxPixels, allowed: e.sizes.allowed ?? null } : null,
     samplers: e.samplers ?? null,
     // the sampler a request without one runs: the operator's or family's default, else the folder's scheduler
-    defaults: { steps: e.defaults.steps ?? null, cfg_scale: e.defaults.cfgScale ?? null, sampler: e.defaults.sampler ?? e.schedulerSampler ?? null },
+    defaults: { steps: e.defaults.steps, cfg_scale: e.defaults.cfgScale, sampler: e.defaults.sampler ?? e.schedulerSampler ?? null },
   };
 }
 

@@ -105,11 +105,12 @@ describe('engines, health, openapi', () => {
       native_height: 128,
       sizes: { step: 64, min_side: 64, max_pixels: 262144, allowed: null },
       samplers: expect.arrayContaining(['K_EULER', 'DDIM']),
-      defaults: { steps: null, cfg_scale: null, sampler: null },
+      // what a request that names none gets: no manifest or family says, so sdq's own 30 steps and guidance 7
+      defaults: { steps: 30, cfg_scale: 7, sampler: null },
       // The stub worker claims no presence; with REQUIRE_WORKER=false (these tests) jobs queue anyway.
       workers: 0,
     });
-    expect(engines[2].capabilities).toMatchObject({ family: null, modes: ['upscale'], sizes: null });
+    expect(engines[2].capabilities).toMatchObject({ family: null, modes: ['upscale'], sizes: null, defaults: { steps: null, cfg_scale: null, sampler: null } });
   });
 
   it('answers health checks without a key', async () => {

@@ -121,10 +121,9 @@ export const HANDLERS: JobHandlers = {
     return generate(ctx, await input(ctx, initImage), maskImage ? await input(ctx, maskImage) : undefined);
   },
   enhance: async (ctx) => {
-    const { pipeline } = generationEngine(ctx);
+    const { pipeline, info } = generationEngine(ctx);
     const { params, engineId } = ctx.payload;
-    const info = ctx.engine.info;
-    const tile = { width: info.nativeWidth ?? 512, height: info.nativeHeight ?? 512 };
+    const tile = { width: info.nativeWidth, height: info.nativeHeight };
     const problem = checkEngineSize(info, tile.width, tile.height);
     if (problem) throw new JobFailure('invalid_height_or_width', problem);
     const image = await input(ctx, ctx.payload.inputs.image);

@@ -55,36 +55,46 @@ export interface SizeLimits {
   allowed?: readonly string[];
 }
 
-export interface EngineInfo {
+interface EngineCommon {
   /** Folder name. */
   id: string;
-  kind: EngineKind;
   dir: string;
   /** Pipeline class from model_index.json, or 'Upscaler'. */
   pipelineClass: string;
-  /** The diffusion family (generation engines whose class sdq knows). */
+  modes: Mode[];
+  /** The operator's manifest, validated; {} when there is none. */
+  manifest: EngineManifest;
+  description: string;
+}
+
+/** A diffusion engine, every default resolved here: nothing that reads one needs a fallback of its own. */
+export interface GenerationEngineInfo extends EngineCommon {
+  kind: 'generation';
+  /** The diffusion family (undefined for a pipeline class sdq does not serve). */
   family?: FamilyId;
   familyName?: string;
-  /** Native output size (generation engines). */
-  nativeWidth?: number;
-  nativeHeight?: number;
-  /** Output sizes accepted (generation engines). */
+  /** Native output size: the UNet's sample_size times the VAE's factor, else the worker's own fallback (64 latent cells a side). */
+  nativeWidth: number;
+  nativeHeight: number;
+  /** Output sizes accepted (engines of a family sdq serves). */
   sizes?: SizeLimits;
   /** Samplers the family can use. */
   samplers?: readonly string[];
-  modes: Mode[];
-  /** Upscale factor (upscale engines). */
-  scale?: number;
-  /** The operator's manifest, validated; {} when there is none. */
-  manifest: EngineManifest;
-  /** Defaults for requests that give none, resolved once: the manifest's, else the family's. */
-  defaults: { steps?: number; cfgScale?: number; sampler?: string };
+  /** Defaults for requests that give none: the manifest's, else the family's, else sdq's (REQUEST_DEFAULTS). */
+  defaults: { steps: number; cfgScale: number; sampler?: string };
   /** The sampler the folder's scheduler_config.json amounts to: what runs when neither request nor defaults name one. */
   schedulerSampler?: string;
   /** The price table entry of the engine's family, for an engine the table does not name. */
   familyPrice?: string;
-  description: string;
 }
+
+export interface UpscaleEngineInfo extends EngineCommon {
+  kind: 'upscale';
+  /** Upscale factor. */
+  scale?: number;
+}
+
+export type EngineInfo = GenerationEngineInfo | UpscaleEngineInfo;
 
 /** A manifest that cannot be used: the message names the file and the field. */
 export class EngineManifestError extends Error {
@@ -94,6 +104,12 @@ export class EngineManifestError extends Error {
     this.name = 'EngineManifestError';
   }
 }
+
+/** What a request that names no steps or guidance gets when neither the manifest nor the family says: diffusers' SD defaults as Stability's API uses them. */
+export const REQUEST_DEFAULTS = { steps: 30, cfgScale: 7 } as const;
+
+/** The latent side the worker assumes for a graph with neither sample_size nor a fixed input shape (diffusers' 64: 512 px at factor 8). */
+const FALLBACK_LATENT_SIDE = 64;
 
 /** The largest area any default allows, whatever the native size (the issue of a 23 GB worker). */
 export const DEFAULT_MAX_PIXELS = 1_048_576;
@@ -122,7 +138,8 @@ function nativeSize(dir: string): { width: number; height: number } | undefined 
   const size = unet?.sample_size;
   if (typeof size === 'number') return { width: size * factor, height: size * factor };
   if (Array.isArray(size) && size.length === 2) return { height: Number(size[0]) * factor, width: Number(size[1]) * factor };
-  return undefined;
+  // no sample_size: the worker's own rule for a graph of dynamic shape
+  return unet || vae ? { width: FALLBACK_LATENT_SIDE * factor, height: FALLBACK_LATENT_SIDE * factor } : undefined;
 }
 
 const SIZE = /^([1-9]\d{1,4})x([1-9]\d{1,4})$/;
@@ -207,7 +224,7 @@ function area(size: string): number {
 
 /** Why width x height is not a size of this engine, or undefined when it is. */
 export function checkEngineSize(engine: EngineInfo, width: number, height: number): string | undefined {
-  const s = engine.sizes;
+  const s = engine.kind === 'generation' ? engine.sizes : undefined;
   if (!s) return undefined;
   if (s.allowed) {
     return s.allowed.includes(`${width}x${height}`) ? undefined : `${width}x${height} is not a size of engine ${engine.id}; allowed: ${s.allowed.join(', ')}`;
@@ -233,7 +250,7 @@ export function upscalerGraphPath(dir: string): string | undefined {
 export function describeEngine(dir: string, id: string): EngineInfo | undefined {
   const index = readJson(join(dir, 'model_index.json'));
   if (index) {
-    const size = nativeSize(dir);
+    const size = nativeSize(dir) ?? { width: FALLBACK_LATENT_SIDE * 8, height: FALLBACK_LATENT_SIDE * 8 };
     const pipelineClass = String(index._class_name ?? 'StableDiffusionPipeline');
     const family = familyOf(pipelineClass);
     const manifest = readManifest(dir, family?.samplers ?? []);
@@ -247,20 +264,20 @@ export function describeEngine(dir: string, id: string): EngineInfo | undefined 
       pipelineClass,
       family: family?.id,
       familyName: family?.name,
-      nativeWidth: size?.width,
-      nativeHeight: size?.height,
+      nativeWidth: size.width,
+      nativeHeight: size.height,
       sizes,
       samplers: family?.samplers,
       modes,
       manifest,
       defaults: {
-        steps: manifest.steps ?? family?.defaults?.steps,
-        cfgScale: manifest.cfg_scale ?? family?.defaults?.cfgScale,
+        steps: manifest.steps ?? family?.defaults?.steps ?? REQUEST_DEFAULTS.steps,
+        cfgScale: manifest.cfg_scale ?? family?.defaults?.cfgScale ?? REQUEST_DEFAULTS.cfgScale,
         sampler: manifest.sampler ?? family?.defaults?.sampler,
       },
       schedulerSampler: schedulerSamplerOf(dir, family?.samplers),
       familyPrice: family?.defaultPrice,
-      description: `${family?.name ?? pipelineClass} (ONNX)${size ? `, native ${size.width}x${size.height}` : ''}`,
+      description: `${family?.name ?? pipelineClass} (ONNX), native ${size.width}x${size.height}`,
     };
   }
   if (upscalerGraphPath(dir)) {
@@ -274,7 +291,6 @@ export function describeEngine(dir: string, id: string): EngineInfo | undefined 
       scale,
       modes: ['upscale'],
       manifest: readManifest(dir),
-      defaults: {},
       description: `Super-resolution (ONNX)${scale ? `, x${scale}` : ''}`,
     };
   }

@@ -11,7 +11,7 @@ export { NormalRng, BatchRng, resolveSeed, sampleSeed, MAX_SEED } from './rng';
 export { ClipTokenizer } from './tokenizer/clip-tokenizer';
 export { createScheduler } from './schedulers';
 export { SAMPLERS, schedulerConfigForSampler } from './schedulers/samplers';
-export { discoverEngines, describeEngine, type EngineInfo, type EngineKind } from './engines';
+export { discoverEngines, describeEngine, type EngineInfo, type EngineKind, type GenerationEngineInfo, REQUEST_DEFAULTS, type UpscaleEngineInfo } from './engines';
 export { readPngText } from './image';
 export { tiledEnhance, tileOrigins, type EnhanceRequest, type TileGenerator } from './tiled-enhance';
 export * from './types';

@@ -5,7 +5,7 @@
  * (families/*.ts) supplies its prompt encoding (the UNet's conditioning inputs) and its samplers.
  */
 import type { FeedValue, OnnxModel } from './backends/onnx';
-import { describeEngine, type EngineInfo } from './engines';
+import { describeEngine, type GenerationEngineInfo, REQUEST_DEFAULTS } from './engines';
 import { PipelineError } from './errors';
 import type { FamilyDescription } from './families/catalog';
 import { CONTENT_TYPES, decodeImage, decodeMask, encodeImage, imageSize, type PlanarImage } from './image';
@@ -17,7 +17,7 @@ import { createScheduler, type Scheduler } from './schedulers';
 import { InvalidSamplerError, schedulerConfigForSampler } from './schedulers/samplers';
 import type { GenerateRequest, GenerateResult, GeneratedImage, OutputFormat, WeightedPrompt } from './types';
 
-export const DEFAULTS = { steps: 30, cfgScale: 7, samples: 1, imageStrength: 0.35, outputFormat: 'png' as OutputFormat };
+export const DEFAULTS = { ...REQUEST_DEFAULTS, samples: 1, imageStrength: 0.35, outputFormat: 'png' as OutputFormat };
 const LIMITS = { maxSteps: 1000, maxSamples: 64, maxCfgScale: 100 };
 
 /** A request after checkInputs: every default filled in, every value known good. */
@@ -112,8 +112,8 @@ export abstract class DiffusionPipeline {
   protected abstract encodePrompts(r: CheckedRequest, req: GenerateRequest, guidance: boolean): Promise<Conditioning>;
 
   /** The engine's description, read from its folder's JSON as the API reads it: family, sizes, samplers, modes. */
-  describe(): EngineInfo {
-    return describeEngine(this.model.dir, this.engineId)!;
+  describe(): GenerationEngineInfo {
+    return describeEngine(this.model.dir, this.engineId) as GenerationEngineInfo;
   }
 
   /**

@@ -1,5 +1,5 @@
 /** The engine's size nearest a shape, for dialects that ask by aspect ratio or by a size the engine does not take. */
-import type { EngineInfo } from '@sdq/pipeline/engines';
+import type { GenerationEngineInfo } from '@sdq/pipeline/engines';
 
 /**
  * The engine's allowed size closest to a shape at its native pixel count: how far the shape is off
@@ -7,8 +7,8 @@ import type { EngineInfo } from '@sdq/pipeline/engines';
  * near shape beats the exact area. 1:1 on tiny-sd is 128x128, 16:9 is 192x128; on SD 1.5 16:9 is
  * 704x384; on SDXL (native 1024) each ratio is one of Stability's nine sizes.
  */
-export function sizeForShape(engine: EngineInfo, ratio: number): { width: number; height: number } {
-  const native = (engine.nativeWidth ?? 512) * (engine.nativeHeight ?? 512);
+export function sizeForShape(engine: GenerationEngineInfo, ratio: number): { width: number; height: number } {
+  const native = engine.nativeWidth * engine.nativeHeight;
   const limits = engine.sizes;
   const candidates: [number, number][] = [];
   if (limits?.allowed) {
@@ -23,7 +23,7 @@ export function sizeForShape(engine: EngineInfo, ratio: number): { width: number
       for (const h of [Math.floor(ideal / step) * step, Math.ceil(ideal / step) * step]) if (h >= minSide && w * h <= maxPixels) candidates.push([w, h]);
     }
   }
-  let best: [number, number] = [engine.nativeWidth ?? 512, engine.nativeHeight ?? 512];
+  let best: [number, number] = [engine.nativeWidth, engine.nativeHeight];
   let bestScore = Infinity;
   for (const [w, h] of candidates) {
     const score = 2 * Math.abs(Math.log(w / h / ratio)) + Math.abs(Math.log((w * h) / native));

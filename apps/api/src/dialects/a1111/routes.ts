@@ -7,7 +7,7 @@
  */
 import { type Request, type Response, Router } from 'express';
 import type { z } from 'zod';
-import { checkEngineSize, type EngineInfo } from '@sdq/pipeline/engines';
+import { checkEngineSize, type GenerationEngineInfo } from '@sdq/pipeline/engines';
 import { readPngText } from '@sdq/pipeline/image';
 import { A1111_SAMPLERS, A1111_SCHEDULERS, A1111ExtraSingleImageRequest, checkpointId, A1111Img2ImgRequest, A1111OptionsUpdate, A1111PngInfoRequest, A1111Txt2ImgRequest, parseInfotext, type GenerationParams, ServiceError, TERMINAL_STATUSES } from '@sdq/contracts';
 import { requireScope } from '../../auth';
@@ -36,7 +36,7 @@ function decodeBase64(text: string, field: string, maxBytes: number): Buffer {
 }
 
 /** The sdq sampler of an A1111 sampler name and scheduler. */
-function samplerOf(engine: EngineInfo, name: string | undefined, scheduler: string | undefined): string | undefined {
+function samplerOf(engine: GenerationEngineInfo, name: string | undefined, scheduler: string | undefined): string | undefined {
   if (name === undefined) return scheduler === 'Karras' && engine.samplers?.includes('K_DPMPP_2M_KARRAS') ? 'K_DPMPP_2M_KARRAS' : engine.defaults.sampler;
   let sdq = Object.hasOwn(A1111_SAMPLERS, name) ? A1111_SAMPLERS[name] : undefined;
   if (sdq === 'K_DPMPP_2M' && scheduler === 'Karras') sdq = 'K_DPMPP_2M_KARRAS';
@@ -48,20 +48,21 @@ function samplerOf(engine: EngineInfo, name: string | undefined, scheduler: stri
 export function a1111Routes(deps: Deps): Router {
   const { config, engines, aliases, jobs, prices, store } = deps;
   const router = Router();
-  const generationEngines = () => [...engines.values()].filter((e) => e.kind === 'generation');
+  const generationEngines = () => [...engines.values()].filter((e): e is GenerationEngineInfo => e.kind === 'generation');
 
   /** The engine of a checkpoint name (an engine id or alias; A1111 titles carry a ` [hash]` suffix, dropped). */
-  const engineNamed = (name: string, field: string): EngineInfo => {
+  const engineNamed = (name: string, field: string): GenerationEngineInfo => {
     const id = checkpointId(name);
     const engine = engines.get(aliases.get(id) ?? id);
     if (!engine || engine.kind !== 'generation') throw new ServiceError('not_found', `${field}: ${name} is not a model here (models: ${generationEngines().map((e) => e.id).join(', ')})`);
     return engine;
   };
   /** The caller's default engine: its own options, else the first generation engine (tiny-sd when present). */
-  const defaultEngine = async (req: Request): Promise<EngineInfo> => {
+  const defaultEngine = async (req: Request): Promise<GenerationEngineInfo> => {
     const own = await store.keyDefaultEngine(req.keyId!);
-    if (own && engines.has(own)) return engines.get(own)!;
-    return engines.get('tiny-sd') ?? generationEngines()[0] ?? engineNamed('none', 'sd_model_checkpoint');
+    const chosen = own ? engines.get(own) : undefined;
+    if (chosen?.kind === 'generation') return chosen;
+    return generationEngines().find((e) => e.id === 'tiny-sd') ?? generationEngines()[0] ?? engineNamed('none', 'sd_model_checkpoint');
   };
 
   const generate = [requireScope('generate'), rateLimit(deps.limiter), ...jsonBody('1mb')];
@@ -85,7 +86,7 @@ export function a1111Routes(deps: Deps): Router {
     if (checkpoint !== undefined && typeof checkpoint !== 'string') throw new ServiceError('bad_request', 'override_settings.sd_model_checkpoint: must be a string');
     const engine = checkpoint ? engineNamed(checkpoint, 'override_settings.sd_model_checkpoint') : await defaultEngine(req);
     if (!engine.modes.includes(mode)) throw new ServiceError('bad_request', `override_settings.sd_model_checkpoint: ${engine.id} cannot do ${mode} (it does ${engine.modes.join(', ')})`);
-    let size = { width: body.width ?? engine.nativeWidth ?? 512, height: body.height ?? engine.nativeHeight ?? 512 };
+    let size = { width: body.width ?? engine.nativeWidth, height: body.height ?? engine.nativeHeight };
     if (image && body.width === undefined && body.height === undefined) {
       const own = { width: image.width, height: image.height };
       size = own.width * own.height <= config.maxPixels && !checkEngineSize(engine, own.width, own.height) ? own : sizeForShape(engine, own.width / own.height);
@@ -99,7 +100,7 @@ export function a1111Routes(deps: Deps): Router {
   };
 
   /** Queues the job, waits for it (A1111 answers synchronously) and answers {images, parameters, info}. */
-  const answer = async (req: Request, res: Response, engine: EngineInfo, job: NewJob, inputs: JobInputs, body: z.infer<typeof A1111Txt2ImgRequest>, sampler: string | undefined, width: number, height: number, parameters: object = body) => {
+  const answer = async (req: Request, res: Response, engine: GenerationEngineInfo, job: NewJob, inputs: JobInputs, body: z.infer<typeof A1111Txt2ImgRequest>, sampler: string | undefined, width: number, height: number, parameters: object = body) => {
     const done = await submitAndWait(deps, req, res, engine, { job, inputs, cost: jobCost(prices, engine, job) });
     if (!done) return;
     const { record, artifacts } = done;

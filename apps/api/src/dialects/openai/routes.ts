@@ -6,7 +6,7 @@
  * when SYNC_WAIT runs out. Errors are `{error: {message, type, param, code}}` (errors.ts).
  */
 import { type Request, type Response, Router } from 'express';
-import { checkEngineSize, type EngineInfo } from '@sdq/pipeline/engines';
+import { checkEngineSize, type EngineInfo, type GenerationEngineInfo } from '@sdq/pipeline/engines';
 import type { z } from 'zod';
 import { type GenerationParams, OPENAI_SIZES, OpenAIImageEditRequest, OpenAIImageGenerationRequest, OpenAIImageVariationRequest, ServiceError } from '@sdq/contracts';
 import { requireScope } from '../../auth';
@@ -34,9 +34,12 @@ const VARIATION_IMAGE_STRENGTH = 0.5;
  * Model name -> generation engine: the embedded defaults that exist, then OPENAI_MODELS. A setting that
  * names no engine, or an upscaler, stops start-up.
  */
-export function openaiModels(settings: [string, string][], engines: Map<string, EngineInfo>, aliases: Map<string, string>): Map<string, EngineInfo> {
-  const out = new Map<string, EngineInfo>();
-  for (const [model, id] of Object.entries(EMBEDDED)) if (engines.get(id)?.kind === 'generation') out.set(model, engines.get(id)!);
+export function openaiModels(settings: [string, string][], engines: Map<string, EngineInfo>, aliases: Map<string, string>): Map<string, GenerationEngineInfo> {
+  const out = new Map<string, GenerationEngineInfo>();
+  for (const [model, id] of Object.entries(EMBEDDED)) {
+    const engine = engines.get(id);
+    if (engine?.kind === 'generation') out.set(model, engine);
+  }
   for (const [model, id] of settings) {
     const engine = engines.get(aliases.get(id) ?? id);
     if (!engine) throw new ConfigError(`Invalid environment: OPENAI_MODELS names ${model}=${id}, but ${id} is not an engine under MODELS_DIR`);
@@ -47,17 +50,17 @@ export function openaiModels(settings: [string, string][], engines: Map<string, 
 }
 
 /** hd / high: 50 steps, low: 15; the rest the engine's default. */
-function stepsFor(engine: EngineInfo, quality: string | undefined): number {
+function stepsFor(engine: GenerationEngineInfo, quality: string | undefined): number {
   if (quality === 'hd' || quality === 'high') return 50;
   if (quality === 'low') return 15;
-  return engine.defaults.steps ?? 30;
+  return engine.defaults.steps;
 }
 
-export function openaiRoutes(deps: GenerationDeps & { models: Map<string, EngineInfo> }): Router {
+export function openaiRoutes(deps: GenerationDeps & { models: Map<string, GenerationEngineInfo> }): Router {
   const { config, engines, aliases, jobs, prices, models } = deps;
   const router = Router();
 
-  const modelEngine = (model: string, mode: 'text-to-image' | 'image-to-image' | 'masking'): EngineInfo => {
+  const modelEngine = (model: string, mode: 'text-to-image' | 'image-to-image' | 'masking'): GenerationEngineInfo => {
     const engine = models.get(model) ?? engines.get(aliases.get(model) ?? model);
     if (!engine || engine.kind !== 'generation') {
       throw new ServiceError('not_found', `model: ${model} is not an image model here (models: ${[...new Set([...models.keys(), ...[...engines.values()].filter((e) => e.kind === 'generation').map((e) => e.id)])].join(', ')})`);
@@ -67,8 +70,8 @@ export function openaiRoutes(deps: GenerationDeps & { models: Map<string, Engine
   };
 
   /** A size the engine takes is used as it is; another of OpenAI's sizes maps onto the engine's size of that shape. */
-  const sizeOf = (engine: EngineInfo, size: string | undefined): { width: number; height: number } => {
-    if (size === undefined || size === 'auto') return { width: engine.nativeWidth ?? 512, height: engine.nativeHeight ?? 512 };
+  const sizeOf = (engine: GenerationEngineInfo, size: string | undefined): { width: number; height: number } => {
+    if (size === undefined || size === 'auto') return { width: engine.nativeWidth, height: engine.nativeHeight };
     const m = /^(\d{1,5})x(\d{1,5})$/.exec(size);
     const allowed = `allowed: auto, ${OPENAI_SIZES.join(', ')}${engine.sizes?.allowed ? `, or this model's own ${engine.sizes.allowed.join(', ')}` : ''}`;
     if (!m) throw new ServiceError('invalid_height_or_width', `size: ${JSON.stringify(size)} is not WxH (${allowed})`);
@@ -79,7 +82,7 @@ export function openaiRoutes(deps: GenerationDeps & { models: Map<string, Engine
   };
 
   /** Queues the job, waits for it as OpenAI answers (synchronously), and answers its images. */
-  const run = async (req: Request, res: Response, engine: EngineInfo, job: NewJob, inputs: JobInputs, body: OpenAIBody, prompt: string) => {
+  const run = async (req: Request, res: Response, engine: GenerationEngineInfo, job: NewJob, inputs: JobInputs, body: OpenAIBody, prompt: string) => {
     const format = body.response_format ?? (/^gpt-image/.test(body.model ?? DEFAULT_MODEL) ? 'b64_json' : 'url');
     const done = await submitAndWait(deps, req, res, engine, { job, inputs, cost: jobCost(prices, engine, job) });
     if (!done) return;
@@ -93,13 +96,13 @@ export function openaiRoutes(deps: GenerationDeps & { models: Map<string, Engine
     res.json({ created: Math.floor(record.created_at / 1000), data, background: 'opaque', output_format: params.outputFormat, quality: body.quality ?? 'auto', size: `${params.width}x${params.height}` });
   };
 
-  const paramsOf = (engine: EngineInfo, body: OpenAIBody, size: { width: number; height: number }, extra: Partial<GenerationParams> = {}): GenerationParams => {
+  const paramsOf = (engine: GenerationEngineInfo, body: OpenAIBody, size: { width: number; height: number }, extra: Partial<GenerationParams> = {}): GenerationParams => {
     if (body.background === 'transparent') throw new ServiceError('bad_request', 'background: transparent is not available: sdq\'s engines draw opaque images (opaque or auto)');
     return {
     prompts: [{ text: body.prompt ?? '', weight: 1 }],
     ...size,
     steps: stepsFor(engine, body.quality),
-    cfgScale: engine.defaults.cfgScale ?? 7,
+    cfgScale: engine.defaults.cfgScale,
     samples: body.n,
     seed: body.seed ?? 0,
     sampler: engine.defaults.sampler,
@@ -122,7 +125,7 @@ export function openaiRoutes(deps: GenerationDeps & { models: Map<string, Engine
     return parseFormFields(req.multipart.fields);
   };
   /** An edit's or variation's output: `size` as for generations, else the engine's size of the image's shape. */
-  const sizeFor = (engine: EngineInfo, size: string | undefined, image: CheckedImage) => {
+  const sizeFor = (engine: GenerationEngineInfo, size: string | undefined, image: CheckedImage) => {
     const out = size === undefined ? sizeForShape(engine, image.width / image.height) : sizeOf(engine, size);
     checkSize(out.width, out.height, config.maxPixels, engine);
     return out;

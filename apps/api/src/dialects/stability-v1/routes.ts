@@ -4,7 +4,7 @@
  */
 import { type Request, type Response, Router } from 'express';
 import type { z } from 'zod';
-import { type EngineInfo, FAMILIES } from '@sdq/pipeline/engines';
+import { type EngineInfo, FAMILIES, type GenerationEngineInfo } from '@sdq/pipeline/engines';
 import {
   CONTENT_TYPES,
   type GenerationParams,
@@ -75,11 +75,17 @@ export function generationRoutes(deps: GenerationDeps): Router {
     engine: EngineInfo,
     format: OutputFormat,
   ): Promise<{ job: NewJob; inputs: JobInputs; samples: number; webhook?: JobWebhook }> => {
+    // engineFor has matched the engine's kind to the route's
+    const generation = (): GenerationEngineInfo => {
+      if (engine.kind !== 'generation') throw new Error(`engine ${engine.id} is not a generation engine`);
+      return engine;
+    };
     if (kind === 'text-to-image') {
+      const engine = generation();
       if (!req.is('application/json')) throw new ServiceError('invalid_mime_type', `body: this endpoint takes application/json (got ${req.headers['content-type'] ?? 'no Content-Type'})`);
       const body = parseBody(TextToImageRequest, req.body);
-      const width = body.width ?? engine.nativeWidth ?? 512;
-      const height = body.height ?? engine.nativeHeight ?? 512;
+      const width = body.width ?? engine.nativeWidth;
+      const height = body.height ?? engine.nativeHeight;
       checkSize(width, height, config.maxPixels, engine);
       return { job: { kind, params: generationParams(engine, req.body as Record<string, unknown>, body, width, height, format) }, inputs: {}, samples: body.samples, webhook: webhookOf(body) };
     }
@@ -92,7 +98,7 @@ export function generationRoutes(deps: GenerationDeps): Router {
       const image = requireFile(await readImage(req, 'image', config.maxPixels), 'image');
       const body = parseBody(UpscaleRequest, { ...fields, image: image.data });
       if (body.width !== undefined && body.height !== undefined) throw new ServiceError('invalid_height_or_width', 'width, height: give one of them, not both');
-      const scale = engine.scale ?? 2;
+      const scale = (engine.kind === 'upscale' ? engine.scale : undefined) ?? 2;
       const outW = body.width ?? (body.height ? Math.round((image.width * body.height) / image.height) : image.width * scale);
       const outH = body.height ?? Math.round((image.height * outW) / image.width);
       // the upscaler enlarges by its own factor at most, and never shrinks: known here, so never a failed job
@@ -106,6 +112,7 @@ export function generationRoutes(deps: GenerationDeps): Router {
       }
       return { job: { kind, params: { width: body.width, height: body.height, outputFormat: format } }, inputs: { image }, samples: 1, webhook: webhookOf(body) };
     }
+    const gen = generation();
     const init = requireFile(await readImage(req, 'init_image', config.maxPixels), 'init_image');
     const mask = kind === 'masking' ? await readImage(req, 'mask_image', config.maxPixels) : undefined;
     const body =
@@ -117,7 +124,7 @@ export function generationRoutes(deps: GenerationDeps): Router {
     }
     const size = body.width && body.height ? { width: body.width, height: body.height } : sizeFromImage(init, config.maxPixels);
     checkSize(size.width, size.height, config.maxPixels, engine);
-    const params = generationParams(engine, fields, body, size.width, size.height, format);
+    const params = generationParams(gen, fields, body, size.width, size.height, format);
     if ('init_image_mode' in body) {
       params.imageStrength = body.init_image_mode === 'STEP_SCHEDULE' ? 1 - body.step_schedule_start : body.image_strength;
     }
@@ -181,7 +188,7 @@ export function generationRoutes(deps: GenerationDeps): Router {
  * `raw` is the body before the schema filled in its defaults, to tell a given value from a default.
  */
 function generationParams(
-  engine: EngineInfo,
+  engine: GenerationEngineInfo,
   raw: Record<string, unknown> | undefined,
   body: z.infer<typeof TextToImageRequest>,
   width: number,
@@ -200,8 +207,8 @@ function generationParams(
     width,
     height,
     // engine.defaults: the manifest's, else the family's reference settings (SD3: 28 steps).
-    steps: given('steps') ? body.steps : (engine.defaults.steps ?? body.steps),
-    cfgScale: given('cfg_scale') ? body.cfg_scale : (engine.defaults.cfgScale ?? body.cfg_scale),
+    steps: given('steps') ? body.steps : engine.defaults.steps,
+    cfgScale: given('cfg_scale') ? body.cfg_scale : engine.defaults.cfgScale,
     samples: body.samples,
     seed: body.seed,
     sampler,

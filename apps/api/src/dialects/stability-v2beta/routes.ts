@@ -7,7 +7,7 @@
 import { type Request, type Response, Router } from 'express';
 import sharp from 'sharp';
 import type { z } from 'zod';
-import { checkEngineSize, type EngineInfo } from '@sdq/pipeline/engines';
+import { checkEngineSize, type EngineInfo, type GenerationEngineInfo } from '@sdq/pipeline/engines';
 import {
   type AspectRatio,
   type GenerationParams,
@@ -138,6 +138,12 @@ export function v2betaRoutes(deps: GenerationDeps & { services: Map<V2BetaServic
     if (!engine.modes.includes(mode)) throw new ServiceError('bad_request', `v2beta ${service}: its engine ${engine.id} cannot do ${mode} (it does ${engine.modes.join(', ')})`);
     return engine;
   };
+  /** The engine of a service that generates (every one but the fast upscale). */
+  const generationFor = (service: V2BetaService, kind: NewJob['kind']): GenerationEngineInfo => {
+    const engine = engineFor(service, kind);
+    if (engine.kind !== 'generation') throw new ServiceError('bad_request', `v2beta ${service}: its engine ${engine.id} is an upscale engine`);
+    return engine;
+  };
 
   /** Prices, queues and answers a built job (asynchronous: `{id}` at once); the dry run prices it only. */
   // `form` is the call's validated fields: each route's schema takes the webhook fields too.
@@ -172,13 +178,13 @@ export function v2betaRoutes(deps: GenerationDeps & { services: Map<V2BetaServic
    * A call's generation parameters: its prompt and negative prompt (with the engine's style text), its
    * seed, format and guidance, the engine's steps and sampler, one image; `extra` adds the mode's own.
    */
-  const paramsOf = (engine: EngineInfo, body: CallFields, size: { width: number; height: number }, extra: Partial<GenerationParams> = {}): GenerationParams => {
+  const paramsOf = (engine: GenerationEngineInfo, body: CallFields, size: { width: number; height: number }, extra: Partial<GenerationParams> = {}): GenerationParams => {
     const prompts = [{ text: body.prompt, weight: 1 }, ...(body.negative_prompt?.trim() ? [{ text: body.negative_prompt, weight: -1 }] : [])];
     return {
       prompts: applyStyle(engine, prompts, body.style_preset),
       ...size,
-      steps: engine.defaults.steps ?? 30,
-      cfgScale: body.cfg_scale ?? engine.defaults.cfgScale ?? 7,
+      steps: engine.defaults.steps,
+      cfgScale: body.cfg_scale ?? engine.defaults.cfgScale,
       samples: 1,
       seed: body.seed,
       sampler: engine.defaults.sampler,
@@ -189,12 +195,12 @@ export function v2betaRoutes(deps: GenerationDeps & { services: Map<V2BetaServic
   };
 
   /** A size the engine takes as it is, else the engine's size of that shape (the worker resizes to it). */
-  const ownOrNearest = (engine: EngineInfo, size: { width: number; height: number }) => {
+  const ownOrNearest = (engine: GenerationEngineInfo, size: { width: number; height: number }) => {
     if (size.width * size.height <= config.maxPixels && !checkEngineSize(engine, size.width, size.height)) return size;
     return sizeForShape(engine, size.width / size.height);
   };
 
-  const generation = (service: V2BetaService, engine: EngineInfo, body: z.infer<typeof V2GenerateRequest>, image: CheckedImage | undefined): { job: NewJob; inputs: JobInputs } => {
+  const generation = (service: V2BetaService, engine: GenerationEngineInfo, body: z.infer<typeof V2GenerateRequest>, image: CheckedImage | undefined): { job: NewJob; inputs: JobInputs } => {
     const kind = image ? 'image-to-image' : 'text-to-image';
     if (image && body.strength === undefined) throw new ServiceError('bad_request', 'strength: is required with image (0 keeps the image, 1 ignores it)');
     const { width, height } = sizeForShape(engine, image ? image.width / image.height : ratioOf(body.aspect_ratio as AspectRatio));
@@ -217,7 +223,7 @@ export function v2betaRoutes(deps: GenerationDeps & { services: Map<V2BetaServic
     router.post(`/v2beta/stable-image/generate/${service}`, guard, form(service === 'ultra' ? ['image'] : []), async (req: Request, res: Response) => {
       const body = parseBody(V2GenerateRequest, fields(req));
       const image = service === 'ultra' ? await readImage(req, 'image', config.maxPixels) : undefined;
-      const engine = engineFor(service, image ? 'image-to-image' : 'text-to-image');
+      const engine = generationFor(service, image ? 'image-to-image' : 'text-to-image');
       const { job, inputs } = generation(service, engine, body, image);
       await run(req, res, service, engine, job, inputs, body);
     });
@@ -229,7 +235,7 @@ export function v2betaRoutes(deps: GenerationDeps & { services: Map<V2BetaServic
     const image = await readImage(req, 'image', config.maxPixels);
     if (body.mode === 'image-to-image' && !image) throw new ServiceError('bad_request', 'image: is required with mode image-to-image');
     if (body.mode === 'text-to-image' && image) throw new ServiceError('bad_request', 'image: is only taken with mode image-to-image');
-    const engine = engineFor(model, image ? 'image-to-image' : 'text-to-image');
+    const engine = generationFor(model, image ? 'image-to-image' : 'text-to-image');
     const { job, inputs } = generation(model, engine, body, image);
     await run(req, res, model, engine, job, inputs, body);
   });
@@ -238,7 +244,7 @@ export function v2betaRoutes(deps: GenerationDeps & { services: Map<V2BetaServic
     const body = parseBody(V2UpscaleFastRequest, fields(req));
     const image = requireFile(await readImage(req, 'image', config.maxPixels), 'image');
     const engine = engineFor('upscale-fast', 'upscale');
-    const scale = engine.scale ?? 2;
+    const scale = (engine.kind === 'upscale' ? engine.scale : undefined) ?? 2;
     if (image.width * image.height * scale * scale > config.maxPixels * 4) {
       throw new ServiceError('invalid_pixel_count', `image: ${image.width}x${image.height} upscaled ${scale}x is over the upscale maximum of ${config.maxPixels * 4} pixels`);
     }
@@ -250,8 +256,8 @@ export function v2betaRoutes(deps: GenerationDeps & { services: Map<V2BetaServic
     router.post(`/v2beta/stable-image/upscale/${creative ? 'creative' : 'conservative'}`, guard, form(['image']), async (req: Request, res: Response) => {
       const body = parseBody(creative ? V2CreativeRequest : V2ConservativeRequest, fields(req));
       const image = requireFile(await readImage(req, 'image', config.maxPixels), 'image');
-      const engine = engineFor(service, 'enhance');
-      const [tileW, tileH] = [engine.nativeWidth ?? 512, engine.nativeHeight ?? 512];
+      const engine = generationFor(service, 'enhance');
+      const [tileW, tileH] = [engine.nativeWidth, engine.nativeHeight];
       // Twice each side: large enough for one tile, within the upscale maximum.
       const [width, height] = [image.width * 2, image.height * 2];
       if (width < tileW || height < tileH) {
@@ -272,7 +278,7 @@ export function v2betaRoutes(deps: GenerationDeps & { services: Map<V2BetaServic
       if (service === 'inpaint' && !body.prompt) throw new ServiceError('bad_request', 'prompt: is required');
       const image = requireFile(await readImage(req, 'image', config.maxPixels), 'image');
       const mask = await readImage(req, 'mask', config.maxPixels);
-      const engine = engineFor(service, 'masking');
+      const engine = generationFor(service, 'masking');
       // the mask image (white = repaint), else the image's transparent pixels; grown, then blurred
       const maskData = await repaintMask(image, mask, { marks: 'white', grow: body.grow_mask, noAlpha: () => 'mask: is required when image has no alpha channel (transparent pixels are what gets repainted)' });
       const size = ownOrNearest(engine, { width: image.width, height: image.height });
@@ -287,7 +293,7 @@ export function v2betaRoutes(deps: GenerationDeps & { services: Map<V2BetaServic
     const { left, right, up, down } = body;
     if (left + right + up + down === 0) throw new ServiceError('bad_request', 'left, right, up, down: at least one must be above 0');
     const image = requireFile(await readImage(req, 'image', config.maxPixels), 'image');
-    const engine = engineFor('outpaint', 'masking');
+    const engine = generationFor('outpaint', 'masking');
     const canvas = { width: image.width + left + right, height: image.height + up + down };
     if (canvas.width * canvas.height > config.maxPixels) {
       throw new ServiceError('invalid_pixel_count', `left, right, up, down: the canvas ${canvas.width}x${canvas.height} is over the maximum of ${config.maxPixels} pixels`);
