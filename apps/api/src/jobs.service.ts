@@ -5,7 +5,8 @@
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import {
-  type GenerationParams,
+  type JobInputName,
+  type NewJob,
   inputKey,
   jobKeyPrefixes,
   jobParamsView,
@@ -14,7 +15,6 @@ import {
   ServiceError,
   type Storage,
   TERMINAL_STATUSES,
-  type UpscaleParams,
 } from '@sdq/contracts';
 import { type Cost, type CreditsService, type HoldFate, type Hold, type IdempotencyStore } from '@sdq/credits';
 import { JobView } from '@sdq/jobs';
@@ -23,11 +23,11 @@ import type { Config } from './config';
 import type { JobQueue, QueueJobSnapshot } from './queue';
 import type { JobRecord, Store } from './store';
 
-export interface JobInputs {
-  initImage?: { data: Buffer; contentType: string };
-  maskImage?: { data: Buffer; contentType: string };
-  image?: { data: Buffer; contentType: string };
-}
+/** The storage field of each input a payload can name: a new input name is a compile error until it has one. */
+const INPUT_FIELDS = { initImage: 'init_image', maskImage: 'mask_image', image: 'image' } as const satisfies Record<JobInputName, 'init_image' | 'mask_image' | 'image'>;
+
+/** The bytes of a job's inputs, by the names its payload gives their storage keys. */
+export type JobInputs = { [K in JobInputName]?: { data: Buffer; contentType: string } };
 
 /** A job's webhook as submitted (URL checked already); either part may be absent. */
 export interface JobWebhook {
@@ -35,9 +35,7 @@ export interface JobWebhook {
   events?: readonly string[];
 }
 
-export type NewJob =
-  | { kind: 'text-to-image' | 'image-to-image' | 'masking' | 'enhance'; params: GenerationParams }
-  | { kind: 'upscale'; params: UpscaleParams };
+export type { NewJob };
 
 /** How long a retry with the same Idempotency-Key waits for the first request before 409. */
 const IDEMPOTENCY_WAIT_MS = 2000;
@@ -141,11 +139,7 @@ export class JobsService extends JobView {
     const createdAt = Date.now();
     // Uploads go to storage first: the payload only names their keys.
     const keys: Record<string, string> = {};
-    const uploads: [keyof JobInputs, 'init_image' | 'mask_image' | 'image'][] = [
-      ['initImage', 'init_image'],
-      ['maskImage', 'mask_image'],
-      ['image', 'image'],
-    ];
+    const uploads = Object.entries(INPUT_FIELDS) as [JobInputName, (typeof INPUT_FIELDS)[JobInputName]][];
     try {
       for (const [name, field] of uploads) {
         const input = inputs[name];

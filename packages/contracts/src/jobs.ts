@@ -95,6 +95,13 @@ export const JobPayload = z.discriminatedUnion('kind', [
 export type JobPayload = z.infer<typeof JobPayload>;
 export type JobPayloadOf<K extends JobName> = Extract<JobPayload, { kind: K }>;
 
+/** A job as a route builds it, derived from its payload: its kind and parameters (the API adds ids, dates and stored inputs). */
+export type NewJobOf<K extends JobName> = { kind: K; params: JobPayloadOf<K>['params'] };
+export type NewJob = { [K in JobName]: NewJobOf<K> }[JobName];
+
+/** A job's stored inputs by name (`initImage`, `maskImage`, `image`): every name some kind's payload has. */
+export type JobInputName = { [K in JobName]: JobPayloadOf<K> extends { inputs: infer I } ? keyof I : never }[JobName];
+
 export { JOB_NAMES };
 
 /** What the worker reports after every step: `job.updateProgress({ step, steps })` (step counts from 1). */
