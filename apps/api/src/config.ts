@@ -4,7 +4,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
-import { ConfigError, DEFAULT_QUEUE_PREFIX, envInt, envRedisUrl, envUrl, ownKeyPrefix, LOG_FORMAT, LOG_LEVEL, loadOrExit, parseEnv, redisOptionsFromUrl } from '@sdq/contracts';
+import { ConfigError, QUEUE_ENV, envInt, envRedisUrl, envUrl, ownKeyPrefix, LOG_FORMAT, LOG_LEVEL, loadOrExit, parseEnv, redisOptionsFromUrl } from '@sdq/contracts';
 import { parseCredits } from '@sdq/credits/amounts';
 import { STORAGE_ENV, storageConfigFromEnv, type S3Config } from '@sdq/storage/config';
 import { WEBHOOK_ENV, type WebhookConfig, webhookConfigFromEnv } from '@sdq/webhooks/config';
@@ -16,10 +16,7 @@ const EnvSchema = z.object({
   HOST: z.string().min(1).default('0.0.0.0'),
   /** Base URL clients reach the API at (job urls, local artifact URLs). Default http://localhost:PORT. */
   PUBLIC_URL: envUrl(['http:', 'https:']).optional(),
-  /** redis://, rediss://, redis+sentinel:// or redis+cluster:// (docs/operations.md: Redis topologies). Default redis://127.0.0.1:6379. */
-  REDIS_URL: envRedisUrl.default('redis://127.0.0.1:6379'),
-  /** Key prefix of every queue and record. Default "sdq". */
-  QUEUE_PREFIX: z.string().regex(/^[A-Za-z0-9_.-]+$/, 'may hold only letters, digits, _ . -').default(DEFAULT_QUEUE_PREFIX),
+  ...QUEUE_ENV,
   /** Milliseconds the API waits for Redis before answering 503. Default 2000. */
   REDIS_TIMEOUT_MS: envInt(100, 60_000).default(2000),
   /** Bearer token for /v1/admin; unset = admin API disabled. */

@@ -3,7 +3,7 @@
  * as the API's (one environment file serves both). Nothing else here reads process.env.
  */
 import { z } from 'zod';
-import { ConfigError, DEFAULT_QUEUE_PREFIX, envInt, envRedisUrl, envUrl, ownKeyPrefix, LOG_FORMAT, LOG_LEVEL, loadOrExit, parseEnv } from '@sdq/contracts';
+import { ConfigError, QUEUE_ENV, envInt, envRedisUrl, envUrl, ownKeyPrefix, LOG_FORMAT, LOG_LEVEL, loadOrExit, parseEnv } from '@sdq/contracts';
 import { STORAGE_ENV, storageConfigFromEnv, type S3Config } from '@sdq/storage/config';
 import { WEBHOOK_ENV, type WebhookConfig, webhookConfigFromEnv } from '@sdq/webhooks/config';
 
@@ -12,10 +12,7 @@ const EnvSchema = z.object({
   PORT: envInt(0, 65535).default(3000),
   /** Base URL clients reach the API at: job urls in delivery bodies, local artifact URLs. */
   PUBLIC_URL: envUrl(['http:', 'https:']).optional(),
-  /** redis://, rediss://, redis+sentinel:// or redis+cluster:// (docs/operations.md: Redis topologies). Default redis://127.0.0.1:6379. */
-  REDIS_URL: envRedisUrl.default('redis://127.0.0.1:6379'),
-  /** The API's key prefix. Default "sdq". */
-  QUEUE_PREFIX: z.string().regex(/^[A-Za-z0-9_.-]+$/, 'may hold only letters, digits, _ . -').default(DEFAULT_QUEUE_PREFIX),
+  ...QUEUE_ENV,
   /** Milliseconds to wait for Redis. Default 2000. */
   REDIS_TIMEOUT_MS: envInt(100, 60_000).default(2000),
   ...STORAGE_ENV,

@@ -9,17 +9,14 @@ import { readFileSync } from 'node:fs';
 import { tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { z } from 'zod';
-import { ConfigError, DEFAULT_QUEUE_PREFIX, envInt, envList, envRedisUrl, ownKeyPrefix, LOG_FORMAT, LOG_LEVEL, loadOrExit, parseEnv, redisOptionsFromUrl } from '@sdq/contracts';
+import { ConfigError, QUEUE_ENV, envInt, envList, envRedisUrl, ownKeyPrefix, LOG_FORMAT, LOG_LEVEL, loadOrExit, parseEnv, redisOptionsFromUrl } from '@sdq/contracts';
 import { STORAGE_ENV, storageConfigFromEnv, type StorageConfig } from '@sdq/storage/config';
 import type { ExecutionProvider } from '@sdq/pipeline/types';
 
 export const EXECUTION_PROVIDERS = ['cpu', 'cuda', 'tensorrt', 'webgpu'] as const satisfies readonly ExecutionProvider[];
 
 const EnvSchema = z.object({
-  /** redis://, rediss://, redis+sentinel:// or redis+cluster:// (docs/operations.md: Redis topologies). Default redis://127.0.0.1:6379. */
-  REDIS_URL: envRedisUrl.default('redis://127.0.0.1:6379'),
-  /** Key prefix of every queue and record; must match the API's. Default "sdq". */
-  QUEUE_PREFIX: z.string().regex(/^[A-Za-z0-9_.-]+$/, 'may hold only letters, digits, _ . -').default(DEFAULT_QUEUE_PREFIX),
+  ...QUEUE_ENV,
   /** Default ./models. */
   MODELS_DIR: z.string().min(1).default('./models'),
   /** Comma-separated engine ids to serve; default: every engine under MODELS_DIR. */

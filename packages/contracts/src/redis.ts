@@ -12,6 +12,7 @@
  */
 import { Cluster, Redis, type RedisOptions } from 'ioredis';
 import { z } from 'zod';
+import { DEFAULT_QUEUE_PREFIX } from './queues';
 
 export type RedisTopology =
   | { kind: 'standalone'; options: RedisOptions }
@@ -117,3 +118,14 @@ export function bullmqConnection(redisUrl: string, overrides: RedisOptions = {})
   const client = createRedis(redisUrl, overrides);
   return { connection: client, release: () => client.disconnect() };
 }
+
+/**
+ * The variables every process reads alike to reach the same Redis keys: one definition, spread into each
+ * app's environment schema.
+ */
+export const QUEUE_ENV = {
+  /** redis://, rediss://, redis+sentinel:// or redis+cluster:// (docs/operations.md: Redis topologies). Default redis://127.0.0.1:6379. */
+  REDIS_URL: envRedisUrl.default('redis://127.0.0.1:6379'),
+  /** Key prefix of every queue and record; the same in every process. Default "sdq". */
+  QUEUE_PREFIX: z.string().regex(/^[A-Za-z0-9_.-]+$/, 'may hold only letters, digits, _ . -').default(DEFAULT_QUEUE_PREFIX),
+};
