@@ -277,7 +277,8 @@ export function describeEngine(dir: string, id: string): EngineInfo | undefined 
       },
       schedulerSampler: schedulerSamplerOf(dir, family?.samplers),
       familyPrice: family?.defaultPrice,
-      description: `${family?.name ?? pipelineClass} (ONNX), native ${size.width}x${size.height}`,
+      // the native size is in capabilities (native_width, native_height): said once
+      description: `${family?.name ?? pipelineClass} (ONNX)`,
     };
   }
   if (upscalerGraphPath(dir)) {
