@@ -1,9 +1,7 @@
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { extname, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { loadPipeline } from './families';
-import { DEFAULTS } from './pipeline';
-import { Upscaler } from './upscaler';
+import { DEFAULTS } from './defaults';
 import { PipelineError } from './errors';
 import { SAMPLERS } from './schedulers/samplers';
 import { optionErrorMessage } from './suggest';
@@ -129,6 +127,8 @@ async function main(): Promise<void> {
     process.stdout.write(HELP);
     return;
   }
+  // the pipeline and onnxruntime load only now: --help answers without them
+  const [{ loadPipeline }, { Upscaler }] = await Promise.all([import('./families'), import('./upscaler')]);
   const prompt = positionals.join(' ');
   const runtime = {
     providers: values.providers?.split(',').map((p) => p.trim()) as ExecutionProvider[] | undefined,

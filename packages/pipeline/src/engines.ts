@@ -1,5 +1,8 @@
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
+import { REQUEST_DEFAULTS } from './defaults';
+
+export { REQUEST_DEFAULTS };
 import type { SchedulerConfig } from './schedulers/scheduler';
 import { samplerOfSchedulerConfig } from './schedulers/samplers';
 import { type FamilyId, familyOf, FAMILIES, type Mode, SDXL_SIZES } from './families/catalog';
@@ -105,8 +108,6 @@ export class EngineManifestError extends Error {
   }
 }
 
-/** What a request that names no steps or guidance gets when neither the manifest nor the family says: diffusers' SD defaults as Stability's API uses them. */
-export const REQUEST_DEFAULTS = { steps: 30, cfgScale: 7 } as const;
 
 /** The latent side the worker assumes for a graph with neither sample_size nor a fixed input shape (diffusers' 64: 512 px at factor 8). */
 const FALLBACK_LATENT_SIDE = 64;

@@ -5,7 +5,8 @@
  * (families/*.ts) supplies its prompt encoding (the UNet's conditioning inputs) and its samplers.
  */
 import type { FeedValue, OnnxModel } from './backends/onnx';
-import { describeEngine, type GenerationEngineInfo, REQUEST_DEFAULTS } from './engines';
+import { DEFAULTS } from './defaults';
+import { describeEngine, type GenerationEngineInfo } from './engines';
 import { PipelineError } from './errors';
 import type { FamilyDescription } from './families/catalog';
 import { CONTENT_TYPES, decodeImage, decodeMask, encodeImage, imageSize, type PlanarImage } from './image';
@@ -17,7 +18,7 @@ import { createScheduler, type Scheduler } from './schedulers';
 import { InvalidSamplerError, schedulerConfigForSampler } from './schedulers/samplers';
 import type { GenerateRequest, GenerateResult, GeneratedImage, OutputFormat, WeightedPrompt } from './types';
 
-export const DEFAULTS = { ...REQUEST_DEFAULTS, samples: 1, imageStrength: 0.35, outputFormat: 'png' as OutputFormat };
+export { DEFAULTS };
 const LIMITS = { maxSteps: 1000, maxSamples: 64, maxCfgScale: 100 };
 
 /** A request after checkInputs: every default filled in, every value known good. */
