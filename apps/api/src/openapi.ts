@@ -1,5 +1,4 @@
 /** The OpenAPI 3.1 document, generated from the same zod schemas that validate requests. */
-import { z } from 'zod';
 import {
   AccountResponse,
   BalanceResponse,
@@ -24,23 +23,6 @@ import {
   SetTierRequest,
   UpscaleRequest,
   WorkerList,
-  V2BETA_UNSUPPORTED,
-  V2GenerateRequest,
-  V2InpaintRequest,
-  V2ConservativeRequest,
-  V2CreativeRequest,
-  V2OutpaintRequest,
-  V2Sd3Request,
-  V2UpscaleFastRequest,
-  OpenAIImageEditRequest,
-  A1111ExtraSingleImageRequest,
-  A1111Img2ImgRequest,
-  A1111OptionsUpdate,
-  A1111PngInfoRequest,
-  A1111Txt2ImgRequest,
-  OpenAIImageGenerationRequest,
-  OpenAIImagesResponse,
-  OpenAIImageVariationRequest,
 } from '@sdq/contracts';
 import { a1111OpenApi } from './dialects/a1111/openapi';
 import { openaiOpenApi } from './dialects/openai/openapi';
