@@ -5,7 +5,7 @@
  */
 import type { Redis } from 'ioredis';
 import { servedEngineKey, workerInfoKey, type WorkerObject, workersKey } from '@sdq/contracts';
-import { imageBytes, maxCells, type MemoryModel } from '@sdq/pipeline/memory';
+import { imageBytes, maxCells, type MemoryModel, memoryRefusal } from '@sdq/pipeline/memory';
 
 const CACHE_MS = 1000;
 
@@ -14,6 +14,7 @@ type WorkerMemory = { budget: number; limit: number; engines: Record<string, Eng
 
 export class EnginePresence {
   private readonly cache = new Map<string, { workers: number; at: number }>();
+  /** Per engine, its live workers' bounds; an empty list when one of them reports none (it then refuses by itself). */
   private readonly memory = new Map<string, { bounds: { budget: number; model: EngineMemory }[]; at: number }>();
 
   constructor(
@@ -44,7 +45,7 @@ export class EnginePresence {
       const now = Number(seconds) * 1000 + Math.floor(Number(micros) / 1000);
       const ids = await this.redis.zrangebyscore(servedEngineKey(this.prefix, engineId), `(${now}`, '+inf');
       const reports = ids.length ? await Promise.all(ids.map((id) => this.redis.hget(workerInfoKey(this.prefix, id), 'memory'))) : [];
-      const bounds: { budget: number; model: EngineMemory }[] = [];
+      let bounds: { budget: number; model: EngineMemory }[] = [];
       for (const text of reports) {
         let report: WorkerMemory | undefined;
         try {
@@ -53,7 +54,11 @@ export class EnginePresence {
           report = undefined;
         }
         const model = report && Object.hasOwn(report.engines ?? {}, engineId) ? report.engines[engineId] : undefined;
-        if (!report || !model) return undefined;
+        // a worker without a bound for it may take any size: remembered as such, not looked up again at once
+        if (!report || !model) {
+          bounds = [];
+          break;
+        }
         bounds.push({ budget: report.budget, model });
       }
       cached = { bounds, at: Date.now() };
@@ -64,9 +69,8 @@ export class EnginePresence {
     if (cached.bounds.some((b) => need(b) <= b.budget)) return undefined;
     // the roomiest worker says what would fit
     const best = cached.bounds.reduce((a, b) => (maxCells(b.model, b.budget) > maxCells(a.model, a.budget) ? b : a));
-    const mb = (bytes: number) => Math.ceil(bytes / 2 ** 20);
-    const side = Math.floor(Math.sqrt(maxCells(best.model, best.budget) * best.model.pixelsPerCell) / 64) * 64;
-    return `width x height: ${width}x${height} needs about ${mb(need(best))} MB per image on ${engineId}'s workers, over their memory bound of ${mb(best.budget)} MB for runs (WORKER_MEMORY_LIMIT_MB)${side >= 64 ? `; the largest square that fits is ${side}x${side}` : '; no size fits'}`;
+    const { needMb, budgetMb, largestSquare } = memoryRefusal(best.model, best.budget, (width * height) / best.model.pixelsPerCell, best.model.pixelsPerCell);
+    return `width x height: ${width}x${height} needs about ${needMb} MB per image on ${engineId}'s workers, over their memory bound of ${budgetMb} MB for runs (WORKER_MEMORY_LIMIT_MB); ${largestSquare}`;
   }
 
   /** The live workers (heartbeat within PRESENCE_TTL_MS), with what each last reported, by id. */

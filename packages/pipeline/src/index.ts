@@ -2,7 +2,7 @@ export { DiffusionPipeline, DEFAULTS } from './pipeline';
 export { loadPipeline, StableDiffusion3Pipeline, StableDiffusionPipeline, StableDiffusionXLPipeline, FAMILIES, familyOf, SDXL_SIZES, type FamilyDescription, type FamilyId, type Mode } from './families';
 export { Upscaler, type UpscalerOptions } from './upscaler';
 export { GenerationBatcher, type BatcherOptions } from './batcher';
-export { fitMemoryModel, imageBytes, maxCells, MemoryGate, ResidentMemory, MEMORY_SAFETY, type MemoryModel, type MemoryPlan } from './memory';
+export { fitMemoryModel, imageBytes, maxCells, MemoryGate, memoryRefusal, ResidentMemory, MEMORY_SAFETY, type MemoryModel, type MemoryPlan } from './memory';
 export { calibrateMemory } from './memory-calibration';
 export { RUNTIME_VERSION } from './backends/onnx';
 export { availableCpus } from './cpus';

@@ -141,6 +141,16 @@ function statusKb(field: string): number {
 }
 
 /**
+ * What fits a bound, in words: the size asked, what one image of it needs, the bound, and the largest
+ * square (a multiple of 64) that fits. One wording for the worker's refusal and the API's.
+ */
+export function memoryRefusal(model: MemoryModel, budget: number, cells: number, pixelsPerCell: number): { needMb: number; budgetMb: number; largestSquare: string } {
+  const mb = (bytes: number) => Math.ceil(bytes / 2 ** 20);
+  const side = Math.floor(Math.sqrt(maxCells(model, budget) * pixelsPerCell) / 64) * 64;
+  return { needMb: mb(imageBytes(model, cells)), budgetMb: mb(budget), largestSquare: side >= 64 ? `the largest square that fits is ${side}x${side}` : 'no size fits' };
+}
+
+/**
  * A process-wide bound on the memory runs may take at once: each micro-batch holds its predicted bytes
  * while it runs; one that does not fit beside the others waits (first come, first served).
  */

@@ -12,7 +12,7 @@ import type { FamilyDescription } from './families/catalog';
 import { CONTENT_TYPES, decodeImage, decodeMask, encodeImage, imageSize, type PlanarImage } from './image';
 import type { DiffusionModel, TextEncoderPair } from './model';
 import { a1111SamplerName } from './infotext';
-import { imageBytes, maxCells, type MemoryPlan } from './memory';
+import { imageBytes, type MemoryPlan, memoryRefusal } from './memory';
 import { BatchRng, NormalRng, resolveSeed, sampleSeed, MAX_SEED } from './rng';
 import { createScheduler, type Scheduler } from './schedulers';
 import { InvalidSamplerError, schedulerConfigForSampler } from './schedulers/samplers';
@@ -303,10 +303,8 @@ export abstract class DiffusionPipeline {
   /** Why one image of this size cannot run within the memory bound, or undefined when it can. */
   memoryProblem(width: number, height: number): string | undefined {
     if (!this.memory || this.imagesPerRun(width, height) >= 1) return undefined;
-    const { model, gate } = this.memory;
-    const mb = (b: number) => Math.ceil(b / 2 ** 20);
-    const side = Math.floor(Math.sqrt(maxCells(model, gate.capacity)) * this.model.vaeScaleFactor / 64) * 64;
-    return `${width}x${height}: one image needs about ${mb(imageBytes(model, this.latentCells(width, height)))} MB on this worker, over its memory bound of ${mb(gate.capacity)} MB for runs (WORKER_MEMORY_LIMIT_MB)${side >= 64 ? `; the largest square that fits is ${side}x${side}` : ''}`;
+    const { needMb, budgetMb, largestSquare } = memoryRefusal(this.memory.model, this.memory.gate.capacity, this.latentCells(width, height), this.model.vaeScaleFactor ** 2);
+    return `${width}x${height}: one image needs about ${needMb} MB on this worker, over its memory bound of ${budgetMb} MB for runs (WORKER_MEMORY_LIMIT_MB); ${largestSquare}`;
   }
 
   async generate(req: GenerateRequest): Promise<GenerateResult> {
