@@ -6,7 +6,7 @@
  * checkpoint-name regex 44 s on 200 KB.
  */
 import { describe, expect, it } from 'vitest';
-import { checkpointId, infotextPairs, messageField, parseInfotext } from '@sdq/contracts';
+import { checkpointId, infotextPairs, parseInfotext } from '@sdq/contracts';
 import { parseCredits } from '@sdq/credits';
 import { ClipTokenizer } from '@sdq/pipeline';
 import { bearer } from '../../apps/api/src/auth';
@@ -67,7 +67,6 @@ describe('parsers of client text are linear', () => {
   timed('parseInfotext (png-info)', (s) => parseInfotext(s));
   timed('infotextPairs', (s) => infotextPairs(s));
   timed('checkpointId (override_settings.sd_model_checkpoint, options)', (s) => checkpointId(s));
-  timed('messageField (error bodies name the field)', (s) => messageField(s));
   timed('parsePrefer (Prefer header)', (s) => parsePrefer(s));
   timed('bearer (Authorization header)', (s) => bearer(s));
   timed('charsetOf (Content-Type)', (s) => charsetOf(s));

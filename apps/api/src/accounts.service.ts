@@ -28,8 +28,8 @@ export class AccountsService {
    */
   async create(name: string, opts: { credits?: number | string; scope?: KeyScope; email?: string; tier?: string } = {}) {
     const problem = displayNameProblem(name);
-    if (problem) throw new ServiceError('bad_request', `name: ${problem}`);
-    const amount = opts.credits === undefined ? this.opts.startingCredits : amountOf(opts.credits, { allowZero: true });
+    if (problem) throw new ServiceError('bad_request', `name: ${problem}`, { field: 'name' });
+    const amount = opts.credits === undefined ? this.opts.startingCredits : amountOf('credits', opts.credits, { allowZero: true });
     const id = newId('acct');
     if (amount > 0) await this.credits.grantStarting(id, amount);
     const account = await this.store.createAccount(name, id, opts.email ?? '', opts.tier ?? '');
@@ -67,7 +67,7 @@ export class AccountsService {
    */
   async grant(idOrName: string, amount: number | string, opts: { reason?: string; tag?: string } = {}) {
     const account = await this.get(idOrName);
-    const micro = amountOf(amount, { allowNegative: true });
+    const micro = amountOf('amount', amount, { allowNegative: true });
     const reason = opts.reason ?? (micro > 0 ? 'operator grant' : 'operator adjustment');
     const tag = opts.tag === undefined ? undefined : `op:${opts.tag}`;
     if (tag !== undefined && (opts.tag!.length === 0 || opts.tag!.length > 200)) {
@@ -141,10 +141,10 @@ export function ledgerEntryObject(entry: LedgerEntry): LedgerEntryObject {
 }
 
 /** Decimal credits typed by a person -> micro-credits, or 400 naming the value. */
-function amountOf(value: number | string, opts: { allowNegative?: boolean; allowZero?: boolean }): number {
+function amountOf(field: string, value: number | string, opts: { allowNegative?: boolean; allowZero?: boolean }): number {
   try {
     return parseCredits(value, opts);
   } catch (err) {
-    throw new ServiceError('bad_request', (err as Error).message);
+    throw new ServiceError('bad_request', (err as Error).message, { field });
   }
 }

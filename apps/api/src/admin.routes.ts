@@ -12,7 +12,7 @@ import { parseBody } from './validate';
 
 export function adminRoutes(accounts: AccountsService, presence: Pick<EnginePresence, 'list'>, tiers: Map<string, number>): Router {
   const knownTier = (tier: string | undefined) => {
-    if (tier !== undefined && !tiers.has(tier)) throw new ServiceError('bad_request', `tier: ${tier} is not one of the tiers (${[...tiers.keys()].join(', ')}; PRIORITY_TIERS)`);
+    if (tier !== undefined && !tiers.has(tier)) throw new ServiceError('bad_request', `tier: ${tier} is not one of the tiers (${[...tiers.keys()].join(', ')}; PRIORITY_TIERS)`, { field: 'tier' });
     return tier;
   };
   const router = Router();

@@ -39,9 +39,9 @@ export function requireApiKey(store: Store): RequestHandler {
   return async (req, _res, next) => {
     try {
       const token = bearer(req.headers.authorization);
-      if (!token) throw new ServiceError('unauthorized', 'missing API key: send Authorization: Bearer <key>', CHALLENGE);
+      if (!token) throw new ServiceError('unauthorized', 'missing API key: send Authorization: Bearer <key>', { headers: CHALLENGE });
       const found = await store.authenticate(token);
-      if (!found) throw new ServiceError('unauthorized', 'unknown or revoked API key', CHALLENGE);
+      if (!found) throw new ServiceError('unauthorized', 'unknown or revoked API key', { headers: CHALLENGE });
       req.accountId = found.accountId;
       req.keyId = found.keyId;
       req.scope = found.scope;
@@ -70,7 +70,7 @@ export function requireAdmin(adminToken: string | undefined, store: Store): Requ
   return async (req, _res, next) => {
     try {
       const token = bearer(req.headers.authorization);
-      if (!token) throw new ServiceError('unauthorized', 'missing admin credentials: send Authorization: Bearer <ADMIN_TOKEN or an admin API key>', CHALLENGE);
+      if (!token) throw new ServiceError('unauthorized', 'missing admin credentials: send Authorization: Bearer <ADMIN_TOKEN or an admin API key>', { headers: CHALLENGE });
       if (expected && timingSafeEqual(createHash('sha256').update(token).digest(), expected)) return next();
       const key = token.startsWith('sk-') ? await store.authenticate(token) : undefined;
       if (key) {
@@ -82,7 +82,7 @@ export function requireAdmin(adminToken: string | undefined, store: Store): Requ
         return next();
       }
       if (!expected) throw new ServiceError('permission_denied', 'the admin API takes only admin API keys here: ADMIN_TOKEN is not set');
-      throw new ServiceError('unauthorized', 'wrong admin token or unknown API key', CHALLENGE);
+      throw new ServiceError('unauthorized', 'wrong admin token or unknown API key', { headers: CHALLENGE });
     } catch (err) {
       next(err);
     }

@@ -4,11 +4,11 @@
  * before any route, schema or fingerprint sees them.
  */
 import express, { type RequestHandler } from 'express';
-import { describeTreeProblem, findTreeProblem, ServiceError } from '@sdq/contracts';
+import { describeTreeProblem, findTreeProblem, ServiceError, treeProblemField } from '@sdq/contracts';
 
 const refuseHostileBody: RequestHandler = (req, _res, next) => {
   const problem = findTreeProblem(req.body);
-  next(problem ? new ServiceError('bad_request', describeTreeProblem(problem)) : undefined);
+  next(problem ? new ServiceError('bad_request', describeTreeProblem(problem), { field: treeProblemField(problem) }) : undefined);
 };
 
 /** The charset parameter of a Content-Type, if any. */
@@ -31,5 +31,5 @@ export function jsonBody(limit: string): RequestHandler[] {
 /** Every request's query string: Express gives it without a prototype; the forbidden names are refused too. */
 export const refuseHostileQuery: RequestHandler = (req, _res, next) => {
   const problem = findTreeProblem(req.query);
-  next(problem ? new ServiceError('bad_request', describeTreeProblem(problem, 'query')) : undefined);
+  next(problem ? new ServiceError('bad_request', describeTreeProblem(problem, 'query'), { field: treeProblemField(problem, 'query') }) : undefined);
 };

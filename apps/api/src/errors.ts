@@ -28,8 +28,8 @@ function clientErrorName(status: number): ErrorName {
 function normalize(err: unknown): unknown {
   if (err instanceof ServiceError) return err;
   const e = err as { type?: string; code?: string; field?: string; status?: number; expose?: boolean; message?: string };
-  if (e?.type === 'entity.parse.failed') return new ServiceError('bad_request', 'body: is not valid JSON');
-  if (e?.type === 'entity.too.large') return new ServiceError('payload_too_large', 'body: is larger than this endpoint takes');
+  if (e?.type === 'entity.parse.failed') return new ServiceError('bad_request', 'body: is not valid JSON', { field: 'body' });
+  if (e?.type === 'entity.too.large') return new ServiceError('payload_too_large', 'body: is larger than this endpoint takes', { field: 'body' });
   if (e?.type === 'charset.unsupported') return new ServiceError('unsupported_media_type', `Content-Type: ${e.message}; send UTF-8`);
   if (e?.type === 'encoding.unsupported') return new ServiceError('unsupported_media_type', `Content-Encoding: ${e.message}; send gzip, deflate, br or none`);
   if (err instanceof StorageUnavailableError) return new ServiceError('service_unavailable', `${err.message}; retry shortly`);

@@ -36,9 +36,9 @@ export class Slots {
     const { limits, names } = this;
     const byKey = this.keys.get(keyId) ?? 0;
     const byAccount = this.accounts.get(accountId) ?? 0;
-    if (byKey >= limits.perKey) throw new ServiceError('rate_limited', `this API key has ${byKey} ${names.what} open already (${names.perKey}); retry when one ends`, { 'Retry-After': '5' });
-    if (byAccount >= limits.perAccount) throw new ServiceError('rate_limited', `this account has ${byAccount} ${names.what} open already (${names.perAccount}); retry when one ends`, { 'Retry-After': '5' });
-    if (this.all + units > limits.total) throw new ServiceError('service_unavailable', `the API has as many ${names.what} open as it takes (${names.total}); retry shortly`, { 'Retry-After': '2' });
+    if (byKey >= limits.perKey) throw new ServiceError('rate_limited', `this API key has ${byKey} ${names.what} open already (${names.perKey}); retry when one ends`, { headers: { 'Retry-After': '5' } });
+    if (byAccount >= limits.perAccount) throw new ServiceError('rate_limited', `this account has ${byAccount} ${names.what} open already (${names.perAccount}); retry when one ends`, { headers: { 'Retry-After': '5' } });
+    if (this.all + units > limits.total) throw new ServiceError('service_unavailable', `the API has as many ${names.what} open as it takes (${names.total}); retry shortly`, { headers: { 'Retry-After': '2' } });
     this.keys.set(keyId, byKey + 1);
     this.accounts.set(accountId, byAccount + 1);
     this.all += units;

@@ -102,7 +102,7 @@ export class JobsService extends JobView {
       case 'mismatch':
         throw new ServiceError('idempotency_key_mismatch', 'Idempotency-Key: already used with a different request (body or endpoint); use a new key');
       case 'in_progress':
-        throw new ServiceError('idempotency_key_in_use', 'Idempotency-Key: a request with this key is still being accepted; retry shortly', { 'Retry-After': '1' });
+        throw new ServiceError('idempotency_key_in_use', 'Idempotency-Key: a request with this key is still being accepted; retry shortly', { headers: { 'Retry-After': '1' } });
       case 'new':
         try {
           const record = await this.reserveAndCreate(accountId, engineId, job, inputs, opts.cost, opts.webhook, opts.keyId);
@@ -122,7 +122,7 @@ export class JobsService extends JobView {
     const held = await credits.reserve(accountId, id, cost.total, { maxActive: config.credits.maxActiveJobs });
     if (!held.ok) {
       if (held.status === 'insufficient_balance') throw new ServiceError('insufficient_balance', held.message);
-      throw new ServiceError('too_many_active_jobs', held.message, { 'Retry-After': '1' });
+      throw new ServiceError('too_many_active_jobs', held.message, { headers: { 'Retry-After': '1' } });
     }
     this.deps.metrics?.creditsReserved.inc(cost.total / 1_000_000);
     try {
@@ -229,7 +229,7 @@ export class JobsService extends JobView {
     let before: number | undefined;
     if (cursor !== undefined) {
       before = /^[A-Za-z0-9_-]+$/.test(cursor) ? Number(Buffer.from(cursor, 'base64url').toString()) : NaN;
-      if (!Number.isInteger(before) || before < 1) throw new ServiceError('bad_request', 'cursor: is not a cursor this API returned');
+      if (!Number.isInteger(before) || before < 1) throw new ServiceError('bad_request', 'cursor: is not a cursor this API returned', { field: 'cursor' });
     }
     const { records, nextSeq } = await this.deps.store.listJobs(accountId, limit, before);
     const data = await Promise.all(records.map((r) => this.describe(r)));

@@ -34,7 +34,12 @@ export function buildOpenApi(publicUrl: string): Record<string, unknown> {
   schemas.Error = {
     type: 'object',
     required: ['id', 'name', 'message'],
-    properties: { id: { type: 'string' }, name: { type: 'string', enum: ERROR_NAMES }, message: { type: 'string' } },
+    properties: {
+      id: { type: 'string' },
+      name: { type: 'string', enum: ERROR_NAMES },
+      message: { type: 'string' },
+      field: { type: 'string', description: 'The request field the error is about (`steps`, `text_prompts[0].text`), when there is one' },
+    },
   };
   const job = schemaOf(JobObject, schemas, 'output');
   const t2i = schemaOf(TextToImageRequest, schemas, 'input');

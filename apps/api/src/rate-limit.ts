@@ -12,7 +12,7 @@ export function rateLimit(limiter: RateLimiter): RequestHandler {
       if (!result.allowed) {
         const seconds = (limiter.windowMs / 1000).toString();
         throw new ServiceError('rate_limited', `more than ${result.limit} requests in ${seconds} s with this API key; retry in ${result.retry_after} s`, {
-          'Retry-After': String(result.retry_after),
+          headers: { 'Retry-After': String(result.retry_after) },
         });
       }
       res.set('RateLimit-Remaining', String(result.remaining));

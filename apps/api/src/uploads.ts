@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import type { Request, RequestHandler } from 'express';
 import busboy from 'busboy';
 import sharp from 'sharp';
-import { bareObject, describeTreeProblem, FORBIDDEN_KEYS, findTreeProblem, NUMERIC_FORM_FIELDS, ServiceError } from '@sdq/contracts';
+import { bareObject, describeTreeProblem, FORBIDDEN_KEYS, findTreeProblem, NUMERIC_FORM_FIELDS, ServiceError, treeProblemField } from '@sdq/contracts';
 
 // image[]: OpenAI's SDK names an array of images so (gpt-image-1 edits)
 export const IMAGE_FIELDS = ['init_image', 'mask_image', 'image', 'image[]', 'mask'] as const;
@@ -87,7 +87,7 @@ export function multipart(opts: MultipartOptions): RequestHandler {
   const base = opts.dir ?? tmpdir();
   return (req, res, next) => {
     if (!req.is('multipart/form-data')) {
-      return next(new ServiceError('invalid_mime_type', `body: this endpoint takes multipart/form-data (got ${req.headers['content-type'] ?? 'no Content-Type'})`));
+      return next(new ServiceError('invalid_mime_type', `body: this endpoint takes multipart/form-data (got ${req.headers['content-type'] ?? 'no Content-Type'})`, { field: 'body' }));
     }
     const encoding = (req.headers['content-encoding'] ?? 'identity').trim().toLowerCase();
     if (encoding !== 'identity') {
@@ -99,7 +99,7 @@ export function multipart(opts: MultipartOptions): RequestHandler {
       return failMidBody(
         req,
         next,
-        new ServiceError('rate_limited', `this API key already has ${count} uploads in progress (MAX_UPLOADS_PER_KEY); retry when one finishes`, { 'Retry-After': '1' }),
+        new ServiceError('rate_limited', `this API key already has ${count} uploads in progress (MAX_UPLOADS_PER_KEY); retry when one finishes`, { headers: { 'Retry-After': '1' } }),
       );
     }
     inFlight.set(owner, count + 1);
@@ -158,7 +158,7 @@ export function multipart(opts: MultipartOptions): RequestHandler {
     const touch = () => {
       clearTimeout(idle);
       idle = setTimeout(
-        () => fail(new ServiceError('request_timeout', `body: nothing arrived for ${opts.idleTimeoutMs} ms; the upload was cut off`)),
+        () => fail(new ServiceError('request_timeout', `body: nothing arrived for ${opts.idleTimeoutMs} ms; the upload was cut off`, { field: 'body' })),
         opts.idleTimeoutMs,
       );
     };
@@ -166,12 +166,12 @@ export function multipart(opts: MultipartOptions): RequestHandler {
       parser = busboy({ headers: req.headers, limits: { ...LIMITS, fileSize: opts.maxFileBytes }, defParamCharset: 'utf8' });
     } catch (err) {
       release();
-      return next(new ServiceError('bad_request', `body: malformed multipart form (${(err as Error).message})`));
+      return next(new ServiceError('bad_request', `body: malformed multipart form (${(err as Error).message})`, { field: 'body' }));
     }
 
     parser.on('field', (name, value, info) => {
-      if (!name) return fail(new ServiceError('bad_request', 'body: a part whose Content-Disposition names no field'));
-      if (info.nameTruncated || info.valueTruncated) return fail(new ServiceError('bad_request', `${name.slice(0, 64)}: field is longer than ${LIMITS.fieldSize} bytes`));
+      if (!name) return fail(new ServiceError('bad_request', 'body: a part whose Content-Disposition names no field', { field: 'body' }));
+      if (info.nameTruncated || info.valueTruncated) return fail(new ServiceError('bad_request', `${name.slice(0, 64)}: field is longer than ${LIMITS.fieldSize} bytes`, { field: name.slice(0, 64) }));
       const values = body.fields.get(name);
       if (values) values.push(value);
       else body.fields.set(name, [value]);
@@ -182,7 +182,7 @@ export function multipart(opts: MultipartOptions): RequestHandler {
       name = String(name ?? '');
       if (!(opts.files as readonly string[]).includes(name) || seen.has(name)) {
         stream.resume();
-        return fail(new ServiceError('bad_request', `${name.slice(0, 64)}: is not a file field of this endpoint (or was sent twice)`));
+        return fail(new ServiceError('bad_request', `${name.slice(0, 64)}: is not a file field of this endpoint (or was sent twice)`, { field: name.slice(0, 64) }));
       }
       const field = name as ImageField;
       seen.add(field);
@@ -199,7 +199,7 @@ export function multipart(opts: MultipartOptions): RequestHandler {
               size += chunk.length;
               hash.update(chunk);
             });
-            stream.on('limit', () => fail(new ServiceError('invalid_file_size', `${field}: is larger than the upload limit of ${opts.maxFileBytes} bytes (MAX_UPLOAD_BYTES)`)));
+            stream.on('limit', () => fail(new ServiceError('invalid_file_size', `${field}: is larger than the upload limit of ${opts.maxFileBytes} bytes (MAX_UPLOAD_BYTES)`, { field: field })));
             stream.on('error', reject);
             out.on('error', reject);
             out.on('close', resolve);
@@ -209,7 +209,7 @@ export function multipart(opts: MultipartOptions): RequestHandler {
           body.files.set(field, { path, size, sha256: hash.digest('hex') });
         })();
       // Also handled here: a copy can fail after the form has failed for another reason.
-      copy.catch((err: Error) => fail(new ServiceError('bad_request', `${field}: the upload could not be read (${err.message})`)));
+      copy.catch((err: Error) => fail(new ServiceError('bad_request', `${field}: the upload could not be read (${err.message})`, { field: field })));
       writes.push(copy);
     });
     for (const [event, what] of [
@@ -217,16 +217,16 @@ export function multipart(opts: MultipartOptions): RequestHandler {
       ['filesLimit', `more than ${LIMITS.files} files`],
       ['fieldsLimit', `more than ${LIMITS.fields} fields`],
     ] as const) {
-      parser.on(event, () => fail(new ServiceError('bad_request', `body: ${what}`)));
+      parser.on(event, () => fail(new ServiceError('bad_request', `body: ${what}`, { field: 'body' })));
     }
-    parser.on('error', (err: Error) => fail(new ServiceError('bad_request', `body: malformed multipart form (${err.message})`)));
+    parser.on('error', (err: Error) => fail(new ServiceError('bad_request', `body: malformed multipart form (${err.message})`, { field: 'body' })));
     parser.on('close', () => {
       if (settled) return;
       clearTimeout(idle);
       const parts = delimiters.count - 1; // the closing delimiter ends the last part
       let named = seen.size;
       for (const values of body.fields.values()) named += values.length;
-      if (parts > named) return fail(new ServiceError('bad_request', `body: ${parts - named} part(s) without a form-data Content-Disposition naming the field`));
+      if (parts > named) return fail(new ServiceError('bad_request', `body: ${parts - named} part(s) without a form-data Content-Disposition naming the field`, { field: 'body' }));
       Promise.all(writes).then(
         () => {
           if (settled) return;
@@ -235,7 +235,7 @@ export function multipart(opts: MultipartOptions): RequestHandler {
           req.multipart = body;
           next();
         },
-        (err: Error) => fail(new ServiceError('bad_request', `body: the upload could not be read (${err.message})`)),
+        (err: Error) => fail(new ServiceError('bad_request', `body: the upload could not be read (${err.message})`, { field: 'body' })),
       );
     });
     // busboy skips a part with no form-data Content-Disposition (or no name) without a word: count the
@@ -294,16 +294,16 @@ export function parseFormFields(fields: Map<string, string[]>): Record<string, u
   for (const [rawKey, values] of fields) {
     const value = values[values.length - 1];
     const path = rawKey.match(/[^[\]]+|\[\]/g) ?? [rawKey];
-    if (path.length > 4) throw new ServiceError('bad_request', `${rawKey.slice(0, 64)}: nests deeper than 4 levels`);
+    if (path.length > 4) throw new ServiceError('bad_request', `${rawKey.slice(0, 64)}: nests deeper than 4 levels`, { field: rawKey.slice(0, 64) });
     const forbidden = path.find((part) => FORBIDDEN_KEYS.has(part));
-    if (forbidden) throw new ServiceError('bad_request', `${rawKey.slice(0, 64)}: the key ${JSON.stringify(forbidden)} is not allowed`);
+    if (forbidden) throw new ServiceError('bad_request', `${rawKey.slice(0, 64)}: the key ${JSON.stringify(forbidden)} is not allowed`, { field: rawKey.slice(0, 64) });
     let node: Record<string, unknown> | unknown[] = out;
     for (let i = 0; i < path.length; i++) {
       const part = path[i];
       const key: string | number = /^\d+$/.test(part) ? Number(part) : part;
-      if (typeof key === 'number' && key > 100) throw new ServiceError('bad_request', `${rawKey.slice(0, 64)}: index too large`);
-      if (typeof key === 'number' && !Array.isArray(node)) throw new ServiceError('bad_request', `${rawKey.slice(0, 64)}: an index where a name was expected`);
-      if (typeof key === 'string' && Array.isArray(node)) throw new ServiceError('bad_request', `${rawKey.slice(0, 64)}: a name where an index was expected`);
+      if (typeof key === 'number' && key > 100) throw new ServiceError('bad_request', `${rawKey.slice(0, 64)}: index too large`, { field: rawKey.slice(0, 64) });
+      if (typeof key === 'number' && !Array.isArray(node)) throw new ServiceError('bad_request', `${rawKey.slice(0, 64)}: an index where a name was expected`, { field: rawKey.slice(0, 64) });
+      if (typeof key === 'string' && Array.isArray(node)) throw new ServiceError('bad_request', `${rawKey.slice(0, 64)}: a name where an index was expected`, { field: rawKey.slice(0, 64) });
       const slot = node as Record<string | number, unknown>;
       if (i === path.length - 1) {
         slot[key] = convert(part, value);
@@ -335,7 +335,10 @@ function convert(field: string, value: string): unknown {
       return value;
     }
     const problem = findTreeProblem(parsed);
-    if (problem) throw new ServiceError('bad_request', describeTreeProblem({ ...problem, path: `extras${problem.path === 'body' ? '' : `.${problem.path}`}` }));
+    if (problem) {
+      const inExtras = { ...problem, path: `extras${problem.path === 'body' ? '' : `.${problem.path}`}` };
+      throw new ServiceError('bad_request', describeTreeProblem(inExtras), { field: treeProblemField(inExtras) });
+    }
     return parsed;
   }
   return value;
@@ -389,7 +392,7 @@ export async function readImage(req: Request, field: ImageField, maxPixels: numb
   } finally {
     await handle.close();
   }
-  if (!sniff(head)) throw new ServiceError('invalid_mime_type', `${field}: is not a PNG, JPEG or WebP image`);
+  if (!sniff(head)) throw new ServiceError('invalid_mime_type', `${field}: is not a PNG, JPEG or WebP image`, { field: field });
   // read and decoded a few at a time: 300 uploads ending together had each read its 9.5 MB file and
   // decoded it at once (the API peaked at 2.26 GB); waiting here costs them milliseconds each
   const release = await validations.acquire();
@@ -420,24 +423,24 @@ const validations = new (class {
 /** readImage's checks for image bytes that came another way (base64 in a JSON body); `name` is the field as the caller wrote it. */
 export async function checkImage(data: Buffer, field: ImageField, maxPixels: number, name: string = field): Promise<CheckedImage> {
   const contentType = sniff(data);
-  if (!contentType) throw new ServiceError('invalid_mime_type', `${name}: is not a PNG, JPEG or WebP image`);
+  if (!contentType) throw new ServiceError('invalid_mime_type', `${name}: is not a PNG, JPEG or WebP image`, { field: name });
   let meta: sharp.Metadata;
   try {
     meta = await sharp(data, { limitInputPixels: false }).metadata();
   } catch (err) {
-    throw new ServiceError(BROKEN[field], `${name}: is a ${contentType.slice(6).toUpperCase()} whose header cannot be read (${(err as Error).message})`);
+    throw new ServiceError(BROKEN[field], `${name}: is a ${contentType.slice(6).toUpperCase()} whose header cannot be read (${(err as Error).message})`, { field: name });
   }
   const { width, height } = meta;
-  if (!width || !height) throw new ServiceError(BROKEN[field], `${name}: has no dimensions`);
+  if (!width || !height) throw new ServiceError(BROKEN[field], `${name}: has no dimensions`, { field: name });
   // The header's own size, whatever width and height the request gives: a small file can claim a huge image.
   if (width * height > maxPixels) {
-    throw new ServiceError('invalid_image_dimensions', `${name}: ${width}x${height} = ${width * height} pixels is over the maximum of ${maxPixels} (MAX_PIXELS)`);
+    throw new ServiceError('invalid_image_dimensions', `${name}: ${width}x${height} = ${width * height} pixels is over the maximum of ${maxPixels} (MAX_PIXELS)`, { field: name });
   }
   try {
     // One channel out is enough to make the decoder read every pixel; a tenth of stats()'s time.
     await sharp(data, { failOn: 'warning', limitInputPixels: maxPixels }).extractChannel(0).raw().toBuffer();
   } catch (err) {
-    throw new ServiceError(BROKEN[field], `${name}: the image data is truncated or corrupt (${(err as Error).message})`);
+    throw new ServiceError(BROKEN[field], `${name}: the image data is truncated or corrupt (${(err as Error).message})`, { field: name });
   }
   return { data, width, height, hasAlpha: !!meta.hasAlpha, contentType };
 }

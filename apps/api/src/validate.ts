@@ -1,5 +1,5 @@
 import type { z } from 'zod';
-import { errorNameForField, issueMessage, ServiceError } from '@sdq/contracts';
+import { errorNameForField, issueMessage, issuePath, ServiceError } from '@sdq/contracts';
 
 /**
  * A request body or query checked against its schema; the first problem is the 4xx, named by field
@@ -9,5 +9,5 @@ export function parseBody<S extends z.ZodType>(schema: S, value: unknown): z.inf
   const parsed = schema.safeParse(value ?? {});
   if (parsed.success) return parsed.data;
   const issue = parsed.error.issues[0];
-  throw new ServiceError(errorNameForField(issue.path[0] as string | undefined), issueMessage(issue, schema, value));
+  throw new ServiceError(errorNameForField(issue.path[0] as string | undefined), issueMessage(issue, schema, value), { field: issuePath(issue.path) });
 }

@@ -7,7 +7,7 @@
  * webhook are credentials and settings, so reading or changing them needs `generate`.
  */
 import { type NextFunction, type Request, type Response, Router } from 'express';
-import { issueMessage, ServiceError, SetWebhookRequest } from '@sdq/contracts';
+import { issueMessage, issuePath, ServiceError, SetWebhookRequest } from '@sdq/contracts';
 import { type DefaultWebhook, validateWebhookUrl, type Webhooks } from '@sdq/webhooks';
 import { requireScope } from './auth';
 import { jsonBody } from './body';
@@ -44,11 +44,11 @@ export function webhookRoutes(deps: { config: Config; jobs: JobsService; webhook
     noStore,
     json,
     async (req: Request, res: Response) => {
-      if (!req.is('application/json')) throw new ServiceError('invalid_mime_type', `body: this endpoint takes application/json (got ${req.headers['content-type'] ?? 'no Content-Type'})`);
+      if (!req.is('application/json')) throw new ServiceError('invalid_mime_type', `body: this endpoint takes application/json (got ${req.headers['content-type'] ?? 'no Content-Type'})`, { field: 'body' });
       const parsed = SetWebhookRequest.safeParse(req.body ?? {});
       if (!parsed.success) {
         const issue = parsed.error.issues[0];
-        throw new ServiceError(issue.path[0] === 'url' ? 'invalid_webhook' : 'bad_request', issueMessage(issue, SetWebhookRequest, req.body));
+        throw new ServiceError(issue.path[0] === 'url' ? 'invalid_webhook' : 'bad_request', issueMessage(issue, SetWebhookRequest, req.body), { field: issuePath(issue.path) });
       }
       const { url } = parsed.data;
       if (url === null) {
@@ -57,7 +57,7 @@ export function webhookRoutes(deps: { config: Config; jobs: JobsService; webhook
         return;
       }
       const check = await validateWebhookUrl(url, config.webhooks.allowedHosts);
-      if (!check.ok) throw new ServiceError('invalid_webhook', `url: ${check.message}`);
+      if (!check.ok) throw new ServiceError('invalid_webhook', `url: ${check.message}`, { field: 'url' });
       res.json(defaultWebhookView(await webhooks.accounts.setDefaultWebhook(req.accountId!, url)));
     },
   );

@@ -2,7 +2,7 @@
 /**
  * The studio's only way to the service: the public API, with the key in the Authorization header (never
  * in a URL). An error answer becomes an ApiError carrying the catalogue name, the message, the field the
- * message names, and Retry-After.
+ * body names (`field`), and Retry-After.
  */
 
 export class ApiError extends Error {
@@ -11,15 +11,15 @@ export class ApiError extends Error {
    * @param {string} name the catalogue name (`insufficient_balance`, `invalid_height_or_width`, ...)
    * @param {string} message
    * @param {number | undefined} retryAfter seconds
+   * @param {string | undefined} [field] the request field the error is about (`steps`, `text_prompts[0].text`)
    */
-  constructor(status, name, message, retryAfter) {
+  constructor(status, name, message, retryAfter, field) {
     super(message);
     this.status = status;
     this.name = name;
     this.retryAfter = retryAfter;
-    // sdq's messages start with the field they are about (the server's messageField, in contracts)
-    const field = /^([a-z_][a-z0-9_]*)(?: x [a-z_]+|[.[][^:]*)?: /.exec(message);
-    this.field = field ? field[1] : undefined;
+    // the form's inputs are the top-level fields: text_prompts[0].text is the prompt box
+    this.field = typeof field === 'string' ? /^[A-Za-z0-9_]*/.exec(field)?.[0] || undefined : undefined;
   }
 }
 
@@ -58,7 +58,7 @@ export class Api {
     }
     if (!res.ok) {
       const retry = Number(res.headers.get('retry-after'));
-      throw new ApiError(res.status, parsed?.name ?? 'error', parsed?.message ?? `HTTP ${res.status}`, Number.isFinite(retry) && retry > 0 ? retry : undefined);
+      throw new ApiError(res.status, parsed?.name ?? 'error', parsed?.message ?? `HTTP ${res.status}`, Number.isFinite(retry) && retry > 0 ? retry : undefined, parsed?.field);
     }
     return parsed;
   }

@@ -44,6 +44,11 @@ export function findTreeProblem(value: unknown, maxDepth = MAX_BODY_DEPTH): Tree
   return undefined;
 }
 
+/** The field a TreeProblem's 400 is about: its path, or the part of the request ("body", "query"). */
+export function treeProblemField(problem: TreeProblem, where = 'body'): string {
+  return problem.path === 'body' || !problem.path ? where : problem.path;
+}
+
 /** The message a 400 gives for a TreeProblem; `where` names the part of the request ("query", "body"). */
 export function describeTreeProblem(problem: TreeProblem, where = 'body'): string {
   const at = problem.path === 'body' || !problem.path ? where : `${where === 'body' ? '' : `${where} `}${problem.path}`;

@@ -122,6 +122,8 @@ export interface ErrorBody {
   id: string;
   name: ErrorName;
   message: string;
+  /** The request field the error is about (`steps`, `text_prompts[0].text`), when there is one. */
+  field?: string;
 }
 
 /** The body of every error of a Stability v2beta route, in Stability's shape. */
@@ -129,20 +131,36 @@ export interface V2ErrorBody {
   id: string;
   name: ErrorName;
   errors: string[];
+  /** As in ErrorBody: the request field the error is about, when there is one. */
+  field?: string;
+}
+
+export interface ServiceErrorOptions {
+  /**
+   * The request field the error is about, as its message names it first (`steps: ...` is `steps`;
+   * `width x height: ...` is `width`). Said where the error is raised, so no reader parses messages:
+   * the error bodies carry it (OpenAI's `param`) and the studio marks that input.
+   */
+  field?: string;
+  /** Extra response headers (e.g. WWW-Authenticate, Retry-After). */
+  headers?: Record<string, string>;
 }
 
 /** An error the service raises on purpose; the API's error handler answers it from the catalogue. */
 export class ServiceError extends Error {
   readonly status: number;
+  readonly field: string | undefined;
+  readonly headers: Record<string, string>;
   constructor(
     readonly code: ErrorName,
     detail: string,
-    /** Extra response headers (e.g. WWW-Authenticate). */
-    readonly headers: Record<string, string> = {},
+    options: ServiceErrorOptions = {},
   ) {
     super(ERROR_CATALOGUE[code].message.replace('{detail}', detail));
     this.name = 'ServiceError';
     this.status = ERROR_CATALOGUE[code].status;
+    this.field = options.field;
+    this.headers = options.headers ?? {};
   }
 }
 

@@ -123,11 +123,3 @@ export function describeIssue(issue: Issue, schema?: unknown, value?: unknown): 
 export function issueMessage(issue: Issue, schema?: unknown, value?: unknown): string {
   return `${issuePath(issue.path)}: ${describeIssue(issue, schema, value)}`;
 }
-
-/**
- * The field an sdq message is about: its messages start with it (`steps: ...`, `text_prompts[0].text:
- * ...`, `width x height: ...` = width). OpenAI's `param`; the studio reads it the same way.
- */
-export function messageField(message: string): string | null {
-  return /^([a-z_][a-z0-9_]*)(?: x [a-z_]+|[.[][^:]*)?: /.exec(message)?.[1] ?? null;
-}

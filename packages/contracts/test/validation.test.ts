@@ -4,7 +4,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
-import { issueMessage, messageField, OpenAIImageGenerationRequest, TextToImageRequest } from '../src';
+import { issueMessage, OpenAIImageGenerationRequest, TextToImageRequest } from '../src';
 
 const messageOf = (schema: z.ZodType, value: unknown) => {
   const parsed = schema.safeParse(value);
@@ -41,11 +41,3 @@ describe('issueMessage', () => {
   });
 });
 
-describe('messageField', () => {
-  it('reads the field a message starts with, in each form sdq writes', () => {
-    expect(messageField('steps: must be from 10 to 150 (got 500)')).toBe('steps');
-    expect(messageField('text_prompts[0].text: is required (a string)')).toBe('text_prompts');
-    expect(messageField('width x height: 2048x2048 = 4194304 pixels is over the maximum')).toBe('width');
-    expect(messageField('engine tiny-sdxl: no live worker serves it')).toBeNull();
-  });
-});

@@ -20,12 +20,12 @@ export interface MaskOptions {
   /** A mask of another size than the image is refused. Default true (A1111 resizes it instead). */
   sameSize?: boolean;
   /** Why a field without an alpha channel cannot say what to repaint. */
-  noAlpha(field: 'mask' | 'image'): string;
+  noAlpha(field: 'mask' | 'image'): { field: string; message: string };
 }
 
 export async function repaintMask(image: CheckedImage, mask: CheckedImage | undefined, opts: MaskOptions): Promise<Buffer> {
   if (mask && opts.sameSize !== false && (mask.width !== image.width || mask.height !== image.height)) {
-    throw new ServiceError('invalid_mask_image', `mask: is ${mask.width}x${mask.height}, expected the image's ${image.width}x${image.height}`);
+    throw new ServiceError('invalid_mask_image', `mask: is ${mask.width}x${mask.height}, expected the image's ${image.width}x${image.height}`, { field: 'mask' });
   }
   let base: sharp.Sharp;
   if (mask && opts.marks === 'white') {
@@ -33,7 +33,10 @@ export async function repaintMask(image: CheckedImage, mask: CheckedImage | unde
     if (opts.invert) base = base.negate({ alpha: false });
   } else {
     const source = mask ?? image;
-    if (!source.hasAlpha) throw new ServiceError('invalid_mask_image', opts.noAlpha(mask ? 'mask' : 'image'));
+    if (!source.hasAlpha) {
+      const { field, message } = opts.noAlpha(mask ? 'mask' : 'image');
+      throw new ServiceError('invalid_mask_image', message, { field });
+    }
     base = sharp(await sharp(source.data).ensureAlpha().extractChannel(3).negate().png().toBuffer());
   }
   const grow = opts.grow ?? 0;

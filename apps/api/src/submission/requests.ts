@@ -11,10 +11,10 @@ import type { CheckedImage } from '../uploads';
 /** MAX_PIXELS for every engine, then the engine's own sizes: no request can size a worker out of memory. */
 export function checkSize(width: number, height: number, maxPixels: number, engine: EngineInfo): void {
   if (width * height > maxPixels) {
-    throw new ServiceError('invalid_pixel_count', `width x height: ${width}x${height} = ${width * height} pixels is over the maximum of ${maxPixels}`);
+    throw new ServiceError('invalid_pixel_count', `width x height: ${width}x${height} = ${width * height} pixels is over the maximum of ${maxPixels}`, { field: 'width' });
   }
   const problem = checkEngineSize(engine, width, height);
-  if (problem) throw new ServiceError('invalid_height_or_width', `width x height: ${problem}`);
+  if (problem) throw new ServiceError('invalid_height_or_width', `width x height: ${problem}`, { field: 'width' });
 }
 
 /**
@@ -31,7 +31,7 @@ export function applyStyle(engine: EngineInfo, prompts: { text: string; weight?:
 }
 
 export function requireFile(image: CheckedImage | undefined, field: string): CheckedImage {
-  if (!image) throw new ServiceError('bad_request', `${field}: is required`);
+  if (!image) throw new ServiceError('bad_request', `${field}: is required`, { field: field });
   return image;
 }
 
@@ -48,7 +48,7 @@ export function formEventsFilter(values: string[] | undefined): unknown {
         const parsed: unknown = JSON.parse(text);
         return Array.isArray(parsed) ? parsed : [parsed];
       } catch {
-        throw new ServiceError('invalid_webhook', 'webhook_events_filter: is neither a JSON array nor a comma-separated list of events');
+        throw new ServiceError('invalid_webhook', 'webhook_events_filter: is neither a JSON array nor a comma-separated list of events', { field: 'webhook_events_filter' });
       }
     }
     return text.split(',').map((v) => v.trim()).filter(Boolean);

@@ -36,7 +36,7 @@ export function isDryRun(req: Request): boolean {
   if (value === undefined) return false;
   if (value === 'true' || value === '1') return true;
   if (value === 'false' || value === '0') return false;
-  throw new ServiceError('bad_request', `dry_run: must be true or false (got ${JSON.stringify(value)})`);
+  throw new ServiceError('bad_request', `dry_run: must be true or false (got ${JSON.stringify(value)})`, { field: 'dry_run' });
 }
 
 /** The Idempotency-Key header, checked; undefined when absent. */
@@ -61,7 +61,7 @@ function fingerprint(req: Request): string {
 export async function checkWebhook(config: Config, webhook: JobWebhook | undefined): Promise<void> {
   if (!webhook?.url) return;
   const check = await validateWebhookUrl(webhook.url, config.webhooks.allowedHosts);
-  if (!check.ok) throw new ServiceError('invalid_webhook', `webhook: ${check.message}`);
+  if (!check.ok) throw new ServiceError('invalid_webhook', `webhook: ${check.message}`, { field: 'webhook' });
 }
 
 export async function submitJob(
@@ -74,13 +74,13 @@ export async function submitJob(
   await checkWebhook(config, built.webhook);
   // Nothing is held for a job no worker would take (REQUIRE_WORKER=false queues it for one to come).
   if (config.requireWorker && (await deps.presence.workers(engine.id)) === 0) {
-    throw new ServiceError('engine_unavailable', `engine ${engine.id}: no live worker serves it (none started, or its folder failed to load on every worker); retry once a worker serves it`, { 'Retry-After': '10' });
+    throw new ServiceError('engine_unavailable', `engine ${engine.id}: no live worker serves it (none started, or its folder failed to load on every worker); retry once a worker serves it`, { headers: { 'Retry-After': '10' } });
   }
   // A size whose one image fits no worker's memory bound would fail there: refused here, before any hold.
   // (enhance runs tiles of the engine's native size, upscale no diffusion: neither is sized by the request)
   if (built.job.kind === 'text-to-image' || built.job.kind === 'image-to-image' || built.job.kind === 'masking') {
     const problem = await deps.presence.memoryProblem(engine.id, built.job.params.width, built.job.params.height);
-    if (problem) throw new ServiceError('invalid_pixel_count', problem);
+    if (problem) throw new ServiceError('invalid_pixel_count', problem, { field: 'width' });
   }
   const key = idempotencyKey(req);
   const submitted = await jobs.submit(req.accountId!, engine.id, built.job, built.inputs, {

@@ -31,7 +31,7 @@ function decodeBase64(text: string, field: string, maxBytes: number): Buffer {
   const comma = text.startsWith('data:') ? text.indexOf(',') : -1;
   const data = comma >= 0 && comma < 256 && text.slice(0, comma).toLowerCase().endsWith(';base64') ? text.slice(comma + 1) : text;
   const bytes = Math.floor((data.length * 3) / 4);
-  if (bytes > maxBytes) throw new ServiceError('invalid_file_size', `${field}: about ${bytes} bytes once decoded, over the maximum of ${maxBytes} (MAX_UPLOAD_BYTES)`);
+  if (bytes > maxBytes) throw new ServiceError('invalid_file_size', `${field}: about ${bytes} bytes once decoded, over the maximum of ${maxBytes} (MAX_UPLOAD_BYTES)`, { field: field });
   return Buffer.from(data, 'base64');
 }
 
@@ -41,7 +41,7 @@ function samplerOf(engine: GenerationEngineInfo, name: string | undefined, sched
   let sdq = Object.hasOwn(A1111_SAMPLERS, name) ? A1111_SAMPLERS[name] : undefined;
   if (sdq === 'K_DPMPP_2M' && scheduler === 'Karras') sdq = 'K_DPMPP_2M_KARRAS';
   const offered = Object.entries(A1111_SAMPLERS).filter(([, s]) => engine.samplers?.includes(s)).map(([n]) => n);
-  if (!sdq || !engine.samplers?.includes(sdq)) throw new ServiceError('invalid_sampler', `sampler_name: ${JSON.stringify(name)} is not a sampler of ${engine.id} (samplers: ${offered.join(', ')})`);
+  if (!sdq || !engine.samplers?.includes(sdq)) throw new ServiceError('invalid_sampler', `sampler_name: ${JSON.stringify(name)} is not a sampler of ${engine.id} (samplers: ${offered.join(', ')})`, { field: 'sampler_name' });
   return sdq;
 }
 
@@ -54,7 +54,7 @@ export function a1111Routes(deps: Deps): Router {
   const engineNamed = (name: string, field: string): GenerationEngineInfo => {
     const id = checkpointId(name);
     const engine = engines.get(aliases.get(id) ?? id);
-    if (!engine || engine.kind !== 'generation') throw new ServiceError('not_found', `${field}: ${name} is not a model here (models: ${generationEngines().map((e) => e.id).join(', ')})`);
+    if (!engine || engine.kind !== 'generation') throw new ServiceError('not_found', `${field}: ${name} is not a model here (models: ${generationEngines().map((e) => e.id).join(', ')})`, { field: field });
     return engine;
   };
   /** The caller's default engine: its own options, else the first generation engine (tiny-sd when present). */
@@ -83,9 +83,9 @@ export function a1111Routes(deps: Deps): Router {
    */
   const settings = async (req: Request, body: z.infer<typeof A1111Txt2ImgRequest>, mode: 'text-to-image' | 'image-to-image' | 'masking', image?: CheckedImage) => {
     const checkpoint = body.override_settings?.sd_model_checkpoint;
-    if (checkpoint !== undefined && typeof checkpoint !== 'string') throw new ServiceError('bad_request', 'override_settings.sd_model_checkpoint: must be a string');
+    if (checkpoint !== undefined && typeof checkpoint !== 'string') throw new ServiceError('bad_request', 'override_settings.sd_model_checkpoint: must be a string', { field: 'override_settings.sd_model_checkpoint' });
     const engine = checkpoint ? engineNamed(checkpoint, 'override_settings.sd_model_checkpoint') : await defaultEngine(req);
-    if (!engine.modes.includes(mode)) throw new ServiceError('bad_request', `override_settings.sd_model_checkpoint: ${engine.id} cannot do ${mode} (it does ${engine.modes.join(', ')})`);
+    if (!engine.modes.includes(mode)) throw new ServiceError('bad_request', `override_settings.sd_model_checkpoint: ${engine.id} cannot do ${mode} (it does ${engine.modes.join(', ')})`, { field: 'override_settings.sd_model_checkpoint' });
     let size = { width: body.width ?? engine.nativeWidth, height: body.height ?? engine.nativeHeight };
     if (image && body.width === undefined && body.height === undefined) {
       const own = { width: image.width, height: image.height };
@@ -93,7 +93,7 @@ export function a1111Routes(deps: Deps): Router {
     }
     checkSize(size.width, size.height, config.maxPixels, engine);
     const samples = body.batch_size * body.n_iter;
-    if (samples > 10) throw new ServiceError('invalid_samples', `batch_size x n_iter: ${samples} images is over the maximum of 10`);
+    if (samples > 10) throw new ServiceError('invalid_samples', `batch_size x n_iter: ${samples} images is over the maximum of 10`, { field: 'batch_size' });
     const sampler = samplerOf(engine, body.sampler_name ?? body.sampler_index, body.scheduler);
     const prompts = [{ text: body.prompt, weight: 1 }, ...(body.negative_prompt.trim() ? [{ text: body.negative_prompt, weight: -1 }] : [])];
     return { engine, ...size, samples, sampler, prompts };
@@ -150,7 +150,7 @@ export function a1111Routes(deps: Deps): Router {
     const params: GenerationParams = { prompts, width, height, steps: body.steps, cfgScale: body.cfg_scale, samples, seed: body.seed === -1 ? 0 : body.seed, sampler, outputFormat: 'png', imageStrength: 1 - body.denoising_strength };
     const inputs: JobInputs = { initImage: image };
     // A1111's mask: white = repaint (black with invert), its edge blurred by mask_blur; another size is resized
-    if (mask) inputs.maskImage = { data: await repaintMask(image, mask, { marks: 'white', invert: body.inpainting_mask_invert === 1, blur: body.mask_blur, sameSize: false, noAlpha: () => '' }), contentType: 'image/png' };
+    if (mask) inputs.maskImage = { data: await repaintMask(image, mask, { marks: 'white', invert: body.inpainting_mask_invert === 1, blur: body.mask_blur, sameSize: false, noAlpha: () => ({ field: 'mask', message: 'mask: has no alpha channel' }) }), contentType: 'image/png' };
     // as A1111: the answer's parameters leave the images out
     await answer(req, res, engine, mask ? { kind: 'masking', params: { ...params, maskSource: 'MASK_IMAGE_WHITE' } } : { kind: 'image-to-image', params }, inputs, body, sampler, width, height, { ...body, init_images: null, mask: null });
   });
@@ -159,7 +159,7 @@ export function a1111Routes(deps: Deps): Router {
     const body = parseBody(A1111ExtraSingleImageRequest, req.body);
     const upscalers = [...engines.values()].filter((e) => e.kind === 'upscale');
     const engine = body.upscaler_1 === 'None' ? upscalers[0] : upscalers.find((e) => e.id === (aliases.get(body.upscaler_1) ?? body.upscaler_1));
-    if (!engine) throw new ServiceError('not_found', `upscaler_1: ${body.upscaler_1} is not an upscaler here (upscalers: ${upscalers.map((e) => e.id).join(', ') || 'none'})`);
+    if (!engine) throw new ServiceError('not_found', `upscaler_1: ${body.upscaler_1} is not an upscaler here (upscalers: ${upscalers.map((e) => e.id).join(', ') || 'none'})`, { field: 'upscaler_1' });
     const image = await checkImage(decodeBase64(body.image, 'image', config.maxUploadBytes), 'image', config.maxPixels, 'image');
     const scale = engine.scale ?? 2;
     const width = body.resize_mode === 1 ? body.upscaling_resize_w : Math.round(image.width * body.upscaling_resize);
@@ -167,12 +167,12 @@ export function a1111Routes(deps: Deps): Router {
     // the upscaler enlarges by its own factor at most: a larger target is refused here, not failed in a worker
     if (width > image.width * scale || height > image.height * scale) {
       const field = body.resize_mode === 1 ? 'upscaling_resize_w' : 'upscaling_resize';
-      throw new ServiceError('invalid_height_or_width', `${field}: ${width}x${height} is beyond ${engine.id}'s ${scale}x of ${image.width}x${image.height} (at most ${image.width * scale}x${image.height * scale})`);
+      throw new ServiceError('invalid_height_or_width', `${field}: ${width}x${height} is beyond ${engine.id}'s ${scale}x of ${image.width}x${image.height} (at most ${image.width * scale}x${image.height * scale})`, { field: field });
     }
     if (width * height > config.maxPixels * 4) throw new ServiceError('invalid_pixel_count', `${width}x${height} is over the upscale maximum of ${config.maxPixels * 4} pixels`);
     // the upscaler keeps the image's shape (A1111's upscaling_crop would crop to another): the width says it all
     if (Math.abs(width / height - image.width / image.height) > 0.01) {
-      throw new ServiceError('invalid_height_or_width', `upscaling_resize_w x upscaling_resize_h: ${width}x${height} is not the image's shape (${image.width}x${image.height}); sdq does not crop`);
+      throw new ServiceError('invalid_height_or_width', `upscaling_resize_w x upscaling_resize_h: ${width}x${height} is not the image's shape (${image.width}x${image.height}); sdq does not crop`, { field: 'upscaling_resize_w' });
     }
     const job: NewJob = { kind: 'upscale', params: { width, outputFormat: 'png' } };
     const done = await submitAndWait(deps, req, res, engine, { job, inputs: { image }, cost: jobCost(prices, engine, job) });

@@ -1,5 +1,5 @@
 /** OpenAI's error body `{error: {message, type, param, code}}`: the types its SDK's error classes branch on. */
-import { messageField, type OpenAIErrorBody } from '@sdq/contracts';
+import type { OpenAIErrorBody } from '@sdq/contracts';
 import type { ErrorShape } from '../error-shape';
 
 /** OpenAI's error types by status. */
@@ -12,6 +12,6 @@ function openaiType(status: number): string {
 
 export const openaiErrors: ErrorShape = {
   owns: (path) => path.startsWith('/v1/images/') || path === '/v1/models',
-  // param: the field the message starts with, if any
-  body: (_id, err): OpenAIErrorBody => ({ error: { message: err.message, type: openaiType(err.status), param: messageField(err.message), code: err.code } }),
+  // param is the parameter's name: the form field image[] (gpt-image-1's list of images) is param image
+  body: (_id, err): OpenAIErrorBody => ({ error: { message: err.message, type: openaiType(err.status), param: err.field?.replace(/\[\]$/, '') ?? null, code: err.code } }),
 };

@@ -25,7 +25,7 @@ type OpenAIBody = Partial<z.infer<typeof OpenAIImageGenerationRequest>> & { n: n
 const EMBEDDED: Readonly<Record<string, string>> = { 'dall-e-2': 'tiny-sd', 'dall-e-3': 'tiny-sdxl', 'gpt-image-1': 'tiny-sd3' };
 const DEFAULT_MODEL = 'dall-e-2';
 /** OpenAI's mask is transparent where the image is edited; without one, the image's own transparent pixels are. */
-const OPENAI_MASK = { marks: 'transparent', noAlpha: (field: string) => `${field}: has no alpha channel; its transparent pixels are what gets edited` } as const;
+const OPENAI_MASK = { marks: 'transparent', noAlpha: (field: string) => ({ field, message: `${field}: has no alpha channel; its transparent pixels are what gets edited` }) } as const;
 
 /** How much of the image a variation keeps (Stability's image_strength). */
 const VARIATION_IMAGE_STRENGTH = 0.5;
@@ -63,9 +63,9 @@ export function openaiRoutes(deps: GenerationDeps & { models: Map<string, Genera
   const modelEngine = (model: string, mode: 'text-to-image' | 'image-to-image' | 'masking'): GenerationEngineInfo => {
     const engine = models.get(model) ?? engines.get(aliases.get(model) ?? model);
     if (!engine || engine.kind !== 'generation') {
-      throw new ServiceError('not_found', `model: ${model} is not an image model here (models: ${[...new Set([...models.keys(), ...[...engines.values()].filter((e) => e.kind === 'generation').map((e) => e.id)])].join(', ')})`);
+      throw new ServiceError('not_found', `model: ${model} is not an image model here (models: ${[...new Set([...models.keys(), ...[...engines.values()].filter((e) => e.kind === 'generation').map((e) => e.id)])].join(', ')})`, { field: 'model' });
     }
-    if (!engine.modes.includes(mode)) throw new ServiceError('bad_request', `model: ${model} cannot do ${mode} (it does ${engine.modes.join(', ')})`);
+    if (!engine.modes.includes(mode)) throw new ServiceError('bad_request', `model: ${model} cannot do ${mode} (it does ${engine.modes.join(', ')})`, { field: 'model' });
     return engine;
   };
 
@@ -74,11 +74,11 @@ export function openaiRoutes(deps: GenerationDeps & { models: Map<string, Genera
     if (size === undefined || size === 'auto') return { width: engine.nativeWidth, height: engine.nativeHeight };
     const m = /^(\d{1,5})x(\d{1,5})$/.exec(size);
     const allowed = `allowed: auto, ${OPENAI_SIZES.join(', ')}${engine.sizes?.allowed ? `, or this model's own ${engine.sizes.allowed.join(', ')}` : ''}`;
-    if (!m) throw new ServiceError('invalid_height_or_width', `size: ${JSON.stringify(size)} is not WxH (${allowed})`);
+    if (!m) throw new ServiceError('invalid_height_or_width', `size: ${JSON.stringify(size)} is not WxH (${allowed})`, { field: 'size' });
     const [width, height] = [Number(m[1]), Number(m[2])];
     if (width * height <= config.maxPixels && !checkEngineSize(engine, width, height)) return { width, height };
     if ((OPENAI_SIZES as readonly string[]).includes(size)) return sizeForShape(engine, width / height);
-    throw new ServiceError('invalid_height_or_width', `size: ${size} is not a size this model takes (${allowed})`);
+    throw new ServiceError('invalid_height_or_width', `size: ${size} is not a size this model takes (${allowed})`, { field: 'size' });
   };
 
   /** Queues the job, waits for it as OpenAI answers (synchronously), and answers its images. */
@@ -97,7 +97,7 @@ export function openaiRoutes(deps: GenerationDeps & { models: Map<string, Genera
   };
 
   const paramsOf = (engine: GenerationEngineInfo, body: OpenAIBody, size: { width: number; height: number }, extra: Partial<GenerationParams> = {}): GenerationParams => {
-    if (body.background === 'transparent') throw new ServiceError('bad_request', 'background: transparent is not available: sdq\'s engines draw opaque images (opaque or auto)');
+    if (body.background === 'transparent') throw new ServiceError('bad_request', 'background: transparent is not available: sdq\'s engines draw opaque images (opaque or auto)', { field: 'background' });
     return {
     prompts: [{ text: body.prompt ?? '', weight: 1 }],
     ...size,
@@ -121,7 +121,7 @@ export function openaiRoutes(deps: GenerationDeps & { models: Map<string, Genera
 
   const form = multipart({ files: ['image', 'image[]', 'mask'], maxFileBytes: config.maxUploadBytes, idleTimeoutMs: config.http.uploadIdleTimeoutMs, maxPerKey: config.http.maxUploadsPerKey, dir: config.http.uploadTmpDir });
   const fields = (req: Request) => {
-    if (!req.multipart) throw new ServiceError('invalid_mime_type', `body: this endpoint takes multipart/form-data (got ${req.headers['content-type'] ?? 'no Content-Type'})`);
+    if (!req.multipart) throw new ServiceError('invalid_mime_type', `body: this endpoint takes multipart/form-data (got ${req.headers['content-type'] ?? 'no Content-Type'})`, { field: 'body' });
     return parseFormFields(req.multipart.fields);
   };
   /** An edit's or variation's output: `size` as for generations, else the engine's size of the image's shape. */
@@ -137,7 +137,7 @@ export function openaiRoutes(deps: GenerationDeps & { models: Map<string, Genera
    */
   const editImage = async (req: Request): Promise<CheckedImage> => {
     const files = req.multipart!.files;
-    if (files.has('image') && files.has('image[]')) throw new ServiceError('bad_request', 'image: send image or image[], not both (sdq edits one image)');
+    if (files.has('image') && files.has('image[]')) throw new ServiceError('bad_request', 'image: send image or image[], not both (sdq edits one image)', { field: 'image' });
     const field = files.has('image[]') ? 'image[]' : 'image';
     return requireFile(await readImage(req, field, config.maxPixels), 'image');
   };
@@ -154,7 +154,7 @@ export function openaiRoutes(deps: GenerationDeps & { models: Map<string, Genera
   router.post('/v1/images/variations', requireScope('generate'), rateLimit(deps.limiter), form, async (req, res) => {
     const body = parseBody(OpenAIImageVariationRequest, fields(req));
     const image = requireFile(await readImage(req, 'image', config.maxPixels), 'image');
-    if (req.multipart?.files.get('mask')) throw new ServiceError('bad_request', 'mask: variations take the image alone');
+    if (req.multipart?.files.get('mask')) throw new ServiceError('bad_request', 'mask: variations take the image alone', { field: 'mask' });
     const engine = modelEngine(body.model ?? DEFAULT_MODEL, 'image-to-image');
     const size = sizeFor(engine, body.size, image);
     // no prompt: the image alone steers it; half of it kept

@@ -40,10 +40,10 @@ export function negotiate(req: Request): { json: boolean; format: OutputFormat }
 function sizeFromImage(image: CheckedImage, maxPixels: number): { width: number; height: number } {
   const { width, height } = image;
   if (width % 64 !== 0 || height % 64 !== 0 || width < 128 || height < 128) {
-    throw new ServiceError('invalid_image_dimensions', `init_image: ${width}x${height} must be multiples of 64 and at least 128 (or give width and height)`);
+    throw new ServiceError('invalid_image_dimensions', `init_image: ${width}x${height} must be multiples of 64 and at least 128 (or give width and height)`, { field: 'init_image' });
   }
   if (width * height > maxPixels) {
-    throw new ServiceError('invalid_image_dimensions', `init_image: ${width}x${height} is over the maximum of ${maxPixels} pixels`);
+    throw new ServiceError('invalid_image_dimensions', `init_image: ${width}x${height} is over the maximum of ${maxPixels} pixels`, { field: 'init_image' });
   }
   return { width, height };
 }
@@ -82,7 +82,7 @@ export function generationRoutes(deps: GenerationDeps): Router {
     };
     if (kind === 'text-to-image') {
       const engine = generation();
-      if (!req.is('application/json')) throw new ServiceError('invalid_mime_type', `body: this endpoint takes application/json (got ${req.headers['content-type'] ?? 'no Content-Type'})`);
+      if (!req.is('application/json')) throw new ServiceError('invalid_mime_type', `body: this endpoint takes application/json (got ${req.headers['content-type'] ?? 'no Content-Type'})`, { field: 'body' });
       const body = parseBody(TextToImageRequest, req.body);
       const width = body.width ?? engine.nativeWidth;
       const height = body.height ?? engine.nativeHeight;
@@ -97,14 +97,14 @@ export function generationRoutes(deps: GenerationDeps): Router {
     if (kind === 'upscale') {
       const image = requireFile(await readImage(req, 'image', config.maxPixels), 'image');
       const body = parseBody(UpscaleRequest, { ...fields, image: image.data });
-      if (body.width !== undefined && body.height !== undefined) throw new ServiceError('invalid_height_or_width', 'width, height: give one of them, not both');
+      if (body.width !== undefined && body.height !== undefined) throw new ServiceError('invalid_height_or_width', 'width, height: give one of them, not both', { field: 'width' });
       const scale = (engine.kind === 'upscale' ? engine.scale : undefined) ?? 2;
       const outW = body.width ?? (body.height ? Math.round((image.width * body.height) / image.height) : image.width * scale);
       const outH = body.height ?? Math.round((image.height * outW) / image.width);
       // the upscaler enlarges by its own factor at most, and never shrinks: known here, so never a failed job
       for (const [name, v, side] of [['width', outW, image.width], ['height', outH, image.height]] as const) {
         if (v < side || v > side * scale) {
-          throw new ServiceError('invalid_height_or_width', `${name}: must be from ${side} to ${side * scale} for ${engine.id}'s x${scale} upscale of a ${image.width}x${image.height} image (got ${v})`);
+          throw new ServiceError('invalid_height_or_width', `${name}: must be from ${side} to ${side * scale} for ${engine.id}'s x${scale} upscale of a ${image.width}x${image.height} image (got ${v})`, { field: name });
         }
       }
       if (outW * outH > config.maxPixels * 4) {
@@ -120,7 +120,7 @@ export function generationRoutes(deps: GenerationDeps): Router {
         ? parseBody(MaskingRequest, { ...fields, init_image: init.data, mask_image: mask?.data })
         : parseBody(ImageToImageRequest, { ...fields, init_image: init.data });
     if (body.width === undefined !== (body.height === undefined)) {
-      throw new ServiceError('invalid_height_or_width', 'width, height: give both or neither (neither = the init image\'s size)');
+      throw new ServiceError('invalid_height_or_width', 'width, height: give both or neither (neither = the init image\'s size)', { field: 'width' });
     }
     const size = body.width && body.height ? { width: body.width, height: body.height } : sizeFromImage(init, config.maxPixels);
     checkSize(size.width, size.height, config.maxPixels, engine);
@@ -131,11 +131,11 @@ export function generationRoutes(deps: GenerationDeps): Router {
     if ('mask_source' in body) {
       params.maskSource = body.mask_source;
       if (body.mask_source === 'INIT_IMAGE_ALPHA') {
-        if (!init.hasAlpha) throw new ServiceError('invalid_mask_image', 'init_image: has no alpha channel, which mask_source INIT_IMAGE_ALPHA needs');
+        if (!init.hasAlpha) throw new ServiceError('invalid_mask_image', 'init_image: has no alpha channel, which mask_source INIT_IMAGE_ALPHA needs', { field: 'init_image' });
       } else {
-        if (!mask) throw new ServiceError('invalid_mask_image', `mask_image: is required with mask_source ${body.mask_source}`);
+        if (!mask) throw new ServiceError('invalid_mask_image', `mask_image: is required with mask_source ${body.mask_source}`, { field: 'mask_image' });
         if (mask.width !== init.width || mask.height !== init.height) {
-          throw new ServiceError('invalid_mask_image', `mask_image: is ${mask.width}x${mask.height}, expected the init image's ${init.width}x${init.height}`);
+          throw new ServiceError('invalid_mask_image', `mask_image: is ${mask.width}x${mask.height}, expected the init image's ${init.width}x${init.height}`, { field: 'mask_image' });
         }
       }
     }
@@ -148,7 +148,7 @@ export function generationRoutes(deps: GenerationDeps): Router {
     const prefer = parsePrefer(req.get('prefer'));
     const { job, inputs, samples, webhook } = await build(req, kind, engine, accept.format);
     if (!accept.json && samples > 1) {
-      throw new ServiceError('invalid_samples', `samples: ${samples} images cannot be sent as ${req.headers.accept}; ask for application/json or samples=1`);
+      throw new ServiceError('invalid_samples', `samples: ${samples} images cannot be sent as ${req.headers.accept}; ask for application/json or samples=1`, { field: 'samples' });
     }
     const cost = jobCost(prices, engine, job);
     if (isDryRun(req)) {
@@ -199,7 +199,7 @@ function generationParams(
   const m = engine.manifest;
   const sampler = body.sampler ?? m.sampler;
   if (sampler !== undefined && engine.samplers && !engine.samplers.includes(sampler)) {
-    throw new ServiceError('invalid_sampler', `sampler: ${sampler} cannot be used with ${engine.familyName ?? engine.id} engines; valid samplers: ${engine.samplers.join(', ')}`);
+    throw new ServiceError('invalid_sampler', `sampler: ${sampler} cannot be used with ${engine.familyName ?? engine.id} engines; valid samplers: ${engine.samplers.join(', ')}`, { field: 'sampler' });
   }
   const sdxl = engine.family === 'stable-diffusion-xl' || engine.family === 'stable-diffusion-3';
   return {

@@ -15,11 +15,16 @@ import {
 export function v2betaOpenApi(kit: OpenApiKit): Record<string, unknown> {
   const { schemas, schemaOf, errorsIn, withImage, dryRunParam, idempotencyParam, jobParam } = kit;
   // Stability v2beta: multipart in, the image (accept: image/*) or {image, finish_reason, seed} out,
-  // errors as {id, name, errors}.
+  // errors as {id, name, errors, field?}.
   schemas.V2Error = {
     type: 'object',
     required: ['id', 'name', 'errors'],
-    properties: { id: { type: 'string' }, name: { type: 'string', enum: ERROR_NAMES }, errors: { type: 'array', items: { type: 'string' } } },
+    properties: {
+      id: { type: 'string' },
+      name: { type: 'string', enum: ERROR_NAMES },
+      errors: { type: 'array', items: { type: 'string' } },
+      field: { type: 'string', description: 'The request field the error is about (`steps`, `text_prompts[0].text`), when there is one' },
+    },
   };
   const v2Errors = (names: string[]) => errorsIn(names, 'V2Error');
   const v2Result = {

@@ -105,7 +105,7 @@ function wantsJson(req: Request): boolean {
   if (type) return type === 'application/json';
   const ranges = (req.headers.accept ?? '').split(',').map((range) => range.split(';')[0].trim().toLowerCase());
   if (ranges.includes('application/json')) return true;
-  throw new ServiceError('invalid_accept', `accept: must be image/* or application/json (got ${req.headers.accept})`);
+  throw new ServiceError('invalid_accept', `accept: must be image/* or application/json (got ${req.headers.accept})`, { field: 'accept' });
 }
 
 /** Answers a v2beta job: the image or JSON once it succeeded, 202 in-progress while it runs, else its error. */
@@ -202,7 +202,7 @@ export function v2betaRoutes(deps: GenerationDeps & { services: Map<V2BetaServic
 
   const generation = (service: V2BetaService, engine: GenerationEngineInfo, body: z.infer<typeof V2GenerateRequest>, image: CheckedImage | undefined): { job: NewJob; inputs: JobInputs } => {
     const kind = image ? 'image-to-image' : 'text-to-image';
-    if (image && body.strength === undefined) throw new ServiceError('bad_request', 'strength: is required with image (0 keeps the image, 1 ignores it)');
+    if (image && body.strength === undefined) throw new ServiceError('bad_request', 'strength: is required with image (0 keeps the image, 1 ignores it)', { field: 'strength' });
     const { width, height } = sizeForShape(engine, image ? image.width / image.height : ratioOf(body.aspect_ratio as AspectRatio));
     checkSize(width, height, config.maxPixels, engine);
     const params = paramsOf(engine, body, { width, height }, image ? { imageStrength: 1 - body.strength! } : {});
@@ -212,7 +212,7 @@ export function v2betaRoutes(deps: GenerationDeps & { services: Map<V2BetaServic
   const form = (files: ImageField[]) => multipart({ files, maxFileBytes: config.maxUploadBytes, idleTimeoutMs: config.http.uploadIdleTimeoutMs, maxPerKey: config.http.maxUploadsPerKey, dir: config.http.uploadTmpDir });
   const guard = [requireScope('generate'), rateLimit(deps.limiter)];
   const fields = (req: Request) => {
-    if (!req.multipart) throw new ServiceError('invalid_mime_type', `body: v2beta endpoints take multipart/form-data (got ${req.headers['content-type'] ?? 'no Content-Type'})`);
+    if (!req.multipart) throw new ServiceError('invalid_mime_type', `body: v2beta endpoints take multipart/form-data (got ${req.headers['content-type'] ?? 'no Content-Type'})`, { field: 'body' });
     const parsed = parseFormFields(req.multipart.fields);
     const filter = formEventsFilter(repeatedField(req.multipart.fields, 'webhook_events_filter'));
     if (filter !== undefined) parsed.webhook_events_filter = filter;
@@ -233,8 +233,8 @@ export function v2betaRoutes(deps: GenerationDeps & { services: Map<V2BetaServic
     const body = parseBody(V2Sd3Request, fields(req));
     const model = (Object.hasOwn(SD3_MODEL_REROUTES, body.model) ? SD3_MODEL_REROUTES[body.model] : body.model) as V2BetaService;
     const image = await readImage(req, 'image', config.maxPixels);
-    if (body.mode === 'image-to-image' && !image) throw new ServiceError('bad_request', 'image: is required with mode image-to-image');
-    if (body.mode === 'text-to-image' && image) throw new ServiceError('bad_request', 'image: is only taken with mode image-to-image');
+    if (body.mode === 'image-to-image' && !image) throw new ServiceError('bad_request', 'image: is required with mode image-to-image', { field: 'image' });
+    if (body.mode === 'text-to-image' && image) throw new ServiceError('bad_request', 'image: is only taken with mode image-to-image', { field: 'image' });
     const engine = generationFor(model, image ? 'image-to-image' : 'text-to-image');
     const { job, inputs } = generation(model, engine, body, image);
     await run(req, res, model, engine, job, inputs, body);
@@ -246,7 +246,7 @@ export function v2betaRoutes(deps: GenerationDeps & { services: Map<V2BetaServic
     const engine = engineFor('upscale-fast', 'upscale');
     const scale = (engine.kind === 'upscale' ? engine.scale : undefined) ?? 2;
     if (image.width * image.height * scale * scale > config.maxPixels * 4) {
-      throw new ServiceError('invalid_pixel_count', `image: ${image.width}x${image.height} upscaled ${scale}x is over the upscale maximum of ${config.maxPixels * 4} pixels`);
+      throw new ServiceError('invalid_pixel_count', `image: ${image.width}x${image.height} upscaled ${scale}x is over the upscale maximum of ${config.maxPixels * 4} pixels`, { field: 'image' });
     }
     await run(req, res, 'upscale-fast', engine, { kind: 'upscale', params: { outputFormat: body.output_format } }, { image }, body);
   });
@@ -261,10 +261,10 @@ export function v2betaRoutes(deps: GenerationDeps & { services: Map<V2BetaServic
       // Twice each side: large enough for one tile, within the upscale maximum.
       const [width, height] = [image.width * 2, image.height * 2];
       if (width < tileW || height < tileH) {
-        throw new ServiceError('invalid_image_dimensions', `image: ${image.width}x${image.height} is too small; ${service} needs at least ${tileW / 2}x${tileH / 2} (half of ${engine.id}'s ${tileW}x${tileH} tile)`);
+        throw new ServiceError('invalid_image_dimensions', `image: ${image.width}x${image.height} is too small; ${service} needs at least ${tileW / 2}x${tileH / 2} (half of ${engine.id}'s ${tileW}x${tileH} tile)`, { field: 'image' });
       }
       if (width * height > config.maxPixels * 4) {
-        throw new ServiceError('invalid_pixel_count', `image: ${image.width}x${image.height} doubled is over the upscale maximum of ${config.maxPixels * 4} pixels`);
+        throw new ServiceError('invalid_pixel_count', `image: ${image.width}x${image.height} doubled is over the upscale maximum of ${config.maxPixels * 4} pixels`, { field: 'image' });
       }
       // the part of each tile kept: creative repaints `creativity` of it, conservative half that
       const params = paramsOf(engine, body, { width, height }, { imageStrength: 1 - (creative ? body.creativity : body.creativity / 2) });
@@ -275,12 +275,12 @@ export function v2betaRoutes(deps: GenerationDeps & { services: Map<V2BetaServic
   for (const service of ['inpaint', 'erase'] as const) {
     router.post(`/v2beta/stable-image/edit/${service}`, guard, form(['image', 'mask']), async (req: Request, res: Response) => {
       const body = parseBody(V2InpaintRequest, fields(req));
-      if (service === 'inpaint' && !body.prompt) throw new ServiceError('bad_request', 'prompt: is required');
+      if (service === 'inpaint' && !body.prompt) throw new ServiceError('bad_request', 'prompt: is required', { field: 'prompt' });
       const image = requireFile(await readImage(req, 'image', config.maxPixels), 'image');
       const mask = await readImage(req, 'mask', config.maxPixels);
       const engine = generationFor(service, 'masking');
       // the mask image (white = repaint), else the image's transparent pixels; grown, then blurred
-      const maskData = await repaintMask(image, mask, { marks: 'white', grow: body.grow_mask, noAlpha: () => 'mask: is required when image has no alpha channel (transparent pixels are what gets repainted)' });
+      const maskData = await repaintMask(image, mask, { marks: 'white', grow: body.grow_mask, noAlpha: () => ({ field: 'mask', message: 'mask: is required when image has no alpha channel (transparent pixels are what gets repainted)' }) });
       const size = ownOrNearest(engine, { width: image.width, height: image.height });
       // erase: filled from the surroundings, with no prompt
       const params = paramsOf(engine, service === 'erase' ? { ...body, prompt: '' } : body, size, { maskSource: 'MASK_IMAGE_WHITE' });
@@ -291,12 +291,12 @@ export function v2betaRoutes(deps: GenerationDeps & { services: Map<V2BetaServic
   router.post('/v2beta/stable-image/edit/outpaint', guard, form(['image']), async (req: Request, res: Response) => {
     const body = parseBody(V2OutpaintRequest, fields(req));
     const { left, right, up, down } = body;
-    if (left + right + up + down === 0) throw new ServiceError('bad_request', 'left, right, up, down: at least one must be above 0');
+    if (left + right + up + down === 0) throw new ServiceError('bad_request', 'left, right, up, down: at least one must be above 0', { field: 'left' });
     const image = requireFile(await readImage(req, 'image', config.maxPixels), 'image');
     const engine = generationFor('outpaint', 'masking');
     const canvas = { width: image.width + left + right, height: image.height + up + down };
     if (canvas.width * canvas.height > config.maxPixels) {
-      throw new ServiceError('invalid_pixel_count', `left, right, up, down: the canvas ${canvas.width}x${canvas.height} is over the maximum of ${config.maxPixels} pixels`);
+      throw new ServiceError('invalid_pixel_count', `left, right, up, down: the canvas ${canvas.width}x${canvas.height} is over the maximum of ${config.maxPixels} pixels`, { field: 'left' });
     }
     // The new area starts as the image's edges stretched outward (a colour prior); the mask marks it.
     const extension = { left, right, top: up, bottom: down };
