@@ -9,6 +9,7 @@ import { a1111Routes, openaiModels, openaiRoutes, stabilityV1Routes, v2betaEngin
 import { discoverEngines, type EngineInfo } from '@sdq/pipeline/engines';
 import { ConfigError, portInUseMessage, queueNameForEngine, ServiceError, type Storage } from '@sdq/contracts';
 import { CreditsService, IdempotencyStore, PriceTable, RateLimiter } from '@sdq/credits';
+import { JobCharge } from '@sdq/jobs';
 import { createStorage } from '@sdq/storage';
 import type { Webhooks } from '@sdq/webhooks';
 import { webhooksFromConfig } from '@sdq/webhooks/config';
@@ -170,7 +171,8 @@ export function createCore(config: Config, logger: Logger): Core {
   const idempotency = new IdempotencyStore(store.redis, { prefix: config.keyPrefix });
   const webhooks = webhooksFromConfig(config.webhooks, { redis: store.redis, prefix: config.keyPrefix, queue: queue.deliveries, logger });
   const metrics = new ApiMetrics(queue, () => [...engines.keys()]);
-  const jobs = new JobsService({ config, store, queue, storage, credits, idempotency, logger, webhooks, metrics });
+  const charge = new JobCharge({ credits, logger });
+  const jobs = new JobsService({ config, store, queue, storage, credits, charge, idempotency, logger, webhooks, metrics });
   return { engines, aliases, store, queue, storage, credits, idempotency, jobs, webhooks, metrics };
 }
 
@@ -245,7 +247,7 @@ export async function startServer(config: Config, opts: { logger?: Logger } = {}
       await jobs.sweep();
       const unserved = await jobs.failUnserved(presence, config.unservedJobTimeout * 1000);
       if (unserved) logger.warn({ jobs: unserved, timeout_s: config.unservedJobTimeout }, 'queued jobs failed: no live worker served their engine');
-      const reconciled = await credits.reconcileHolds((hold) => jobs.holdFate(hold), { graceMs: 0 });
+      const reconciled = await jobs.reconcileHolds();
       if (reconciled.settled.length || reconciled.released.length) {
         logger.info({ settled: reconciled.settled.length, released: reconciled.released.length }, 'reconciled holds nobody had closed');
       }

@@ -16,8 +16,8 @@ import {
   type Storage,
   TERMINAL_STATUSES,
 } from '@sdq/contracts';
-import { type Cost, type CreditsService, type HoldFate, type Hold, type IdempotencyStore } from '@sdq/credits';
-import { JobView } from '@sdq/jobs';
+import { type Cost, type CreditsService, type Hold, type IdempotencyStore } from '@sdq/credits';
+import { type HoldFate, type JobCharge, JobView } from '@sdq/jobs';
 import type { Webhooks } from '@sdq/webhooks';
 import type { Config } from './config';
 import type { JobQueue, QueueJobSnapshot } from './queue';
@@ -46,6 +46,8 @@ export interface JobsDeps {
   queue: JobQueue;
   storage: Storage;
   credits: CreditsService;
+  /** The only closer of holds (a cancel, an unserved job, a submission not queued report to it). */
+  charge: JobCharge;
   idempotency: IdempotencyStore;
   logger: Logger;
   /** Where the job sweep removes a job's webhook deliveries. */
@@ -129,7 +131,7 @@ export class JobsService extends JobView {
       return await this.create(accountId, engineId, job, inputs, id, webhook, keyId);
     } catch (err) {
       // Not queued: give the hold back. Should this process die first, the reaper releases it.
-      await credits.release(id, 'not_enqueued').catch((e) => logger.warn({ job_id: id, err: (e as Error).message }, 'could not release the hold of a job not queued; the reaper will'));
+      await this.deps.charge.released(id, 'not_enqueued').catch((e) => logger.warn({ job_id: id, err: (e as Error).message }, 'could not release the hold of a job not queued; the reaper will'));
       throw err;
     }
   }
@@ -170,6 +172,11 @@ export class JobsService extends JobView {
     const record = await this.deps.store.getJob(id);
     if (!record || record.account_id !== accountId) throw new ServiceError('not_found', `job ${id} not found`);
     return record;
+  }
+
+  /** The reconciler: closes the holds whose job's end nobody reported (holdFate decides). */
+  reconcileHolds(): Promise<{ checked: number; settled: string[]; released: string[] }> {
+    return this.deps.charge.reconcile((hold) => this.holdFate(hold), { graceMs: 0 });
   }
 
   /**
@@ -257,7 +264,7 @@ export class JobsService extends JobView {
       // The hold is released before the job is removed: a worker finishing the job in between (a fast
       // one) then settles nothing, so a canceled job is never charged. A hold settled already means the
       // job has just succeeded: too late to cancel.
-      const released = await this.deps.credits.release(record.id, 'canceled');
+      const released = await this.deps.charge.released(record.id, 'canceled');
       if (released.status === 'already_settled') throw new ServiceError('conflict', `job ${record.id} is already succeeded`);
       // Marked before removal: a reader between the two would see a job gone without its reason (failed,
       // internal_error) instead of canceled. Unmarked if a worker took it meanwhile.
@@ -299,7 +306,7 @@ export class JobsService extends JobView {
    * So a job is never stuck for ever behind an engine nobody serves. Returns how many.
    */
   async failUnserved(presence: { workers(engine: string): Promise<number> }, timeoutMs: number, now = Date.now()): Promise<number> {
-    const { queue, store, credits, logger } = this.deps;
+    const { queue, store, charge, logger } = this.deps;
     let failed = 0;
     for (const engine of queue.engineIds) {
       if ((await presence.workers(engine)) > 0) continue;
@@ -307,7 +314,7 @@ export class JobsService extends JobView {
         const record = await store.getJob(id);
         if (!record) continue;
         // Released before removal, as a cancel is: a worker that takes it in between settles nothing.
-        if ((await credits.release(id, 'engine_unavailable')).status === 'already_settled') continue;
+        if ((await charge.released(id, 'engine_unavailable')).status === 'already_settled') continue;
         // Marked before removal: a reader between the two would see a job gone without its reason.
         await store.updateJob(id, { unserved_at: now });
         if (!(await queue.removeIfWaiting(engine, id))) {

@@ -15,7 +15,7 @@ import type { Logger } from 'pino';
 import type { ConnectionOptions } from 'bullmq';
 import { bullmqConnection, ConfigError, portInUseMessage, StorageUnavailableError } from '@sdq/contracts';
 import { CreditsService } from '@sdq/credits';
-import { failFastRedis, JobRecords, JobView } from '@sdq/jobs';
+import { failFastRedis, JobCharge, JobRecords, JobView } from '@sdq/jobs';
 import { createStorage } from '@sdq/storage';
 import { webhooksFromConfig } from '@sdq/webhooks/config';
 import type { DeliveryConfig } from './config';
@@ -97,7 +97,7 @@ export async function startDeliveryProcess(config: DeliveryConfig, logger: Logge
   const storage = createStorage('s3' in config.storage ? { s3: config.storage.s3 } : { local: { ...config.storage.local, publicUrl: () => config.publicUrl } });
   const credits = new CreditsService(store.redis, { prefix: config.keyPrefix });
   const webhooks = webhooksFromConfig(w, { redis: store.redis, prefix: config.keyPrefix, queue: queue.deliveries, logger });
-  const jobs = new JobView({ config: { publicUrl: config.publicUrl, artifactUrlExpiry: webhookUrlExpiry(config) }, store, queue, storage, credits, logger });
+  const jobs = new JobView({ config: { publicUrl: config.publicUrl, artifactUrlExpiry: webhookUrlExpiry(config) }, store, queue, storage, credits, charge: new JobCharge({ credits, logger }), logger });
   const jobWebhooks = new JobWebhooks({ store, jobs, webhooks, logger });
   queue.onEvent((jobId, event) => jobWebhooks.handle(jobId, event));
 

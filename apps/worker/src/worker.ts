@@ -11,6 +11,7 @@ import { createRedis, type Storage } from '@sdq/contracts';
 import { createStorage } from '@sdq/storage';
 import { availableCpus } from '@sdq/pipeline';
 import { CreditsService } from '@sdq/credits';
+import { JobCharge } from '@sdq/jobs/charge';
 import { CancelWatcher } from './cancel';
 import { redactUrl, type WorkerConfig } from './config';
 import { boundMemory, disposeEngines, type LoadedEngine, loadEngines } from './engines';
@@ -76,7 +77,9 @@ export async function startWorker(config: WorkerConfig, logger: Logger, handlers
     await Promise.all([redis.connect(), subscriber.connect()]);
     cancel = new CancelWatcher(subscriber, redis, config.keyPrefix, logger);
     await cancel.start();
-    const holds = new HoldCloser(new CreditsService(redis, { prefix: config.keyPrefix }), logger, metrics.creditsSettled);
+    // counted where it was settled: the API's report of the same end finds the hold settled already
+    const charge = new JobCharge({ credits: new CreditsService(redis, { prefix: config.keyPrefix }), logger, settled: metrics.creditsSettled });
+    const holds = new HoldCloser(charge, logger);
     workers = new EngineWorkers({ config, engines, handlers, storage, cancel, holds, metrics, logger });
     workers.run();
     const engineWorkers = workers;

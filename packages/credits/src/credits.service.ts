@@ -98,9 +98,6 @@ export interface VerifyReport {
   open_holds: Hold[];
 }
 
-/** What should become of an open hold, as decided by someone who can see its job. */
-export type HoldFate = { action: 'keep' } | { action: 'settle' } | { action: 'release'; reason: string };
-
 export interface CreditsServiceOptions {
   /** Key prefix of the deployment (the queue prefix). */
   prefix: string;
@@ -290,31 +287,6 @@ export class CreditsService {
   async activeJobs(accountId: string): Promise<number> {
     checkId('account id', accountId);
     return this.redis.scard(this.keys.accountHolds(accountId));
-  }
-
-  /**
-   * Closes the open holds that `fate` decides on, for holds whose settle or release was missed (the
-   * process that saw the job end died first). Only holds older than `graceMs` (default 5 minutes) are
-   * looked at, so a job still being accepted (held, not yet enqueued) is left alone.
-   */
-  async reconcileHolds(
-    fate: (hold: Hold) => Promise<HoldFate>,
-    opts: { graceMs?: number; limit?: number } = {},
-  ): Promise<{ checked: number; settled: string[]; released: string[] }> {
-    const holds = await this.openHolds({ olderThan: this.now() - (opts.graceMs ?? 5 * 60_000), limit: opts.limit });
-    const settled: string[] = [];
-    const released: string[] = [];
-    for (const hold of holds) {
-      const decision = await fate(hold);
-      if (decision.action === 'settle' && (await this.settle(hold.job_id)).status === 'settled') settled.push(hold.job_id);
-      if (decision.action === 'release' && (await this.release(hold.job_id, decision.reason)).status === 'released') released.push(hold.job_id);
-    }
-    return { checked: holds.length, settled, released };
-  }
-
-  /** Releases (reason "job_gone") the open holds, older than the grace period, whose job no longer exists. */
-  async reapHolds(jobExists: (jobId: string) => Promise<boolean>, opts: { graceMs?: number; limit?: number } = {}) {
-    return this.reconcileHolds(async (hold) => ((await jobExists(hold.job_id)) ? { action: 'keep' } : { action: 'release', reason: 'job_gone' }), opts);
   }
 
   // --- grants ------------------------------------------------------------------------------------

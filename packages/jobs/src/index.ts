@@ -1,3 +1,4 @@
 export * from './records';
 export * from './engine-queues';
 export * from './job-view';
+export * from './charge';

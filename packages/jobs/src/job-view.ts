@@ -6,7 +6,8 @@
  */
 import type { Logger } from 'pino';
 import { type JobKind, type JobObject, type JobStatus, parseFailedReason, type Storage, TERMINAL_STATUSES } from '@sdq/contracts';
-import { type CreditsService, type HoldFate, toCredits } from '@sdq/credits';
+import { type CreditsService, toCredits } from '@sdq/credits';
+import { holdFate, type HoldFate, type JobCharge } from './charge';
 import type { EngineQueues, QueueJobSnapshot } from './engine-queues';
 import type { JobRecord, JobRecords } from './records';
 
@@ -16,7 +17,9 @@ export interface JobViewDeps {
   store: Pick<JobRecords, 'getJob'>;
   queue: Pick<EngineQueues, 'snapshot' | 'position'>;
   storage: Pick<Storage, 'signedUrl'>;
-  credits: Pick<CreditsService, 'charged' | 'settle' | 'release'>;
+  credits: Pick<CreditsService, 'charged'>;
+  /** Closes the hold when this view reads an end (see charge.ts). */
+  charge: Pick<JobCharge, 'apply'>;
   logger: Logger;
 }
 
@@ -123,33 +126,17 @@ export class JobView {
   }
 
   /**
-   * Closes a job's hold from its final state in the queue: succeeded -> settle, failed or canceled ->
-   * release; an unfinished job keeps its hold. Idempotent: any process may call it, any number of times.
+   * Reports a job's end, as its state in the queue reads, to the charge (charge.ts has the rule); an
+   * unfinished job keeps its hold. Idempotent: any process may call it, any number of times.
    */
   async closeHold(jobId: string, known?: { record?: JobRecord; snapshot?: QueueJobSnapshot }): Promise<void> {
     const record = known?.record ?? (await this.deps.store.getJob(jobId));
     if (!record) return;
-    const fate = this.fateOf(record, known?.snapshot ?? (await this.snapshot(record)));
-    await this.applyFate(jobId, fate);
+    await this.deps.charge.apply(jobId, this.fateOf(record, known?.snapshot ?? (await this.snapshot(record))));
   }
 
   protected fateOf(record: JobRecord, snapshot: QueueJobSnapshot | undefined): HoldFate {
-    const status = this.status(record, snapshot);
-    if (status === 'succeeded') return { action: 'settle' };
-    if (status === 'canceled') return { action: 'release', reason: 'canceled' };
-    if (status === 'failed') return { action: 'release', reason: snapshot ? 'failed' : 'job_gone' };
-    return { action: 'keep' };
-  }
-
-  private async applyFate(jobId: string, fate: HoldFate): Promise<void> {
-    const { credits, logger } = this.deps;
-    if (fate.action === 'settle') {
-      const result = await credits.settle(jobId);
-      if (result.status === 'settled') logger.info({ job_id: jobId, charged: result.charged }, 'hold settled');
-    } else if (fate.action === 'release') {
-      const result = await credits.release(jobId, fate.reason);
-      if (result.status === 'released') logger.info({ job_id: jobId, amount: result.amount, reason: fate.reason }, 'hold released');
-    }
+    return holdFate(this.status(record, snapshot), !snapshot);
   }
 }
 

@@ -15,6 +15,7 @@ import { CreditsService } from '@sdq/credits';
 import { LocalStorage } from '@sdq/storage';
 import { startTestRedis, type TestRedis } from '../../../test/support/redis';
 import type { QueueJobSnapshot } from '../src/engine-queues';
+import { JobCharge } from '../src/charge';
 import { JobView } from '../src/job-view';
 import { type JobRecord, JobRecords } from '../src/records';
 
@@ -38,6 +39,7 @@ beforeAll(async () => {
     queue: { snapshot: async () => undefined, position: async () => position },
     storage,
     credits,
+    charge: new JobCharge({ credits, logger: pino({ level: 'silent' }) }),
     logger: pino({ level: 'silent' }),
   });
 });
