@@ -1,6 +1,7 @@
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { REQUEST_DEFAULTS } from './defaults';
+import { folderGeometry, readJsonFile } from './folder';
 
 export { REQUEST_DEFAULTS };
 import type { SchedulerConfig } from './schedulers/scheduler';
@@ -76,7 +77,7 @@ export interface GenerationEngineInfo extends EngineCommon {
   /** The diffusion family (undefined for a pipeline class sdq does not serve). */
   family?: FamilyId;
   familyName?: string;
-  /** Native output size: the UNet's sample_size times the VAE's factor, else the worker's own fallback (64 latent cells a side). */
+  /** Native output size: the denoiser's sample_size times the VAE's factor, else 64 latent cells a side (folder.ts, which the worker reads too). */
   nativeWidth: number;
   nativeHeight: number;
   /** Output sizes accepted (engines of a family sdq serves). */
@@ -109,38 +110,13 @@ export class EngineManifestError extends Error {
 }
 
 
-/** The latent side the worker assumes for a graph with neither sample_size nor a fixed input shape (diffusers' 64: 512 px at factor 8). */
-const FALLBACK_LATENT_SIDE = 64;
-
 /** The largest area any default allows, whatever the native size (the issue of a 23 GB worker). */
 export const DEFAULT_MAX_PIXELS = 1_048_576;
 
 function schedulerSamplerOf(dir: string, samplers: readonly string[] | undefined): string | undefined {
-  const config = readJson(join(dir, 'scheduler', 'scheduler_config.json'));
+  const config = readJsonFile(join(dir, 'scheduler', 'scheduler_config.json'), false);
   const name = config ? samplerOfSchedulerConfig(config as SchedulerConfig) : undefined;
   return name && samplers?.includes(name) ? name : undefined;
-}
-
-function readJson(path: string): Record<string, unknown> | undefined {
-  if (!existsSync(path)) return undefined;
-  try {
-    return JSON.parse(readFileSync(path, 'utf8')) as Record<string, unknown>;
-  } catch {
-    return undefined;
-  }
-}
-
-/** Native size = UNet (or transformer) sample_size x the VAE's scale factor (2^(len(block_out_channels)-1)). */
-function nativeSize(dir: string): { width: number; height: number } | undefined {
-  const unet = readJson(join(dir, 'unet', 'config.json')) ?? readJson(join(dir, 'transformer', 'config.json'));
-  const vae = readJson(join(dir, 'vae_decoder', 'config.json')) ?? readJson(join(dir, 'vae_encoder', 'config.json'));
-  const blocks = Array.isArray(vae?.block_out_channels) ? (vae!.block_out_channels as unknown[]).length : 4;
-  const factor = 2 ** (blocks - 1);
-  const size = unet?.sample_size;
-  if (typeof size === 'number') return { width: size * factor, height: size * factor };
-  if (Array.isArray(size) && size.length === 2) return { height: Number(size[0]) * factor, width: Number(size[1]) * factor };
-  // no sample_size: the worker's own rule for a graph of dynamic shape
-  return unet || vae ? { width: FALLBACK_LATENT_SIDE * factor, height: FALLBACK_LATENT_SIDE * factor } : undefined;
 }
 
 const SIZE = /^([1-9]\d{1,4})x([1-9]\d{1,4})$/;
@@ -249,9 +225,10 @@ export function upscalerGraphPath(dir: string): string | undefined {
 
 /** An engine's description from its folder's JSON; throws EngineManifestError for a bad manifest. */
 export function describeEngine(dir: string, id: string): EngineInfo | undefined {
-  const index = readJson(join(dir, 'model_index.json'));
+  const index = readJsonFile(join(dir, 'model_index.json'), false);
   if (index) {
-    const size = nativeSize(dir) ?? { width: FALLBACK_LATENT_SIDE * 8, height: FALLBACK_LATENT_SIDE * 8 };
+    const geometry = folderGeometry(dir, index);
+    const size = { width: geometry.nativeWidth, height: geometry.nativeHeight };
     const pipelineClass = String(index._class_name ?? 'StableDiffusionPipeline');
     const family = familyOf(pipelineClass);
     const manifest = readManifest(dir, family?.samplers ?? []);
@@ -283,7 +260,7 @@ export function describeEngine(dir: string, id: string): EngineInfo | undefined 
     };
   }
   if (upscalerGraphPath(dir)) {
-    const config = readJson(join(dir, 'config.json'));
+    const config = readJsonFile(join(dir, 'config.json'), false);
     const scale = typeof config?.scale === 'number' ? config.scale : undefined;
     return {
       id,

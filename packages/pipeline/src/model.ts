@@ -1,7 +1,8 @@
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { OnnxClock, OnnxModel } from './backends/onnx';
 import { PipelineError } from './errors';
+import { blockCount, folderGeometry, readJsonFile } from './folder';
 import { ClipTokenizer, TokenizerFileError, type TokenizerOutput } from './tokenizer/clip-tokenizer';
 import { T5Tokenizer } from './tokenizer/t5-tokenizer';
 import type { RuntimeOptions } from './types';
@@ -74,34 +75,6 @@ export interface StableDiffusionModel extends DiffusionModel {
 
 const DEFAULT_SCALING_FACTOR = 0.18215;
 
-export function readJsonFile(path: string, required: true): Record<string, unknown>;
-export function readJsonFile(path: string, required: false): Record<string, unknown> | undefined;
-export function readJsonFile(path: string, required: boolean): Record<string, unknown> | undefined {
-  if (!existsSync(path)) {
-    if (required) throw new PipelineError('invalid_model', `model file missing: ${path}`);
-    return undefined;
-  }
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(readFileSync(path, 'utf8'));
-  } catch (err) {
-    throw new PipelineError('invalid_model', `malformed JSON in ${path}: ${(err as Error).message}`);
-  }
-  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
-    throw new PipelineError('invalid_model', `malformed ${path}: expected a JSON object`);
-  }
-  return parsed as Record<string, unknown>;
-}
-
-function blockCount(config: Record<string, unknown> | undefined, file: string, fallback: number): number {
-  const blocks = config?.block_out_channels;
-  if (blocks === undefined) return fallback;
-  if (!Array.isArray(blocks) || blocks.length === 0) {
-    throw new PipelineError('invalid_model', `malformed ${file}: block_out_channels must be a non-empty array`);
-  }
-  return blocks.length;
-}
-
 /**
  * Loads a folder in the diffusers ONNX layout with the text encoders a family names (`['']` for SD's one
  * `tokenizer` + `text_encoder`, `['', '_2']` for SDXL's two). Files are checked before any graph is
@@ -130,13 +103,11 @@ export async function loadDiffusionModel(dir: string, options: RuntimeOptions = 
   if (typeof schedulerConfig._class_name !== 'string') {
     throw new PipelineError('invalid_model', `malformed ${join(dir, 'scheduler', 'scheduler_config.json')}: no _class_name`);
   }
-  const vaeConfigPath = join(dir, 'vae_decoder', 'config.json');
-  const vaeConfig = readJsonFile(vaeConfigPath, false);
-  const unetConfigPath = join(dir, denoiser, 'config.json');
-  const unetConfig = readJsonFile(unetConfigPath, false);
+  // the sizes the API describes this folder by (folder.ts), so the two cannot disagree
+  const geometry = folderGeometry(dir, index, denoiser === 'transformer' ? 'transformer' : 'unet');
+  const { vaeConfig, vaeConfigPath, vaeScaleFactor, denoiserConfigPath: unetConfigPath, denoiserConfig: unetConfig } = geometry;
   const scalingFactor = typeof vaeConfig?.scaling_factor === 'number' ? vaeConfig.scaling_factor : DEFAULT_SCALING_FACTOR;
   const shiftFactor = typeof vaeConfig?.shift_factor === 'number' ? vaeConfig.shift_factor : 0;
-  const vaeScaleFactor = 2 ** (blockCount(vaeConfig, vaeConfigPath, 4) - 1);
   // A UNet down-samples 2^(blocks - 1) times; a transformer cuts latents into patch_size patches.
   const unetMultiple =
     denoiser === 'transformer' ? (typeof unetConfig?.patch_size === 'number' ? unetConfig.patch_size : 2) : 2 ** (blockCount(unetConfig, unetConfigPath, 4) - 1);
@@ -165,12 +136,18 @@ export async function loadDiffusionModel(dir: string, options: RuntimeOptions = 
   const vaeDecoder = await OnnxModel.load(graph('vae_decoder'), rest, clock);
   const vaeEncoder = existsSync(graph('vae_encoder')) ? await OnnxModel.load(graph('vae_encoder'), rest, clock) : undefined;
 
-  // Native size from the UNet config; else from the graph's static latent shape; else SD 1.x's 64 latents.
-  const sampleSize = unetConfig?.sample_size;
+  // A graph exported at one fixed latent size runs only that size: it must be the size the folder is
+  // described by (the API offers and defaults to it), or every request the API accepts would fail here.
   const sampleInput = (unet.input('sample') ?? unet.inputs[0])?.shape;
   const staticDim = (d: number | string | undefined) => (typeof d === 'number' && d > 0 ? d : undefined);
-  const latentH = Array.isArray(sampleSize) ? Number(sampleSize[0]) : typeof sampleSize === 'number' ? sampleSize : staticDim(sampleInput?.[2]) ?? 64;
-  const latentW = Array.isArray(sampleSize) ? Number(sampleSize[1]) : typeof sampleSize === 'number' ? sampleSize : staticDim(sampleInput?.[3]) ?? 64;
+  const [fixedH, fixedW] = [staticDim(sampleInput?.[2]), staticDim(sampleInput?.[3])];
+  if ((fixedH !== undefined && fixedH !== geometry.latentHeight) || (fixedW !== undefined && fixedW !== geometry.latentWidth)) {
+    const said = geometry.sampleSizeGiven ? `its sample_size says ${geometry.latentHeight}x${geometry.latentWidth}` : `it has no sample_size, so ${geometry.latentHeight}x${geometry.latentWidth} is assumed`;
+    throw new PipelineError(
+      'invalid_model',
+      `${graph(denoiser)} takes only ${fixedH ?? 'any'}x${fixedW ?? 'any'} latents (a fixed-shape export), but ${unetConfigPath}: ${said}; set sample_size to [${fixedH ?? geometry.latentHeight}, ${fixedW ?? geometry.latentWidth}]`,
+    );
+  }
   const latentChannels =
     (typeof vaeConfig?.latent_channels === 'number' ? vaeConfig.latent_channels : undefined) ??
     staticDim(vaeDecoder.inputs[0]?.shape[1]) ??
@@ -194,8 +171,8 @@ export async function loadDiffusionModel(dir: string, options: RuntimeOptions = 
     vaeScaleFactor,
     unetMultiple,
     latentChannels,
-    nativeWidth: latentW * vaeScaleFactor,
-    nativeHeight: latentH * vaeScaleFactor,
+    nativeWidth: geometry.nativeWidth,
+    nativeHeight: geometry.nativeHeight,
     clock,
   };
 }

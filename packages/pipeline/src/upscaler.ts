@@ -3,7 +3,7 @@ import sharp from 'sharp';
 import { OnnxClock, OnnxModel } from './backends/onnx';
 import { PipelineError } from './errors';
 import { CONTENT_TYPES, decoding, encodeImage, imageSize, interleavedToPlanar, type PlanarImage } from './image';
-import { readJsonFile } from './model';
+import { readJsonFile } from './folder';
 import type { GeneratedImage, OutputFormat, RuntimeOptions, UpscaleRequest } from './types';
 
 export interface UpscalerOptions extends RuntimeOptions {

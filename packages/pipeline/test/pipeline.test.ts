@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FAMILIES, PipelineError, readPngText, StableDiffusionPipeline, type GenerateRequest } from '../src';
+import { describeEngine } from '../src/engines';
 
 /** The samplers an SD 1.x engine can use (every one but the flow sampler of SD3). */
 const SAMPLERS = FAMILIES.find((f) => f.id === 'stable-diffusion')!.samplers;
@@ -267,6 +268,29 @@ describe('bad inputs give documented errors', () => {
       const d = broken(name, breakIt);
       const load = StableDiffusionPipeline.load(d);
       await expect(load).rejects.toMatchObject({ code: 'invalid_model', message: expect.stringMatching(message) });
+    });
+
+    // The API describes a folder with the reader the worker loads it with (folder.ts): a config the
+    // worker refuses is refused by the description too, with the same message, never read as a default.
+    it.each([
+      ['bad-index-described', (d: string) => writeFileSync(join(d, 'model_index.json'), '{ nope'), /malformed JSON in .*model_index\.json/],
+      ['bad-unet-config', (d: string) => writeFileSync(join(d, 'unet/config.json'), '{ "sample_size": '), /malformed JSON in .*unet\/config\.json/],
+      ['bad-sample-size', (d: string) => writeFileSync(join(d, 'unet/config.json'), '{ "sample_size": "big" }'), /unet\/config\.json: sample_size must be a number or \[height, width\]/],
+      ['bad-vae-config', (d: string) => writeFileSync(join(d, 'vae_decoder/config.json'), '[1]'), /malformed .*vae_decoder\/config\.json: expected a JSON object/],
+      ['bad-scheduler-config', (d: string) => writeFileSync(join(d, 'scheduler/scheduler_config.json'), '{'), /malformed JSON in .*scheduler_config\.json/],
+    ])('%s: the description and the load refuse it alike', async (name, breakIt, message) => {
+      const d = broken(name, breakIt);
+      expect(() => describeEngine(d, name)).toThrow(message);
+      await expect(StableDiffusionPipeline.load(d)).rejects.toMatchObject({ code: 'invalid_model', message: expect.stringMatching(message) });
+    });
+
+    it('a folder without sample_size is described and loaded at the same native size', async () => {
+      const d = broken('no-sample-size', (dir) => writeFileSync(join(dir, 'unet/config.json'), JSON.stringify({ block_out_channels: [32, 64] })));
+      const described = describeEngine(d, 'no-sample-size');
+      const sd = await StableDiffusionPipeline.load(d);
+      expect(described).toMatchObject({ nativeWidth: sd.model.nativeWidth, nativeHeight: sd.model.nativeHeight });
+      expect(sd.model.nativeWidth).toBe(64 * sd.model.vaeScaleFactor);
+      await sd.dispose();
     });
   });
 });

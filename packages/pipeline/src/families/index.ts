@@ -4,7 +4,7 @@
  */
 import { join } from 'node:path';
 import { PipelineError } from '../errors';
-import { readJsonFile } from '../model';
+import { readJsonFile } from '../folder';
 import type { DiffusionPipeline } from '../pipeline';
 import type { RuntimeOptions } from '../types';
 import { type FamilyId, familyOf, KNOWN_CLASS_NAMES } from './catalog';

@@ -7,7 +7,8 @@
  */
 import { basename, join } from 'node:path';
 import { PipelineError } from '../errors';
-import { type DiffusionModel, loadDiffusionModel, readJsonFile, type TextEncoderPair } from '../model';
+import { readJsonFile } from '../folder';
+import { type DiffusionModel, loadDiffusionModel, type TextEncoderPair } from '../model';
 import { blendRows, type CheckedRequest, type Conditioning, DiffusionPipeline, penultimateHiddenState, promptTexts, runTextEncoder } from '../pipeline';
 import type { GenerateRequest, RuntimeOptions, WeightedPrompt } from '../types';
 import { FAMILIES } from './catalog';
