@@ -4,7 +4,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
-import { ConfigError, QUEUE_ENV, envInt, envRedisUrl, envUrl, ownKeyPrefix, LOG_FORMAT, LOG_LEVEL, loadOrExit, parseEnv, redisOptionsFromUrl } from '@sdq/contracts';
+import { ConfigError, JOB_VIEW_ENV, QUEUE_ENV, envInt, ownKeyPrefix, LOG_FORMAT, LOG_LEVEL, loadOrExit, parseEnv, redisOptionsFromUrl } from '@sdq/contracts';
 import { parseCredits } from '@sdq/credits/amounts';
 import { STORAGE_ENV, storageConfigFromEnv, type S3Config } from '@sdq/storage/config';
 import { WEBHOOK_ENV, type WebhookConfig, webhookConfigFromEnv } from '@sdq/webhooks/config';
@@ -14,11 +14,8 @@ const EnvSchema = z.object({
   PORT: envInt(0, 65535).default(3000),
   /** Default 0.0.0.0. */
   HOST: z.string().min(1).default('0.0.0.0'),
-  /** Base URL clients reach the API at (job urls, local artifact URLs). Default http://localhost:PORT. */
-  PUBLIC_URL: envUrl(['http:', 'https:']).optional(),
   ...QUEUE_ENV,
-  /** Milliseconds the API waits for Redis before answering 503. Default 2000. */
-  REDIS_TIMEOUT_MS: envInt(100, 60_000).default(2000),
+  ...JOB_VIEW_ENV,
   /** Bearer token for /v1/admin; unset = admin API disabled. */
   ADMIN_TOKEN: z.string().min(16, 'must be at least 16 characters').optional(),
   /** Default ./models. */
@@ -49,12 +46,6 @@ const EnvSchema = z.object({
     .transform((v) => v.split(',').map((pair) => pair.split('=').map((s) => s.trim()) as [string, string]))
     .optional(),
   ...STORAGE_ENV,
-  /** HMAC key of local artifact URLs; default: a random key per process (URLs die with it). */
-  ARTIFACT_URL_SECRET: z.string().min(16, 'must be at least 16 characters').optional(),
-  /** Seconds an artifact URL stays valid. Default 3600. */
-  ARTIFACT_URL_EXPIRY: envInt(1, 604_800).default(3600),
-  /** Seconds a job and its results are kept. Default 86400 (24 h). */
-  RESULT_RETENTION: envInt(1, 365 * 86_400).default(86_400),
   /** Seconds between sweeps of expired jobs. Default 60. */
   SWEEP_INTERVAL: envInt(1, 86_400).default(60),
   /** true: a request for an engine no live worker serves is 503 engine_unavailable; false: it is queued for a worker to come. Default true. */

@@ -3,25 +3,16 @@
  * as the API's (one environment file serves both). Nothing else here reads process.env.
  */
 import { z } from 'zod';
-import { ConfigError, QUEUE_ENV, envInt, envRedisUrl, envUrl, ownKeyPrefix, LOG_FORMAT, LOG_LEVEL, loadOrExit, parseEnv } from '@sdq/contracts';
+import { ConfigError, JOB_VIEW_ENV, QUEUE_ENV, envInt, ownKeyPrefix, LOG_FORMAT, LOG_LEVEL, loadOrExit, parseEnv } from '@sdq/contracts';
 import { STORAGE_ENV, storageConfigFromEnv, type S3Config } from '@sdq/storage/config';
 import { WEBHOOK_ENV, type WebhookConfig, webhookConfigFromEnv } from '@sdq/webhooks/config';
 
 const EnvSchema = z.object({
   /** The API's port: the public URL's default (http://localhost:PORT). Default 3000. */
   PORT: envInt(0, 65535).default(3000),
-  /** Base URL clients reach the API at: job urls in delivery bodies, local artifact URLs. */
-  PUBLIC_URL: envUrl(['http:', 'https:']).optional(),
   ...QUEUE_ENV,
-  /** Milliseconds to wait for Redis. Default 2000. */
-  REDIS_TIMEOUT_MS: envInt(100, 60_000).default(2000),
+  ...JOB_VIEW_ENV,
   ...STORAGE_ENV,
-  /** HMAC key of local artifact URLs: the API's own, or the URLs in deliveries do not open. */
-  ARTIFACT_URL_SECRET: z.string().min(16, 'must be at least 16 characters').optional(),
-  /** Seconds an artifact URL stays valid (deliveries sign for at least the retention, see webhookUrlExpiry). Default 3600. */
-  ARTIFACT_URL_EXPIRY: envInt(1, 604_800).default(3600),
-  /** Seconds a job and its results are kept. Default 86400 (24 h). */
-  RESULT_RETENTION: envInt(1, 365 * 86_400).default(86_400),
   /** Milliseconds between looks for engines an API process registered since. Default 5000. */
   WEBHOOK_ENGINE_REFRESH_MS: envInt(100, 600_000).default(5000),
   LOG_LEVEL,

@@ -25,6 +25,23 @@ export const envList = z.string().transform((v) => v.split(',').map((s) => s.tri
 
 export const LOG_LEVEL = z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info');
 
+/**
+ * What the API and the webhook delivery process read alike, since both answer for a job (the API's job
+ * object, the delivery's body): one definition, spread into both environment schemas.
+ */
+export const JOB_VIEW_ENV = {
+  /** Base URL clients reach the API at: job urls, local artifact URLs. Default http://localhost:PORT. */
+  PUBLIC_URL: envUrl(['http:', 'https:']).optional(),
+  /** Milliseconds to wait for Redis (the API then answers 503). Default 2000. */
+  REDIS_TIMEOUT_MS: envInt(100, 60_000).default(2000),
+  /** HMAC key of local artifact URLs; the same in both, or the URLs in deliveries do not open. Default: a random key per API process. */
+  ARTIFACT_URL_SECRET: z.string().min(16, 'must be at least 16 characters').optional(),
+  /** Seconds an artifact URL stays valid (deliveries sign for at least the retention). Default 3600. */
+  ARTIFACT_URL_EXPIRY: envInt(1, 604_800).default(3600),
+  /** Seconds a job and its results are kept. Default 86400 (24 h). */
+  RESULT_RETENTION: envInt(1, 365 * 86_400).default(86_400),
+};
+
 const SECRET_NAME = /SECRET|TOKEN|PASSWORD|KEY_ID/;
 
 /** Validates an environment against a schema; empty strings mean "unset", as in most .env files. */
