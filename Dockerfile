@@ -2,7 +2,7 @@
 # sdq's CPU image: the API, the webhook delivery process and CPU workers (onnxruntime-node's CPU provider
 # is bundled with it). No CUDA here; GPU workers use Dockerfile.gpu.
 #   docker build -t sdq .
-#   the API by default; `node --import tsx apps/webhooks/src/main.ts` or `apps/worker/src/main.ts` for the others
+#   the API by default (`node dist/api.js`); `node dist/webhooks.js` or `node dist/worker.js` for the others
 
 FROM node:20-bookworm-slim AS manifests
 WORKDIR /src
@@ -25,7 +25,10 @@ COPY --from=deps /app/package.json /app/package-lock.json ./
 COPY --from=manifests /manifests/ ./
 COPY packages packages
 COPY apps apps
+COPY scripts scripts
 COPY tsconfig.json ./
+# Compiled once, here: the processes start as plain JavaScript (dist/), nothing compiles at start-up.
+RUN node scripts/build.mjs
 
 # glibc.malloc.hugetlb=1: onnxruntime runs without its arena (it would keep each run's peak for ever);
 # transparent huge pages keep malloc'd tensors about as fast (docs/BENCHMARKS.md, memory)
@@ -44,4 +47,4 @@ EXPOSE 3000
 # The API's readiness (Redis and storage reachable); docker-compose.yml gives each other service its own.
 HEALTHCHECK --interval=10s --timeout=5s --start-period=20s --retries=6 \
   CMD ["node", "-e", "fetch('http://127.0.0.1:'+(process.env.PORT||3000)+'/readyz').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"]
-CMD ["node", "--import", "tsx", "apps/api/src/main.ts"]
+CMD ["node", "dist/api.js"]

@@ -31,6 +31,13 @@ const PROCESSES: Record<string, string> = {
   webhooks: 'apps/webhooks/src/main.ts',
 };
 
+/**
+ * How a process starts: compiled (dist/<name>.js, built by `npm start` just before) when this launcher
+ * runs compiled itself, else its TypeScript through tsx (`tsx scripts/start.ts`, as the tests run it).
+ */
+const COMPILED = /[\\/]dist[\\/]start\.js$/.test(process.argv[1] ?? '');
+const argsOf = (name: string): string[] => (COMPILED ? [join(ROOT, 'dist', `${name}.js`)] : ['--import', 'tsx', PROCESSES[name]]);
+
 const DEFAULT_REDIS_URL = 'redis://127.0.0.1:6379';
 
 function say(message: string): void {
@@ -211,7 +218,7 @@ async function main(): Promise<void> {
     // Own process group (detached): a terminal's Ctrl-C reaches the launcher only, which stops the
     // processes in order instead of everything at once. The IPC channel is how each one knows the
     // launcher is gone (stopWithLauncher in @sdq/contracts).
-    const child = spawn(process.execPath, ['--import', 'tsx', PROCESSES[name]], { cwd: ROOT, env, stdio: ['inherit', 'inherit', 'inherit', 'ipc'], detached: true });
+    const child = spawn(process.execPath, argsOf(name), { cwd: ROOT, env, stdio: ['inherit', 'inherit', 'inherit', 'ipc'], detached: true });
     children.set(name, child);
     child.on('exit', (code, signal) => {
       if (stopping) return;

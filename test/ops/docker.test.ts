@@ -75,7 +75,9 @@ describe('Dockerfile.gpu', () => {
     expect(all(last, 'VOLUME').join(' ')).toContain('/models');
     expect(all(file, 'COPY').join('\n')).not.toMatch(/^models\b/m);
     expect(all(last, 'HEALTHCHECK').join(' ')).toMatch(/readyz/);
-    expect(all(last, 'CMD').at(-1)).toContain('apps/worker/src/main.ts');
+    expect(all(last, 'CMD').at(-1)).toContain('dist/worker.js');
+    // compiled in the image: nothing compiles TypeScript while a worker starts
+    expect(all(last, 'RUN').join(' ')).toContain('node scripts/build.mjs');
   });
 });
 
@@ -93,7 +95,8 @@ describe('Dockerfile (CPU: API, webhook delivery, CPU workers)', () => {
     expect(all(last, 'USER').at(-1)).not.toMatch(/^(root|0)$/);
     expect(all(last, 'VOLUME').join(' ')).toContain('/models');
     expect(all(last, 'HEALTHCHECK').join(' ')).toMatch(/readyz/);
-    expect(all(last, 'CMD').at(-1)).toContain('apps/api/src/main.ts');
+    expect(all(last, 'CMD').at(-1)).toContain('dist/api.js');
+    expect(all(last, 'RUN').join(' ')).toContain('node scripts/build.mjs');
   });
 });
 
@@ -129,7 +132,7 @@ describe('docker-compose.yml', () => {
 
   it('webhook delivery is its own app and mounts no models (it learns the engines from Redis)', () => {
     const webhooks = services.webhooks;
-    expect(([] as string[]).concat(webhooks.command ?? [])).toContain('apps/webhooks/src/main.ts');
+    expect(([] as string[]).concat(webhooks.command ?? [])).toContain('dist/webhooks.js');
     expect(webhooks.volumes ?? []).toEqual([]);
     expect(resolved(webhooks.environment).MODELS_DIR).toBeUndefined();
   });
@@ -166,8 +169,12 @@ describe('docker-compose.yml', () => {
   it("each service's command exists and its environment is valid for the app it starts", () => {
     for (const [name, service] of Object.entries(services)) {
       const command = ([] as string[]).concat(service.command ?? []);
-      const entry = command.find((part) => part.endsWith('.ts'));
-      if (!entry) continue;
+      // dist/<name>.js is built from the entry scripts/entries.json names
+      const bundle = command.find((part) => /^dist\/[\w-]+\.js$/.test(part));
+      if (!bundle) continue;
+      const entries = JSON.parse(readFileSync('scripts/entries.json', 'utf8')) as Record<string, string>;
+      const entry = entries[bundle.slice('dist/'.length, -'.js'.length)];
+      expect(entry, `${name}: ${bundle} is not a bundle scripts/build.mjs makes`).toBeDefined();
       expect(existsSync(entry), `${name}: ${entry}`).toBe(true);
       const env = resolved(service.environment);
       if (entry.startsWith('apps/worker/')) expect(() => parseWorkerConfig(env), name).not.toThrow();

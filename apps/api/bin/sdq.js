@@ -1,6 +1,6 @@
 #!/usr/bin/env node
-// The operator CLI: registers tsx so the TypeScript entry runs without a build step.
-import { register } from 'tsx/esm/api';
+// The operator CLI: the compiled dist/sdq.js (built by `npm ci`), or the TypeScript through tsx when a
+// source is newer than that build (scripts/dist.mjs).
+import { runEntry } from '../../../scripts/dist.mjs';
 
-register();
-await import('../src/cli.ts');
+await runEntry('sdq', new URL('../src/cli.ts', import.meta.url).href);

@@ -1,6 +1,6 @@
 #!/usr/bin/env node
-// Runs the TypeScript CLI directly: tsx compiles on the fly, so `npm ci` alone is enough.
-import { register } from 'tsx/esm/api';
+// The generation CLI: the compiled dist/sdq-generate.js (built by `npm ci`), or the TypeScript through
+// tsx when a source is newer than that build (scripts/dist.mjs).
+import { runEntry } from '../../../scripts/dist.mjs';
 
-register();
-await import('../src/cli.ts');
+await runEntry('sdq-generate', new URL('../src/cli.ts', import.meta.url).href);
