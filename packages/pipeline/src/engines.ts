@@ -6,7 +6,7 @@ import { folderGeometry, readJsonFile } from './folder';
 export { REQUEST_DEFAULTS };
 import type { SchedulerConfig } from './schedulers/scheduler';
 import { samplerOfSchedulerConfig } from './schedulers/samplers';
-import { type FamilyId, familyOf, FAMILIES, type Mode, SDXL_SIZES } from './families/catalog';
+import { type FamilyId, type FamilyInput, familyOf, FAMILIES, type Mode, SDXL_SIZES } from './families/catalog';
 
 /**
  * Engine discovery reads only JSON files, never ONNX graphs, so the API can list engines without
@@ -84,6 +84,8 @@ export interface GenerationEngineInfo extends EngineCommon {
   sizes?: SizeLimits;
   /** Samplers the family can use. */
   samplers?: readonly string[];
+  /** The family's inputs beyond SD's (prompt_2, prompt_3, micro_conditioning): what a dialect passes on. */
+  inputs: readonly FamilyInput[];
   /** Defaults for requests that give none: the manifest's, else the family's, else sdq's (REQUEST_DEFAULTS). */
   defaults: { steps: number; cfgScale: number; sampler?: string };
   /** The sampler the folder's scheduler_config.json amounts to: what runs when neither request nor defaults name one. */
@@ -246,6 +248,7 @@ export function describeEngine(dir: string, id: string): EngineInfo | undefined 
       nativeHeight: size.height,
       sizes,
       samplers: family?.samplers,
+      inputs: family?.inputs ?? [],
       modes,
       manifest,
       defaults: {
@@ -299,3 +302,4 @@ export function discoverEngines(modelsDir: string, onError?: (id: string, err: E
 }
 
 export { FAMILIES, SDXL_SIZES };
+export type { FamilyInput };

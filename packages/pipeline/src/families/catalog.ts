@@ -8,6 +8,13 @@ import { SAMPLERS, type SamplerName } from '../schedulers/samplers';
 export type FamilyId = 'stable-diffusion' | 'stable-diffusion-xl' | 'stable-diffusion-3';
 export type Mode = 'text-to-image' | 'image-to-image' | 'masking' | 'upscale';
 
+/**
+ * Request inputs only some families take: `prompt_2` (the second text encoder's own prompt: SDXL, SD3),
+ * `prompt_3` (SD3's T5), `micro_conditioning` (SDXL's original size and crop). A dialect asks the
+ * engine's description (`inputs`) whether to pass one on, never the family's id.
+ */
+export type FamilyInput = 'prompt_2' | 'prompt_3' | 'micro_conditioning';
+
 export interface FamilyDescription {
   id: FamilyId;
   /** For messages and listings. */
@@ -18,6 +25,8 @@ export interface FamilyDescription {
   encoderSuffixes: readonly string[];
   /** The samplers it can use; any other is a 400 that lists these, never a silent swap. */
   samplers: readonly SamplerName[];
+  /** The inputs beyond SD's that it takes (FamilyInput). */
+  inputs: readonly FamilyInput[];
   /** Output sides are multiples of this. */
   sizeStep: number;
   /** Sizes the family was trained on for a native side, where it has a fixed list (SDXL at 1024). */
@@ -45,6 +54,7 @@ export const FAMILIES: readonly FamilyDescription[] = [
     classNames: ['StableDiffusionPipeline', 'OnnxStableDiffusionPipeline', 'ORTStableDiffusionPipeline'],
     encoderSuffixes: [''],
     samplers: DIFFUSION_SAMPLERS,
+    inputs: [],
     sizeStep: 64,
   },
   {
@@ -53,6 +63,7 @@ export const FAMILIES: readonly FamilyDescription[] = [
     classNames: ['StableDiffusionXLPipeline', 'ORTStableDiffusionXLPipeline', 'OnnxStableDiffusionXLPipeline'],
     encoderSuffixes: ['', '_2'],
     samplers: DIFFUSION_SAMPLERS,
+    inputs: ['prompt_2', 'micro_conditioning'],
     sizeStep: 64,
     fixedSizes: (side) => (side === 1024 ? SDXL_SIZES : undefined),
   },
@@ -65,6 +76,8 @@ export const FAMILIES: readonly FamilyDescription[] = [
     t5Encoders: ['_3'],
     denoiser: 'transformer',
     samplers: ['FLOW_MATCH_EULER'],
+    // no micro-conditioning: SD3's transformer has no original-size or crop input
+    inputs: ['prompt_2', 'prompt_3'],
     sizeStep: 64,
     // SD3's reference settings; Stability prices it per image.
     defaults: { steps: 28, cfgScale: 7, sampler: 'FLOW_MATCH_EULER' },

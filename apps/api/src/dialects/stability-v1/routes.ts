@@ -4,7 +4,7 @@
  */
 import { type Request, type Response, Router } from 'express';
 import type { z } from 'zod';
-import { type EngineInfo, FAMILIES, type GenerationEngineInfo } from '@sdq/pipeline/engines';
+import { type EngineInfo, FAMILIES, type FamilyInput, type GenerationEngineInfo } from '@sdq/pipeline/engines';
 import {
   CONTENT_TYPES,
   type GenerationParams,
@@ -201,7 +201,8 @@ function generationParams(
   if (sampler !== undefined && engine.samplers && !engine.samplers.includes(sampler)) {
     throw new ServiceError('invalid_sampler', `sampler: ${sampler} cannot be used with ${engine.familyName ?? engine.id} engines; valid samplers: ${engine.samplers.join(', ')}`, { field: 'sampler' });
   }
-  const sdxl = engine.family === 'stable-diffusion-xl' || engine.family === 'stable-diffusion-3';
+  // the family's own inputs reach only the engines whose description takes them
+  const takes = (input: FamilyInput) => engine.inputs.includes(input);
   return {
     prompts: applyStyle(engine, body.text_prompts, body.style_preset),
     width,
@@ -214,13 +215,12 @@ function generationParams(
     sampler,
     outputFormat,
     stylePreset: body.style_preset,
-    // SDXL's own inputs reach only SDXL engines.
-    ...(sdxl && body.prompt_2 !== undefined ? { prompt2: body.prompt_2 } : {}),
-    ...(engine.family === 'stable-diffusion-3' && body.prompt_3 !== undefined ? { prompt3: body.prompt_3 } : {}),
-    ...(sdxl && (body.original_width !== undefined || body.original_height !== undefined)
+    ...(takes('prompt_2') && body.prompt_2 !== undefined ? { prompt2: body.prompt_2 } : {}),
+    ...(takes('prompt_3') && body.prompt_3 !== undefined ? { prompt3: body.prompt_3 } : {}),
+    ...(takes('micro_conditioning') && (body.original_width !== undefined || body.original_height !== undefined)
       ? { originalSize: { width: body.original_width ?? width, height: body.original_height ?? height } }
       : {}),
-    ...(sdxl && (body.crop_top || body.crop_left) ? { cropTopLeft: { top: body.crop_top, left: body.crop_left } } : {}),
+    ...(takes('micro_conditioning') && (body.crop_top || body.crop_left) ? { cropTopLeft: { top: body.crop_top, left: body.crop_left } } : {}),
   };
 }
 
