@@ -284,6 +284,12 @@ describe('bad inputs give documented errors', () => {
       await expect(StableDiffusionPipeline.load(d)).rejects.toMatchObject({ code: 'invalid_model', message: expect.stringMatching(message) });
     });
 
+    it("each engine's description names its family's inputs beyond SD's (what the dialects pass on)", () => {
+      expect(describeEngine('models/tiny-sd', 'tiny-sd')).toMatchObject({ inputs: [] });
+      expect(describeEngine('models/tiny-sdxl', 'tiny-sdxl')).toMatchObject({ inputs: ['prompt_2', 'micro_conditioning'] });
+      expect(describeEngine('models/tiny-sd3', 'tiny-sd3')).toMatchObject({ inputs: ['prompt_2', 'prompt_3'] });
+    });
+
     it('a folder without sample_size is described and loaded at the same native size', async () => {
       const d = broken('no-sample-size', (dir) => writeFileSync(join(dir, 'unet/config.json'), JSON.stringify({ block_out_channels: [32, 64] })));
       const described = describeEngine(d, 'no-sample-size');
