@@ -9,7 +9,6 @@ import {
   CONTENT_TYPES,
   type ErrorName,
   errorNameForPipelineCode,
-  type GenerationParams,
   type JobName,
   type JobPayloadOf,
   type JobResult,
@@ -20,17 +19,8 @@ import {
 import { checkEngineSize } from '@sdq/pipeline/engines';
 import { isInputError, PipelineError } from '@sdq/pipeline/errors';
 import { tiledEnhance } from '@sdq/pipeline/tiled-enhance';
-import type { GeneratedImage as Image, GenerateRequest, ProgressEvent } from '@sdq/pipeline/types';
+import type { GeneratedImage as Image, ProgressEvent } from '@sdq/pipeline/types';
 import type { LoadedEngine } from './engines';
-
-/**
- * Every job parameter but the style preset (already in the prompts) is a field of the pipeline's
- * request, passed as it is: a new option is declared in the contract and the pipeline, never copied
- * here. One added to the contract alone fails to compile on the next line, naming it.
- */
-type NotInPipeline = Exclude<keyof GenerationParams, keyof GenerateRequest | 'stylePreset'>;
-const everyParamReachesThePipeline: [NotInPipeline] extends [never] ? true : NotInPipeline = true;
-void everyParamReachesThePipeline;
 
 /** A failure that a retry cannot fix: the job fails at once with this catalogue name and message. */
 export class JobFailure extends Error {
@@ -104,8 +94,8 @@ async function generate<K extends 'text-to-image' | 'image-to-image' | 'masking'
   const problem = checkEngineSize(ctx.engine.info, params.width, params.height);
   if (problem) throw new JobFailure('invalid_height_or_width', problem);
   // batched with compatible jobs running now when WORKER_BATCH_SIZE > 1 (same images either way)
-  // the job's parameters are the pipeline's request as they are, plus what only the worker has: the
-  // input images, progress and cancellation
+  // the job's parameters are the pipeline's request as they are (GenerateRequest is made of
+  // GenerationParams), plus what only the worker has: the input images, progress and cancellation
   const { stylePreset: _applied, ...request } = params;
   const result = await engine.generate({ ...request, initImage, maskImage, engineId: payload.engineId, onProgress: onProgress(ctx), signal: ctx.signal });
   ctx.log.info({ ms: Math.round(result.timings.totalMs), onnx_ms: Math.round(result.timings.onnxMs), truncated_tokens: result.truncatedTokens, runs: result.runs }, 'generated');

@@ -31,33 +31,43 @@ export function inputKey(jobId: string, field: 'init_image' | 'mask_image' | 'im
 const WeightedPrompt = z.object({ text: z.string(), weight: z.number().optional() });
 
 /**
- * Generation parameters as the pipeline's GenerateRequest names them (camelCase), already resolved by
- * the API: defaults applied, width/height concrete, style preset appended to the prompts, image
- * strength computed from the init image mode. The worker passes them through as they are.
+ * The generation options, declared once: what a job carries and what the pipeline's GenerateRequest is
+ * made of (it takes these fields, each optional there but the prompts). In a job they are already
+ * resolved by the API: defaults applied, width/height concrete, style preset appended to the prompts,
+ * image strength computed from the init image mode. The worker passes them through as they are. The
+ * defaults below are the pipeline's, for a caller that leaves a field out (the CLI).
  */
 export const GenerationParams = z.object({
+  /** Stability-style prompts: positive weights condition the image, negative ones form the negative prompt. */
   prompts: z.array(WeightedPrompt).min(1),
+  /** Default: the engine's native size (the denoiser's sample_size x the VAE's scale factor). */
   width: z.number().int().positive(),
   height: z.number().int().positive(),
+  /** Default 30 (the family's: SD3 28). */
   steps: z.number().int().positive(),
+  /** Default 7. Guidance is off when <= 1. */
   cfgScale: z.number(),
+  /** Images in one batch. Default 1. */
   samples: z.number().int().positive(),
-  /** 0 = random (the pipeline picks). */
+  /** 0 = random (the pipeline picks); sample i uses seed + i. */
   seed: z.number().int().min(0),
+  /** Stability sampler name (K_EULER, DDIM, ...). Default: the folder's own scheduler_config.json. */
   sampler: z.string().optional(),
-  /** image-to-image and masking. */
+  /** image-to-image and masking: the fraction of the init image kept (Stability's image_strength). Default 0.35. */
   imageStrength: z.number().min(0).max(1).optional(),
-  /** masking. */
+  /** masking: which pixels are repainted. */
   maskSource: z.enum(MASK_SOURCES).optional(),
+  /** Default png. */
   outputFormat: z.enum(OUTPUT_FORMATS),
   /** Recorded for the job's history; already applied to `prompts`. */
   stylePreset: z.string().optional(),
-  /** SDXL, SD3: the second text encoder's prompt. */
+  /** SDXL, SD3: the second text encoder's prompt. Default: the prompts. */
   prompt2: z.string().optional(),
-  /** SD3: the T5 encoder's prompt. */
+  /** SD3: the T5 encoder's prompt. Default: the prompts. */
   prompt3: z.string().optional(),
-  /** SDXL micro-conditioning. */
+  /** SDXL micro-conditioning: the size the image is said to come from. Default: the output size. */
   originalSize: z.object({ width: z.number().int().positive(), height: z.number().int().positive() }).optional(),
+  /** SDXL micro-conditioning: the crop's top-left corner. Default 0, 0. */
   cropTopLeft: z.object({ top: z.number().int().min(0), left: z.number().int().min(0) }).optional(),
 });
 export type GenerationParams = z.infer<typeof GenerationParams>;

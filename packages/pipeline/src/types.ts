@@ -1,3 +1,5 @@
+import type { GenerationParams } from '@sdq/contracts';
+
 /** A Stability-style prompt: positive weights condition the image, negative weights form the negative prompt. */
 export interface WeightedPrompt {
   text: string;
@@ -16,40 +18,21 @@ export interface ProgressEvent {
   elapsedMs: number;
 }
 
-export interface GenerateRequest {
-  prompts: WeightedPrompt[];
-  /** Default: the engine's native size (unet sample_size x VAE scale factor). */
-  width?: number;
-  height?: number;
-  /** Default 30. */
-  steps?: number;
-  /** Default 7. Guidance is off when <= 1. */
-  cfgScale?: number;
-  /** Images in one batch. Default 1. */
-  samples?: number;
-  /** 0 or undefined = random; sample i uses seed + i. */
-  seed?: number;
-  /** Stability sampler name (K_EULER, DDIM, ...). Default: the model's own scheduler_config.json. */
-  sampler?: string;
+/**
+ * The generation options, declared once: they are the job's `GenerationParams` (@sdq/contracts'
+ * jobs.ts, where each is documented), so an option added there reaches the pipeline without a copy.
+ * Here every one is optional but the prompts: the pipeline resolves what a caller (the CLI, a bench)
+ * leaves out. `stylePreset` is the job's record only (the API applied it to the prompts).
+ */
+type GenerationOptions = Pick<GenerationParams, 'prompts'> & Partial<Omit<GenerationParams, 'prompts' | 'stylePreset'>>;
+
+export interface GenerateRequest extends GenerationOptions {
   /** Encoded image (PNG/JPEG/WebP) for image-to-image and masking. */
   initImage?: Buffer;
-  /** Fraction of the init image kept (Stability's image_strength). Default 0.35. */
-  imageStrength?: number;
   /** Encoded mask image; with maskSource selects masking mode. */
   maskImage?: Buffer;
-  maskSource?: MaskSource;
-  /** Default png. */
-  outputFormat?: OutputFormat;
   /** Engine id written into the PNG parameters chunk. */
   engineId?: string;
-  /** SDXL and SD3: the prompt of the second text encoder. Default: the prompts. */
-  prompt2?: string;
-  /** SD3: the prompt of the third (T5) text encoder. Default: the prompts. */
-  prompt3?: string;
-  /** SDXL micro-conditioning: the size the image is said to come from. Default: the output size. */
-  originalSize?: { width: number; height: number };
-  /** SDXL micro-conditioning: the crop's top-left corner. Default 0, 0. */
-  cropTopLeft?: { top: number; left: number };
   onProgress?: (p: ProgressEvent) => void;
   signal?: AbortSignal;
 }
