@@ -10,5 +10,8 @@ export default defineConfig({
     maxWorkers: 2,
     testTimeout: 60_000,
     hookTimeout: 60_000,
+    // expect.poll waits for what a page or a process does next: 1 s (vitest's default) was too short for
+    // a browser page on 2 busy cores (the studio's queue position took longer once, under a full run)
+    expect: { poll: { timeout: 10_000 } },
   },
 });

@@ -420,10 +420,13 @@ describe('submission', () => {
         body: JSON.stringify({ text_prompts: [{ text: 'x' }], steps: 10, ...fields }),
       });
       expect(res.status, JSON.stringify(fields)).toBe(400);
-      const body = (await res.json()) as { id: string; name: string; message: string };
+      const body = (await res.json()) as { id: string; name: string; message: string; field: string };
       expect(body.name).toBe('invalid_webhook');
       expect(body.message).toMatch(message);
-      expect(Object.keys(body).sort()).toEqual(['id', 'message', 'name']);
+      // the field it is about, which the message starts with
+      expect(Object.keys(body).sort()).toEqual(['field', 'id', 'message', 'name']);
+      expect(body.message.startsWith(`${body.field}: `), body.message).toBe(true);
+      expect(body.field).toMatch(/^webhook(_events_filter(\[\d+\])?)?$/);
     }
     // A multipart filter that is neither a list nor JSON.
     const form = new FormData();

@@ -40,8 +40,16 @@ export class ProgressThrottle {
 
   /** True for the first progress event of a job in the current window, if the job has not completed. */
   async allowProgress(jobId: string): Promise<boolean> {
-    const allowed = await allowProgressScript.run(this.redis, [this.keys.completed(jobId), this.keys.progressThrottle(jobId)], [this.intervalMs]);
-    return allowed === 1;
+    return (await this.progressAllowedAt(jobId)) !== undefined;
+  }
+
+  /**
+   * As allowProgress, answering when (Redis's clock, Unix ms) the event was let through, or undefined.
+   * Stamping the event with it keeps stamps a window apart however long this process takes to go on.
+   */
+  async progressAllowedAt(jobId: string): Promise<number | undefined> {
+    const at = Number(await allowProgressScript.run(this.redis, [this.keys.completed(jobId), this.keys.progressThrottle(jobId)], [this.intervalMs]));
+    return at > 0 ? at : undefined;
   }
 
   /** Called before the completed event is emitted: later progress events are dropped. */

@@ -114,11 +114,12 @@ export class Webhooks {
     // Built first: a job.completed for an unfinished job throws here, before anything is recorded.
     const event = webhookEvent(type, job, input.at);
 
-    if (type === 'job.progress' && !(await this.throttle.allowProgress(job.id))) return undefined;
+    const allowedAt = type === 'job.progress' ? await this.throttle.progressAllowedAt(job.id) : undefined;
+    if (type === 'job.progress' && allowedAt === undefined) return undefined;
     // Before queueing: from here on, progress is neither emitted nor sent for this job.
     if (type === 'job.completed') await this.throttle.markCompleted(job.id);
-    // Stamped once let through, so progress events' created_at are a throttle window apart.
-    if (!input.at) event.created_at = new Date().toISOString();
+    // Stamped once let through, progress by the throttle's own clock: its created_at are a window apart.
+    if (!input.at) event.created_at = new Date(allowedAt ?? Date.now()).toISOString();
     const body = JSON.stringify(event);
 
     const { record, created } = await this.deliveries.create({
