@@ -48,7 +48,7 @@ async function endToEnd(topology: Topology): Promise<{ prefix: string; jobId: st
   const receiver = await startReceiver();
   cleanups.push(() => receiver.close());
   const delivery = await startDeliveryProcess(
-    parseDeliveryConfig({ ...service.env, PUBLIC_URL: service.server.deps.config.publicUrl, ARTIFACT_URL_SECRET, WEBHOOK_ALLOWED_HOSTS: '127.0.0.1', WEBHOOK_HEALTH_PORT: '0', WEBHOOK_HEALTH_HOST: '127.0.0.1', WEBHOOK_ENGINE_REFRESH_MS: '200', LOG_LEVEL: 'silent' }),
+    parseDeliveryConfig({ ...service.env, PUBLIC_URL: service.server.deps.config.publicUrl, ARTIFACT_URL_SECRET, WEBHOOK_ALLOWED_HOSTS: '127.0.0.1', WEBHOOK_HEALTH_PORT: '0', WEBHOOK_HEALTH_HOST: '127.0.0.1', LOG_LEVEL: 'silent' }),
     pino({ level: 'silent' }),
   );
   cleanups.push(() => delivery.close());

@@ -9,7 +9,7 @@ import { a1111Routes, openaiModels, openaiRoutes, stabilityV1Routes, v2betaEngin
 import { discoverEngines, type EngineInfo } from '@sdq/pipeline/engines';
 import { ConfigError, portInUseMessage, queueNameForEngine, ServiceError, type Storage } from '@sdq/contracts';
 import { CreditsService, IdempotencyStore, PriceTable, RateLimiter } from '@sdq/credits';
-import { JobCharge } from '@sdq/jobs';
+import { JobCharge, JobEventLog } from '@sdq/jobs';
 import { createStorage } from '@sdq/storage';
 import type { Webhooks } from '@sdq/webhooks';
 import { webhooksFromConfig } from '@sdq/webhooks/config';
@@ -172,7 +172,8 @@ export function createCore(config: Config, logger: Logger): Core {
   const webhooks = webhooksFromConfig(config.webhooks, { redis: store.redis, prefix: config.keyPrefix, queue: queue.deliveries, logger });
   const metrics = new ApiMetrics(queue, () => [...engines.keys()]);
   const charge = new JobCharge({ credits, logger });
-  const jobs = new JobsService({ config, store, queue, storage, credits, charge, idempotency, logger, webhooks, metrics });
+  const events = new JobEventLog(store.redis, config.keyPrefix, logger);
+  const jobs = new JobsService({ config, store, queue, storage, credits, charge, events, idempotency, logger, webhooks, metrics });
   return { engines, aliases, store, queue, storage, credits, idempotency, jobs, webhooks, metrics };
 }
 

@@ -17,7 +17,7 @@ import {
   TERMINAL_STATUSES,
 } from '@sdq/contracts';
 import { type Cost, type CreditsService, type Hold, type IdempotencyStore } from '@sdq/credits';
-import { type HoldFate, type JobCharge, JobView } from '@sdq/jobs';
+import { type HoldFate, type JobCharge, type JobEventLog, JobView } from '@sdq/jobs';
 import type { Webhooks } from '@sdq/webhooks';
 import type { Config } from './config';
 import type { JobQueue, QueueJobSnapshot } from './queue';
@@ -48,6 +48,8 @@ export interface JobsDeps {
   credits: CreditsService;
   /** The only closer of holds (a cancel, an unserved job, a submission not queued report to it). */
   charge: JobCharge;
+  /** The job event stream: a job this process takes out of its queue (cancel, unserved) is told there. */
+  events: JobEventLog;
   idempotency: IdempotencyStore;
   logger: Logger;
   /** Where the job sweep removes a job's webhook deliveries. */
@@ -273,6 +275,7 @@ export class JobsService extends JobView {
       if (await queue.removeIfWaiting(record.engine, record.id)) {
         record.canceled_at = at;
         logger.info({ job_id: record.id }, 'queued job canceled');
+        await this.deps.events.publish(record.id, 'removed');
         return this.describe(record, undefined);
       }
       // Gone from the queue: a concurrent cancel removed it (its mark stands: never unmarked into "failed").
@@ -323,6 +326,7 @@ export class JobsService extends JobView {
           continue;
         }
         logger.warn({ job_id: id, engine }, 'queued job failed: no live worker serves its engine');
+        await this.deps.events.publish(id, 'removed');
         failed++;
       }
     }

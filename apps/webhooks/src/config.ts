@@ -13,8 +13,6 @@ const EnvSchema = z.object({
   ...QUEUE_ENV,
   ...JOB_VIEW_ENV,
   ...STORAGE_ENV,
-  /** Milliseconds between looks for engines an API process registered since. Default 5000. */
-  WEBHOOK_ENGINE_REFRESH_MS: envInt(100, 600_000).default(5000),
   LOG_LEVEL,
   LOG_FORMAT,
   ...WEBHOOK_ENV,
@@ -31,7 +29,6 @@ export interface DeliveryConfig {
   storage: { s3: S3Config } | { local: { dir: string; secret: string } };
   artifactUrlExpiry: number;
   resultRetention: number;
-  engineRefreshMs: number;
   logLevel: z.infer<typeof EnvSchema>['LOG_LEVEL'];
   logFormat: z.infer<typeof EnvSchema>['LOG_FORMAT'];
   webhooks: WebhookConfig;
@@ -53,7 +50,6 @@ export function parseConfig(env: Record<string, string | undefined>): DeliveryCo
     storage: 's3' in storage ? storage : { local: { ...storage.local, secret: e.ARTIFACT_URL_SECRET ?? crypto.randomUUID() + crypto.randomUUID() } },
     artifactUrlExpiry: e.ARTIFACT_URL_EXPIRY,
     resultRetention: e.RESULT_RETENTION,
-    engineRefreshMs: e.WEBHOOK_ENGINE_REFRESH_MS,
     logLevel: e.LOG_LEVEL,
     logFormat: e.LOG_FORMAT,
     webhooks: webhookConfigFromEnv(e),

@@ -1,21 +1,24 @@
 /**
- * The webhook delivery process: hears every engine queue's job events and queues their webhooks
- * (JobWebhooks), sweeps for job ends it did not hear, and runs the delivery queue's worker. It builds the
- * job object with @sdq/jobs, the API's own code, so a delivery carries exactly what GET /v1/jobs/{id}
- * answers (with local storage, artifact URLs are signed with ARTIFACT_URL_SECRET: the API's must be the
- * same). It needs Redis and storage, not the models: the engines come from the set the API registers.
+ * The webhook delivery process: reads every job's events from the job event stream (@sdq/jobs'
+ * job-events.ts: one stream whatever the engine, from this deployment's last position) and queues their
+ * webhooks (JobWebhooks), sweeps for job ends the stream did not carry, and runs the delivery queue's
+ * worker. It builds the job object with @sdq/jobs, the API's own code, so a delivery carries exactly what
+ * GET /v1/jobs/{id} answers (with local storage, artifact URLs are signed with ARTIFACT_URL_SECRET: the
+ * API's must be the same). It needs Redis and storage, not the models, and no list of engines.
  *
  * Deliveries never run in the generation worker; several delivery processes may run side by side.
  */
+import { randomUUID } from 'node:crypto';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { hostname } from 'node:os';
 import express from 'express';
 import { collectDefaultMetrics, Counter, Registry } from 'prom-client';
 import type { Logger } from 'pino';
 import type { ConnectionOptions } from 'bullmq';
-import { bullmqConnection, ConfigError, portInUseMessage, StorageUnavailableError } from '@sdq/contracts';
+import { bullmqConnection, ConfigError, createRedis, portInUseMessage, StorageUnavailableError } from '@sdq/contracts';
 import { CreditsService } from '@sdq/credits';
-import { failFastRedis, JobCharge, JobRecords, JobView } from '@sdq/jobs';
+import { failFastRedis, JobCharge, JobEventReader, JobRecords, JobView } from '@sdq/jobs';
 import { createStorage } from '@sdq/storage';
 import { webhooksFromConfig } from '@sdq/webhooks/config';
 import type { DeliveryConfig } from './config';
@@ -93,25 +96,18 @@ export async function startDeliveryProcess(config: DeliveryConfig, logger: Logge
   const healthPort = (health.address() as AddressInfo).port;
   const store = new JobRecords(failFastRedis(config.redisUrl, config.redisTimeoutMs), config.keyPrefix);
   store.redis.on('error', (err) => logger.debug({ err: err.message }, 'redis connection error'));
-  const queue = new DeliveryQueues({ redisUrl: config.redisUrl, prefix: config.queuePrefix, keyPrefix: config.keyPrefix, engines: [], timeoutMs: config.redisTimeoutMs, logger, redis: store.redis });
+  const queue = new DeliveryQueues({ redisUrl: config.redisUrl, prefix: config.queuePrefix, keyPrefix: config.keyPrefix, timeoutMs: config.redisTimeoutMs, logger, redis: store.redis });
   const storage = createStorage('s3' in config.storage ? { s3: config.storage.s3 } : { local: { ...config.storage.local, publicUrl: () => config.publicUrl } });
   const credits = new CreditsService(store.redis, { prefix: config.keyPrefix });
   const webhooks = webhooksFromConfig(w, { redis: store.redis, prefix: config.keyPrefix, queue: queue.deliveries, logger });
   const jobs = new JobView({ config: { publicUrl: config.publicUrl, artifactUrlExpiry: webhookUrlExpiry(config) }, store, queue, storage, credits, charge: new JobCharge({ credits, logger }), logger });
   const jobWebhooks = new JobWebhooks({ store, jobs, webhooks, logger });
-  queue.onEvent((jobId, event) => jobWebhooks.handle(jobId, event));
-
   await connected(store, config.redisTimeoutMs);
-  // The engines API processes registered; engines added later are picked up every WEBHOOK_ENGINE_REFRESH_MS
-  // (events missed meanwhile are progress only: the sweep finds every end).
-  const refresh = () =>
-    queue.refreshEngines().then(
-      (added) => added.length && logger.info({ engines: added }, 'webhook delivery: hearing more engines'),
-      (err) => logger.warn({ err: (err as Error).message }, 'could not read the engine set; retrying'),
-    );
-  await refresh();
-  const refresher = setInterval(refresh, config.engineRefreshMs);
-  refresher.unref();
+  // Blocking reads: a connection of its own, no per-command retry limit, reconnecting while Redis is down.
+  const eventsRedis = createRedis(config.redisUrl, { maxRetriesPerRequest: null, retryStrategy: (n: number) => Math.min(n * 100, 1000) });
+  eventsRedis.on('error', (err) => logger.debug({ err: err.message }, 'job event stream connection error'));
+  const events = new JobEventReader({ redis: eventsRedis, keyPrefix: config.keyPrefix, consumer: `${hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`, logger });
+  events.start((jobId, type) => jobWebhooks.handle(jobId, type));
 
   const delivererConnection = bullmqConnection(config.redisUrl, { maxRetriesPerRequest: null });
   const worker = webhooks.startWorker({
@@ -128,10 +124,8 @@ export async function startDeliveryProcess(config: DeliveryConfig, logger: Logge
 
   let sweeping: Promise<number> | undefined;
   const sweep = () =>
-    (sweeping ??= queue
-      // an engine registered a moment ago: its jobs' records are readable only once it is watched
-      .refreshEngines()
-      .then(() => jobWebhooks.sweep())
+    (sweeping ??= jobWebhooks
+      .sweep()
       .then((n) => {
         if (n) logger.debug({ jobs: n }, 'webhook sweep: job completions dealt with');
         return n;
@@ -152,14 +146,15 @@ export async function startDeliveryProcess(config: DeliveryConfig, logger: Logge
 
 
   started = true;
-  logger.info({ health_port: healthPort, engines: queue.engineIds, concurrency: w.concurrency, allowed_hosts: [...w.allowedHosts.names, ...w.allowedHosts.addresses] }, 'webhook delivery process ready');
+  logger.info({ health_port: healthPort, concurrency: w.concurrency, allowed_hosts: [...w.allowedHosts.names, ...w.allowedHosts.addresses] }, 'webhook delivery process ready');
   return {
     jobWebhooks,
     sweep,
     healthPort,
     close: async () => {
       clearInterval(timer);
-      clearInterval(refresher);
+      await events.stop();
+      eventsRedis.disconnect();
       health.closeAllConnections();
       await new Promise<void>((resolve) => health.close(() => resolve()));
       // In-flight attempts finish (each bounded by WEBHOOK_TIMEOUT_MS); queued ones wait for the next process.

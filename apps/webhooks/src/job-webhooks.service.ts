@@ -1,11 +1,12 @@
 /**
  * Turns job events into webhook deliveries, in the delivery process (main.ts):
  *
- * - a listener on every engine queue's events: `active` -> job.started, `progress` -> job.progress,
- *   the job's end (completed, failed for good, canceled) -> job.completed, each with the job object
- *   exactly as GET /v1/jobs/{id} builds it (@sdq/jobs' JobView.describe);
+ * - the job event stream (@sdq/jobs' job-events.ts: every job's events, whatever its engine, read from
+ *   this deployment's last position): `active` -> job.started, `progress` -> job.progress, the job's end
+ *   (completed, failed for good, canceled, unserved) -> job.completed, each with the job object exactly
+ *   as GET /v1/jobs/{id} builds it (@sdq/jobs' JobView.describe);
  * - a sweep over the jobs whose job.completed has not been dealt with (a set the store fills when a job
- *   is created), for the ends this process did not hear: it was down, or Redis was.
+ *   is created), the backstop for an end the stream could not carry (Redis down when it happened).
  *
  * Several delivery processes may run: @sdq/webhooks queues started and completed once per job and
  * throttles progress across processes, so hearing an event twice sends it once.
@@ -13,7 +14,7 @@
 import type { Logger } from 'pino';
 import { type JobObject, TERMINAL_STATUSES } from '@sdq/contracts';
 import { wantsEvent, type WebhookEventFilter, type WebhookEventType, type Webhooks } from '@sdq/webhooks';
-import type { JobRecord, JobRecords, JobView, QueueJobEvent } from '@sdq/jobs';
+import type { JobEventType, JobRecord, JobRecords, JobView } from '@sdq/jobs';
 
 export interface JobWebhooksOptions {
   store: Pick<JobRecords, 'getJob' | 'webhooksPending' | 'webhookDone'>;
@@ -43,22 +44,23 @@ export class JobWebhooks {
     this.cancelWaitMs = deps.cancelWaitMs ?? 2000;
   }
 
-  /** The queue event listener (EngineQueues.onEvent). */
-  handle(jobId: string, event: QueueJobEvent): void {
-    if (event.type === 'progress') {
+  /** One job event (the job event stream's reader); resolves once it is dealt with. */
+  handle(jobId: string, type: JobEventType): Promise<void> {
+    if (type === 'progress') {
       // Most steps stop here, before any Redis call.
       const now = Date.now();
-      if (now - (this.lastProgress.get(jobId) ?? 0) < this.progressIntervalMs) return;
+      if (now - (this.lastProgress.get(jobId) ?? 0) < this.progressIntervalMs) return Promise.resolve();
       this.lastProgress.set(jobId, now);
     }
     const previous = this.chains.get(jobId) ?? Promise.resolve();
     const next = previous
-      .then(() => this.onEvent(jobId, event))
-      .catch((err) => this.deps.logger.warn({ job_id: jobId, event: event.type, err: (err as Error).message }, 'could not emit a webhook event; the sweep retries completions'));
+      .then(() => this.onEvent(jobId, type))
+      .catch((err) => this.deps.logger.warn({ job_id: jobId, event: type, err: (err as Error).message }, 'could not emit a webhook event; the sweep retries completions'));
     this.chains.set(jobId, next);
     void next.then(() => {
       if (this.chains.get(jobId) === next) this.chains.delete(jobId);
     });
+    return next;
   }
 
   /** Resolves when every event heard so far has been handled (shutdown, tests). */
@@ -66,8 +68,8 @@ export class JobWebhooks {
     while (this.chains.size) await Promise.all([...this.chains.values()]);
   }
 
-  private async onEvent(jobId: string, event: QueueJobEvent): Promise<void> {
-    switch (event.type) {
+  private async onEvent(jobId: string, type: JobEventType): Promise<void> {
+    switch (type) {
       case 'active':
         return this.emitOpen(jobId, 'job.started');
       case 'progress':
@@ -106,9 +108,9 @@ export class JobWebhooks {
       return true;
     }
     const snapshot = await jobs.snapshot(record);
-    // Not in its queue and not canceled: removed by the retention sweep, whose status ("failed") would
-    // be wrong to announce.
-    if (!snapshot && !record.canceled_at) {
+    // Not in its queue, neither canceled nor unserved: removed by the retention sweep, whose status
+    // ("failed") would be wrong to announce.
+    if (!snapshot && !record.canceled_at && !record.unserved_at) {
       await store.webhookDone(jobId);
       return true;
     }
@@ -123,15 +125,16 @@ export class JobWebhooks {
   }
 
   /**
-   * A job removed from its queue: canceled while queued (the record says so a moment after the removal)
-   * or expired. Only the first is announced; the sweep catches a cancellation noted later than the wait.
+   * A job removed from its queue: canceled while queued or unserved (the record says so before the
+   * removal; a moment after, for a record read before the mark landed), or expired. Only the first two
+   * are announced; the sweep catches a mark noted later than the wait.
    */
   private async onRemoved(jobId: string): Promise<void> {
     const deadline = Date.now() + this.cancelWaitMs;
     for (;;) {
       const record = await this.deps.store.getJob(jobId);
       if (!record) return;
-      if (record.canceled_at) {
+      if (record.canceled_at || record.unserved_at) {
         await this.complete(jobId);
         return;
       }

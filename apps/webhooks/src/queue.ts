@@ -1,6 +1,8 @@
 /**
- * The delivery process's one BullMQ module: every registered engine's events and job reads (@sdq/jobs'
- * EngineQueues, as the API has them), and the webhook delivery queue that @sdq/webhooks adds to.
+ * The delivery process's one BullMQ module: job reads on any engine's queue (@sdq/jobs' EngineQueues, as
+ * the API has them, each queue opened when a job of its engine is first read: the job events come from
+ * the job event stream, not from per-engine listeners), and the webhook delivery queue that
+ * @sdq/webhooks adds to.
  */
 import { Queue } from 'bullmq';
 import { EngineQueues, type EngineQueuesOptions } from '@sdq/jobs';
@@ -9,17 +11,15 @@ import { WEBHOOK_QUEUE } from '@sdq/webhooks';
 export class DeliveryQueues extends EngineQueues {
   readonly deliveries: Queue;
 
-  constructor(opts: EngineQueuesOptions) {
-    super(opts);
+  constructor(opts: Omit<EngineQueuesOptions, 'engines'>) {
+    super({ ...opts, engines: [] });
     this.deliveries = new Queue(this.queueName(WEBHOOK_QUEUE), { prefix: opts.prefix, connection: this.failFastConnection() });
     this.deliveries.on('error', (err) => opts.logger.debug({ err: err.message }, 'webhook queue connection error'));
   }
 
-  /** Watches the engines registered since the last look; resolves once their event streams are connected. */
-  async refreshEngines(): Promise<string[]> {
-    const added = this.watch(await this.knownEngines());
-    if (added.length) await this.eventsReady();
-    return added;
+  /** Any engine's queue: a record names its engine, which needs no listener to be read (queueNameForEngine refuses an id that cannot name one). */
+  protected override queue(engine: string): Queue {
+    return this.openQueue(engine);
   }
 
   async close(): Promise<void> {

@@ -1,7 +1,7 @@
 /**
- * The delivery process without a models folder: started before any API, it learns the engines from the
- * set API processes register in Redis, and then hears their jobs' events (the sweep is set an hour
- * apart, so a delivery here can only come from a heard event).
+ * The delivery process without a models folder or an engine list: started before any API, it reads the
+ * jobs' events of engines registered after it from the job event stream (the sweep is set an hour
+ * apart, so a delivery here can only come from the stream).
  */
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -38,7 +38,6 @@ beforeAll(async () => {
     WEBHOOK_ALLOWED_HOSTS: '127.0.0.1',
     WEBHOOK_HEALTH_PORT: '0',
     WEBHOOK_HEALTH_HOST: '127.0.0.1',
-    WEBHOOK_ENGINE_REFRESH_MS: '200',
     WEBHOOK_SWEEP_INTERVAL: '3600',
     LOG_LEVEL: 'silent',
   });

@@ -11,6 +11,7 @@ import type { CancelWatcher } from './cancel';
 import type { WorkerConfig } from './config';
 import type { LoadedEngine } from './engines';
 import { classifyError, type JobContext, JobFailure, type JobHandlers } from './handlers';
+import type { JobEventLog } from '@sdq/jobs/job-events';
 import type { HoldCloser } from './holds';
 import type { WorkerMetrics } from './metrics';
 
@@ -25,6 +26,8 @@ export interface EngineWorkersOptions {
   cancel: CancelWatcher;
   /** Settles or releases a job's credits when it ends here. */
   holds?: HoldCloser;
+  /** Where its jobs' events go for webhook delivery (@sdq/jobs' job event stream). */
+  events?: JobEventLog;
   metrics?: WorkerMetrics;
   logger: Logger;
 }
@@ -98,6 +101,7 @@ export class EngineWorkers {
         worker.on('completed', (job) => holds.completed(job));
         worker.on('failed', (job) => holds.failed(job));
       }
+      opts.events?.follow(worker);
       this.workers.set(engineId, worker);
     }
     const many = this.workers.size > 1;

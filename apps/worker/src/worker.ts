@@ -12,6 +12,7 @@ import { createStorage } from '@sdq/storage';
 import { availableCpus } from '@sdq/pipeline';
 import { CreditsService } from '@sdq/credits';
 import { JobCharge } from '@sdq/jobs/charge';
+import { JobEventLog } from '@sdq/jobs/job-events';
 import { CancelWatcher } from './cancel';
 import { redactUrl, type WorkerConfig } from './config';
 import { boundMemory, disposeEngines, type LoadedEngine, loadEngines } from './engines';
@@ -80,7 +81,8 @@ export async function startWorker(config: WorkerConfig, logger: Logger, handlers
     // counted where it was settled: the API's report of the same end finds the hold settled already
     const charge = new JobCharge({ credits: new CreditsService(redis, { prefix: config.keyPrefix }), logger, settled: metrics.creditsSettled });
     const holds = new HoldCloser(charge, logger);
-    workers = new EngineWorkers({ config, engines, handlers, storage, cancel, holds, metrics, logger });
+    const events = new JobEventLog(redis, config.keyPrefix, logger);
+    workers = new EngineWorkers({ config, engines, handlers, storage, cancel, holds, events, metrics, logger });
     workers.run();
     const engineWorkers = workers;
     const providers = Object.fromEntries([...engines].map(([id, e]) => [id, e.provider]));

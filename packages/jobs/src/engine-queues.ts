@@ -77,15 +77,23 @@ export class EngineQueues {
     return taggedQueueName(name, this.opts.redisUrl);
   }
 
+  /** An engine's queue, for reads and writes, opened the first time it is asked for (no events heard). */
+  protected openQueue(engine: string): Queue {
+    const open = this.queues.get(engine);
+    if (open) return open;
+    const queue = new Queue(this.queueName(queueNameForEngine(engine)), { prefix: this.opts.prefix, connection: this.failFastConnection() });
+    queue.on('error', (err) => this.opts.logger.debug({ err: err.message, engine }, 'queue connection error'));
+    this.queues.set(engine, queue);
+    return queue;
+  }
+
   /** Starts hearing the events of these engines' jobs (engines already watched are left as they are). */
   watch(engines: Iterable<string>): string[] {
     const added: string[] = [];
     for (const engine of engines) {
       if (this.events.has(engine)) continue;
       const name = this.queueName(queueNameForEngine(engine));
-      const queue = new Queue(name, { prefix: this.opts.prefix, connection: this.failFastConnection() });
-      queue.on('error', (err) => this.opts.logger.debug({ err: err.message, engine }, 'queue connection error'));
-      this.queues.set(engine, queue);
+      this.openQueue(engine);
       const events = new QueueEvents(name, { prefix: this.opts.prefix, connection: this.connection({ maxRetriesPerRequest: null, retryStrategy: (n: number) => Math.min(n * 100, 1000) }) });
       events.on('error', (err) => this.opts.logger.debug({ err: err.message, engine }, 'queue events connection error'));
       events.on('active', ({ jobId }) => this.emit(jobId, { type: 'active' }));

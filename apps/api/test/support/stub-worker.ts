@@ -1,11 +1,14 @@
 /**
  * A stand-in for apps/worker that follows the contracts exactly, so the API's sync answers, SSE and job
  * objects can be tested before the real worker exists: it validates the payload, honours the cancel
- * flag and channel, reports `{step, steps}` after every step, uploads solid-colour images to
+ * flag and channel, reports `{step, steps}` after every step (and its jobs' events to the job event
+ * stream, for webhook delivery), uploads solid-colour images to
  * `generations/<job id>/<i>.<ext>` and returns a JobResult. Prompts steer it: "fail:<name>" fails with
  * that catalogue name, "slow" takes 100 ms a step.
  */
 import { Redis } from 'ioredis';
+import { pino } from 'pino';
+import { JobEventLog } from '@sdq/jobs';
 import { UnrecoverableError, Worker } from 'bullmq';
 import sharp from 'sharp';
 import {
@@ -67,6 +70,8 @@ export async function startStubWorker(opts: { redisUrl: string; prefix: string; 
     },
     { connection: { ...redisOptionsFromUrl(opts.redisUrl), maxRetriesPerRequest: null }, prefix: opts.prefix, concurrency: 1 },
   );
+  // its jobs' events, as the real worker appends them, for webhook delivery
+  new JobEventLog(cmd, opts.prefix, pino({ level: 'silent' })).follow(worker);
   await worker.waitUntilReady();
   return {
     close: async () => {
