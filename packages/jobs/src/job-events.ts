@@ -126,6 +126,7 @@ export class JobEventReader {
           lastClaim = Date.now();
           const claimed = (await redis.xautoclaim(this.key, this.group, consumer, claimIdleMs, '0-0', 'COUNT', 100)) as [string, [string, string[]][]];
           if (claimed[1]?.length) await this.handle(claimed[1], handler);
+          await this.forgetGone();
         }
         const read = (await redis.xreadgroup('GROUP', this.group, consumer, 'COUNT', 100, 'BLOCK', this.opts.blockMs ?? 1000, 'STREAMS', this.key, '>')) as [string, [string, string[]][]][] | null;
         if (read?.[0]?.[1]?.length) await this.handle(read[0][1], handler);
@@ -136,6 +137,18 @@ export class JobEventReader {
           logger.debug({ err: (err as Error).message }, 'job event stream read failed; retrying');
           await new Promise((r) => setTimeout(r, 500));
         }
+      }
+    }
+  }
+
+  /** Consumers of processes long gone (nothing pending, idle an hour): every restart adds a name. */
+  private async forgetGone(): Promise<void> {
+    const consumers = (await this.opts.redis.xinfo('CONSUMERS', this.key, this.group)) as unknown[][];
+    for (const fields of consumers) {
+      const info: Record<string, unknown> = Object.create(null);
+      for (let i = 0; i + 1 < fields.length; i += 2) info[String(fields[i])] = fields[i + 1];
+      if (info.name !== this.opts.consumer && Number(info.pending) === 0 && Number(info.idle) > 3_600_000) {
+        await this.opts.redis.xgroup('DELCONSUMER', this.key, this.group, String(info.name));
       }
     }
   }
