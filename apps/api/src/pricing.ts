@@ -3,7 +3,7 @@
  * GET /v1/engines/list, and the answer of a dry run. Amounts are micro-credits until they leave here.
  */
 import type { EngineInfo } from '@sdq/pipeline/engines';
-import type { DryRunResponse, EnginePricing } from '@sdq/contracts';
+import type { DryRunResponse, EnginePricing, GenerationParams, JobName, NewJobOf } from '@sdq/contracts';
 import { type Cost, displayCredits, type PriceTable, toCredits } from '@sdq/credits';
 import type { z } from 'zod';
 import type { NewJob } from './jobs.service';
@@ -18,11 +18,24 @@ export function priceEntry(prices: PriceTable, engine: EngineInfo): string {
   return familyPrice && !prices.names(engine.id) ? familyPrice : engine.id;
 }
 
-/** What a job costs: per image times samples; an upscale is flat per image. */
+/** A generation's price: per image (size and steps), times samples. */
+const perImage = (prices: PriceTable, entry: string, { width, height, steps, samples }: GenerationParams): Cost => prices.generation(entry, { width, height, steps, samples });
+
+/** Each job kind's price rule, by its name: a new kind does not compile until it has one. */
+const PRICE_RULES: { [K in JobName]: (prices: PriceTable, entry: string, params: NewJobOf<K>['params']) => Cost } = {
+  'text-to-image': perImage,
+  'image-to-image': perImage,
+  masking: perImage,
+  // an enhance is priced as the generation it runs (its output size, its steps)
+  enhance: perImage,
+  // an upscale is flat per image
+  upscale: (prices, entry) => prices.upscale(entry, { samples: 1 }),
+};
+
+/** What a job costs, by its kind's price rule. */
 export function jobCost(prices: PriceTable, engine: EngineInfo, job: NewJob): Cost {
-  if (job.kind === 'upscale') return prices.upscale(priceEntry(prices, engine), { samples: 1 });
-  const { width, height, steps, samples } = job.params;
-  return prices.generation(priceEntry(prices, engine), { width, height, steps, samples });
+  const rule = PRICE_RULES[job.kind] as (prices: PriceTable, entry: string, params: NewJob['params']) => Cost;
+  return rule(prices, priceEntry(prices, engine), job.params);
 }
 
 /** An engine's prices, with one image at its native size and 30 steps as the example. */
