@@ -163,17 +163,27 @@ function stopChild(child: ChildProcess, signal: NodeJS.Signals): Promise<void> {
   });
 }
 
-/** Once the API answers /readyz: the URL to open and the next step, printed once. */
-async function announceReady(port: number, stopped: () => boolean): Promise<void> {
+/**
+ * `ready:` once a generation sent now would succeed: the API answers /readyz and, when this launcher
+ * started a worker, the worker answers its /readyz (its engines loaded, taking jobs). Until then one line
+ * says what it waits for. Printed once, with the URL to open and the next step.
+ */
+async function announceReady(port: number, worker: { port?: number } | undefined, stopped: () => boolean): Promise<void> {
   const url = `http://localhost:${port}`;
-  for (let i = 0; i < 600 && !stopped(); i++) {
-    const ok = await fetch(`http://127.0.0.1:${port}/readyz`).then((r) => r.ok, () => false);
-    if (ok) {
-      say(`ready: ${url} (the studio at ${url}/, API docs at ${url}/openapi.json)`);
-      say('next: `npx sdq accounts create --name me --credits 10` prints an API key; paste it in the studio, or see the README\'s Quick start for a first image with curl');
-      return;
+  const answers = (p: number) => fetch(`http://127.0.0.1:${p}/readyz`).then((r) => r.ok, () => false);
+  let waitingSaid = false;
+  for (let i = 0; i < 3600 && !stopped(); i++) {
+    if (await answers(port)) {
+      if (worker?.port === undefined || (await answers(worker.port))) {
+        say(`ready: ${url} (the studio at ${url}/, API docs at ${url}/openapi.json)`);
+        if (!worker) say('no worker was started here: generations wait for a worker of this deployment (`npm start -- worker`, or `npm run start:worker` elsewhere)');
+        say('next: `npx sdq accounts create --name me --credits 10` prints an API key; paste it in the studio, or see the README\'s Quick start for a first image with curl');
+        return;
+      }
+      if (!waitingSaid) say(`the API answers at ${url}; waiting for the worker to load its engines (${process.env.ENGINES || 'every folder under MODELS_DIR'}) before saying ready`);
+      waitingSaid = true;
     }
-    await new Promise((r) => setTimeout(r, 500));
+    await new Promise((r) => setTimeout(r, 250));
   }
 }
 
@@ -243,7 +253,9 @@ async function main(): Promise<void> {
   };
   for (const name of selected) start(name);
   say(`started ${selected.map((n) => `${n} (pid ${children.get(n)!.pid})`).join(', ')}`);
-  if (selected.includes('api')) void announceReady(Number(ports.env.PORT), () => stopping !== undefined);
+  // the worker's health port, when this launcher runs one (HEALTH_PORT=0 picks a port it cannot know: not waited for)
+  const worker = selected.includes('worker') ? { port: ports.env.HEALTH_PORT !== '0' ? Number(ports.env.HEALTH_PORT) : undefined } : undefined;
+  if (selected.includes('api')) void announceReady(Number(ports.env.PORT), worker, () => stopping !== undefined);
 
   let firstSignalAt = 0;
   for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {

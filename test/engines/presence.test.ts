@@ -36,7 +36,8 @@ describe('engines no live worker serves', () => {
       const key = await service.apiKey('presence');
       expect(await workersOf(service, key)).toMatchObject({ 'tiny-sd': 0, 'tiny-sdxl': 0 });
       const refused = await expectError(await t2i(service, key, 'tiny-sd'), 503, 'engine_unavailable');
-      expect(refused.message).toMatch(/engine tiny-sd: no live worker serves it/);
+      // the message names the real cause: here no worker at all
+      expect(refused.message).toMatch(/^engine tiny-sd: no live worker serves it: no worker has reported to this deployment: none was started, or they are still loading/);
       expect(await balance(service, key)).toBe(10);
       // A dry run still prices it.
       expect((await fetch(`${service.url}/v1/generation/tiny-sd/text-to-image?dry_run=true`, { method: 'POST', body: JSON.stringify({ text_prompts: [{ text: 'a' }] }), headers: authed(key, { 'content-type': 'application/json' }) })).status).toBe(200);
@@ -45,7 +46,9 @@ describe('engines no live worker serves', () => {
       try {
         expect(await workersOf(service, key)).toMatchObject({ 'tiny-sd': 1, 'tiny-sdxl': 0 });
         expect((await t2i(service, key, 'tiny-sd')).status).toBe(202);
-        await expectError(await t2i(service, key, 'tiny-sdxl'), 503, 'engine_unavailable');
+        const other = await expectError(await t2i(service, key, 'tiny-sdxl'), 503, 'engine_unavailable');
+        // a worker runs, but serves another engine
+        expect(other.message).toMatch(/^engine tiny-sdxl: no live worker serves it: 1 live worker serves tiny-sd, not tiny-sdxl \(it is not in their ENGINES, or its folder failed to load there/);
       } finally {
         await worker.close(5000);
       }

@@ -35,6 +35,28 @@ export class EnginePresence {
   }
 
   /**
+   * Why no live worker serves the engine, as the live workers' reports tell: none has reported (none
+   * was started, or they are still loading: a worker reports once its engines are loaded), or those that
+   * have serve other engines (this one is not in their ENGINES, or its folder failed to load there).
+   */
+  async whyUnserved(engineId: string): Promise<string> {
+    const [seconds, micros] = await this.redis.time();
+    const now = Number(seconds) * 1000 + Math.floor(Number(micros) / 1000);
+    const ids = await this.redis.zrangebyscore(workersKey(this.prefix), `(${now}`, '+inf');
+    if (ids.length === 0) return 'no worker has reported to this deployment: none was started, or they are still loading their engines (a worker reports once they are loaded)';
+    const served = new Set<string>();
+    for (const text of await Promise.all(ids.map((id) => this.redis.hget(workerInfoKey(this.prefix, id), 'engines')))) {
+      try {
+        for (const id of JSON.parse(text ?? '[]') as unknown[]) if (typeof id === 'string') served.add(id);
+      } catch {
+        // a report being rewritten: counted as serving nothing
+      }
+    }
+    const names = [...served].sort().slice(0, 10).join(', ') || 'nothing yet';
+    return `${ids.length} live worker${ids.length > 1 ? 's' : ''} serve${ids.length > 1 ? '' : 's'} ${names}, not ${engineId} (it is not in their ENGINES, or its folder failed to load there: their logs say)`;
+  }
+
+  /**
    * Why one width x height image of the engine fits no live worker's memory bound, or undefined when one
    * can run it (or no worker reported a bound: then the worker itself refuses what cannot fit).
    */

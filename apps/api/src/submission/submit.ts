@@ -74,7 +74,8 @@ export async function submitJob(
   await checkWebhook(config, built.webhook);
   // Nothing is held for a job no worker would take (REQUIRE_WORKER=false queues it for one to come).
   if (config.requireWorker && (await deps.presence.workers(engine.id)) === 0) {
-    throw new ServiceError('engine_unavailable', `engine ${engine.id}: no live worker serves it (none started, or its folder failed to load on every worker); retry once a worker serves it`, { headers: { 'Retry-After': '10' } });
+    const why = await deps.presence.whyUnserved(engine.id);
+    throw new ServiceError('engine_unavailable', `engine ${engine.id}: no live worker serves it: ${why}; retry once a worker serves it`, { headers: { 'Retry-After': '10' } });
   }
   // A size whose one image fits no worker's memory bound would fail there: refused here, before any hold.
   // (enhance runs tiles of the engine's native size, upscale no diffusion: neither is sized by the request)
