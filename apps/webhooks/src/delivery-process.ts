@@ -154,7 +154,6 @@ export async function startDeliveryProcess(config: DeliveryConfig, logger: Logge
     close: async () => {
       clearInterval(timer);
       await events.stop();
-      eventsRedis.disconnect();
       health.closeAllConnections();
       await new Promise<void>((resolve) => health.close(() => resolve()));
       // In-flight attempts finish (each bounded by WEBHOOK_TIMEOUT_MS); queued ones wait for the next process.

@@ -70,7 +70,7 @@ export class JobEventLog {
 export type JobEventHandler = (jobId: string, type: JobEventType) => Promise<void>;
 
 export interface JobEventReaderOptions {
-  /** A connection of its own: XREADGROUP blocks it. */
+  /** A connection of its own: XREADGROUP blocks it, and stop() closes it. */
   redis: Redis;
   keyPrefix: string;
   /** This process's name in the group (unique per process). */
@@ -102,9 +102,16 @@ export class JobEventReader {
     this.loop = this.run(handler);
   }
 
+  /**
+   * Stops reading and closes its connection. Waits for the read in progress at most one block: a command
+   * queued while Redis is down is never answered once the connection is closed (ioredis drops it).
+   */
   async stop(): Promise<void> {
     this.running = false;
-    await this.loop;
+    this.opts.redis.disconnect();
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([this.loop, new Promise((r) => (timer = setTimeout(r, (this.opts.blockMs ?? 1000) + 500)))]);
+    clearTimeout(timer);
   }
 
   private async run(handler: JobEventHandler): Promise<void> {

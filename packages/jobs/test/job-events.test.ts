@@ -109,4 +109,15 @@ describe('the job event stream', () => {
     expect(pending[0]).toBe(0);
     await live.stop();
   });
+
+  it('stops at once with Redis unreachable (a delivery process shutting down during an outage)', async () => {
+    const gone = new Redis('redis://127.0.0.1:1', { maxRetriesPerRequest: null, retryStrategy: () => 200 });
+    gone.on('error', () => {});
+    const r = new JobEventReader({ redis: gone, keyPrefix: `${redis.prefix}:e`, consumer: 'x', logger, blockMs: 100 });
+    r.start(async () => {});
+    await new Promise((res) => setTimeout(res, 300));
+    const started = performance.now();
+    await r.stop();
+    expect(performance.now() - started).toBeLessThan(1500);
+  });
 });
