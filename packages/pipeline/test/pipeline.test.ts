@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FAMILIES, PipelineError, readPngText, StableDiffusionPipeline, type GenerateRequest } from '../src';
-import { describeEngine } from '../src/engines';
+import { describeEngine, discoverEngines } from '../src/engines';
 
 /** The samplers an SD 1.x engine can use (every one but the flow sampler of SD3). */
 const SAMPLERS = FAMILIES.find((f) => f.id === 'stable-diffusion')!.samplers;
@@ -282,6 +282,13 @@ describe('bad inputs give documented errors', () => {
       const d = broken(name, breakIt);
       expect(() => describeEngine(d, name)).toThrow(message);
       await expect(StableDiffusionPipeline.load(d)).rejects.toMatchObject({ code: 'invalid_model', message: expect.stringMatching(message) });
+    });
+
+    it('a hidden folder is never an engine (a pull stages its files in .pull-<id>)', () => {
+      const models = join(dir, 'hidden-models');
+      cpSync('models/tiny-sd', join(models, '.pull-staged'), { recursive: true });
+      cpSync('models/tiny-sd', join(models, 'shown'), { recursive: true });
+      expect(discoverEngines(models).map((e) => e.id)).toEqual(['shown']);
     });
 
     it("each engine's description names its family's inputs beyond SD's (what the dialects pass on)", () => {
