@@ -44,13 +44,23 @@ function describeProblem(p: VerifyProblem): string {
   }
 }
 
-export async function runCommand(group: string, action: string | undefined, args: string[], values: { name?: string; credits?: string; scope?: string; reason?: string; limit?: string; tier?: string; json?: boolean }): Promise<number> {
+export async function runCommand(
+  group: string,
+  action: string | undefined,
+  args: string[],
+  values: { name?: string; credits?: string; scope?: string; reason?: string; limit?: string; tier?: string; subfolder?: string; json?: boolean },
+): Promise<number> {
   const out = (human: string, data: unknown) => console.log(values.json ? JSON.stringify(data) : human);
   const command = `${group} ${action ?? ''}`.trim();
-  const known = ['accounts create', 'accounts list', 'keys create', 'keys list', 'keys revoke', 'credits grant', 'credits balance', 'ledger list', 'ledger verify'];
+  const known = ['accounts create', 'accounts list', 'keys create', 'keys list', 'keys revoke', 'credits grant', 'credits balance', 'ledger list', 'ledger verify', 'models pull', 'models list'];
   if (!known.includes(command)) {
     const guess = closestName(command, known);
     throw new UsageError(`unknown command: ${command}${guess ? ` (did you mean ${guess}?)` : ''}`);
+  }
+  // models work on MODELS_DIR; a pull needs no Redis
+  if (group === 'models') {
+    const { modelsCommand } = await import('./cli-models');
+    return modelsCommand(action!, args, values, loadConfig());
   }
   const arg = (i: number, what: string) => {
     if (args[i] === undefined) throw new UsageError(`${command} needs ${what}`);

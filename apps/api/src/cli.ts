@@ -25,6 +25,11 @@ Usage:
                                         an account's newest ledger entries
   sdq ledger verify                     prove every balance equals the sum of its ledger and every hold
                                         is consistent; exits 1 and prints the problems otherwise
+  sdq models pull <owner/name>[@<revision>] [--name <engine id>] [--subfolder <dir>]
+                                        download a diffusers ONNX repo from the Hugging Face Hub
+                                        (HF_ENDPOINT, HF_TOKEN) into MODELS_DIR/<engine id>: only what a
+                                        pipeline reads, pinned to its commit, resumed and verified
+  sdq models list                       the engines under MODELS_DIR: family, live workers, size, origin
   sdq --help                            this text
 
 <account> is an account id or its exact name. Add --json for machine-readable output.
@@ -40,6 +45,7 @@ async function run(argv: string[]): Promise<number> {
     reason: { type: 'string' },
     limit: { type: 'string' },
     tier: { type: 'string' },
+    subfolder: { type: 'string' },
     help: { type: 'boolean', short: 'h' },
     json: { type: 'boolean' },
   } as const;
@@ -67,9 +73,11 @@ run(process.argv.slice(2)).then(
     // A ServiceError is the operator's mistake (unknown account, bad amount): a usage error. Known by its
     // name, so that this file need not load @sdq/contracts before --help answers.
     const service = err.name === 'ServiceError' ? (err as Error & { code: string; status: number }) : undefined;
-    const usage = err instanceof UsageError || (service !== undefined && service.status < 500);
-    const code = service ? service.code : usage ? 'usage' : 'internal';
-    const hint = usage ? '; run `sdq --help` for usage' : process.env.SDQ_DEBUG ? `\n${err.stack}` : ' (SDQ_DEBUG=1 shows where)';
+    // a pull that cannot be done says what to do itself (HF_TOKEN, the revision, free disk): no stack hint
+    const pull = err.name === 'PullError' ? (err as Error & { code: string }) : undefined;
+    const usage = err instanceof UsageError || err.name === 'PullInputError' || (service !== undefined && service.status < 500);
+    const code = service ? service.code : pull ? pull.code : usage ? 'usage' : 'internal';
+    const hint = usage ? '; run `sdq --help` for usage' : pull ? '' : process.env.SDQ_DEBUG ? `\n${err.stack}` : ' (SDQ_DEBUG=1 shows where)';
     console.error(`sdq: error (${code}): ${err.message}${hint}`);
     process.exit(usage ? 2 : 1);
   },

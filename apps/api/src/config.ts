@@ -4,7 +4,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
-import { ConfigError, JOB_VIEW_ENV, QUEUE_ENV, envInt, ownKeyPrefix, LOG_FORMAT, LOG_LEVEL, loadOrExit, parseEnv, redisOptionsFromUrl } from '@sdq/contracts';
+import { ConfigError, JOB_VIEW_ENV, QUEUE_ENV, envInt, envUrl, ownKeyPrefix, LOG_FORMAT, LOG_LEVEL, loadOrExit, parseEnv, redisOptionsFromUrl } from '@sdq/contracts';
 import { parseCredits } from '@sdq/credits/amounts';
 import { STORAGE_ENV, storageConfigFromEnv, type S3Config } from '@sdq/storage/config';
 import { WEBHOOK_ENV, type WebhookConfig, webhookConfigFromEnv } from '@sdq/webhooks/config';
@@ -20,6 +20,10 @@ const EnvSchema = z.object({
   ADMIN_TOKEN: z.string().min(16, 'must be at least 16 characters').optional(),
   /** Default ./models. */
   MODELS_DIR: z.string().min(1).default('./models'),
+  /** The Hugging Face Hub `npx sdq models pull` reads (or a mirror speaking its API). Default https://huggingface.co. */
+  HF_ENDPOINT: envUrl(['http:', 'https:']).default('https://huggingface.co'),
+  /** Sent as a Bearer token on pulls: gated and private repos. Default none. */
+  HF_TOKEN: z.string().min(1).optional(),
   /** More engine ids for engines, `alias=engine` comma-separated (e.g. stable-diffusion-xl-1024-v1-0=tiny-sdxl). Default none. */
   ENGINE_ALIASES: z
     .string()
@@ -137,6 +141,8 @@ export interface Config {
   redisTimeoutMs: number;
   adminToken?: string;
   modelsDir: string;
+  /** Where models are pulled from (HF_ENDPOINT, HF_TOKEN). */
+  hub: { endpoint: string; token?: string };
   /** ENGINE_ALIASES as [alias, engine] pairs. */
   engineAliases: [string, string][];
   /** OPENAI_MODELS as [model, engine] pairs. */
@@ -204,6 +210,7 @@ export function parseConfig(env: Record<string, string | undefined>, randomSecre
     redisTimeoutMs: e.REDIS_TIMEOUT_MS,
     adminToken: e.ADMIN_TOKEN,
     modelsDir: e.MODELS_DIR,
+    hub: { endpoint: e.HF_ENDPOINT.replace(/\/+$/, ''), token: e.HF_TOKEN },
     engineAliases: e.ENGINE_ALIASES ?? [],
     v2betaEngines: e.V2BETA_ENGINES ?? [],
     openaiModels: e.OPENAI_MODELS ?? [],
