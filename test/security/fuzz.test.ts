@@ -340,6 +340,8 @@ beforeAll(async () => {
     MAX_ACTIVE_JOBS: '0',
     SYNC_WAIT: '1',
     V2BETA_ENGINES: 'core=gen-a,ultra=gen-a,sd3.5-large=gen-a,upscale-fast=up-x2,inpaint=gen-a,outpaint=gen-a,erase=gen-a,upscale-conservative=gen-a,upscale-creative=gen-a',
+    // model pulls the fuzzer starts fail at once: nothing listens there
+    HF_ENDPOINT: 'http://127.0.0.1:9',
   });
   base = api.url;
   const storage = new LocalStorage({ dir: api.artifacts, publicUrl: base, secret: SECRET });

@@ -133,6 +133,9 @@ export const FUZZ_ROUTES: FuzzRoute[] = [
   { method: 'GET', path: '/v1/user/ledger', caller: 'key', query: { limit: '5' } },
   { method: 'GET', path: '/v1/admin/accounts', caller: 'admin' },
   { method: 'GET', path: '/v1/admin/workers', caller: 'admin' },
+  // a pull of a repo no Hub here has (no network in tests): it is accepted and fails in the background
+  { method: 'POST', path: '/v1/admin/models', caller: 'admin', json: () => ({ repo: 'fuzz-owner/fuzz-model' }) },
+  { method: 'GET', path: '/v1/admin/models/pulls/{id}', caller: 'admin', params: () => ({ id: 'pull_00000000-0000-0000-0000-000000000000' }) },
   { method: 'POST', path: '/v1/admin/accounts', caller: 'admin', json: () => ({ name: 'fuzzed', credits: 1 }) },
   { method: 'GET', path: '/v1/admin/accounts/{id}', caller: 'admin', params: (ids) => ({ id: ids.account }) },
   { method: 'PUT', path: '/v1/admin/accounts/{id}/tier', caller: 'admin', params: (ids) => ({ id: ids.account }), json: () => ({ tier: 'standard' }) },

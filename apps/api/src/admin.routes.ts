@@ -1,16 +1,18 @@
 /**
- * /v1/admin: accounts, keys and credits for operators (ADMIN_TOKEN, or an API key with scope admin).
+ * /v1/admin: accounts, keys and credits for operators (ADMIN_TOKEN, or an API key with scope admin), and
+ * model pulls from the Hub (pulls.ts).
  * The CLI (`npx sdq`) does the same through accounts.service.ts.
  */
 import { type Request, type Response, Router } from 'express';
-import { CreateAccountRequest, CreateKeyRequest, GrantCreditsRequest, ServiceError, SetTierRequest } from '@sdq/contracts';
+import { CreateAccountRequest, CreateKeyRequest, GrantCreditsRequest, PullModelRequest, ServiceError, SetTierRequest } from '@sdq/contracts';
 import { toCredits } from '@sdq/credits';
 import type { AccountsService } from './accounts.service';
 import { jsonBody } from './body';
 import type { EnginePresence } from './presence';
+import type { Pulls } from './pulls';
 import { parseBody } from './validate';
 
-export function adminRoutes(accounts: AccountsService, presence: Pick<EnginePresence, 'list'>, tiers: Map<string, number>): Router {
+export function adminRoutes(accounts: AccountsService, presence: Pick<EnginePresence, 'list'>, tiers: Map<string, number>, pulls: Pick<Pulls, 'start' | 'get'>): Router {
   const knownTier = (tier: string | undefined) => {
     if (tier !== undefined && !tiers.has(tier)) throw new ServiceError('bad_request', `tier: ${tier} is not one of the tiers (${[...tiers.keys()].join(', ')}; PRIORITY_TIERS)`, { field: 'tier' });
     return tier;
@@ -23,6 +25,16 @@ export function adminRoutes(accounts: AccountsService, presence: Pick<EnginePres
       res.json({ data: await presence.list() });
     },
   );
+  // models at run time: a pull from the Hub runs in the background; its state is readable from any API process
+  router.post('/models', async (req, res) => {
+    const pull = await pulls.start(parseBody(PullModelRequest, req.body));
+    res.status(202).location(`/v1/admin/models/pulls/${pull.id}`).json(pull);
+  });
+  router.get('/models/pulls/:id', async (req, res) => {
+    const pull = await pulls.get(String(req.params.id));
+    if (!pull) throw new ServiceError('not_found', `pull ${String(req.params.id).slice(0, 64)} not found`);
+    res.json(pull);
+  });
   router.post(
     '/accounts',
     async (req, res) => {

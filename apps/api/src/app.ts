@@ -14,6 +14,7 @@ import { createStorage } from '@sdq/storage';
 import type { Webhooks } from '@sdq/webhooks';
 import { webhooksFromConfig } from '@sdq/webhooks/config';
 import { AccountsService } from './accounts.service';
+import { Pulls } from './pulls';
 import { adminRoutes } from './admin.routes';
 import { requireAdmin, requireApiKey } from './auth';
 import type { Config } from './config';
@@ -51,6 +52,8 @@ export interface AppDeps {
   webhooks: Webhooks;
   /** Built here when absent. */
   metrics?: ApiMetrics;
+  /** Model pulls from the Hub (admin); built here when absent. */
+  pulls?: Pulls;
   shutdown?: Shutdown;
 }
 
@@ -88,7 +91,8 @@ export function createApp(deps: AppDeps): Express {
   app.use(artifactRoutes(storage, config));
   if (config.studio) app.use(studioRoutes(config));
   app.use('/v1', requireRedis(store));
-  app.use('/v1/admin', requireAdmin(config.adminToken, store), adminRoutes(accounts, presence, config.credits.tiers));
+  const pulls = deps.pulls ?? new Pulls(store, config.keyPrefix, { modelsDir: config.modelsDir, endpoint: config.hub.endpoint, token: config.hub.token, logger });
+  app.use('/v1/admin', requireAdmin(config.adminToken, store), adminRoutes(accounts, presence, config.credits.tiers, pulls));
   app.use('/v1', requireApiKey(store));
   app.use(engineRoutes(engines, aliases, prices, presence));
   app.use(stabilityV1Routes({ config, engines, aliases, presence, jobs, prices, credits, limiter }));

@@ -15,3 +15,4 @@ export * from './openai';
 export * from './a1111';
 export * from './validation';
 export { LuaScript } from './lua-script';
+export * from './models';

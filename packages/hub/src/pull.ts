@@ -162,7 +162,16 @@ class HubHttp {
   }
 
   private async get(url: string, extra?: Record<string, string>): Promise<Response> {
-    const res = await fetch(url, { headers: this.headers(extra), redirect: 'follow', signal: this.signal });
+    let res: Response;
+    try {
+      res = await fetch(url, { headers: this.headers(extra), redirect: 'follow', signal: this.signal });
+    } catch (err) {
+      if (this.signal?.aborted) throw err;
+      const cause = ((err as Error).cause as Error | undefined)?.message ?? (err as Error).message;
+      // a resolve of a file that breaks is tried again (withRetries); the API calls are not
+      if (!url.includes('/resolve/')) throw new PullError('http', `cannot reach ${this.endpoint} (${cause}): check HF_ENDPOINT and the network`);
+      throw err;
+    }
     if (res.ok) return res;
     await res.body?.cancel();
     const code = res.headers.get('x-error-code');
