@@ -2,6 +2,7 @@
  * Wiring: createApp builds the Express app from its parts; startServer makes the parts from a Config,
  * listens, runs the sweeper, and returns a close function (tests start the API in-process with it).
  */
+import { existsSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import express, { type Express, type RequestHandler } from 'express';
 import type { Logger } from 'pino';
@@ -201,7 +202,9 @@ export async function startServer(config: Config, opts: { logger?: Logger } = {}
   });
   const presence = new EnginePresence(store.redis, config.keyPrefix);
   const shutdown = new Shutdown();
-  const deps: AppDeps = { config, logger, store, queue, storage, engines, aliases, presence, jobs, prices, credits, limiter, accounts, webhooks, metrics, shutdown };
+  // a pull this process finishes is an engine at once, not at the next look
+  const pulls = new Pulls(store, config.keyPrefix, { modelsDir: config.modelsDir, endpoint: config.hub.endpoint, token: config.hub.token, logger, onPulled: () => void refreshEngines() });
+  const deps: AppDeps = { config, logger, store, queue, storage, engines, aliases, presence, jobs, prices, credits, limiter, accounts, webhooks, metrics, shutdown, pulls };
   const app = createApp(deps);
   // Give Redis a moment to connect so the first requests are not 503s; start without it if it is down.
   if (!store.ready) {
@@ -263,6 +266,56 @@ export async function startServer(config: Config, opts: { logger?: Logger } = {}
   const sweeper = setInterval(sweep, config.sweepInterval * 1000);
   sweeper.unref();
 
+  // Engines added to MODELS_DIR (a pull, a copy) or removed while the API runs, every ENGINE_REFRESH_MS:
+  // an added one is described and priced from then on, a removed one is an unknown engine, and its queued
+  // jobs fail (engine_unavailable, refunded) while running ones finish. Hidden folders are never engines,
+  // so a pull's staging folder is not taken half-way.
+  let refreshing = false;
+  // a folder that is not an engine is said once, not every look
+  const reported = new Set<string>();
+  const refreshEngines = async () => {
+    // a MODELS_DIR gone (a volume unmounted) is not every engine removed: nothing changes until it is back
+    if (refreshing || !existsSync(config.modelsDir)) return;
+    refreshing = true;
+    try {
+      const found = new Map<string, EngineInfo>();
+      const seen = discoverEngines(config.modelsDir, (id, err) => {
+        if (reported.has(`${id}:${err.message}`)) return;
+        reported.add(`${id}:${err.message}`);
+        logger.error({ engine: id, reason: err.message }, 'engine not served: its manifest is invalid');
+      });
+      for (const engine of seen) {
+        try {
+          queueNameForEngine(engine.id);
+          found.set(engine.id, engine);
+        } catch {
+          // an id that cannot name a queue: said once at start (loadEngines)
+        }
+      }
+      const added = [...found.keys()].filter((id) => !engines.has(id));
+      const removed = [...engines.keys()].filter((id) => !found.has(id));
+      // descriptions of the engines that stay are read again too: an edited sdq-engine.json takes effect
+      for (const [id, info] of found) engines.set(id, info);
+      for (const id of removed) engines.delete(id);
+      for (const [alias, target] of aliases) if (removed.includes(target)) aliases.delete(alias);
+      if (added.length) {
+        queue.watch(added);
+        await queue.registerEngines(added).catch(() => {});
+        logger.info({ engines: added }, 'engines added (MODELS_DIR)');
+      }
+      for (const id of removed) {
+        const failed = store.ready ? await jobs.failEngineRemoved(id) : 0;
+        logger.warn({ engine: id, queued_jobs_failed: failed }, 'engine removed (MODELS_DIR): its queued jobs failed, refunded');
+      }
+    } catch (err) {
+      logger.warn({ err: (err as Error).message }, 'could not read MODELS_DIR; retrying');
+    } finally {
+      refreshing = false;
+    }
+  };
+  const refresher = setInterval(() => void refreshEngines(), config.engineRefreshMs);
+  refresher.unref();
+
   logger.info({ port, engines: [...engines.keys()], storage: storage.kind }, 'sdq api listening');
   return {
     url: `http://127.0.0.1:${port}`,
@@ -270,6 +323,7 @@ export async function startServer(config: Config, opts: { logger?: Logger } = {}
     deps,
     close: async () => {
       clearInterval(sweeper);
+      clearInterval(refresher);
       // No new connections; a request on a kept-alive one is answered 503 with Connection: close.
       shutdown.stopping = true;
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));

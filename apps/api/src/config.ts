@@ -52,6 +52,8 @@ const EnvSchema = z.object({
   ...STORAGE_ENV,
   /** Seconds between sweeps of expired jobs. Default 60. */
   SWEEP_INTERVAL: envInt(1, 86_400).default(60),
+  /** Milliseconds between looks at MODELS_DIR for engines added or removed while the API runs. Default 10000. */
+  ENGINE_REFRESH_MS: envInt(100, 600_000).default(10_000),
   /** true: a request for an engine no live worker serves is 503 engine_unavailable; false: it is queued for a worker to come. Default true. */
   REQUIRE_WORKER: z.enum(['true', 'false'], { error: () => 'must be true or false' }).default('true'),
   /** true: the web studio is served at /; false: / is 404 (an API-only deployment). Default true. */
@@ -155,6 +157,8 @@ export interface Config {
   artifactUrlExpiry: number;
   resultRetention: number;
   sweepInterval: number;
+  /** ENGINE_REFRESH_MS. */
+  engineRefreshMs: number;
   syncWait: number;
   shutdownGraceMs: number;
   requireWorker: boolean;
@@ -218,6 +222,7 @@ export function parseConfig(env: Record<string, string | undefined>, randomSecre
     artifactUrlExpiry: e.ARTIFACT_URL_EXPIRY,
     resultRetention: e.RESULT_RETENTION,
     sweepInterval: e.SWEEP_INTERVAL,
+    engineRefreshMs: e.ENGINE_REFRESH_MS,
     syncWait: e.SYNC_WAIT,
     shutdownGraceMs: e.API_SHUTDOWN_GRACE_MS,
     requireWorker: e.REQUIRE_WORKER === 'true',

@@ -309,26 +309,44 @@ export class JobsService extends JobView {
    * So a job is never stuck for ever behind an engine nobody serves. Returns how many.
    */
   async failUnserved(presence: { workers(engine: string): Promise<number> }, timeoutMs: number, now = Date.now()): Promise<number> {
+    let failed = 0;
+    for (const engine of this.deps.queue.engineIds) {
+      if ((await presence.workers(engine)) > 0) continue;
+      failed += await this.failWaiting(engine, now - timeoutMs, now, 'no live worker serves its engine');
+    }
+    return failed;
+  }
+
+  /**
+   * Fails every queued job of an engine taken away (its folder removed from MODELS_DIR): released and out
+   * of its queue as unserved jobs are, at once. Running ones finish. Returns how many.
+   */
+  async failEngineRemoved(engine: string, now = Date.now()): Promise<number> {
+    let failed = 0;
+    // a page at a time: failed jobs leave the wait list
+    for (let n; (n = await this.failWaiting(engine, now + 1, now, 'its engine was removed')) > 0; ) failed += n;
+    return failed;
+  }
+
+  /** Fails the jobs of an engine waiting since before `before` (engine_unavailable, credits released). */
+  private async failWaiting(engine: string, before: number, now: number, why: string): Promise<number> {
     const { queue, store, charge, logger } = this.deps;
     let failed = 0;
-    for (const engine of queue.engineIds) {
-      if ((await presence.workers(engine)) > 0) continue;
-      for (const id of await queue.waitingSince(engine, now - timeoutMs)) {
-        const record = await store.getJob(id);
-        if (!record) continue;
-        // Released before removal, as a cancel is: a worker that takes it in between settles nothing.
-        if ((await charge.released(id, 'engine_unavailable')).status === 'already_settled') continue;
-        // Marked before removal: a reader between the two would see a job gone without its reason.
-        await store.updateJob(id, { unserved_at: now });
-        if (!(await queue.removeIfWaiting(engine, id))) {
-          // a worker took it meanwhile: not unserved after all
-          await store.updateJob(id, { unserved_at: 0 });
-          continue;
-        }
-        logger.warn({ job_id: id, engine }, 'queued job failed: no live worker serves its engine');
-        await this.deps.events.publish(id, 'removed');
-        failed++;
+    for (const id of await queue.waitingSince(engine, before)) {
+      const record = await store.getJob(id);
+      if (!record) continue;
+      // Released before removal, as a cancel is: a worker that takes it in between settles nothing.
+      if ((await charge.released(id, 'engine_unavailable')).status === 'already_settled') continue;
+      // Marked before removal: a reader between the two would see a job gone without its reason.
+      await store.updateJob(id, { unserved_at: now });
+      if (!(await queue.removeIfWaiting(engine, id))) {
+        // a worker took it meanwhile: not unserved after all
+        await store.updateJob(id, { unserved_at: 0 });
+        continue;
       }
+      logger.warn({ job_id: id, engine }, `queued job failed: ${why}`);
+      await this.deps.events.publish(id, 'removed');
+      failed++;
     }
     return failed;
   }

@@ -22,7 +22,7 @@ export class Pulls {
     /** The store's connection, read when used (an app built without Redis, as the route test does, never pulls). */
     private readonly store: { readonly redis: Redis },
     private readonly keyPrefix: string,
-    private readonly opts: { modelsDir: string; endpoint: string; token?: string; logger: Logger },
+    private readonly opts: { modelsDir: string; endpoint: string; token?: string; logger: Logger; /** A pull put an engine folder in place (the API then reads MODELS_DIR at once). */ onPulled?: () => void },
   ) {}
 
   private key(id: string): string {
@@ -101,6 +101,7 @@ export class Pulls {
       );
       Object.assign(pull, { state: 'succeeded', commit: record.commit, file: null, bytes_done: pull.bytes_total ?? pull.bytes_done });
       logger.info({ pull_id: pull.id, repo: pull.repo, commit: record.commit, engine: pull.engine }, 'model pulled');
+      this.opts.onPulled?.();
     } catch (err) {
       const code = (err as { code?: string }).code ?? 'internal';
       Object.assign(pull, { state: 'failed', error: { code, message: (err as Error).message } });

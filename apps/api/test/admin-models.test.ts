@@ -50,6 +50,12 @@ describe('model pulls through the admin API', () => {
     expect(done.bytes_done).toBe(done.bytes_total);
     expect(done.bytes_total).toBeGreaterThan(1_000_000);
     expect(existsSync(join(api.config.modelsDir, 'admin-pulled', 'sdq-pull.json'))).toBe(true);
+    // an engine of this API at once (not at its next look at MODELS_DIR, 10 s here)
+    const key = (await api.account('pulls')).api_key;
+    const listed = async () => ((await (await fetch(`${api.url}/v1/engines/list`, { headers: { authorization: `Bearer ${key}` } })).json()) as { id: string }[]).some((e) => e.id === 'admin-pulled');
+    const deadline = Date.now() + 2000;
+    while (!(await listed()) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    expect(await listed()).toBe(true);
     // the token reached the Hub
     hub.faults.token = 'hf_admin_token';
     const again = await finished(((await (await start({ repo: REPO, name: 'admin-pulled-2' })).json()) as PullObject).id);
