@@ -136,6 +136,8 @@ export const FUZZ_ROUTES: FuzzRoute[] = [
   // a pull of a repo no Hub here has (no network in tests): it is accepted and fails in the background
   { method: 'POST', path: '/v1/admin/models', caller: 'admin', json: () => ({ repo: 'fuzz-owner/fuzz-model' }) },
   { method: 'GET', path: '/v1/admin/models/pulls/{id}', caller: 'admin', params: () => ({ id: 'pull_00000000-0000-0000-0000-000000000000' }) },
+  // an engine no folder holds: 404 (the fuzz suite removes nothing it needs)
+  { method: 'DELETE', path: '/v1/admin/models/{id}', caller: 'admin', params: () => ({ id: 'no-such-engine' }) },
   { method: 'POST', path: '/v1/admin/accounts', caller: 'admin', json: () => ({ name: 'fuzzed', credits: 1 }) },
   { method: 'GET', path: '/v1/admin/accounts/{id}', caller: 'admin', params: (ids) => ({ id: ids.account }) },
   { method: 'PUT', path: '/v1/admin/accounts/{id}/tier', caller: 'admin', params: (ids) => ({ id: ids.account }), json: () => ({ tier: 'standard' }) },

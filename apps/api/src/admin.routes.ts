@@ -12,7 +12,7 @@ import type { EnginePresence } from './presence';
 import type { Pulls } from './pulls';
 import { parseBody } from './validate';
 
-export function adminRoutes(accounts: AccountsService, presence: Pick<EnginePresence, 'list'>, tiers: Map<string, number>, pulls: Pick<Pulls, 'start' | 'get'>): Router {
+export function adminRoutes(accounts: AccountsService, presence: Pick<EnginePresence, 'list'>, tiers: Map<string, number>, pulls: Pick<Pulls, 'start' | 'get' | 'remove'>): Router {
   const knownTier = (tier: string | undefined) => {
     if (tier !== undefined && !tiers.has(tier)) throw new ServiceError('bad_request', `tier: ${tier} is not one of the tiers (${[...tiers.keys()].join(', ')}; PRIORITY_TIERS)`, { field: 'tier' });
     return tier;
@@ -29,6 +29,10 @@ export function adminRoutes(accounts: AccountsService, presence: Pick<EnginePres
   router.post('/models', async (req, res) => {
     const pull = await pulls.start(parseBody(PullModelRequest, req.body));
     res.status(202).location(`/v1/admin/models/pulls/${pull.id}`).json(pull);
+  });
+  router.delete('/models/:id', async (req, res) => {
+    await pulls.remove(String(req.params.id));
+    res.json({ id: String(req.params.id), removed: true });
   });
   router.get('/models/pulls/:id', async (req, res) => {
     const pull = await pulls.get(String(req.params.id));

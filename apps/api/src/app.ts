@@ -203,7 +203,7 @@ export async function startServer(config: Config, opts: { logger?: Logger } = {}
   const presence = new EnginePresence(store.redis, config.keyPrefix);
   const shutdown = new Shutdown();
   // a pull this process finishes is an engine at once, not at the next look
-  const pulls = new Pulls(store, config.keyPrefix, { modelsDir: config.modelsDir, endpoint: config.hub.endpoint, token: config.hub.token, logger, onPulled: () => void refreshEngines() });
+  const pulls = new Pulls(store, config.keyPrefix, { modelsDir: config.modelsDir, endpoint: config.hub.endpoint, token: config.hub.token, logger, onChanged: () => void refreshEngines() });
   const deps: AppDeps = { config, logger, store, queue, storage, engines, aliases, presence, jobs, prices, credits, limiter, accounts, webhooks, metrics, shutdown, pulls };
   const app = createApp(deps);
   // Give Redis a moment to connect so the first requests are not 503s; start without it if it is down.

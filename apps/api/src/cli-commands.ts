@@ -52,7 +52,7 @@ export async function runCommand(
 ): Promise<number> {
   const out = (human: string, data: unknown) => console.log(values.json ? JSON.stringify(data) : human);
   const command = `${group} ${action ?? ''}`.trim();
-  const known = ['accounts create', 'accounts list', 'keys create', 'keys list', 'keys revoke', 'credits grant', 'credits balance', 'ledger list', 'ledger verify', 'models pull', 'models list'];
+  const known = ['accounts create', 'accounts list', 'keys create', 'keys list', 'keys revoke', 'credits grant', 'credits balance', 'ledger list', 'ledger verify', 'models pull', 'models list', 'models rm'];
   if (!known.includes(command)) {
     const guess = closestName(command, known);
     throw new UsageError(`unknown command: ${command}${guess ? ` (did you mean ${guess}?)` : ''}`);

@@ -5,7 +5,7 @@
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { servedEngineKey } from '@sdq/contracts';
-import { PULL_RECORD, type PullProgress, type PullRecord, pullModel } from '@sdq/hub';
+import { PULL_RECORD, type PullProgress, type PullRecord, pullModel, removeModel } from '@sdq/hub';
 import { discoverEngines } from '@sdq/pipeline/engines';
 import type { Config } from './config';
 import { UsageError } from './cli-usage';
@@ -74,6 +74,12 @@ export async function modelsCommand(action: string, args: string[], values: { na
       printer.finish();
       throw err;
     }
+  }
+  if (action === 'rm') {
+    if (!args[0]) throw new UsageError('models rm needs an engine id');
+    const { dir } = await removeModel(config.modelsDir, args[0]);
+    out(`removed ${dir}: the API drops engine ${args[0]} within ENGINE_REFRESH_MS (10 s) and fails its queued jobs (refunded); running ones finish`, { id: args[0], dir, removed: true });
+    return 0;
   }
   // list
   const failed: { id: string; reason: string }[] = [];

@@ -30,6 +30,8 @@ Usage:
                                         (HF_ENDPOINT, HF_TOKEN) into MODELS_DIR/<engine id>: only what a
                                         pipeline reads, pinned to its commit, resumed and verified
   sdq models list                       the engines under MODELS_DIR: family, live workers, size, origin
+  sdq models rm <engine id>             remove an engine's folder: the API drops it, its queued jobs
+                                        fail (refunded), running ones finish
   sdq --help                            this text
 
 <account> is an account id or its exact name. Add --json for machine-readable output.

@@ -317,6 +317,14 @@ export function buildOpenApi(publicUrl: string): Record<string, unknown> {
           },
         },
       },
+      '/v1/admin/models/{id}': {
+        delete: {
+          summary: "Remove an engine's folder from MODELS_DIR: the API drops the engine at once, its queued jobs fail (engine_unavailable, refunded), running ones finish",
+          security: [{ admin: [] }],
+          parameters: [jobParam],
+          responses: { '200': { description: '{id, removed: true}' }, ...errorResponses(['bad_request', 'not_found', 'permission_denied']), ...common },
+        },
+      },
       '/v1/admin/models/pulls/{id}': {
         get: {
           summary: "A pull's state: bytes done and total, the file, the commit, its error",

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { type PullModelRequest, type PullObject, ServiceError } from '@sdq/contracts';
-import { checkRepo, checkRevision, checkSubfolder, engineIdFor, PullInputError, pullModel } from '@sdq/hub';
+import { checkRepo, checkRevision, checkSubfolder, engineIdFor, PullError, PullInputError, pullModel, removeModel } from '@sdq/hub';
 
 /** How long a pull's state is kept after its last change. */
 const TTL_SECONDS = 7 * 86_400;
@@ -22,7 +22,7 @@ export class Pulls {
     /** The store's connection, read when used (an app built without Redis, as the route test does, never pulls). */
     private readonly store: { readonly redis: Redis },
     private readonly keyPrefix: string,
-    private readonly opts: { modelsDir: string; endpoint: string; token?: string; logger: Logger; /** A pull put an engine folder in place (the API then reads MODELS_DIR at once). */ onPulled?: () => void },
+    private readonly opts: { modelsDir: string; endpoint: string; token?: string; logger: Logger; /** An engine folder was pulled into place or removed (the API then reads MODELS_DIR at once). */ onChanged?: () => void },
   ) {}
 
   private key(id: string): string {
@@ -101,7 +101,7 @@ export class Pulls {
       );
       Object.assign(pull, { state: 'succeeded', commit: record.commit, file: null, bytes_done: pull.bytes_total ?? pull.bytes_done });
       logger.info({ pull_id: pull.id, repo: pull.repo, commit: record.commit, engine: pull.engine }, 'model pulled');
-      this.opts.onPulled?.();
+      this.opts.onChanged?.();
     } catch (err) {
       const code = (err as { code?: string }).code ?? 'internal';
       Object.assign(pull, { state: 'failed', error: { code, message: (err as Error).message } });
@@ -112,6 +112,19 @@ export class Pulls {
       await this.save(pull).catch((err) => logger.warn({ pull_id: pull.id, err: (err as Error).message }, 'could not record the end of a pull'));
       this.running.delete(pull.id);
     }
+  }
+
+  /** Removes an engine's folder from MODELS_DIR (DELETE /v1/admin/models/{id}); the API drops it at once. */
+  async remove(id: string): Promise<void> {
+    try {
+      await removeModel(this.opts.modelsDir, id);
+    } catch (err) {
+      if (err instanceof PullInputError) throw new ServiceError('bad_request', err.message, { field: 'id' });
+      if (err instanceof PullError && err.code === 'not_found') throw new ServiceError('not_found', `engine ${id.slice(0, 100)} not found under MODELS_DIR`);
+      throw err;
+    }
+    this.opts.logger.info({ engine: id }, 'engine removed from MODELS_DIR');
+    this.opts.onChanged?.();
   }
 
   /** Resolves once every pull this process runs has ended (shutdown, tests). */

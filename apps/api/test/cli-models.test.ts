@@ -48,6 +48,11 @@ describe('npx sdq models', () => {
     expect(engines[0].bytes).toBeGreaterThan(1_000_000);
     const human = await sdq(['models', 'list']);
     expect(human.stdout).toMatch(/^pulled-sd\tstable-diffusion\tno live worker\t[\d.]+ MB\tsdq-test\/tiny-sd-onnx@/m);
+    const removed = await sdq(['models', 'rm', 'pulled-sd']);
+    expect(removed.code, removed.stderr).toBe(0);
+    expect(removed.stdout).toMatch(/^removed .*pulled-sd: the API drops engine pulled-sd/);
+    expect(JSON.parse((await sdq(['models', 'list', '--json'])).stdout).engines).toEqual([]);
+    expect((await sdq(['models', 'rm', 'pulled-sd'])).stderr).toMatch(/^sdq: error \(not_found\): no engine pulled-sd under /);
   });
 
   it('says what to do when a pull cannot be done, and refuses bad input as a usage error', async () => {

@@ -3,7 +3,7 @@
  * folder is described and priced without a restart; a removed one is an unknown engine, its queued jobs
  * fail with engine_unavailable and their credits come back; a hidden (staging) folder is never taken.
  */
-import { cpSync, mkdirSync, rmSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestApi, type TestApi } from '../../../test/support/api';
@@ -64,5 +64,20 @@ describe('engines added and removed at run time', () => {
     const failed = (await (await fetch(`${api.url}/v1/jobs/${job.id}`, { headers: auth() })).json()) as { error: { name: string } };
     expect(failed.error.name).toBe('engine_unavailable');
     expect(await balance()).toBe(before);
+  });
+
+  it('DELETE /v1/admin/models/{id} removes the folder and the engine at once; a bad id is 400, an unknown one 404', async () => {
+    const models = api.config.modelsDir;
+    cpSync(join(models, 'gen-a'), join(models, 'gen-rm'), { recursive: true });
+    await until(async () => (await ids()).includes('gen-rm'), 'gen-rm listed');
+    const res = await api.admin('/v1/admin/models/gen-rm', { method: 'DELETE' });
+    expect([res.status, await res.json()]).toEqual([200, { id: 'gen-rm', removed: true }]);
+    expect(existsSync(join(models, 'gen-rm'))).toBe(false);
+    await until(async () => !(await ids()).includes('gen-rm'), 'gen-rm dropped');
+    expect((await api.admin('/v1/admin/models/gen-rm', { method: 'DELETE' })).status).toBe(404);
+    const bad = await api.admin('/v1/admin/models/..%2Fgen-a', { method: 'DELETE' });
+    expect(bad.status).toBe(400);
+    expect(existsSync(join(models, 'gen-a'))).toBe(true);
+    expect((await api.admin('/v1/admin/models/.hidden', { method: 'DELETE' })).status).toBe(400);
   });
 });
