@@ -48,7 +48,7 @@ describe('engines no live worker serves', () => {
         expect((await t2i(service, key, 'tiny-sd')).status).toBe(202);
         const other = await expectError(await t2i(service, key, 'tiny-sdxl'), 503, 'engine_unavailable');
         // a worker runs, but serves another engine
-        expect(other.message).toMatch(/^engine tiny-sdxl: no live worker serves it: 1 live worker serves tiny-sd, not tiny-sdxl \(it is not in their ENGINES, its folder failed to load there, or it was added after they started/);
+        expect(other.message).toMatch(/^engine tiny-sdxl: no live worker serves it: 1 live worker serves tiny-sd, not tiny-sdxl \(it is not in their ENGINES, its folder failed to load there, or it was added a moment ago/);
       } finally {
         await worker.close(5000);
       }

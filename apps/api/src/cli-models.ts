@@ -66,7 +66,7 @@ export async function modelsCommand(action: string, args: string[], values: { na
       const bytes = record.files.reduce((s, f) => s + f.size, 0);
       out(
         `pulled ${record.repo}@${record.commit.slice(0, 12)} (${record.revision}) into ${dir} as engine ${engine}: ${record.files.length} files, ${mb(bytes)}, each checked\n` +
-          'the API describes it within ENGINE_REFRESH_MS (10 s); workers read MODELS_DIR when they start: restart one (or start one with ENGINES including it) to serve it',
+          'the API and the workers serving every engine take it within ENGINE_REFRESH_MS (10 s), no restart; a worker with ENGINES serves it once ENGINES names it',
         { engine, dir, ...record },
       );
       return 0;

@@ -4,7 +4,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
-import { ConfigError, JOB_VIEW_ENV, QUEUE_ENV, envInt, envUrl, ownKeyPrefix, LOG_FORMAT, LOG_LEVEL, loadOrExit, parseEnv, redisOptionsFromUrl } from '@sdq/contracts';
+import { ConfigError, JOB_VIEW_ENV, MODELS_ENV, QUEUE_ENV, envInt, envUrl, ownKeyPrefix, LOG_FORMAT, LOG_LEVEL, loadOrExit, parseEnv, redisOptionsFromUrl } from '@sdq/contracts';
 import { parseCredits } from '@sdq/credits/amounts';
 import { STORAGE_ENV, storageConfigFromEnv, type S3Config } from '@sdq/storage/config';
 import { WEBHOOK_ENV, type WebhookConfig, webhookConfigFromEnv } from '@sdq/webhooks/config';
@@ -52,8 +52,7 @@ const EnvSchema = z.object({
   ...STORAGE_ENV,
   /** Seconds between sweeps of expired jobs. Default 60. */
   SWEEP_INTERVAL: envInt(1, 86_400).default(60),
-  /** Milliseconds between looks at MODELS_DIR for engines added or removed while the API runs. Default 10000. */
-  ENGINE_REFRESH_MS: envInt(100, 600_000).default(10_000),
+  ...MODELS_ENV,
   /** true: a request for an engine no live worker serves is 503 engine_unavailable; false: it is queued for a worker to come. Default true. */
   REQUIRE_WORKER: z.enum(['true', 'false'], { error: () => 'must be true or false' }).default('true'),
   /** true: the web studio is served at /; false: / is 404 (an API-only deployment). Default true. */

@@ -53,7 +53,7 @@ export class EnginePresence {
       }
     }
     const names = [...served].sort().slice(0, 10).join(', ') || 'nothing yet';
-    return `${ids.length} live worker${ids.length > 1 ? 's' : ''} serve${ids.length > 1 ? '' : 's'} ${names}, not ${engineId} (it is not in their ENGINES, its folder failed to load there, or it was added after they started: their logs say; a worker reads MODELS_DIR when it starts)`;
+    return `${ids.length} live worker${ids.length > 1 ? 's' : ''} serve${ids.length > 1 ? '' : 's'} ${names}, not ${engineId} (it is not in their ENGINES, its folder failed to load there, or it was added a moment ago and is still loading: their logs say)`;
   }
 
   /**

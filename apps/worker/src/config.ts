@@ -9,13 +9,14 @@ import { readFileSync } from 'node:fs';
 import { tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { z } from 'zod';
-import { ConfigError, QUEUE_ENV, envInt, envList, envRedisUrl, ownKeyPrefix, LOG_FORMAT, LOG_LEVEL, loadOrExit, parseEnv, redisOptionsFromUrl } from '@sdq/contracts';
+import { ConfigError, MODELS_ENV, QUEUE_ENV, envInt, envList, envRedisUrl, ownKeyPrefix, LOG_FORMAT, LOG_LEVEL, loadOrExit, parseEnv, redisOptionsFromUrl } from '@sdq/contracts';
 import { STORAGE_ENV, storageConfigFromEnv, type StorageConfig } from '@sdq/storage/config';
 import type { ExecutionProvider } from '@sdq/pipeline/types';
 
 export const EXECUTION_PROVIDERS = ['cpu', 'cuda', 'tensorrt', 'webgpu'] as const satisfies readonly ExecutionProvider[];
 
 const EnvSchema = z.object({
+  ...MODELS_ENV,
   ...QUEUE_ENV,
   /** Default ./models. */
   MODELS_DIR: z.string().min(1).default('./models'),
@@ -92,6 +93,8 @@ export interface WorkerConfig {
   maxStalledCount: number;
   healthPort: number;
   healthHost: string;
+  /** ENGINE_REFRESH_MS: how often a worker serving every engine looks for engines added or removed. */
+  engineRefreshMs: number;
   logLevel: z.infer<typeof EnvSchema>['LOG_LEVEL'];
   logFormat: z.infer<typeof EnvSchema>['LOG_FORMAT'];
 }
@@ -108,6 +111,7 @@ export function parseWorkerConfig(env: Record<string, string | undefined>): Work
     queuePrefix: e.QUEUE_PREFIX,
     keyPrefix: ownKeyPrefix(e.QUEUE_PREFIX, e.REDIS_URL),
     modelsDir: e.MODELS_DIR,
+    engineRefreshMs: e.ENGINE_REFRESH_MS,
     engines: e.ENGINES,
     concurrency: e.WORKER_CONCURRENCY,
     batchSize: e.WORKER_BATCH_SIZE,

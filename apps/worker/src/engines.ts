@@ -51,7 +51,10 @@ export function selectEngines(config: Pick<WorkerConfig, 'modelsDir' | 'engines'
   return found.filter((e) => config.engines!.includes(e.id));
 }
 
-export async function loadEngines(config: WorkerConfig, logger: Logger, onBatch?: (engine: string, jobs: number, images: number) => void): Promise<Map<string, LoadedEngine>> {
+export type BatchObserver = (engine: string, jobs: number, images: number) => void;
+
+/** Loads one engine's graphs; throws (naming the folder's problem) when it cannot. */
+export async function loadEngine(info: EngineInfo, config: WorkerConfig, logger: Logger, onBatch?: BatchObserver): Promise<LoadedEngine> {
   const runtime = {
     providers: config.providers,
     // Several providers are a priority list: fall back along it rather than refuse to start.
@@ -59,25 +62,28 @@ export async function loadEngines(config: WorkerConfig, logger: Logger, onBatch?
     threads: config.threads,
     warn: (message: string) => logger.warn(message),
   };
+  const started = performance.now();
+  let engine: LoadedEngine;
+  if (info.kind === 'generation') {
+    const pipeline = await loadPipeline(info.dir, runtime);
+    const batcher = config.batchSize > 1 ? new GenerationBatcher(pipeline, { maxImages: config.batchSize, windowMs: config.batchWindowMs, onBatch: (jobs, images) => onBatch?.(info.id, jobs, images) }) : undefined;
+    const generate = batcher ? (req: GenerateRequest) => batcher.generate(req) : (req: GenerateRequest) => pipeline.generate(req);
+    engine = { info: info as EngineInfo & { kind: 'generation' }, pipeline, generate, provider: pipeline.model.unet.provider };
+  } else {
+    const upscaler = await Upscaler.load(info.dir, runtime);
+    engine = { info: info as EngineInfo & { kind: 'upscale' }, upscaler, provider: upscaler.model.provider };
+  }
+  // which execution provider the engine got: a CUDA deployment that fell back to the CPU says so here
+  logger.info({ engine: info.id, kind: info.kind, provider: engine.provider, ms: Math.round(performance.now() - started) }, `engine loaded on ${engine.provider}`);
+  return engine;
+}
+
+export async function loadEngines(config: WorkerConfig, logger: Logger, onBatch?: BatchObserver): Promise<Map<string, LoadedEngine>> {
   const loaded = new Map<string, LoadedEngine>();
   const failed: string[] = [];
   for (const info of selectEngines(config)) {
-    const started = performance.now();
     try {
-      let provider: string;
-      if (info.kind === 'generation') {
-        const pipeline = await loadPipeline(info.dir, runtime);
-        provider = pipeline.model.unet.provider;
-        const batcher = config.batchSize > 1 ? new GenerationBatcher(pipeline, { maxImages: config.batchSize, windowMs: config.batchWindowMs, onBatch: (jobs, images) => onBatch?.(info.id, jobs, images) }) : undefined;
-        const generate = batcher ? (req: GenerateRequest) => batcher.generate(req) : (req: GenerateRequest) => pipeline.generate(req);
-        loaded.set(info.id, { info: info as EngineInfo & { kind: 'generation' }, pipeline, generate, provider });
-      } else {
-        const upscaler = await Upscaler.load(info.dir, runtime);
-        provider = upscaler.model.provider;
-        loaded.set(info.id, { info: info as EngineInfo & { kind: 'upscale' }, upscaler, provider });
-      }
-      // which execution provider the engine got: a CUDA deployment that fell back to the CPU says so here
-      logger.info({ engine: info.id, kind: info.kind, provider, ms: Math.round(performance.now() - started) }, `engine loaded on ${provider}`);
+      loaded.set(info.id, await loadEngine(info, config, logger, onBatch));
     } catch (err) {
       // One line naming the folder and why; its jobs stay queued for a worker that can serve them.
       failed.push(`${info.id}: ${(err as Error).message}`);
@@ -97,39 +103,90 @@ export interface MemoryReport {
 }
 
 /**
- * Puts the generation engines under one memory bound: what the process holds at rest (the engines
- * loaded) is measured, the rest of WORKER_MEMORY_LIMIT_MB is the gate's capacity for runs, and each
- * engine's per-image model is measured (or read from the cache) and given to its pipeline.
+ * The worker's memory bound: what the process holds at rest (the engines loaded) is measured, the rest of
+ * WORKER_MEMORY_LIMIT_MB is the gate's capacity for runs, and each generation engine's per-image model is
+ * measured (or read from the cache) and given to its pipeline. An engine loaded or removed while the
+ * worker runs is measured the same way, at rest: the whole gate is held meanwhile, so no run is in flight.
  */
-export async function boundMemory(config: WorkerConfig, engines: Map<string, LoadedEngine>, logger: Logger): Promise<MemoryReport> {
-  const resident = new ResidentMemory();
-  const base = resident.now();
-  const budget = config.memoryLimitBytes - base;
-  const mb = (b: number) => Math.round(b / 2 ** 20);
-  if (budget <= 0) logger.error({ limit_mb: mb(config.memoryLimitBytes), resident_mb: mb(base) }, 'WORKER_MEMORY_LIMIT_MB is below what the loaded engines hold: every generation will be refused');
-  const gate = new MemoryGate(Math.max(0, budget));
-  const report: MemoryReport = { budget: Math.max(0, budget), limit: config.memoryLimitBytes, engines: {} };
-  for (const [id, engine] of engines) {
-    if (!('pipeline' in engine)) continue;
+export class WorkerMemory {
+  readonly report: MemoryReport;
+  readonly gate: MemoryGate;
+  private readonly resident = new ResidentMemory();
+  private base: number;
+
+  private constructor(
+    private readonly config: WorkerConfig,
+    private readonly logger: Logger,
+  ) {
+    this.base = this.resident.now();
+    const budget = this.budget();
+    this.gate = new MemoryGate(budget);
+    this.report = { budget, limit: config.memoryLimitBytes, engines: {} };
+  }
+
+  static async bound(config: WorkerConfig, engines: Map<string, LoadedEngine>, logger: Logger): Promise<WorkerMemory> {
+    const memory = new WorkerMemory(config, logger);
+    if (memory.report.budget <= 0) logger.error({ limit_mb: mb(config.memoryLimitBytes), resident_mb: mb(memory.base) }, 'WORKER_MEMORY_LIMIT_MB is below what the loaded engines hold: every generation will be refused');
+    for (const [id, engine] of engines) await memory.calibrate(id, engine);
+    logger.info({ limit_mb: mb(config.memoryLimitBytes), resident_mb: mb(memory.base), budget_mb: mb(memory.report.budget) }, 'memory bound');
+    return memory;
+  }
+
+  /** An engine just loaded: its weight leaves the budget, and its model is measured, at rest. */
+  async add(id: string, engine: LoadedEngine): Promise<void> {
+    const release = await this.gate.acquire(this.gate.capacity);
+    try {
+      this.remeasure();
+      await this.calibrate(id, engine);
+    } finally {
+      release();
+    }
+  }
+
+  /** An engine disposed: what it held comes back to the budget. */
+  async remove(id: string): Promise<void> {
+    delete this.report.engines[id];
+    const release = await this.gate.acquire(this.gate.capacity);
+    try {
+      this.remeasure();
+    } finally {
+      release();
+    }
+  }
+
+  private budget(): number {
+    return Math.max(0, this.config.memoryLimitBytes - this.base);
+  }
+
+  private remeasure(): void {
+    this.base = this.resident.now();
+    this.report.budget = this.budget();
+    this.gate.resize(this.report.budget);
+    this.logger.info({ limit_mb: mb(this.config.memoryLimitBytes), resident_mb: mb(this.base), budget_mb: mb(this.report.budget) }, 'memory bound');
+  }
+
+  private async calibrate(id: string, engine: LoadedEngine): Promise<void> {
+    if (!('pipeline' in engine)) return;
+    const budget = this.report.budget;
     const { model, measured, ms } = await calibrateMemory(engine.pipeline, {
-      budget: Math.max(0, budget),
+      budget,
       maxPixels: engine.info.sizes?.maxPixels ?? DEFAULT_MAX_PIXELS,
-      cacheDir: config.memoryCacheDir,
+      cacheDir: this.config.memoryCacheDir,
       salt: `${RUNTIME_VERSION}:${engine.provider}`,
-      resident,
-      base,
+      resident: this.resident,
+      base: this.base,
     });
-    engine.pipeline.memory = { model, gate };
-    report.engines[id] = { ...model, pixelsPerCell: engine.pipeline.model.vaeScaleFactor ** 2 };
+    engine.pipeline.memory = { model, gate: this.gate };
+    this.report.engines[id] = { ...model, pixelsPerCell: engine.pipeline.model.vaeScaleFactor ** 2 };
     const native = engine.pipeline.latentCells(engine.pipeline.nativeWidth, engine.pipeline.nativeHeight);
-    logger.info(
+    this.logger.info(
       { engine: id, measured, ms: Math.round(ms), points: model.points.map((p) => [p.cells, mb(p.bytes)]), native_image_mb: mb(imageBytes(model, native)), images_per_run_native: engine.pipeline.imagesPerRun(engine.pipeline.nativeWidth, engine.pipeline.nativeHeight) },
       'engine memory model',
     );
   }
-  logger.info({ limit_mb: mb(config.memoryLimitBytes), resident_mb: mb(base), budget_mb: mb(Math.max(0, budget)) }, 'memory bound');
-  return report;
 }
+
+const mb = (b: number) => Math.round(b / 2 ** 20);
 
 export async function disposeEngines(engines: Map<string, LoadedEngine>): Promise<void> {
   await Promise.all([...engines.values()].map((e) => ('pipeline' in e ? e.pipeline.dispose() : e.upscaler.dispose())));

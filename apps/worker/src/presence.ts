@@ -29,7 +29,7 @@ export class Presence {
     private readonly redis: Redis,
     private readonly prefix: string,
     private readonly workerId: string,
-    private readonly engines: string[],
+    private engines: string[],
     private readonly logger: Logger,
     private readonly report?: WorkerReport,
   ) {}
@@ -82,6 +82,18 @@ export class Presence {
     // a stop that came while this renewal was in flight: withdraw what it just wrote
     if (this.stopped) await multi.exec().then(() => this.withdraw());
     else await multi.exec();
+  }
+
+  /** The engines served change (one loaded or removed while the worker runs): claims follow at once. */
+  async setEngines(engines: string[]): Promise<void> {
+    const dropped = this.engines.filter((e) => !engines.includes(e));
+    this.engines = [...engines];
+    if (dropped.length) {
+      const multi = this.redis.multi();
+      for (const engine of dropped) multi.zrem(servedEngineKey(this.prefix, engine), this.workerId);
+      await multi.exec();
+    }
+    await this.renew();
   }
 
   /** Reports now (a job started or ended), rather than at the next heartbeat. */

@@ -73,43 +73,68 @@ export class EngineWorkers {
   onChange?: () => void;
   /** Closes a cluster client handed to BullMQ (which closes only the clients it made). */
   private readonly releaseConnection: () => void;
+  private readonly connection: ConnectionOptions;
+  private readonly slots: number;
 
   constructor(private readonly opts: EngineWorkersOptions) {
-    const { config, engines, handlers, logger } = opts;
+    const { config, engines, handlers } = opts;
     const missing = JOB_NAMES.filter((name) => typeof handlers[name] !== 'function');
     if (missing.length > 0) throw new Error(`no handler registered for job name(s): ${missing.join(', ')}`);
 
     const { connection, release } = bullmqConnection(config.redisUrl, { maxRetriesPerRequest: null });
+    this.connection = connection as ConnectionOptions;
     this.releaseConnection = release;
     // Batching needs the jobs of a batch in hand at once: the worker takes up to WORKER_BATCH_SIZE.
-    const slots = Math.max(config.concurrency, config.batchSize);
-    for (const engineId of engines.keys()) {
-      const worker = new Worker(taggedQueueName(queueNameForEngine(engineId), config.redisUrl), (job, token) => this.process(engineId, job, token), {
-        prefix: config.queuePrefix,
-        connection: connection as ConnectionOptions,
-        concurrency: slots,
-        lockDuration: config.lockDurationMs,
-        stalledInterval: config.stalledIntervalMs,
-        maxStalledCount: config.maxStalledCount,
-        // Started by run(), once every engine's Worker exists.
-        autorun: false,
-      });
-      worker.on('error', (err) => logger.warn({ engine: engineId, err: err.message }, 'queue connection error'));
-      worker.on('stalled', (jobId) => logger.warn({ job_id: jobId, engine: engineId }, 'job stalled (its worker stopped answering): back in the queue'));
-      if (opts.holds) {
-        const holds = opts.holds;
-        worker.on('completed', (job) => holds.completed(job));
-        worker.on('failed', (job) => holds.failed(job));
-      }
-      opts.events?.follow(worker);
-      this.workers.set(engineId, worker);
-    }
-    const many = this.workers.size > 1;
+    this.slots = Math.max(config.concurrency, config.batchSize);
+    for (const engineId of engines.keys()) this.workers.set(engineId, this.create(engineId));
+    // with several engines, a full process pauses the others' Workers (read when it fills: engines come and go)
+    const many = () => this.workers.size > 1;
     this.gate = new SlotGate(
-      slots,
-      () => many && this.workers.forEach((w) => void w.pause(true)),
-      () => many && this.workers.forEach((w) => void w.resume()),
+      this.slots,
+      () => many() && this.workers.forEach((w) => void w.pause(true)),
+      () => many() && this.workers.forEach((w) => void w.resume()),
     );
+  }
+
+  /** One engine queue's BullMQ Worker, not yet running. */
+  private create(engineId: string): Worker {
+    const opts = this.opts;
+    const { config, logger } = opts;
+    const worker = new Worker(taggedQueueName(queueNameForEngine(engineId), config.redisUrl), (job, token) => this.process(engineId, job, token), {
+      prefix: config.queuePrefix,
+      connection: this.connection,
+      concurrency: this.slots,
+      lockDuration: config.lockDurationMs,
+      stalledInterval: config.stalledIntervalMs,
+      maxStalledCount: config.maxStalledCount,
+      // Started by run(), once every engine's Worker exists.
+      autorun: false,
+    });
+    worker.on('error', (err) => logger.warn({ engine: engineId, err: err.message }, 'queue connection error'));
+    worker.on('stalled', (jobId) => logger.warn({ job_id: jobId, engine: engineId }, 'job stalled (its worker stopped answering): back in the queue'));
+    if (opts.holds) {
+      const holds = opts.holds;
+      worker.on('completed', (job) => holds.completed(job));
+      worker.on('failed', (job) => holds.failed(job));
+    }
+    opts.events?.follow(worker);
+    return worker;
+  }
+
+  /** Starts taking an engine's jobs (one loaded while the worker runs; `engines` already holds it). */
+  add(engineId: string): void {
+    if (this.workers.has(engineId)) return;
+    const worker = this.create(engineId);
+    this.workers.set(engineId, worker);
+    worker.run().catch((err) => this.opts.logger.error({ engine: engineId, err }, 'worker loop stopped'));
+  }
+
+  /** Stops taking an engine's jobs; resolves once its running jobs have finished. */
+  async remove(engineId: string): Promise<void> {
+    const worker = this.workers.get(engineId);
+    if (!worker) return;
+    this.workers.delete(engineId);
+    await worker.close();
   }
 
   /** Starts taking jobs. */

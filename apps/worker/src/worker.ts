@@ -3,11 +3,13 @@
  * the engine queues' BullMQ Workers and the health server. main.ts runs it; tests start it in-process.
  */
 import { randomUUID } from 'node:crypto';
+import { existsSync } from 'node:fs';
 import type { Server } from 'node:http';
 import { hostname } from 'node:os';
 import type { Logger } from 'pino';
 import type { Redis } from 'ioredis';
-import { createRedis, type Storage } from '@sdq/contracts';
+import { createRedis, queueNameForEngine, type Storage } from '@sdq/contracts';
+import { discoverEngines } from '@sdq/pipeline/engines';
 import { createStorage } from '@sdq/storage';
 import { availableCpus } from '@sdq/pipeline';
 import { CreditsService } from '@sdq/credits';
@@ -15,7 +17,7 @@ import { JobCharge } from '@sdq/jobs/charge';
 import { JobEventLog } from '@sdq/jobs/job-events';
 import { CancelWatcher } from './cancel';
 import { redactUrl, type WorkerConfig } from './config';
-import { boundMemory, disposeEngines, type LoadedEngine, loadEngines } from './engines';
+import { disposeEngines, type LoadedEngine, loadEngine, loadEngines, WorkerMemory } from './engines';
 import { HANDLERS, type JobHandlers } from './handlers';
 import { portOf, startHealthServer } from './health';
 import { WorkerMetrics } from './metrics';
@@ -71,9 +73,12 @@ export async function startWorker(config: WorkerConfig, logger: Logger, handlers
   let storage: Storage | undefined;
   let cancel: CancelWatcher | undefined;
   let presence: Presence | undefined;
+  let memory: WorkerMemory | undefined;
+  const onBatch = (engine: string, jobs: number) => metrics.batchJobs.observe({ engine }, jobs);
+  const providers: Record<string, string> = {};
   try {
-    engines = await loadEngines(config, logger, (engine, jobs) => metrics.batchJobs.observe({ engine }, jobs));
-    const memory = await boundMemory(config, engines, logger);
+    engines = await loadEngines(config, logger, onBatch);
+    memory = await WorkerMemory.bound(config, engines, logger);
     storage = createStorage('s3' in config.storage ? config.storage : { local: { ...config.storage.local, publicUrl: 'http://unused.invalid', secret: 'the worker signs no URL' } });
     await Promise.all([redis.connect(), subscriber.connect()]);
     cancel = new CancelWatcher(subscriber, redis, config.keyPrefix, logger);
@@ -85,12 +90,12 @@ export async function startWorker(config: WorkerConfig, logger: Logger, handlers
     workers = new EngineWorkers({ config, engines, handlers, storage, cancel, holds, events, metrics, logger });
     workers.run();
     const engineWorkers = workers;
-    const providers = Object.fromEntries([...engines].map(([id, e]) => [id, e.provider]));
+    for (const [id, e] of engines) providers[id] = e.provider;
     presence = new Presence(redis, config.keyPrefix, `${hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`, [...engines.keys()], logger, {
       host: hostname(),
       pid: process.pid,
       providers,
-      memory,
+      memory: memory.report,
       startedAt: Date.now(),
       status: () => ({ current: [...engineWorkers.current], done: engineWorkers.done }),
     });
@@ -108,12 +113,60 @@ export async function startWorker(config: WorkerConfig, logger: Logger, handlers
   logger.info({ engines: [...engines.keys()], health_port: portOf(health) }, 'worker ready: taking jobs');
 
   let closed: Promise<void> | undefined;
+  // A worker serving every engine (ENGINES unset) follows MODELS_DIR while it runs, every
+  // ENGINE_REFRESH_MS: a folder added (pulled, copied whole; hidden ones never) is loaded, measured and
+  // claimed; a folder removed stops being served (its claim first, then its running jobs finish).
+  const notLoaded = new Map<string, string>();
+  let refreshing = false;
+  const refresh = async () => {
+    if (refreshing || closed || !existsSync(config.modelsDir)) return;
+    refreshing = true;
+    try {
+      const found = discoverEngines(config.modelsDir, () => {});
+      const ids = new Set(found.map((e) => e.id));
+      for (const info of found) {
+        if (engines.has(info.id) || closed) continue;
+        try {
+          queueNameForEngine(info.id);
+          const engine = await loadEngine(info, config, logger, onBatch);
+          engines.set(info.id, engine);
+          providers[info.id] = engine.provider;
+          await memory!.add(info.id, engine);
+          workers!.add(info.id);
+          await presence!.setEngines([...engines.keys()]);
+          notLoaded.delete(info.id);
+          logger.info({ engine: info.id }, 'engine added (MODELS_DIR): taking its jobs');
+        } catch (err) {
+          // tried again at each look (a folder still being copied), said once per reason
+          if (notLoaded.get(info.id) !== (err as Error).message) logger.error({ engine: info.id, dir: info.dir, reason: (err as Error).message }, 'engine not served: it failed to load');
+          notLoaded.set(info.id, (err as Error).message);
+        }
+      }
+      for (const [id, engine] of [...engines]) {
+        if (ids.has(id) || closed) continue;
+        engines.delete(id);
+        delete providers[id];
+        await presence!.setEngines([...engines.keys()]);
+        await workers!.remove(id);
+        await ('pipeline' in engine ? engine.pipeline.dispose() : engine.upscaler.dispose());
+        await memory!.remove(id);
+        logger.info({ engine: id }, 'engine removed (MODELS_DIR): no longer served');
+      }
+    } catch (err) {
+      logger.warn({ err: (err as Error).message }, 'could not follow MODELS_DIR; retrying');
+    } finally {
+      refreshing = false;
+    }
+  };
+  const refresher = config.engines ? undefined : setInterval(() => void refresh(), config.engineRefreshMs);
+  refresher?.unref();
   return {
     engines: [...engines.keys()],
     healthPort: portOf(health),
     close: (graceMs = config.shutdownGraceMs) =>
       (closed ??= (async () => {
         ready = false;
+        clearInterval(refresher);
         // Withdrawn first: the API stops accepting jobs only this worker could take.
         await presence?.stop();
         await workers!.close(graceMs);

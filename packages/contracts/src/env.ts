@@ -25,6 +25,12 @@ export const envList = z.string().transform((v) => v.split(',').map((s) => s.tri
 
 export const LOG_LEVEL = z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info');
 
+/** What the API and the worker read alike about MODELS_DIR while they run. */
+export const MODELS_ENV = {
+  /** Milliseconds between looks at MODELS_DIR for engines added or removed while the process runs. Default 10000. */
+  ENGINE_REFRESH_MS: envInt(100, 600_000).default(10_000),
+};
+
 /**
  * What the API and the webhook delivery process read alike, since both answer for a job (the API's job
  * object, the delivery's body): one definition, spread into both environment schemas.

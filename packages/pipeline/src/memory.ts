@@ -156,20 +156,44 @@ export function memoryRefusal(model: MemoryModel, budget: number, cells: number,
  */
 export class MemoryGate {
   private used = 0;
-  private readonly waiting: { bytes: number; grant(): void }[] = [];
+  private readonly waiting: { bytes: number; grant(granted: number): void }[] = [];
+
+  private cap: number;
 
   /** @param capacity bytes runs may take together (the worker's bound less what its engines hold at rest) */
-  constructor(readonly capacity: number) {}
+  constructor(capacity: number) {
+    this.cap = capacity;
+  }
+
+  get capacity(): number {
+    return this.cap;
+  }
+
+  /** A new capacity (an engine loaded or removed while the worker runs); what waits is granted if it now fits. */
+  resize(capacity: number): void {
+    this.cap = Math.max(0, capacity);
+    this.grantWaiting();
+  }
 
   /** Waits until `bytes` fit (at most the capacity) and holds them; call the returned function to give them back. */
   async acquire(bytes: number): Promise<() => void> {
-    const want = Math.min(bytes, this.capacity);
-    if (!this.waiting.length && this.used + want <= this.capacity) {
+    const want = Math.min(bytes, this.cap);
+    if (!this.waiting.length && this.used + want <= this.cap) {
       this.used += want;
       return this.releaser(want);
     }
-    await new Promise<void>((grant) => this.waiting.push({ bytes: want, grant }));
-    return this.releaser(want);
+    const granted = await new Promise<number>((grant) => this.waiting.push({ bytes: want, grant }));
+    return this.releaser(granted);
+  }
+
+  private grantWaiting(): void {
+    while (this.waiting.length) {
+      // a capacity that shrank below what waits: it gets the whole capacity, as a new request would
+      const take = Math.min(this.waiting[0].bytes, this.cap);
+      if (this.used + take > this.cap) break;
+      this.used += take;
+      this.waiting.shift()!.grant(take);
+    }
   }
 
   get inUse(): number {
@@ -182,11 +206,7 @@ export class MemoryGate {
       if (done) return;
       done = true;
       this.used -= bytes;
-      while (this.waiting.length && this.used + this.waiting[0].bytes <= this.capacity) {
-        const next = this.waiting.shift()!;
-        this.used += next.bytes;
-        next.grant();
-      }
+      this.grantWaiting();
     };
   }
 }

@@ -1,0 +1,65 @@
+/**
+ * An engine folder added to MODELS_DIR while the API and a worker run (ENGINE_REFRESH_MS apart): the API
+ * describes it and the worker (serving every engine) loads, measures and claims it, and a generation
+ * through it succeeds, no restart; removed, the worker stops serving it and the API forgets it. Real
+ * API, real worker, the tiny models.
+ */
+import { cpSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startTestRedis, type TestRedis } from '../support/redis';
+import { authed, MODELS_DIR, type Service, startService, startTestWorker, type TestWorker, waitFor } from '../e2e/support';
+
+let redis: TestRedis;
+let service: Service;
+let worker: TestWorker;
+let key: string;
+const models = mkdtempSync(join(tmpdir(), 'sdq-hot-models-'));
+
+beforeAll(async () => {
+  cpSync(join(MODELS_DIR, 'tiny-sd'), join(models, 'tiny-sd'), { recursive: true });
+  redis = await startTestRedis();
+  service = await startService(redis, { env: { MODELS_DIR: models, ENGINE_REFRESH_MS: '200' } });
+  worker = await startTestWorker(service, { ENGINE_REFRESH_MS: '200' });
+  key = await service.apiKey('hot');
+});
+afterAll(async () => {
+  await worker?.close(1000);
+  await service?.close();
+  await redis?.close();
+  rmSync(models, { recursive: true, force: true });
+});
+
+const workersOf = async () =>
+  Object.fromEntries(((await (await fetch(`${service.url}/v1/engines/list`, { headers: authed(key) })).json()) as { id: string; capabilities: { workers: number } }[]).map((e) => [e.id, e.capabilities.workers]));
+
+describe('engines added and removed while the service runs', () => {
+  it('a folder copied in becomes an engine the worker serves: a generation through it succeeds, without a restart', async () => {
+    expect(await workersOf()).toEqual({ 'tiny-sd': 1 });
+    cpSync(join(MODELS_DIR, 'tiny-sd'), join(models, 'tiny-sd-b'), { recursive: true });
+    await waitFor(async () => (await workersOf())['tiny-sd-b'] === 1, 'the worker to serve tiny-sd-b', 30_000);
+    const res = await fetch(`${service.url}/v1/generation/tiny-sd-b/text-to-image`, {
+      method: 'POST',
+      headers: authed(key, { 'content-type': 'application/json', accept: 'image/png' }),
+      body: JSON.stringify({ text_prompts: [{ text: 'a red circle on a blue background' }], steps: 10, seed: 7 }),
+    });
+    expect(res.status, await res.clone().text()).toBe(200);
+    expect(res.headers.get('content-type')).toBe('image/png');
+    // and the engine it was copied from still serves
+    expect(await workersOf()).toEqual({ 'tiny-sd': 1, 'tiny-sd-b': 1 });
+  });
+
+  it('a folder removed stops being served and is forgotten; the others serve on', async () => {
+    rmSync(join(models, 'tiny-sd-b'), { recursive: true, force: true });
+    await waitFor(async () => !('tiny-sd-b' in (await workersOf())), 'the API to forget tiny-sd-b', 30_000);
+    expect((await fetch(`${service.url}/v1/generation/tiny-sd-b/text-to-image`, { method: 'POST', headers: authed(key, { 'content-type': 'application/json' }), body: '{"text_prompts":[{"text":"a"}]}' })).status).toBe(404);
+    const res = await fetch(`${service.url}/v1/generation/tiny-sd/text-to-image`, {
+      method: 'POST',
+      headers: authed(key, { 'content-type': 'application/json', accept: 'image/png' }),
+      body: JSON.stringify({ text_prompts: [{ text: 'a red circle on a blue background' }], steps: 10 }),
+    });
+    expect(res.status).toBe(200);
+    expect(worker.engines).toContain('tiny-sd');
+  });
+});
