@@ -246,7 +246,17 @@ class HubHttp {
       for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
         if (failed) throw failed;
         for (const h of hashes) h.update(chunk);
-        if (!out.write(chunk)) await new Promise<void>((r) => (out.once('drain', () => r()), out.once('error', () => r())));
+        if (!out.write(chunk)) {
+          await new Promise<void>((r) => {
+            const go = () => {
+              out.off('drain', go);
+              out.off('error', go);
+              r();
+            };
+            out.on('drain', go);
+            out.on('error', go);
+          });
+        }
         done += chunk.length;
         onBytes(done);
       }
