@@ -4,12 +4,12 @@
  * through it succeeds, no restart; removed, the worker stops serving it and the API forgets it. Real
  * API, real worker, the tiny models.
  */
-import { cpSync, mkdtempSync, rmSync } from 'node:fs';
+import { cpSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestRedis, type TestRedis } from '../support/redis';
-import { authed, MODELS_DIR, type Service, startService, startTestWorker, type TestWorker, waitFor } from '../e2e/support';
+import { ADMIN_TOKEN, authed, MODELS_DIR, type Service, startService, startTestWorker, type TestWorker, waitFor } from '../e2e/support';
 
 let redis: TestRedis;
 let service: Service;
@@ -62,4 +62,16 @@ describe('engines added and removed while the service runs', () => {
     expect(res.status).toBe(200);
     expect(worker.engines).toContain('tiny-sd');
   });
+
+  it("a folder that does not load is 'failed' on the engine list, its reason on /v1/admin/workers", async () => {
+    cpSync(join(MODELS_DIR, 'tiny-sd'), join(models, 'tiny-sd-broken'), { recursive: true });
+    writeFileSync(join(models, 'tiny-sd-broken', 'unet', 'model.onnx'), 'not a graph');
+    const stateOf = async () =>
+      ((await (await fetch(`${service.url}/v1/engines/list`, { headers: authed(key) })).json()) as { id: string; capabilities: { state: string } }[]).find((e) => e.id === 'tiny-sd-broken')?.capabilities.state;
+    await waitFor(async () => (await stateOf()) === 'failed', 'tiny-sd-broken to be failed', 30_000);
+    const workers = (await (await fetch(`${service.url}/v1/admin/workers`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } })).json()) as { data: { engine_states: Record<string, { state: string; reason?: string }> }[] };
+    expect(workers.data[0].engine_states['tiny-sd-broken']).toEqual({ state: 'failed', reason: expect.stringMatching(/unet\/model\.onnx/) });
+    expect(((await (await fetch(`${service.url}/v1/engines/list`, { headers: authed(key) })).json()) as { id: string; capabilities: { state: string } }[]).find((e) => e.id === 'tiny-sd')?.capabilities.state).toBe('ready');
+  });
 });
+

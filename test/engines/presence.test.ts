@@ -4,7 +4,8 @@
  * (REQUIRE_WORKER=false) fails with engine_unavailable after UNSERVED_JOB_TIMEOUT, its credits released.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { authed, type Service, startService, startTestWorker, waitFor } from '../e2e/support';
+import { workerInfoKey, workersKey } from '@sdq/contracts';
+import { ADMIN_TOKEN, authed, type Service, startService, startTestWorker, waitFor } from '../e2e/support';
 import { startTestRedis, type TestRedis } from '../support/redis';
 import { expectError } from '../security/support';
 
@@ -82,4 +83,35 @@ describe('engines no live worker serves', () => {
       await service.close();
     }
   }, 60_000);
+
+  it("an engine a worker is loading is 'loading' and takes requests; one it could not load is 'failed', its reason for admins", async () => {
+    const prefix = `${redis.prefix}p3`;
+    const service = await startService(redis, { env: { QUEUE_PREFIX: prefix } });
+    const client = service.server.deps.store.redis;
+    try {
+      const key = await service.apiKey('states');
+      const stateOf = async (engine: string) =>
+        ((await (await fetch(`${service.url}/v1/engines/list`, { headers: authed(key) })).json()) as { id: string; capabilities: { state: string; workers: number } }[]).find((e) => e.id === engine)!.capabilities;
+      expect(await stateOf('tiny-sdxl')).toEqual({ ...(await stateOf('tiny-sdxl')), state: 'available', workers: 0 });
+      // a worker's report, as apps/worker/src/presence.ts writes it: loading tiny-sdxl, tiny-sd3 failed
+      const [seconds] = await client.time();
+      const report = async (states: Record<string, unknown>) => {
+        await client.zadd(workersKey(prefix), Number(seconds) * 1000 + 60_000, 'w1');
+        await client.hset(workerInfoKey(prefix, 'w1'), { host: 'h', pid: '1', engines: '[]', providers: '{}', current_jobs: '[]', jobs_done: '0', started_at: '0', last_heartbeat: String(Number(seconds) * 1000), engine_states: JSON.stringify(states) });
+      };
+      await report({ 'tiny-sdxl': { state: 'loading' }, 'tiny-sd3': { state: 'failed', reason: 'model file missing: unet/model.onnx' } });
+      expect((await stateOf('tiny-sdxl')).state).toBe('loading');
+      expect((await t2i(service, key, 'tiny-sdxl')).status).toBe(202);
+      expect((await stateOf('tiny-sd3')).state).toBe('failed');
+      const refused = await expectError(await t2i(service, key, 'tiny-sd3'), 503, 'engine_unavailable');
+      expect(refused.message).toMatch(/its folder failed to load there/);
+      // the reason is an admin's to read
+      const workers = (await (await fetch(`${service.url}/v1/admin/workers`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } })).json()) as { data: { id: string; engine_states: Record<string, { state: string; reason?: string }> }[] };
+      expect(workers.data.find((w) => w.id === 'w1')?.engine_states['tiny-sd3']).toEqual({ state: 'failed', reason: 'model file missing: unet/model.onnx' });
+      expect(JSON.stringify(await (await fetch(`${service.url}/v1/engines/list`, { headers: authed(key) })).json())).not.toContain('model file missing');
+    } finally {
+      await service.close();
+    }
+  });
 });
+

@@ -35,6 +35,40 @@ export class EnginePresence {
   }
 
   /**
+   * An engine's state across the live workers: `ready` when one serves it, else `loading` when one is
+   * loading it (its jobs are taken), else `failed` when one could not load it, else `available` (on disk,
+   * no worker has it). The count of live workers serving it beside.
+   */
+  async stateOf(engineId: string): Promise<{ state: 'ready' | 'loading' | 'failed' | 'available'; workers: number }> {
+    const workers = await this.workers(engineId);
+    if (workers > 0) return { state: 'ready', workers };
+    let loading = false;
+    let failed = false;
+    for (const states of await this.engineStates()) {
+      const state = Object.hasOwn(states, engineId) ? states[engineId]?.state : undefined;
+      if (state === 'loading') loading = true;
+      if (state === 'failed') failed = true;
+    }
+    return { state: loading ? 'loading' : failed ? 'failed' : 'available', workers };
+  }
+
+  /** Each live worker's engine_states report (engines it is loading or could not load). */
+  private async engineStates(): Promise<Record<string, { state: string; reason?: string }>[]> {
+    const [seconds, micros] = await this.redis.time();
+    const now = Number(seconds) * 1000 + Math.floor(Number(micros) / 1000);
+    const ids = await this.redis.zrangebyscore(workersKey(this.prefix), `(${now}`, '+inf');
+    const texts = await Promise.all(ids.map((id) => this.redis.hget(workerInfoKey(this.prefix, id), 'engine_states')));
+    return texts.map((text) => {
+      try {
+        const parsed = JSON.parse(text ?? '{}') as unknown;
+        return parsed && typeof parsed === 'object' ? (parsed as Record<string, { state: string; reason?: string }>) : {};
+      } catch {
+        return {};
+      }
+    });
+  }
+
+  /**
    * Why no live worker serves the engine, as the live workers' reports tell: none has reported (none
    * was started, or they are still loading: a worker reports once its engines are loaded), or those that
    * have serve other engines (this one is not in their ENGINES, or its folder failed to load there).
@@ -124,6 +158,7 @@ export class EnginePresence {
         providers: json<Record<string, string>>(row.providers, {}),
         current_jobs: json<string[]>(row.current_jobs, []),
         jobs_done: Number(row.jobs_done),
+        engine_states: json<WorkerObject['engine_states']>(row.engine_states, {}),
         started_at: iso(row.started_at),
         last_heartbeat: iso(row.last_heartbeat),
       }));

@@ -47,14 +47,14 @@ export function engineRoutes(engines: Map<string, EngineInfo>, aliases: Map<stri
   router.get(
     '/v1/engines/list',
     async (_req, res) => {
-      const served = new Map(await Promise.all([...engines.keys()].map(async (id) => [id, await presence.workers(id)] as const)));
+      const served = new Map(await Promise.all([...engines.keys()].map(async (id) => [id, await presence.stateOf(id)] as const)));
       const entry = (id: string, e: EngineInfo, aliasOf?: string) => ({
         id,
         name: id,
         description: aliasOf ? `${e.description} (alias of ${aliasOf})` : e.description,
         type: 'PICTURE',
         pricing: enginePricing(prices, e),
-        capabilities: { ...capabilities(e), workers: served.get(e.id) ?? 0 },
+        capabilities: { ...capabilities(e), workers: served.get(e.id)?.workers ?? 0, state: served.get(e.id)?.state ?? 'available' },
         alias_of: aliasOf ?? null,
       });
       res.json([...[...engines.values()].map((e) => entry(e.id, e)), ...[...aliases].map(([alias, id]) => entry(alias, engines.get(id)!, id))]);

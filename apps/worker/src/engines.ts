@@ -78,7 +78,7 @@ export async function loadEngine(info: EngineInfo, config: WorkerConfig, logger:
   return engine;
 }
 
-export async function loadEngines(config: WorkerConfig, logger: Logger, onBatch?: BatchObserver): Promise<Map<string, LoadedEngine>> {
+export async function loadEngines(config: WorkerConfig, logger: Logger, onBatch?: BatchObserver, failures?: Map<string, string>): Promise<Map<string, LoadedEngine>> {
   const loaded = new Map<string, LoadedEngine>();
   const failed: string[] = [];
   for (const info of selectEngines(config)) {
@@ -87,6 +87,7 @@ export async function loadEngines(config: WorkerConfig, logger: Logger, onBatch?
     } catch (err) {
       // One line naming the folder and why; its jobs stay queued for a worker that can serve them.
       failed.push(`${info.id}: ${(err as Error).message}`);
+      failures?.set(info.id, (err as Error).message);
       logger.error({ engine: info.id, dir: info.dir, reason: (err as Error).message }, 'engine not served: it failed to load');
     }
   }

@@ -18,6 +18,8 @@ export interface WorkerReport {
   startedAt: number;
   /** The jobs running now and the count finished so far, read at each heartbeat. */
   status(): { current: string[]; done: number };
+  /** Engines it is loading now or could not load (with why), read at each heartbeat. */
+  engineStates?(): Record<string, { state: 'loading' | 'failed'; reason?: string }>;
 }
 
 export class Presence {
@@ -74,6 +76,7 @@ export class Presence {
         ...(r.memory ? { memory: JSON.stringify(r.memory) } : {}),
         current_jobs: JSON.stringify(current),
         jobs_done: String(done),
+        engine_states: JSON.stringify(r.engineStates?.() ?? {}),
         started_at: String(r.startedAt),
         last_heartbeat: String(now),
       });

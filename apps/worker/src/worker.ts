@@ -3,9 +3,10 @@
  * the engine queues' BullMQ Workers and the health server. main.ts runs it; tests start it in-process.
  */
 import { randomUUID } from 'node:crypto';
-import { existsSync } from 'node:fs';
+import { existsSync, readdirSync, statSync } from 'node:fs';
 import type { Server } from 'node:http';
 import { hostname } from 'node:os';
+import { join } from 'node:path';
 import type { Logger } from 'pino';
 import type { Redis } from 'ioredis';
 import { createRedis, queueNameForEngine, type Storage } from '@sdq/contracts';
@@ -76,8 +77,11 @@ export async function startWorker(config: WorkerConfig, logger: Logger, handlers
   let memory: WorkerMemory | undefined;
   const onBatch = (engine: string, jobs: number) => metrics.batchJobs.observe({ engine }, jobs);
   const providers: Record<string, string> = {};
+  // engines it could not load (why), and those it is loading while it runs: reported with each heartbeat
+  const notLoaded = new Map<string, string>();
+  const loading = new Set<string>();
   try {
-    engines = await loadEngines(config, logger, onBatch);
+    engines = await loadEngines(config, logger, onBatch, notLoaded);
     memory = await WorkerMemory.bound(config, engines, logger);
     storage = createStorage('s3' in config.storage ? config.storage : { local: { ...config.storage.local, publicUrl: 'http://unused.invalid', secret: 'the worker signs no URL' } });
     await Promise.all([redis.connect(), subscriber.connect()]);
@@ -98,6 +102,10 @@ export async function startWorker(config: WorkerConfig, logger: Logger, handlers
       memory: memory.report,
       startedAt: Date.now(),
       status: () => ({ current: [...engineWorkers.current], done: engineWorkers.done }),
+      engineStates: () => ({
+        ...Object.fromEntries([...notLoaded].map(([id, reason]) => [id, { state: 'failed' as const, reason }])),
+        ...Object.fromEntries([...loading].map((id) => [id, { state: 'loading' as const }])),
+      }),
     });
     const live = presence;
     workers.onChange = () => live.touch();
@@ -116,8 +124,9 @@ export async function startWorker(config: WorkerConfig, logger: Logger, handlers
   // A worker serving every engine (ENGINES unset) follows MODELS_DIR while it runs, every
   // ENGINE_REFRESH_MS: a folder added (pulled, copied whole; hidden ones never) is loaded, measured and
   // claimed; a folder removed stops being served (its claim first, then its running jobs finish).
-  const notLoaded = new Map<string, string>();
   let refreshing = false;
+  // a folder that failed is tried again only once its files change (not every look: a broken graph may be large)
+  const failedAs = new Map<string, string>();
   const refresh = async () => {
     if (refreshing || closed || !existsSync(config.modelsDir)) return;
     refreshing = true;
@@ -126,8 +135,12 @@ export async function startWorker(config: WorkerConfig, logger: Logger, handlers
       const ids = new Set(found.map((e) => e.id));
       for (const info of found) {
         if (engines.has(info.id) || closed) continue;
+        const signature = filesSignature(info.dir);
+        if (notLoaded.has(info.id) && failedAs.get(info.id) === signature) continue;
         try {
           queueNameForEngine(info.id);
+          loading.add(info.id);
+          presence!.touch();
           const engine = await loadEngine(info, config, logger, onBatch);
           engines.set(info.id, engine);
           providers[info.id] = engine.provider;
@@ -140,6 +153,9 @@ export async function startWorker(config: WorkerConfig, logger: Logger, handlers
           // tried again at each look (a folder still being copied), said once per reason
           if (notLoaded.get(info.id) !== (err as Error).message) logger.error({ engine: info.id, dir: info.dir, reason: (err as Error).message }, 'engine not served: it failed to load');
           notLoaded.set(info.id, (err as Error).message);
+          failedAs.set(info.id, signature);
+        } finally {
+          loading.delete(info.id);
         }
       }
       for (const [id, engine] of [...engines]) {
@@ -188,4 +204,24 @@ async function pingWithin(redis: Redis, ms: number): Promise<boolean> {
   } finally {
     clearTimeout(timer);
   }
+}
+
+/** The names, sizes and times of a folder's files: what changes when a copy goes on or a file is replaced. */
+function filesSignature(dir: string): string {
+  const parts: string[] = [];
+  const walk = (d: string, depth: number) => {
+    for (const name of readdirSync(d).sort()) {
+      const path = join(d, name);
+      const stats = statSync(path);
+      if (stats.isDirectory()) {
+        if (depth < 3) walk(path, depth + 1);
+      } else parts.push(`${path}:${stats.size}:${stats.mtimeMs}`);
+    }
+  };
+  try {
+    walk(dir, 0);
+  } catch {
+    return '';
+  }
+  return parts.join('|');
 }

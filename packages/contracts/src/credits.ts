@@ -141,7 +141,10 @@ export const EngineCapabilities = z
       .describe('Output sizes accepted: exactly `allowed` ("WxH") when set, else multiples of step with each side >= min_side and width x height <= max_pixels.'),
     samplers: z.array(z.string()).nullable(),
     defaults: z.object({ steps: z.number().nullable(), cfg_scale: z.number().nullable(), sampler: z.string().nullable() }),
-    workers: z.number().int().describe('Live workers serving the engine now; 0 = requests are 503 engine_unavailable (with REQUIRE_WORKER=true).'),
+    workers: z.number().int().describe('Live workers serving the engine now; 0 = requests are 503 engine_unavailable (with REQUIRE_WORKER=true) unless a worker is loading it.'),
+    state: z
+      .enum(['ready', 'loading', 'failed', 'available'])
+      .describe('ready: a live worker serves it; loading: one is loading it (requests are queued for it); failed: a worker could not load it (why: GET /v1/admin/workers); available: on disk, no worker has it.'),
   })
   .meta({ id: 'EngineCapabilities' });
 

@@ -147,6 +147,8 @@ export const WorkerObject = z.object({
   current_jobs: z.array(z.string()),
   /** Jobs it finished (succeeded or failed) since it started. */
   jobs_done: z.number().int(),
+  /** Engines it is loading now or could not load (with why), beside those it serves (`engines`). */
+  engine_states: z.record(z.string(), z.object({ state: z.enum(['loading', 'failed']), reason: z.string().optional() })),
   started_at: z.string(),
   last_heartbeat: z.string(),
 });
@@ -157,7 +159,6 @@ export const JOB_STATUSES = ['queued', 'running', 'succeeded', 'failed', 'cancel
 export type JobStatus = (typeof JOB_STATUSES)[number];
 export const TERMINAL_STATUSES: ReadonlySet<JobStatus> = new Set(['succeeded', 'failed', 'canceled']);
 
-/** The public job object (GET /v1/jobs/{id}, 202 answers, SSE events). Times are ISO 8601. */
 /**
  * The settings a job was made with, in Stability's v1 field names, so a client can show them and post
  * them again (the studio's "reuse settings"). Upscales have width/height only.
@@ -194,6 +195,7 @@ export function jobParamsView(job: { kind: JobName; params: GenerationParams | U
   return view;
 }
 
+/** The public job object (GET /v1/jobs/{id}, 202 answers, SSE events). Times are ISO 8601. */
 export const JobObject = z
   .object({
     id: z.string(),

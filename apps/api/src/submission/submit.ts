@@ -73,7 +73,8 @@ export async function submitJob(
   const { config, jobs } = deps;
   await checkWebhook(config, built.webhook);
   // Nothing is held for a job no worker would take (REQUIRE_WORKER=false queues it for one to come).
-  if (config.requireWorker && (await deps.presence.workers(engine.id)) === 0) {
+  // an engine a worker is loading is taken: its jobs wait in its queue as for any busy worker
+  if (config.requireWorker && (await deps.presence.workers(engine.id)) === 0 && (await deps.presence.stateOf(engine.id)).state !== 'loading') {
     const why = await deps.presence.whyUnserved(engine.id);
     throw new ServiceError('engine_unavailable', `engine ${engine.id}: no live worker serves it: ${why}; retry once a worker serves it`, { headers: { 'Retry-After': '10' } });
   }
