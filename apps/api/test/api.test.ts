@@ -109,6 +109,8 @@ describe('engines, health, openapi', () => {
       defaults: { steps: 30, cfg_scale: 7, sampler: null },
       // The stub worker claims no presence; with REQUIRE_WORKER=false (these tests) jobs queue anyway.
       workers: 0,
+      // no worker has it (the stub workers here claim no presence)
+      state: 'available',
     });
     expect(engines[2].capabilities).toMatchObject({ family: null, modes: ['upscale'], sizes: null, defaults: { steps: null, cfg_scale: null, sampler: null } });
   });
