@@ -129,17 +129,22 @@ export interface EngineCatalog {
  * Engines under MODELS_DIR whose ids can name a queue; a folder with a bad manifest is logged and left
  * out. An alias that names no engine, or an id twice, stops start-up: an operator's typo is loud.
  */
-export function loadEngines(modelsDir: string, logger: Logger, extraAliases: [string, string][] = []): EngineCatalog {
+/** The engines under MODELS_DIR that can have a queue; a folder that is not one is passed to `refused`, with the log line saying why. */
+function servableEngines(modelsDir: string, refused: (id: string, reason: string, why: string) => void): Map<string, EngineInfo> {
   const engines = new Map<string, EngineInfo>();
-  const found = discoverEngines(modelsDir, (id, err) => logger.error({ engine: id, reason: err.message }, 'engine not served: its manifest is invalid'));
-  for (const engine of found) {
+  for (const engine of discoverEngines(modelsDir, (id, err) => refused(id, err.message, 'engine not served: its manifest is invalid'))) {
     try {
       queueNameForEngine(engine.id);
       engines.set(engine.id, engine);
     } catch (err) {
-      logger.warn({ engine: engine.id }, (err as Error).message);
+      refused(engine.id, (err as Error).message, 'engine not served: its id cannot name a queue');
     }
   }
+  return engines;
+}
+
+export function loadEngines(modelsDir: string, logger: Logger, extraAliases: [string, string][] = []): EngineCatalog {
+  const engines = servableEngines(modelsDir, (id, reason, why) => logger.error({ engine: id, reason }, why));
   const aliases = new Map<string, string>();
   const add = (alias: string, target: string, source: string) => {
     if (!engines.has(target)) throw new ConfigError(`Invalid environment: ${source} names ${alias}=${target}, but ${target} is not an engine under MODELS_DIR (found: ${[...engines.keys()].join(', ') || 'none'})`);
@@ -278,20 +283,11 @@ export async function startServer(config: Config, opts: { logger?: Logger } = {}
     if (refreshing || !existsSync(config.modelsDir)) return;
     refreshing = true;
     try {
-      const found = new Map<string, EngineInfo>();
-      const seen = discoverEngines(config.modelsDir, (id, err) => {
-        if (reported.has(`${id}:${err.message}`)) return;
-        reported.add(`${id}:${err.message}`);
-        logger.error({ engine: id, reason: err.message }, 'engine not served: its manifest is invalid');
+      const found = servableEngines(config.modelsDir, (id, reason, why) => {
+        if (reported.has(`${id}:${reason}`)) return;
+        reported.add(`${id}:${reason}`);
+        logger.error({ engine: id, reason }, why);
       });
-      for (const engine of seen) {
-        try {
-          queueNameForEngine(engine.id);
-          found.set(engine.id, engine);
-        } catch {
-          // an id that cannot name a queue: said once at start (loadEngines)
-        }
-      }
       const added = [...found.keys()].filter((id) => !engines.has(id));
       const removed = [...engines.keys()].filter((id) => !found.has(id));
       // descriptions of the engines that stay are read again too: an edited sdq-engine.json takes effect

@@ -16,6 +16,8 @@ export class EnginePresence {
   private readonly cache = new Map<string, { workers: number; at: number }>();
   /** Per engine, its live workers' bounds; an empty list when one of them reports none (it then refuses by itself). */
   private readonly memory = new Map<string, { bounds: { budget: number; model: EngineMemory }[]; at: number }>();
+  /** The live workers' engine_states reports, one read for every engine of a listing. */
+  private states: { reports: Record<string, { state: string; reason?: string }>[]; at: number } | undefined;
 
   constructor(
     private readonly redis: Redis,
@@ -52,8 +54,19 @@ export class EnginePresence {
     return { state: loading ? 'loading' : failed ? 'failed' : 'available', workers };
   }
 
-  /** Each live worker's engine_states report (engines it is loading or could not load). */
+  /**
+   * Each live worker's engine_states report (engines it is loading or could not load). Reports that say
+   * something are remembered for a second (a listing asks once per engine); none is looked up every time,
+   * so a worker that has just begun loading is seen at once, as for served engines.
+   */
   private async engineStates(): Promise<Record<string, { state: string; reason?: string }>[]> {
+    if (this.states && Date.now() - this.states.at < CACHE_MS) return this.states.reports;
+    const reports = await this.readEngineStates();
+    this.states = reports.some((r) => Object.keys(r).length > 0) ? { reports, at: Date.now() } : undefined;
+    return reports;
+  }
+
+  private async readEngineStates(): Promise<Record<string, { state: string; reason?: string }>[]> {
     const [seconds, micros] = await this.redis.time();
     const now = Number(seconds) * 1000 + Math.floor(Number(micros) / 1000);
     const ids = await this.redis.zrangebyscore(workersKey(this.prefix), `(${now}`, '+inf');

@@ -150,7 +150,7 @@ export async function startWorker(config: WorkerConfig, logger: Logger, handlers
           notLoaded.delete(info.id);
           logger.info({ engine: info.id }, 'engine added (MODELS_DIR): taking its jobs');
         } catch (err) {
-          // tried again at each look (a folder still being copied), said once per reason
+          // tried again once its files change (a folder still being copied), said once per reason
           if (notLoaded.get(info.id) !== (err as Error).message) logger.error({ engine: info.id, dir: info.dir, reason: (err as Error).message }, 'engine not served: it failed to load');
           notLoaded.set(info.id, (err as Error).message);
           failedAs.set(info.id, signature);
