@@ -20,7 +20,7 @@ const models = mkdtempSync(join(tmpdir(), 'sdq-hot-models-'));
 beforeAll(async () => {
   cpSync(join(MODELS_DIR, 'tiny-sd'), join(models, 'tiny-sd'), { recursive: true });
   redis = await startTestRedis();
-  service = await startService(redis, { env: { MODELS_DIR: models, ENGINE_REFRESH_MS: '200' } });
+  service = await startService(redis, { env: { MODELS_DIR: models, ENGINE_REFRESH_MS: '200', SWEEP_INTERVAL: '1' } });
   worker = await startTestWorker(service, { ENGINE_REFRESH_MS: '200' });
   key = await service.apiKey('hot');
 });
@@ -63,15 +63,33 @@ describe('engines added and removed while the service runs', () => {
     expect(worker.engines).toContain('tiny-sd');
   });
 
-  it("a folder that does not load is 'failed' on the engine list, its reason on /v1/admin/workers", async () => {
+  it("a folder that does not load is 'available' until a job asks for it, then 'failed' (its reason on /v1/admin/workers) and its queued job fails, refunded", async () => {
     cpSync(join(MODELS_DIR, 'tiny-sd'), join(models, 'tiny-sd-broken'), { recursive: true });
     writeFileSync(join(models, 'tiny-sd-broken', 'unet', 'model.onnx'), 'not a graph');
     const stateOf = async () =>
       ((await (await fetch(`${service.url}/v1/engines/list`, { headers: authed(key) })).json()) as { id: string; capabilities: { state: string } }[]).find((e) => e.id === 'tiny-sd-broken')?.capabilities.state;
+    // on disk and served, not loaded: nothing has asked for it
+    await waitFor(async () => (await stateOf()) === 'available', 'tiny-sd-broken to be available', 30_000);
+    const res = await fetch(`${service.url}/v1/generation/tiny-sd-broken/text-to-image`, {
+      method: 'POST',
+      headers: authed(key, { 'content-type': 'application/json', prefer: 'respond-async' }),
+      body: JSON.stringify({ text_prompts: [{ text: 'a red circle' }], steps: 10 }),
+    });
+    expect(res.status, await res.clone().text()).toBe(202);
+    const { id } = (await res.json()) as { id: string };
     await waitFor(async () => (await stateOf()) === 'failed', 'tiny-sd-broken to be failed', 30_000);
     const workers = (await (await fetch(`${service.url}/v1/admin/workers`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } })).json()) as { data: { engine_states: Record<string, { state: string; reason?: string }> }[] };
     expect(workers.data[0].engine_states['tiny-sd-broken']).toEqual({ state: 'failed', reason: expect.stringMatching(/unet\/model\.onnx/) });
     expect(((await (await fetch(`${service.url}/v1/engines/list`, { headers: authed(key) })).json()) as { id: string; capabilities: { state: string } }[]).find((e) => e.id === 'tiny-sd')?.capabilities.state).toBe('ready');
+    // the job it was loaded for does not wait for nothing: failed at the next sweep, its credits back
+    const job = await waitFor(async () => {
+      const body = (await (await fetch(`${service.url}/v1/jobs/${id}`, { headers: authed(key) })).json()) as { status: string; error: { name: string } | null; credits_charged: number | null };
+      return body.status === 'failed' ? body : undefined;
+    }, 'the job to fail', 15_000);
+    expect(job).toMatchObject({ error: { name: 'engine_unavailable' }, credits_charged: 0 });
+    // a new request is refused at once, naming the cause
+    const refused = await fetch(`${service.url}/v1/generation/tiny-sd-broken/text-to-image`, { method: 'POST', headers: authed(key, { 'content-type': 'application/json' }), body: '{"text_prompts":[{"text":"a"}]}' });
+    expect(refused.status).toBe(503);
+    expect(((await refused.json()) as { message: string }).message).toMatch(/failed to load on every live worker/);
   });
 });
-

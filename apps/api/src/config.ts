@@ -158,6 +158,8 @@ export interface Config {
   sweepInterval: number;
   /** ENGINE_REFRESH_MS. */
   engineRefreshMs: number;
+  /** DEFAULT_ENGINE: what a request that names no engine gets where a dialect has a default (A1111). */
+  defaultEngine?: string;
   syncWait: number;
   shutdownGraceMs: number;
   requireWorker: boolean;
@@ -222,6 +224,7 @@ export function parseConfig(env: Record<string, string | undefined>, randomSecre
     resultRetention: e.RESULT_RETENTION,
     sweepInterval: e.SWEEP_INTERVAL,
     engineRefreshMs: e.ENGINE_REFRESH_MS,
+    defaultEngine: e.DEFAULT_ENGINE,
     syncWait: e.SYNC_WAIT,
     shutdownGraceMs: e.API_SHUTDOWN_GRACE_MS,
     requireWorker: e.REQUIRE_WORKER === 'true',

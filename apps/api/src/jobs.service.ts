@@ -305,14 +305,16 @@ export class JobsService extends JobView {
 
   /**
    * Fails the queued jobs that have waited longer than timeoutMs while no live worker serves their
-   * engine: their hold is released, they leave the queue, and they read as failed with engine_unavailable.
-   * So a job is never stuck for ever behind an engine nobody serves. Returns how many.
+   * engine, and at once those of an engine that failed to load on the workers that tried (they would
+   * wait for nothing): their hold is released, they leave the queue, and they read as failed with
+   * engine_unavailable. So a job is never stuck for ever behind an engine nobody serves. Returns how many.
    */
-  async failUnserved(presence: { workers(engine: string): Promise<number> }, timeoutMs: number, now = Date.now()): Promise<number> {
+  async failUnserved(presence: { workers(engine: string): Promise<number>; stateOf(engine: string): Promise<{ state: string }> }, timeoutMs: number, now = Date.now()): Promise<number> {
     let failed = 0;
     for (const engine of this.deps.queue.engineIds) {
       if ((await presence.workers(engine)) > 0) continue;
-      failed += await this.failWaiting(engine, now - timeoutMs, now, 'no live worker serves its engine');
+      const broken = (await presence.stateOf(engine)).state === 'failed';
+      failed += await this.failWaiting(engine, broken ? now + 1 : now - timeoutMs, now, broken ? 'its engine failed to load on every worker that tried' : 'no live worker serves its engine');
     }
     return failed;
   }

@@ -4,10 +4,12 @@
  * an unserved one is looked up every time, so a worker that has just started is seen at once.
  */
 import type { Redis } from 'ioredis';
-import { servedEngineKey, workerInfoKey, type WorkerObject, workersKey } from '@sdq/contracts';
+import { loadedEngineKey, servedEngineKey, workerInfoKey, type WorkerObject, workersKey } from '@sdq/contracts';
 import { imageBytes, maxCells, type MemoryModel, memoryRefusal } from '@sdq/pipeline/memory';
 
 const CACHE_MS = 1000;
+
+export type EngineState = 'ready' | 'loading' | 'available' | 'failed' | 'unserved';
 
 type EngineMemory = MemoryModel & { pixelsPerCell: number };
 type WorkerMemory = { budget: number; limit: number; engines: Record<string, EngineMemory> };
@@ -37,13 +39,15 @@ export class EnginePresence {
   }
 
   /**
-   * An engine's state across the live workers: `ready` when one serves it, else `loading` when one is
-   * loading it (its jobs are taken), else `failed` when one could not load it, else `available` (on disk,
-   * no worker has it). The count of live workers serving it beside.
+   * An engine's state across the live workers: `ready` when one has it loaded, else `loading` when one is
+   * loading it, else `available` when one serves it (it loads it when a request comes), else `failed`
+   * when one could not load it, else `unserved` (no live worker may serve it). The count of live workers
+   * serving it, and of those that have it loaded, beside.
    */
-  async stateOf(engineId: string): Promise<{ state: 'ready' | 'loading' | 'failed' | 'available'; workers: number }> {
+  async stateOf(engineId: string): Promise<{ state: EngineState; workers: number; loaded: number }> {
     const workers = await this.workers(engineId);
-    if (workers > 0) return { state: 'ready', workers };
+    const loaded = workers > 0 ? await this.loadedWorkers(engineId) : 0;
+    if (loaded > 0) return { state: 'ready', workers, loaded };
     let loading = false;
     let failed = false;
     for (const states of await this.engineStates()) {
@@ -51,7 +55,14 @@ export class EnginePresence {
       if (state === 'loading') loading = true;
       if (state === 'failed') failed = true;
     }
-    return { state: loading ? 'loading' : failed ? 'failed' : 'available', workers };
+    return { state: loading ? 'loading' : workers > 0 ? 'available' : failed ? 'failed' : 'unserved', workers, loaded };
+  }
+
+  /** Live workers that have the engine loaded now. */
+  private async loadedWorkers(engineId: string): Promise<number> {
+    const [seconds, micros] = await this.redis.time();
+    const now = Number(seconds) * 1000 + Math.floor(Number(micros) / 1000);
+    return this.redis.zcount(loadedEngineKey(this.prefix, engineId), `(${now}`, '+inf');
   }
 
   /**
@@ -82,25 +93,31 @@ export class EnginePresence {
   }
 
   /**
-   * Why no live worker serves the engine, as the live workers' reports tell: none has reported (none
-   * was started, or they are still loading: a worker reports once its engines are loaded), or those that
-   * have serve other engines (this one is not in their ENGINES, or its folder failed to load there).
+   * Why no live worker serves the engine, as the live workers' reports tell: none is running, or it
+   * failed to load on those that tried (the reason is for admins: GET /v1/admin/workers), or those that
+   * run serve other engines (it is not in their ENGINES).
    */
   async whyUnserved(engineId: string): Promise<string> {
     const [seconds, micros] = await this.redis.time();
     const now = Number(seconds) * 1000 + Math.floor(Number(micros) / 1000);
     const ids = await this.redis.zrangebyscore(workersKey(this.prefix), `(${now}`, '+inf');
-    if (ids.length === 0) return 'no worker has reported to this deployment: none was started, or they are still loading their engines (a worker reports once they are loaded)';
+    if (ids.length === 0) return 'no worker is running for this deployment (start one: `npm start`, or `npm run start:worker` beside the API)';
+    const reports = await Promise.all(ids.map(async (id) => [await this.redis.hget(workerInfoKey(this.prefix, id), 'engines'), await this.redis.hget(workerInfoKey(this.prefix, id), 'engine_states')] as const));
     const served = new Set<string>();
-    for (const text of await Promise.all(ids.map((id) => this.redis.hget(workerInfoKey(this.prefix, id), 'engines')))) {
+    let failed = 0;
+    for (const [engines, states] of reports) {
       try {
-        for (const id of JSON.parse(text ?? '[]') as unknown[]) if (typeof id === 'string') served.add(id);
+        for (const id of JSON.parse(engines ?? '[]') as unknown[]) if (typeof id === 'string') served.add(id);
+        const parsed = JSON.parse(states ?? '{}') as Record<string, { state?: string }>;
+        if (Object.hasOwn(parsed, engineId) && parsed[engineId]?.state === 'failed') failed++;
       } catch {
         // a report being rewritten: counted as serving nothing
       }
     }
+    const all = `${ids.length} live worker${ids.length > 1 ? 's' : ''}`;
+    if (failed > 0) return `its folder failed to load on ${failed === ids.length ? `every live worker (${all})` : `${failed} of ${all}, and the others do not serve it`}; an admin finds why on GET /v1/admin/workers (engine_states) or in the worker logs`;
     const names = [...served].sort().slice(0, 10).join(', ') || 'nothing yet';
-    return `${ids.length} live worker${ids.length > 1 ? 's' : ''} serve${ids.length > 1 ? '' : 's'} ${names}, not ${engineId} (it is not in their ENGINES, its folder failed to load there, or it was added a moment ago and is still loading: their logs say)`;
+    return `${all} serve${ids.length > 1 ? '' : 's'} ${names}, not ${engineId} (it is not in their ENGINES, or it was added a moment ago: they take it up within ENGINE_REFRESH_MS)`;
   }
 
   /**
@@ -168,6 +185,7 @@ export class EnginePresence {
         host: row.host,
         pid: Number(row.pid),
         engines: json<string[]>(row.engines, []),
+        loaded: json<string[]>(row.loaded, []),
         providers: json<Record<string, string>>(row.providers, {}),
         current_jobs: json<string[]>(row.current_jobs, []),
         jobs_done: Number(row.jobs_done),

@@ -54,7 +54,7 @@ export function engineRoutes(engines: Map<string, EngineInfo>, aliases: Map<stri
         description: aliasOf ? `${e.description} (alias of ${aliasOf})` : e.description,
         type: 'PICTURE',
         pricing: enginePricing(prices, e),
-        capabilities: { ...capabilities(e), workers: served.get(e.id)?.workers ?? 0, state: served.get(e.id)?.state ?? 'available' },
+        capabilities: { ...capabilities(e), workers: served.get(e.id)?.workers ?? 0, loaded_workers: served.get(e.id)?.loaded ?? 0, state: served.get(e.id)?.state ?? 'unserved' },
         alias_of: aliasOf ?? null,
       });
       res.json([...[...engines.values()].map((e) => entry(e.id, e)), ...[...aliases].map(([alias, id]) => entry(alias, engines.get(id)!, id))]);

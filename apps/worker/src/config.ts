@@ -22,6 +22,25 @@ const EnvSchema = z.object({
   MODELS_DIR: z.string().min(1).default('./models'),
   /** Comma-separated engine ids to serve; default: every engine under MODELS_DIR. */
   ENGINES: envList.optional(),
+  /**
+   * Engines loaded at start, before the worker says ready: `all`, `none`, or a comma list. Default: the
+   * default engine (DEFAULT_ENGINE) when this worker serves it, else its first engine. Any other engine
+   * it serves is loaded when a job for it waits.
+   */
+  WORKER_PRELOAD: envList.optional(),
+  /**
+   * MB of engine weights (their graphs and external data, as on disk) one worker keeps loaded; loading
+   * past it first unloads the least recently used engines that have no job running. Default: no bound.
+   */
+  WORKER_MODEL_MEMORY_MB: envInt(1, 16_777_216).optional(),
+  /** Engines one worker keeps loaded at most (the least recently used idle one goes first). Default: no bound. */
+  WORKER_MAX_LOADED_ENGINES: envInt(1, 1024).optional(),
+  /**
+   * Milliseconds a job waits for a worker that has its engine loaded before one that would have to load
+   * it (and maybe unload another) takes it. A job whose engine no worker has loaded is loaded for at once.
+   * Default 2000.
+   */
+  COLD_START_DELAY_MS: envInt(0, 600_000).default(2000),
   /** Jobs this process runs at once, across all its engines. Default 1 (one GPU = one worker). */
   WORKER_CONCURRENCY: envInt(1, 64).default(1),
   /**
@@ -77,6 +96,14 @@ export interface WorkerConfig {
   modelsDir: string;
   /** Undefined = every engine found. */
   engines?: string[];
+  /** DEFAULT_ENGINE. */
+  defaultEngine?: string;
+  /** WORKER_PRELOAD: 'all', or the ids (none = []); undefined = the default engine. */
+  preload?: 'all' | string[];
+  /** WORKER_MODEL_MEMORY_MB in bytes; undefined = no bound. */
+  modelMemoryBytes?: number;
+  maxLoadedEngines?: number;
+  coldStartDelayMs: number;
   concurrency: number;
   /** Images per denoising batch at most; 1 = no batching. */
   batchSize: number;
@@ -106,6 +133,9 @@ export function parseWorkerConfig(env: Record<string, string | undefined>): Work
   const e = parseEnv(EnvSchema, env);
   const storage = storageConfigFromEnv(e);
   if (e.ENGINES && e.ENGINES.length === 0) throw new ConfigError('Invalid environment: ENGINES names no engine (unset it to serve every engine)');
+  if (e.WORKER_PRELOAD && e.WORKER_PRELOAD.length > 1 && e.WORKER_PRELOAD.some((id) => id === 'all' || id === 'none')) {
+    throw new ConfigError('Invalid environment: WORKER_PRELOAD is all, none, or a comma list of engine ids, not a mix');
+  }
   return {
     redisUrl: e.REDIS_URL,
     queuePrefix: e.QUEUE_PREFIX,
@@ -113,6 +143,11 @@ export function parseWorkerConfig(env: Record<string, string | undefined>): Work
     modelsDir: e.MODELS_DIR,
     engineRefreshMs: e.ENGINE_REFRESH_MS,
     engines: e.ENGINES,
+    defaultEngine: e.DEFAULT_ENGINE,
+    preload: e.WORKER_PRELOAD === undefined ? undefined : e.WORKER_PRELOAD.length === 1 && e.WORKER_PRELOAD[0] === 'all' ? 'all' : e.WORKER_PRELOAD.filter((id) => id !== 'none'),
+    modelMemoryBytes: e.WORKER_MODEL_MEMORY_MB === undefined ? undefined : e.WORKER_MODEL_MEMORY_MB * 2 ** 20,
+    maxLoadedEngines: e.WORKER_MAX_LOADED_ENGINES,
+    coldStartDelayMs: e.COLD_START_DELAY_MS,
     concurrency: e.WORKER_CONCURRENCY,
     batchSize: e.WORKER_BATCH_SIZE,
     batchWindowMs: e.WORKER_BATCH_WINDOW_MS,

@@ -1,9 +1,8 @@
 /**
- * The engines this worker serves, loaded once at start: every folder under MODELS_DIR that
- * discoverEngines recognises, restricted to ENGINES when it is set. An ENGINES entry that names no
- * folder is a start-up error, not a worker that silently serves less than asked. Each engine loads on
- * its own: a folder that fails (a missing graph, an unknown family) is logged once and skipped, and the
- * others serve; only a worker left with no engine at all refuses to start.
+ * The engines this worker serves: every folder under MODELS_DIR that discoverEngines recognises,
+ * restricted to ENGINES when it is set (an ENGINES entry that names no folder is a start-up error, not a
+ * worker that silently serves less than asked), and which of them it loads at start (WORKER_PRELOAD).
+ * How one engine is loaded is here; which are held in memory, residency.ts.
  */
 import {
   calibrateMemory,
@@ -21,7 +20,7 @@ import {
   RUNTIME_VERSION,
   Upscaler,
 } from '@sdq/pipeline';
-import { DEFAULT_MAX_PIXELS } from '@sdq/pipeline/engines';
+import { DEFAULT_MAX_PIXELS, defaultEngineOf } from '@sdq/pipeline/engines';
 import type { Logger } from 'pino';
 import type { WorkerConfig } from './config';
 
@@ -37,8 +36,7 @@ export type LoadedEngine =
 export class EngineSelectionError extends Error {}
 
 /** The engines to serve, without loading them (cheap: reads JSON only). */
-export function selectEngines(config: Pick<WorkerConfig, 'modelsDir' | 'engines'>): EngineInfo[] {
-  const found = discoverEngines(config.modelsDir);
+export function selectEngines(config: Pick<WorkerConfig, 'modelsDir' | 'engines'>, found = discoverEngines(config.modelsDir)): EngineInfo[] {
   const names = found.map((e) => e.id);
   if (!config.engines) {
     if (found.length === 0) throw new EngineSelectionError(`no engine under MODELS_DIR ${config.modelsDir}: it needs folders with a model_index.json or an upscaler graph`);
@@ -49,6 +47,23 @@ export function selectEngines(config: Pick<WorkerConfig, 'modelsDir' | 'engines'
     throw new EngineSelectionError(`ENGINES names ${missing.join(', ')}, not found under MODELS_DIR ${config.modelsDir} (found: ${names.join(', ') || 'none'})`);
   }
   return found.filter((e) => config.engines!.includes(e.id));
+}
+
+/**
+ * The engines to load at start (WORKER_PRELOAD): all, the ones named (each must be served), or by
+ * default the default engine (DEFAULT_ENGINE, else the first generation engine) when this worker serves
+ * it, else its first engine.
+ */
+export function preloadEngines(config: Pick<WorkerConfig, 'modelsDir' | 'preload' | 'defaultEngine'>, found: EngineInfo[], selected: EngineInfo[]): string[] {
+  const ids = selected.map((e) => e.id);
+  if (config.preload === 'all') return ids;
+  if (config.preload) {
+    const missing = config.preload.filter((id) => !ids.includes(id));
+    if (missing.length) throw new EngineSelectionError(`WORKER_PRELOAD names ${missing.join(', ')}, not an engine this worker serves (it serves: ${ids.join(', ') || 'none'})`);
+    return config.preload;
+  }
+  const preferred = defaultEngineOf(found, config.defaultEngine);
+  return preferred && ids.includes(preferred) ? [preferred] : ids.slice(0, 1);
 }
 
 export type BatchObserver = (engine: string, jobs: number, images: number) => void;
@@ -78,23 +93,6 @@ export async function loadEngine(info: EngineInfo, config: WorkerConfig, logger:
   return engine;
 }
 
-export async function loadEngines(config: WorkerConfig, logger: Logger, onBatch?: BatchObserver, failures?: Map<string, string>): Promise<Map<string, LoadedEngine>> {
-  const loaded = new Map<string, LoadedEngine>();
-  const failed: string[] = [];
-  for (const info of selectEngines(config)) {
-    try {
-      loaded.set(info.id, await loadEngine(info, config, logger, onBatch));
-    } catch (err) {
-      // One line naming the folder and why; its jobs stay queued for a worker that can serve them.
-      failed.push(`${info.id}: ${(err as Error).message}`);
-      failures?.set(info.id, (err as Error).message);
-      logger.error({ engine: info.id, dir: info.dir, reason: (err as Error).message }, 'engine not served: it failed to load');
-    }
-  }
-  if (loaded.size === 0) throw new EngineSelectionError(`no engine could be loaded: ${failed.join('; ')}`);
-  return loaded;
-}
-
 /** The worker's memory bound as the API is told it: bytes runs may take, and each generation engine's model. */
 export interface MemoryReport {
   budget: number;
@@ -112,25 +110,29 @@ export interface MemoryReport {
 export class WorkerMemory {
   readonly report: MemoryReport;
   readonly gate: MemoryGate;
-  private readonly resident = new ResidentMemory();
+  private readonly meter = new ResidentMemory();
   private base: number;
 
   private constructor(
     private readonly config: WorkerConfig,
     private readonly logger: Logger,
   ) {
-    this.base = this.resident.now();
+    this.base = this.meter.now();
     const budget = this.budget();
     this.gate = new MemoryGate(budget);
     this.report = { budget, limit: config.memoryLimitBytes, engines: {} };
   }
 
-  static async bound(config: WorkerConfig, engines: Map<string, LoadedEngine>, logger: Logger): Promise<WorkerMemory> {
+  /** The bound before any engine is loaded (engines join it with add). */
+  static create(config: WorkerConfig, logger: Logger): WorkerMemory {
     const memory = new WorkerMemory(config, logger);
-    if (memory.report.budget <= 0) logger.error({ limit_mb: mb(config.memoryLimitBytes), resident_mb: mb(memory.base) }, 'WORKER_MEMORY_LIMIT_MB is below what the loaded engines hold: every generation will be refused');
-    for (const [id, engine] of engines) await memory.calibrate(id, engine);
-    logger.info({ limit_mb: mb(config.memoryLimitBytes), resident_mb: mb(memory.base), budget_mb: mb(memory.report.budget) }, 'memory bound');
+    if (memory.report.budget <= 0) logger.error({ limit_mb: mb(config.memoryLimitBytes), resident_mb: mb(memory.base) }, 'WORKER_MEMORY_LIMIT_MB is below what the process holds: every generation will be refused');
     return memory;
+  }
+
+  /** Bytes resident now. */
+  resident(): number {
+    return this.meter.now();
   }
 
   /** An engine just loaded: its weight leaves the budget, and its model is measured, at rest. */
@@ -138,15 +140,19 @@ export class WorkerMemory {
     const release = await this.gate.acquire(this.gate.capacity);
     try {
       this.remeasure();
+      if (this.report.budget <= 0) this.logger.error({ engine: id, limit_mb: mb(this.config.memoryLimitBytes), resident_mb: mb(this.base) }, 'WORKER_MEMORY_LIMIT_MB is below what the loaded engines hold: every generation will be refused');
       await this.calibrate(id, engine);
     } finally {
       release();
     }
   }
 
-  /** An engine disposed: what it held comes back to the budget. */
-  async remove(id: string): Promise<void> {
-    delete this.report.engines[id];
+  /**
+   * An engine disposed: what it held comes back to the budget. Its per-image model stays in the report
+   * when it was only unloaded (the API sizes requests for it by it; it is the same when loaded again).
+   */
+  async remove(id: string, { forget = true } = {}): Promise<void> {
+    if (forget) delete this.report.engines[id];
     const release = await this.gate.acquire(this.gate.capacity);
     try {
       this.remeasure();
@@ -160,7 +166,7 @@ export class WorkerMemory {
   }
 
   private remeasure(): void {
-    this.base = this.resident.now();
+    this.base = this.meter.now();
     this.report.budget = this.budget();
     this.gate.resize(this.report.budget);
     this.logger.info({ limit_mb: mb(this.config.memoryLimitBytes), resident_mb: mb(this.base), budget_mb: mb(this.report.budget) }, 'memory bound');
@@ -174,7 +180,7 @@ export class WorkerMemory {
       maxPixels: engine.info.sizes?.maxPixels ?? DEFAULT_MAX_PIXELS,
       cacheDir: this.config.memoryCacheDir,
       salt: `${RUNTIME_VERSION}:${engine.provider}`,
-      resident: this.resident,
+      resident: this.meter,
       base: this.base,
     });
     engine.pipeline.memory = { model, gate: this.gate };

@@ -1,6 +1,6 @@
 /**
  * The worker's Prometheus metrics (prom-client), served at /metrics on its health port: job durations
- * and queue waits per engine, seconds per denoising step, jobs per batch, jobs by outcome, credits settled, and the
+ * and queue waits per engine, seconds per denoising step, jobs per batch, jobs by outcome, engine loads and unloads, credits settled, and the
  * process's own (CPU, memory, event loop). One registry per worker, so several in one process (tests)
  * never clash.
  */
@@ -37,6 +37,15 @@ export class WorkerMetrics {
     registers: [this.registry],
   });
   readonly jobs = new Counter({ name: 'sdq_worker_jobs_total', help: 'Jobs this worker ran, by engine and outcome', labelNames: ['engine', 'outcome'], registers: [this.registry] });
+  readonly engineLoads = new Counter({ name: 'sdq_worker_engine_loads_total', help: 'Engines this worker loaded, by engine and why (preload, job, added)', labelNames: ['engine', 'reason'], registers: [this.registry] });
+  readonly engineUnloads = new Counter({ name: 'sdq_worker_engine_unloads_total', help: 'Engines this worker unloaded, by engine and why (evicted, removed)', labelNames: ['engine', 'reason'], registers: [this.registry] });
+  readonly engineLoadSeconds = new Histogram({
+    name: 'sdq_worker_engine_load_seconds',
+    help: 'Seconds to load an engine (its graphs, and its memory model measured), by engine',
+    labelNames: ['engine'],
+    buckets: [0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120],
+    registers: [this.registry],
+  });
   readonly creditsSettled = new Counter({ name: 'sdq_credits_settled_total', help: 'Credits charged for jobs this worker completed', registers: [this.registry] });
 
   constructor() {

@@ -2,10 +2,12 @@
  * Tells the API which engines this worker serves: a claim per engine in Redis (see servedEngineKey),
  * renewed every PRESENCE_INTERVAL_MS and lasting PRESENCE_TTL_MS, so a worker that dies stops counting
  * within seconds and one that stops cleanly at once. Scores use Redis's clock, shared by every process.
+ * The engines it has loaded are claimed the same way (loadedEngineKey): other workers read them to
+ * leave a job to the worker that holds its engine, and the API to say `ready`.
  */
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
-import { PRESENCE_INTERVAL_MS, PRESENCE_TTL_MS, servedEngineKey, workerInfoKey, workersKey } from '@sdq/contracts';
+import { engineLoadLockKey, loadedEngineKey, PRESENCE_INTERVAL_MS, PRESENCE_TTL_MS, servedEngineKey, workerInfoKey, workersKey } from '@sdq/contracts';
 
 /** What the worker reports with each heartbeat besides its engines. */
 export interface WorkerReport {
@@ -26,11 +28,12 @@ export class Presence {
   private timer: NodeJS.Timeout | undefined;
   // once withdrawn, never claimed again: a job ending during the stop must not re-register the worker
   private stopped = false;
+  private loaded: string[] = [];
 
   constructor(
     private readonly redis: Redis,
     private readonly prefix: string,
-    private readonly workerId: string,
+    readonly workerId: string,
     private engines: string[],
     private readonly logger: Logger,
     private readonly report?: WorkerReport,
@@ -62,6 +65,12 @@ export class Presence {
       multi.zremrangebyscore(key, '-inf', now - PRESENCE_TTL_MS);
       multi.pexpire(key, PRESENCE_TTL_MS * 4);
     }
+    for (const engine of this.loaded) {
+      const key = loadedEngineKey(this.prefix, engine);
+      multi.zadd(key, now + PRESENCE_TTL_MS, this.workerId);
+      multi.zremrangebyscore(key, '-inf', now - PRESENCE_TTL_MS);
+      multi.pexpire(key, PRESENCE_TTL_MS * 4);
+    }
     if (this.report) {
       const r = this.report;
       const { current, done } = r.status();
@@ -72,6 +81,7 @@ export class Presence {
         host: r.host,
         pid: String(r.pid),
         engines: JSON.stringify(this.engines),
+        loaded: JSON.stringify(this.loaded),
         providers: JSON.stringify(r.providers),
         ...(r.memory ? { memory: JSON.stringify(r.memory) } : {}),
         current_jobs: JSON.stringify(current),
@@ -99,6 +109,36 @@ export class Presence {
     await this.renew();
   }
 
+  /** The engines loaded change (one loaded or unloaded): claims follow at once. */
+  async setLoaded(loaded: string[]): Promise<void> {
+    const dropped = this.loaded.filter((e) => !loaded.includes(e));
+    this.loaded = [...loaded];
+    if (dropped.length) {
+      const multi = this.redis.multi();
+      for (const engine of dropped) multi.zrem(loadedEngineKey(this.prefix, engine), this.workerId);
+      await multi.exec();
+    }
+    await this.renew();
+  }
+
+  /** Live workers other than this one that have the engine loaded. */
+  async othersLoaded(engineId: string): Promise<number> {
+    const [seconds, micros] = await this.redis.time();
+    const now = Number(seconds) * 1000 + Math.floor(Number(micros) / 1000);
+    const ids = await this.redis.zrangebyscore(loadedEngineKey(this.prefix, engineId), `(${now}`, '+inf');
+    return ids.filter((id) => id !== this.workerId).length;
+  }
+
+  /** Takes the engine's load lock for ms (false: another worker is loading it for its jobs now). */
+  async lockLoad(engineId: string, ms: number): Promise<boolean> {
+    return (await this.redis.set(engineLoadLockKey(this.prefix, engineId), this.workerId, 'PX', ms, 'NX')) === 'OK';
+  }
+
+  /** Gives the load lock back, if this worker still holds it. */
+  async unlockLoad(engineId: string): Promise<void> {
+    await this.redis.eval(UNLOCK, 1, engineLoadLockKey(this.prefix, engineId), this.workerId).catch(() => {});
+  }
+
   /** Reports now (a job started or ended), rather than at the next heartbeat. */
   touch(): void {
     this.renew().catch((err) => this.logger.debug({ err: (err as Error).message }, 'could not renew the worker presence'));
@@ -115,8 +155,12 @@ export class Presence {
   private async withdraw(): Promise<void> {
     const multi = this.redis.multi();
     for (const engine of this.engines) multi.zrem(servedEngineKey(this.prefix, engine), this.workerId);
+    for (const engine of this.loaded) multi.zrem(loadedEngineKey(this.prefix, engine), this.workerId);
     multi.zrem(workersKey(this.prefix), this.workerId);
     multi.del(workerInfoKey(this.prefix, this.workerId));
     await multi.exec().catch(() => {});
   }
 }
+
+/** Deletes the lock only when its value is this worker's id (a lock that expired may be another's now). */
+const UNLOCK = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0";

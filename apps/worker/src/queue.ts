@@ -4,7 +4,7 @@
  * translation of handler outcomes into BullMQ's: JobFailure -> UnrecoverableError (fails at once),
  * anything else -> a retried attempt (attempts and backoff come from the API's jobOptions).
  */
-import { type ConnectionOptions, type Job, UnrecoverableError, WaitingError, Worker } from 'bullmq';
+import { type ConnectionOptions, type Job, Queue, UnrecoverableError, WaitingError, Worker } from 'bullmq';
 import type { Logger } from 'pino';
 import { bullmqConnection, formatFailedReason, JOB_NAMES, type JobName, JobPayload, type JobResult, queueNameForEngine, type Storage, taggedQueueName } from '@sdq/contracts';
 import type { CancelWatcher } from './cancel';
@@ -68,6 +68,11 @@ export class EngineWorkers {
   private readonly gate: SlotGate;
   /** The jobs running now, and how many finished (GET /v1/admin/workers shows both). */
   readonly current = new Set<string>();
+  /** Per engine: its jobs running now, and when one last started or ended (the least recently used goes first). */
+  private readonly runningBy = new Map<string, number>();
+  readonly usedAt = new Map<string, number>();
+  /** Queues read (not worked) for the engines not loaded: whether a job waits for one. */
+  private readonly watched = new Map<string, Queue>();
   done = 0;
   /** Called when a job starts or ends (the presence reports it at once). */
   onChange?: () => void;
@@ -137,6 +142,54 @@ export class EngineWorkers {
     await worker.close();
   }
 
+  /** Whether this process could start another job now. */
+  get free(): boolean {
+    return this.current.size < this.slots;
+  }
+
+  /** Whether one of the engine's jobs is running here. */
+  busy(engineId: string): boolean {
+    return (this.runningBy.get(engineId) ?? 0) > 0;
+  }
+
+  /**
+   * The first jobs waiting in an engine's queue (in the order workers take them), and when the longest
+   * waiting of them was queued; undefined when none waits. Read without taking: the engine may be one
+   * this worker has not loaded.
+   */
+  async waiting(engineId: string, count = 10): Promise<{ since: number; jobs: Job[] } | undefined> {
+    let queue = this.watched.get(engineId);
+    if (!queue) {
+      queue = new Queue(taggedQueueName(queueNameForEngine(engineId), this.opts.config.redisUrl), { prefix: this.opts.config.queuePrefix, connection: this.connection });
+      this.watched.set(engineId, queue);
+    }
+    const jobs = (await queue.getJobs(['prioritized', 'wait'], 0, count - 1, true)).filter(Boolean);
+    if (!jobs.length) return undefined;
+    return { since: Math.min(...jobs.map((j) => j.timestamp)), jobs };
+  }
+
+  /** Jobs waiting while this worker loads their engine show it: progress phase `loading model`. */
+  async showLoading(jobs: Job[]): Promise<void> {
+    await Promise.all(
+      jobs.map(async (job) => {
+        const steps = (job.data as { params?: { steps?: unknown } } | undefined)?.params?.steps;
+        try {
+          await job.updateProgress({ step: 0, steps: typeof steps === 'number' && Number.isInteger(steps) && steps >= 0 ? steps : 0, phase: 'loading model' });
+          await this.opts.events?.publish(job.id!, 'progress');
+        } catch {
+          // taken or gone meanwhile: its own progress follows
+        }
+      }),
+    );
+  }
+
+  /** Stops reading an engine's queue (it was removed). */
+  async unwatch(engineId: string): Promise<void> {
+    const queue = this.watched.get(engineId);
+    this.watched.delete(engineId);
+    await queue?.close();
+  }
+
   /** Starts taking jobs. */
   run(): void {
     for (const [engineId, worker] of this.workers) {
@@ -160,6 +213,8 @@ export class EngineWorkers {
     let lastStep = started;
     let outcome = 'failed';
     this.current.add(job.id!);
+    this.runningBy.set(engineId, (this.runningBy.get(engineId) ?? 0) + 1);
+    this.usedAt.set(engineId, Date.now());
     this.onChange?.();
     try {
       if (tracked.canceled) throw new JobFailure('canceled', 'the job was canceled');
@@ -205,6 +260,8 @@ export class EngineWorkers {
       tracked.end();
       release();
       this.current.delete(job.id!);
+      this.runningBy.set(engineId, (this.runningBy.get(engineId) ?? 1) - 1);
+      this.usedAt.set(engineId, Date.now());
       this.done++;
       this.onChange?.();
       metrics?.jobDuration.observe({ engine: engineId, kind: job.name, outcome }, (performance.now() - started) / 1000);
@@ -248,6 +305,7 @@ export class EngineWorkers {
       await closing;
     }
     clearTimeout(timer);
+    await Promise.all([...this.watched.values()].map((q) => q.close()));
     this.releaseConnection();
   }
 }

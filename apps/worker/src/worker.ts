@@ -3,13 +3,12 @@
  * the engine queues' BullMQ Workers and the health server. main.ts runs it; tests start it in-process.
  */
 import { randomUUID } from 'node:crypto';
-import { existsSync, readdirSync, statSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import type { Server } from 'node:http';
 import { hostname } from 'node:os';
-import { join } from 'node:path';
 import type { Logger } from 'pino';
 import type { Redis } from 'ioredis';
-import { createRedis, queueNameForEngine, type Storage } from '@sdq/contracts';
+import { createRedis, type Storage } from '@sdq/contracts';
 import { discoverEngines } from '@sdq/pipeline/engines';
 import { createStorage } from '@sdq/storage';
 import { availableCpus } from '@sdq/pipeline';
@@ -18,16 +17,23 @@ import { JobCharge } from '@sdq/jobs/charge';
 import { JobEventLog } from '@sdq/jobs/job-events';
 import { CancelWatcher } from './cancel';
 import { redactUrl, type WorkerConfig } from './config';
-import { disposeEngines, type LoadedEngine, loadEngine, loadEngines, WorkerMemory } from './engines';
+import { disposeEngines, EngineSelectionError, type LoadedEngine, preloadEngines, selectEngines, WorkerMemory } from './engines';
 import { HANDLERS, type JobHandlers } from './handlers';
 import { portOf, startHealthServer } from './health';
 import { WorkerMetrics } from './metrics';
 import { HoldCloser } from './holds';
 import { Presence } from './presence';
 import { EngineWorkers } from './queue';
+import { ColdStarts, Residency } from './residency';
 
 export interface RunningWorker {
-  engines: string[];
+  /** The engines it serves: loaded, or loaded when a job for one waits. */
+  readonly engines: string[];
+  /** The engines it has loaded now. */
+  readonly loaded: string[];
+  /** Engines loaded (preloads included) and unloaded since it started. */
+  readonly loads: number;
+  readonly unloads: number;
   /** The health server's port (useful with HEALTH_PORT=0). */
   healthPort: number;
   /** Stops taking jobs, finishes the running ones within the grace period, releases everything. */
@@ -39,7 +45,7 @@ export async function startWorker(config: WorkerConfig, logger: Logger, handlers
     { redis: redactUrl(config.redisUrl), prefix: config.queuePrefix, models_dir: config.modelsDir, providers: config.providers, threads: config.threads ?? availableCpus(), concurrency: config.concurrency, batch_size: config.batchSize, storage: Object.keys(config.storage)[0] },
     'worker starting',
   );
-  let engines = new Map<string, LoadedEngine>();
+  const engines = new Map<string, LoadedEngine>();
   let ready = false;
   // Health first, so an orchestrator sees a live process (not yet ready) while engines load.
   const redis = createRedis(config.redisUrl, { maxRetriesPerRequest: null, lazyConnect: true });
@@ -51,7 +57,7 @@ export async function startWorker(config: WorkerConfig, logger: Logger, handlers
     config.healthPort,
     async () => {
       const failing: string[] = [];
-      if (!ready) failing.push('engines not loaded');
+      if (!ready) failing.push('engines not loaded (WORKER_PRELOAD)');
       if (redis.status !== 'ready' || !(await pingWithin(redis, 1000))) failing.push('redis unreachable');
       if (ready && !workers?.running) failing.push('not taking jobs');
       return failing;
@@ -74,15 +80,16 @@ export async function startWorker(config: WorkerConfig, logger: Logger, handlers
   let storage: Storage | undefined;
   let cancel: CancelWatcher | undefined;
   let presence: Presence | undefined;
-  let memory: WorkerMemory | undefined;
+  let residency: Residency | undefined;
+  let cold: ColdStarts | undefined;
   const onBatch = (engine: string, jobs: number) => metrics.batchJobs.observe({ engine }, jobs);
   const providers: Record<string, string> = {};
-  // engines it could not load (why), and those it is loading while it runs: reported with each heartbeat
-  const notLoaded = new Map<string, string>();
-  const loading = new Set<string>();
   try {
-    engines = await loadEngines(config, logger, onBatch, notLoaded);
-    memory = await WorkerMemory.bound(config, engines, logger);
+    // what it serves is known before anything loads: claimed at once, loaded at start only WORKER_PRELOAD
+    const found = discoverEngines(config.modelsDir);
+    const selected = selectEngines(config, found);
+    const preload = preloadEngines(config, found, selected);
+    const memory = WorkerMemory.create(config, logger);
     storage = createStorage('s3' in config.storage ? config.storage : { local: { ...config.storage.local, publicUrl: 'http://unused.invalid', secret: 'the worker signs no URL' } });
     await Promise.all([redis.connect(), subscriber.connect()]);
     cancel = new CancelWatcher(subscriber, redis, config.keyPrefix, logger);
@@ -94,80 +101,55 @@ export async function startWorker(config: WorkerConfig, logger: Logger, handlers
     workers = new EngineWorkers({ config, engines, handlers, storage, cancel, holds, events, metrics, logger });
     workers.run();
     const engineWorkers = workers;
-    for (const [id, e] of engines) providers[id] = e.provider;
-    presence = new Presence(redis, config.keyPrefix, `${hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`, [...engines.keys()], logger, {
+    let states: () => ReturnType<Residency['states']> = () => ({});
+    presence = new Presence(redis, config.keyPrefix, `${hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`, [], logger, {
       host: hostname(),
       pid: process.pid,
       providers,
       memory: memory.report,
       startedAt: Date.now(),
       status: () => ({ current: [...engineWorkers.current], done: engineWorkers.done }),
-      engineStates: () => ({
-        ...Object.fromEntries([...notLoaded].map(([id, reason]) => [id, { state: 'failed' as const, reason }])),
-        ...Object.fromEntries([...loading].map((id) => [id, { state: 'loading' as const }])),
-      }),
+      engineStates: () => states(),
     });
     const live = presence;
     workers.onChange = () => live.touch();
     await presence.start();
+    residency = new Residency({ config, logger, engines, providers, memory, workers, presence, metrics, onBatch });
+    const held = residency;
+    states = () => held.states();
+    await residency.follow(selected);
+    for (const id of preload) await residency.load(id, 'preload');
+    if (residency.servable.size === 0) {
+      throw new EngineSelectionError(`no engine could be loaded: ${[...residency.failed].map(([id, reason]) => `${id}: ${reason}`).join('; ')}`);
+    }
+    cold = new ColdStarts(residency, { config, workers, presence, engines, logger });
+    cold.start();
     ready = true;
   } catch (err) {
     health.close();
+    cold?.stop();
+    await presence?.stop().catch(() => {});
+    await workers?.close(0).catch(() => {});
+    await cancel?.close().catch(() => {});
     redis.disconnect();
     subscriber.disconnect();
     await disposeEngines(engines);
     throw err;
   }
-  logger.info({ engines: [...engines.keys()], health_port: portOf(health) }, 'worker ready: taking jobs');
+  const held = residency;
+  logger.info({ engines: [...held.servable.keys()], loaded: held.loaded, health_port: portOf(health) }, 'worker ready: taking jobs');
 
   let closed: Promise<void> | undefined;
   // A worker serving every engine (ENGINES unset) follows MODELS_DIR while it runs, every
-  // ENGINE_REFRESH_MS: a folder added (pulled, copied whole; hidden ones never) is loaded, measured and
-  // claimed; a folder removed stops being served (its claim first, then its running jobs finish).
+  // ENGINE_REFRESH_MS: a folder added (pulled, copied whole; hidden ones never) is served (loaded at once
+  // with WORKER_PRELOAD=all, else when a job for it waits); a folder removed stops being served (its
+  // claim first, then its running jobs finish).
   let refreshing = false;
-  // a folder that failed is tried again only once its files change (not every look: a broken graph may be large)
-  const failedAs = new Map<string, string>();
   const refresh = async () => {
     if (refreshing || closed || !existsSync(config.modelsDir)) return;
     refreshing = true;
     try {
-      const found = discoverEngines(config.modelsDir, () => {});
-      const ids = new Set(found.map((e) => e.id));
-      for (const info of found) {
-        if (engines.has(info.id) || closed) continue;
-        const signature = filesSignature(info.dir);
-        if (notLoaded.has(info.id) && failedAs.get(info.id) === signature) continue;
-        try {
-          queueNameForEngine(info.id);
-          loading.add(info.id);
-          presence!.touch();
-          const engine = await loadEngine(info, config, logger, onBatch);
-          engines.set(info.id, engine);
-          providers[info.id] = engine.provider;
-          await memory!.add(info.id, engine);
-          workers!.add(info.id);
-          await presence!.setEngines([...engines.keys()]);
-          notLoaded.delete(info.id);
-          logger.info({ engine: info.id }, 'engine added (MODELS_DIR): taking its jobs');
-        } catch (err) {
-          // tried again once its files change (a folder still being copied), said once per reason
-          if (notLoaded.get(info.id) !== (err as Error).message) logger.error({ engine: info.id, dir: info.dir, reason: (err as Error).message }, 'engine not served: it failed to load');
-          notLoaded.set(info.id, (err as Error).message);
-          failedAs.set(info.id, signature);
-        } finally {
-          loading.delete(info.id);
-        }
-      }
-      for (const [id, engine] of [...engines]) {
-        if (ids.has(id) || closed) continue;
-        engines.delete(id);
-        delete providers[id];
-        await presence!.setEngines([...engines.keys()]);
-        await workers!.remove(id);
-        await ('pipeline' in engine ? engine.pipeline.dispose() : engine.upscaler.dispose());
-        await memory!.remove(id);
-        logger.info({ engine: id }, 'engine removed (MODELS_DIR): no longer served');
-      }
+      await held.follow(discoverEngines(config.modelsDir, () => {}), config.preload === 'all' ? 'added' : undefined);
     } catch (err) {
       logger.warn({ err: (err as Error).message }, 'could not follow MODELS_DIR; retrying');
     } finally {
@@ -177,12 +159,24 @@ export async function startWorker(config: WorkerConfig, logger: Logger, handlers
   const refresher = config.engines ? undefined : setInterval(() => void refresh(), config.engineRefreshMs);
   refresher?.unref();
   return {
-    engines: [...engines.keys()],
+    get engines() {
+      return [...held.servable.keys()];
+    },
+    get loaded() {
+      return held.loaded;
+    },
+    get loads() {
+      return held.loads;
+    },
+    get unloads() {
+      return held.unloads;
+    },
     healthPort: portOf(health),
     close: (graceMs = config.shutdownGraceMs) =>
       (closed ??= (async () => {
         ready = false;
         clearInterval(refresher);
+        cold!.stop();
         // Withdrawn first: the API stops accepting jobs only this worker could take.
         await presence?.stop();
         await workers!.close(graceMs);
@@ -204,24 +198,4 @@ async function pingWithin(redis: Redis, ms: number): Promise<boolean> {
   } finally {
     clearTimeout(timer);
   }
-}
-
-/** The names, sizes and times of a folder's files: what changes when a copy goes on or a file is replaced. */
-function filesSignature(dir: string): string {
-  const parts: string[] = [];
-  const walk = (d: string, depth: number) => {
-    for (const name of readdirSync(d).sort()) {
-      const path = join(d, name);
-      const stats = statSync(path);
-      if (stats.isDirectory()) {
-        if (depth < 3) walk(path, depth + 1);
-      } else parts.push(`${path}:${stats.size}:${stats.mtimeMs}`);
-    }
-  };
-  try {
-    walk(dir, 0);
-  } catch {
-    return '';
-  }
-  return parts.join('|');
 }

@@ -139,7 +139,7 @@ describe('worker', () => {
     expect(await ready.json()).toEqual({ status: 'ready' });
   });
 
-  it('serves the good engines when a folder beside them is broken, logging the broken one once', async () => {
+  it('serves the good engines when a folder beside them is broken, logging the broken one once (WORKER_PRELOAD=all: each is tried at start)', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'sdq-worker-mixed-'));
     try {
       symlinkSync(join(MODELS_DIR, 'tiny-sd'), join(dir, 'tiny-sd'));
@@ -156,7 +156,7 @@ describe('worker', () => {
           done();
         },
       });
-      const mixed = await startWorker(testConfig({ MODELS_DIR: dir, QUEUE_PREFIX: `${redis.prefix}mixed` }), pino({ level: 'info' }, sink));
+      const mixed = await startWorker(testConfig({ MODELS_DIR: dir, QUEUE_PREFIX: `${redis.prefix}mixed`, WORKER_PRELOAD: 'all' }), pino({ level: 'info' }, sink));
       try {
         expect(mixed.engines).toEqual(['tiny-sd', 'tiny-upscaler-x2']);
         const refused = lines.filter((l) => l.msg === 'engine not served: it failed to load');

@@ -141,10 +141,11 @@ export const EngineCapabilities = z
       .describe('Output sizes accepted: exactly `allowed` ("WxH") when set, else multiples of step with each side >= min_side and width x height <= max_pixels.'),
     samplers: z.array(z.string()).nullable(),
     defaults: z.object({ steps: z.number().nullable(), cfg_scale: z.number().nullable(), sampler: z.string().nullable() }),
-    workers: z.number().int().describe('Live workers serving the engine now; 0 = requests are 503 engine_unavailable (with REQUIRE_WORKER=true) unless a worker is loading it.'),
+    workers: z.number().int().describe('Live workers that take its jobs (it loaded, or loaded when a job for it waits); 0 = requests are 503 engine_unavailable (with REQUIRE_WORKER=true) unless a worker is loading it.'),
+    loaded_workers: z.number().int().describe('Live workers that have it loaded now (a job starts at once on a free one).'),
     state: z
-      .enum(['ready', 'loading', 'failed', 'available'])
-      .describe('ready: a live worker serves it; loading: one is loading it (requests are queued for it); failed: a worker could not load it (why: GET /v1/admin/workers); available: on disk, no worker has it.'),
+      .enum(['ready', 'loading', 'available', 'failed', 'unserved'])
+      .describe('ready: a live worker has it loaded; loading: one is loading it; available: on disk, no worker has it loaded, one will load it when a request comes (the first waits for the load); failed: it could not be loaded (why: GET /v1/admin/workers); unserved: no live worker may serve it (none runs, or it is not in their ENGINES). Requests for ready, loading and available engines are queued; failed and unserved are 503 engine_unavailable with REQUIRE_WORKER=true.'),
   })
   .meta({ id: 'EngineCapabilities' });
 

@@ -29,6 +29,11 @@ export const LOG_LEVEL = z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'tra
 export const MODELS_ENV = {
   /** Milliseconds between looks at MODELS_DIR for engines added or removed while the process runs. Default 10000. */
   ENGINE_REFRESH_MS: envInt(100, 600_000).default(10_000),
+  /**
+   * The default engine: what an A1111 request without a checkpoint gets, and what a worker loads at
+   * start (WORKER_PRELOAD's default). Default: the first generation engine under MODELS_DIR.
+   */
+  DEFAULT_ENGINE: z.string().min(1).optional(),
 };
 
 /**

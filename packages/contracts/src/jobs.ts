@@ -114,8 +114,11 @@ export type JobInputName = { [K in JobName]: JobPayloadOf<K> extends { inputs: i
 
 export { JOB_NAMES };
 
-/** What the worker reports after every step: `job.updateProgress({ step, steps })` (step counts from 1). */
-export const JobProgress = z.object({ step: z.number().int().min(0), steps: z.number().int().min(0) });
+/**
+ * What the worker reports after every step: `job.updateProgress({ step, steps })` (step counts from 1).
+ * Before the first, while a worker loads the job's engine for it, `phase` is `loading model` (step 0).
+ */
+export const JobProgress = z.object({ step: z.number().int().min(0), steps: z.number().int().min(0), phase: z.enum(['loading model']).optional() });
 export type JobProgress = z.infer<typeof JobProgress>;
 
 export const FINISH_REASONS = ['SUCCESS', 'ERROR', 'CONTENT_FILTERED'] as const;
@@ -147,6 +150,8 @@ export const WorkerObject = z.object({
   current_jobs: z.array(z.string()),
   /** Jobs it finished (succeeded or failed) since it started. */
   jobs_done: z.number().int(),
+  /** Engines it has loaded now (a subset of `engines`: the rest it loads when a job for one waits). */
+  loaded: z.array(z.string()),
   /** Engines it is loading now or could not load (with why), beside those it serves (`engines`). */
   engine_states: z.record(z.string(), z.object({ state: z.enum(['loading', 'failed']), reason: z.string().optional() })),
   started_at: z.string(),

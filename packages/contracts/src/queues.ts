@@ -59,6 +59,23 @@ export function servedEngineKey(prefix: string, engineId: string): string {
   return `${prefix}:served:${engineId}`;
 }
 
+/**
+ * The engines a worker has loaded (a subset of those it serves: the rest it loads when a job for one
+ * waits), claimed as `servedEngineKey` is. A job waiting for an engine no worker has loaded is what
+ * makes a worker load it (WORKER_PRELOAD, COLD_START_DELAY_MS).
+ */
+export function loadedEngineKey(prefix: string, engineId: string): string {
+  return `${prefix}:loaded:${engineId}`;
+}
+
+/**
+ * Taken (SET NX, with a TTL) by the one worker that starts loading an engine for its waiting jobs, so
+ * that two idle workers do not both load (and evict for) the same engine at the same moment.
+ */
+export function engineLoadLockKey(prefix: string, engineId: string): string {
+  return `${prefix}:loading:${engineId}`;
+}
+
 /** How often a worker renews its claim, and how long a claim lasts without renewal (ms). */
 export const PRESENCE_INTERVAL_MS = 5000;
 export const PRESENCE_TTL_MS = 15_000;

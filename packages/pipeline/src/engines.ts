@@ -303,5 +303,15 @@ export function discoverEngines(modelsDir: string, onError?: (id: string, err: E
   return engines;
 }
 
+/**
+ * The default engine, the same for every process: DEFAULT_ENGINE when it is one of the engines, else the
+ * first generation engine (folders sort by name).
+ */
+export function defaultEngineOf(engines: Iterable<EngineInfo>, configured?: string): string | undefined {
+  const list = [...engines];
+  if (configured && list.some((e) => e.id === configured)) return configured;
+  return list.find((e) => e.kind === 'generation')?.id;
+}
+
 export { FAMILIES, SDXL_SIZES };
 export type { FamilyInput };

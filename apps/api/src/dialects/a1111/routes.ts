@@ -7,7 +7,7 @@
  */
 import { type Request, type Response, Router } from 'express';
 import type { z } from 'zod';
-import { checkEngineSize, type GenerationEngineInfo } from '@sdq/pipeline/engines';
+import { checkEngineSize, defaultEngineOf, type GenerationEngineInfo } from '@sdq/pipeline/engines';
 import { readPngText } from '@sdq/pipeline/image';
 import { A1111_SAMPLERS, A1111_SCHEDULERS, A1111ExtraSingleImageRequest, checkpointId, A1111Img2ImgRequest, A1111OptionsUpdate, A1111PngInfoRequest, A1111Txt2ImgRequest, parseInfotext, type GenerationParams, ServiceError, TERMINAL_STATUSES } from '@sdq/contracts';
 import { requireScope } from '../../auth';
@@ -57,12 +57,13 @@ export function a1111Routes(deps: Deps): Router {
     if (!engine || engine.kind !== 'generation') throw new ServiceError('not_found', `${field}: ${name} is not a model here (models: ${generationEngines().map((e) => e.id).join(', ')})`, { field: field });
     return engine;
   };
-  /** The caller's default engine: its own options, else the first generation engine (tiny-sd when present). */
+  /** The caller's default engine: its own options, else the deployment's (DEFAULT_ENGINE, else the first generation engine). */
   const defaultEngine = async (req: Request): Promise<GenerationEngineInfo> => {
     const own = await store.keyDefaultEngine(req.keyId!);
     const chosen = own ? engines.get(own) : undefined;
     if (chosen?.kind === 'generation') return chosen;
-    return generationEngines().find((e) => e.id === 'tiny-sd') ?? generationEngines()[0] ?? engineNamed('none', 'sd_model_checkpoint');
+    const fallback = generationEngines().find((e) => e.id === defaultEngineOf(generationEngines(), config.defaultEngine));
+    return fallback ?? engineNamed('none', 'sd_model_checkpoint');
   };
 
   const generate = [requireScope('generate'), rateLimit(deps.limiter), ...jsonBody('1mb')];
