@@ -55,3 +55,23 @@ console.log(`bench:models: ${ROUNDS} rounds of ${(bytes / 2 ** 20).toFixed(1)} M
 console.log(`  sdq pull (resolve, tree, download, sha256 and git blob checks, rename): ${p.toFixed(0)} ms, ${mbps(bytes, p).toFixed(0)} MB/s`);
 console.log(`  curl of the same files:                                               ${c.toFixed(0)} ms, ${mbps(bytes, c).toFixed(0)} MB/s`);
 console.log(`  pull / curl throughput: ${(c / p).toFixed(2)}x (goal >= 0.9x)`);
+
+// Engines as a worker loads them: each round a fresh process (bench-models-engines.ts), the median;
+// under the tunables sdq starts workers with, and with malloc's mmap threshold fixed beside (what
+// decides whether an unloaded engine's memory goes back to the system or stays in malloc's heap).
+type EngineRun = { engines: Record<string, { cold_ms: number; warm_ms: number }>; eviction: { engine: string; before_mb: number; after_mb: number } };
+for (const tunables of [process.env.GLIBC_TUNABLES ?? 'glibc.malloc.hugetlb=1', 'glibc.malloc.hugetlb=1:glibc.malloc.mmap_threshold=131072']) {
+  const runs: EngineRun[] = [];
+  for (let round = 0; round < ROUNDS; round++) {
+    const { stdout } = await run(process.execPath, ['--expose-gc', '--import', 'tsx', join(ROOT, 'scripts/bench-models-engines.ts')], { cwd: ROOT, env: { ...process.env, GLIBC_TUNABLES: tunables } });
+    runs.push(JSON.parse(stdout.trim().split('\n').pop()!) as EngineRun);
+  }
+  console.log(`\nengines, ${ROUNDS} fresh processes (GLIBC_TUNABLES=${tunables}), median: cold = load graphs + memory model + first image; warm = an image on the loaded engine`);
+  for (const id of Object.keys(runs[0].engines)) {
+    const cold = median(runs.map((r) => r.engines[id].cold_ms));
+    const warm = median(runs.map((r) => r.engines[id].warm_ms));
+    console.log(`  ${id.padEnd(18)} cold ${String(cold).padStart(5)} ms   warm ${String(warm).padStart(5)} ms   load costs ${String(cold - warm).padStart(5)} ms`);
+  }
+  const given = runs.map((r) => r.eviction.before_mb - r.eviction.after_mb);
+  console.log(`  RSS given back when ${runs[0].eviction.engine} is unloaded, per run: ${runs.map((r) => `${r.eviction.before_mb} -> ${r.eviction.after_mb} MB`).join(', ')}; median ${median(given)} MB`);
+}

@@ -165,7 +165,7 @@ function stopChild(child: ChildProcess, signal: NodeJS.Signals): Promise<void> {
 
 /**
  * `ready:` once a generation sent now would succeed: the API answers /readyz and, when this launcher
- * started a worker, the worker answers its /readyz (its engines loaded, taking jobs). Until then one line
+ * started a worker, the worker answers its /readyz (WORKER_PRELOAD loaded: the default engine, taking jobs). Until then one line
  * says what it waits for. Printed once, with the URL to open and the next step.
  */
 async function announceReady(port: number, worker: { port?: number } | undefined, stopped: () => boolean): Promise<void> {
@@ -180,7 +180,7 @@ async function announceReady(port: number, worker: { port?: number } | undefined
         say('next: `npx sdq accounts create --name me --credits 10` prints an API key; paste it in the studio, or see the README\'s Quick start for a first image with curl');
         return;
       }
-      if (!waitingSaid) say(`the API answers at ${url}; waiting for the worker to load its engines (${process.env.ENGINES || 'every folder under MODELS_DIR'}) before saying ready`);
+      if (!waitingSaid) say(`the API answers at ${url}; waiting for the worker to load ${process.env.WORKER_PRELOAD ? `WORKER_PRELOAD (${process.env.WORKER_PRELOAD})` : `the default engine (${process.env.DEFAULT_ENGINE || 'the first generation engine under MODELS_DIR'})`} before saying ready; other engines load when a request asks for one`);
       waitingSaid = true;
     }
     await new Promise((r) => setTimeout(r, 250));
@@ -205,8 +205,9 @@ async function main(): Promise<void> {
   }
   const redis = await ensureRedis();
   const env = {
-    // the worker's onnxruntime runs without its arena: huge pages keep malloc'd tensors fast (BENCHMARKS.md)
-    GLIBC_TUNABLES: 'glibc.malloc.hugetlb=1',
+    // the worker's onnxruntime runs without its arena: huge pages keep malloc'd tensors fast; a worker that
+    // unloads engines (a memory bound) needs malloc to hand big blocks back, a fixed mmap threshold (BENCHMARKS.md)
+    GLIBC_TUNABLES: process.env.WORKER_MODEL_MEMORY_MB || process.env.WORKER_MAX_LOADED_ENGINES ? 'glibc.malloc.hugetlb=1:glibc.malloc.mmap_threshold=131072' : 'glibc.malloc.hugetlb=1',
     ...process.env,
     ...ports.env,
     REDIS_URL: redis.url,

@@ -94,6 +94,8 @@ export interface TestWorker extends RunningWorker {
   jobs: string[];
   /** Job ids it ran to success, once per run (a job run again after a fault appears twice). */
   succeeded: string[];
+  /** What it logged about its engines (loaded, unloaded, not served), in order. */
+  engineLog: Record<string, unknown>[];
 }
 
 /** Fast stalled-job recovery, so a killed worker's job is taken over within a few seconds. */
@@ -103,11 +105,13 @@ export async function startTestWorker(service: Pick<Service, 'env'>, env: Record
   const config = parseWorkerConfig({ ...service.env, HEALTH_PORT: '0', HEALTH_HOST: '127.0.0.1', LOG_LEVEL: 'info', ...FAST_RECOVERY, ...env });
   const jobs: string[] = [];
   const succeeded: string[] = [];
+  const engineLog: Record<string, unknown>[] = [];
   // The worker's own log lines tell which worker ran which job.
   const sink = new Writable({
     write(chunk, _enc, done) {
       for (const line of String(chunk).split('\n').filter(Boolean)) {
         const entry = JSON.parse(line) as { msg?: string; job_id?: string };
+        if (entry.msg?.startsWith('engine ')) engineLog.push(entry);
         if (entry.msg === 'job started' && entry.job_id) jobs.push(entry.job_id);
         if (entry.msg === 'job succeeded' && entry.job_id) succeeded.push(entry.job_id);
         if (LOG_LEVEL !== 'silent') process.stderr.write(`${line}\n`);
@@ -116,7 +120,7 @@ export async function startTestWorker(service: Pick<Service, 'env'>, env: Record
     },
   });
   const worker = await startWorker(config, pino({ level: 'info' }, sink));
-  return Object.assign(worker, { jobs, succeeded });
+  return Object.assign(worker, { jobs, succeeded, engineLog });
 }
 
 export interface ChildProcessHandle {
