@@ -109,8 +109,9 @@ describe('engines, health, openapi', () => {
       defaults: { steps: 30, cfg_scale: 7, sampler: null },
       // The stub worker claims no presence; with REQUIRE_WORKER=false (these tests) jobs queue anyway.
       workers: 0,
-      // no worker has it (the stub workers here claim no presence)
-      state: 'available',
+      loaded_workers: 0,
+      // no live worker may serve it (the stub workers here claim no presence)
+      state: 'unserved',
     });
     expect(engines[2].capabilities).toMatchObject({ family: null, modes: ['upscale'], sizes: null, defaults: { steps: null, cfg_scale: null, sampler: null } });
   });
