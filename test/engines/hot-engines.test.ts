@@ -4,7 +4,7 @@
  * through it succeeds, no restart; removed, the worker stops serving it and the API forgets it. Real
  * API, real worker, the tiny models.
  */
-import { cpSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { appendFileSync, cpSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -61,6 +61,21 @@ describe('engines added and removed while the service runs', () => {
     });
     expect(res.status).toBe(200);
     expect(worker.engines).toContain('tiny-sd');
+  });
+
+  it('a folder still being copied is not taken until its files stop changing', async () => {
+    const dir = join(models, 'tiny-sd-copying');
+    cpSync(join(MODELS_DIR, 'tiny-sd'), dir, { recursive: true });
+    // the copy goes on: a file grows faster than the worker looks (ENGINE_REFRESH_MS 200)
+    const growing = join(dir, 'unet', 'weights.pb');
+    for (let i = 0; i < 30; i++) {
+      appendFileSync(growing, Buffer.alloc(1024));
+      await new Promise((r) => setTimeout(r, 50));
+      expect(worker.engines).not.toContain('tiny-sd-copying');
+    }
+    await waitFor(async () => worker.engines.includes('tiny-sd-copying'), 'the worker to take the finished folder', 30_000);
+    rmSync(dir, { recursive: true, force: true });
+    await waitFor(async () => !worker.engines.includes('tiny-sd-copying'), 'the worker to drop it', 30_000);
   });
 
   it("a folder that does not load is 'available' until a job asks for it, then 'failed' (its reason on /v1/admin/workers) and its queued job fails, refunded", async () => {

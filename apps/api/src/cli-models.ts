@@ -1,10 +1,10 @@
 /**
  * `npx sdq models pull|list`: engines on disk. A pull needs no Redis (it writes MODELS_DIR); the list asks
- * Redis, when it answers, how many live workers serve each engine.
+ * Redis, when it answers, each engine's state (ready, loading, available, failed, unserved) and live workers.
  */
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { servedEngineKey } from '@sdq/contracts';
+import { EnginePresence } from './presence';
 import { PULL_RECORD, type PullProgress, type PullRecord, pullModel, removeModel } from '@sdq/hub';
 import { discoverEngines } from '@sdq/pipeline/engines';
 import type { Config } from './config';
@@ -96,13 +96,15 @@ export async function modelsCommand(action: string, args: string[], values: { na
       id: e.id,
       kind: e.kind,
       family: e.kind === 'generation' ? (e.family ?? e.pipelineClass) : 'upscaler',
-      workers: workers?.get(e.id) ?? null,
+      state: workers?.get(e.id)?.state ?? null,
+      workers: workers?.get(e.id)?.workers ?? null,
+      loaded_workers: workers?.get(e.id)?.loaded ?? null,
       bytes: sizeOf(e.dir),
       pulled_from: record ? `${record.repo}@${record.commit.slice(0, 12)}` : null,
     };
   });
   const human = [
-    ...rows.map((r) => [r.id, r.family, r.workers === null ? 'workers unknown (Redis unreachable)' : r.workers ? `served by ${r.workers} worker${r.workers > 1 ? 's' : ''}` : 'no live worker', mb(r.bytes), r.pulled_from ?? 'local'].join('\t')),
+    ...rows.map((r) => [r.id, r.family, r.state === null ? 'state unknown (Redis unreachable)' : `${r.state} (${r.workers} worker${r.workers === 1 ? '' : 's'}, ${r.loaded_workers} loaded)`, mb(r.bytes), r.pulled_from ?? 'local'].join('\t')),
     ...failed.map((f) => `${f.id}\tnot an engine: ${f.reason}`),
   ].join('\n');
   out(human || `(no engine under ${config.modelsDir})`, { engines: rows, failed });
@@ -119,8 +121,8 @@ function sizeOf(dir: string): number {
   return total;
 }
 
-/** Live workers per engine, or undefined when Redis does not answer within its timeout. */
-async function liveWorkers(config: Config, ids: string[]): Promise<Map<string, number> | undefined> {
+/** Each engine's state and live workers (as the engine list says them), or undefined when Redis does not answer within its timeout. */
+async function liveWorkers(config: Config, ids: string[]): Promise<Map<string, Awaited<ReturnType<EnginePresence['stateOf']>>> | undefined> {
   const store = new Store(config.redisUrl, config.keyPrefix, config.redisTimeoutMs);
   store.redis.on('error', () => {});
   try {
@@ -132,10 +134,9 @@ async function liveWorkers(config: Config, ids: string[]): Promise<Map<string, n
       });
     });
     if (!ready) return undefined;
-    const [seconds, micros] = await store.redis.time();
-    const now = Number(seconds) * 1000 + Math.floor(Number(micros) / 1000);
-    const counts = await Promise.all(ids.map((id) => store.redis.zcount(servedEngineKey(config.keyPrefix, id), `(${now}`, '+inf')));
-    return new Map(ids.map((id, i) => [id, counts[i]]));
+    const presence = new EnginePresence(store.redis, config.keyPrefix);
+    const states = await Promise.all(ids.map((id) => presence.stateOf(id)));
+    return new Map(ids.map((id, i) => [id, states[i]]));
   } catch {
     return undefined;
   } finally {

@@ -43,11 +43,11 @@ describe('npx sdq models', () => {
     expect(pulled.stderr).toContain('unet/model.onnx');
     const list = await sdq(['models', 'list', '--json']);
     expect(list.code, list.stderr).toBe(0);
-    const { engines } = JSON.parse(list.stdout) as { engines: { id: string; family: string; workers: number | null; pulled_from: string | null; bytes: number }[] };
-    expect(engines).toEqual([expect.objectContaining({ id: 'pulled-sd', family: 'stable-diffusion', workers: 0, pulled_from: `${REPO}@${hub.commit.slice(0, 12)}` })]);
+    const { engines } = JSON.parse(list.stdout) as { engines: { id: string; family: string; state: string | null; workers: number | null; pulled_from: string | null; bytes: number }[] };
+    expect(engines).toEqual([expect.objectContaining({ id: 'pulled-sd', family: 'stable-diffusion', state: 'unserved', workers: 0, loaded_workers: 0, pulled_from: `${REPO}@${hub.commit.slice(0, 12)}` })]);
     expect(engines[0].bytes).toBeGreaterThan(1_000_000);
     const human = await sdq(['models', 'list']);
-    expect(human.stdout).toMatch(/^pulled-sd\tstable-diffusion\tno live worker\t[\d.]+ MB\tsdq-test\/tiny-sd-onnx@/m);
+    expect(human.stdout).toMatch(/^pulled-sd\tstable-diffusion\tunserved \(0 workers, 0 loaded\)\t[\d.]+ MB\tsdq-test\/tiny-sd-onnx@/m);
     const removed = await sdq(['models', 'rm', 'pulled-sd']);
     expect(removed.code, removed.stderr).toBe(0);
     expect(removed.stdout).toMatch(/^removed .*pulled-sd: the API drops engine pulled-sd/);

@@ -5,11 +5,12 @@
  * pass WORKER_MODEL_MEMORY_MB or WORKER_MAX_LOADED_ENGINES. One load or unload at a time: each changes
  * what the memory bound measures at rest.
  */
-import { readdirSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import type { EngineInfo } from '@sdq/pipeline/engines';
 import { queueNameForEngine } from '@sdq/contracts';
+import { PULL_RECORD } from '@sdq/hub';
 import type { WorkerConfig } from './config';
 import { type BatchObserver, type LoadedEngine, loadEngine, type WorkerMemory } from './engines';
 import type { WorkerMetrics } from './metrics';
@@ -39,6 +40,8 @@ export class Residency {
   readonly failed = new Map<string, string>();
   private readonly failedAs = new Map<string, string>();
   private readonly weights = new Map<string, number>();
+  /** Folders seen once while the worker runs, by their files: taken when the next look finds them the same. */
+  private readonly arriving = new Map<string, string>();
   /** Loads done (preloads included) and unloads, since start. */
   loads = 0;
   unloads = 0;
@@ -51,16 +54,26 @@ export class Residency {
   }
 
   /**
-   * The engines found (at start, or by a look at MODELS_DIR): new ones are served (and loaded at once
-   * with `load`), ones gone are unloaded and no longer served. A folder that failed is served again only
-   * once its files change: a broken graph may be large, and a folder still being copied will change.
+   * The engines found (at start, or by a look at MODELS_DIR: `settle`): new ones are served (and loaded
+   * at once with `load`), ones gone are unloaded and no longer served. While the worker runs, a new
+   * folder is taken once its files are the same on two looks in a row (one being copied is not taken
+   * half-way), or at once when a pull put it there (a pull renames its folder into place whole). A
+   * folder that failed is served again only once its files change: a broken graph may be large.
    */
-  async follow(found: EngineInfo[], load?: LoadReason): Promise<void> {
+  async follow(found: EngineInfo[], { load, settle = false }: { load?: LoadReason; settle?: boolean } = {}): Promise<void> {
     const { presence, logger } = this.parts;
     const ids = new Set(found.map((e) => e.id));
     const added: string[] = [];
+    for (const id of [...this.arriving.keys()]) if (!ids.has(id)) this.arriving.delete(id);
     for (const info of found) {
       if (this.servable.has(info.id)) continue;
+      if (settle && !existsSync(join(info.dir, PULL_RECORD))) {
+        const signature = filesSignature(info.dir);
+        const seen = this.arriving.get(info.id);
+        this.arriving.set(info.id, signature);
+        if (seen !== signature) continue;
+      }
+      this.arriving.delete(info.id);
       if (this.failed.has(info.id)) {
         if (this.failedAs.get(info.id) === filesSignature(info.dir)) continue;
         this.failed.delete(info.id);

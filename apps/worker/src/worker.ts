@@ -149,7 +149,7 @@ export async function startWorker(config: WorkerConfig, logger: Logger, handlers
     if (refreshing || closed || !existsSync(config.modelsDir)) return;
     refreshing = true;
     try {
-      await held.follow(discoverEngines(config.modelsDir, () => {}), config.preload === 'all' ? 'added' : undefined);
+      await held.follow(discoverEngines(config.modelsDir, () => {}), { load: config.preload === 'all' ? 'added' : undefined, settle: true });
     } catch (err) {
       logger.warn({ err: (err as Error).message }, 'could not follow MODELS_DIR; retrying');
     } finally {
