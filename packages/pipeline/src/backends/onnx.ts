@@ -4,6 +4,7 @@
  */
 import * as ort from 'onnxruntime-node';
 import { existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { PipelineError } from '../errors';
 import type { ExecutionProvider, RuntimeOptions } from '../types';
 import { float16BitsToFloat32, float32ToFloat16Bits } from '../fp16';
@@ -103,15 +104,19 @@ export class OnnxModel {
    * Creates the session on the first provider of the priority list that loads. Without `fallback` the
    * first failure is final, since silently running a GPU deployment on the CPU is rarely wanted.
    */
-  static async load(path: string, options: RuntimeOptions, clock: OnnxClock): Promise<OnnxModel> {
+  static async load(path: string, options: RuntimeOptions, clock: OnnxClock, blended?: { model: Uint8Array; external: Map<string, Uint8Array>; externalFiles: string[] }): Promise<OnnxModel> {
     if (!existsSync(path)) throw new PipelineError('invalid_model', `model file missing: ${path}`);
+    // a graph blended in memory (LoRAs): its bytes, and each external data file as bytes or beside the original
+    const source: string | Uint8Array = blended ? blended.model : path;
+    const externalData = blended?.externalFiles.map((location) => ({ path: location, data: blended.external.get(location) ?? join(dirname(path), location) }));
     const providers = options.providers?.length ? options.providers : (['cpu'] as ExecutionProvider[]);
     const warn = options.warn ?? ((m: string) => console.warn(m));
     const failures: string[] = [];
     for (let i = 0; i < providers.length; i++) {
       const provider = providers[i];
       try {
-        const session = await ort.InferenceSession.create(path, {
+        const session = await ort.InferenceSession.create(source as Uint8Array, {
+          ...(externalData?.length ? { externalData } : {}),
           executionProviders: [provider],
           graphOptimizationLevel: 'all',
           enableCpuMemArena: options.memoryArena ?? false,

@@ -1,0 +1,79 @@
+/**
+ * LoRAs merged into tiny-sd's graphs (their nodes carry diffusers' and transformers' module names): the
+ * kohya and the PEFT form of the fixture LoRA at weight 0.8 give the reference numbers of
+ * ../shared/models/adapters/reference.json for the text encoder and the UNet, weight 0 the base numbers,
+ * and the files on disk are never changed. A LoRA of another model matches no node, and says so.
+ */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { OnnxClock, OnnxModel } from '../src/backends/onnx';
+import { blendLoras, modulePathOf } from '../src/lora-blend';
+import { readLora } from '../src/lora';
+import { readSafetensorsFile } from '../src/safetensors';
+import { absSum, det, type Ref, sum } from './reference';
+
+const ADAPTERS = join(import.meta.dirname, 'fixtures/adapters');
+const ref = JSON.parse(readFileSync(join(ADAPTERS, 'reference.json'), 'utf8')) as Record<string, Record<string, Ref>>;
+const base = JSON.parse(readFileSync('models/tiny-sd/reference.json', 'utf8')) as { input_ids: number[][] };
+const TEXT_ENCODER = 'models/tiny-sd/text_encoder/model.onnx';
+const UNET = 'models/tiny-sd/unet/model.onnx';
+
+/** Sums within 1e-4 of the absolute sum; the first values to 3 places (the kohya file keeps its factors in fp16). */
+function close(data: Float32Array, dims: number[], r: Ref) {
+  expect(dims).toEqual(r.shape);
+  expect(Math.abs(sum(data) - r.sum) / r.abs_sum).toBeLessThan(1e-4);
+  expect(Math.abs(absSum(data) - r.abs_sum) / r.abs_sum).toBeLessThan(1e-4);
+  r.first.forEach((v, i) => expect(data[i]).toBeCloseTo(v, 3));
+}
+
+async function outputs(file: string, weight: number) {
+  const lora = { name: 'green-objects', weight, modules: readLora(readSafetensorsFile(join(ADAPTERS, file))) };
+  const te = blendLoras(TEXT_ENCODER, 'text_encoder', [lora]);
+  const unet = blendLoras(UNET, 'unet', [lora]);
+  const clock = new OnnxClock();
+  const textEncoder = await OnnxModel.load(TEXT_ENCODER, {}, clock, te);
+  const denoiser = await OnnxModel.load(UNET, {}, clock, unet);
+  try {
+    const enc = await textEncoder.run({ input_ids: { data: base.input_ids.slice(0, 2).flat(), dims: [2, 77] } });
+    const hidden = enc.last_hidden_state;
+    const out = await denoiser.run({ sample: { data: det(2 * 4 * 16 * 16), dims: [2, 4, 16, 16] }, timestep: { data: [500], dims: [1] }, encoder_hidden_states: hidden });
+    return { hidden, out: out.out_sample, applied: [te.applied.get('green-objects')!, unet.applied.get('green-objects')!] };
+  } finally {
+    await textEncoder.dispose();
+    await denoiser.dispose();
+  }
+}
+
+const unetKey = (w: string) => Object.keys(ref[w]).find((k) => k.startsWith('unet.out_sample'))!;
+
+describe('LoRA merged into ONNX graphs', () => {
+  it('names a node by its module path', () => {
+    expect(modulePathOf('/down_blocks.0/attentions.0/transformer_blocks.0/attn1/to_q/MatMul')).toBe('down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q');
+    expect(modulePathOf('/text_model/encoder/layers.0/mlp/fc1/MatMul')).toBe('text_model_encoder_layers_0_mlp_fc1');
+    expect(modulePathOf('MatMul_12')).toBeUndefined();
+  });
+
+  it.each([['kohya (fp16)', 'green-objects.safetensors'], ['PEFT (fp32)', 'green-objects-peft.safetensors']])('%s at weight 0.8 gives the reference numbers, every module applied', async (_form, file) => {
+    const before = readFileSync(UNET);
+    const { hidden, out, applied } = await outputs(file, 0.8);
+    close(hidden.data, hidden.dims, ref['weight 0.8']['text_encoder.last_hidden_state']);
+    close(out.data, out.dims, ref['weight 0.8'][unetKey('weight 0.8')]);
+    expect(applied).toEqual([{ matched: 18, unmatched: [] }, { matched: 70, unmatched: [] }]);
+    expect(readFileSync(UNET).equals(before)).toBe(true);
+  });
+
+  it('at weight 0 gives the base numbers', async () => {
+    const { hidden, out } = await outputs('green-objects.safetensors', 0);
+    close(hidden.data, hidden.dims, ref['weight 0.0']['text_encoder.last_hidden_state']);
+    close(out.data, out.dims, ref['weight 0.0'][unetKey('weight 0.0')]);
+  });
+
+  it('a LoRA for another model matches no node, and says why per module', () => {
+    const modules = readLora(readSafetensorsFile(join(ADAPTERS, 'green-objects.safetensors'))).map((m) => ({ ...m, path: m.path.replace('down_blocks_0', 'down_blocks_9') }));
+    const unet = blendLoras(UNET, 'unet', [{ name: 'other', weight: 1, modules }]);
+    const result = unet.applied.get('other')!;
+    expect(result.matched).toBeLessThan(70);
+    expect(result.unmatched[0]).toMatch(/^down_blocks_9_.*: no node of the graph is this module$/);
+  });
+});
