@@ -16,3 +16,4 @@ export * from './a1111';
 export * from './validation';
 export { LuaScript } from './lua-script';
 export * from './models';
+export * from './lora-tags';
