@@ -186,6 +186,8 @@ export const PIPELINE_ERROR_MAP = {
   invalid_mask_image: 'invalid_mask_image',
   invalid_output_format: 'invalid_accept',
   unsupported_mode: 'bad_request',
+  // the API checks LoRA names and files first (issue 23); what reaches the pipeline is a LoRA no layer takes
+  invalid_lora: 'bad_request',
   // A broken model folder or a missing execution provider is the operator's fault, not the client's.
   invalid_model: 'internal_error',
   provider_unavailable: 'service_unavailable',

@@ -18,6 +18,7 @@ export const PIPELINE_ERROR_CODES = [
   'invalid_output_format',
   'invalid_model',
   'unsupported_mode',
+  'invalid_lora',
   'provider_unavailable',
   'canceled',
 ] as const;

@@ -109,6 +109,16 @@ export abstract class DiffusionPipeline {
     readonly family: FamilyDescription,
   ) {}
 
+  /**
+   * The same pipeline over other graphs of the same folder (LoRAs merged into its text encoders and
+   * denoiser: lora-pipeline.ts). Everything else, the memory plan included, is this one's.
+   */
+  withModel(model: DiffusionModel): this {
+    const copy = Object.assign(Object.create(Object.getPrototypeOf(this) as object) as this, this);
+    (copy as { model: DiffusionModel }).model = model;
+    return copy;
+  }
+
   /** The family's prompt encoding: the UNet's conditioning inputs for this request. */
   protected abstract encodePrompts(r: CheckedRequest, req: GenerateRequest, guidance: boolean): Promise<Conditioning>;
 
