@@ -3,23 +3,10 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { EmbeddingFormatError, readEmbedding } from '../src/embedding';
 import { parseSafetensors, readSafetensorsFile } from '../src/safetensors';
+import { f32File } from './safetensors-file';
 
 const ADAPTERS = join(import.meta.dirname, 'fixtures/adapters');
 
-function build(tensors: Record<string, number[]>): Uint8Array {
-  let offset = 0;
-  const header: Record<string, unknown> = {};
-  for (const [key, shape] of Object.entries(tensors)) {
-    const bytes = shape.reduce((n, d) => n * d, 1) * 4;
-    header[key] = { dtype: 'F32', shape, data_offsets: [offset, offset + bytes] };
-    offset += bytes;
-  }
-  const text = new TextEncoder().encode(JSON.stringify(header));
-  const buf = new Uint8Array(8 + text.length + offset);
-  new DataView(buf.buffer).setBigUint64(0, BigInt(text.length), true);
-  buf.set(text, 8);
-  return buf;
-}
 
 describe('embeddings', () => {
   it('reads the A1111 and the diffusers form of crimson as the same vector', () => {
@@ -32,7 +19,7 @@ describe('embeddings', () => {
   });
 
   it('reads an SDXL embedding (clip_l and clip_g) with several vectors', () => {
-    const e = readEmbedding(parseSafetensors(build({ clip_l: [3, 768], clip_g: [3, 1280] })));
+    const e = readEmbedding(parseSafetensors(f32File({ clip_l: [3, 768], clip_g: [3, 1280] })));
     expect(e.vectors).toMatchObject({ count: 3, dim: 768 });
     expect(e.vectors2).toMatchObject({ count: 3, dim: 1280 });
   });
@@ -44,7 +31,7 @@ describe('embeddings', () => {
     ['a 3-d tensor', { emb_params: [1, 2, 3] }, /not \[dim\] or \[vectors, dim\]/],
     ['too many vectors', { emb_params: [76, 8] }, /76 vectors/],
   ])('refuses %s', (_what, tensors, reason) => {
-    expect(() => readEmbedding(parseSafetensors(build(tensors)))).toThrow(EmbeddingFormatError);
-    expect(() => readEmbedding(parseSafetensors(build(tensors)))).toThrow(reason);
+    expect(() => readEmbedding(parseSafetensors(f32File(tensors)))).toThrow(EmbeddingFormatError);
+    expect(() => readEmbedding(parseSafetensors(f32File(tensors)))).toThrow(reason);
   });
 });

@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { LoraFormatError, type LoraModule, readLora } from '../src/lora';
 import { parseSafetensors, readSafetensorsFile } from '../src/safetensors';
+import { f32File } from './safetensors-file';
 
 const ADAPTERS = join(import.meta.dirname, 'fixtures/adapters');
 
@@ -18,20 +19,6 @@ function delta(m: LoraModule): Float32Array {
   return result;
 }
 
-function build(tensors: Record<string, number[]>): Uint8Array {
-  let offset = 0;
-  const header: Record<string, unknown> = {};
-  for (const [key, shape] of Object.entries(tensors)) {
-    const bytes = shape.reduce((n, d) => n * d, 1) * 4;
-    header[key] = { dtype: 'F32', shape, data_offsets: [offset, offset + bytes] };
-    offset += bytes;
-  }
-  const text = new TextEncoder().encode(JSON.stringify(header));
-  const buf = new Uint8Array(8 + text.length + offset);
-  new DataView(buf.buffer).setBigUint64(0, BigInt(text.length), true);
-  buf.set(text, 8);
-  return buf;
-}
 
 describe('LoRA files', () => {
   it('reads the kohya and the PEFT form of one LoRA as the same modules and the same changes', () => {
@@ -58,7 +45,7 @@ describe('LoRA files', () => {
   it('reads SDXL text encoder prefixes, the older diffusers form and a LoCon convolution', () => {
     const modules = readLora(
       parseSafetensors(
-        build({
+        f32File({
           'lora_te1_text_model_encoder_layers_0_self_attn_q_proj.lora_down.weight': [2, 8],
           'lora_te1_text_model_encoder_layers_0_self_attn_q_proj.lora_up.weight': [8, 2],
           'lora_te2_text_model_encoder_layers_0_self_attn_q_proj.lora_down.weight': [2, 8],
@@ -87,7 +74,7 @@ describe('LoRA files', () => {
     ['a module without its up factor', { 'lora_unet_x.lora_down.weight': [2, 8] }, /module x has no up factor/],
     ['factors that are not a pair', { 'lora_unet_x.lora_down.weight': [2, 8], 'lora_unet_x.lora_up.weight': [8, 3] }, /are not a rank-2 pair/],
   ])('refuses %s', (_what, tensors, reason) => {
-    expect(() => readLora(parseSafetensors(build(tensors)), 'f.safetensors')).toThrow(LoraFormatError);
-    expect(() => readLora(parseSafetensors(build(tensors)), 'f.safetensors')).toThrow(reason);
+    expect(() => readLora(parseSafetensors(f32File(tensors)), 'f.safetensors')).toThrow(LoraFormatError);
+    expect(() => readLora(parseSafetensors(f32File(tensors)), 'f.safetensors')).toThrow(reason);
   });
 });
