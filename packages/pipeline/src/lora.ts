@@ -54,11 +54,24 @@ const FACTORS: [string, 'down' | 'up' | 'alpha'][] = [
   ['.alpha', 'alpha'],
 ];
 
-/** The modules of a LoRA file; throws LoraFormatError naming what is not a LoRA sdq can apply. */
-export function readLora(file: SafetensorsFile, name = 'LoRA'): LoraModule[] {
+/** A module as a file's header lays it out: its keys and rank, checked; no tensor data read. */
+export interface LoraModuleLayout {
+  component: LoraComponent;
+  path: string;
+  down: string;
+  up: string;
+  alpha?: string;
+  rank: number;
+}
+
+/**
+ * The modules of a LoRA file from its tensor names and shapes alone (a listing reads only headers);
+ * throws LoraFormatError naming what is not a LoRA sdq can apply.
+ */
+export function loraLayout(tensors: ReadonlyMap<string, { shape: number[] }>, name = 'LoRA'): LoraModuleLayout[] {
   const parts = new Map<string, { component: LoraComponent; path: string; down?: string; up?: string; alpha?: string }>();
   const unknown: string[] = [];
-  for (const key of file.tensors.keys()) {
+  for (const key of tensors.keys()) {
     if (/(hada_w[12]_[ab]|lokr_w[12])/.test(key)) throw new LoraFormatError(`${name}: it is a LyCORIS ${key.includes('hada') ? 'LoHa' : 'LoKr'} file (key ${key}); sdq applies LoRA (and LoCon) only`);
     const factor = FACTORS.find(([suffix]) => key.endsWith(suffix));
     const prefix = [...KOHYA_PREFIXES, ...DIFFUSERS_PREFIXES].find(([p]) => key.startsWith(p));
@@ -74,24 +87,34 @@ export function readLora(file: SafetensorsFile, name = 'LoRA'): LoraModule[] {
     entry[factor[1]] = key;
     parts.set(id, entry);
   }
-  if (parts.size === 0) throw new LoraFormatError(`${name}: no LoRA keys (lora_down / lora_up, lora_A / lora_B) in ${file.tensors.size} tensors${unknown.length ? `, e.g. ${unknown.slice(0, 3).join(', ')}` : ''}`);
-  const modules: LoraModule[] = [];
+  if (parts.size === 0) throw new LoraFormatError(`${name}: no LoRA keys (lora_down / lora_up, lora_A / lora_B) in ${tensors.size} tensors${unknown.length ? `, e.g. ${unknown.slice(0, 3).join(', ')}` : ''}`);
+  const layout: LoraModuleLayout[] = [];
   for (const { component, path, down, up, alpha } of parts.values()) {
     if (!down || !up) throw new LoraFormatError(`${name}: module ${path} has ${down ? 'no up' : 'no down'} factor`);
+    const d = tensors.get(down)!.shape;
+    const u = tensors.get(up)!.shape;
+    const rank = d[0];
+    if ((d.length !== 2 && d.length !== 4) || (u.length !== 2 && u.length !== 4) || u[1] !== rank || !rank) {
+      throw new LoraFormatError(`${name}: module ${path}: down [${d.join(', ')}] and up [${u.join(', ')}] are not a rank-${rank} pair`);
+    }
+    if (u.length === 4 && (u[2] !== 1 || u[3] !== 1)) throw new LoraFormatError(`${name}: module ${path}: an up factor with a ${u[2]}x${u[3]} kernel is not LoRA or LoCon`);
+    if (alpha && tensors.get(alpha)!.shape.reduce((n, x) => n * x, 1) !== 1) throw new LoraFormatError(`${name}: ${alpha} is not one number`);
+    layout.push({ component, path, down, up, alpha, rank });
+  }
+  return layout;
+}
+
+/** The modules of a LoRA file with their factors; throws LoraFormatError naming what is not a LoRA sdq can apply. */
+export function readLora(file: SafetensorsFile, name = 'LoRA'): LoraModule[] {
+  return loraLayout(file.tensors, name).map(({ component, path, down, up, alpha, rank }) => {
     const d = file.tensors.get(down)!;
     const u = file.tensors.get(up)!;
-    const rank = d.shape[0];
-    if ((d.shape.length !== 2 && d.shape.length !== 4) || (u.shape.length !== 2 && u.shape.length !== 4) || u.shape[1] !== rank || !rank) {
-      throw new LoraFormatError(`${name}: module ${path}: down [${d.shape.join(', ')}] and up [${u.shape.join(', ')}] are not a rank-${rank} pair`);
-    }
-    if (u.shape.length === 4 && (u.shape[2] !== 1 || u.shape[3] !== 1)) throw new LoraFormatError(`${name}: module ${path}: an up factor with a ${u.shape[2]}x${u.shape[3]} kernel is not LoRA or LoCon`);
     let scale = 1;
     if (alpha) {
       const value = tensorToFloat32(file.tensors.get(alpha)!, alpha);
-      if (value.length !== 1 || !Number.isFinite(value[0])) throw new LoraFormatError(`${name}: ${alpha} is not one number`);
+      if (!Number.isFinite(value[0])) throw new LoraFormatError(`${name}: ${alpha} is not a finite number`);
       scale = value[0] / rank;
     }
-    modules.push({ component, path, down: { data: tensorToFloat32(d, down), shape: d.shape }, up: { data: tensorToFloat32(u, up), shape: u.shape }, rank, scale });
-  }
-  return modules;
+    return { component, path, down: { data: tensorToFloat32(d, down), shape: d.shape }, up: { data: tensorToFloat32(u, up), shape: u.shape }, rank, scale };
+  });
 }

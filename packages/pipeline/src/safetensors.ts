@@ -6,7 +6,7 @@
  * executes what it reads (the pickle formats, `.pt` / `.ckpt` / `.bin`, are never opened: see
  * `adapterFileProblem`).
  */
-import { readFileSync, statSync } from 'node:fs';
+import { closeSync, fstatSync, openSync, readFileSync, readSync, statSync } from 'node:fs';
 import { float16BitsToFloat32 } from './fp16';
 
 export class SafetensorsError extends Error {
@@ -45,27 +45,66 @@ export function readSafetensorsFile(path: string, maxBytes = 4 * 2 ** 30): Safet
   return parseSafetensors(readFileSync(path), path);
 }
 
+/** A tensor as the header describes it: where its bytes are in the data section. */
+export interface TensorHeader {
+  dtype: string;
+  shape: number[];
+  begin: number;
+  end: number;
+}
+
+/**
+ * Reads and checks only a file's header against its size (a listing of large files reads kilobytes,
+ * not the tensors): the same checks as parseSafetensors, the data not read.
+ */
+export function readSafetensorsHeader(path: string): { metadata: Record<string, string>; tensors: Map<string, TensorHeader> } {
+  const fd = openSync(path, 'r');
+  try {
+    const size = fstatSync(fd).size;
+    const head = Buffer.alloc(8);
+    if (size < 8 || readSync(fd, head, 0, 8, 0) !== 8) throw new SafetensorsError(path, `is ${size} bytes: too short for a safetensors header`);
+    const length = headerLength(head, size, path);
+    const text = Buffer.alloc(length);
+    if (readSync(fd, text, 0, length, 8) !== length) throw new SafetensorsError(path, 'its header could not be read whole');
+    return checkHeader(text, size - 8 - length, path);
+  } finally {
+    closeSync(fd);
+  }
+}
+
 /** Parses and checks a safetensors buffer; `name` is what errors call it. */
 export function parseSafetensors(buf: Uint8Array, name = 'safetensors'): SafetensorsFile {
+  if (buf.byteLength < 8) throw new SafetensorsError(name, `is ${buf.byteLength} bytes: too short for a safetensors header`);
+  const length = headerLength(buf, buf.byteLength, name);
+  const data = buf.subarray(8 + length);
+  const { metadata, tensors: headers } = checkHeader(buf.subarray(8, 8 + length), data.byteLength, name);
+  const tensors = new Map<string, TensorEntry>();
+  for (const [key, t] of headers) tensors.set(key, { dtype: t.dtype, shape: t.shape, bytes: data.subarray(t.begin, t.end) });
+  return { metadata, tensors };
+}
+
+/** The header's length from the first 8 bytes, checked against the file's size. */
+function headerLength(first8: Uint8Array, size: number, name: string): number {
+  const headerBytes = new DataView(first8.buffer, first8.byteOffset, 8).getBigUint64(0, true);
+  if (headerBytes > BigInt(size - 8)) throw new SafetensorsError(name, `its header says ${headerBytes} bytes, more than the ${size - 8} after it (truncated, or not safetensors)`);
+  if (headerBytes > BigInt(MAX_HEADER_BYTES)) throw new SafetensorsError(name, `its header is ${headerBytes} bytes, over ${MAX_HEADER_BYTES}`);
+  return Number(headerBytes);
+}
+
+/** Checks a header's JSON against the data section's length. */
+function checkHeader(text: Uint8Array, dataLength: number, name: string): { metadata: Record<string, string>; tensors: Map<string, TensorHeader> } {
   const fail = (reason: string): never => {
     throw new SafetensorsError(name, reason);
   };
-  if (buf.byteLength < 8) fail(`is ${buf.byteLength} bytes: too short for a safetensors header`);
-  const view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
-  const headerBytes = view.getBigUint64(0, true);
-  if (headerBytes > BigInt(buf.byteLength - 8)) fail(`its header says ${headerBytes} bytes, more than the ${buf.byteLength - 8} after it (truncated, or not safetensors)`);
-  if (headerBytes > BigInt(MAX_HEADER_BYTES)) fail(`its header is ${headerBytes} bytes, over ${MAX_HEADER_BYTES}`);
-  const headerLength = Number(headerBytes);
   let header: unknown;
   try {
-    header = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(buf.subarray(8, 8 + headerLength)));
+    header = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(text));
   } catch (err) {
     fail(`its header is not JSON: ${(err as Error).message}`);
   }
   if (typeof header !== 'object' || header === null || Array.isArray(header)) fail('its header is not a JSON object');
-  const data = buf.subarray(8 + headerLength);
   const metadata: Record<string, string> = Object.create(null) as Record<string, string>;
-  const tensors = new Map<string, TensorEntry>();
+  const tensors = new Map<string, TensorHeader>();
   const ranges: [number, number, string][] = [];
   for (const [key, value] of Object.entries(header as Record<string, unknown>)) {
     if (key === '__metadata__') {
@@ -82,11 +121,11 @@ export function parseSafetensors(buf: Uint8Array, name = 'safetensors'): Safeten
     if (!Array.isArray(shape) || shape.length > 8 || !shape.every((d) => Number.isSafeInteger(d) && d >= 0)) fail(`tensor ${key}: shape must be up to 8 non-negative integers`);
     if (!Array.isArray(offsets) || offsets.length !== 2 || !offsets.every((o) => Number.isSafeInteger(o) && o >= 0)) fail(`tensor ${key}: data_offsets must be two non-negative integers`);
     const [begin, end] = offsets as [number, number];
-    if (begin > end || end > data.byteLength) fail(`tensor ${key}: bytes ${begin} to ${end} are outside the ${data.byteLength} bytes of data`);
+    if (begin > end || end > dataLength) fail(`tensor ${key}: bytes ${begin} to ${end} are outside the ${dataLength} bytes of data`);
     const elements = (shape as number[]).reduce((n, d) => n * d, 1);
     if (elements * DTYPE_BYTES[dtype as string] !== end - begin) fail(`tensor ${key}: shape [${(shape as number[]).join(', ')}] of ${dtype} needs ${elements * DTYPE_BYTES[dtype as string]} bytes, its offsets give ${end - begin}`);
     ranges.push([begin, end, key]);
-    tensors.set(key, { dtype: dtype as string, shape: shape as number[], bytes: data.subarray(begin, end) });
+    tensors.set(key, { dtype: dtype as string, shape: shape as number[], begin, end });
   }
   // tensors may not share bytes: a hostile file could make one write show through another
   ranges.sort((a, b) => a[0] - b[0]);
