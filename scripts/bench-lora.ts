@@ -17,7 +17,8 @@ import { readSafetensorsFile } from '../packages/pipeline/src/safetensors';
 
 const ROOT = resolve(import.meta.dirname, '..');
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 7);
-const MODEL = join(ROOT, 'models/tiny-sd');
+// the export whose nodes carry module names (models/tiny-sd's older one has none)
+const MODEL = resolve(ROOT, '../shared/models/tiny-sd');
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const modules = readLora(readSafetensorsFile(join(ROOT, 'packages/pipeline/test/fixtures/adapters/green-objects.safetensors')));
 const lora = { name: 'green-objects', weight: 0.8, modules };

@@ -41,6 +41,10 @@ const EnvSchema = z.object({
    * Default 2000.
    */
   COLD_START_DELAY_MS: envInt(0, 600_000).default(2000),
+  /** The folder of LoRA files (.safetensors, by file stem). Default <MODELS_DIR>/loras. */
+  LORA_DIR: z.string().min(1).optional(),
+  /** Pipelines with a LoRA set merged kept per engine for the next job with the same set. Default 2. */
+  WORKER_LORA_SETS: envInt(1, 64).default(2),
   /** Jobs this process runs at once, across all its engines. Default 1 (one GPU = one worker). */
   WORKER_CONCURRENCY: envInt(1, 64).default(1),
   /**
@@ -104,6 +108,9 @@ export interface WorkerConfig {
   modelMemoryBytes?: number;
   maxLoadedEngines?: number;
   coldStartDelayMs: number;
+  /** LORA_DIR. */
+  loraDir: string;
+  loraSets: number;
   concurrency: number;
   /** Images per denoising batch at most; 1 = no batching. */
   batchSize: number;
@@ -148,6 +155,8 @@ export function parseWorkerConfig(env: Record<string, string | undefined>): Work
     modelMemoryBytes: e.WORKER_MODEL_MEMORY_MB === undefined ? undefined : e.WORKER_MODEL_MEMORY_MB * 2 ** 20,
     maxLoadedEngines: e.WORKER_MAX_LOADED_ENGINES,
     coldStartDelayMs: e.COLD_START_DELAY_MS,
+    loraDir: e.LORA_DIR ?? join(e.MODELS_DIR, 'loras'),
+    loraSets: e.WORKER_LORA_SETS,
     concurrency: e.WORKER_CONCURRENCY,
     batchSize: e.WORKER_BATCH_SIZE,
     batchWindowMs: e.WORKER_BATCH_WINDOW_MS,

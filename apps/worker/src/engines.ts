@@ -23,6 +23,7 @@ import {
 import { DEFAULT_MAX_PIXELS, defaultEngineOf } from '@sdq/pipeline/engines';
 import type { Logger } from 'pino';
 import type { WorkerConfig } from './config';
+import { LoraSets } from './lora-sets';
 
 /**
  * A loaded engine and the execution provider its graphs got (cuda, cpu, ...). A generation engine's
@@ -30,7 +31,7 @@ import type { WorkerConfig } from './config';
  * pipeline's own).
  */
 export type LoadedEngine =
-  | { info: EngineInfo & { kind: 'generation' }; pipeline: DiffusionPipeline; generate(req: GenerateRequest): Promise<GenerateResult>; provider: string }
+  | { info: EngineInfo & { kind: 'generation' }; pipeline: DiffusionPipeline; generate(req: GenerateRequest): Promise<GenerateResult>; provider: string; loraSets: LoraSets }
   | { info: EngineInfo & { kind: 'upscale' }; upscaler: Upscaler; provider: string };
 
 export class EngineSelectionError extends Error {}
@@ -83,7 +84,7 @@ export async function loadEngine(info: EngineInfo, config: WorkerConfig, logger:
     const pipeline = await loadPipeline(info.dir, runtime);
     const batcher = config.batchSize > 1 ? new GenerationBatcher(pipeline, { maxImages: config.batchSize, windowMs: config.batchWindowMs, onBatch: (jobs, images) => onBatch?.(info.id, jobs, images) }) : undefined;
     const generate = batcher ? (req: GenerateRequest) => batcher.generate(req) : (req: GenerateRequest) => pipeline.generate(req);
-    engine = { info: info as EngineInfo & { kind: 'generation' }, pipeline, generate, provider: pipeline.model.unet.provider };
+    engine = { info: info as EngineInfo & { kind: 'generation' }, pipeline, generate, provider: pipeline.model.unet.provider, loraSets: new LoraSets(pipeline, config.loraDir, config.loraSets, runtime) };
   } else {
     const upscaler = await Upscaler.load(info.dir, runtime);
     engine = { info: info as EngineInfo & { kind: 'upscale' }, upscaler, provider: upscaler.model.provider };
@@ -196,5 +197,13 @@ export class WorkerMemory {
 const mb = (b: number) => Math.round(b / 2 ** 20);
 
 export async function disposeEngines(engines: Map<string, LoadedEngine>): Promise<void> {
-  await Promise.all([...engines.values()].map((e) => ('pipeline' in e ? e.pipeline.dispose() : e.upscaler.dispose())));
+  await Promise.all([...engines.values()].map((e) => disposeEngine(e)));
+}
+
+/** Releases an engine's sessions, its LoRA sets' first (they share its VAE and tokenizers). */
+export async function disposeEngine(engine: LoadedEngine): Promise<void> {
+  if ('pipeline' in engine) {
+    await engine.loraSets.dispose();
+    await engine.pipeline.dispose();
+  } else await engine.upscaler.dispose();
 }

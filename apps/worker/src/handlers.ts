@@ -18,9 +18,11 @@ import {
 } from '@sdq/contracts';
 import { checkEngineSize } from '@sdq/pipeline/engines';
 import { isInputError, PipelineError } from '@sdq/pipeline/errors';
+import { LoraFormatError, SafetensorsError } from '@sdq/pipeline';
 import { tiledEnhance } from '@sdq/pipeline/tiled-enhance';
 import type { GeneratedImage as Image, ProgressEvent } from '@sdq/pipeline/types';
 import type { LoadedEngine } from './engines';
+import { LoraFileError } from './lora-sets';
 
 /** A failure that a retry cannot fix: the job fails at once with this catalogue name and message. */
 export class JobFailure extends Error {
@@ -96,10 +98,30 @@ async function generate<K extends 'text-to-image' | 'image-to-image' | 'masking'
   // batched with compatible jobs running now when WORKER_BATCH_SIZE > 1 (same images either way)
   // the job's parameters are the pipeline's request as they are (GenerateRequest is made of
   // GenerationParams), plus what only the worker has: the input images, progress and cancellation
-  const { stylePreset: _applied, ...request } = params;
-  const result = await engine.generate({ ...request, initImage, maskImage, engineId: payload.engineId, onProgress: onProgress(ctx), signal: ctx.signal });
-  ctx.log.info({ ms: Math.round(result.timings.totalMs), onnx_ms: Math.round(result.timings.onnxMs), truncated_tokens: result.truncatedTokens, runs: result.runs }, 'generated');
-  return store(ctx, result.images);
+  const { stylePreset: _applied, loras, ...request } = params;
+  const call = { ...request, initImage, maskImage, engineId: payload.engineId, onProgress: onProgress(ctx), signal: ctx.signal };
+  if (!loras?.length) {
+    const result = await engine.generate(call);
+    ctx.log.info({ ms: Math.round(result.timings.totalMs), onnx_ms: Math.round(result.timings.onnxMs), truncated_tokens: result.truncatedTokens, runs: result.runs }, 'generated');
+    return store(ctx, result.images);
+  }
+  // a LoRA set runs on a pipeline of its own (blended once, kept for the next job with the same set),
+  // alone: batching groups only jobs of one pipeline
+  let set: Awaited<ReturnType<typeof engine.loraSets.use>>;
+  try {
+    set = await engine.loraSets.use(loras);
+  } catch (err) {
+    if (err instanceof LoraFileError || err instanceof LoraFormatError || err instanceof SafetensorsError) throw new JobFailure('bad_request', (err as Error).message);
+    throw err;
+  }
+  try {
+    for (const [name, r] of set.applied) if (r.unmatched.length) ctx.log.warn({ lora: name, matched: r.matched, unmatched: r.unmatched.length, first: r.unmatched[0] }, 'LoRA modules no layer took');
+    const result = await set.pipeline.generate(call);
+    ctx.log.info({ ms: Math.round(result.timings.totalMs), onnx_ms: Math.round(result.timings.onnxMs), loras: loras.map((l) => `${l.name}:${l.weight}`), lora_set_cached: set.cached, runs: result.runs }, 'generated');
+    return store(ctx, result.images);
+  } finally {
+    set.release();
+  }
 }
 
 /** Every job name's handler; the type makes a missing one a compile error, startWorker a start-up one. */

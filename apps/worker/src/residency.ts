@@ -12,7 +12,7 @@ import type { EngineInfo } from '@sdq/pipeline/engines';
 import { queueNameForEngine } from '@sdq/contracts';
 import { PULL_RECORD } from '@sdq/hub';
 import type { WorkerConfig } from './config';
-import { type BatchObserver, type LoadedEngine, loadEngine, type WorkerMemory } from './engines';
+import { type BatchObserver, disposeEngine as dispose, type LoadedEngine, loadEngine, type WorkerMemory } from './engines';
 import type { WorkerMetrics } from './metrics';
 import type { Presence } from './presence';
 import type { EngineWorkers } from './queue';
@@ -282,10 +282,6 @@ export class ColdStarts {
       this.ticking = false;
     }
   }
-}
-
-async function dispose(engine: LoadedEngine): Promise<void> {
-  await ('pipeline' in engine ? engine.pipeline.dispose() : engine.upscaler.dispose());
 }
 
 const mb = (b: number) => Math.round(b / 2 ** 20);

@@ -6,6 +6,7 @@
  * backend and the payload names their keys; the worker downloads them, generates, uploads each image to
  * `generations/<job id>/<index>.<ext>` and returns the keys as its result.
  */
+import { LORA_WEIGHT_MAX, LORA_WEIGHT_MIN, MAX_LORAS } from './lora-tags';
 import { z } from 'zod';
 import { JOB_NAMES, type JobName } from './queues';
 import { MASK_SOURCES } from './requests';
@@ -69,6 +70,8 @@ export const GenerationParams = z.object({
   originalSize: z.object({ width: z.number().int().positive(), height: z.number().int().positive() }).optional(),
   /** SDXL micro-conditioning: the crop's top-left corner. Default 0, 0. */
   cropTopLeft: z.object({ top: z.number().int().min(0), left: z.number().int().min(0) }).optional(),
+  /** LoRAs merged for this job: LORA_DIR file stems with their weights. None: the engine as exported. */
+  loras: z.array(z.object({ name: z.string().min(1).max(128), weight: z.number().min(LORA_WEIGHT_MIN).max(LORA_WEIGHT_MAX) })).max(MAX_LORAS).optional(),
 });
 export type GenerationParams = z.infer<typeof GenerationParams>;
 

@@ -15,3 +15,6 @@ export { discoverEngines, describeEngine, type EngineInfo, type EngineKind, type
 export { readPngText } from './image';
 export { tiledEnhance, tileOrigins, type EnhanceRequest, type TileGenerator } from './tiled-enhance';
 export * from './types';
+export { withLoras, type LoraPipeline } from './lora-pipeline';
+export { readLora, LoraFormatError, type LoraModule } from './lora';
+export { readSafetensorsFile, SafetensorsError } from './safetensors';

@@ -161,6 +161,8 @@ export abstract class DiffusionPipeline {
 
   /** Validates a request and fills in defaults; every message names the bad value and what was expected. */
   checkInputs(req: GenerateRequest, initSize?: { width: number; height: number }): CheckedRequest {
+    // LoRAs are merged into a pipeline of their own (withLoras), never applied per call: refused, not ignored
+    if (req.loras?.length) throw new PipelineError('invalid_lora', 'this pipeline has no LoRAs merged: build one with withLoras (the worker does) and call it without `loras`');
     if (!Array.isArray(req.prompts) || req.prompts.length === 0) {
       throw new PipelineError('invalid_prompts', 'prompts must be a non-empty list of {text, weight}');
     }

@@ -1,5 +1,6 @@
 /**
- * LoRAs merged into tiny-sd's graphs (their nodes carry diffusers' and transformers' module names): the
+ * LoRAs merged into tiny-sd's graphs as ../shared/models/tiny-sd has them (their nodes carry diffusers'
+ * and transformers' module names; models/tiny-sd's older export has none): the
  * kohya and the PEFT form of the fixture LoRA at weight 0.8 give the reference numbers of
  * ../shared/models/adapters/reference.json for the text encoder and the UNet, weight 0 the base numbers,
  * and the files on disk are never changed. A LoRA of another model matches no node, and says so.
@@ -15,9 +16,10 @@ import { absSum, det, type Ref, sum } from './reference';
 
 const ADAPTERS = join(import.meta.dirname, 'fixtures/adapters');
 const ref = JSON.parse(readFileSync(join(ADAPTERS, 'reference.json'), 'utf8')) as Record<string, Record<string, Ref>>;
-const base = JSON.parse(readFileSync('models/tiny-sd/reference.json', 'utf8')) as { input_ids: number[][] };
-const TEXT_ENCODER = 'models/tiny-sd/text_encoder/model.onnx';
-const UNET = 'models/tiny-sd/unet/model.onnx';
+const base = JSON.parse(readFileSync('../shared/models/tiny-sd/reference.json', 'utf8')) as { input_ids: number[][] };
+// tiny-sd with diffusers' node names (../shared/models/tiny-sd: the same numbers as models/tiny-sd)
+const TEXT_ENCODER = '../shared/models/tiny-sd/text_encoder/model.onnx';
+const UNET = '../shared/models/tiny-sd/unet/model.onnx';
 
 /** Sums within 1e-4 of the absolute sum; the first values to 3 places (the kohya file keeps its factors in fp16). */
 function close(data: Float32Array, dims: number[], r: Ref) {

@@ -19,7 +19,8 @@ const modules = readLora(readSafetensorsFile(join(ADAPTERS, 'green-objects.safet
 
 let base: DiffusionPipeline;
 beforeAll(async () => {
-  base = await loadPipeline('models/tiny-sd');
+  // the export whose nodes carry module names (models/tiny-sd's older one has none)
+  base = await loadPipeline('../shared/models/tiny-sd');
 });
 afterAll(async () => {
   await base?.dispose();

@@ -1,0 +1,97 @@
+/**
+ * An engine's pipelines with LoRAs merged, one per set of (LoRA file, weight) a job asks for, kept for
+ * the next job with the same set: WORKER_LORA_SETS per engine at most, the least recently used one
+ * with no job running released first. A set is keyed by its names, weights and the files' sizes and
+ * times, so a file replaced under the same name is blended again. The base engine is never changed.
+ */
+import { statSync } from 'node:fs';
+import { join } from 'node:path';
+import { type DiffusionPipeline, type LoraPipeline, readLora, readSafetensorsFile, withLoras } from '@sdq/pipeline';
+import type { RuntimeOptions } from '@sdq/pipeline/types';
+
+export interface LoraUse {
+  name: string;
+  weight: number;
+}
+
+export class LoraFileError extends Error {}
+
+/** A LoRA name is a file stem: never a path. */
+const NAME = /^[\w][\w .+-]{0,127}$/;
+
+interface Entry {
+  set: Promise<LoraPipeline<DiffusionPipeline>>;
+  users: number;
+  usedAt: number;
+}
+
+export class LoraSets {
+  private readonly sets = new Map<string, Entry>();
+
+  constructor(
+    private readonly base: DiffusionPipeline,
+    private readonly dir: string,
+    private readonly max: number,
+    private readonly runtime: RuntimeOptions,
+  ) {}
+
+  /** The pipeline for a set, blended now or cached; release() when the job is done with it. */
+  async use(loras: LoraUse[]): Promise<{ pipeline: DiffusionPipeline; applied: LoraPipeline<DiffusionPipeline>['applied']; cached: boolean; release(): void }> {
+    const files = loras.map((l) => {
+      if (!NAME.test(l.name) || l.name.includes('..')) throw new LoraFileError(`LoRA ${JSON.stringify(l.name)} is not a LoRA name`);
+      const path = join(this.dir, `${l.name}.safetensors`);
+      let stats;
+      try {
+        stats = statSync(path);
+      } catch {
+        throw new LoraFileError(`LoRA ${l.name}: no ${l.name}.safetensors in LORA_DIR (${this.dir})`);
+      }
+      return { ...l, path, stamp: `${stats.size}:${stats.mtimeMs}` };
+    });
+    const key = JSON.stringify([...files].sort((a, b) => a.name.localeCompare(b.name)).map((f) => [f.name, f.weight, f.stamp]));
+    let entry = this.sets.get(key);
+    const cached = entry !== undefined;
+    if (!entry) {
+      const set = withLoras(this.base, files.map((f) => ({ name: f.name, weight: f.weight, modules: readLora(readSafetensorsFile(f.path), f.name) })), this.runtime);
+      entry = { set, users: 0, usedAt: Date.now() };
+      this.sets.set(key, entry);
+      // a set that failed to blend is not kept: the next job tries again (its file may be fixed)
+      set.catch(() => this.sets.delete(key));
+    }
+    entry.users++;
+    entry.usedAt = Date.now();
+    const held = entry;
+    let released = false;
+    const release = () => {
+      if (released) return;
+      released = true;
+      held.users--;
+      held.usedAt = Date.now();
+      void this.trim();
+    };
+    try {
+      const { pipeline, applied } = await entry.set;
+      return { pipeline, applied, cached, release };
+    } catch (err) {
+      release();
+      throw err;
+    }
+  }
+
+  /** Releases the least recently used idle sets past the bound. */
+  private async trim(): Promise<void> {
+    const idle = [...this.sets].filter(([, e]) => e.users === 0).sort((a, b) => a[1].usedAt - b[1].usedAt);
+    while (this.sets.size > this.max && idle.length) {
+      const [key, entry] = idle.shift()!;
+      this.sets.delete(key);
+      await entry.set.then((s) => s.dispose(), () => {});
+    }
+  }
+
+  /** Releases every set (the engine is being unloaded: its sets share its sessions). */
+  async dispose(): Promise<void> {
+    const all = [...this.sets.values()];
+    this.sets.clear();
+    await Promise.all(all.map((e) => e.set.then((s) => s.dispose(), () => {})));
+  }
+}
