@@ -8,16 +8,9 @@ import { statSync } from 'node:fs';
 import { join } from 'node:path';
 import { type DiffusionPipeline, type LoraPipeline, readLora, readSafetensorsFile, withLoras } from '@sdq/pipeline';
 import type { RuntimeOptions } from '@sdq/pipeline/types';
-
-export interface LoraUse {
-  name: string;
-  weight: number;
-}
+import { isAdapterName, type LoraUse } from '@sdq/contracts';
 
 export class LoraFileError extends Error {}
-
-/** A LoRA name is a file stem: never a path. */
-const NAME = /^[\w][\w .+-]{0,127}$/;
 
 interface Entry {
   set: Promise<LoraPipeline<DiffusionPipeline>>;
@@ -38,7 +31,7 @@ export class LoraSets {
   /** The pipeline for a set, blended now or cached; release() when the job is done with it. */
   async use(loras: LoraUse[]): Promise<{ pipeline: DiffusionPipeline; applied: LoraPipeline<DiffusionPipeline>['applied']; cached: boolean; release(): void }> {
     const files = loras.map((l) => {
-      if (!NAME.test(l.name) || l.name.includes('..')) throw new LoraFileError(`LoRA ${JSON.stringify(l.name)} is not a LoRA name`);
+      if (!isAdapterName(l.name)) throw new LoraFileError(`LoRA ${JSON.stringify(l.name)} is not a LoRA name`);
       const path = join(this.dir, `${l.name}.safetensors`);
       let stats;
       try {

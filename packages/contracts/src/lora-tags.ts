@@ -20,8 +20,13 @@ export class LoraTagError extends Error {}
 
 const TAG = /<([A-Za-z_]+):([^<>]*)>/g;
 const REFUSED_KINDS = new Set(['hypernet', 'lyco']);
-/** A LoRA name as a file stem may be: no path separators, no dot-dot, not empty. */
-const NAME = /^[\w][\w .+-]{0,127}$/;
+/** A LoRA or embedding name as a file stem may be: no path separators, not empty (dot-dot refused beside it). */
+export const ADAPTER_NAME = /^[\w][\w .+-]{0,127}$/;
+
+/** Whether a name can be a LoRA's or an embedding's file stem (never a path). */
+export function isAdapterName(name: string): boolean {
+  return ADAPTER_NAME.test(name) && !name.includes('..');
+}
 
 /** The prompt without its LoRA tags (spaces around a tag collapsed), and the LoRAs they name. */
 export function extractLoraTags(text: string): { text: string; loras: LoraUse[] } {
@@ -33,7 +38,7 @@ export function extractLoraTags(text: string): { text: string; loras: LoraUse[] 
     const [name, weightText, ...rest] = body.split(':');
     if (rest.length) throw new LoraTagError(`${whole}: expected <lora:name> or <lora:name:weight> (separate text-encoder and UNet weights are not taken)`);
     const trimmed = name.trim();
-    if (!NAME.test(trimmed) || trimmed.includes('..')) throw new LoraTagError(`${whole}: "${trimmed}" is not a LoRA name (a file stem: letters, digits, spaces, . _ + -)`);
+    if (!isAdapterName(trimmed)) throw new LoraTagError(`${whole}: "${trimmed}" is not a LoRA name (a file stem: letters, digits, spaces, . _ + -)`);
     const weight = weightText === undefined ? 1 : Number(weightText.trim());
     if (weightText !== undefined && (weightText.trim() === '' || !Number.isFinite(weight))) throw new LoraTagError(`${whole}: the weight must be a number`);
     addLora(loras, { name: trimmed, weight }, whole);

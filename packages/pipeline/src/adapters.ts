@@ -7,12 +7,10 @@
  */
 import { readdirSync, statSync } from 'node:fs';
 import { extname, join } from 'node:path';
+import { isAdapterName } from '@sdq/contracts/lora-tags';
 import { type Embedding, readEmbedding } from './embedding';
 import { type LoraComponent, type LoraModuleLayout, loraLayout } from './lora';
 import { adapterFileProblem, readSafetensorsFile, readSafetensorsHeader } from './safetensors';
-
-/** A name a request can use: a file stem without path parts. */
-const NAME = /^[\w][\w .+-]{0,127}$/;
 
 export interface AdapterFile {
   name: string;
@@ -87,7 +85,7 @@ function listAdapters<T extends AdapterFile>(dir: string, read: (path: string, n
       continue;
     }
     const name = entry.slice(0, -extname(entry).length);
-    if (!NAME.test(name) || name.includes('..')) {
+    if (!isAdapterName(name)) {
       skipped.push({ file: entry, reason: `${entry}: its name cannot be asked for (letters, digits, spaces, . _ + - only)` });
       continue;
     }
