@@ -163,6 +163,8 @@ export class EngineWorkers {
       queue = new Queue(taggedQueueName(queueNameForEngine(engineId), this.opts.config.redisUrl), { prefix: this.opts.config.queuePrefix, connection: this.connection });
       this.watched.set(engineId, queue);
     }
+    // asked 4 times a second per engine not loaded: a count first, the jobs only when some wait
+    if ((await queue.getJobCountByTypes('prioritized', 'wait')) === 0) return undefined;
     const jobs = (await queue.getJobs(['prioritized', 'wait'], 0, count - 1, true)).filter(Boolean);
     if (!jobs.length) return undefined;
     return { since: Math.min(...jobs.map((j) => j.timestamp)), jobs };

@@ -58,7 +58,7 @@ export async function withLoras<P extends DiffusionPipeline>(base: P, loras: Lor
     const variant: DiffusionModel = { ...model, encoders, unet };
     const pipeline = base.withModel(variant);
     // SD's pipeline also names its one text encoder directly
-    if ('textEncoder' in variant || 'textEncoder' in model) (variant as DiffusionModel & { textEncoder?: OnnxModel }).textEncoder = encoders[0].encoder;
+    if ('textEncoder' in model) (variant as DiffusionModel & { textEncoder?: OnnxModel }).textEncoder = encoders[0].encoder;
     return { pipeline, applied, dispose: async () => void (await Promise.all(loaded.map((s) => s.dispose()))) };
   } catch (err) {
     await Promise.all(loaded.map((s) => s.dispose()));
