@@ -33,6 +33,11 @@ export const ERROR_CATALOGUE = {
   invalid_pixel_count: { status: 400, message: '{detail}', description: "width x height is above the configured maximum (MAX_PIXELS), or one image of that size fits no live worker's memory bound (WORKER_MEMORY_LIMIT_MB)." },
   invalid_prompts: { status: 400, message: '{detail}', description: '`text_prompts` missing, empty or a text over 2000 characters.' },
   invalid_sampler: { status: 400, message: '{detail}', description: 'Unknown sampler name, or one the engine cannot use.' },
+  invalid_lora: {
+    status: 400,
+    message: '{detail}',
+    description: 'A LoRA named in `loras` or a `<lora:name:weight>` tag is not a LoRA file of LORA_DIR (the message lists them), is not a safetensors file, or matches none of the engine\'s layers (a LoRA for another family).',
+  },
   invalid_file_size: { status: 400, message: '{detail}', description: 'An uploaded file is larger than the limit (MAX_UPLOAD_BYTES).' },
   invalid_mime_type: { status: 400, message: '{detail}', description: 'An upload is not a PNG, JPEG or WebP image, or the body is not JSON/multipart as the endpoint needs.' },
   invalid_image_dimensions: {
@@ -186,8 +191,9 @@ export const PIPELINE_ERROR_MAP = {
   invalid_mask_image: 'invalid_mask_image',
   invalid_output_format: 'invalid_accept',
   unsupported_mode: 'bad_request',
-  // the API checks LoRA names and files first (issue 23); what reaches the pipeline is a LoRA no layer takes
-  invalid_lora: 'bad_request',
+  // the API checks LoRA names, files and layers first; what reaches the pipeline is a file changed since
+  invalid_lora: 'invalid_lora',
+  invalid_embedding: 'bad_request',
   // A broken model folder or a missing execution provider is the operator's fault, not the client's.
   invalid_model: 'internal_error',
   provider_unavailable: 'service_unavailable',

@@ -19,6 +19,7 @@ export const PIPELINE_ERROR_CODES = [
   'invalid_model',
   'unsupported_mode',
   'invalid_lora',
+  'invalid_embedding',
   'provider_unavailable',
   'canceled',
 ] as const;

@@ -15,6 +15,8 @@ export { discoverEngines, describeEngine, type EngineInfo, type EngineKind, type
 export { readPngText } from './image';
 export { tiledEnhance, tileOrigins, type EnhanceRequest, type TileGenerator } from './tiled-enhance';
 export * from './types';
-export { withLoras, type LoraPipeline } from './lora-pipeline';
+export { withAdapters, withLoras, type LoraPipeline } from './lora-pipeline';
+export { type NamedEmbedding } from './embedding-graph';
+export { readEmbedding, EmbeddingFormatError, type Embedding } from './embedding';
 export { readLora, LoraFormatError, type LoraModule } from './lora';
 export { readSafetensorsFile, SafetensorsError } from './safetensors';

@@ -4,6 +4,7 @@
  * the model buffer, or in an external data file). Only the fields named here are decoded; the rest are
  * skipped by their wire type. A malformed buffer is an error naming the offset, never a read past it.
  */
+import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 
 export class OnnxGraphError extends Error {}
 
@@ -27,11 +28,21 @@ export interface Initializer {
   /** ONNX TensorProto.DataType: 1 float, 10 float16, 16 bfloat16, ... */
   dataType: number;
   bytes: InitializerBytes | undefined;
+  /** Where its TensorProto sits in the model buffer: the field's key, its bytes' start and end. */
+  span?: Span;
+}
+
+export interface Span {
+  keyStart: number;
+  start: number;
+  end: number;
 }
 
 export interface OnnxGraph {
   nodes: GraphNode[];
   initializers: Map<string, Initializer>;
+  /** Where the GraphProto sits in the model buffer. */
+  span: Span;
 }
 
 export const ONNX_FLOAT = 1;
@@ -103,24 +114,27 @@ export function readOnnxGraph(buf: Uint8Array): OnnxGraph {
   const model = new Reader(buf, 0, buf.byteLength);
   const nodes: GraphNode[] = [];
   const initializers = new Map<string, Initializer>();
-  let sawGraph = false;
+  let span: Span | undefined;
   while (model.pos < model.end) {
+    const keyStart = model.pos;
     const f = model.field();
     if (f.no !== 7 || f.wire !== 2) continue;
-    sawGraph = true;
+    span = { keyStart, start: f.start, end: f.start + f.length };
     const graph = model.sub(f.start, f.length);
     while (graph.pos < graph.end) {
+      const at = graph.pos;
       const g = graph.field();
       if (g.wire !== 2) continue;
       if (g.no === 1) nodes.push(readNode(graph.sub(g.start, g.length)));
       else if (g.no === 5) {
         const init = readTensor(graph.sub(g.start, g.length));
+        init.span = { keyStart: at, start: g.start, end: g.start + g.length };
         initializers.set(init.name, init);
       }
     }
   }
-  if (!sawGraph) throw new OnnxGraphError('no graph in the model (not an ONNX model file)');
-  return { nodes, initializers };
+  if (!span) throw new OnnxGraphError('no graph in the model (not an ONNX model file)');
+  return { nodes, initializers, span };
 }
 
 function readNode(r: Reader): GraphNode {
@@ -176,4 +190,149 @@ function readTensor(r: Reader): Initializer {
     tensor.bytes = { kind: 'external', location: external.get('location')!, offset: number(external.get('offset')) ?? 0, length: number(external.get('length')) };
   }
   return tensor;
+}
+
+/**
+ * The model's bytes with one initializer replaced by an inline tensor of new dims and bytes (the token
+ * embedding table with an embedding's rows added): the tensor's and the graph's length prefixes are
+ * written again, everything else is copied as it was.
+ */
+export function replaceInitializer(model: Uint8Array, graph: OnnxGraph, name: string, tensor: { dims: number[]; dataType: number; raw: Uint8Array }): Uint8Array {
+  const old = graph.initializers.get(name);
+  if (!old?.span) throw new OnnxGraphError(`no initializer ${name} in the graph`);
+  const encoded = concat([...tensor.dims.flatMap((d) => [varint(1 * 8 + 0), varint(d)]), varint(2 * 8 + 0), varint(tensor.dataType), lengthDelimited(8, new TextEncoder().encode(name)), lengthDelimited(9, tensor.raw)]);
+  const g = graph.span;
+  const newGraph = concat([model.subarray(g.start, old.span.keyStart), lengthDelimited(5, encoded), model.subarray(old.span.end, g.end)]);
+  return concat([model.subarray(0, g.keyStart), lengthDelimited(7, newGraph), model.subarray(g.end)]);
+}
+
+function varint(value: number): Uint8Array {
+  const bytes: number[] = [];
+  let v = value;
+  while (v >= 0x80) {
+    bytes.push((v % 0x80) | 0x80);
+    v = Math.floor(v / 0x80);
+  }
+  bytes.push(v);
+  return Uint8Array.from(bytes);
+}
+
+function lengthDelimited(field: number, payload: Uint8Array): Uint8Array {
+  return concat([varint(field * 8 + 2), varint(payload.byteLength), payload]);
+}
+
+function concat(parts: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.byteLength, 0));
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.byteLength;
+  }
+  return out;
+}
+
+/** What can be known of a graph without its weights: the module paths of its weighted nodes, and its token table's size. */
+export interface GraphLayout {
+  /** Node names of MatMul / Gemm / Conv nodes (a LoRA module is one of them, by its path). */
+  weightedNodes: string[];
+  /** Rows and width of its token embedding table, for a text encoder. */
+  tokenTable?: { rows: number; dim: number };
+}
+
+/**
+ * A graph's layout read from its file in small reads: nodes are decoded, initializers only as far as
+ * their name and dims, their bytes skipped. A 1.7 GB UNet is read in a few megabytes this way.
+ */
+export function readGraphLayout(path: string): GraphLayout {
+  const fd = openSync(path, 'r');
+  try {
+    const file = new FileWindow(fd, fstatSync(fd).size);
+    const nodes: GraphNode[] = [];
+    const dims = new Map<string, number[]>();
+    for (const f of file.fields(0, file.size)) {
+      if (f.no !== 7 || f.wire !== 2) continue;
+      for (const g of file.fields(f.start, f.start + f.length)) {
+        if (g.wire !== 2) continue;
+        if (g.no === 1) {
+          const bytes = file.read(g.start, g.length);
+          nodes.push(readNode(new Reader(bytes, 0, bytes.byteLength)));
+        } else if (g.no === 5) {
+          let name = '';
+          const shape: number[] = [];
+          for (const t of file.fields(g.start, g.start + g.length)) {
+            if (t.no === 1 && t.wire === 0) shape.push(t.value);
+            else if (t.no === 1 && t.wire === 2) {
+              const packed = file.read(t.start, t.length);
+              const r = new Reader(packed, 0, packed.byteLength);
+              while (r.pos < r.end) shape.push(r.varint());
+            } else if (t.no === 8 && t.wire === 2) name = new TextDecoder().decode(file.read(t.start, t.length));
+          }
+          dims.set(name, shape);
+        }
+      }
+    }
+    const weightedNodes = nodes.filter((n) => n.opType === 'MatMul' || n.opType === 'Gemm' || n.opType === 'Conv').map((n) => n.name);
+    const table = tokenTableOf(nodes, (name) => dims.get(name));
+    return { weightedNodes, ...(table ? { tokenTable: { rows: table.dims[0], dim: table.dims[1] } } : {}) };
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/**
+ * A text encoder's token embedding: the Gather whose table is the largest 2-D initializer gathered
+ * (the position table is gathered too, and is far smaller than any vocabulary).
+ */
+export function tokenTableOf(nodes: GraphNode[], dimsOf: (name: string) => number[] | undefined): { node: GraphNode; name: string; dims: number[] } | undefined {
+  let best: { node: GraphNode; name: string; dims: number[] } | undefined;
+  for (const node of nodes) {
+    if (node.opType !== 'Gather') continue;
+    const dims = dimsOf(node.inputs[0]);
+    if (dims?.length === 2 && (!best || dims[0] > best.dims[0])) best = { node, name: node.inputs[0], dims };
+  }
+  return best;
+}
+
+/** Positional reads of a protobuf file through a 64 KiB window. */
+class FileWindow {
+  private buf = new Uint8Array(0);
+  private at = 0;
+
+  constructor(
+    private readonly fd: number,
+    readonly size: number,
+  ) {}
+
+  read(start: number, length: number): Uint8Array {
+    if (start + length > this.size) throw new OnnxGraphError(`field at byte ${start} runs past the end of the file`);
+    if (start >= this.at && start + length <= this.at + this.buf.byteLength) return this.buf.subarray(start - this.at, start - this.at + length);
+    const size = Math.max(length, 65536);
+    const buf = new Uint8Array(Math.min(size, this.size - start));
+    readSync(this.fd, buf, 0, buf.byteLength, start);
+    this.buf = buf;
+    this.at = start;
+    return buf.subarray(0, length);
+  }
+
+  *fields(start: number, end: number): Generator<{ no: number; wire: number; start: number; length: number; value: number }> {
+    let pos = start;
+    while (pos < end) {
+      const head = this.read(pos, Math.min(24, end - pos));
+      const r = new Reader(head, 0, head.byteLength);
+      const key = r.varint();
+      const wire = key % 8;
+      const no = Math.floor(key / 8);
+      let length = 0;
+      let value = 0;
+      if (wire === 0) value = r.varint();
+      else if (wire === 2) length = r.varint();
+      else if (wire === 1) length = 8;
+      else if (wire === 5) length = 4;
+      else throw new OnnxGraphError(`wire type ${wire} at byte ${pos} (not an ONNX model, or a corrupt one)`);
+      const fieldStart = pos + r.pos;
+      if (fieldStart + length > end) throw new OnnxGraphError(`field ${no} runs past its message at byte ${fieldStart}`);
+      pos = fieldStart + length;
+      yield { no, wire, start: fieldStart, length, value };
+    }
+  }
 }

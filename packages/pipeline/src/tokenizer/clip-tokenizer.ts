@@ -150,13 +150,34 @@ export class ClipTokenizer {
   }
 
   /** BOS + text ids + EOS, truncated to keep EOS last, padded with the pad token to `maxLength`. */
-  encode(text: string): TokenizerOutput {
-    const textIds = this.tokenize(text).map((piece) => this.vocab.get(piece) ?? this.unkTokenId);
+  encode(text: string, words?: ReadonlyMap<string, number[]>): TokenizerOutput {
+    const textIds = words?.size ? this.idsWithWords(text, words) : this.idsOf(text);
     const room = this.maxLength - 2;
     const kept = textIds.length > room ? textIds.slice(0, room) : textIds;
     const ids = [this.bosTokenId, ...kept, this.eosTokenId];
     while (ids.length < this.maxLength) ids.push(this.padTokenId);
     return { ids, tokenCount: textIds.length, truncatedTokens: textIds.length - kept.length };
+  }
+
+  private idsOf(text: string): number[] {
+    return this.tokenize(text).map((piece) => this.vocab.get(piece) ?? this.unkTokenId);
+  }
+
+  /**
+   * Ids with added words (embeddings' trigger words, lower-cased keys) standing for their own ids
+   * wherever they appear as a whole word, any case; the text around them is tokenized as usual.
+   */
+  private idsWithWords(text: string, words: ReadonlyMap<string, number[]>): number[] {
+    const alternatives = [...words.keys()].sort((a, b) => b.length - a.length).map((w) => w.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'));
+    const pattern = new RegExp(`(?<![\\p{L}\\p{N}_])(?:${alternatives.join('|')})(?![\\p{L}\\p{N}_])`, 'giu');
+    const ids: number[] = [];
+    let from = 0;
+    for (const match of text.matchAll(pattern)) {
+      ids.push(...this.idsOf(text.slice(from, match.index)), ...words.get(match[0].toLowerCase())!);
+      from = match.index + match[0].length;
+    }
+    ids.push(...this.idsOf(text.slice(from)));
+    return ids;
   }
 
   /** The text's BPE pieces ("red</w>", ...), without BOS/EOS or padding. */
