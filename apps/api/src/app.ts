@@ -4,6 +4,8 @@
  */
 import { existsSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
+import { AdapterCatalog } from './adapters';
+import { adapterRoutes } from './adapters.routes';
 import express, { type Express, type RequestHandler } from 'express';
 import type { Logger } from 'pino';
 import { a1111Routes, openaiModels, openaiRoutes, stabilityV1Routes, v2betaEngines, v2betaRoutes } from './dialects';
@@ -53,6 +55,8 @@ export interface AppDeps {
   webhooks: Webhooks;
   /** Built here when absent. */
   metrics?: ApiMetrics;
+  /** LORA_DIR and EMBEDDINGS_DIR as requests use them; built here when absent. */
+  adapters?: AdapterCatalog;
   /** Model pulls from the Hub (admin); built here when absent. */
   pulls?: Pulls;
   shutdown?: Shutdown;
@@ -71,6 +75,7 @@ export function createApp(deps: AppDeps): Express {
   const models = openaiModels(config.openaiModels ?? [], engines ?? new Map(), aliases ?? new Map());
   const metrics = deps.metrics ?? new ApiMetrics(deps.queue, () => [...(engines ?? new Map()).keys()]);
   const shutdown = deps.shutdown ?? new Shutdown();
+  const adapters = deps.adapters ?? new AdapterCatalog(config.loraDir, config.embeddingsDir, logger);
   const app = express();
   app.disable('x-powered-by');
   app.use(metrics.middleware());
@@ -96,15 +101,16 @@ export function createApp(deps: AppDeps): Express {
   app.use('/v1/admin', requireAdmin(config.adminToken, store), adminRoutes(accounts, presence, config.credits.tiers, pulls));
   app.use('/v1', requireApiKey(store));
   app.use(engineRoutes(engines, aliases, prices, presence));
-  app.use(stabilityV1Routes({ config, engines, aliases, presence, jobs, prices, credits, limiter }));
+  app.use(adapterRoutes(engines, adapters));
+  app.use(stabilityV1Routes({ config, engines, aliases, presence, jobs, prices, credits, limiter, adapters }));
   app.use(jobRoutes(jobs, shutdown, config.http.eventStreams));
   app.use(webhookRoutes({ config, jobs, webhooks }));
   app.use(userRoutes(accounts));
-  app.use(openaiRoutes({ config, engines, aliases, presence, jobs, prices, credits, limiter, models }));
+  app.use(openaiRoutes({ config, engines, aliases, presence, jobs, prices, credits, limiter, adapters, models }));
   app.use('/sdapi', requireRedis(store), requireApiKey(store));
-  app.use(a1111Routes({ config, engines, aliases, presence, jobs, prices, credits, limiter, store }));
+  app.use(a1111Routes({ config, engines, aliases, presence, jobs, prices, credits, limiter, adapters, store }));
   app.use('/v2beta', requireRedis(store), requireApiKey(store));
-  app.use(v2betaRoutes({ config, engines, aliases, presence, jobs, prices, credits, limiter, services }));
+  app.use(v2betaRoutes({ config, engines, aliases, presence, jobs, prices, credits, limiter, adapters, services }));
   app.use(notFound);
   app.use(errorHandler);
   return app;

@@ -4,6 +4,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
+import { join } from 'node:path';
 import { ConfigError, JOB_VIEW_ENV, MODELS_ENV, QUEUE_ENV, envInt, envUrl, ownKeyPrefix, LOG_FORMAT, LOG_LEVEL, loadOrExit, parseEnv, redisOptionsFromUrl } from '@sdq/contracts';
 import { parseCredits } from '@sdq/credits/amounts';
 import { STORAGE_ENV, storageConfigFromEnv, type S3Config } from '@sdq/storage/config';
@@ -158,6 +159,9 @@ export interface Config {
   sweepInterval: number;
   /** ENGINE_REFRESH_MS. */
   engineRefreshMs: number;
+  /** LORA_DIR, EMBEDDINGS_DIR. */
+  loraDir: string;
+  embeddingsDir: string;
   /** DEFAULT_ENGINE: what a request that names no engine gets where a dialect has a default (A1111). */
   defaultEngine?: string;
   syncWait: number;
@@ -224,6 +228,8 @@ export function parseConfig(env: Record<string, string | undefined>, randomSecre
     resultRetention: e.RESULT_RETENTION,
     sweepInterval: e.SWEEP_INTERVAL,
     engineRefreshMs: e.ENGINE_REFRESH_MS,
+    loraDir: e.LORA_DIR ?? join(e.MODELS_DIR, 'loras'),
+    embeddingsDir: e.EMBEDDINGS_DIR ?? join(e.MODELS_DIR, 'embeddings'),
     defaultEngine: e.DEFAULT_ENGINE,
     syncWait: e.SYNC_WAIT,
     shutdownGraceMs: e.API_SHUTDOWN_GRACE_MS,

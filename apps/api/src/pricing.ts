@@ -19,7 +19,7 @@ export function priceEntry(prices: PriceTable, engine: EngineInfo): string {
 }
 
 /** A generation's price: per image (size and steps), times samples. */
-const perImage = (prices: PriceTable, entry: string, { width, height, steps, samples }: GenerationParams): Cost => prices.generation(entry, { width, height, steps, samples });
+const perImage = (prices: PriceTable, entry: string, { width, height, steps, samples, loras }: GenerationParams): Cost => prices.generation(entry, { width, height, steps, samples, loras: loras?.length ?? 0 });
 
 /** Each job kind's price rule, by its name: a new kind does not compile until it has one. */
 const PRICE_RULES: { [K in JobName]: (prices: PriceTable, entry: string, params: NewJobOf<K>['params']) => Cost } = {
@@ -51,6 +51,7 @@ export function enginePricing(prices: PriceTable, engine: EngineInfo): z.infer<t
       per_image: null,
       min_steps: null,
       flat: null,
+      per_lora: null,
       example: { width: null, height: null, steps: null, credits: toCredits(price.upscale), display: displayCredits(price.upscale) },
     };
   }
@@ -66,6 +67,7 @@ export function enginePricing(prices: PriceTable, engine: EngineInfo): z.infer<t
     per_image: price.per_image === undefined ? null : toCredits(price.per_image),
     flat: price.per_image === undefined ? null : price.flat,
     min_steps: price.per_image === undefined ? null : price.min_steps,
+    per_lora: toCredits(price.lora),
     example: { width, height, steps: EXAMPLE_STEPS, credits: toCredits(example), display: displayCredits(example) },
   };
 }

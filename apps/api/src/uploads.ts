@@ -327,7 +327,8 @@ function convert(field: string, value: string): unknown {
     if (text === '') return undefined;
     return DECIMAL.test(text) ? Number(text) : text;
   }
-  if (field === 'extras') {
+  // JSON in a form field: Stability's extras, sdq's loras (`[{"name":"x","weight":0.8}]`; loras[0][name] works too)
+  if (field === 'extras' || (field === 'loras' && value.trimStart().startsWith('['))) {
     let parsed: unknown;
     try {
       parsed = JSON.parse(value);
@@ -336,7 +337,7 @@ function convert(field: string, value: string): unknown {
     }
     const problem = findTreeProblem(parsed);
     if (problem) {
-      const inExtras = { ...problem, path: `extras${problem.path === 'body' ? '' : `.${problem.path}`}` };
+      const inExtras = { ...problem, path: `${field}${problem.path === 'body' ? '' : `.${problem.path}`}` };
       throw new ServiceError('bad_request', describeTreeProblem(inExtras), { field: treeProblemField(inExtras) });
     }
     return parsed;

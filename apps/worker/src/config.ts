@@ -41,8 +41,6 @@ const EnvSchema = z.object({
    * Default 2000.
    */
   COLD_START_DELAY_MS: envInt(0, 600_000).default(2000),
-  /** The folder of LoRA files (.safetensors, by file stem). Default <MODELS_DIR>/loras. */
-  LORA_DIR: z.string().min(1).optional(),
   /** Pipelines with a LoRA set merged kept per engine for the next job with the same set. Default 2. */
   WORKER_LORA_SETS: envInt(1, 64).default(2),
   /** Jobs this process runs at once, across all its engines. Default 1 (one GPU = one worker). */
@@ -110,6 +108,8 @@ export interface WorkerConfig {
   coldStartDelayMs: number;
   /** LORA_DIR. */
   loraDir: string;
+  /** EMBEDDINGS_DIR. */
+  embeddingsDir: string;
   loraSets: number;
   concurrency: number;
   /** Images per denoising batch at most; 1 = no batching. */
@@ -156,6 +156,7 @@ export function parseWorkerConfig(env: Record<string, string | undefined>): Work
     maxLoadedEngines: e.WORKER_MAX_LOADED_ENGINES,
     coldStartDelayMs: e.COLD_START_DELAY_MS,
     loraDir: e.LORA_DIR ?? join(e.MODELS_DIR, 'loras'),
+    embeddingsDir: e.EMBEDDINGS_DIR ?? join(e.MODELS_DIR, 'embeddings'),
     loraSets: e.WORKER_LORA_SETS,
     concurrency: e.WORKER_CONCURRENCY,
     batchSize: e.WORKER_BATCH_SIZE,

@@ -84,7 +84,7 @@ export async function loadEngine(info: EngineInfo, config: WorkerConfig, logger:
     const pipeline = await loadPipeline(info.dir, runtime);
     const batcher = config.batchSize > 1 ? new GenerationBatcher(pipeline, { maxImages: config.batchSize, windowMs: config.batchWindowMs, onBatch: (jobs, images) => onBatch?.(info.id, jobs, images) }) : undefined;
     const generate = batcher ? (req: GenerateRequest) => batcher.generate(req) : (req: GenerateRequest) => pipeline.generate(req);
-    engine = { info: info as EngineInfo & { kind: 'generation' }, pipeline, generate, provider: pipeline.model.unet.provider, loraSets: new LoraSets(pipeline, config.loraDir, config.loraSets, runtime) };
+    engine = { info: info as EngineInfo & { kind: 'generation' }, pipeline, generate, provider: pipeline.model.unet.provider, loraSets: new LoraSets(pipeline, config.loraDir, config.embeddingsDir, config.loraSets, runtime) };
   } else {
     const upscaler = await Upscaler.load(info.dir, runtime);
     engine = { info: info as EngineInfo & { kind: 'upscale' }, upscaler, provider: upscaler.model.provider };

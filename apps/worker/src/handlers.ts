@@ -15,10 +15,11 @@ import {
   type Storage,
   StorageNotFoundError,
   type StoredArtifact,
+  type GenerationParams,
 } from '@sdq/contracts';
 import { checkEngineSize } from '@sdq/pipeline/engines';
 import { isInputError, PipelineError } from '@sdq/pipeline/errors';
-import { LoraFormatError, SafetensorsError } from '@sdq/pipeline';
+import { type DiffusionPipeline, EmbeddingFormatError, LoraFormatError, SafetensorsError } from '@sdq/pipeline';
 import { tiledEnhance } from '@sdq/pipeline/tiled-enhance';
 import type { GeneratedImage as Image, ProgressEvent } from '@sdq/pipeline/types';
 import type { LoadedEngine } from './engines';
@@ -98,27 +99,35 @@ async function generate<K extends 'text-to-image' | 'image-to-image' | 'masking'
   // batched with compatible jobs running now when WORKER_BATCH_SIZE > 1 (same images either way)
   // the job's parameters are the pipeline's request as they are (GenerateRequest is made of
   // GenerationParams), plus what only the worker has: the input images, progress and cancellation
-  const { stylePreset: _applied, loras, ...request } = params;
+  const { stylePreset: _applied, loras, embeddings, ...request } = params;
   const call = { ...request, initImage, maskImage, engineId: payload.engineId, onProgress: onProgress(ctx), signal: ctx.signal };
-  if (!loras?.length) {
-    const result = await engine.generate(call);
+  return withAdapters(ctx, params, async (pipeline) => {
+    const result = pipeline ? await pipeline.generate(call) : await engine.generate(call);
     ctx.log.info({ ms: Math.round(result.timings.totalMs), onnx_ms: Math.round(result.timings.onnxMs), truncated_tokens: result.truncatedTokens, runs: result.runs }, 'generated');
     return store(ctx, result.images);
-  }
-  // a LoRA set runs on a pipeline of its own (blended once, kept for the next job with the same set),
-  // alone: batching groups only jobs of one pipeline
+  });
+}
+
+/**
+ * Runs a job on the pipeline its adapters need: none given, the engine's own (run is called with
+ * undefined, the batcher's path); LoRAs or embeddings, a pipeline of the set's own (blended once, kept for
+ * the next job with the same set), run alone: batching groups only jobs of one pipeline.
+ */
+async function withAdapters<K extends 'text-to-image' | 'image-to-image' | 'masking' | 'enhance', T>(ctx: JobContext<K>, params: GenerationParams, run: (pipeline: DiffusionPipeline | undefined) => Promise<T>): Promise<T> {
+  const engine = generationEngine(ctx);
+  const { loras = [], embeddings = [] } = params;
+  if (!loras.length && !embeddings.length) return run(undefined);
   let set: Awaited<ReturnType<typeof engine.loraSets.use>>;
   try {
-    set = await engine.loraSets.use(loras);
+    set = await engine.loraSets.use(loras, embeddings);
   } catch (err) {
-    if (err instanceof LoraFileError || err instanceof LoraFormatError || err instanceof SafetensorsError) throw new JobFailure('bad_request', (err as Error).message);
+    if (err instanceof LoraFileError || err instanceof LoraFormatError || err instanceof SafetensorsError || err instanceof EmbeddingFormatError) throw new JobFailure(err instanceof EmbeddingFormatError ? 'bad_request' : 'invalid_lora', (err as Error).message);
     throw err;
   }
   try {
     for (const [name, r] of set.applied) if (r.unmatched.length) ctx.log.warn({ lora: name, matched: r.matched, unmatched: r.unmatched.length, first: r.unmatched[0] }, 'LoRA modules no layer took');
-    const result = await set.pipeline.generate(call);
-    ctx.log.info({ ms: Math.round(result.timings.totalMs), onnx_ms: Math.round(result.timings.onnxMs), loras: loras.map((l) => `${l.name}:${l.weight}`), lora_set_cached: set.cached, runs: result.runs }, 'generated');
-    return store(ctx, result.images);
+    ctx.log.info({ loras: loras.map((l) => `${l.name}:${l.weight}`), embeddings, adapter_set_cached: set.cached }, 'adapters');
+    return await run(set.pipeline);
   } finally {
     set.release();
   }
@@ -133,13 +142,13 @@ export const HANDLERS: JobHandlers = {
     return generate(ctx, await input(ctx, initImage), maskImage ? await input(ctx, maskImage) : undefined);
   },
   enhance: async (ctx) => {
-    const { pipeline, info } = generationEngine(ctx);
+    const { pipeline: base, info } = generationEngine(ctx);
     const { params, engineId } = ctx.payload;
     const tile = { width: info.nativeWidth, height: info.nativeHeight };
     const problem = checkEngineSize(info, tile.width, tile.height);
     if (problem) throw new JobFailure('invalid_height_or_width', problem);
     const image = await input(ctx, ctx.payload.inputs.image);
-    const out = await tiledEnhance(pipeline, {
+    const out = await withAdapters(ctx, params, (pipeline) => tiledEnhance(pipeline ?? base, {
       image,
       width: params.width,
       height: params.height,
@@ -155,7 +164,7 @@ export const HANDLERS: JobHandlers = {
       engineId,
       onProgress: onProgress(ctx),
       signal: ctx.signal,
-    });
+    }));
     return store(ctx, [out]);
   },
   upscale: async (ctx) => {

@@ -1,16 +1,19 @@
 /**
- * An engine's pipelines with LoRAs merged, one per set of (LoRA file, weight) a job asks for, kept for
- * the next job with the same set: WORKER_LORA_SETS per engine at most, the least recently used one
- * with no job running released first. A set is keyed by its names, weights and the files' sizes and
+ * An engine's pipelines with adapters, one per set of (LoRA file, weight) and embeddings a job asks for,
+ * kept for the next job with the same set: WORKER_LORA_SETS per engine at most, the least recently used
+ * one with no job running released first. A set is keyed by its names, weights and the files' sizes and
  * times, so a file replaced under the same name is blended again. The base engine is never changed.
  */
 import { statSync } from 'node:fs';
 import { join } from 'node:path';
-import { type DiffusionPipeline, type LoraPipeline, readLora, readSafetensorsFile, withLoras } from '@sdq/pipeline';
+import { type DiffusionPipeline, type LoraPipeline, readEmbedding, readLora, readSafetensorsFile, withAdapters } from '@sdq/pipeline';
 import type { RuntimeOptions } from '@sdq/pipeline/types';
 import { isAdapterName, type LoraUse } from '@sdq/contracts';
 
 export class LoraFileError extends Error {}
+
+/** An embedding file larger than this is not one (real ones are kilobytes). */
+const EMBEDDING_BYTES = 16 * 2 ** 20;
 
 interface Entry {
   set: Promise<LoraPipeline<DiffusionPipeline>>;
@@ -24,28 +27,37 @@ export class LoraSets {
   constructor(
     private readonly base: DiffusionPipeline,
     private readonly dir: string,
+    private readonly embeddingsDir: string,
     private readonly max: number,
     private readonly runtime: RuntimeOptions,
   ) {}
 
   /** The pipeline for a set, blended now or cached; release() when the job is done with it. */
-  async use(loras: LoraUse[]): Promise<{ pipeline: DiffusionPipeline; applied: LoraPipeline<DiffusionPipeline>['applied']; cached: boolean; release(): void }> {
-    const files = loras.map((l) => {
-      if (!isAdapterName(l.name)) throw new LoraFileError(`LoRA ${JSON.stringify(l.name)} is not a LoRA name`);
-      const path = join(this.dir, `${l.name}.safetensors`);
-      let stats;
+  async use(loras: LoraUse[], embeddings: string[] = []): Promise<{ pipeline: DiffusionPipeline; applied: LoraPipeline<DiffusionPipeline>['applied']; cached: boolean; release(): void }> {
+    const file = (dir: string, what: string, variable: string, name: string) => {
+      if (!isAdapterName(name)) throw new LoraFileError(`${what} ${JSON.stringify(name)} is not a file name`);
+      const path = join(dir, `${name}.safetensors`);
       try {
-        stats = statSync(path);
+        const stats = statSync(path);
+        return { path, stamp: `${stats.size}:${stats.mtimeMs}` };
       } catch {
-        throw new LoraFileError(`LoRA ${l.name}: no ${l.name}.safetensors in LORA_DIR (${this.dir})`);
+        throw new LoraFileError(`${what} ${name}: no ${name}.safetensors in ${variable} (${dir})`);
       }
-      return { ...l, path, stamp: `${stats.size}:${stats.mtimeMs}` };
-    });
-    const key = JSON.stringify([...files].sort((a, b) => a.name.localeCompare(b.name)).map((f) => [f.name, f.weight, f.stamp]));
+    };
+    const files = loras.map((l) => ({ ...l, ...file(this.dir, 'LoRA', 'LORA_DIR', l.name) }));
+    const words = [...new Set(embeddings)].sort().map((name) => ({ name, ...file(this.embeddingsDir, 'embedding', 'EMBEDDINGS_DIR', name) }));
+    const key = JSON.stringify([[...files].sort((a, b) => a.name.localeCompare(b.name)).map((f) => [f.name, f.weight, f.stamp]), words.map((w) => [w.name, w.stamp])]);
     let entry = this.sets.get(key);
     const cached = entry !== undefined;
     if (!entry) {
-      const set = withLoras(this.base, files.map((f) => ({ name: f.name, weight: f.weight, modules: readLora(readSafetensorsFile(f.path), f.name) })), this.runtime);
+      const set = withAdapters(
+        this.base,
+        {
+          loras: files.map((f) => ({ name: f.name, weight: f.weight, modules: readLora(readSafetensorsFile(f.path), f.name) })),
+          embeddings: words.map((w) => ({ name: w.name, embedding: readEmbedding(readSafetensorsFile(w.path, EMBEDDING_BYTES), w.name) })),
+        },
+        this.runtime,
+      );
       entry = { set, users: 0, usedAt: Date.now() };
       this.sets.set(key, entry);
       // a set that failed to blend is not kept: the next job tries again (its file may be fixed)

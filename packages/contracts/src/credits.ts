@@ -123,6 +123,8 @@ export const EnginePricing = z
     min_steps: z.number().nullable(),
     /** With per_image: true = the same price whatever the steps (SD3). */
     flat: z.boolean().nullable(),
+    /** generation: credits added to each image per LoRA the request applies (PRICES_FILE's `lora`, default 0). */
+    per_lora: z.number().nullable(),
     /** The price of one image at the engine's native size and 30 steps (generation) or of one upscale. */
     example: z.object({ width: z.number().nullable(), height: z.number().nullable(), steps: z.number().nullable(), credits: z.number(), display: z.string() }),
   })

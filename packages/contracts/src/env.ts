@@ -34,6 +34,10 @@ export const MODELS_ENV = {
    * start (WORKER_PRELOAD's default). Default: the first generation engine under MODELS_DIR.
    */
   DEFAULT_ENGINE: z.string().min(1).optional(),
+  /** The folder of LoRA files (.safetensors, named by file stem); never an engine. Default <MODELS_DIR>/loras. */
+  LORA_DIR: z.string().min(1).optional(),
+  /** The folder of textual-inversion embeddings (.safetensors; the file stem is the trigger word). Default <MODELS_DIR>/embeddings. */
+  EMBEDDINGS_DIR: z.string().min(1).optional(),
 };
 
 /**

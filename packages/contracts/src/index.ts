@@ -17,3 +17,4 @@ export * from './validation';
 export { LuaScript } from './lua-script';
 export * from './models';
 export * from './lora-tags';
+export * from './adapters';

@@ -71,7 +71,20 @@ export const GenerationParams = z.object({
   /** SDXL micro-conditioning: the crop's top-left corner. Default 0, 0. */
   cropTopLeft: z.object({ top: z.number().int().min(0), left: z.number().int().min(0) }).optional(),
   /** LoRAs merged for this job: LORA_DIR file stems with their weights. None: the engine as exported. */
-  loras: z.array(z.object({ name: z.string().min(1).max(128), weight: z.number().min(LORA_WEIGHT_MIN).max(LORA_WEIGHT_MAX) })).max(MAX_LORAS).optional(),
+  loras: z
+    .array(
+      z.object({
+        name: z.string().min(1).max(128),
+        weight: z.number().min(LORA_WEIGHT_MIN).max(LORA_WEIGHT_MAX),
+        /** The file's modules, and how many name a layer of the engine (the rest are logged, not applied). */
+        modules: z.number().int().min(0).optional(),
+        matched: z.number().int().min(0).optional(),
+      }),
+    )
+    .max(MAX_LORAS)
+    .optional(),
+  /** Embeddings (EMBEDDINGS_DIR file stems) whose trigger words the prompts use, added to the text encoders for this job. */
+  embeddings: z.array(z.string().min(1).max(128)).max(64).optional(),
 });
 export type GenerationParams = z.infer<typeof GenerationParams>;
 
@@ -184,6 +197,10 @@ export const JobParamsView = z
     seed: z.number().int(),
     image_strength: z.number(),
     style_preset: z.string(),
+    /** The LoRAs merged (tags and the loras field together), each with its modules and how many named a layer. */
+    loras: z.array(z.object({ name: z.string(), weight: z.number(), modules: z.number().int().optional(), matched: z.number().int().optional() })),
+    /** The embeddings whose words the prompts used. */
+    embeddings: z.array(z.string()),
   })
   .partial()
   .meta({ id: 'JobParams' });
@@ -200,6 +217,8 @@ export function jobParamsView(job: { kind: JobName; params: GenerationParams | U
   if (p.sampler !== undefined) view.sampler = p.sampler;
   if (p.imageStrength !== undefined) view.image_strength = p.imageStrength;
   if (p.stylePreset !== undefined) view.style_preset = p.stylePreset;
+  if (p.loras?.length) view.loras = p.loras.map((l) => ({ ...l }));
+  if (p.embeddings?.length) view.embeddings = [...p.embeddings];
   return view;
 }
 

@@ -25,7 +25,8 @@ export const ADAPTER_NAME = /^[\w][\w .+-]{0,127}$/;
 
 /** Whether a name can be a LoRA's or an embedding's file stem (never a path). */
 export function isAdapterName(name: string): boolean {
-  return ADAPTER_NAME.test(name) && !name.includes('..');
+  // a name becomes a key of A1111's embeddings answer: never one that reaches an object's prototype
+  return ADAPTER_NAME.test(name) && !name.includes('..') && name !== '__proto__' && name !== 'constructor' && name !== 'prototype';
 }
 
 /** The prompt without its LoRA tags (spaces around a tag collapsed), and the LoRAs they name. */

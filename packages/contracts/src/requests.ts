@@ -5,6 +5,7 @@
  */
 import { z } from 'zod';
 import type { ErrorName } from './errors';
+import { LORA_WEIGHT_MAX, LORA_WEIGHT_MIN, MAX_LORAS } from './lora-tags';
 
 /**
  * The samplers sdq runs: every name of Stability's v1 list, plus PNDM, LCM and a Karras variant.
@@ -94,9 +95,25 @@ export const webhookFields = {
     .describe('Which events are sent: start, progress (at most one per second), completed. Default ["completed"]. Multipart: repeated fields, a JSON array or a comma list.'),
 };
 
+/**
+ * sdq's extension on every generating route: LoRA files of LORA_DIR merged for this request, beside the
+ * `<lora:name:weight>` tags A1111's syntax puts in the prompt text (the weights of one name add).
+ */
+export const LorasField = z
+  .array(
+    z.object({
+      name: z.string().min(1).max(128).describe('A LoRA file of LORA_DIR by its stem (GET /v1/loras lists them).'),
+      weight: z.number().min(LORA_WEIGHT_MIN).max(LORA_WEIGHT_MAX).default(1).describe(`From ${LORA_WEIGHT_MIN} to ${LORA_WEIGHT_MAX}. Default 1.`),
+    }),
+  )
+  .max(MAX_LORAS, `at most ${MAX_LORAS} LoRAs`)
+  .optional()
+  .describe(`sdq's extension: LoRAs merged for this request (at most ${MAX_LORAS}). Multipart: a JSON array, or loras[0][name] / loras[0][weight]. A name that is not a LoRA file here, or a LoRA for another family, is 400 invalid_lora.`);
+
 /** Fields every generation endpoint shares. */
 const generationFields = {
   ...webhookFields,
+  loras: LorasField,
   text_prompts: z
     .array(TextPrompt)
     .min(1, 'at least one prompt is required')
@@ -224,6 +241,8 @@ export function errorNameForField(field: string | number | undefined): ErrorName
     case 'webhook':
     case 'webhook_events_filter':
       return 'invalid_webhook';
+    case 'loras':
+      return 'invalid_lora';
     default:
       return 'bad_request';
   }

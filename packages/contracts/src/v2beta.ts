@@ -4,7 +4,7 @@
  * defaults are Stability's; the API validates with these and /openapi.json is built from them.
  */
 import { z } from 'zod';
-import { STYLE_PRESET_NAMES, webhookFields } from './requests';
+import { LorasField, STYLE_PRESET_NAMES, webhookFields } from './requests';
 
 /** Stability's nine aspect ratios, as width:height. */
 export const ASPECT_RATIOS = ['16:9', '1:1', '21:9', '2:3', '3:2', '4:5', '5:4', '9:16', '9:21'] as const;
@@ -43,6 +43,7 @@ const cfgScale = z.number().min(1).max(10).optional().describe("How strictly the
 /** /generate/core and /generate/ultra: text-to-image; ultra also takes an image with a strength. */
 export const V2GenerateRequest = z.object({
   ...webhookFields,
+  loras: LorasField,
   prompt,
   negative_prompt: negativePrompt,
   aspect_ratio: z.enum(ASPECT_RATIOS).default('1:1').describe("Mapped onto the engine's allowed size of that shape nearest its native pixel count."),
@@ -64,6 +65,7 @@ export const V2UpscaleFastRequest = z.object({ ...webhookFields, output_format: 
 
 const enhanceFields = {
   ...webhookFields,
+  loras: LorasField,
   prompt,
   negative_prompt: negativePrompt,
   seed,
@@ -86,6 +88,7 @@ export const V2CreativeRequest = z.object({
 /** /edit/inpaint and /edit/erase. */
 export const V2InpaintRequest = z.object({
   ...webhookFields,
+  loras: LorasField,
   prompt: z.string().trim().max(10_000, 'must be at most 10000 characters').default(''),
   negative_prompt: negativePrompt,
   grow_mask: z.number().int('must be a whole number').min(0).max(100).default(5).describe('Pixels the mask grows outward, then blurs by, so the new area blends in.'),
@@ -99,6 +102,7 @@ const side = z.number().int('must be a whole number').min(0).max(2000).default(0
 /** /edit/outpaint: the canvas grows by left/right/up/down pixels and the new area is painted. */
 export const V2OutpaintRequest = z.object({
   ...webhookFields,
+  loras: LorasField,
   left: side,
   right: side,
   up: side,

@@ -57,6 +57,8 @@ const EnginePriceEntry = z.strictObject({
   min_steps: z.number().int().min(0).max(1000).optional(),
   /** With per_image: the price does not scale with steps at all (Stability's SD3). Default false. */
   flat: z.boolean().optional(),
+  /** Credits added to each image per LoRA the request applies. Default 0. */
+  lora: CreditsValue.optional(),
 });
 export type EnginePriceEntry = z.infer<typeof EnginePriceEntry>;
 
@@ -78,6 +80,8 @@ export interface EnginePrice {
   per_image?: number;
   min_steps: number;
   flat: boolean;
+  /** Micro-credits per image per LoRA applied. */
+  lora: number;
 }
 
 /** The price of a request. Amounts in micro-credits. */
@@ -93,6 +97,8 @@ export interface GenerationSize {
   steps: number;
   /** Default 1. */
   samples?: number;
+  /** LoRAs applied (each adds the entry's `lora` to every image). Default 0. */
+  loras?: number;
 }
 
 const SHIPPED_FILE = fileURLToPath(new URL('./prices.json', import.meta.url));
@@ -154,6 +160,7 @@ export class PriceTable {
       per_image: merged.per_image === undefined ? undefined : parseCredits(merged.per_image, { allowZero: true }),
       min_steps: merged.min_steps ?? 0,
       flat: merged.flat ?? false,
+      lora: merged.lora === undefined ? 0 : parseCredits(merged.lora, { allowZero: true }),
     };
   }
 
@@ -168,7 +175,8 @@ export class PriceTable {
       price.per_image !== undefined
         ? Math.max(price.min_credits, price.flat ? price.per_image : roundHalfUp(BigInt(price.per_image) * BigInt(Math.max(size.steps, price.min_steps)), 30n))
         : Math.max(price.min_credits, formulaMicro(decimalOf(price.k), size.width * size.height - price.offset, size.steps));
-    return { per_image: perImage, samples, total: perImage * samples };
+    const withLoras = perImage + price.lora * (size.loras ?? 0);
+    return { per_image: withLoras, samples, total: withLoras * samples };
   }
 
   /** What an upscale request costs: flat per image. */

@@ -5,11 +5,13 @@
  * whole and checked when it is listed, so what a listing names can be applied, and a request naming a
  * broken file is refused where it is made, before any hold.
  */
-import { readdirSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, statSync } from 'node:fs';
 import { extname, join } from 'node:path';
 import { isAdapterName } from '@sdq/contracts/lora-tags';
 import { type Embedding, readEmbedding } from './embedding';
 import { type LoraComponent, type LoraModuleLayout, loraLayout } from './lora';
+import { modulePathOf } from './lora-blend';
+import { readGraphLayout } from './onnx-graph';
 import { adapterFileProblem, readSafetensorsFile, readSafetensorsHeader } from './safetensors';
 
 export interface AdapterFile {
@@ -96,4 +98,49 @@ function listAdapters<T extends AdapterFile>(dir: string, read: (path: string, n
     }
   }
   return { files, skipped };
+}
+
+/** What an engine's graphs say about which adapters fit it: module paths per component, token widths. */
+export interface EngineLayout {
+  modules: Partial<Record<LoraComponent, Set<string>>>;
+  /** The token embedding width of each CLIP text encoder. */
+  tokenWidth: Partial<Record<'text_encoder' | 'text_encoder_2', number>>;
+}
+
+const LAYOUT_GRAPHS: [LoraComponent, string][] = [
+  ['text_encoder', 'text_encoder'],
+  ['text_encoder_2', 'text_encoder_2'],
+  ['unet', 'unet'],
+];
+
+/** Reads an engine folder's text encoders' and UNet's layouts (names and dims only, never the weights). */
+export function engineLayout(dir: string): EngineLayout {
+  const layout: EngineLayout = { modules: {}, tokenWidth: {} };
+  for (const [component, folder] of LAYOUT_GRAPHS) {
+    const path = join(dir, folder, 'model.onnx');
+    if (!existsSync(path)) continue;
+    const graph = readGraphLayout(path);
+    layout.modules[component] = new Set(graph.weightedNodes.map(modulePathOf).filter((p): p is string => p !== undefined));
+    if (component !== 'unet' && graph.tokenTable) layout.tokenWidth[component] = graph.tokenTable.dim;
+  }
+  return layout;
+}
+
+/** How many of a LoRA's modules name a layer of the engine. */
+export function loraFit(layout: EngineLayout, lora: LoraFile): { matched: number; modules: number } {
+  const matched = lora.modules.filter((m) => layout.modules[m.component]?.has(m.path)).length;
+  return { matched, modules: lora.modules.length };
+}
+
+/** Why an embedding does not fit an engine's text encoders; undefined when it does. */
+export function embeddingProblem(layout: EngineLayout, file: EmbeddingFile): string | undefined {
+  const first = layout.tokenWidth.text_encoder;
+  if (first === undefined) return 'the engine has no CLIP text encoder with a token table';
+  if (file.embedding.vectors.dim !== first) return `its vectors are ${file.embedding.vectors.dim} wide, the engine's tokens ${first}`;
+  const second = layout.tokenWidth.text_encoder_2;
+  if (second !== undefined) {
+    if (!file.embedding.vectors2) return 'the engine has two text encoders (SDXL); the file has no clip_g vectors';
+    if (file.embedding.vectors2.dim !== second) return `its second vectors are ${file.embedding.vectors2.dim} wide, the engine's second encoder's tokens ${second}`;
+  }
+  return undefined;
 }

@@ -289,6 +289,8 @@ export function discoverEngines(modelsDir: string, onError?: (id: string, err: E
   for (const name of readdirSync(modelsDir).sort()) {
     // a hidden folder is never an engine: a pull's staging folder (.pull-<id>) until it is renamed whole
     if (name.startsWith('.')) continue;
+    // the adapter folders' default places (LORA_DIR, EMBEDDINGS_DIR) are never engines
+    if (name === 'loras' || name === 'embeddings') continue;
     const dir = join(modelsDir, name);
     // statSync follows symbolic links, so an operator can link a folder under a Stability engine id.
     if (!statSync(dir).isDirectory()) continue;

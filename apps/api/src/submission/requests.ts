@@ -2,9 +2,10 @@
  * What several dialects read from a request the same way: sizes (the global and the engine's limits,
  * and the engine's size nearest a shape), style presets, required files, and a webhook's fields.
  */
-import type { EngineInfo } from '@sdq/pipeline/engines';
+import type { EngineInfo, GenerationEngineInfo } from '@sdq/pipeline/engines';
 import { checkEngineSize } from '@sdq/pipeline/engines';
-import { ServiceError, STYLE_PRESETS } from '@sdq/contracts';
+import { type GenerationParams, type LoraUse, ServiceError, STYLE_PRESETS } from '@sdq/contracts';
+import type { AdapterCatalog } from '../adapters';
 import type { JobWebhook } from '../jobs.service';
 import type { CheckedImage } from '../uploads';
 
@@ -58,4 +59,18 @@ export function formEventsFilter(values: string[] | undefined): unknown {
 export function webhookOf(body: { webhook?: string; webhook_events_filter?: string[] }): JobWebhook | undefined {
   if (body.webhook === undefined && body.webhook_events_filter === undefined) return undefined;
   return { url: body.webhook, events: body.webhook_events_filter ? [...new Set(body.webhook_events_filter)] : undefined };
+}
+
+/**
+ * A generation's adapters, the same in every dialect: `<lora:name:weight>` tags taken out of its prompts,
+ * the `loras` field added, each LoRA checked against LORA_DIR and the engine (400 invalid_lora before any
+ * hold), and the embeddings its prompts' words use; recorded in the params the job carries.
+ */
+export function applyAdapters(adapters: AdapterCatalog, engine: GenerationEngineInfo, params: GenerationParams, requested?: LoraUse[], field = 'loras'): GenerationParams {
+  const use = adapters.resolve(engine, params, requested, field);
+  if (use.loras.length) params.loras = use.loras;
+  else delete params.loras;
+  if (use.embeddings.length) params.embeddings = use.embeddings;
+  else delete params.embeddings;
+  return params;
 }

@@ -5,6 +5,7 @@
  * `--api-auth` clients send it), its options (its default engine), its progress and its interrupt.
  * Errors are A1111's `{error, detail, body, errors}` (errors.ts).
  */
+import { basename } from 'node:path';
 import { type Request, type Response, Router } from 'express';
 import type { z } from 'zod';
 import { checkEngineSize, defaultEngineOf, type GenerationEngineInfo } from '@sdq/pipeline/engines';
@@ -13,7 +14,7 @@ import { A1111_SAMPLERS, A1111_SCHEDULERS, A1111ExtraSingleImageRequest, checkpo
 import { requireScope } from '../../auth';
 import { jsonImageBudget, Slots } from '../../in-flight';
 import { jsonBody } from '../../body';
-import { checkSize, type GenerationDeps, repaintMask, sizeForShape, submitAndWait } from '../../submission';
+import { applyAdapters, checkSize, type GenerationDeps, repaintMask, sizeForShape, submitAndWait } from '../../submission';
 import { jobCost } from '../../pricing';
 import { rateLimit } from '../../rate-limit';
 import { parseBody } from '../../validate';
@@ -139,7 +140,7 @@ export function a1111Routes(deps: Deps): Router {
   router.post('/sdapi/v1/txt2img', ...generate, async (req, res) => {
     const body = parseBody(A1111Txt2ImgRequest, req.body);
     const { engine, width, height, samples, sampler, prompts } = await settings(req, body, 'text-to-image');
-    const params: GenerationParams = { prompts, width, height, steps: body.steps, cfgScale: body.cfg_scale, samples, seed: body.seed === -1 ? 0 : body.seed, sampler, outputFormat: 'png' };
+    const params = applyAdapters(deps.adapters, engine, { prompts, width, height, steps: body.steps, cfgScale: body.cfg_scale, samples, seed: body.seed === -1 ? 0 : body.seed, sampler, outputFormat: 'png' }, undefined, 'prompt');
     await answer(req, res, engine, { kind: 'text-to-image', params }, {}, body, sampler, width, height);
   });
 
@@ -148,7 +149,7 @@ export function a1111Routes(deps: Deps): Router {
     const image = await checkImage(decodeBase64(body.init_images[0], 'init_images[0]', config.maxUploadBytes), 'init_image', config.maxPixels, 'init_images[0]');
     const mask = body.mask === undefined ? undefined : await checkImage(decodeBase64(body.mask, 'mask', config.maxUploadBytes), 'mask_image', config.maxPixels, 'mask');
     const { engine, width, height, samples, sampler, prompts } = await settings(req, body, mask ? 'masking' : 'image-to-image', image);
-    const params: GenerationParams = { prompts, width, height, steps: body.steps, cfgScale: body.cfg_scale, samples, seed: body.seed === -1 ? 0 : body.seed, sampler, outputFormat: 'png', imageStrength: 1 - body.denoising_strength };
+    const params = applyAdapters(deps.adapters, engine, { prompts, width, height, steps: body.steps, cfgScale: body.cfg_scale, samples, seed: body.seed === -1 ? 0 : body.seed, sampler, outputFormat: 'png', imageStrength: 1 - body.denoising_strength }, undefined, 'prompt');
     const inputs: JobInputs = { initImage: image };
     // A1111's mask: white = repaint (black with invert), its edge blurred by mask_blur; another size is resized
     if (mask) inputs.maskImage = { data: await repaintMask(image, mask, { marks: 'white', invert: body.inpainting_mask_invert === 1, blur: body.mask_blur, sameSize: false, noAlpha: () => ({ field: 'mask', message: 'mask: has no alpha channel' }) }), contentType: 'image/png' };
@@ -209,8 +210,24 @@ export function a1111Routes(deps: Deps): Router {
   router.get('/sdapi/v1/upscalers', (_req, res) => {
     res.json([...engines.values()].filter((e) => e.kind === 'upscale').map((e) => ({ name: e.id, model_name: e.id, model_path: null, model_url: null, scale: e.scale ?? 2 })));
   });
+  // the LoRA and embedding folders as A1111's extra networks answer them
   router.get('/sdapi/v1/loras', (_req, res) => {
-    res.json([]);
+    res.json([...deps.adapters.loras().values()].map((f) => ({ name: f.name, alias: f.metadata.ss_output_name ?? f.name, path: basename(f.path), metadata: { ...f.metadata } })));
+  });
+  for (const path of ['/sdapi/v1/refresh-loras', '/sdapi/v1/refresh-embeddings']) {
+    router.post(path, requireScope('generate'), (_req, res) => {
+      deps.adapters.refresh();
+      res.json(null);
+    });
+  }
+  // loaded: the embeddings the caller's checkpoint takes; skipped: the others (another family's width)
+  router.get('/sdapi/v1/embeddings', async (req, res) => {
+    const engine = await defaultEngine(req);
+    const entries = [...deps.adapters.embeddings().values()].map((f) => {
+      const fits = deps.adapters.embeddingFits(engine, f);
+      return [fits, f.name, { step: null, sd_checkpoint: null, sd_checkpoint_name: null, shape: f.embedding.vectors.dim, vectors: f.embedding.vectors.count }] as const;
+    });
+    res.json({ loaded: Object.fromEntries(entries.filter(([fits]) => fits).map(([, n, e]) => [n, e])), skipped: Object.fromEntries(entries.filter(([fits]) => !fits).map(([, n, e]) => [n, e])) });
   });
 
   router.get('/sdapi/v1/options', async (req, res) => {

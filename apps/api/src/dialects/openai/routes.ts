@@ -12,7 +12,7 @@ import { type GenerationParams, OPENAI_SIZES, OpenAIImageEditRequest, OpenAIImag
 import { requireScope } from '../../auth';
 import { jsonBody } from '../../body';
 import { ConfigError } from '../../config';
-import { checkSize, type GenerationDeps, repaintMask, requireFile, sizeForShape, submitAndWait } from '../../submission';
+import { applyAdapters, checkSize, type GenerationDeps, repaintMask, requireFile, sizeForShape, submitAndWait } from '../../submission';
 import type { JobInputs, NewJob } from '../../jobs.service';
 import { jobCost } from '../../pricing';
 import { rateLimit } from '../../rate-limit';
@@ -98,7 +98,8 @@ export function openaiRoutes(deps: GenerationDeps & { models: Map<string, Genera
 
   const paramsOf = (engine: GenerationEngineInfo, body: OpenAIBody, size: { width: number; height: number }, extra: Partial<GenerationParams> = {}): GenerationParams => {
     if (body.background === 'transparent') throw new ServiceError('bad_request', 'background: transparent is not available: sdq\'s engines draw opaque images (opaque or auto)', { field: 'background' });
-    return {
+    // A1111's <lora:name:weight> tags work in the prompt here too (the SDK has no field for them)
+    return applyAdapters(deps.adapters, engine, {
     prompts: [{ text: body.prompt ?? '', weight: 1 }],
     ...size,
     steps: stepsFor(engine, body.quality),
@@ -108,7 +109,7 @@ export function openaiRoutes(deps: GenerationDeps & { models: Map<string, Genera
     sampler: engine.defaults.sampler,
     outputFormat: body.output_format ?? 'png',
     ...extra,
-    };
+    }, undefined, 'prompt');
   };
 
   router.post('/v1/images/generations', requireScope('generate'), rateLimit(deps.limiter), ...jsonBody('1mb'), async (req, res) => {

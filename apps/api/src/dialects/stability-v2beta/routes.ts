@@ -24,10 +24,11 @@ import {
   V2OutpaintRequest,
   V2Sd3Request,
   V2UpscaleFastRequest,
+  type LoraUse,
 } from '@sdq/contracts';
 import { requireScope } from '../../auth';
 import { ConfigError } from '../../config';
-import { applyStyle, checkSize, checkWebhook, endedAsError, repaintMask, formEventsFilter, type GenerationDeps, isDryRun, parsePrefer, requireFile, sizeForShape, submitJob, webhookOf } from '../../submission';
+import { applyAdapters, applyStyle, checkSize, checkWebhook, endedAsError, repaintMask, formEventsFilter, type GenerationDeps, isDryRun, parsePrefer, requireFile, sizeForShape, submitJob, webhookOf } from '../../submission';
 import type { JobInputs, JobsService, NewJob } from '../../jobs.service';
 import { dryRun } from '../../pricing';
 import { rateLimit } from '../../rate-limit';
@@ -39,6 +40,7 @@ import { type CheckedImage, type ImageField, multipart, parseFormFields, readIma
 interface CallFields {
   prompt: string;
   negative_prompt?: string;
+  loras?: LoraUse[];
   seed: number;
   output_format: GenerationParams['outputFormat'];
   style_preset?: string;
@@ -154,7 +156,7 @@ export function v2betaRoutes(deps: GenerationDeps & { services: Map<V2BetaServic
     const cost =
       job.kind === 'upscale' || job.kind === 'enhance'
         ? prices.upscale(entry, { samples: 1 })
-        : prices.generation(entry, { width: job.params.width, height: job.params.height, steps: job.params.steps, samples: 1 });
+        : prices.generation(entry, { width: job.params.width, height: job.params.height, steps: job.params.steps, samples: 1, loras: job.params.loras?.length ?? 0 });
     if (isDryRun(req)) {
       await checkWebhook(config, webhook);
       // the size the aspect ratio (or the image) came to, which the v2beta fields do not say
@@ -180,7 +182,7 @@ export function v2betaRoutes(deps: GenerationDeps & { services: Map<V2BetaServic
    */
   const paramsOf = (engine: GenerationEngineInfo, body: CallFields, size: { width: number; height: number }, extra: Partial<GenerationParams> = {}): GenerationParams => {
     const prompts = [{ text: body.prompt, weight: 1 }, ...(body.negative_prompt?.trim() ? [{ text: body.negative_prompt, weight: -1 }] : [])];
-    return {
+    return applyAdapters(deps.adapters, engine, {
       prompts: applyStyle(engine, prompts, body.style_preset),
       ...size,
       steps: engine.defaults.steps,
@@ -191,7 +193,7 @@ export function v2betaRoutes(deps: GenerationDeps & { services: Map<V2BetaServic
       outputFormat: body.output_format,
       stylePreset: body.style_preset,
       ...extra,
-    };
+    }, body.loras);
   };
 
   /** A size the engine takes as it is, else the engine's size of that shape (the worker resizes to it). */
