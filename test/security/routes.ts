@@ -53,6 +53,8 @@ export const FUZZ_ROUTES: FuzzRoute[] = [
   { method: 'GET', path: '/metrics', caller: 'none' },
   { method: 'GET', path: '/v1/artifacts/{key}', caller: 'none', params: (ids) => ({ key: ids.artifact }), query: { expires: '4102444800', signature: '0'.repeat(64) } },
   { method: 'GET', path: '/v1/engines/list', caller: 'key' },
+  { method: 'GET', path: '/v1/loras', caller: 'key' },
+  { method: 'GET', path: '/v1/embeddings', caller: 'key' },
   // OpenAI's Images API
   {
     method: 'POST',
@@ -81,9 +83,11 @@ export const FUZZ_ROUTES: FuzzRoute[] = [
   },
   { method: 'POST', path: '/sdapi/v1/extra-single-image', caller: 'key', json: () => ({ image: RED_PNG_64, upscaling_resize: 2, upscaler_1: 'up-x2' }), creates: true },
   { method: 'POST', path: '/sdapi/v1/png-info', caller: 'key', json: () => ({ image: RED_PNG_64 }) },
-  ...['sd-models', 'samplers', 'schedulers', 'upscalers', 'loras', 'options', 'progress'].map((name) => ({ method: 'GET' as const, path: `/sdapi/v1/${name}`, caller: 'key' as const })),
+  ...['sd-models', 'samplers', 'schedulers', 'upscalers', 'loras', 'embeddings', 'options', 'progress'].map((name) => ({ method: 'GET' as const, path: `/sdapi/v1/${name}`, caller: 'key' as const })),
   { method: 'POST', path: '/sdapi/v1/options', caller: 'key', json: () => ({ sd_model_checkpoint: 'gen-a' }) },
   { method: 'POST', path: '/sdapi/v1/interrupt', caller: 'key' },
+  { method: 'POST', path: '/sdapi/v1/refresh-loras', caller: 'key' },
+  { method: 'POST', path: '/sdapi/v1/refresh-embeddings', caller: 'key' },
   { method: 'POST', path: '/sdapi/v1/skip', caller: 'key' },
   {
     method: 'POST',

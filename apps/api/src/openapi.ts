@@ -6,7 +6,9 @@ import {
   CreateKeyRequest,
   DefaultWebhookResponse,
   DryRunResponse,
+  EmbeddingList,
   EngineObject,
+  LoraList,
   ERROR_CATALOGUE,
   ERROR_NAMES,
   GrantCreditsRequest,
@@ -52,6 +54,8 @@ export function buildOpenApi(publicUrl: string): Record<string, unknown> {
   const createKey = schemaOf(CreateKeyRequest, schemas, 'input');
   const grant = schemaOf(GrantCreditsRequest, schemas, 'input');
   const engine = schemaOf(EngineObject, schemas, 'output');
+  const loraList = schemaOf(LoraList, schemas, 'output');
+  const embeddingList = schemaOf(EmbeddingList, schemas, 'output');
   const dryRun = schemaOf(DryRunResponse, schemas, 'output');
   const balance = schemaOf(BalanceResponse, schemas, 'output');
   const accountOut = schemaOf(AccountResponse, schemas, 'output');
@@ -99,6 +103,7 @@ export function buildOpenApi(publicUrl: string): Record<string, unknown> {
       'invalid_pixel_count',
       'invalid_prompts',
       'invalid_sampler',
+      'invalid_lora',
       'invalid_file_size',
       'invalid_mime_type',
       'invalid_image_dimensions',
@@ -198,6 +203,18 @@ export function buildOpenApi(publicUrl: string): Record<string, unknown> {
             },
             ...common,
           },
+        },
+      },
+      '/v1/loras': {
+        get: {
+          summary: 'The LoRA files of LORA_DIR: each with its modules, the engines it fits and its metadata; the files not taken with why',
+          responses: { '200': { description: 'LoRAs', content: { 'application/json': { schema: loraList } } }, ...common },
+        },
+      },
+      '/v1/embeddings': {
+        get: {
+          summary: 'The textual-inversion embeddings of EMBEDDINGS_DIR (the file stem is the trigger word), with the engines each fits',
+          responses: { '200': { description: 'Embeddings', content: { 'application/json': { schema: embeddingList } } }, ...common },
         },
       },
       '/v1/generation/{engine_id}/text-to-image': generation('Text to image', t2i, 'application/json'),

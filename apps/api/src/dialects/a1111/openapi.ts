@@ -19,6 +19,7 @@ export function a1111OpenApi(kit: OpenApiKit): Record<string, unknown> {
   };
   const a1111Errors = (names: string[]) => errorsIn(names, 'A1111Error');
   const a1111Get = (summary: string) => ({ get: { tags: ['AUTOMATIC1111'], summary, responses: { '200': { description: 'As AUTOMATIC1111 answers it', content: { 'application/json': { schema: {} } } }, ...a1111Errors(['unauthorized']) } } });
+  const a1111Post = (summary: string) => ({ post: { tags: ['AUTOMATIC1111'], summary, responses: { '200': { description: 'null' }, ...a1111Errors(['unauthorized', 'permission_denied']) } } });
   const a1111Paths: Record<string, unknown> = {
     '/sdapi/v1/txt2img': {
       post: {
@@ -29,7 +30,7 @@ export function a1111OpenApi(kit: OpenApiKit): Record<string, unknown> {
         responses: {
           '200': { description: '{images, parameters, info}', content: { 'application/json': { schema: { type: 'object', properties: { images: { type: 'array', items: { type: 'string' } }, parameters: { type: 'object' }, info: { type: 'string' } } } } } },
           '202': notFinished,
-          ...a1111Errors(['bad_request', 'invalid_sampler', 'invalid_samples', 'invalid_height_or_width', 'invalid_pixel_count', 'unauthorized', 'permission_denied', 'insufficient_balance', 'not_found', 'canceled', 'rate_limited', 'too_many_active_jobs', 'engine_unavailable', 'internal_error']),
+          ...a1111Errors(['bad_request', 'invalid_sampler', 'invalid_lora', 'invalid_samples', 'invalid_height_or_width', 'invalid_pixel_count', 'unauthorized', 'permission_denied', 'insufficient_balance', 'not_found', 'canceled', 'rate_limited', 'too_many_active_jobs', 'engine_unavailable', 'internal_error']),
         },
       },
     },
@@ -42,7 +43,7 @@ export function a1111OpenApi(kit: OpenApiKit): Record<string, unknown> {
         responses: {
           '200': { description: '{images, parameters (without the images), info}', content: { 'application/json': { schema: { type: 'object', properties: { images: { type: 'array', items: { type: 'string' } }, parameters: { type: 'object' }, info: { type: 'string' } } } } } },
           '202': notFinished,
-          ...a1111Errors(['bad_request', 'invalid_init_image', 'invalid_mask_image', 'invalid_mime_type', 'invalid_file_size', 'invalid_image_dimensions', 'invalid_sampler', 'invalid_height_or_width', 'invalid_pixel_count', 'unauthorized', 'insufficient_balance', 'not_found', 'canceled', 'payload_too_large', 'rate_limited', 'service_unavailable', 'internal_error']),
+          ...a1111Errors(['bad_request', 'invalid_init_image', 'invalid_mask_image', 'invalid_mime_type', 'invalid_file_size', 'invalid_image_dimensions', 'invalid_sampler', 'invalid_lora', 'invalid_height_or_width', 'invalid_pixel_count', 'unauthorized', 'insufficient_balance', 'not_found', 'canceled', 'payload_too_large', 'rate_limited', 'service_unavailable', 'internal_error']),
         },
       },
     },
@@ -71,7 +72,10 @@ export function a1111OpenApi(kit: OpenApiKit): Record<string, unknown> {
     '/sdapi/v1/samplers': a1111Get("The samplers the engines offer, in AUTOMATIC1111's names"),
     '/sdapi/v1/schedulers': a1111Get("AUTOMATIC1111's schedulers (Karras selects DPM++ 2M Karras; the others follow the sampler)"),
     '/sdapi/v1/upscalers': a1111Get('The upscale engines'),
-    '/sdapi/v1/loras': a1111Get('Always empty: sdq has no LoRA yet'),
+    '/sdapi/v1/loras': a1111Get('The LoRA files of LORA_DIR: name, alias (ss_output_name), path (the file name), metadata (the safetensors header\'s)'),
+    '/sdapi/v1/embeddings': a1111Get('The embeddings of EMBEDDINGS_DIR: loaded (those the caller\'s checkpoint takes) and skipped, each {step, sd_checkpoint, sd_checkpoint_name, shape, vectors}'),
+    '/sdapi/v1/refresh-loras': a1111Post('Reads LORA_DIR and EMBEDDINGS_DIR again now (they are also read again within a second of a change)'),
+    '/sdapi/v1/refresh-embeddings': a1111Post('Reads LORA_DIR and EMBEDDINGS_DIR again now'),
     '/sdapi/v1/options': {
       ...a1111Get("The caller's options: sd_model_checkpoint is this API key's default engine"),
       post: {

@@ -26,7 +26,7 @@ export function openaiOpenApi(kit: OpenApiKit): Record<string, unknown> {
         responses: {
           '200': { description: '{created, data: [{url | b64_json, revised_prompt}]}', content: { 'application/json': { schema: schemaOf(OpenAIImagesResponse, schemas, 'output') } } },
           '202': notFinished,
-          ...openaiErrors(['bad_request', 'invalid_height_or_width', 'invalid_pixel_count', 'invalid_samples', 'unauthorized', 'permission_denied', 'insufficient_balance', 'not_found', 'idempotency_key_mismatch', 'rate_limited', 'too_many_active_jobs', 'engine_unavailable', 'internal_error']),
+          ...openaiErrors(['bad_request', 'invalid_lora', 'invalid_height_or_width', 'invalid_pixel_count', 'invalid_samples', 'unauthorized', 'permission_denied', 'insufficient_balance', 'not_found', 'idempotency_key_mismatch', 'rate_limited', 'too_many_active_jobs', 'engine_unavailable', 'internal_error']),
         },
       },
     },
@@ -39,7 +39,7 @@ export function openaiOpenApi(kit: OpenApiKit): Record<string, unknown> {
         responses: {
           '200': { description: '{created, data: [{url | b64_json, revised_prompt}]}', content: { 'application/json': { schema: schemaOf(OpenAIImagesResponse, schemas, 'output') } } },
           '202': notFinished,
-          ...openaiErrors(['bad_request', 'invalid_mask_image', 'invalid_init_image', 'invalid_mime_type', 'invalid_height_or_width', 'unauthorized', 'insufficient_balance', 'not_found', 'rate_limited', 'internal_error']),
+          ...openaiErrors(['bad_request', 'invalid_lora', 'invalid_mask_image', 'invalid_init_image', 'invalid_mime_type', 'invalid_height_or_width', 'unauthorized', 'insufficient_balance', 'not_found', 'rate_limited', 'internal_error']),
         },
       },
     },
@@ -52,7 +52,7 @@ export function openaiOpenApi(kit: OpenApiKit): Record<string, unknown> {
         responses: {
           '200': { description: '{created, data: [{url | b64_json, revised_prompt}]}', content: { 'application/json': { schema: schemaOf(OpenAIImagesResponse, schemas, 'output') } } },
           '202': notFinished,
-          ...openaiErrors(['bad_request', 'invalid_init_image', 'invalid_mime_type', 'invalid_height_or_width', 'unauthorized', 'insufficient_balance', 'not_found', 'rate_limited', 'internal_error']),
+          ...openaiErrors(['bad_request', 'invalid_lora', 'invalid_init_image', 'invalid_mime_type', 'invalid_height_or_width', 'unauthorized', 'insufficient_balance', 'not_found', 'rate_limited', 'internal_error']),
         },
       },
     },

@@ -38,7 +38,7 @@ export function v2betaOpenApi(kit: OpenApiKit): Record<string, unknown> {
     },
     '202': { description: 'Not finished within the wait: {id, status: "in-progress"}; poll GET /v2beta/results/{id}', content: { 'application/json': { schema: { type: 'object', properties: { id: { type: 'string' }, status: { const: 'in-progress' } } } } } },
   };
-  const v2Common = ['bad_request', 'invalid_init_image', 'invalid_mask_image', 'invalid_mime_type', 'invalid_file_size', 'invalid_accept', 'request_timeout', 'payload_too_large', 'unauthorized', 'permission_denied', 'not_found', 'insufficient_balance', 'idempotency_key_mismatch', 'rate_limited', 'too_many_active_jobs', 'engine_unavailable', 'internal_error'];
+  const v2Common = ['bad_request', 'invalid_lora', 'invalid_init_image', 'invalid_mask_image', 'invalid_mime_type', 'invalid_file_size', 'invalid_accept', 'request_timeout', 'payload_too_large', 'unauthorized', 'permission_denied', 'not_found', 'insufficient_balance', 'idempotency_key_mismatch', 'rate_limited', 'too_many_active_jobs', 'engine_unavailable', 'internal_error'];
   const v2Post = (summary: string, body: JsonSchema) => ({
     post: {
       summary,
