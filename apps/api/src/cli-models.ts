@@ -5,7 +5,8 @@
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { EnginePresence } from './presence';
-import { PULL_RECORD, type PullProgress, type PullRecord, pullModel, removeModel } from '@sdq/hub';
+import { PULL_RECORD, type PullProgress, type PullRecord, pullFile, pullModel, removeModel } from '@sdq/hub';
+import { checkAdapterFile } from '@sdq/pipeline/adapters';
 import { discoverEngines } from '@sdq/pipeline/engines';
 import type { Config } from './config';
 import { UsageError } from './cli-usage';
@@ -52,8 +53,25 @@ function progressPrinter(tty: boolean): { update(p: PullProgress): void; finish(
   };
 }
 
-export async function modelsCommand(action: string, args: string[], values: { name?: string; subfolder?: string; json?: boolean }, config: Config): Promise<number> {
+export async function modelsCommand(action: string, args: string[], values: { name?: string; subfolder?: string; json?: boolean; lora?: boolean; embedding?: boolean }, config: Config): Promise<number> {
   const out = (human: string, data: unknown) => console.log(values.json ? JSON.stringify(data) : human);
+  if (action === 'pull' && (values.lora || values.embedding)) {
+    if (values.lora && values.embedding) throw new UsageError('models pull: --lora or --embedding, not both');
+    if (!args[0] || !args[1]) throw new UsageError(`models pull --${values.lora ? 'lora' : 'embedding'} needs a repo and a file: owner/name[@revision] path/file.safetensors`);
+    const dir = values.lora ? config.loraDir : config.embeddingsDir;
+    const printer = progressPrinter(process.stderr.isTTY === true && !values.json);
+    try {
+      // what the API would list: a LoRA's modules from its header, an embedding's vectors; anything else is refused before it is placed
+      const check = (path: string, name: string) => checkAdapterFile(values.lora ? 'lora' : 'embedding', path, name);
+      const pulled = await pullFile({ ...repoAndRevision(args[0]), path: args[1], name: values.name }, { dir, endpoint: config.hub.endpoint, token: config.hub.token, onProgress: (p) => printer.update(p), check });
+      printer.finish();
+      out(`pulled ${args[0]}: ${args[1]} (${pulled.commit.slice(0, 12)}) into ${pulled.path}, ${mb(pulled.size)}, checked; requests use it as ${values.lora ? `<lora:${pulled.name}:1>` : `the word ${pulled.name}`} within a second`, pulled);
+      return 0;
+    } catch (err) {
+      printer.finish();
+      throw err;
+    }
+  }
   if (action === 'pull') {
     if (!args[0]) throw new UsageError('models pull needs a repo: owner/name[@revision]');
     const printer = progressPrinter(process.stderr.isTTY === true && !values.json);

@@ -29,6 +29,9 @@ Usage:
                                         download a diffusers ONNX repo from the Hugging Face Hub
                                         (HF_ENDPOINT, HF_TOKEN) into MODELS_DIR/<engine id>: only what a
                                         pipeline reads, pinned to its commit, resumed and verified
+  sdq models pull --lora|--embedding <owner/name>[@<revision>] <file.safetensors> [--name <stem>]
+                                        one LoRA or embedding file into LORA_DIR / EMBEDDINGS_DIR,
+                                        verified and checked to parse before it is used
   sdq models list                       the engines under MODELS_DIR: family, live workers, size, origin
   sdq models rm <engine id>             remove an engine's folder: the API drops it, its queued jobs
                                         fail (refunded), running ones finish
@@ -48,6 +51,8 @@ async function run(argv: string[]): Promise<number> {
     limit: { type: 'string' },
     tier: { type: 'string' },
     subfolder: { type: 'string' },
+    lora: { type: 'boolean' },
+    embedding: { type: 'boolean' },
     help: { type: 'boolean', short: 'h' },
     json: { type: 'boolean' },
   } as const;

@@ -148,6 +148,60 @@ export async function pullModel(req: PullRequest, opts: PullOptions): Promise<{ 
   }
 }
 
+export interface FilePullRequest {
+  repo: string;
+  revision?: string;
+  /** The file's path in the repo: a .safetensors file. */
+  path: string;
+  /** The file stem it gets (a LoRA's name, an embedding's trigger word); default the file's own stem. */
+  name?: string;
+}
+
+/**
+ * One `.safetensors` file of a repo (a LoRA, an embedding) into a folder, as a model is pulled: the
+ * revision resolved to its commit, the file fetched (resumed) into a hidden name beside its place and
+ * checked against its sha256; `check` (the caller's parse of the file) must pass before it is renamed
+ * into place as `<name>.safetensors`. Pickle formats are refused by name, never fetched.
+ */
+export async function pullFile(req: FilePullRequest, opts: Omit<PullOptions, 'modelsDir'> & { dir: string; check(path: string, name: string): void }): Promise<{ name: string; path: string; commit: string; size: number; sha256: string }> {
+  const repo = checkRepo(req.repo);
+  const revision = checkRevision(req.revision ?? 'main');
+  const file = req.path.replace(/^\/+/, '');
+  if (!/\.safetensors$/i.test(file) || file.split('/').some((part) => part === '..' || part === '')) {
+    throw new PullError('not_a_pipeline', `${file}: only .safetensors files are pulled as LoRAs or embeddings (.pt, .ckpt and .bin are pickle, which runs code when loaded)`);
+  }
+  const stem = file.split('/').pop()!.replace(/\.safetensors$/i, '');
+  const name = req.name ?? stem;
+  if (!/^[\w][\w .+-]{0,127}$/.test(name) || name.includes('..') || ['__proto__', 'constructor', 'prototype'].includes(name)) throw new PullError('not_a_pipeline', `${name}: not a file name a request can use (letters, digits, spaces, . _ + -)`);
+  const target = join(opts.dir, `${name}.safetensors`);
+  if (existsSync(target)) throw new PullError('exists', `${target} exists already: remove it first or pull under another --name`);
+  await mkdir(opts.dir, { recursive: true });
+  const endpoint = (opts.endpoint ?? 'https://huggingface.co').replace(/\/+$/, '');
+  const http = new HubHttp(endpoint, opts.token, repo, opts.signal);
+  const commit = await http.commitOf(revision);
+  const folder = file.includes('/') ? file.slice(0, file.lastIndexOf('/')) : '';
+  const entry = (await http.tree(commit, folder)).find((e) => e.type === 'file' && e.path === file);
+  if (!entry) throw new PullError('not_found', `${repo}@${revision} has no file ${file}`);
+  const size = entry.lfs?.size ?? entry.size;
+  // hidden while it downloads: a folder listing never takes half a file
+  const staging = join(opts.dir, `.pull-${name}.safetensors`);
+  try {
+    const sha256 = await withRetries(`${repo}: ${file}`, opts.signal, () => http.download(commit, entry, staging, size, (n) => opts.onProgress?.({ state: 'downloading', engine: name, commit, file, bytesDone: n, bytesTotal: size })));
+    try {
+      opts.check(staging, name);
+    } catch (err) {
+      await unlink(staging).catch(() => {});
+      throw new PullError('verify_failed', `${repo}: ${file} is not usable: ${(err as Error).message}`);
+    }
+    await rename(staging, target);
+    opts.onProgress?.({ state: 'done', engine: name, commit, bytesDone: size, bytesTotal: size });
+    return { name, path: target, commit, size, sha256 };
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOSPC') throw new PullError('disk_full', `the disk under ${opts.dir} is full: free space and pull again (it resumes where it stopped)`);
+    throw err;
+  }
+}
+
 /** The Hub's HTTP API for one repo; every error a PullError naming what to do. */
 class HubHttp {
   constructor(

@@ -144,3 +144,9 @@ export function embeddingProblem(layout: EngineLayout, file: EmbeddingFile): str
   }
   return undefined;
 }
+
+/** Checks a file as its folder's listing would take it (a pull's check before the file is placed); throws why not. */
+export function checkAdapterFile(kind: 'lora' | 'embedding', path: string, name: string): void {
+  if (kind === 'lora') loraLayout(readSafetensorsHeader(path).tensors, name);
+  else readEmbedding(readSafetensorsFile(path, MAX_EMBEDDING_BYTES), name);
+}
