@@ -144,6 +144,39 @@ describe('the studio', () => {
     expect(problemsOf(page)).toEqual([]);
   });
 
+  it('the LoRA picker: the LoRA that fits the engine, added with its weight, draws the circle green; reuse brings it back', async () => {
+    const key = await accountWith(service, 'studio-lora', 10);
+    const page = await open(key);
+    const prompt = 'a large red circle in the center on a blue background';
+    // models/loras ships the green-objects LoRA for tiny-sd
+    expect(await page.getByLabel('LoRA', { exact: true }).locator('option').allTextContents()).toEqual(['green-objects']);
+    await page.getByLabel('Prompt', { exact: true }).fill(prompt);
+    await page.getByLabel('Seed (0 = random)').fill('3');
+    await page.getByLabel('Steps').fill('20');
+    const cost = page.locator('#cost');
+    await expect.poll(() => cost.textContent()).toMatch(/^[\d.]+ credits/);
+    await page.getByRole('button', { name: 'Add LoRA' }).click();
+    const weight = page.getByLabel('green-objects weight');
+    expect(await weight.inputValue()).toBe('1');
+    await screenshot(page, 'studio-lora');
+    await page.getByRole('button', { name: 'Generate' }).click();
+    const image = page.getByRole('img', { name: prompt, exact: true });
+    await image.first().waitFor({ timeout: 30_000 });
+    const [green] = await pixelsOf(page, prompt, [[64, 64]]);
+    expect(green[1], `centre ${green}`).toBeGreaterThan(green[0] + 25);
+    // taken off the list, the same request draws it red
+    await page.getByRole('button', { name: 'Remove LoRA green-objects' }).click();
+    await page.getByRole('button', { name: 'Generate' }).click();
+    await expect.poll(() => image.count(), { timeout: 30_000 }).toBe(2);
+    const [red] = await pixelsOf(page, prompt, [[64, 64]], 0);
+    expect(red).toSatisfy(redish);
+    // reuse the green one's settings: the LoRA and its weight come back
+    const greenCard = page.getByRole('listitem').filter({ has: image }).nth(1);
+    await greenCard.getByRole('button', { name: `Reuse settings: ${prompt}` }).click();
+    expect(await page.getByLabel('green-objects weight').inputValue()).toBe('1');
+    expect(problemsOf(page)).toEqual([]);
+  });
+
   it('Cancel stops a running job: the page says so, nothing is charged', async () => {
     const key = await accountWith(service, 'studio-cancel', 20);
     const page = await open(key);
@@ -336,7 +369,7 @@ describe('the studio', () => {
     const key = await accountWith(service, 'studio-keys', 10);
     const page = await open();
     const tabTo = async (id: string) => {
-      for (let i = 0; i < 25; i++) {
+      for (let i = 0; i < 40; i++) {
         if (await page.evaluate((want) => document.activeElement?.id === want, id)) return;
         await page.keyboard.press('Tab');
       }

@@ -71,6 +71,11 @@ export class Api {
     return this.call('/v1/engines/list');
   }
 
+  /** The LoRA files of LORA_DIR, each with the engines it fits. */
+  loras() {
+    return this.call('/v1/loras');
+  }
+
   /** @param {number} limit @param {string | null} [cursor] */
   jobs(limit, cursor) {
     return this.call(`/v1/jobs?limit=${limit}${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ''}`);

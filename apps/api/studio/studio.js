@@ -16,6 +16,8 @@ const $ = (id) => /** @type {any} */ (document.getElementById(id));
 let api;
 /** @type {any[]} */
 let engines = [];
+/** The LoRA files of LORA_DIR (GET /v1/loras): each with the engines it fits. @type {{ name: string, engines: string[] }[]} */
+let loraFiles = [];
 let balance = NaN;
 /** @type {string | null} */
 let nextCursor = null;
@@ -63,6 +65,8 @@ async function connect(key) {
   try {
     await refreshBalance();
     engines = await api.engines();
+    // the picker is an extra: a listing that fails leaves it hidden, not the studio unusable
+    loraFiles = await api.loras().then((/** @type {any} */ r) => r.loras, () => []);
   } catch (err) {
     api = undefined;
     $('key-status').textContent = err instanceof ApiError && err.status === 401 ? 'This key is not valid (revoked, or mistyped): paste another.' : plain(err);
@@ -131,11 +135,60 @@ function engineChanged() {
   const keep = sampler.value;
   sampler.replaceChildren(...(caps.samplers ?? []).map((/** @type {string} */ s) => new Option(s, s)));
   sampler.value = (caps.samplers ?? []).includes(keep) ? keep : caps.defaults.sampler ?? caps.samplers?.[0] ?? '';
+  fillLoras();
   if (caps.defaults.steps && !$('steps').dataset.touched) $('steps').value = String(caps.defaults.steps);
   if (caps.defaults.cfg_scale !== null && caps.defaults.cfg_scale !== undefined && !$('cfg-scale').dataset.touched) $('cfg-scale').value = String(caps.defaults.cfg_scale);
   priceSoon();
 }
 $('engine').addEventListener('change', engineChanged);
+
+// ---- LoRAs: the files that fit the engine, each added with a weight slider -------------------------------
+
+/** The picker offers the LoRAs that fit the engine; one that does not is taken off the list. */
+function fillLoras() {
+  const engine = engineOf($('engine').value);
+  const id = engine?.alias_of ?? engine?.id;
+  const fitting = loraFiles.filter((l) => l.engines.includes(id));
+  $('lora-pick').replaceChildren(...fitting.map((l) => new Option(l.name, l.name)));
+  for (const row of [...$('loras').children]) if (!fitting.some((l) => l.name === row.dataset.name)) row.remove();
+  $('loras-field').hidden = fitting.length === 0;
+}
+
+/** A LoRA on the list with its weight (-1 to 2 here; the API takes -4 to 4). @param {string} name @param {number} weight */
+function addLora(name, weight = 1) {
+  if ([...$('loras').children].some((row) => row.dataset.name === name)) return;
+  const row = document.createElement('li');
+  row.dataset.name = name;
+  const id = `lora-weight-${$('loras').children.length}-${name.replace(/[^\w-]/g, '_')}`;
+  const label = document.createElement('label');
+  label.htmlFor = id;
+  label.textContent = `${name} weight`;
+  const range = document.createElement('input');
+  Object.assign(range, { type: 'range', id, min: '-1', max: '2', step: '0.05' });
+  range.value = String(weight);
+  const value = document.createElement('output');
+  value.htmlFor.add(id);
+  value.textContent = range.value;
+  range.addEventListener('input', () => {
+    value.textContent = range.value;
+    changed();
+  });
+  const remove = document.createElement('button');
+  remove.type = 'button';
+  remove.textContent = 'Remove';
+  remove.setAttribute('aria-label', `Remove LoRA ${name}`);
+  remove.addEventListener('click', () => {
+    row.remove();
+    changed();
+  });
+  row.append(label, range, value, remove);
+  $('loras').append(row);
+}
+$('add-lora').addEventListener('click', () => {
+  if (!$('lora-pick').value) return;
+  addLora($('lora-pick').value);
+  changed();
+});
 
 /** Each side offers only what fits the engine's pixel limit with the other side as it is. */
 function limitSizes() {
@@ -177,6 +230,8 @@ function request() {
     seed: Number($('seed').value),
   };
   if ($('sampler').value) body.sampler = $('sampler').value;
+  const loras = [...$('loras').children].map((row) => ({ name: row.dataset.name, weight: Number(row.querySelector('input').value) }));
+  if (loras.length) body.loras = loras;
   return body;
 }
 
@@ -190,7 +245,8 @@ async function submission() {
     form.append(`text_prompts[${i}][text]`, p.text);
     form.append(`text_prompts[${i}][weight]`, String(p.weight));
   });
-  for (const [k, v] of Object.entries(rest)) form.append(k, String(v));
+  // loras goes as the JSON array multipart takes
+  for (const [k, v] of Object.entries(rest)) form.append(k, typeof v === 'object' ? JSON.stringify(v) : String(v));
   form.append('init_image', init.blob, 'init.png');
   if (init.masking) {
     form.append('mask_source', 'MASK_IMAGE_WHITE');
@@ -418,6 +474,8 @@ function reuse(job) {
     if (value !== undefined) $(id).value = String(value);
   }
   if (p.sampler) $('sampler').value = p.sampler;
+  $('loras').replaceChildren();
+  for (const l of p.loras ?? []) if ([...$('lora-pick').options].some((/** @type {HTMLOptionElement} */ o) => o.value === l.name)) addLora(l.name, l.weight);
   $('steps').dataset.touched = '1';
   $('cfg-scale').dataset.touched = '1';
   $('prompt').focus();
@@ -515,6 +573,7 @@ const FIELD_OF = /** @type {Record<string, string>} */ ({
   steps: 'steps',
   cfg_scale: 'cfg-scale',
   sampler: 'sampler',
+  loras: 'loras',
   seed: 'seed',
   samples: 'samples',
   engine: 'engine',
@@ -528,6 +587,7 @@ const PLAIN = /** @type {Record<string, string>} */ ({
   invalid_height_or_width: 'This engine does not take that size.',
   invalid_pixel_count: 'That size has too many pixels.',
   engine_unavailable: 'That engine is not available right now.',
+  invalid_lora: 'That LoRA cannot be used.',
   unauthorized: 'The API key is not valid.',
   permission_denied: 'This key may not do that.',
   service_unavailable: 'The service is busy or restarting.',
