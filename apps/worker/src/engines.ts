@@ -23,7 +23,7 @@ import {
 import { DEFAULT_MAX_PIXELS, defaultEngineOf } from '@sdq/pipeline/engines';
 import type { Logger } from 'pino';
 import type { WorkerConfig } from './config';
-import { LoraSets } from './lora-sets';
+import { LoraSets, type RoomForSet } from './lora-sets';
 
 /**
  * A loaded engine and the execution provider its graphs got (cuda, cpu, ...). A generation engine's
@@ -70,7 +70,7 @@ export function preloadEngines(config: Pick<WorkerConfig, 'modelsDir' | 'preload
 export type BatchObserver = (engine: string, jobs: number, images: number) => void;
 
 /** Loads one engine's graphs; throws (naming the folder's problem) when it cannot. */
-export async function loadEngine(info: EngineInfo, config: WorkerConfig, logger: Logger, onBatch?: BatchObserver): Promise<LoadedEngine> {
+export async function loadEngine(info: EngineInfo, config: WorkerConfig, logger: Logger, onBatch?: BatchObserver, roomForSet?: RoomForSet): Promise<LoadedEngine> {
   const runtime = {
     providers: config.providers,
     // Several providers are a priority list: fall back along it rather than refuse to start.
@@ -84,7 +84,7 @@ export async function loadEngine(info: EngineInfo, config: WorkerConfig, logger:
     const pipeline = await loadPipeline(info.dir, runtime);
     const batcher = config.batchSize > 1 ? new GenerationBatcher(pipeline, { maxImages: config.batchSize, windowMs: config.batchWindowMs, onBatch: (jobs, images) => onBatch?.(info.id, jobs, images) }) : undefined;
     const generate = batcher ? (req: GenerateRequest) => batcher.generate(req) : (req: GenerateRequest) => pipeline.generate(req);
-    engine = { info: info as EngineInfo & { kind: 'generation' }, pipeline, generate, provider: pipeline.model.unet.provider, loraSets: new LoraSets(pipeline, config.loraDir, config.embeddingsDir, config.loraSets, runtime) };
+    engine = { info: info as EngineInfo & { kind: 'generation' }, pipeline, generate, provider: pipeline.model.unet.provider, loraSets: new LoraSets(pipeline, { loraDir: config.loraDir, embeddingsDir: config.embeddingsDir, max: config.loraSets, runtime, roomForSet }) };
   } else {
     const upscaler = await Upscaler.load(info.dir, runtime);
     engine = { info: info as EngineInfo & { kind: 'upscale' }, upscaler, provider: upscaler.model.provider };

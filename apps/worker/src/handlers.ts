@@ -23,7 +23,7 @@ import { type DiffusionPipeline, EmbeddingFormatError, LoraFormatError, Safetens
 import { tiledEnhance } from '@sdq/pipeline/tiled-enhance';
 import type { GeneratedImage as Image, ProgressEvent } from '@sdq/pipeline/types';
 import type { LoadedEngine } from './engines';
-import { LoraFileError } from './lora-sets';
+import { LoraFileError, SetRoomError } from './lora-sets';
 
 /** A failure that a retry cannot fix: the job fails at once with this catalogue name and message. */
 export class JobFailure extends Error {
@@ -122,6 +122,8 @@ async function withAdapters<K extends 'text-to-image' | 'image-to-image' | 'mask
     set = await engine.loraSets.use(loras, embeddings);
   } catch (err) {
     if (err instanceof LoraFileError || err instanceof LoraFormatError || err instanceof SafetensorsError || err instanceof EmbeddingFormatError) throw new JobFailure(err instanceof EmbeddingFormatError ? 'bad_request' : 'invalid_lora', (err as Error).message);
+    if (err instanceof SetRoomError && err.never) throw new JobFailure('bad_request', err.message);
+    // no room while other engines run jobs: left to retry, as a runtime fault is
     throw err;
   }
   try {

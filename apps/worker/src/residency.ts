@@ -5,16 +5,18 @@
  * pass WORKER_MODEL_MEMORY_MB or WORKER_MAX_LOADED_ENGINES. One load or unload at a time: each changes
  * what the memory bound measures at rest.
  */
-import { existsSync, readdirSync, statSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import type { EngineInfo } from '@sdq/pipeline/engines';
 import { queueNameForEngine } from '@sdq/contracts';
 import { PULL_RECORD } from '@sdq/hub';
 import type { WorkerConfig } from './config';
+import { filesSignature, weightOf } from './folder-weight';
 import { type BatchObserver, disposeEngine as dispose, type LoadedEngine, loadEngine, type WorkerMemory } from './engines';
 import type { WorkerMetrics } from './metrics';
 import type { Presence } from './presence';
+import type { LoraSets, SetRoom } from './lora-sets';
 import type { EngineWorkers } from './queue';
 
 export interface ResidencyParts {
@@ -127,7 +129,7 @@ export class Residency {
       this.loading.add(id);
       presence.touch();
       try {
-        const engine = await loadEngine(info, config, logger, this.parts.onBatch);
+        const engine = await loadEngine(info, config, logger, this.parts.onBatch, (bytes, sets) => this.roomForSet(id, bytes, sets));
         engines.set(id, engine);
         try {
           await memory.add(id, engine);
@@ -156,6 +158,35 @@ export class Residency {
     });
   }
 
+  /** What a loaded engine holds: its files' weight and its adapter sets' graphs. */
+  private heldBy(id: string): number {
+    const engine = this.parts.engines.get(id);
+    return (this.weights.get(id) ?? 0) + (engine && 'loraSets' in engine ? engine.loraSets.bytes : 0);
+  }
+
+  /**
+   * Room under WORKER_MODEL_MEMORY_MB for a new adapter set of an engine: its own idle sets go first,
+   * then other engines with no job running, least recently used first. `never`: the engine and the set
+   * alone are over the bound; `busy`: there is no room until running jobs end.
+   */
+  roomForSet(id: string, bytes: number, sets: LoraSets): Promise<SetRoom> {
+    return this.exclusive(async () => {
+      const bound = this.parts.config.modelMemoryBytes;
+      if (bound === undefined) return 'ok';
+      if ((this.weights.get(id) ?? 0) + bytes > bound) return 'never';
+      const used = () => [...this.parts.engines.keys()].reduce((sum, e) => sum + this.heldBy(e), 0);
+      await sets.releaseIdle(() => used() + bytes <= bound);
+      const { engines, workers } = this.parts;
+      const idle = [...engines.keys()].filter((e) => e !== id && !workers.busy(e)).sort((a, b) => (workers.usedAt.get(a) ?? 0) - (workers.usedAt.get(b) ?? 0));
+      while (used() + bytes > bound) {
+        const victim = idle.shift();
+        if (victim === undefined) return 'busy';
+        await this.unload(victim, 'evicted');
+      }
+      return 'ok';
+    });
+  }
+
   /** Whether the engine could be loaded now (the bounds allow it, unloading idle engines if need be). */
   hasRoomFor(id: string): boolean {
     return this.victimsFor(id) !== undefined;
@@ -176,7 +207,7 @@ export class Residency {
   private victimsFor(id: string): string[] | undefined {
     const { config, engines, workers } = this.parts;
     let count = engines.size;
-    let bytes = [...engines.keys()].reduce((sum, e) => sum + (this.weights.get(e) ?? 0), 0);
+    let bytes = [...engines.keys()].reduce((sum, e) => sum + this.heldBy(e), 0);
     const weight = this.weights.get(id) ?? 0;
     const idle = [...engines.keys()].filter((e) => !workers.busy(e)).sort((a, b) => (workers.usedAt.get(a) ?? 0) - (workers.usedAt.get(b) ?? 0));
     const victims: string[] = [];
@@ -186,7 +217,7 @@ export class Residency {
       if (victim === undefined) return undefined;
       victims.push(victim);
       count--;
-      bytes -= this.weights.get(victim) ?? 0;
+      bytes -= this.heldBy(victim);
     }
     return victims;
   }
@@ -285,33 +316,3 @@ export class ColdStarts {
 }
 
 const mb = (b: number) => Math.round(b / 2 ** 20);
-
-/** A folder's files (three levels down), with size and time; none when it cannot be read now. */
-function folderFiles(dir: string): { path: string; size: number; mtimeMs: number }[] {
-  const files: { path: string; size: number; mtimeMs: number }[] = [];
-  const walk = (d: string, depth: number) => {
-    for (const name of readdirSync(d).sort()) {
-      const path = join(d, name);
-      const stats = statSync(path);
-      if (stats.isDirectory()) {
-        if (depth < 3) walk(path, depth + 1);
-      } else files.push({ path, size: stats.size, mtimeMs: stats.mtimeMs });
-    }
-  };
-  try {
-    walk(dir, 0);
-  } catch {
-    return [];
-  }
-  return files;
-}
-
-/** An engine's weight: the bytes of its graphs and external data on disk (every file but configs and text). */
-export function weightOf(dir: string): number {
-  return folderFiles(dir).reduce((sum, f) => sum + (/\.(json|txt|md)$/i.test(f.path) ? 0 : f.size), 0);
-}
-
-/** The names, sizes and times of a folder's files: what changes when a copy goes on or a file is replaced. */
-export function filesSignature(dir: string): string {
-  return folderFiles(dir).map((f) => `${f.path}:${f.size}:${f.mtimeMs}`).join('|');
-}

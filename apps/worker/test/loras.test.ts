@@ -89,6 +89,6 @@ describe('jobs with LoRAs', () => {
   it('fails a job naming a LoRA that is not in LORA_DIR at once, saying so', async () => {
     const missing = await run([{ name: 'blue-objects', weight: 1 }]);
     expect(missing.attemptsMade).toBe(1);
-    expect(missing.failure).toEqual({ name: 'bad_request', message: expect.stringMatching(/LoRA blue-objects: no blue-objects\.safetensors in LORA_DIR/) });
+    expect(missing.failure).toEqual({ name: 'invalid_lora', message: expect.stringMatching(/LoRA blue-objects: no blue-objects\.safetensors in LORA_DIR/) });
   });
 });
