@@ -12,7 +12,7 @@ import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { float16BitsToFloat32, float32ToFloat16Bits } from './fp16';
 import type { LoraComponent, LoraModule } from './lora';
-import { type GraphNode, type Initializer, ONNX_FLOAT, ONNX_FLOAT16, readOnnxGraph } from './onnx-graph';
+import { castSources, type GraphNode, type Initializer, ONNX_FLOAT, ONNX_FLOAT16, readOnnxGraph } from './onnx-graph';
 
 export interface LoraApplication {
   name: string;
@@ -44,6 +44,8 @@ export function modulePathOf(nodeName: string): string | undefined {
 export function blendLoras(modelPath: string, component: LoraComponent, loras: LoraApplication[]): BlendedGraph {
   const original = readFileSync(modelPath);
   const graph = readOnnxGraph(original);
+  // a float16 graph converted from float32 casts each weight: the LoRA changes the float16 initializer
+  const source = castSources(graph.nodes);
   const byModule = new Map<string, GraphNode[]>();
   for (const node of graph.nodes) {
     if (!WEIGHTED_OPS.has(node.opType)) continue;
@@ -75,7 +77,7 @@ export function blendLoras(modelPath: string, component: LoraComponent, loras: L
     applied.set(lora.name, result);
     for (const module of lora.modules) {
       if (module.component !== component) continue;
-      const why = applyModule(module, lora.weight, byModule.get(module.path) ?? [], graph.initializers, bytesOf);
+      const why = applyModule(module, lora.weight, byModule.get(module.path) ?? [], (name) => graph.initializers.get(source(name)), bytesOf);
       if (why) result.unmatched.push(`${module.path}: ${why}`);
       else result.matched++;
     }
@@ -85,12 +87,12 @@ export function blendLoras(modelPath: string, component: LoraComponent, loras: L
 }
 
 /** Adds one module's change to its node's weight; the reason when it cannot. */
-function applyModule(module: LoraModule, weight: number, nodes: GraphNode[], initializers: Map<string, Initializer>, bytesOf: (init: Initializer) => Uint8Array): string | undefined {
+function applyModule(module: LoraModule, weight: number, nodes: GraphNode[], initializerOf: (name: string) => Initializer | undefined, bytesOf: (init: Initializer) => Uint8Array): string | undefined {
   if (!nodes.length) return 'no node of the graph is this module';
   const out = module.up.shape[0];
   const cols = module.down.data.length / module.rank;
   for (const node of nodes) {
-    const init = node.inputs.map((name) => initializers.get(name)).find((i) => i && i.bytes && (i.dataType === ONNX_FLOAT || i.dataType === ONNX_FLOAT16) && (i.dims.length === 2 || i.dims.length === 4));
+    const init = node.inputs.map(initializerOf).find((i) => i && i.bytes && (i.dataType === ONNX_FLOAT || i.dataType === ONNX_FLOAT16) && (i.dims.length === 2 || i.dims.length === 4));
     if (!init) continue;
     const elements = init.dims.reduce((n, d) => n * d, 1);
     if (elements !== out * cols) return `the LoRA changes ${out}x${cols} values, the node's weight has ${init.dims.join('x')} (a LoRA for another model)`;

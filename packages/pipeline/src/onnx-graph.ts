@@ -12,6 +12,7 @@ export interface GraphNode {
   name: string;
   opType: string;
   inputs: string[];
+  outputs: string[];
   /** Integer attributes (Gemm's transB), by name. */
   ints: Map<string, number>;
 }
@@ -138,11 +139,12 @@ export function readOnnxGraph(buf: Uint8Array): OnnxGraph {
 }
 
 function readNode(r: Reader): GraphNode {
-  const node: GraphNode = { name: '', opType: '', inputs: [], ints: new Map() };
+  const node: GraphNode = { name: '', opType: '', inputs: [], outputs: [], ints: new Map() };
   while (r.pos < r.end) {
     const f = r.field();
     if (f.wire !== 2) continue;
     if (f.no === 1) node.inputs.push(r.string(f.start, f.length));
+    else if (f.no === 2) node.outputs.push(r.string(f.start, f.length));
     else if (f.no === 3) node.name = r.string(f.start, f.length);
     else if (f.no === 4) node.opType = r.string(f.start, f.length);
     else if (f.no === 5) {
@@ -284,13 +286,29 @@ export function readGraphLayout(path: string): GraphLayout {
  * (the position table is gathered too, and is far smaller than any vocabulary).
  */
 export function tokenTableOf(nodes: GraphNode[], dimsOf: (name: string) => number[] | undefined): { node: GraphNode; name: string; dims: number[] } | undefined {
+  const source = castSources(nodes);
   let best: { node: GraphNode; name: string; dims: number[] } | undefined;
   for (const node of nodes) {
     if (node.opType !== 'Gather') continue;
-    const dims = dimsOf(node.inputs[0]);
-    if (dims?.length === 2 && (!best || dims[0] > best.dims[0])) best = { node, name: node.inputs[0], dims };
+    const name = source(node.inputs[0]);
+    const dims = dimsOf(name);
+    if (dims?.length === 2 && (!best || dims[0] > best.dims[0])) best = { node, name, dims };
   }
   return best;
+}
+
+/**
+ * The tensor a name comes from through Cast nodes: float16 exports made by converting a float32 graph
+ * keep each weight as a float16 initializer cast back to float32 (`w_fp16 -> Cast -> w`).
+ */
+export function castSources(nodes: GraphNode[]): (name: string) => string {
+  const castFrom = new Map<string, string>();
+  for (const node of nodes) if (node.opType === 'Cast' && node.inputs.length === 1 && node.outputs.length === 1) castFrom.set(node.outputs[0], node.inputs[0]);
+  return (name) => {
+    let at = name;
+    for (let hops = 0; hops < 4 && castFrom.has(at); hops++) at = castFrom.get(at)!;
+    return at;
+  };
 }
 
 /** Positional reads of a protobuf file through a 64 KiB window. */

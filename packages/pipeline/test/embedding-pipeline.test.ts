@@ -3,9 +3,13 @@
  * fixture embedding (A1111 form and diffusers form) it draws a crimson circle red, without it not; the
  * base pipeline and its tokenizer are unchanged afterwards; an embedding for another family is refused.
  */
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { readEmbedding } from '../src/embedding';
+import { type Embedding, readEmbedding } from '../src/embedding';
+import { float16BitsToFloat32 } from '../src/fp16';
+import { ONNX_FLOAT, readOnnxGraph, tokenTableOf } from '../src/onnx-graph';
+import type { ClipTokenizer } from '../src/tokenizer/clip-tokenizer';
 import { withEmbeddingRows } from '../src/embedding-graph';
 import { loadPipeline } from '../src/families';
 import { withAdapters } from '../src/lora-pipeline';
@@ -66,4 +70,47 @@ describe('a pipeline with an embedding', () => {
     const other = { vectors: { data: new Float32Array(wide.vectors.count * 768), count: wide.vectors.count, dim: 768 } };
     await expect(withAdapters(base, { loras: [], embeddings: [{ name: 'sd15-word', embedding: other }] })).rejects.toThrow(/embedding sd15-word is 768 wide; this text encoder's tokens are 128/);
   });
+});
+
+/**
+ * An exact check of where the rows go and what the ids address: an embedding whose vectors are the token
+ * table's own rows for "red" must give "crimson" exactly the conditioning "red" gets from the base
+ * pipeline: every hidden state and, on SDXL, the pooled embedding (which CLIP's export takes at the
+ * highest id: new ids above the vocabulary would move it onto the new word).
+ */
+describe('an embedding equal to an existing token', () => {
+  const rowsOf = (encoderPath: string, id: number) => {
+    const bytes = readFileSync(encoderPath);
+    const graph = readOnnxGraph(bytes);
+    const table = tokenTableOf(graph.nodes, (name) => graph.initializers.get(name)?.dims)!;
+    const init = graph.initializers.get(table.name)!;
+    const where = init.bytes as { kind: 'inline'; offset: number; length: number };
+    const raw = new Uint8Array(bytes.subarray(where.offset, where.offset + where.length));
+    const dim = table.dims[1];
+    const all = init.dataType === ONNX_FLOAT ? new Float32Array(raw.slice().buffer) : float16BitsToFloat32(new Uint16Array(raw.slice().buffer));
+    return { data: all.slice(id * dim, (id + 1) * dim), count: 1, dim };
+  };
+
+  for (const folder of ['../shared/models/tiny-sd', '../shared/models/tiny-sdxl', '../shared/models/tiny-sd-fp16']) {
+    it(`${folder.split('/').pop()}: "crimson" as the rows of "red" conditions exactly as "red" does`, async () => {
+      const pipeline = await loadPipeline(folder);
+      try {
+        const pairs = pipeline.model.encoders;
+        const redId = (pairs[0].tokenizer as ClipTokenizer).encode('red').ids[1];
+        const embedding: Embedding = { vectors: rowsOf(join(folder, 'text_encoder/model.onnx'), redId) };
+        if (pairs.length > 1) embedding.vectors2 = rowsOf(join(folder, 'text_encoder_2/model.onnx'), (pairs[1].tokenizer as ClipTokenizer).encode('red').ids[1]);
+        const set = await withAdapters(pipeline, { loras: [], embeddings: [{ name: 'crimson', embedding }] });
+        try {
+          const base = await pipeline.conditioning({ prompts: [{ text: 'a large red circle' }], cfgScale: 7 });
+          const swapped = await set.pipeline.conditioning({ prompts: [{ text: 'a large crimson circle' }], cfgScale: 7 });
+          expect(swapped.inputs.map((i) => i.name)).toEqual(base.inputs.map((i) => i.name));
+          for (const [i, input] of base.inputs.entries()) expect(Array.from(swapped.inputs[i].cond), input.name).toEqual(Array.from(input.cond));
+        } finally {
+          await set.dispose();
+        }
+      } finally {
+        await pipeline.dispose();
+      }
+    });
+  }
 });
