@@ -6,12 +6,16 @@
  * 1.5-sized UNet (2.6 GB fp32, 1.7 GB fp16) would cost to blend on this machine.
  *
  *   BENCH_ROUNDS (7)   images per side, alternated; the median
+ *   SD15_DIR           a folder made by ../shared/tools/sd15_random.py (--parts unet is enough): also
+ *                      blend a rank-4 LoRA on every attention and feed-forward layer of its UNet, measured
  */
-import { statSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { loadPipeline } from '@sdq/pipeline';
 import { blendLoras } from '../packages/pipeline/src/lora-blend';
-import { readLora } from '../packages/pipeline/src/lora';
+import { type LoraModule, readLora } from '../packages/pipeline/src/lora';
+import { modulePathOf } from '../packages/pipeline/src/lora-blend';
+import { readOnnxGraph } from '../packages/pipeline/src/onnx-graph';
 import { withLoras } from '../packages/pipeline/src/lora-pipeline';
 import { readSafetensorsFile } from '../packages/pipeline/src/safetensors';
 
@@ -65,3 +69,30 @@ console.log(`  a new set: blend + load its sessions:                  ${l.toFixe
 console.log(`  image (20 steps) on the base pipeline:                 ${p.toFixed(1)} ms`);
 console.log(`  image (20 steps) with the cached set:                  ${w.toFixed(1)} ms  (${(((w - p) / p) * 100).toFixed(1)}%, goal < 2%)`);
 console.log(`  an SD 1.5-sized UNet at this rate: ${((2.6 * 2 ** 30) / rate).toFixed(1)} s (fp32, 2.6 GB), ${((1.7 * 2 ** 30) / rate).toFixed(1)} s (fp16, 1.7 GB) to blend, before its load`);
+
+const sd15 = process.env.SD15_DIR;
+if (sd15) {
+  // a LoRA of rank 4 on every Linear of the UNet's transformer blocks, shaped from the graph itself
+  const unetPath = join(sd15, 'unet/model.onnx');
+  const graph = readOnnxGraph(readFileSync(unetPath));
+  const unetModules: LoraModule[] = [];
+  const rank = 4;
+  let seed = 1;
+  const random = (n: number) => Float32Array.from({ length: n }, () => ((seed = (seed * 16807) % 2147483647) / 2147483647 - 0.5) * 0.01);
+  for (const node of graph.nodes) {
+    if (node.opType !== 'MatMul' || !node.name.includes('transformer_blocks')) continue;
+    const weight = node.inputs.map((n) => graph.initializers.get(n)).find((i) => i?.dims.length === 2);
+    const path = modulePathOf(node.name);
+    if (!weight || !path) continue;
+    const [inputs, outputs] = weight.dims;
+    unetModules.push({ component: 'unet', path, rank, scale: 1, down: { data: random(rank * inputs), shape: [rank, inputs] }, up: { data: random(outputs * rank), shape: [outputs, rank] } });
+  }
+  const dataBytes = [...new Set([...graph.initializers.values()].flatMap((i) => (i.bytes?.kind === 'external' ? [i.bytes.location] : [])))].reduce((sum, f) => sum + statSync(join(sd15, 'unet', f)).size, 0) + statSync(unetPath).size;
+  const rss = () => process.memoryUsage().rss / 2 ** 30;
+  const before = rss();
+  const started = performance.now();
+  const result = blendLoras(unetPath, 'unet', [{ name: 'sd15-lora', weight: 1, modules: unetModules }]);
+  const ms = performance.now() - started;
+  const applied = result.applied.get('sd15-lora')!;
+  console.log(`  SD 1.5-sized UNet (${(dataBytes / 2 ** 30).toFixed(2)} GB of graph and external data): a rank-4 LoRA on ${applied.matched} of ${unetModules.length} transformer Linear layers blended in ${(ms / 1000).toFixed(1)} s (${(dataBytes / 2 ** 20 / (ms / 1000)).toFixed(0)} MB/s), RSS ${before.toFixed(1)} -> ${rss().toFixed(1)} GB`);
+}
