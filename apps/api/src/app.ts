@@ -8,7 +8,7 @@ import { AdapterCatalog } from './adapters';
 import { adapterRoutes } from './adapters.routes';
 import express, { type Express, type RequestHandler } from 'express';
 import type { Logger } from 'pino';
-import { a1111Routes, openaiModels, openaiRoutes, stabilityV1Routes, v2betaEngines, v2betaRoutes } from './dialects';
+import { a1111Routes, openaiModels, openaiRoutes, replicateModels, replicateRoutes, stabilityV1Routes, v2betaEngines, v2betaRoutes } from './dialects';
 import { discoverEngines, type EngineInfo } from '@sdq/pipeline/engines';
 import { ConfigError, portInUseMessage, queueNameForEngine, ServiceError, type Storage } from '@sdq/contracts';
 import { CreditsService, IdempotencyStore, PriceTable, RateLimiter } from '@sdq/credits';
@@ -73,6 +73,9 @@ export function createApp(deps: AppDeps): Express {
   // Checked before anything listens: a V2BETA_ENGINES typo stops start-up.
   const services = v2betaEngines(config.v2betaEngines ?? [], engines ?? new Map(), aliases ?? new Map());
   const models = openaiModels(config.openaiModels ?? [], engines ?? new Map(), aliases ?? new Map());
+  // checked at start (a REPLICATE_MODELS typo stops it), then read again per request: engines come and go
+  replicateModels(config.replicateModels ?? [], engines ?? new Map(), aliases ?? new Map());
+  const replicate = () => replicateModels(config.replicateModels ?? [], engines, aliases);
   const metrics = deps.metrics ?? new ApiMetrics(deps.queue, () => [...(engines ?? new Map()).keys()]);
   const shutdown = deps.shutdown ?? new Shutdown();
   const adapters = deps.adapters ?? new AdapterCatalog(config.loraDir, config.embeddingsDir, logger);
@@ -109,6 +112,8 @@ export function createApp(deps: AppDeps): Express {
   app.use(openaiRoutes({ config, engines, aliases, presence, jobs, prices, credits, limiter, adapters, models }));
   app.use('/sdapi', requireRedis(store), requireApiKey(store));
   app.use(a1111Routes({ config, engines, aliases, presence, jobs, prices, credits, limiter, adapters, store }));
+  app.use('/replicate', requireRedis(store), requireApiKey(store));
+  app.use(replicateRoutes({ config, engines, aliases, presence, jobs, prices, credits, limiter, adapters, models: replicate }));
   app.use('/v2beta', requireRedis(store), requireApiKey(store));
   app.use(v2betaRoutes({ config, engines, aliases, presence, jobs, prices, credits, limiter, adapters, services }));
   app.use(notFound);

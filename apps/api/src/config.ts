@@ -50,6 +50,16 @@ const EnvSchema = z.object({
     .regex(/^\s*([A-Za-z0-9][A-Za-z0-9._:-]*\s*=\s*[A-Za-z0-9][A-Za-z0-9._-]*\s*)(,\s*[A-Za-z0-9][A-Za-z0-9._:-]*\s*=\s*[A-Za-z0-9][A-Za-z0-9._-]*\s*)*$/, 'must be model=engine pairs, comma-separated')
     .transform((v) => v.split(',').map((pair) => pair.split('=').map((s) => s.trim()) as [string, string]))
     .optional(),
+  /**
+   * Replicate model names for engines, `owner/name=engine` comma-separated (e.g. stability-ai/sdxl=sdxl-base).
+   * Every generation engine is `sdq/<engine id>` too; by default stability-ai/stable-diffusion,
+   * stability-ai/sdxl and stability-ai/stable-diffusion-3 name the first engine of each family.
+   */
+  REPLICATE_MODELS: z
+    .string()
+    .regex(/^\s*([A-Za-z0-9][\w.-]*\/[\w.-]+\s*=\s*[A-Za-z0-9][\w.-]*\s*)(,\s*[A-Za-z0-9][\w.-]*\/[\w.-]+\s*=\s*[A-Za-z0-9][\w.-]*\s*)*$/, 'must be owner/name=engine pairs, comma-separated')
+    .transform((v) => v.split(',').map((pair) => pair.split('=').map((s) => s.trim()) as [string, string]))
+    .optional(),
   ...STORAGE_ENV,
   /** Seconds between sweeps of expired jobs. Default 60. */
   SWEEP_INTERVAL: envInt(1, 86_400).default(60),
@@ -149,6 +159,8 @@ export interface Config {
   engineAliases: [string, string][];
   /** OPENAI_MODELS as [model, engine] pairs. */
   openaiModels: [string, string][];
+  /** REPLICATE_MODELS as [owner/name, engine] pairs. */
+  replicateModels: [string, string][];
   /** V2BETA_ENGINES as [service, engine] pairs. */
   v2betaEngines: [string, string][];
   storage:
@@ -223,6 +235,7 @@ export function parseConfig(env: Record<string, string | undefined>, randomSecre
     engineAliases: e.ENGINE_ALIASES ?? [],
     v2betaEngines: e.V2BETA_ENGINES ?? [],
     openaiModels: e.OPENAI_MODELS ?? [],
+    replicateModels: e.REPLICATE_MODELS ?? [],
     storage: 's3' in storage ? storage : { local: { ...storage.local, secret: e.ARTIFACT_URL_SECRET ?? randomSecret() } },
     artifactUrlExpiry: e.ARTIFACT_URL_EXPIRY,
     resultRetention: e.RESULT_RETENTION,

@@ -35,6 +35,19 @@ export interface JobWebhook {
   events?: readonly string[];
 }
 
+/** What a dialect that answers in its own objects keeps on the record (`JobRecord.dialect`). */
+export interface JobDialect {
+  name: string;
+  [field: string]: unknown;
+}
+
+/** A job's own webhook, its submitting key and its dialect's record. */
+export interface JobExtras {
+  webhook?: JobWebhook;
+  keyId?: string;
+  dialect?: JobDialect;
+}
+
 export type { NewJob };
 
 /** How long a retry with the same Idempotency-Key waits for the first request before 409. */
@@ -91,11 +104,11 @@ export class JobsService extends JobView {
     engineId: string,
     job: NewJob,
     inputs: JobInputs,
-    opts: { cost: Cost; idempotency?: { key: string; bodyHash: string }; webhook?: JobWebhook; keyId?: string },
+    opts: { cost: Cost; idempotency?: { key: string; bodyHash: string }; webhook?: JobWebhook; keyId?: string; dialect?: JobDialect },
   ): Promise<{ record: JobRecord; repeated: boolean }> {
     const { idempotency } = this.deps;
     const idem = opts.idempotency;
-    if (!idem) return { record: await this.reserveAndCreate(accountId, engineId, job, inputs, opts.cost, opts.webhook, opts.keyId), repeated: false };
+    if (!idem) return { record: await this.reserveAndCreate(accountId, engineId, job, inputs, opts.cost, { webhook: opts.webhook, keyId: opts.keyId, dialect: opts.dialect }), repeated: false };
     const claim = await idempotency.begin(accountId, idem.key, idem.bodyHash, { waitMs: IDEMPOTENCY_WAIT_MS });
     switch (claim.status) {
       case 'done': {
@@ -109,7 +122,7 @@ export class JobsService extends JobView {
         throw new ServiceError('idempotency_key_in_use', 'Idempotency-Key: a request with this key is still being accepted; retry shortly', { headers: { 'Retry-After': '1' } });
       case 'new':
         try {
-          const record = await this.reserveAndCreate(accountId, engineId, job, inputs, opts.cost, opts.webhook, opts.keyId);
+          const record = await this.reserveAndCreate(accountId, engineId, job, inputs, opts.cost, { webhook: opts.webhook, keyId: opts.keyId, dialect: opts.dialect });
           await idempotency.complete(accountId, idem.key, record.id, claim.token);
           return { record, repeated: false };
         } catch (err) {
@@ -119,7 +132,7 @@ export class JobsService extends JobView {
     }
   }
 
-  private async reserveAndCreate(accountId: string, engineId: string, job: NewJob, inputs: JobInputs, cost: Cost, webhook?: JobWebhook, keyId?: string): Promise<JobRecord> {
+  private async reserveAndCreate(accountId: string, engineId: string, job: NewJob, inputs: JobInputs, cost: Cost, extra: JobExtras): Promise<JobRecord> {
     const { credits, config, logger } = this.deps;
     // The hold is taken under the id the queue will use, so every close (settle, release) finds it.
     const id = randomUUID();
@@ -130,7 +143,7 @@ export class JobsService extends JobView {
     }
     this.deps.metrics?.creditsReserved.inc(cost.total / 1_000_000);
     try {
-      return await this.create(accountId, engineId, job, inputs, id, webhook, keyId);
+      return await this.create(accountId, engineId, job, inputs, id, extra);
     } catch (err) {
       // Not queued: give the hold back. Should this process die first, the reaper releases it.
       await this.deps.charge.released(id, 'not_enqueued').catch((e) => logger.warn({ job_id: id, err: (e as Error).message }, 'could not release the hold of a job not queued; the reaper will'));
@@ -138,7 +151,7 @@ export class JobsService extends JobView {
     }
   }
 
-  async create(accountId: string, engineId: string, job: NewJob, inputs: JobInputs, id: string = randomUUID(), webhook?: JobWebhook, keyId?: string): Promise<JobRecord> {
+  async create(accountId: string, engineId: string, job: NewJob, inputs: JobInputs, id: string = randomUUID(), { webhook, keyId, dialect }: JobExtras = {}): Promise<JobRecord> {
     const { store, queue, storage, config } = this.deps;
     const createdAt = Date.now();
     // Uploads go to storage first: the payload only names their keys.
@@ -162,6 +175,7 @@ export class JobsService extends JobView {
     if (webhook?.url) record.webhook = webhook.url;
     if (webhook?.events) record.webhook_events = webhook.events.join(',');
     if (keyId) record.key_id = keyId;
+    if (dialect) record.dialect = JSON.stringify(dialect);
     // The record first, so that a worker's events always find a job the API knows.
     await store.saveNewJob(record, createdAt + config.resultRetention * 1000);
     await queue.add(payload, await this.priorityOf(accountId));

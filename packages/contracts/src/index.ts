@@ -18,3 +18,4 @@ export { LuaScript } from './lua-script';
 export * from './models';
 export * from './lora-tags';
 export * from './adapters';
+export * from './replicate';

@@ -32,6 +32,11 @@ export interface JobRecord {
   params?: string;
   /** The API key that submitted it (A1111's progress and interrupt act on the caller's own jobs). */
   key_id?: string;
+  /**
+   * What a dialect that answers in its own objects keeps of the request, as JSON `{name, ...}` (Replicate:
+   * its model, version and input, to answer and to deliver webhooks as predictions).
+   */
+  dialect?: string;
 }
 
 /** A fail-fast client: what a web server (or anything answering for Redis) needs. */
@@ -179,6 +184,7 @@ function deserialize(h: Record<string, string>): JobRecord {
     unserved_at: h.unserved_at ? Number(h.unserved_at) : undefined,
     webhook: h.webhook || undefined,
     webhook_events: h.webhook_events || undefined,
+    dialect: h.dialect || undefined,
     params: h.params || undefined,
     key_id: h.key_id || undefined,
   };

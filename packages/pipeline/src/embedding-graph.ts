@@ -8,11 +8,11 @@
  * vocabulary would move SDXL's pooled embedding onto the new word. Negative ids never win that ArgMax.
  */
 import { readFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
 import type { Embedding } from './embedding';
 import { float32ToFloat16Bits } from './fp16';
 import { type InitializerBytes, ONNX_FLOAT, ONNX_FLOAT16, type OnnxGraph, readOnnxGraph, replaceInitializer, tokenTableOf } from './onnx-graph';
 import { PipelineError } from './errors';
+import { readExternal } from './lora-blend';
 
 /** A graph's bytes as onnxruntime loads them from memory (lora-blend's result has this shape). */
 export interface GraphBytes {
@@ -73,9 +73,8 @@ function tableBytes(modelPath: string, model: Uint8Array, source: GraphBytes | u
   let bytes: Uint8Array;
   if (where.kind === 'inline') bytes = model.subarray(where.offset, where.offset + where.length);
   else {
-    if (/[/\\]|^\.\.?$/.test(where.location)) throw new PipelineError('invalid_model', `${modelPath}: external data location ${where.location} is not a file beside the model`);
-    const file = source?.external.get(where.location) ?? new Uint8Array(readFileSync(join(dirname(modelPath), where.location)));
-    bytes = file.subarray(where.offset, where.offset + (where.length ?? length));
+    const patched = source?.external.get(where.location);
+    bytes = patched ? patched.subarray(where.offset, where.offset + (where.length ?? length)) : readExternal(modelPath, { name: 'the token table', dims: [], dataType: 0, bytes: where });
   }
   if (bytes.byteLength !== length) throw new PipelineError('invalid_model', `${modelPath}: the token table holds ${bytes.byteLength} bytes, its dims say ${length}`);
   return bytes;

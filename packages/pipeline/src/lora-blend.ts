@@ -8,11 +8,11 @@
  * Everything is read from the graph: no table of names here. The file on disk is never changed: the
  * result is a copy of the model's bytes (and of any external data file patched), for onnxruntime to load.
  */
-import { readFileSync } from 'node:fs';
+import { closeSync, fstatSync, openSync, readFileSync, readSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { float16BitsToFloat32, float32ToFloat16Bits } from './fp16';
 import type { LoraComponent, LoraModule } from './lora';
-import { castSources, type GraphNode, type Initializer, ONNX_FLOAT, ONNX_FLOAT16, readOnnxGraph } from './onnx-graph';
+import { castSources, externalTensor, type GraphNode, type Initializer, ONNX_FLOAT, ONNX_FLOAT16, readOnnxGraph, replaceInitializers } from './onnx-graph';
 
 export interface LoraApplication {
   name: string;
@@ -32,6 +32,32 @@ export interface BlendedGraph {
 }
 
 const WEIGHTED_OPS = new Set(['MatMul', 'Gemm', 'Conv']);
+/** The in-memory data file of a blended graph's changed external weights (a name no export uses). */
+const CHANGED_DATA = 'sdq-adapter-weights.bin';
+
+/** One external initializer's bytes, read by position from its data file beside the model. */
+export function readExternal(modelPath: string, init: Initializer): Uint8Array {
+  const where = init.bytes;
+  if (where?.kind !== 'external') throw new Error(`${modelPath}: ${init.name} is not stored outside the model`);
+  // a location is a file name beside the model: never a path out of its folder
+  if (/[/\\]|^\.\.?$/.test(where.location)) throw new Error(`${modelPath}: external data location ${where.location} is not a file beside the model`);
+  const path = join(dirname(modelPath), where.location);
+  const fd = openSync(path, 'r');
+  try {
+    const size = fstatSync(fd).size;
+    const length = where.length ?? size - where.offset;
+    if (where.offset + length > size) throw new Error(`${modelPath}: ${init.name}'s external bytes run past ${where.location}`);
+    const bytes = new Uint8Array(length);
+    for (let done = 0; done < length; ) {
+      const n = readSync(fd, bytes, done, Math.min(length - done, 1 << 30), where.offset + done);
+      if (n === 0) throw new Error(`${modelPath}: ${where.location} ended early`);
+      done += n;
+    }
+    return bytes;
+  } finally {
+    closeSync(fd);
+  }
+}
 
 /** The module path a node's name says, `_`-separated: `/a/b.0/c/MatMul` -> `a_b_0_c`. */
 export function modulePathOf(nodeName: string): string | undefined {
@@ -53,7 +79,9 @@ export function blendLoras(modelPath: string, component: LoraComponent, loras: L
     if (path) byModule.set(path, [...(byModule.get(path) ?? []), node]);
   }
   let model: Uint8Array | undefined;
-  const external = new Map<string, Uint8Array>();
+  // external weights a LoRA changes are read alone (a UNet's data file may be larger than a read can be)
+  // and written to one data file of their own, kept in memory; the rest stay in the files on disk
+  const changed = new Map<string, { init: Initializer; bytes: Uint8Array }>();
   const applied = new Map<string, { matched: number; unmatched: string[] }>();
   const bytesOf = (init: Initializer): Uint8Array => {
     const where = init.bytes!;
@@ -61,16 +89,11 @@ export function blendLoras(modelPath: string, component: LoraComponent, loras: L
       model ??= Uint8Array.from(original);
       return model.subarray(where.offset, where.offset + where.length);
     }
-    let file = external.get(where.location);
-    if (!file) {
-      // a location is a file name beside the model: never a path out of its folder
-      if (/[/\\]|^\.\.?$/.test(where.location)) throw new Error(`${modelPath}: external data location ${where.location} is not a file beside the model`);
-      file = Uint8Array.from(readFileSync(join(dirname(modelPath), where.location)));
-      external.set(where.location, file);
-    }
-    const length = where.length ?? file.byteLength - where.offset;
-    if (where.offset + length > file.byteLength) throw new Error(`${modelPath}: ${init.name}'s external bytes run past ${where.location}`);
-    return file.subarray(where.offset, where.offset + length);
+    const known = changed.get(init.name);
+    if (known) return known.bytes;
+    const bytes = readExternal(modelPath, init);
+    changed.set(init.name, { init, bytes });
+    return bytes;
   };
   for (const lora of loras) {
     const result = { matched: 0, unmatched: [] as string[] };
@@ -83,6 +106,22 @@ export function blendLoras(modelPath: string, component: LoraComponent, loras: L
     }
   }
   const externalFiles = [...new Set([...graph.initializers.values()].flatMap((i) => (i.bytes?.kind === 'external' ? [i.bytes.location] : [])))];
+  const external = new Map<string, Uint8Array>();
+  if (changed.size) {
+    // the changed weights, 64-byte aligned, in a data file no export names; their TensorProtos point there
+    let size = 0;
+    const placed = [...changed.values()].map((c) => {
+      const offset = size;
+      size += Math.ceil(c.bytes.byteLength / 64) * 64;
+      return { ...c, offset };
+    });
+    const data = new Uint8Array(size);
+    for (const p of placed) data.set(p.bytes, p.offset);
+    const tensors = new Map(placed.map((p) => [p.init.name, externalTensor(p.init.name, p.init.dims, p.init.dataType, CHANGED_DATA, p.offset, p.bytes.byteLength)]));
+    model = replaceInitializers(model ?? original, graph, tensors);
+    external.set(CHANGED_DATA, data);
+    externalFiles.push(CHANGED_DATA);
+  }
   return { model: model ?? original, external, externalFiles, applied };
 }
 

@@ -200,12 +200,50 @@ function readTensor(r: Reader): Initializer {
  * written again, everything else is copied as it was.
  */
 export function replaceInitializer(model: Uint8Array, graph: OnnxGraph, name: string, tensor: { dims: number[]; dataType: number; raw: Uint8Array }): Uint8Array {
-  const old = graph.initializers.get(name);
-  if (!old?.span) throw new OnnxGraphError(`no initializer ${name} in the graph`);
-  const encoded = concat([...tensor.dims.flatMap((d) => [varint(1 * 8 + 0), varint(d)]), varint(2 * 8 + 0), varint(tensor.dataType), lengthDelimited(8, new TextEncoder().encode(name)), lengthDelimited(9, tensor.raw)]);
+  return replaceInitializers(model, graph, new Map([[name, inlineTensor(name, tensor.dims, tensor.dataType, tensor.raw)]]));
+}
+
+/** A TensorProto holding its bytes (raw_data). */
+export function inlineTensor(name: string, dims: number[], dataType: number, raw: Uint8Array): Uint8Array {
+  return concat([...dims.flatMap((d) => [varint(1 * 8 + 0), varint(d)]), varint(2 * 8 + 0), varint(dataType), lengthDelimited(8, new TextEncoder().encode(name)), lengthDelimited(9, raw)]);
+}
+
+/** A TensorProto whose bytes are in an external data file: `location` from `offset` for `length` bytes. */
+export function externalTensor(name: string, dims: number[], dataType: number, location: string, offset: number, length: number): Uint8Array {
+  const entry = (key: string, value: string) => lengthDelimited(13, concat([lengthDelimited(1, new TextEncoder().encode(key)), lengthDelimited(2, new TextEncoder().encode(value))]));
+  return concat([
+    ...dims.flatMap((d) => [varint(1 * 8 + 0), varint(d)]),
+    varint(2 * 8 + 0),
+    varint(dataType),
+    lengthDelimited(8, new TextEncoder().encode(name)),
+    entry('location', location),
+    entry('offset', String(offset)),
+    entry('length', String(length)),
+    varint(14 * 8 + 0),
+    varint(1),
+  ]);
+}
+
+/**
+ * The model's bytes with initializers replaced by the given encoded TensorProtos: the graph's length
+ * prefix is written again, everything else copied as it was.
+ */
+export function replaceInitializers(model: Uint8Array, graph: OnnxGraph, replacements: Map<string, Uint8Array>): Uint8Array {
+  const spans = [...replacements].map(([name, encoded]) => {
+    const span = graph.initializers.get(name)?.span;
+    if (!span) throw new OnnxGraphError(`no initializer ${name} in the graph`);
+    return { span, encoded };
+  });
+  spans.sort((a, b) => a.span.keyStart - b.span.keyStart);
   const g = graph.span;
-  const newGraph = concat([model.subarray(g.start, old.span.keyStart), lengthDelimited(5, encoded), model.subarray(old.span.end, g.end)]);
-  return concat([model.subarray(0, g.keyStart), lengthDelimited(7, newGraph), model.subarray(g.end)]);
+  const parts: Uint8Array[] = [];
+  let at = g.start;
+  for (const { span, encoded } of spans) {
+    parts.push(model.subarray(at, span.keyStart), lengthDelimited(5, encoded));
+    at = span.end;
+  }
+  parts.push(model.subarray(at, g.end));
+  return concat([model.subarray(0, g.keyStart), lengthDelimited(7, concat(parts)), model.subarray(g.end)]);
 }
 
 function varint(value: number): Uint8Array {

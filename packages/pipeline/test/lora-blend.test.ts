@@ -5,12 +5,14 @@
  * ../shared/models/adapters/reference.json for the text encoder and the UNet, weight 0 the base numbers,
  * and the files on disk are never changed. A LoRA of another model matches no node, and says so.
  */
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { OnnxClock, OnnxModel } from '../src/backends/onnx';
 import { blendLoras, modulePathOf } from '../src/lora-blend';
 import { readLora } from '../src/lora';
+import { externalTensor, readOnnxGraph, replaceInitializers } from '../src/onnx-graph';
 import { readSafetensorsFile } from '../src/safetensors';
 import { absSum, det, type Ref, sum } from './reference';
 
@@ -29,18 +31,18 @@ function close(data: Float32Array, dims: number[], r: Ref) {
   r.first.forEach((v, i) => expect(data[i]).toBeCloseTo(v, 3));
 }
 
-async function outputs(file: string, weight: number) {
+async function outputs(file: string, weight: number, unetPath = UNET) {
   const lora = { name: 'green-objects', weight, modules: readLora(readSafetensorsFile(join(ADAPTERS, file))) };
   const te = blendLoras(TEXT_ENCODER, 'text_encoder', [lora]);
-  const unet = blendLoras(UNET, 'unet', [lora]);
+  const unet = blendLoras(unetPath, 'unet', [lora]);
   const clock = new OnnxClock();
   const textEncoder = await OnnxModel.load(TEXT_ENCODER, {}, clock, te);
-  const denoiser = await OnnxModel.load(UNET, {}, clock, unet);
+  const denoiser = await OnnxModel.load(unetPath, {}, clock, unet);
   try {
     const enc = await textEncoder.run({ input_ids: { data: base.input_ids.slice(0, 2).flat(), dims: [2, 77] } });
     const hidden = enc.last_hidden_state;
     const out = await denoiser.run({ sample: { data: det(2 * 4 * 16 * 16), dims: [2, 4, 16, 16] }, timestep: { data: [500], dims: [1] }, encoder_hidden_states: hidden });
-    return { hidden, out: out.out_sample, applied: [te.applied.get('green-objects')!, unet.applied.get('green-objects')!] };
+    return { hidden, out: out.out_sample, applied: [te.applied.get('green-objects')!, unet.applied.get('green-objects')!], unet };
   } finally {
     await textEncoder.dispose();
     await denoiser.dispose();
@@ -71,6 +73,24 @@ describe('LoRA merged into ONNX graphs', () => {
     close(out.data, out.dims, ref['weight 0.0'][unetKey('weight 0.0')]);
   });
 
+  it('a UNet whose weights are in an external data file, as large exports keep them: the same numbers, only the changed weights held in memory', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'sdq-external-unet-'));
+    try {
+      const unetPath = externalize(UNET, dir);
+      const dataBytes = statSync(join(dir, 'model.onnx_data')).size;
+      const { hidden, out, applied, unet } = await outputs('green-objects.safetensors', 0.8, unetPath);
+      close(hidden.data, hidden.dims, ref['weight 0.8']['text_encoder.last_hidden_state']);
+      close(out.data, out.dims, ref['weight 0.8'][unetKey('weight 0.8')]);
+      expect(applied[1]).toEqual({ matched: 70, unmatched: [] });
+      // the data file on disk is read where the changed weights are, and loaded from disk for the rest
+      expect(unet.externalFiles).toEqual(['model.onnx_data', 'sdq-adapter-weights.bin']);
+      expect([...unet.external.keys()]).toEqual(['sdq-adapter-weights.bin']);
+      expect(unet.external.get('sdq-adapter-weights.bin')!.byteLength).toBeLessThan(dataBytes);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('a LoRA for another model matches no node, and says why per module', () => {
     const modules = readLora(readSafetensorsFile(join(ADAPTERS, 'green-objects.safetensors'))).map((m) => ({ ...m, path: m.path.replace('down_blocks_0', 'down_blocks_9') }));
     const unet = blendLoras(UNET, 'unet', [{ name: 'other', weight: 1, modules }]);
@@ -79,3 +99,22 @@ describe('LoRA merged into ONNX graphs', () => {
     expect(result.unmatched[0]).toMatch(/^down_blocks_9_.*: no node of the graph is this module$/);
   });
 });
+
+/** A copy of a graph with its larger weights moved to `model.onnx_data` beside it, as exports over 2 GB are written. */
+function externalize(src: string, dir: string): string {
+  const bytes = readFileSync(src);
+  const graph = readOnnxGraph(bytes);
+  const parts: Uint8Array[] = [];
+  const tensors = new Map<string, Uint8Array>();
+  let offset = 0;
+  for (const init of graph.initializers.values()) {
+    if (init.bytes?.kind !== 'inline' || init.bytes.length < 1024) continue;
+    const data = bytes.subarray(init.bytes.offset, init.bytes.offset + init.bytes.length);
+    tensors.set(init.name, externalTensor(init.name, init.dims, init.dataType, 'model.onnx_data', offset, data.byteLength));
+    parts.push(data);
+    offset += data.byteLength;
+  }
+  writeFileSync(join(dir, 'model.onnx'), replaceInitializers(bytes, graph, tensors));
+  writeFileSync(join(dir, 'model.onnx_data'), Buffer.concat(parts));
+  return join(dir, 'model.onnx');
+}

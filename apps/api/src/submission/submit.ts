@@ -12,7 +12,7 @@ import { validateWebhookUrl } from '@sdq/webhooks';
 import type { AdapterCatalog } from '../adapters';
 import type { AppDeps } from '../app';
 import type { Config } from '../config';
-import type { JobInputs, JobsService, JobWebhook, NewJob } from '../jobs.service';
+import type { JobDialect, JobInputs, JobsService, JobWebhook, NewJob } from '../jobs.service';
 import type { EnginePresence } from '../presence';
 import { dryRun } from '../pricing';
 import { bindLog } from '../request-log';
@@ -69,7 +69,7 @@ export async function submitJob(
   deps: GenerationDeps,
   req: Request,
   engine: EngineInfo,
-  built: { job: NewJob; inputs: JobInputs; webhook?: JobWebhook; cost: Cost },
+  built: { job: NewJob; inputs: JobInputs; webhook?: JobWebhook; cost: Cost; dialect?: JobDialect },
 ): Promise<{ record: JobRecord; repeated: boolean }> {
   const { config, jobs } = deps;
   await checkWebhook(config, built.webhook);
@@ -91,6 +91,7 @@ export async function submitJob(
     idempotency: key === undefined ? undefined : { key, bodyHash: fingerprint(req) },
     webhook: built.webhook,
     keyId: req.keyId,
+    dialect: built.dialect,
   });
   bindLog(req, { job_id: submitted.record.id });
   // every dialect's answer names the job it made, an error answer too (the job failed or was canceled)

@@ -3,8 +3,9 @@
  * Everything above it works with Float32Array / number[] and the graphs' own metadata.
  */
 import * as ort from 'onnxruntime-node';
-import { existsSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { constants, copyFileSync, existsSync, linkSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { basename, dirname, join, resolve } from 'node:path';
 import { PipelineError } from '../errors';
 import type { ExecutionProvider, RuntimeOptions } from '../types';
 import { float16BitsToFloat32, float32ToFloat16Bits } from '../fp16';
@@ -106,9 +107,33 @@ export class OnnxModel {
    */
   static async load(path: string, options: RuntimeOptions, clock: OnnxClock, blended?: { model: Uint8Array; external: Map<string, Uint8Array>; externalFiles: string[] }): Promise<OnnxModel> {
     if (!existsSync(path)) throw new PipelineError('invalid_model', `model file missing: ${path}`);
-    // a graph blended in memory (LoRAs): its bytes, and each external data file as bytes or beside the original
-    const source: string | Uint8Array = blended ? blended.model : path;
-    const externalData = blended?.externalFiles.map((location) => ({ path: location, data: blended.external.get(location) ?? join(dirname(path), location) }));
+    // A graph blended in memory (adapters) loads from its bytes. One with external data files is written
+    // to a folder of its own first: its changed data beside hard links to the original files (a copy
+    // where the temporary folder is on another file system), which onnxruntime then reads from disk as
+    // it reads the base graph's. Node's binding takes external data only as bytes, an SD 1.5 UNet's data
+    // file is 3.4 GB, and onnxruntime refuses a symbolic link that leaves the model's folder. The folder
+    // goes once the session holds the weights.
+    let staged: string | undefined;
+    let source: string | Uint8Array = path;
+    if (blended && blended.externalFiles.length === 0) source = blended.model;
+    else if (blended) {
+      staged = mkdtempSync(join(tmpdir(), 'sdq-blended-'));
+      source = join(staged, basename(path));
+      writeFileSync(source, blended.model);
+      for (const location of blended.externalFiles) {
+        const own = blended.external.get(location);
+        if (own) writeFileSync(join(staged, location), own);
+        else linkOrCopy(join(dirname(resolve(path)), location), join(staged, location));
+      }
+    }
+    try {
+      return await OnnxModel.create(path, source, options, clock);
+    } finally {
+      if (staged) rmSync(staged, { recursive: true, force: true });
+    }
+  }
+
+  private static async create(path: string, source: string | Uint8Array, options: RuntimeOptions, clock: OnnxClock): Promise<OnnxModel> {
     const providers = options.providers?.length ? options.providers : (['cpu'] as ExecutionProvider[]);
     const warn = options.warn ?? ((m: string) => console.warn(m));
     const failures: string[] = [];
@@ -116,7 +141,6 @@ export class OnnxModel {
       const provider = providers[i];
       try {
         const session = await ort.InferenceSession.create(source as Uint8Array, {
-          ...(externalData?.length ? { externalData } : {}),
           executionProviders: [provider],
           graphOptimizationLevel: 'all',
           enableCpuMemArena: options.memoryArena ?? false,
@@ -174,5 +198,14 @@ export class OnnxModel {
 
   async dispose(): Promise<void> {
     await this.session.release();
+  }
+}
+
+/** A hard link to a file, or a copy (a clone where the file system can) when it is on another file system. */
+function linkOrCopy(from: string, to: string): void {
+  try {
+    linkSync(from, to);
+  } catch {
+    copyFileSync(from, to, constants.COPYFILE_FICLONE);
   }
 }
