@@ -12,6 +12,7 @@
 import { readFileSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { loadPipeline } from '@sdq/pipeline';
+import { OnnxClock, OnnxModel } from '../packages/pipeline/src/backends/onnx';
 import { blendLoras } from '../packages/pipeline/src/lora-blend';
 import { type LoraModule, readLora } from '../packages/pipeline/src/lora';
 import { modulePathOf } from '../packages/pipeline/src/lora-blend';
@@ -94,5 +95,12 @@ if (sd15) {
   const result = blendLoras(unetPath, 'unet', [{ name: 'sd15-lora', weight: 1, modules: unetModules }]);
   const ms = performance.now() - started;
   const applied = result.applied.get('sd15-lora')!;
+  // and the set's UNet session loaded from it (the staged folder: the changed data, a link to the rest)
+  const loadStarted = performance.now();
+  const session = await OnnxModel.load(unetPath, {}, new OnnxClock(), result);
+  const loadMs = performance.now() - loadStarted;
+  const loadedRss = rss();
+  await session.dispose();
+  console.log(`  then its blended session loaded in ${(loadMs / 1000).toFixed(1)} s, RSS then ${loadedRss.toFixed(1)} GB`);
   console.log(`  SD 1.5-sized UNet (${(dataBytes / 2 ** 30).toFixed(2)} GB of graph and external data): a rank-4 LoRA on ${applied.matched} of ${unetModules.length} transformer Linear layers blended in ${(ms / 1000).toFixed(1)} s (${(dataBytes / 2 ** 20 / (ms / 1000)).toFixed(0)} MB/s), RSS ${before.toFixed(1)} -> ${rss().toFixed(1)} GB`);
 }
