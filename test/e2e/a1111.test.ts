@@ -128,14 +128,14 @@ describe('AUTOMATIC1111 /sdapi/v1', () => {
     expect(before - (await balance(shared))).toBeCloseTo(charged, 6);
   });
 
-  it('lists models, samplers (in A1111 names), schedulers, upscalers and an empty loras list', async () => {
+  it('lists models, samplers (in A1111 names), schedulers, upscalers and the loras of LORA_DIR (models/loras ships green-objects)', async () => {
     const models = (await (await api('sd-models')).json()) as { title: string }[];
     expect(models.map((m) => m.title)).toContain('tiny-sd');
     const samplers = ((await (await api('samplers')).json()) as { name: string }[]).map((s) => s.name);
     expect(samplers).toEqual(expect.arrayContaining(['Euler a', 'Euler', 'DPM++ 2M', 'DDIM', 'LMS', 'PLMS']));
     expect(((await (await api('schedulers')).json()) as { label: string }[]).map((s) => s.label)).toContain('Karras');
     expect(((await (await api('upscalers')).json()) as { name: string }[]).map((u) => u.name)).toContain('tiny-upscaler-x2');
-    expect(await (await api('loras')).json()).toEqual([]);
+    expect(await (await api('loras')).json()).toEqual([expect.objectContaining({ name: 'green-objects', alias: 'green-objects', path: 'green-objects.safetensors' })]);
   });
 
   it('options: POST sets the caller key default model, never another caller', async () => {

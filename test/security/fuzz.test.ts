@@ -434,6 +434,11 @@ describe('fuzz', () => {
           const a = body as { error?: unknown; detail?: unknown };
           return !(typeof a.detail === 'string' && (ERROR_NAMES as string[]).includes(a.error as string));
         }
+        // Replicate's routes answer in Replicate's shape: {title, detail, status}, with the catalogue name as code
+        if (r.describe.includes(' /replicate/')) {
+          const rep = body as { title?: unknown; detail?: unknown; status?: unknown; code?: unknown };
+          return !(typeof rep.title === 'string' && typeof rep.detail === 'string' && rep.status === r.status && (ERROR_NAMES as string[]).includes(rep.code as string));
+        }
         // OpenAI's routes answer in OpenAI's shape: {error: {message, type, param, code}}, code a catalogue name
         if (r.describe.includes(' /v1/images/') || r.describe.includes(' /v1/models')) {
           const e = body.error;

@@ -7,7 +7,7 @@
  * sample); the fuzzer derives the malformed variants itself.
  */
 import type { Express } from 'express';
-import { V2BETA_UNSUPPORTED } from '@sdq/contracts';
+import { replicateVersionOf, V2BETA_UNSUPPORTED } from '@sdq/contracts';
 
 export type Caller = 'key' | 'admin' | 'none';
 
@@ -85,6 +85,29 @@ export const FUZZ_ROUTES: FuzzRoute[] = [
   { method: 'POST', path: '/sdapi/v1/png-info', caller: 'key', json: () => ({ image: RED_PNG_64 }) },
   ...['sd-models', 'samplers', 'schedulers', 'upscalers', 'loras', 'embeddings', 'options', 'progress'].map((name) => ({ method: 'GET' as const, path: `/sdapi/v1/${name}`, caller: 'key' as const })),
   { method: 'POST', path: '/sdapi/v1/options', caller: 'key', json: () => ({ sd_model_checkpoint: 'gen-a' }) },
+  {
+    method: 'POST',
+    path: '/replicate/v1/models/{owner}/{name}/predictions',
+    caller: 'key',
+    params: (ids) => ({ owner: 'sdq', name: ids.engine }),
+    json: () => ({ input: { prompt: 'a red circle', width: 128, height: 128, num_inference_steps: 10, seed: 1 } }),
+    creates: true,
+  },
+  {
+    method: 'POST',
+    path: '/replicate/v1/predictions',
+    caller: 'key',
+    json: () => ({ version: replicateVersionOf('gen-a'), input: { prompt: 'a red circle', width: 128, height: 128, num_inference_steps: 10, seed: 1 } }),
+    creates: true,
+  },
+  { method: 'GET', path: '/replicate/v1/predictions', caller: 'key' },
+  { method: 'GET', path: '/replicate/v1/predictions/{id}', caller: 'key', params: (ids) => ({ id: ids.job }) },
+  { method: 'POST', path: '/replicate/v1/predictions/{id}/cancel', caller: 'key', params: (ids) => ({ id: ids.job }) },
+  { method: 'GET', path: '/replicate/v1/models', caller: 'key' },
+  { method: 'GET', path: '/replicate/v1/webhooks/default/secret', caller: 'key' },
+  { method: 'GET', path: '/replicate/v1/models/{owner}/{name}', caller: 'key', params: (ids) => ({ owner: 'sdq', name: ids.engine }) },
+  { method: 'GET', path: '/replicate/v1/models/{owner}/{name}/versions', caller: 'key', params: (ids) => ({ owner: 'sdq', name: ids.engine }) },
+  { method: 'GET', path: '/replicate/v1/models/{owner}/{name}/versions/{version}', caller: 'key', params: (ids) => ({ owner: 'sdq', name: ids.engine, version: replicateVersionOf(ids.engine) }) },
   { method: 'POST', path: '/sdapi/v1/interrupt', caller: 'key' },
   { method: 'POST', path: '/sdapi/v1/refresh-loras', caller: 'key' },
   { method: 'POST', path: '/sdapi/v1/refresh-embeddings', caller: 'key' },

@@ -113,7 +113,7 @@ export function createApp(deps: AppDeps): Express {
   app.use('/sdapi', requireRedis(store), requireApiKey(store));
   app.use(a1111Routes({ config, engines, aliases, presence, jobs, prices, credits, limiter, adapters, store }));
   app.use('/replicate', requireRedis(store), requireApiKey(store));
-  app.use(replicateRoutes({ config, engines, aliases, presence, jobs, prices, credits, limiter, adapters, models: replicate }));
+  app.use(replicateRoutes({ config, engines, aliases, presence, jobs, prices, credits, limiter, adapters, models: replicate, webhookSecret: (accountId) => webhooks.accounts.secret(accountId) }));
   app.use('/v2beta', requireRedis(store), requireApiKey(store));
   app.use(v2betaRoutes({ config, engines, aliases, presence, jobs, prices, credits, limiter, adapters, services }));
   app.use(notFound);

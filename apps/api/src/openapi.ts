@@ -30,6 +30,7 @@ import {
 } from '@sdq/contracts';
 import { a1111OpenApi } from './dialects/a1111/openapi';
 import { openaiOpenApi } from './dialects/openai/openapi';
+import { replicateOpenApi } from './dialects/replicate/openapi';
 import { v2betaOpenApi } from './dialects/stability-v2beta/openapi';
 import { errorsIn, type JsonSchema, type OpenApiKit, schemaOf } from './openapi-kit';
 
@@ -172,6 +173,7 @@ export function buildOpenApi(publicUrl: string): Record<string, unknown> {
   const v2Paths = v2betaOpenApi(kit);
   const openaiPaths = openaiOpenApi(kit);
   const a1111Paths = a1111OpenApi(kit);
+  const replicatePaths = replicateOpenApi(kit);
 
   return {
     openapi: '3.1.0',
@@ -189,6 +191,7 @@ export function buildOpenApi(publicUrl: string): Record<string, unknown> {
       ...v2Paths,
       ...openaiPaths,
       ...a1111Paths,
+      ...replicatePaths,
       '/v1/engines/list': {
         get: {
           summary: 'List engines',

@@ -12,8 +12,8 @@
  * throttles progress across processes, so hearing an event twice sends it once.
  */
 import type { Logger } from 'pino';
-import { type JobObject, TERMINAL_STATUSES } from '@sdq/contracts';
-import { wantsEvent, type WebhookEventFilter, type WebhookEventType, type Webhooks } from '@sdq/webhooks';
+import { type JobObject, type ReplicateJobMeta, replicatePrediction, TERMINAL_STATUSES } from '@sdq/contracts';
+import { wantsEvent, type WebhookEvent, type WebhookEventFilter, type WebhookEventType, type Webhooks } from '@sdq/webhooks';
 import type { JobEventType, JobRecord, JobRecords, JobView } from '@sdq/jobs';
 
 export interface JobWebhooksOptions {
@@ -149,7 +149,7 @@ export class JobWebhooks {
   }
 
   private async emit(type: WebhookEventType, record: JobRecord, job: JobObject): Promise<void> {
-    const delivery = await this.deps.webhooks.emit({ type, job, accountId: record.account_id, webhook: record.webhook, events: eventsOf(record) });
+    const delivery = await this.deps.webhooks.emit({ type, job, accountId: record.account_id, webhook: record.webhook, events: eventsOf(record), render: renderOf(record) });
     if (delivery) this.deps.logger.debug({ job_id: record.id, event: type, delivery_id: delivery.id }, 'webhook event queued');
   }
 
@@ -186,4 +186,16 @@ export class JobWebhooks {
 
 function eventsOf(record: JobRecord): WebhookEventFilter[] | undefined {
   return record.webhook_events ? (record.webhook_events.split(',') as WebhookEventFilter[]) : undefined;
+}
+
+/**
+ * The body a job's dialect delivers: a job made through Replicate's API is delivered as its prediction
+ * object (what Replicate's webhooks carry); every other job as sdq's event.
+ */
+function renderOf(record: JobRecord): ((event: WebhookEvent) => unknown) | undefined {
+  if (!record.dialect) return undefined;
+  const meta = JSON.parse(record.dialect) as ReplicateJobMeta & { name?: string };
+  if (meta.name !== 'replicate') return undefined;
+  // the API's public URL, as the job object's own URL names it
+  return (event) => replicatePrediction(event.data, meta, event.data.urls.self.replace(/\/v1\/jobs\/[^/]+$/, ''));
 }

@@ -29,8 +29,7 @@ const fileInput = (what: string) => z.string().max(28_000_000).describe(`${what}
  * SDK's `size` and `aspect_ratio`). Fields a model has that sdq does not use (refine, apply_watermark,
  * disable_safety_checker, ...) are accepted and ignored, as Replicate ignores inputs a model lacks.
  */
-export const ReplicateInput = z
-  .object({
+export const ReplicateInputFields = z.object({
     prompt: z.string().max(MAX_PROMPT_LENGTH).default(''),
     negative_prompt: z.string().max(MAX_PROMPT_LENGTH).optional(),
     width: z.number().int().min(64).max(4096).optional(),
@@ -50,8 +49,8 @@ export const ReplicateInput = z
     lora_weights: z.string().max(128).optional(),
     lora_scale: z.number().min(-4).max(4).default(0.6),
     loras: LorasField,
-  })
-  .meta({ id: 'ReplicateInput' });
+});
+export const ReplicateInput = ReplicateInputFields.meta({ id: 'ReplicateInput' });
 export type ReplicateInput = z.infer<typeof ReplicateInput>;
 
 /** Replicate's webhook event names; sdq's filter names (start, progress, completed) are what each maps to. */
@@ -136,9 +135,10 @@ export function replicatePrediction(job: JobObject, meta: ReplicateJobMeta | und
   };
 }
 
-/** Replicate's error body (RFC 7807 as Replicate sends it): `{title, detail, status}`. */
+/** Replicate's error body (RFC 7807 as Replicate sends it): `{title, detail, status}`, and sdq's catalogue name as `code`. */
 export interface ReplicateErrorBody {
   title: string;
   detail: string;
   status: number;
+  code: string;
 }

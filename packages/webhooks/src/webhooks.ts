@@ -13,7 +13,7 @@ import { AccountWebhooks } from './account-webhooks.store';
 import { DeliveryLog, type DeliveryRecord, type WebhookSource } from './deliveries.store';
 import { DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_TIMEOUT_MS, deliver, type DeliveryResult } from './deliver';
 import { type DeliveryJobData, deliveryJobOptions, DeliveryRetryError, webhookBackoffStrategy } from './delivery.queue';
-import { wantsEvent, type WebhookEventFilter, type WebhookEventType, webhookEvent } from './events';
+import { wantsEvent, type WebhookEvent, type WebhookEventFilter, type WebhookEventType, webhookEvent } from './events';
 import { WEBHOOK_QUEUE } from './keys';
 import { ProgressThrottle } from './progress-throttle';
 import { nextAttempt, RETRY_DELAYS_MS, type StopReason } from './retry-policy';
@@ -63,6 +63,8 @@ export interface EmitInput {
   events?: readonly WebhookEventFilter[];
   /** When the event happened; default now. */
   at?: Date;
+  /** The body a dialect delivers in its own shape (Replicate's prediction); default the event as it is. */
+  render?: (event: WebhookEvent) => unknown;
 }
 
 export type ProcessOutcome = { state: 'succeeded' | 'failed' | 'retrying'; result: DeliveryResult } | { state: 'skipped' | 'missing' | 'done' };
@@ -120,7 +122,7 @@ export class Webhooks {
     if (type === 'job.completed') await this.throttle.markCompleted(job.id);
     // Stamped once let through, progress by the throttle's own clock: its created_at are a window apart.
     if (!input.at) event.created_at = new Date(allowedAt ?? Date.now()).toISOString();
-    const body = JSON.stringify(event);
+    const body = JSON.stringify(input.render ? input.render(event) : event);
 
     const { record, created } = await this.deliveries.create({
       jobId: job.id,

@@ -1,4 +1,7 @@
-/** Replicate's error body, `{title, detail, status}`: the `detail` its clients put in their errors. */
+/**
+ * Replicate's error body, `{title, detail, status}`: the `detail` its clients put in their errors; `code`
+ * adds sdq's catalogue name, for a machine to read.
+ */
 import type { ReplicateErrorBody } from '@sdq/contracts';
 import type { ErrorShape } from '../error-shape';
 
@@ -17,5 +20,5 @@ const TITLES: Readonly<Record<number, string>> = {
 
 export const replicateErrors: ErrorShape = {
   owns: (path) => path === '/replicate' || path.startsWith('/replicate/'),
-  body: (_id, err): ReplicateErrorBody => ({ title: TITLES[err.status] ?? (err.status >= 500 ? 'Internal server error' : 'Bad request'), detail: err.message, status: err.status }),
+  body: (_id, err): ReplicateErrorBody => ({ title: TITLES[err.status] ?? (err.status >= 500 ? 'Internal server error' : 'Bad request'), detail: err.message, status: err.status, code: err.code }),
 };

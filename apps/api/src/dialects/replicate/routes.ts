@@ -14,6 +14,7 @@ import {
   type LoraUse,
   REPLICATE_SCHEDULERS,
   ReplicateInput,
+  ReplicateInputFields,
   type ReplicateJobMeta,
   ReplicateModelPredictionRequest,
   ReplicatePredictionRequest,
@@ -88,7 +89,7 @@ function echoOf(input: Record<string, unknown>): Record<string, unknown> {
   return Object.fromEntries(Object.entries(input).map(([k, v]) => [k, typeof v === 'string' && v.length > ECHO_CHARS && v.startsWith('data:') ? `${v.slice(0, v.indexOf(',') + 1)}... (${v.length} characters)` : v]));
 }
 
-export function replicateRoutes(deps: GenerationDeps & { models: () => Map<string, GenerationEngineInfo> }): Router {
+export function replicateRoutes(deps: GenerationDeps & { models: () => Map<string, GenerationEngineInfo>; webhookSecret(accountId: string): Promise<string> }): Router {
   const { config, jobs, prices, credits } = deps;
   const router = Router();
   const base = () => config.publicUrl.replace(/\/+$/, '');
@@ -115,7 +116,8 @@ export function replicateRoutes(deps: GenerationDeps & { models: () => Map<strin
       info: { title: 'sdq', version: '1' },
       components: {
         schemas: {
-          Input: z.toJSONSchema(ReplicateInput, { io: 'input', unrepresentable: 'any' }),
+          // a plain object schema, as Cog writes a model's Input
+          Input: (({ $schema: _, ...schema }) => ({ title: 'Input', ...schema }))(z.toJSONSchema(ReplicateInputFields, { io: 'input', unrepresentable: 'any' })),
           Output: { type: 'array', items: { type: 'string', format: 'uri' } },
         },
       },
@@ -261,6 +263,11 @@ export function replicateRoutes(deps: GenerationDeps & { models: () => Map<strin
   router.post('/replicate/v1/predictions/:id/cancel', requireScope('generate'), async (req: Request, res: Response) => {
     const record = await jobs.getOwn(req.accountId!, String(req.params.id));
     res.json(await predictionOf(record, await jobs.cancel(record)));
+  });
+
+  // the account's signing secret, as replicate.webhooks.default.secret.get() reads it (what validateWebhook takes)
+  router.get('/replicate/v1/webhooks/default/secret', requireScope('generate'), async (req: Request, res: Response) => {
+    res.set('Cache-Control', 'no-store').json({ key: await deps.webhookSecret(req.accountId!) });
   });
 
   router.get('/replicate/v1/models', (_req, res) => {
