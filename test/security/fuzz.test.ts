@@ -434,6 +434,11 @@ describe('fuzz', () => {
           const a = body as { error?: unknown; detail?: unknown };
           return !(typeof a.detail === 'string' && (ERROR_NAMES as string[]).includes(a.error as string));
         }
+        // fal's routes answer in fal's shape: {detail, message, code}
+        if (r.describe.includes(' /fal/')) {
+          const f = body as { detail?: unknown; message?: unknown; code?: unknown };
+          return !(typeof f.detail === 'string' && typeof f.message === 'string' && (ERROR_NAMES as string[]).includes(f.code as string));
+        }
         // Replicate's routes answer in Replicate's shape: {title, detail, status}, with the catalogue name as code
         if (r.describe.includes(' /replicate/')) {
           const rep = body as { title?: unknown; detail?: unknown; status?: unknown; code?: unknown };

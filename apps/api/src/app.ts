@@ -8,7 +8,7 @@ import { AdapterCatalog } from './adapters';
 import { adapterRoutes } from './adapters.routes';
 import express, { type Express, type RequestHandler } from 'express';
 import type { Logger } from 'pino';
-import { a1111Routes, openaiModels, openaiRoutes, replicateModels, replicateRoutes, stabilityV1Routes, v2betaEngines, v2betaRoutes } from './dialects';
+import { a1111Routes, falRoutes, openaiModels, openaiRoutes, replicateModels, replicateRoutes, stabilityV1Routes, v2betaEngines, v2betaRoutes } from './dialects';
 import { discoverEngines, type EngineInfo } from '@sdq/pipeline/engines';
 import { ConfigError, portInUseMessage, queueNameForEngine, ServiceError, type Storage } from '@sdq/contracts';
 import { CreditsService, IdempotencyStore, PriceTable, RateLimiter } from '@sdq/credits';
@@ -114,6 +114,8 @@ export function createApp(deps: AppDeps): Express {
   app.use(a1111Routes({ config, engines, aliases, presence, jobs, prices, credits, limiter, adapters, store }));
   app.use('/replicate', requireRedis(store), requireApiKey(store));
   app.use(replicateRoutes({ config, engines, aliases, presence, jobs, prices, credits, limiter, adapters, models: replicate, webhookSecret: (accountId) => webhooks.accounts.secret(accountId) }));
+  app.use('/fal', requireRedis(store), requireApiKey(store));
+  app.use(falRoutes({ config, engines, aliases, presence, jobs, prices, credits, limiter, adapters }));
   app.use('/v2beta', requireRedis(store), requireApiKey(store));
   app.use(v2betaRoutes({ config, engines, aliases, presence, jobs, prices, credits, limiter, adapters, services }));
   app.use(notFound);

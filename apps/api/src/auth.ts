@@ -16,14 +16,15 @@ declare module 'express-serve-static-core' {
 const CHALLENGE = { 'WWW-Authenticate': 'Bearer' };
 
 /**
- * The key of an Authorization header: `Bearer <key>`; HTTP Basic with the key as the password (any
+ * The key of an Authorization header: `Bearer <key>` (or `Key` / `Token <key>`); HTTP Basic with the key as the password (any
  * user name), as AUTOMATIC1111 clients send `--api-auth` credentials; or the key as the whole value
  * (Stability's spec declares the API key as the header itself, and its clients send it so). Another
  * scheme is no key.
  */
 export function bearer(header: string | undefined): string | undefined {
   const value = (header ?? '').trim();
-  const match = /^Bearer\s+(\S+)$/i.exec(value);
+  // fal's clients send `Key <key>`, Replicate's older ones `Token <key>`
+  const match = /^(?:Bearer|Key|Token)\s+(\S+)$/i.exec(value);
   if (match) return match[1];
   const basic = /^Basic\s+([A-Za-z0-9+/=]+)$/i.exec(value);
   if (basic) {
@@ -31,7 +32,7 @@ export function bearer(header: string | undefined): string | undefined {
     const colon = decoded.indexOf(':');
     return colon >= 0 && colon < decoded.length - 1 ? decoded.slice(colon + 1) : undefined;
   }
-  return /^[^\s]+$/.test(value) && !/^bearer$/i.test(value) ? value : undefined;
+  return /^[^\s]+$/.test(value) && !/^(bearer|key|token)$/i.test(value) ? value : undefined;
 }
 
 /** Every /v1 route but health, artifacts and admin: a valid, unrevoked API key. */

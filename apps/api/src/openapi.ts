@@ -29,6 +29,7 @@ import {
   WorkerList,
 } from '@sdq/contracts';
 import { a1111OpenApi } from './dialects/a1111/openapi';
+import { falOpenApi } from './dialects/fal/openapi';
 import { openaiOpenApi } from './dialects/openai/openapi';
 import { replicateOpenApi } from './dialects/replicate/openapi';
 import { v2betaOpenApi } from './dialects/stability-v2beta/openapi';
@@ -174,6 +175,7 @@ export function buildOpenApi(publicUrl: string): Record<string, unknown> {
   const openaiPaths = openaiOpenApi(kit);
   const a1111Paths = a1111OpenApi(kit);
   const replicatePaths = replicateOpenApi(kit);
+  const falPaths = falOpenApi(kit);
 
   return {
     openapi: '3.1.0',
@@ -192,6 +194,7 @@ export function buildOpenApi(publicUrl: string): Record<string, unknown> {
       ...openaiPaths,
       ...a1111Paths,
       ...replicatePaths,
+      ...falPaths,
       '/v1/engines/list': {
         get: {
           summary: 'List engines',

@@ -19,3 +19,4 @@ export * from './models';
 export * from './lora-tags';
 export * from './adapters';
 export * from './replicate';
+export * from './fal';

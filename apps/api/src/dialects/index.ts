@@ -6,19 +6,21 @@
  */
 import { a1111Errors } from './a1111/errors';
 import type { ErrorShape } from './error-shape';
+import { falErrors } from './fal/errors';
 import { openaiErrors } from './openai/errors';
 import { replicateErrors } from './replicate/errors';
 import { stabilityV1Errors } from './stability-v1/errors';
 import { v2betaErrors } from './stability-v2beta/errors';
 
 export { a1111Routes } from './a1111/routes';
+export { falRoutes } from './fal/routes';
 export { openaiModels, openaiRoutes } from './openai/routes';
 export { replicateModels, replicateRoutes } from './replicate/routes';
 export { generationRoutes as stabilityV1Routes } from './stability-v1/routes';
 export { v2betaEngines, v2betaRoutes } from './stability-v2beta/routes';
 
 /** In the order they are asked: the catch-all last. */
-export const ERROR_SHAPES: readonly ErrorShape[] = [v2betaErrors, a1111Errors, openaiErrors, replicateErrors, stabilityV1Errors];
+export const ERROR_SHAPES: readonly ErrorShape[] = [v2betaErrors, a1111Errors, openaiErrors, replicateErrors, falErrors, stabilityV1Errors];
 
 /** The shape of the dialect that owns the path. */
 export function errorShapeFor(path: string): ErrorShape {
