@@ -80,9 +80,10 @@ export async function expectError(res: Response, status: number, name: string): 
   } catch {
     throw new Error(`not a JSON error body (${res.status}): ${text.slice(0, 200)}`);
   }
-  // each dialect's own shape: sdq's and Stability's {name}, OpenAI's {error: {code}}, A1111's {error: <name>}
-  const raw = body as unknown as { name?: string; message?: string; detail?: string; error?: string | { code?: string; message?: string } };
-  const given = raw.name ?? (typeof raw.error === 'string' ? raw.error : raw.error?.code);
+  // each dialect's own shape: sdq's and Stability's {name}, OpenAI's {error: {code}}, A1111's {error: <name>},
+  // Replicate's and fal's {code}
+  const raw = body as unknown as { name?: string; code?: string; message?: string; detail?: string; error?: string | { code?: string; message?: string } };
+  const given = raw.name ?? raw.code ?? (typeof raw.error === 'string' ? raw.error : raw.error?.code);
   expect({ status: res.status, name: given }, text).toEqual({ status, name });
   // the request id: in the body where the dialect has one, always in X-Request-Id
   expect(body.id ?? res.headers.get('x-request-id')).toEqual(expect.any(String));
