@@ -8,26 +8,29 @@ import { createFal } from '@ai-sdk/fal';
 import { createFalClient } from '@fal-ai/client';
 import { generateImage } from 'ai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startTestRedis, type TestRedis } from '../support/redis';
-import { accountWith, balanceOf, bluish, redish, rgbOf, type Service, startService, startTestWorker, type TestWorker } from './support';
+import { type ChildProcessHandle, FAST_WEBHOOKS, type Receiver, spawnWebhooks, startReceiver } from '../webhooks/support';
+import { accountWith, balanceOf, bluish, redish, rgbOf, type Service, type Stack, startStack } from './support';
 
 const RED = 'a red circle on a blue background';
 const input = { prompt: RED, image_size: { width: 128, height: 128 }, num_inference_steps: 20, seed: 7, format: 'png' as const };
-let redis: TestRedis;
+let stack: Stack;
 let service: Service;
-let worker: TestWorker;
 let key: string;
+let hooks: ChildProcessHandle;
+let receiver: Receiver;
 
 beforeAll(async () => {
-  redis = await startTestRedis();
-  service = await startService(redis);
-  worker = await startTestWorker(service, { ENGINES: 'tiny-sd,tiny-sdxl' });
+  stack = await startStack({ env: { ...FAST_WEBHOOKS, WEBHOOK_ALLOWED_HOSTS: '127.0.0.1' }, workerEnv: { ENGINES: 'tiny-sd,tiny-sdxl' } });
+  service = stack.service;
+  hooks = spawnWebhooks(service);
+  receiver = await startReceiver();
   key = await accountWith(service, 'fal', 100);
+  await hooks.ready;
 }, 60_000);
 afterAll(async () => {
-  await worker?.close(2000);
-  await service?.close();
-  await redis?.close();
+  await hooks?.kill('SIGTERM');
+  await receiver?.close();
+  await stack?.close();
 });
 
 const client = (credentials = key) => createFalClient({ credentials, proxyUrl: { url: `${service.url}/fal/proxy`, when: 'always' } });
@@ -75,6 +78,14 @@ describe('@fal-ai/client through its proxyUrl', () => {
     await fal.queue.cancel('sdq/tiny-sd', { requestId: long.request_id });
     await expect.poll(async () => balanceOf(service, key), { timeout: 20_000 }).toBe(before);
     await expect(fal.queue.result('sdq/tiny-sd', { requestId: long.request_id })).rejects.toThrow();
+  });
+
+  it("queue.submit with webhookUrl: fal's webhook body once the request ends", async () => {
+    const { request_id } = await client().queue.submit('sdq/tiny-sd', { input, webhookUrl: receiver.url() });
+    await expect.poll(() => receiver.requests.filter((r) => JSON.parse(r.body).request_id === request_id).length, { timeout: 30_000 }).toBe(1);
+    const body = JSON.parse(receiver.requests.find((r) => JSON.parse(r.body).request_id === request_id)!.body) as { status: string; payload: Output };
+    expect(body).toMatchObject({ status: 'OK', payload: { seed: 7, prompt: RED, has_nsfw_concepts: [false] } });
+    expect(await centreOf(body.payload.images[0].url)).toSatisfy(redish);
   });
 
   it("errors: fal's shape; a target that is not fal's is refused; another account's request is not found; nothing held", async () => {

@@ -57,7 +57,8 @@ export class AdapterCatalog {
 
   /** Files of either folder not taken, with why (pickle formats, names, files that do not parse). */
   skipped(kind: 'lora' | 'embedding'): { file: string; reason: string }[] {
-    return kind === 'lora' ? (this.loras(), this.loraFolder.skipped) : (this.embeddings(), this.embeddingFolder.skipped);
+    if (kind === 'lora') return this.look(this.loraFolder, listLoras, 'LoRA').skipped;
+    return this.look(this.embeddingFolder, listEmbeddings, 'embedding').skipped;
   }
 
   /** Reads both folders again now (A1111's refresh-loras). */

@@ -12,7 +12,7 @@
  * throttles progress across processes, so hearing an event twice sends it once.
  */
 import type { Logger } from 'pino';
-import { type JobObject, type ReplicateJobMeta, replicatePrediction, TERMINAL_STATUSES } from '@sdq/contracts';
+import { type FalJobMeta, falWebhookBody, type JobObject, type ReplicateJobMeta, replicatePrediction, TERMINAL_STATUSES } from '@sdq/contracts';
 import { wantsEvent, type WebhookEvent, type WebhookEventFilter, type WebhookEventType, type Webhooks } from '@sdq/webhooks';
 import type { JobEventType, JobRecord, JobRecords, JobView } from '@sdq/jobs';
 
@@ -190,12 +190,13 @@ function eventsOf(record: JobRecord): WebhookEventFilter[] | undefined {
 
 /**
  * The body a job's dialect delivers: a job made through Replicate's API is delivered as its prediction
- * object (what Replicate's webhooks carry); every other job as sdq's event.
+ * object, one made through fal's queue with fal's webhook body; every other job as sdq's event.
  */
 function renderOf(record: JobRecord): ((event: WebhookEvent) => unknown) | undefined {
   if (!record.dialect) return undefined;
-  const meta = JSON.parse(record.dialect) as ReplicateJobMeta & { name?: string };
-  if (meta.name !== 'replicate') return undefined;
+  const meta = JSON.parse(record.dialect) as { name?: string };
   // the API's public URL, as the job object's own URL names it
-  return (event) => replicatePrediction(event.data, meta, event.data.urls.self.replace(/\/v1\/jobs\/[^/]+$/, ''));
+  if (meta.name === 'replicate') return (event) => replicatePrediction(event.data, meta as ReplicateJobMeta, event.data.urls.self.replace(/\/v1\/jobs\/[^/]+$/, ''));
+  if (meta.name === 'fal') return (event) => falWebhookBody(event.data, meta as FalJobMeta);
+  return undefined;
 }

@@ -3,6 +3,7 @@
  * queue's answers (submit, status), so that `@fal-ai/client` and the AI SDK's fal provider work unchanged.
  */
 import { z } from 'zod';
+import type { JobObject } from './jobs';
 import { MAX_PROMPT_LENGTH, MAX_SEED } from './requests';
 import { LORA_WEIGHT_MAX, LORA_WEIGHT_MIN, MAX_LORAS } from './lora-tags';
 
@@ -60,4 +61,37 @@ export interface FalErrorBody {
   detail: string;
   message: string;
   code: string;
+}
+
+/** fal's output for a finished job (its images as the job object lists them). */
+export function falOutput(job: JobObject, prompt: string): z.infer<typeof FalOutput> {
+  const started = job.started_at ? Date.parse(job.started_at) : Date.parse(job.created_at);
+  return {
+    images: job.artifacts.map((a) => ({ url: a.url, width: a.width, height: a.height, content_type: a.content_type })),
+    seed: job.artifacts[0]?.seed ?? 0,
+    timings: { inference: job.finished_at ? (Date.parse(job.finished_at) - started) / 1000 : 0 },
+    has_nsfw_concepts: job.artifacts.map(() => false),
+    prompt,
+  };
+}
+
+/** What a fal request keeps on its job record: its app and prompt. */
+export interface FalJobMeta {
+  app: string;
+  prompt: string;
+}
+
+/**
+ * The body of fal's webhook (`fal_webhook`), sent when a request ends: `{request_id, gateway_request_id,
+ * status: OK, payload: <output>}`, or `status: ERROR` with `error` and a null payload.
+ */
+export function falWebhookBody(job: JobObject, meta: FalJobMeta) {
+  const ok = job.status === 'succeeded';
+  return {
+    request_id: job.id,
+    gateway_request_id: job.id,
+    status: ok ? 'OK' : 'ERROR',
+    payload: ok ? falOutput(job, meta.prompt) : null,
+    ...(ok ? {} : { error: job.status === 'canceled' ? 'the request was canceled' : (job.error?.message ?? 'the request failed') }),
+  };
 }

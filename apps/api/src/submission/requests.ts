@@ -74,3 +74,18 @@ export function applyAdapters(adapters: AdapterCatalog, engine: GenerationEngine
   else delete params.embeddings;
   return params;
 }
+
+/**
+ * The engines by another service's model names: each name for the first generation engine of its family
+ * (`{'stability-ai/sdxl': 'stable-diffusion-xl'}`), and every generation engine as `sdq/<engine id>`.
+ */
+export function enginesByName(engines: Map<string, EngineInfo>, familyNames: Readonly<Record<string, string>>): Map<string, GenerationEngineInfo> {
+  const out = new Map<string, GenerationEngineInfo>();
+  const generation = [...engines.values()].filter((e): e is GenerationEngineInfo => e.kind === 'generation' && e.family !== undefined);
+  for (const [name, family] of Object.entries(familyNames)) {
+    const engine = generation.find((e) => e.family === family);
+    if (engine) out.set(name, engine);
+  }
+  for (const e of generation) out.set(`sdq/${e.id}`, e);
+  return out;
+}

@@ -8,7 +8,7 @@
  */
 import { type Request, type Response, Router } from 'express';
 import { checkEngineSize, type EngineInfo, type GenerationEngineInfo } from '@sdq/pipeline/engines';
-import { FAL_IMAGE_SIZES, FalInput, type GenerationParams, type JobObject, ServiceError, TERMINAL_STATUSES } from '@sdq/contracts';
+import { FAL_IMAGE_SIZES, FalInput, type FalJobMeta, falOutput, type GenerationParams, type JobObject, ServiceError, TERMINAL_STATUSES } from '@sdq/contracts';
 import { requireScope } from '../../auth';
 import { jsonBody } from '../../body';
 import type { NewJob } from '../../jobs.service';
@@ -16,7 +16,7 @@ import { dryRun, jobCost } from '../../pricing';
 import { rateLimit } from '../../rate-limit';
 import type { JobRecord } from '../../store';
 import { parseBody } from '../../validate';
-import { applyAdapters, checkSize, endedAsError, type GenerationDeps, isDryRun, sizeForShape, submitJob } from '../../submission';
+import { applyAdapters, checkSize, checkWebhook, endedAsError, enginesByName, type GenerationDeps, isDryRun, sizeForShape, submitJob } from '../../submission';
 
 /** fal's app names for the first engine of each family; every engine is also `sdq/<id>`. */
 const FAMILY_APPS: Readonly<Record<string, string>> = {
@@ -27,14 +27,7 @@ const FAMILY_APPS: Readonly<Record<string, string>> = {
 
 /** The engines by fal app id, as the engines are now. */
 export function falApps(engines: Map<string, EngineInfo>): Map<string, GenerationEngineInfo> {
-  const out = new Map<string, GenerationEngineInfo>();
-  const generation = [...engines.values()].filter((e): e is GenerationEngineInfo => e.kind === 'generation' && e.family !== undefined);
-  for (const [app, family] of Object.entries(FAMILY_APPS)) {
-    const engine = generation.find((e) => e.family === family);
-    if (engine) out.set(app, engine);
-  }
-  for (const e of generation) out.set(`sdq/${e.id}`, e);
-  return out;
+  return enginesByName(engines, FAMILY_APPS);
 }
 
 const REQUEST_ID = 'x-fal-request-id';
@@ -89,15 +82,8 @@ export function falRoutes(deps: GenerationDeps): Router {
   const outputOf = async (record: JobRecord, object: JobObject) => {
     const failure = endedAsError(record, object);
     if (failure) throw failure;
-    const started = object.started_at ? Date.parse(object.started_at) : Date.parse(object.created_at);
-    const params = JSON.parse(record.params ?? '{}') as { text_prompts?: { text: string; weight: number }[] };
-    return {
-      images: object.artifacts.map((a) => ({ url: a.url, width: a.width, height: a.height, content_type: a.content_type })),
-      seed: object.artifacts[0]?.seed ?? 0,
-      timings: { inference: object.finished_at ? (Date.parse(object.finished_at) - started) / 1000 : 0 },
-      has_nsfw_concepts: object.artifacts.map(() => false),
-      prompt: params.text_prompts?.find((p) => p.weight > 0)?.text ?? '',
-    };
+    const meta = record.dialect ? (JSON.parse(record.dialect) as Partial<FalJobMeta>) : {};
+    return falOutput(object, meta.prompt ?? '');
   };
 
   const statusOf = (app: string, object: JobObject, logs: boolean) => ({
@@ -109,15 +95,19 @@ export function falRoutes(deps: GenerationDeps): Router {
   });
 
   /** Makes the job; `sync`: fal.run's answer, once it ends (SYNC_WAIT; past it, the queue's answer). */
-  const submit = async (req: Request, res: Response, app: string, sync: boolean) => {
+  const submit = async (req: Request, res: Response, app: string, sync: boolean, falWebhook?: string) => {
     const engine = appEngine(app);
     const job = build(engine, req.body ?? {});
     const cost = jobCost(prices, engine, job);
+    // fal_webhook: called once the request ends, with fal's webhook body
+    const webhook = falWebhook === undefined ? undefined : { url: falWebhook };
     if (isDryRun(req)) {
+      await checkWebhook(config, webhook);
       res.json(dryRun(engine.id, job, cost, await credits.balance(req.accountId!)));
       return;
     }
-    const { record, repeated } = await submitJob(deps, req, engine, { job, inputs: {}, cost, dialect: { name: 'fal', app } });
+    const prompt = job.kind === 'text-to-image' ? (job.params.prompts.find((p) => (p.weight ?? 1) > 0)?.text ?? '') : '';
+    const { record, repeated } = await submitJob(deps, req, engine, { job, inputs: {}, cost, webhook, dialect: { name: 'fal', app, prompt } });
     if (repeated) res.set('Idempotent-Replayed', 'true');
     // where fal's client reads a response's request id
     res.set(REQUEST_ID, record.id);
@@ -171,7 +161,8 @@ export function falRoutes(deps: GenerationDeps): Router {
 
   const generate = [requireScope('generate'), rateLimit(deps.limiter), ...jsonBody('1mb')];
   const app = (req: Request) => `${String(req.params.owner)}/${String(req.params.alias)}`;
-  router.post('/fal/queue/:owner/:alias', generate, (req: Request, res: Response) => submit(req, res, app(req), false));
+  const falWebhookOf = (value: unknown) => (typeof value === 'string' && value ? value : undefined);
+  router.post('/fal/queue/:owner/:alias', generate, (req: Request, res: Response) => submit(req, res, app(req), false, falWebhookOf(req.query.fal_webhook)));
   router.get('/fal/queue/:owner/:alias/requests/:id/status', (req: Request, res: Response) => status(req, res, app(req), String(req.params.id)));
   router.get('/fal/queue/:owner/:alias/requests/:id/status/stream', (req: Request, res: Response) => statusStream(req, res, app(req), String(req.params.id)));
   router.get('/fal/queue/:owner/:alias/requests/:id', (req: Request, res: Response) => result(req, res, String(req.params.id)));
@@ -194,7 +185,7 @@ export function falRoutes(deps: GenerationDeps): Router {
     const method = req.method;
     if (url.hostname === 'fal.run' && rest.length === 0 && method === 'POST') return submit(req, res, name, true);
     if (url.hostname !== 'queue.fal.run') throw refuse();
-    if (rest.length === 0 && method === 'POST') return submit(req, res, name, false);
+    if (rest.length === 0 && method === 'POST') return submit(req, res, name, false, falWebhookOf(url.searchParams.get('fal_webhook')));
     if (rest[0] !== 'requests' || !rest[1]) throw refuse();
     const id = rest[1];
     req.query.logs = url.searchParams.get('logs') ?? undefined;

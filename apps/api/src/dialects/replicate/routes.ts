@@ -33,7 +33,7 @@ import { rateLimit } from '../../rate-limit';
 import type { JobRecord } from '../../store';
 import { type CheckedImage, checkImage } from '../../uploads';
 import { parseBody } from '../../validate';
-import { applyAdapters, checkSize, checkWebhook, type GenerationDeps, isDryRun, parsePrefer, repaintMask, sizeForShape, submitJob } from '../../submission';
+import { applyAdapters, checkSize, checkWebhook, enginesByName, type GenerationDeps, isDryRun, parsePrefer, repaintMask, sizeForShape, submitJob } from '../../submission';
 
 /** The names Replicate's own Stable Diffusion models have, for the first engine of each family. */
 const FAMILY_MODELS: Readonly<Record<string, string>> = {
@@ -53,13 +53,7 @@ const ECHO_CHARS = 512;
  * first engine of their family, then REPLICATE_MODELS. A setting naming no generation engine stops start-up.
  */
 export function replicateModels(settings: [string, string][], engines: Map<string, EngineInfo>, aliases: Map<string, string>): Map<string, GenerationEngineInfo> {
-  const out = new Map<string, GenerationEngineInfo>();
-  const generation = [...engines.values()].filter((e): e is GenerationEngineInfo => e.kind === 'generation' && e.family !== undefined);
-  for (const [model, family] of Object.entries(FAMILY_MODELS)) {
-    const engine = generation.find((e) => e.family === family);
-    if (engine) out.set(model, engine);
-  }
-  for (const e of generation) out.set(`sdq/${e.id}`, e);
+  const out = enginesByName(engines, FAMILY_MODELS);
   for (const [model, id] of settings) {
     const engine = engines.get(aliases.get(id) ?? id);
     if (!engine || engine.kind !== 'generation') throw new ConfigError(`Invalid environment: REPLICATE_MODELS names ${model}=${id}, but ${id} is not a generation engine under MODELS_DIR`);
