@@ -74,6 +74,16 @@ describe("the replicate client", () => {
     expect(page.results.map((p) => p.id)).toContain(created.id);
   });
 
+  it('image to image: a Buffer input, which the client sends as a data URI once sdq declines to keep files; its background kept', async () => {
+    const circle = Buffer.from('<svg xmlns="http://www.w3.org/2000/svg" width="128" height="128"><rect width="128" height="128" fill="#1030c0"/><circle cx="64" cy="64" r="32" fill="#d02020"/></svg>');
+    const image = await sharp(circle).png().toBuffer();
+    // the client's default file strategy: POST /files first (501 here), then a data URI
+    const [out] = (await replicate.run('sdq/tiny-sd', { input: { prompt: RED, image, prompt_strength: 0.3, num_inference_steps: 20, seed: 2 } })) as unknown as { blob(): Promise<Blob> }[];
+    const png = Buffer.from(await (await out.blob()).arrayBuffer());
+    expect((await rgbOf(png)).at(4, 4)).toSatisfy(bluish);
+    expect(await centreOf(png)).toSatisfy(redish);
+  });
+
   it('models.get gives the latest version, and a prediction by that version runs on its engine', async () => {
     const model = await replicate.models.get('stability-ai', 'sdxl');
     expect(model).toMatchObject({ owner: 'stability-ai', name: 'sdxl' });

@@ -64,10 +64,12 @@ async function launch(env: Record<string, string>, args: string[] = []): Promise
       ...env,
       PORT: String(port),
     },
-    stdio: ['ignore', 'ignore', 'pipe'],
+    // the processes' own logs too (warn and above): a failure then shows why a process exited
+    stdio: ['ignore', 'pipe', 'pipe'],
   });
   let text = '';
   child.stderr!.on('data', (chunk) => (text += String(chunk)));
+  child.stdout!.on('data', (chunk) => (text += String(chunk)));
   const launcher: Launcher = {
     child,
     port,
@@ -135,7 +137,9 @@ describe('npm start supervises its processes', () => {
     await waitFor(async () => !(await healthy(l.port)), 'the API port to close', 10_000);
     // the private redis-server is gone too: its port is free again
     await waitFor(async () => portFree(redisPort), 'the private redis-server to stop', 10_000);
-    const again = await launch({ REDIS_URL: `redis://127.0.0.1:${redisPort}`, PORT: String(l.port) });
+    // the same API and Redis ports; the health ports fresh: once freed, PORT+1 and PORT+2 may be handed
+    // to any other socket of a busy machine before the new launcher binds them
+    const again = await launch({ REDIS_URL: `redis://127.0.0.1:${redisPort}`, PORT: String(l.port), HEALTH_PORT: String(await freePort()), WEBHOOK_HEALTH_PORT: String(await freePort()) });
     await ready(again);
     expect(await healthy(l.port)).toBe(true);
   });

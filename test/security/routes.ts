@@ -105,6 +105,7 @@ export const FUZZ_ROUTES: FuzzRoute[] = [
   { method: 'POST', path: '/replicate/v1/predictions/{id}/cancel', caller: 'key', params: (ids) => ({ id: ids.job }) },
   { method: 'GET', path: '/replicate/v1/models', caller: 'key' },
   { method: 'GET', path: '/replicate/v1/webhooks/default/secret', caller: 'key' },
+  { method: 'POST', path: '/replicate/v1/files', caller: 'key' },
   { method: 'GET', path: '/replicate/v1/models/{owner}/{name}', caller: 'key', params: (ids) => ({ owner: 'sdq', name: ids.engine }) },
   { method: 'GET', path: '/replicate/v1/models/{owner}/{name}/versions', caller: 'key', params: (ids) => ({ owner: 'sdq', name: ids.engine }) },
   { method: 'GET', path: '/replicate/v1/models/{owner}/{name}/versions/{version}', caller: 'key', params: (ids) => ({ owner: 'sdq', name: ids.engine, version: replicateVersionOf(ids.engine) }) },

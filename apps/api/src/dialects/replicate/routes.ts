@@ -259,6 +259,12 @@ export function replicateRoutes(deps: GenerationDeps & { models: () => Map<strin
     res.json(await predictionOf(record, await jobs.cancel(record)));
   });
 
+  // sdq keeps no uploaded files: 501, on which the replicate client sends a Buffer or Blob input as a
+  // data URI instead (its default file strategy falls back so on a server error, not on a 4xx)
+  router.post('/replicate/v1/files', requireScope('generate'), () => {
+    throw new ServiceError('not_implemented', '/replicate/v1/files: sdq keeps no uploaded files; give images in input as data URIs (the replicate client does so when this fails)');
+  });
+
   // the account's signing secret, as replicate.webhooks.default.secret.get() reads it (what validateWebhook takes)
   router.get('/replicate/v1/webhooks/default/secret', requireScope('generate'), async (req: Request, res: Response) => {
     res.set('Cache-Control', 'no-store').json({ key: await deps.webhookSecret(req.accountId!) });
