@@ -82,6 +82,15 @@ describe("the replicate client", () => {
     const png = Buffer.from(await (await out.blob()).arrayBuffer());
     expect((await rgbOf(png)).at(4, 4)).toSatisfy(bluish);
     expect(await centreOf(png)).toSatisfy(redish);
+    // a prediction's output URL as the next one's image, as Replicate users chain models
+    const first = await replicate.predictions.create({ model: 'sdq/tiny-sd', input, wait: 30 });
+    const url = (await replicate.predictions.get(first.id)).output![0] as string;
+    const chained = await replicate.predictions.create({ model: 'sdq/tiny-sd', input: { prompt: RED, image: url, prompt_strength: 0.2, num_inference_steps: 20 }, wait: 30 });
+    expect(chained.status).toBe('succeeded');
+    // a forged signature is refused
+    const forged = await fetch(`${base}/models/sdq/tiny-sd/predictions`, { method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' }, body: JSON.stringify({ input: { prompt: RED, image: url.replace(/signature=[0-9a-f]{64}/, `signature=${'0'.repeat(64)}`) } }) });
+    expect(forged.status).toBe(400);
+    expect(((await forged.json()) as { detail: string }).detail).toMatch(/not validly signed/);
   });
 
   it('models.get gives the latest version, and a prediction by that version runs on its engine', async () => {
@@ -112,7 +121,7 @@ describe("the replicate client", () => {
     expect(bad.status).toBe(400);
     expect(await bad.json()).toMatchObject({ title: expect.any(String), status: 400, detail: expect.stringMatching(/num_outputs/) });
     const url = await fetch(`${base}/models/sdq/tiny-sd/predictions`, { method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' }, body: JSON.stringify({ input: { prompt: RED, image: 'https://example.com/cat.png' } }) });
-    expect(((await url.json()) as { detail: string }).detail).toMatch(/data URI.*does not fetch URLs/);
+    expect(((await url.json()) as { detail: string }).detail).toMatch(/data URI.*sdq does not fetch other URLs/);
     await expect(replicate.run('nobody/nothing', { input })).rejects.toThrow(/404.*model nobody\/nothing not found/s);
     expect(await balanceOf(service, key)).toBe(before);
     const mine = await replicate.predictions.create({ model: 'sdq/tiny-sd', input, wait: 30 });
@@ -144,15 +153,19 @@ describe('the AI SDK', () => {
     for (const image of images) expect(await centreOf(Buffer.from(image.uint8Array))).toSatisfy(redish);
   });
 
-  it("OpenAI provider against sdq's OpenAI dialect: generateImage with n and size", async () => {
+  it("OpenAI provider against sdq's OpenAI dialect: generateImage with n, size and providerOptions; seed said unsupported, as for OpenAI", async () => {
     // the provider sends no seed (OpenAI has none), so the pictures are random draws: checked by what
     // every draw has, not by where the circle lands
     const openai = createOpenAI({ baseURL: `${service.url}/v1`, apiKey: key });
-    const { images, warnings } = await generateImage({ model: openai.image('dall-e-2'), prompt: RED, n: 2, size: '1024x1024' });
-    expect(warnings).toEqual([]);
+    const { images, warnings, responses } = await generateImage({ model: openai.image('dall-e-2'), prompt: RED, n: 2, size: '1024x1024', seed: 3, providerOptions: { openai: { quality: 'low' } } });
+    expect(warnings).toEqual([expect.objectContaining({ feature: 'seed' })]);
     expect(images).toHaveLength(2);
     const pngs = images.map((i) => Buffer.from(i.uint8Array));
     for (const png of pngs) expect(await sharp(png).metadata()).toMatchObject({ format: 'png', width: 128, height: 128 });
     expect(pngs[0].equals(pngs[1])).toBe(false);
+    // quality low: 15 steps, as the dialect maps it
+    const jobId = responses[0].headers?.['x-job-id'];
+    const job = (await (await fetch(`${service.url}/v1/jobs/${jobId}`, { headers: { authorization: `Bearer ${key}` } })).json()) as { params: { steps: number } };
+    expect(job.params.steps).toBe(15);
   });
 });

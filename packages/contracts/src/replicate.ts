@@ -22,7 +22,7 @@ export const REPLICATE_SCHEDULERS: Readonly<Record<string, string>> = Object.fre
 });
 
 /** A data URI or an http(s) URL, as Replicate takes files in `input`. */
-const fileInput = (what: string) => z.string().max(28_000_000).describe(`${what}: a data URI (data:image/png;base64,...), or the URL of an sdq artifact`);
+const fileInput = (what: string) => z.string().max(28_000_000).describe(`${what}: a data URI (data:image/png;base64,...), or the signed URL of an sdq artifact (a prediction's output, with local storage); sdq fetches no other URL`);
 
 /**
  * The input of sdq's Replicate models: the fields Replicate's Stable Diffusion models take (and the AI

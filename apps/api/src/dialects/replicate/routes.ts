@@ -6,6 +6,7 @@
  * errors are Replicate's `{title, detail, status}` (errors.ts).
  */
 import { type Request, type Response, Router } from 'express';
+import { checkLocalSignature, LOCAL_ARTIFACTS_PATH } from '@sdq/storage';
 import { z } from 'zod';
 import { checkEngineSize, type EngineInfo, type GenerationEngineInfo } from '@sdq/pipeline/engines';
 import {
@@ -65,13 +66,10 @@ export function replicateModels(settings: [string, string][], engines: Map<strin
 /** Replicate's filter names as sdq's: output is the images, at completion; logs are progress. */
 const EVENT_OF: Readonly<Record<string, string>> = { start: 'start', output: 'completed', logs: 'progress', completed: 'completed' };
 
-/** A data URI's bytes; an http(s) URL is refused (sdq fetches nothing a request names). */
-function fileOf(value: string, field: string, maxBytes: number): Buffer {
+/** A data URI's bytes, or undefined for another string. */
+function dataUriBytes(value: string, field: string, maxBytes: number): Buffer | undefined {
   const m = /^data:([\w.+/-]*)(;[\w=.+-]+)*?(;base64)?,/i.exec(value.slice(0, 256));
-  if (!m) {
-    const why = /^https?:/i.test(value) ? 'sdq does not fetch URLs a request names' : 'it is not a data URI';
-    throw new ServiceError('bad_request', `${field}: give the image as a data URI (data:image/png;base64,...): ${why}`, { field });
-  }
+  if (!m) return undefined;
   const data = value.slice(m[0].length);
   const bytes = m[3] ? Math.floor((data.length * 3) / 4) : data.length;
   if (bytes > maxBytes) throw new ServiceError('invalid_file_size', `${field}: about ${bytes} bytes, over the maximum of ${maxBytes} (MAX_UPLOAD_BYTES)`, { field });
@@ -152,11 +150,39 @@ export function replicateRoutes(deps: GenerationDeps & { models: () => Map<strin
     return sizeForShape(engine, asked.width / asked.height);
   };
 
+  /**
+   * An image input's bytes: a data URI, or the signed URL of an sdq artifact (a prediction's output, read
+   * from storage once its signature holds, as fetching it would). sdq fetches no other URL: a request
+   * must not make the API call where it says.
+   */
+  const fileOf = async (value: string, field: string): Promise<Buffer> => {
+    const inline = dataUriBytes(value, field, config.maxUploadBytes);
+    if (inline) return inline;
+    let url: URL | undefined;
+    try {
+      url = new URL(value);
+    } catch {
+      url = undefined;
+    }
+    const local = 'local' in config.storage ? config.storage.local : undefined;
+    if (url && local && url.origin === new URL(base()).origin && url.pathname.startsWith(LOCAL_ARTIFACTS_PATH)) {
+      const key = decodeURIComponent(url.pathname.slice(LOCAL_ARTIFACTS_PATH.length));
+      const problem = checkLocalSignature(local.secret, key, url.searchParams.get('expires') ?? undefined, url.searchParams.get('signature') ?? undefined);
+      if (problem) throw new ServiceError('bad_request', `${field}: this artifact URL is ${problem === 'expired' ? 'expired' : 'not validly signed'}`, { field });
+      try {
+        return await jobs.readArtifact(key);
+      } catch {
+        throw new ServiceError('bad_request', `${field}: artifact ${key} is not there (it may have expired)`, { field });
+      }
+    }
+    throw new ServiceError('bad_request', `${field}: give the image as a data URI (data:image/png;base64,...) or the URL of an sdq artifact: sdq does not fetch other URLs a request names`, { field });
+  };
+
   /** The job an input makes; every mistake in it is refused here, before anything is held. */
   const build = async (engine: GenerationEngineInfo, raw: Record<string, unknown>): Promise<{ job: NewJob; inputs: JobInputs }> => {
     const input = parseBody(ReplicateInput, raw);
-    const image = input.image === undefined ? undefined : await checkImage(fileOf(input.image, 'input.image', config.maxUploadBytes), 'init_image', config.maxPixels, 'input.image');
-    const mask = input.mask === undefined ? undefined : await checkImage(fileOf(input.mask, 'input.mask', config.maxUploadBytes), 'mask_image', config.maxPixels, 'input.mask');
+    const image = input.image === undefined ? undefined : await checkImage(await fileOf(input.image, 'input.image'), 'init_image', config.maxPixels, 'input.image');
+    const mask = input.mask === undefined ? undefined : await checkImage(await fileOf(input.mask, 'input.mask'), 'mask_image', config.maxPixels, 'input.mask');
     if (mask && !image) throw new ServiceError('bad_request', 'input.mask: needs input.image, the image it repaints', { field: 'input.mask' });
     const mode = mask ? 'masking' : image ? 'image-to-image' : 'text-to-image';
     if (!engine.modes.includes(mode)) throw new ServiceError('bad_request', `model: its engine ${engine.id} cannot do ${mode} (it does ${engine.modes.join(', ')})`);
