@@ -33,6 +33,8 @@ export class AdapterCatalog {
   private readonly loraFolder: Folder<LoraFile>;
   private readonly embeddingFolder: Folder<EmbeddingFile>;
   private readonly layouts = new Map<string, { stamp: string; layout: EngineLayout }>();
+  /** The embeddings' words as one pattern, for the folder read it was built from. */
+  private words: { signature: string; pattern: RegExp } | undefined;
 
   constructor(
     loraDir: string,
@@ -130,11 +132,12 @@ export class AdapterCatalog {
     const loras: AdapterUse['loras'] = [];
     if (uses.length) {
       const files = this.loras();
+      const layout = engine.family === 'stable-diffusion-3' ? undefined : this.layout(engine);
       for (const use of uses) {
         const file = files.get(use.name);
         if (!file) throw new ServiceError('invalid_lora', `${field}: ${use.name} is not a LoRA here (${this.available(files, use.name)})`, { field });
         if (engine.family === 'stable-diffusion-3') throw new ServiceError('invalid_lora', `${field}: ${use.name}: LoRAs apply to SD 1.x, 2.x and SDXL engines, not to ${engine.id}'s SD3 transformer yet`, { field });
-        const fit = loraFit(this.layout(engine), file);
+        const fit = loraFit(layout!, file);
         if (fit.matched === 0) {
           throw new ServiceError('invalid_lora', `${field}: ${use.name} matches none of ${engine.id}'s layers (0 of its ${fit.modules} modules): a LoRA for another model family`, { field });
         }
@@ -157,15 +160,17 @@ export class AdapterCatalog {
   private usedEmbeddings(engine: GenerationEngineInfo, params: GenerationParams): string[] {
     const files = this.embeddings();
     if (!files.size) return [];
-    const texts = [...params.prompts.map((p) => p.text), params.prompt2 ?? ''].join('\n').toLowerCase();
-    const used: string[] = [];
-    for (const [name, file] of files) {
-      const word = name.toLowerCase().replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
-      if (!new RegExp(`(?<![\\p{L}\\p{N}_])${word}(?![\\p{L}\\p{N}_])`, 'u').test(texts)) continue;
-      if (this.embeddingFits(engine, file)) used.push(name);
+    // one pattern for every word, built once per folder read (as the worker's tokenizer matches them)
+    if (this.words?.signature !== this.embeddingFolder.signature) {
+      const alternatives = [...files.keys()].sort((a, b) => b.length - a.length).map((w) => w.toLowerCase().replace(/[.*+?^${}()|[\]\\]/g, '\\$&'));
+      this.words = { signature: this.embeddingFolder.signature, pattern: new RegExp(`(?<![\\p{L}\\p{N}_])(?:${alternatives.join('|')})(?![\\p{L}\\p{N}_])`, 'gu') };
     }
+    const texts = [...params.prompts.map((p) => p.text), params.prompt2 ?? ''].join('\n').toLowerCase();
+    const named = new Set([...texts.matchAll(this.words.pattern)].map((m) => m[0]));
+    const used = [...files].filter(([name, file]) => named.has(name.toLowerCase()) && this.embeddingFits(engine, file)).map(([name]) => name);
     return used.sort();
   }
+
 }
 
 /** Names, sizes and times of a folder's entries: it changes when a file is added, removed or rewritten. */

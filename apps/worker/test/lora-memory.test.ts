@@ -10,10 +10,11 @@ import { join } from 'node:path';
 import { type Job, Queue, QueueEvents } from 'bullmq';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type JobPayload, parseFailedReason, queueNameForEngine } from '@sdq/contracts';
+import { parseFailedReason, queueNameForEngine } from '@sdq/contracts';
 import { startTestRedis, type TestRedis } from '../../../test/support/redis';
 import { parseWorkerConfig } from '../src/config';
 import { type RunningWorker, startWorker } from '../src/worker';
+import { circleJob } from './circle-job';
 
 const MODELS_DIR = mkdtempSync(join(tmpdir(), 'sdq-lora-memory-models-'));
 symlinkSync(join(import.meta.dirname, '../../../../shared/models/tiny-sd'), join(MODELS_DIR, 'tiny-sd'));
@@ -39,15 +40,7 @@ async function withWorker(memoryMb: number, prefix: string, fn: (worker: Running
   await events.waitUntilReady();
   const run = async () => {
     const jobId = `${prefix}-${Date.now()}`;
-    const payload: JobPayload = {
-      version: 1,
-      jobId,
-      accountId: 'acct_test',
-      engineId: 'tiny-sd',
-      createdAt: Date.now(),
-      kind: 'text-to-image',
-      params: { prompts: [{ text: 'a large red circle in the center on a blue background' }], width: 128, height: 128, steps: 10, cfgScale: 7, samples: 1, seed: 3, outputFormat: 'png', loras: [{ name: 'green-objects', weight: 1 }] },
-    };
+    const payload = circleJob(jobId, { steps: 10, loras: [{ name: 'green-objects', weight: 1 }] });
     const job: Job = await queue.add(payload.kind, payload, { jobId, attempts: 2, backoff: { type: 'fixed', delay: 100 } });
     try {
       await job.waitUntilFinished(events, 30_000);

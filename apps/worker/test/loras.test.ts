@@ -10,11 +10,12 @@ import { type Job, Queue, QueueEvents } from 'bullmq';
 import { pino } from 'pino';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type JobPayload, JobResult, parseFailedReason, queueNameForEngine } from '@sdq/contracts';
+import { JobResult, parseFailedReason, queueNameForEngine } from '@sdq/contracts';
 import { LocalStorage } from '@sdq/storage';
 import { startTestRedis, type TestRedis } from '../../../test/support/redis';
 import { parseWorkerConfig } from '../src/config';
 import { type RunningWorker, startWorker } from '../src/worker';
+import { circleJob } from './circle-job';
 
 // tiny-sd as ../shared/models/tiny-sd exports it: nodes named after modules, which LoRAs need
 const MODELS_DIR = mkdtempSync(join(tmpdir(), 'sdq-lora-models-'));
@@ -52,15 +53,7 @@ afterAll(async () => {
 let n = 0;
 const run = async (loras?: { name: string; weight: number }[]) => {
   const jobId = `lora-${++n}-${Date.now()}`;
-  const payload: JobPayload = {
-    version: 1,
-    jobId,
-    accountId: 'acct_test',
-    engineId: 'tiny-sd',
-    createdAt: Date.now(),
-    kind: 'text-to-image',
-    params: { prompts: [{ text: 'a large red circle in the center on a blue background' }], width: 128, height: 128, steps: 20, cfgScale: 7, samples: 1, seed: 3, outputFormat: 'png', ...(loras ? { loras } : {}) },
-  };
+  const payload = circleJob(jobId, loras ? { loras } : {});
   const job: Job = await queue.add(payload.kind, payload, { jobId, attempts: 3, backoff: { type: 'exponential', delay: 100 } });
   try {
     const result = JobResult.parse(await job.waitUntilFinished(events, 30_000));
