@@ -89,3 +89,16 @@ export function enginesByName(engines: Map<string, EngineInfo>, familyNames: Rea
   for (const e of generation) out.set(`sdq/${e.id}`, e);
   return out;
 }
+
+/**
+ * A data URI's bytes (`data:image/png;base64,...`, or percent-encoded), as JSON dialects take images;
+ * undefined for a string that is not one. One over MAX_UPLOAD_BYTES is refused before it is decoded.
+ */
+export function dataUriBytes(value: string, field: string, maxBytes: number): Buffer | undefined {
+  const m = /^data:([\w.+/-]*)(;[\w=.+-]+)*?(;base64)?,/i.exec(value.slice(0, 256));
+  if (!m) return undefined;
+  const data = value.slice(m[0].length);
+  const bytes = m[3] ? Math.floor((data.length * 3) / 4) : data.length;
+  if (bytes > maxBytes) throw new ServiceError('invalid_file_size', `${field}: about ${bytes} bytes once decoded, over the maximum of ${maxBytes} (MAX_UPLOAD_BYTES)`, { field });
+  return m[3] ? Buffer.from(data, 'base64') : Buffer.from(decodeURIComponent(data), 'latin1');
+}

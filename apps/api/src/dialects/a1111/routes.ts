@@ -14,7 +14,7 @@ import { A1111_SAMPLERS, A1111_SCHEDULERS, A1111ExtraSingleImageRequest, checkpo
 import { requireScope } from '../../auth';
 import { jsonImageBudget, Slots } from '../../in-flight';
 import { jsonBody } from '../../body';
-import { applyAdapters, checkSize, type GenerationDeps, repaintMask, sizeForShape, submitAndWait } from '../../submission';
+import { applyAdapters, checkSize, dataUriBytes, type GenerationDeps, repaintMask, sizeForShape, submitAndWait } from '../../submission';
 import { jobCost } from '../../pricing';
 import { rateLimit } from '../../rate-limit';
 import { parseBody } from '../../validate';
@@ -29,11 +29,11 @@ type Deps = GenerationDeps & { store: Pick<Store, 'keyDefaultEngine' | 'setKeyDe
  * MAX_UPLOAD_BYTES is refused before it is decoded (invalid_file_size, as a multipart upload is).
  */
 function decodeBase64(text: string, field: string, maxBytes: number): Buffer {
-  const comma = text.startsWith('data:') ? text.indexOf(',') : -1;
-  const data = comma >= 0 && comma < 256 && text.slice(0, comma).toLowerCase().endsWith(';base64') ? text.slice(comma + 1) : text;
-  const bytes = Math.floor((data.length * 3) / 4);
+  const inline = dataUriBytes(text, field, maxBytes);
+  if (inline) return inline;
+  const bytes = Math.floor((text.length * 3) / 4);
   if (bytes > maxBytes) throw new ServiceError('invalid_file_size', `${field}: about ${bytes} bytes once decoded, over the maximum of ${maxBytes} (MAX_UPLOAD_BYTES)`, { field: field });
-  return Buffer.from(data, 'base64');
+  return Buffer.from(text, 'base64');
 }
 
 /** The sdq sampler of an A1111 sampler name and scheduler. */

@@ -34,7 +34,7 @@ import { rateLimit } from '../../rate-limit';
 import type { JobRecord } from '../../store';
 import { type CheckedImage, checkImage } from '../../uploads';
 import { parseBody } from '../../validate';
-import { applyAdapters, checkSize, checkWebhook, enginesByName, type GenerationDeps, isDryRun, parsePrefer, repaintMask, sizeForShape, submitJob } from '../../submission';
+import { applyAdapters, checkSize, checkWebhook, dataUriBytes, enginesByName, type GenerationDeps, isDryRun, parsePrefer, repaintMask, sizeForShape, submitJob } from '../../submission';
 
 /** The names Replicate's own Stable Diffusion models have, for the first engine of each family. */
 const FAMILY_MODELS: Readonly<Record<string, string>> = {
@@ -65,16 +65,6 @@ export function replicateModels(settings: [string, string][], engines: Map<strin
 
 /** Replicate's filter names as sdq's: output is the images, at completion; logs are progress. */
 const EVENT_OF: Readonly<Record<string, string>> = { start: 'start', output: 'completed', logs: 'progress', completed: 'completed' };
-
-/** A data URI's bytes, or undefined for another string. */
-function dataUriBytes(value: string, field: string, maxBytes: number): Buffer | undefined {
-  const m = /^data:([\w.+/-]*)(;[\w=.+-]+)*?(;base64)?,/i.exec(value.slice(0, 256));
-  if (!m) return undefined;
-  const data = value.slice(m[0].length);
-  const bytes = m[3] ? Math.floor((data.length * 3) / 4) : data.length;
-  if (bytes > maxBytes) throw new ServiceError('invalid_file_size', `${field}: about ${bytes} bytes, over the maximum of ${maxBytes} (MAX_UPLOAD_BYTES)`, { field });
-  return m[3] ? Buffer.from(data, 'base64') : Buffer.from(decodeURIComponent(data), 'latin1');
-}
 
 /** The input as the prediction echoes it: long data URIs by their size only (they would fill every answer). */
 function echoOf(input: Record<string, unknown>): Record<string, unknown> {
