@@ -19,6 +19,8 @@ ENV ONNXRUNTIME_NODE_INSTALL=skip ONNXRUNTIME_NODE_INSTALL_CUDA=skip
 RUN npm ci --no-audit --no-fund --omit=dev && npm cache clean --force
 
 FROM node:20-bookworm-slim AS runtime
+# Debian's ffmpeg (libx264): workers write MP4 animations with it (FFMPEG_PATH)
+RUN apt-get update && apt-get install -y --no-install-recommends ffmpeg && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 COPY --from=deps /app/node_modules node_modules
 COPY --from=deps /app/package.json /app/package-lock.json ./

@@ -30,6 +30,8 @@ const PRICE_RULES: { [K in JobName]: (prices: PriceTable, entry: string, params:
   enhance: perImage,
   // an upscale is flat per image
   upscale: (prices, entry) => prices.upscale(entry, { samples: 1 }),
+  // an animation is its frames, each priced as a still of its size and steps (the hold covers them all)
+  animation: (prices, entry, params) => perImage(prices, entry, { ...params, samples: params.animation.frames }),
 };
 
 /** What a job costs, by its kind's price rule. */

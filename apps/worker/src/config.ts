@@ -77,6 +77,11 @@ const EnvSchema = z.object({
   WORKER_STALLED_INTERVAL_MS: envInt(200, 3_600_000).default(30_000),
   /** Times a job may stall (its worker died) before it fails instead of being retried. Default 2. */
   WORKER_MAX_STALLED_COUNT: envInt(0, 100).default(2),
+  /**
+   * The ffmpeg binary MP4 animations are written with (it needs libx264). Default `ffmpeg` on PATH; the
+   * Docker images install Debian's. Without one the worker writes WebP and GIF only, and says so.
+   */
+  FFMPEG_PATH: z.string().min(1).default('ffmpeg'),
   /** Port of /healthz and /readyz; 0 = any free port. Default 3001. */
   HEALTH_PORT: envInt(0, 65535).default(3001),
   /** Default 0.0.0.0. */
@@ -127,6 +132,8 @@ export interface WorkerConfig {
   maxStalledCount: number;
   healthPort: number;
   healthHost: string;
+  /** FFMPEG_PATH. */
+  ffmpegPath: string;
   /** ENGINE_REFRESH_MS: how often a worker serving every engine looks for engines added or removed. */
   engineRefreshMs: number;
   logLevel: z.infer<typeof EnvSchema>['LOG_LEVEL'];
@@ -172,6 +179,7 @@ export function parseWorkerConfig(env: Record<string, string | undefined>): Work
     maxStalledCount: e.WORKER_MAX_STALLED_COUNT,
     healthPort: e.HEALTH_PORT,
     healthHost: e.HEALTH_HOST,
+    ffmpegPath: e.FFMPEG_PATH,
     logLevel: e.LOG_LEVEL,
     logFormat: e.LOG_FORMAT,
   };

@@ -5,6 +5,8 @@
  */
 import type { Logger } from 'pino';
 import {
+  ANIMATION_CONTENT_TYPES,
+  animationKey,
   artifactKey,
   CONTENT_TYPES,
   type ErrorName,
@@ -19,7 +21,7 @@ import {
 } from '@sdq/contracts';
 import { checkEngineSize } from '@sdq/pipeline/engines';
 import { isInputError, PipelineError } from '@sdq/pipeline/errors';
-import { type DiffusionPipeline, EmbeddingFormatError, LoraFormatError, SafetensorsError } from '@sdq/pipeline';
+import { animate, animationEncoder, type DiffusionPipeline, EmbeddingFormatError, frameSeed, LoraFormatError, SafetensorsError } from '@sdq/pipeline';
 import { tiledEnhance } from '@sdq/pipeline/tiled-enhance';
 import type { GeneratedImage as Image, ProgressEvent } from '@sdq/pipeline/types';
 import type { LoadedEngine } from './engines';
@@ -42,8 +44,10 @@ export interface JobContext<K extends JobName> {
   storage: Storage;
   /** Aborted when the job is canceled (or the worker must stop). */
   signal: AbortSignal;
-  /** Reports a finished step (counting from 1) out of steps. */
-  progress(step: number, steps: number): void;
+  /** Reports a finished step (counting from 1) out of steps; an animation adds its frames stored. */
+  progress(step: number, steps: number, frames?: { done: number; total: number }): void;
+  /** FFMPEG_PATH: MP4 animations. */
+  ffmpegPath: string;
   log: Logger;
 }
 
@@ -113,7 +117,7 @@ async function generate<K extends 'text-to-image' | 'image-to-image' | 'masking'
  * undefined, the batcher's path); LoRAs or embeddings, a pipeline of the set's own (blended once, kept for
  * the next job with the same set), run alone: batching groups only jobs of one pipeline.
  */
-async function withAdapters<K extends 'text-to-image' | 'image-to-image' | 'masking' | 'enhance', T>(ctx: JobContext<K>, params: GenerationParams, run: (pipeline: DiffusionPipeline | undefined) => Promise<T>): Promise<T> {
+async function withAdapters<K extends 'text-to-image' | 'image-to-image' | 'masking' | 'enhance' | 'animation', T>(ctx: JobContext<K>, params: GenerationParams, run: (pipeline: DiffusionPipeline | undefined) => Promise<T>): Promise<T> {
   const engine = generationEngine(ctx);
   const { loras = [], embeddings = [] } = params;
   if (!loras.length && !embeddings.length) return run(undefined);
@@ -132,6 +136,76 @@ async function withAdapters<K extends 'text-to-image' | 'image-to-image' | 'mask
     return await run(set.pipeline);
   } finally {
     set.release();
+  }
+}
+
+/**
+ * An animation: its frames stored as PNG artifacts as they finish (frame i at artifactKey(job, i)) and
+ * written into the animation file at once, so the worker holds a batch of frames' pixels at most. A
+ * retried job (its worker died) reads the frames an earlier attempt stored back into the file and goes
+ * on from the first missing one: feedback frames from the last stored frame, travel frames from their
+ * own noise, the same pixels either way (the seeds are fixed at submission).
+ */
+async function animation(ctx: JobContext<'animation'>): Promise<JobResult> {
+  const engine = generationEngine(ctx);
+  const { params, jobId, engineId } = ctx.payload;
+  const problem = checkEngineSize(engine.info, params.width, params.height);
+  if (problem) throw new JobFailure('invalid_height_or_width', problem);
+  const spec = params.animation;
+  const { width, height } = params;
+  const encoder = animationEncoder({ format: spec.format, width, height, fps: spec.fps, loop: spec.loop, ffmpegPath: ctx.ffmpegPath });
+  const frameArtifact = (index: number): StoredArtifact => ({ key: artifactKey(jobId, index, 'png'), seed: frameSeed(spec.keyframes, index), finish_reason: 'SUCCESS', content_type: CONTENT_TYPES.png, width, height });
+  try {
+    let done = 0;
+    let lastFrame: Buffer | undefined;
+    for (; done < spec.frames; done++) {
+      try {
+        lastFrame = await ctx.storage.get(artifactKey(jobId, done, 'png'));
+      } catch (err) {
+        if (err instanceof StorageNotFoundError) break;
+        throw new Error(`storage: could not read ${artifactKey(jobId, done, 'png')}: ${(err as Error).message}`, { cause: err });
+      }
+      await encoder.add(lastFrame);
+    }
+    if (done) ctx.log.info({ frames_stored: done, frames: spec.frames }, 'animation resumed from its stored frames');
+    const { stylePreset: _applied, loras, embeddings, animation: _spec, prompts: _first, seed: _seed, samples: _one, outputFormat: _png, ...shared } = params;
+    const made = await withAdapters(ctx, params, (pipeline) =>
+      animate(pipeline ?? engine.pipeline, {
+        ...shared,
+        keyframes: spec.keyframes,
+        frames: spec.frames,
+        interpolation: spec.interpolation,
+        mode: spec.mode,
+        strength: spec.strength,
+        done,
+        lastFrame,
+        engineId,
+        signal: ctx.signal,
+        onProgress: (p) => ctx.progress(p.step, p.steps, { done: p.framesDone, total: p.frames }),
+        onFrame: async (index, image) => {
+          const key = artifactKey(jobId, index, 'png');
+          try {
+            await ctx.storage.put(key, image.data, CONTENT_TYPES.png);
+          } catch (err) {
+            // the frames stored before it stay: a retry goes on from them
+            throw new Error(`storage: could not write ${key}: ${(err as Error).message}`, { cause: err });
+          }
+          await encoder.add(image.data);
+        },
+      }),
+    );
+    const file = await encoder.finish();
+    const key = animationKey(jobId, spec.format);
+    try {
+      await ctx.storage.put(key, file, ANIMATION_CONTENT_TYPES[spec.format]);
+    } catch (err) {
+      throw new Error(`storage: could not write ${key}: ${(err as Error).message}`, { cause: err });
+    }
+    ctx.log.info({ frames: spec.frames, made: made.frames, resumed_from: done, ms: Math.round(made.totalMs), onnx_ms: Math.round(made.onnxMs), bytes: file.length, format: spec.format }, 'animated');
+    const animationArtifact: StoredArtifact = { key, seed: spec.keyframes[0].seed, finish_reason: 'SUCCESS', content_type: ANIMATION_CONTENT_TYPES[spec.format], width, height };
+    return { artifacts: [animationArtifact, ...Array.from({ length: spec.frames }, (_, i) => frameArtifact(i))] };
+  } finally {
+    await encoder.abort();
   }
 }
 
@@ -169,6 +243,7 @@ export const HANDLERS: JobHandlers = {
     }));
     return store(ctx, [out]);
   },
+  animation,
   upscale: async (ctx) => {
     if (!('upscaler' in ctx.engine)) throw new JobFailure('bad_request', `engine ${ctx.engine.info.id} is not an upscale engine`);
     const image = await input(ctx, ctx.payload.inputs.image);

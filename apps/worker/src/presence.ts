@@ -20,6 +20,8 @@ export interface WorkerReport {
   startedAt: number;
   /** The jobs running now and the count finished so far, read at each heartbeat. */
   status(): { current: string[]; done: number };
+  /** The animation formats it writes (webp, gif, and mp4 where its ffmpeg has libx264): the API refuses the rest at submission. */
+  animationFormats?: string[];
   /** Engines it is loading now or could not load (with why), read at each heartbeat. */
   engineStates?(): Record<string, { state: 'loading' | 'failed'; reason?: string }>;
 }
@@ -84,6 +86,7 @@ export class Presence {
         loaded: JSON.stringify(this.loaded),
         providers: JSON.stringify(r.providers),
         ...(r.memory ? { memory: JSON.stringify(r.memory) } : {}),
+        ...(r.animationFormats ? { animation_formats: JSON.stringify(r.animationFormats) } : {}),
         current_jobs: JSON.stringify(current),
         jobs_done: String(done),
         engine_states: JSON.stringify(r.engineStates?.() ?? {}),

@@ -227,12 +227,13 @@ export class EngineWorkers {
         storage,
         signal: tracked.signal,
         log,
-        progress: (step, steps) => {
+        ffmpegPath: this.opts.config.ffmpegPath,
+        progress: (step, steps, frames) => {
           const now = performance.now();
           metrics?.stepSeconds.observe({ engine: engineId }, (now - lastStep) / 1000);
           lastStep = now;
           // Not awaited: the pipeline goes on while Redis records it; one connection keeps the order.
-          job.updateProgress({ step, steps }).catch((err) => log.warn({ err: err.message }, 'could not record progress'));
+          job.updateProgress({ step, steps, ...(frames ? { frames_done: frames.done, frames: frames.total } : {}) }).catch((err) => log.warn({ err: err.message }, 'could not record progress'));
         },
       };
       const result = await (handlers[payload.kind] as (c: JobContext<JobName>) => Promise<JobResult>)(ctx);

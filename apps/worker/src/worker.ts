@@ -11,7 +11,7 @@ import type { Redis } from 'ioredis';
 import { createRedis, type Storage } from '@sdq/contracts';
 import { discoverEngines } from '@sdq/pipeline/engines';
 import { createStorage } from '@sdq/storage';
-import { availableCpus } from '@sdq/pipeline';
+import { availableCpus, ffmpegEncoders } from '@sdq/pipeline';
 import { CreditsService } from '@sdq/credits';
 import { JobCharge } from '@sdq/jobs/charge';
 import { JobEventLog } from '@sdq/jobs/job-events';
@@ -102,7 +102,11 @@ export async function startWorker(config: WorkerConfig, logger: Logger, handlers
     workers.run();
     const engineWorkers = workers;
     let states: () => ReturnType<Residency['states']> = () => ({});
+    // MP4 animations need ffmpeg with libx264: asked once, reported with the worker's presence
+    const ffmpeg = await ffmpegEncoders(config.ffmpegPath);
+    if (ffmpeg.problem) logger.warn({ ffmpeg: ffmpeg.problem }, 'no MP4 animations on this worker (FFMPEG_PATH): WebP and GIF only');
     presence = new Presence(redis, config.keyPrefix, `${hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`, [], logger, {
+      animationFormats: ['webp', 'gif', ...ffmpeg.formats],
       host: hostname(),
       pid: process.pid,
       providers,

@@ -32,6 +32,9 @@ export const ERROR_CATALOGUE = {
   },
   invalid_pixel_count: { status: 400, message: '{detail}', description: "width x height is above the configured maximum (MAX_PIXELS), or one image of that size fits no live worker's memory bound (WORKER_MEMORY_LIMIT_MB)." },
   invalid_prompts: { status: 400, message: '{detail}', description: '`text_prompts` missing, empty or a text over 2000 characters.' },
+  invalid_keyframes: { status: 400, message: '{detail}', description: "An animation's keyframes are missing, unsorted, repeated, do not start at frame 0, or name a frame beyond `frames`." },
+  invalid_frames: { status: 400, message: '{detail}', description: "An animation's `frames` is below 2 or above MAX_ANIMATION_FRAMES." },
+  unsupported_format: { status: 400, message: '{detail}', description: 'The animation format needs a tool the workers serving the engine lack (mp4: an ffmpeg binary with libx264, FFMPEG_PATH).' },
   invalid_sampler: { status: 400, message: '{detail}', description: 'Unknown sampler name, or one the engine cannot use.' },
   invalid_lora: {
     status: 400,
@@ -198,6 +201,7 @@ export const PIPELINE_ERROR_MAP = {
   invalid_model: 'internal_error',
   provider_unavailable: 'service_unavailable',
   canceled: 'canceled',
+  invalid_keyframes: 'invalid_keyframes',
 } as const satisfies Record<string, ErrorName>;
 
 export function errorNameForPipelineCode(code: string): ErrorName {

@@ -20,6 +20,21 @@ const EXTENSIONS: Record<OutputFormat, string> = { png: 'png', jpeg: 'jpg', webp
 export function artifactKey(jobId: string, index: number, format: OutputFormat): string {
   return `generations/${jobId}/${index}.${EXTENSIONS[format]}`;
 }
+/**
+ * Animations (the `animation` job): the formats written, their content types, and where the file and
+ * its frames are stored. Frame i is `artifactKey(job, i, 'png')`, so a retried job finds the frames an
+ * earlier attempt stored and goes on from there.
+ */
+export const ANIMATION_FORMATS = ['webp', 'gif', 'mp4'] as const;
+export type AnimationFormat = (typeof ANIMATION_FORMATS)[number];
+export const ANIMATION_CONTENT_TYPES: Record<AnimationFormat, string> = { webp: 'image/webp', gif: 'image/gif', mp4: 'video/mp4' };
+export const ANIMATION_MODES = ['travel', 'feedback'] as const;
+export const INTERPOLATIONS = ['linear', 'slerp'] as const;
+/** Storage key of a job's animation file. */
+export function animationKey(jobId: string, format: AnimationFormat): string {
+  return `generations/${jobId}/animation.${format}`;
+}
+
 /** Storage key prefixes owned by a job: removed with it when its results expire. */
 export function jobKeyPrefixes(jobId: string): string[] {
   return [`generations/${jobId}/`, `inputs/${jobId}/`];
@@ -88,6 +103,34 @@ export const GenerationParams = z.object({
 });
 export type GenerationParams = z.infer<typeof GenerationParams>;
 
+/**
+ * An animation, beside the generation options its frames share (`GenerationParams`: size, steps,
+ * guidance, sampler, adapters; its `prompts` and `seed` are the first keyframe's, `samples` is 1).
+ * Resolved by the API: keyframes sorted and checked, seeds concrete (a retried job draws the same
+ * frames), style preset applied to every keyframe's prompts.
+ */
+export const AnimationSpec = z.object({
+  /** Frames in all (2 to MAX_ANIMATION_FRAMES). */
+  frames: z.number().int().min(2),
+  /** At least one; frames strictly increasing, the first at 0, every one below `frames`. After the last, its prompts and seed hold. */
+  keyframes: z
+    .array(z.object({ frame: z.number().int().min(0), prompts: z.array(WeightedPrompt).min(1), seed: z.number().int().min(1) }))
+    .min(1),
+  /** How the text encoders' states go from one keyframe to the next (the starting noise is always slerped). */
+  interpolation: z.enum(INTERPOLATIONS),
+  /** travel: every frame from its own noise (frames batch); feedback: each frame an image-to-image of the previous one. */
+  mode: z.enum(ANIMATION_MODES),
+  /** feedback: the part of the previous frame kept (Deforum's strength, Stability's image_strength). */
+  strength: z.number().min(0).max(1),
+  fps: z.number().int().min(1).max(60),
+  format: z.enum(ANIMATION_FORMATS),
+  /** webp and gif: play for ever (true) or once; mp4 has no loop flag. */
+  loop: z.boolean(),
+});
+export type AnimationSpec = z.infer<typeof AnimationSpec>;
+export const AnimationParams = GenerationParams.extend({ animation: AnimationSpec });
+export type AnimationParams = z.infer<typeof AnimationParams>;
+
 export const UpscaleParams = z.object({
   width: z.number().int().positive().optional(),
   height: z.number().int().positive().optional(),
@@ -117,6 +160,7 @@ export const JobPayload = z.discriminatedUnion('kind', [
   z.object({ ...common, kind: z.literal('upscale'), params: UpscaleParams, inputs: z.object({ image: z.string() }) }),
   // width and height: the output size; imageStrength: the part of each tile kept
   z.object({ ...common, kind: z.literal('enhance'), params: GenerationParams, inputs: z.object({ image: z.string() }) }),
+  z.object({ ...common, kind: z.literal('animation'), params: AnimationParams }),
 ]);
 export type JobPayload = z.infer<typeof JobPayload>;
 export type JobPayloadOf<K extends JobName> = Extract<JobPayload, { kind: K }>;
@@ -133,8 +177,15 @@ export { JOB_NAMES };
 /**
  * What the worker reports after every step: `job.updateProgress({ step, steps })` (step counts from 1).
  * Before the first, while a worker loads the job's engine for it, `phase` is `loading model` (step 0).
+ * An animation counts steps across all its frames and adds the frames stored so far.
  */
-export const JobProgress = z.object({ step: z.number().int().min(0), steps: z.number().int().min(0), phase: z.enum(['loading model']).optional() });
+export const JobProgress = z.object({
+  step: z.number().int().min(0),
+  steps: z.number().int().min(0),
+  phase: z.enum(['loading model']).optional(),
+  frames_done: z.number().int().min(0).optional(),
+  frames: z.number().int().min(0).optional(),
+});
 export type JobProgress = z.infer<typeof JobProgress>;
 
 export const FINISH_REASONS = ['SUCCESS', 'ERROR', 'CONTENT_FILTERED'] as const;
@@ -201,6 +252,17 @@ export const JobParamsView = z
     loras: z.array(z.object({ name: z.string(), weight: z.number(), modules: z.number().int().optional(), matched: z.number().int().optional() })),
     /** The embeddings whose words the prompts used. */
     embeddings: z.array(z.string()),
+    /** An animation's own settings, in its request's field names (keyframes with their resolved seeds). */
+    animation: z.object({
+      frames: z.number().int(),
+      keyframes: z.array(z.object({ frame: z.number().int(), text_prompts: z.array(z.object({ text: z.string(), weight: z.number() })), seed: z.number().int() })),
+      interpolation: z.enum(INTERPOLATIONS),
+      mode: z.enum(ANIMATION_MODES),
+      strength: z.number(),
+      fps: z.number().int(),
+      format: z.enum(ANIMATION_FORMATS),
+      loop: z.boolean(),
+    }),
   })
   .partial()
   .meta({ id: 'JobParams' });
@@ -219,6 +281,10 @@ export function jobParamsView(job: { kind: JobName; params: GenerationParams | U
   if (p.stylePreset !== undefined) view.style_preset = p.stylePreset;
   if (p.loras?.length) view.loras = p.loras.map((l) => ({ ...l }));
   if (p.embeddings?.length) view.embeddings = [...p.embeddings];
+  if (job.kind === 'animation') {
+    const { keyframes, ...rest } = (p as AnimationParams).animation;
+    view.animation = { ...rest, keyframes: keyframes.map((k) => ({ frame: k.frame, text_prompts: k.prompts.map(({ text, weight }) => ({ text, weight: weight ?? 1 })), seed: k.seed })) };
+  }
   return view;
 }
 

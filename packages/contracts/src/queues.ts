@@ -14,9 +14,10 @@ export const DEFAULT_QUEUE_PREFIX = 'sdq';
  * Job names: one per kind of work. A kind is declared here and by its payload in jobs.ts (`JobPayload`);
  * the compiler then points at every other place it must fill: the worker's handler table, the API's
  * price rules (pricing.ts) and input storage fields (jobs.service.ts). `enhance` is a text-guided
- * upscale (v2beta creative and conservative): resize, then tiled image-to-image.
+ * upscale (v2beta creative and conservative): resize, then tiled image-to-image. `animation` is a sequence
+ * of frames between keyframes, written as one animated file (sdq's own route).
  */
-export const JOB_NAMES = ['text-to-image', 'image-to-image', 'masking', 'upscale', 'enhance'] as const;
+export const JOB_NAMES = ['text-to-image', 'image-to-image', 'masking', 'upscale', 'enhance', 'animation'] as const;
 export type JobName = (typeof JOB_NAMES)[number];
 /** A job's kind is its name. */
 export type JobKind = JobName;

@@ -187,6 +187,39 @@ export const UpscaleRequest = z
   .meta({ id: 'UpscaleRequest' });
 export type UpscaleRequest = z.infer<typeof UpscaleRequest>;
 
+/**
+ * POST /v1/generation/{engine_id}/animation (sdq's own): the text-to-image fields but the prompts, seed
+ * and samples, which the keyframes replace. Order, duplicates and range of the keyframes are checked by
+ * the route (they depend on `frames` and MAX_ANIMATION_FRAMES).
+ */
+export const AnimationRequest = z
+  .object({
+    ...(({ text_prompts: _p, seed: _s, samples: _n, ...rest }) => rest)(generationFields),
+    keyframes: z
+      .array(
+        z.object({
+          frame: z.number().int().min(0).describe('The frame this keyframe sets: the first at 0, then strictly increasing, each below `frames`.'),
+          text_prompts: generationFields.text_prompts,
+          seed: z.number().int().min(0).max(MAX_SEED).default(0).describe('The starting noise of this keyframe (slerped towards the next one). 0 = random, drawn once at submission.'),
+        }),
+      )
+      .min(1, 'at least one keyframe is required')
+      .max(64, 'at most 64 keyframes')
+      .describe('The prompts and seeds at given frames; the frames between are interpolated, those after the last hold it.'),
+    frames: z.number().int().min(2).describe('Frames in all: 2 to MAX_ANIMATION_FRAMES (default 120).'),
+    interpolation: z.enum(['linear', 'slerp']).default('linear').describe("How the text encoders' states go between keyframes: linear (A1111's prompt travel) or slerp. The starting noise is always slerped."),
+    mode: z
+      .enum(['travel', 'feedback'])
+      .default('travel')
+      .describe("travel: every frame from its own interpolated noise (frames batch through the denoiser); feedback: each frame after the first is an image-to-image of the previous one (Deforum's way; sequential)."),
+    strength: z.number().min(0).max(1).default(0.5).describe('feedback: the part of the previous frame each frame keeps (0 to 1, as image_strength). Default 0.5.'),
+    fps: z.number().int().min(1).max(60).default(12).describe('Frames per second, 1 to 60. Default 12 (GIF rounds each delay to 10 ms).'),
+    format: z.enum(['webp', 'gif', 'mp4']).default('webp').describe("The animation's format: animated WebP (default), GIF, or H.264 MP4 (needs ffmpeg on the workers)."),
+    loop: z.boolean().default(true).describe('webp and gif: play for ever (default) or once. MP4 carries no loop flag.'),
+  })
+  .meta({ id: 'AnimationRequest' });
+export type AnimationRequest = z.infer<typeof AnimationRequest>;
+
 /** Multipart fields that carry numbers (multipart sends every value as a string). */
 export const NUMERIC_FORM_FIELDS = new Set([
   'height',
@@ -229,6 +262,10 @@ export function errorNameForField(field: string | number | undefined): ErrorName
   switch (field) {
     case 'text_prompts':
       return 'invalid_prompts';
+    case 'keyframes':
+      return 'invalid_keyframes';
+    case 'frames':
+      return 'invalid_frames';
     case 'height':
     case 'width':
       return 'invalid_height_or_width';

@@ -22,6 +22,7 @@ export const PIPELINE_ERROR_CODES = [
   'invalid_embedding',
   'provider_unavailable',
   'canceled',
+  'invalid_keyframes',
 ] as const;
 export type PipelineErrorCode = (typeof PIPELINE_ERROR_CODES)[number];
 

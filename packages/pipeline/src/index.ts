@@ -20,3 +20,5 @@ export { type NamedEmbedding } from './embedding-graph';
 export { readEmbedding, EmbeddingFormatError, type Embedding } from './embedding';
 export { readLora, LoraFormatError, type LoraModule } from './lora';
 export { readSafetensorsFile, SafetensorsError } from './safetensors';
+export { animate, checkKeyframes, frameSeed, frameSpan, lerp, slerp, type AnimateRequest, type AnimationMode, type AnimationProgress, type Interpolation, type Keyframe } from './animation';
+export { animationEncoder, ffmpegEncoders, type AnimationEncoder, type AnimationEncoderOptions } from './animation-encoders';

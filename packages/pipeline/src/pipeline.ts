@@ -16,7 +16,9 @@ import { imageBytes, type MemoryPlan, memoryRefusal } from './memory';
 import { BatchRng, NormalRng, resolveSeed, sampleSeed, MAX_SEED } from './rng';
 import { createScheduler, type Scheduler } from './schedulers';
 import { InvalidSamplerError, schedulerConfigForSampler } from './schedulers/samplers';
-import type { GenerateRequest, GenerateResult, GeneratedImage, OutputFormat, WeightedPrompt } from './types';
+import type { Conditioning, ConditioningInput, GenerateRequest, GenerateResult, GeneratedImage, OutputFormat, WeightedPrompt } from './types';
+
+export type { Conditioning, ConditioningInput };
 
 export { DEFAULTS };
 const LIMITS = { maxSteps: 1000, maxSamples: 64, maxCfgScale: 100 };
@@ -39,22 +41,6 @@ export interface CheckedRequest {
 
 function isInt(v: unknown): v is number {
   return typeof v === 'number' && Number.isInteger(v);
-}
-
-/** One conditioning input of the UNet, a row per image: the conditional row and, with guidance, the unconditional one. */
-export interface ConditioningInput {
-  /** The UNet input it feeds (encoder_hidden_states, text_embeds, time_ids, ...). */
-  name: string;
-  /** Dimensions of one row, without the batch. */
-  rowDims: number[];
-  cond: Float32Array;
-  uncond?: Float32Array;
-}
-
-export interface Conditioning {
-  inputs: ConditioningInput[];
-  /** Prompt tokens dropped because they did not fit a text encoder's window. */
-  truncatedTokens: number;
 }
 
 /** The texts of a request's prompts, each once: positives, then (with guidance) negatives or "". */
@@ -451,7 +437,10 @@ export abstract class DiffusionPipeline {
     const guidance = cfgScale > 1;
 
     // 1. encode the prompts (conditional and, with guidance, unconditional), a row per image: [uncond rows, cond rows]
-    const prompts = await Promise.all(members.map((m) => this.encodePrompts(m.r, m.req, guidance)));
+    const prompts = await Promise.all(members.map((m) => m.req.conditioning ?? this.encodePrompts(m.r, m.req, guidance)));
+    if (prompts.some((p) => p.inputs.length !== prompts[0].inputs.length || p.inputs.some((input) => guidance !== (input.uncond !== undefined)))) {
+      throw new Error('a request\'s conditioning was not made for this guidance (cfg_scale) or this pipeline');
+    }
     const rows = guidance ? 2 * samples : samples;
     const conditioning: Record<string, FeedValue> = {};
     for (const [k, input] of prompts[0].inputs.entries()) {
@@ -473,7 +462,16 @@ export abstract class DiffusionPipeline {
     let timesteps = scheduler.timesteps;
     const generators = members.flatMap((m) => m.seeds.map((seed) => new NormalRng(seed)));
     const rng = new BatchRng(generators);
-    const noise = rng.randn(samples * latentSize);
+    // each sample's noise from its own generator, as BatchRng.randn draws it, or the caller's (an animation frame's)
+    const noise = new Float32Array(samples * latentSize);
+    for (const m of members) {
+      const given = m.req.latentNoise;
+      if (given && given.length !== m.r.samples * latentSize) throw new Error(`latentNoise has ${given.length} values, expected ${m.r.samples * latentSize}`);
+      for (let s = 0; s < m.r.samples; s++) {
+        const row = m.offset + s;
+        noise.set(given ? given.subarray(s * latentSize, (s + 1) * latentSize) : generators[row].randn(latentSize), row * latentSize);
+      }
+    }
 
     // 3. prepare the latents: pure noise, or the init image's latents noised to the first timestep
     let latents: Float32Array;

@@ -35,6 +35,30 @@ export interface GenerateRequest extends GenerationOptions {
   engineId?: string;
   onProgress?: (p: ProgressEvent) => void;
   signal?: AbortSignal;
+  /**
+   * Conditioning made by the caller (an animation's frame between two keyframes), used instead of
+   * encoding the prompts; it must have been made by this pipeline's `conditioning()` for the same
+   * guidance. The prompts still name the image (its PNG parameters).
+   */
+  conditioning?: Conditioning;
+  /** The starting noise of each sample, instead of the seeds' (an animation's slerped noise): samples x the latent size. */
+  latentNoise?: Float32Array;
+}
+
+/** One conditioning input of the UNet, a row per image: the conditional row and, with guidance, the unconditional one. */
+export interface ConditioningInput {
+  /** The UNet input it feeds (encoder_hidden_states, text_embeds, time_ids, ...). */
+  name: string;
+  /** Dimensions of one row, without the batch. */
+  rowDims: number[];
+  cond: Float32Array;
+  uncond?: Float32Array;
+}
+
+export interface Conditioning {
+  inputs: ConditioningInput[];
+  /** Prompt tokens dropped because they did not fit a text encoder's window. */
+  truncatedTokens: number;
 }
 
 export type FinishReason = 'SUCCESS' | 'ERROR' | 'CONTENT_FILTERED';

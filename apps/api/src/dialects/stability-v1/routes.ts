@@ -48,7 +48,8 @@ function sizeFromImage(image: CheckedImage, maxPixels: number): { width: number;
   return { width, height };
 }
 
-type Kind = NewJob['kind'];
+/** The kinds of Stability's own routes (animation.ts serves sdq's animation route). */
+type Kind = Exclude<NewJob['kind'], 'animation'>;
 
 export function generationRoutes(deps: GenerationDeps): Router {
   const { config, engines, aliases, jobs, prices, credits } = deps;

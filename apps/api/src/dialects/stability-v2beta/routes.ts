@@ -133,7 +133,7 @@ export function v2betaRoutes(deps: GenerationDeps & { services: Map<V2BetaServic
   const router = Router();
 
   // enhance is image-to-image tile by tile
-  const engineFor = (service: V2BetaService, kind: NewJob['kind']): EngineInfo => {
+  const engineFor = (service: V2BetaService, kind: Exclude<NewJob['kind'], 'animation'>): EngineInfo => {
     const mode = kind === 'enhance' ? 'image-to-image' : kind;
     const engine = services.get(service);
     if (!engine) throw new ServiceError('not_found', `v2beta ${service}: no engine serves it on this server (the operator sets V2BETA_ENGINES=${service}=<engine>)`);
@@ -141,7 +141,7 @@ export function v2betaRoutes(deps: GenerationDeps & { services: Map<V2BetaServic
     return engine;
   };
   /** The engine of a service that generates (every one but the fast upscale). */
-  const generationFor = (service: V2BetaService, kind: NewJob['kind']): GenerationEngineInfo => {
+  const generationFor = (service: V2BetaService, kind: Exclude<NewJob['kind'], 'animation'>): GenerationEngineInfo => {
     const engine = engineFor(service, kind);
     if (engine.kind !== 'generation') throw new ServiceError('bad_request', `v2beta ${service}: its engine ${engine.id} is an upscale engine`);
     return engine;
