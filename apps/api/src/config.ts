@@ -76,6 +76,8 @@ const EnvSchema = z.object({
   API_SHUTDOWN_GRACE_MS: envInt(0, 600_000).default(10_000),
   /** Largest width x height accepted. Default 1048576. */
   MAX_PIXELS: envInt(16_384, 64 * 1024 * 1024).default(1_048_576),
+  /** Most frames one animation may ask for (POST /v1/generation/{engine}/animation). Default 120. */
+  MAX_ANIMATION_FRAMES: envInt(2, 100_000).default(120),
   /** Largest uploaded file in bytes. Default 10 MiB. */
   MAX_UPLOAD_BYTES: envInt(1024, 256 * 1024 * 1024).default(10 * 1024 * 1024),
   /** Milliseconds a client has to send a request's headers. Default 20000. */
@@ -183,6 +185,7 @@ export interface Config {
   studio: boolean;
   unservedJobTimeout: number;
   maxPixels: number;
+  maxAnimationFrames: number;
   maxUploadBytes: number;
   http: {
     headersTimeoutMs: number;
@@ -250,6 +253,7 @@ export function parseConfig(env: Record<string, string | undefined>, randomSecre
     studio: e.STUDIO === 'true',
     unservedJobTimeout: e.UNSERVED_JOB_TIMEOUT,
     maxPixels: e.MAX_PIXELS,
+    maxAnimationFrames: e.MAX_ANIMATION_FRAMES,
     maxUploadBytes: e.MAX_UPLOAD_BYTES,
     http: {
       headersTimeoutMs: e.HTTP_HEADERS_TIMEOUT_MS,

@@ -159,6 +159,29 @@ export class EnginePresence {
     return `width x height: ${width}x${height} needs about ${needMb} MB per image on ${engineId}'s workers, over their memory bound of ${budgetMb} MB for runs (WORKER_MEMORY_LIMIT_MB); ${largestSquare}`;
   }
 
+  /**
+   * Why an animation in this format would fail on the engine's live workers (none of them writes it:
+   * mp4 needs ffmpeg), or undefined when one writes it or none is live to ask (then a worker without
+   * the tool fails the job, naming it).
+   */
+  async animationFormatProblem(engineId: string, format: string): Promise<string | undefined> {
+    const [seconds, micros] = await this.redis.time();
+    const now = Number(seconds) * 1000 + Math.floor(Number(micros) / 1000);
+    const ids = await this.redis.zrangebyscore(servedEngineKey(this.prefix, engineId), `(${now}`, '+inf');
+    if (!ids.length) return undefined;
+    const reports = await Promise.all(ids.map((id) => this.redis.hget(workerInfoKey(this.prefix, id), 'animation_formats')));
+    for (const text of reports) {
+      try {
+        // a worker from before animations reported nothing: it writes none
+        if (text && (JSON.parse(text) as unknown[]).includes(format)) return undefined;
+      } catch {
+        // a report being rewritten: not this one
+      }
+    }
+    const missing = format === 'mp4' ? 'an ffmpeg binary with libx264 (install ffmpeg on the workers, or set their FFMPEG_PATH)' : `a worker that writes ${format}`;
+    return `format: ${format} needs ${missing}; none of the ${ids.length} live worker${ids.length > 1 ? 's' : ''} serving ${engineId} has it (webp and gif need nothing more)`;
+  }
+
   /** The live workers (heartbeat within PRESENCE_TTL_MS), with what each last reported, by id. */
   async list(): Promise<WorkerObject[]> {
     const [seconds, micros] = await this.redis.time();

@@ -9,5 +9,8 @@ export function parseBody<S extends z.ZodType>(schema: S, value: unknown): z.inf
   const parsed = schema.safeParse(value ?? {});
   if (parsed.success) return parsed.data;
   const issue = parsed.error.issues[0];
-  throw new ServiceError(errorNameForField(issue.path[0] as string | undefined), issueMessage(issue, schema, value), { field: issuePath(issue.path) });
+  // the innermost field with a name of its own (`keyframes.0.text_prompts`: invalid_prompts), else the outermost's
+  const names = issue.path.filter((p): p is string => typeof p === 'string').map((p) => errorNameForField(p));
+  const name = names.findLast((n) => n !== 'bad_request') ?? errorNameForField(issue.path[0] as string | undefined);
+  throw new ServiceError(name, issueMessage(issue, schema, value), { field: issuePath(issue.path) });
 }

@@ -81,7 +81,7 @@ export async function submitJob(
   }
   // A size whose one image fits no worker's memory bound would fail there: refused here, before any hold.
   // (enhance runs tiles of the engine's native size, upscale no diffusion: neither is sized by the request)
-  if (built.job.kind === 'text-to-image' || built.job.kind === 'image-to-image' || built.job.kind === 'masking') {
+  if (built.job.kind === 'text-to-image' || built.job.kind === 'image-to-image' || built.job.kind === 'masking' || built.job.kind === 'animation') {
     const problem = await deps.presence.memoryProblem(engine.id, built.job.params.width, built.job.params.height);
     if (problem) throw new ServiceError('invalid_pixel_count', problem, { field: 'width' });
   }

@@ -24,6 +24,7 @@ import { rateLimit } from '../../rate-limit';
 import type { JobRecord } from '../../store';
 import { parseBody } from '../../validate';
 import { type CheckedImage, type ImageField, multipart, parseFormFields, readImage, repeatedField } from '../../uploads';
+import { animationHandler } from './animation';
 import { applyAdapters, applyStyle, checkSize, checkWebhook, endedAsError, formEventsFilter, type GenerationDeps, isDryRun, parsePrefer, requireFile, submitJob, webhookOf } from '../../submission';
 
 const ACCEPTABLE = ['application/json', 'image/png', 'image/jpeg', 'image/webp'];
@@ -182,6 +183,7 @@ export function generationRoutes(deps: GenerationDeps): Router {
   router.post('/v1/generation/:engine_id/image-to-image', guard, form(['init_image']), handle('image-to-image'));
   router.post('/v1/generation/:engine_id/image-to-image/masking', guard, form(['init_image', 'mask_image']), handle('masking'));
   router.post('/v1/generation/:engine_id/image-to-image/upscale', guard, form(['image']), handle('upscale'));
+  router.post('/v1/generation/:engine_id/animation', guard, json, animationHandler(deps, generationParams));
   return router;
 }
 
@@ -189,7 +191,7 @@ export function generationRoutes(deps: GenerationDeps): Router {
  * The job's parameters: what the request gave, else the engine's manifest defaults, else the API's.
  * `raw` is the body before the schema filled in its defaults, to tell a given value from a default.
  */
-function generationParams(
+export function generationParams(
   engine: GenerationEngineInfo,
   raw: Record<string, unknown> | undefined,
   body: z.infer<typeof TextToImageRequest>,
