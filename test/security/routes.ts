@@ -132,6 +132,14 @@ export const FUZZ_ROUTES: FuzzRoute[] = [
   },
   {
     method: 'POST',
+    path: '/v1/generation/{engine_id}/animation',
+    caller: 'key',
+    params: (ids) => ({ engine_id: ids.engine }),
+    json: () => ({ keyframes: [{ frame: 0, text_prompts: [{ text: 'a red circle', weight: 1 }], seed: 1 }, { frame: 2, text_prompts: [{ text: 'a blue circle' }], seed: 2 }], frames: 3, steps: 10, width: 128, height: 128, fps: 6, format: 'gif', mode: 'travel' }),
+    creates: true,
+  },
+  {
+    method: 'POST',
     path: '/v1/generation/{engine_id}/image-to-image',
     caller: 'key',
     params: (ids) => ({ engine_id: ids.engine }),

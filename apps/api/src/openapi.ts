@@ -2,6 +2,7 @@
 import {
   AccountResponse,
   BalanceResponse,
+  AnimationRequest,
   CreateAccountRequest,
   CreateKeyRequest,
   DefaultWebhookResponse,
@@ -52,6 +53,7 @@ export function buildOpenApi(publicUrl: string): Record<string, unknown> {
   const i2i = schemaOf(ImageToImageRequest, schemas, 'input');
   const masking = schemaOf(MaskingRequest, schemas, 'input');
   const upscale = schemaOf(UpscaleRequest, schemas, 'input');
+  const animation = schemaOf(AnimationRequest, schemas, 'input');
   const account = schemaOf(CreateAccountRequest, schemas, 'input');
   const createKey = schemaOf(CreateKeyRequest, schemas, 'input');
   const grant = schemaOf(GrantCreditsRequest, schemas, 'input');
@@ -227,6 +229,27 @@ export function buildOpenApi(publicUrl: string): Record<string, unknown> {
       '/v1/generation/{engine_id}/image-to-image': generation('Image to image', i2i, 'multipart/form-data'),
       '/v1/generation/{engine_id}/image-to-image/masking': generation('Inpainting with a mask', masking, 'multipart/form-data'),
       '/v1/generation/{engine_id}/image-to-image/upscale': generation('Upscale', upscale, 'multipart/form-data'),
+      '/v1/generation/{engine_id}/animation': {
+        post: {
+          summary: "An animation (sdq's own): frames between keyframes (prompt and seed travel, or frame feedback), written as animated WebP, GIF or MP4; every frame is a PNG artifact of the job",
+          parameters: [engineParam, preferParam, dryRunParam, idempotencyParam],
+          requestBody: { required: true, content: { 'application/json': { schema: animation } } },
+          responses: {
+            '200': {
+              description: "The animation's bytes (Accept: image/webp, image/gif or video/mp4, once it ends within SYNC_WAIT); the job once ended (Prefer: wait=N); or the dry run's price",
+              content: {
+                'application/json': { schema: { oneOf: [job, dryRun] } },
+                'image/webp': { schema: { type: 'string', contentMediaType: 'image/webp' } },
+                'image/gif': { schema: { type: 'string', contentMediaType: 'image/gif' } },
+                'video/mp4': { schema: { type: 'string', contentMediaType: 'video/mp4' } },
+              },
+            },
+            '202': { description: 'Not finished (Accept: application/json answers at once; Prefer: wait=N or SYNC_WAIT ran out): the job, its progress in steps and frames', content: { 'application/json': { schema: job } } },
+            ...errorResponses(['bad_request', 'invalid_keyframes', 'invalid_frames', 'unsupported_format', 'invalid_height_or_width', 'invalid_pixel_count', 'invalid_prompts', 'invalid_sampler', 'invalid_lora', 'invalid_mime_type', 'invalid_webhook', 'payload_too_large', 'not_found', 'invalid_accept', 'canceled', 'invalid_idempotency_key', 'permission_denied', 'insufficient_balance', 'idempotency_key_in_use', 'idempotency_key_mismatch', 'rate_limited', 'too_many_active_jobs', 'engine_unavailable']),
+            ...common,
+          },
+        },
+      },
       '/v1/jobs': {
         get: {
           summary: "The caller's jobs, newest first",

@@ -11,6 +11,6 @@ export function parseBody<S extends z.ZodType>(schema: S, value: unknown): z.inf
   const issue = parsed.error.issues[0];
   // the innermost field with a name of its own (`keyframes.0.text_prompts`: invalid_prompts), else the outermost's
   const names = issue.path.filter((p): p is string => typeof p === 'string').map((p) => errorNameForField(p));
-  const name = names.findLast((n) => n !== 'bad_request') ?? errorNameForField(issue.path[0] as string | undefined);
+  const name = [...names].reverse().find((n) => n !== 'bad_request') ?? errorNameForField(issue.path[0] as string | undefined);
   throw new ServiceError(name, issueMessage(issue, schema, value), { field: issuePath(issue.path) });
 }
