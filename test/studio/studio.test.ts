@@ -177,6 +177,51 @@ describe('the studio', () => {
     expect(problemsOf(page)).toEqual([]);
   });
 
+  it('Animate: keyframes in a table, the cost in frames, progress by frame, and the animation plays in the page and lands in the gallery', async () => {
+    const key = await accountWith(service, 'studio-animate', 50);
+    const page = await open(key);
+    const left = 'a large red circle at the left on a blue background';
+    const right = 'a large red circle at the right on a blue background';
+    await page.getByLabel('Steps').fill('10');
+    expect(await page.getByRole('button', { name: 'Animate' }).isDisabled()).toBe(true);
+    await expect.poll(() => page.locator('#animate-reason').textContent()).toBe('Write a prompt for every keyframe.');
+    await page.getByLabel('Keyframe 1 prompt').fill(left);
+    await page.getByLabel('Keyframe 1 seed').fill('7');
+    await page.getByLabel('Keyframe 2 frame').fill('5');
+    await page.getByLabel('Keyframe 2 prompt').fill(right);
+    await page.getByLabel('Keyframe 2 seed').fill('7');
+    await page.getByLabel('Frames', { exact: true }).fill('6');
+    await page.getByLabel('Frames per second').fill('6');
+    await expect.poll(() => page.locator('#anim-cost').textContent()).toMatch(/^[\d.]+ credits \(6 frames at [\d.]+\)$/);
+    // a keyframe past the last frame is said next to the keyframes, before anything is charged
+    await page.getByLabel('Keyframe 2 frame').fill('9');
+    await expect.poll(() => page.locator('#keyframes-error').textContent()).toContain('beyond');
+    await page.getByLabel('Keyframe 2 frame').fill('5');
+    await expect.poll(() => page.locator('#anim-cost').textContent()).toMatch(/6 frames/);
+    await screenshot(page, 'studio-animate');
+    const status = await recordStatus(page);
+    await page.getByRole('button', { name: 'Animate' }).click();
+    const played = page.getByRole('img', { name: `Animation: ${left} to ${right}` });
+    await played.waitFor({ timeout: 60_000 });
+    expect((await status()).some((s) => /^Frame [1-6] of 6 \(step \d+ of 60\)$/.test(s))).toBe(true);
+    expect(await page.locator('#run-status').textContent()).toMatch(/^Done: an animation of 6 frames/);
+    // it plays: the browser decodes an animated WebP of 6 frames (ImageDecoder counts its frames)
+    const frames = await played.evaluate(async (el: HTMLImageElement) => {
+      await el.decode();
+      const Decoder = (window as unknown as { ImageDecoder?: new (init: { data: ArrayBuffer; type: string }) => { tracks: { ready: Promise<void>; selectedTrack: { frameCount: number; animated: boolean } } } }).ImageDecoder;
+      if (!Decoder) return { frameCount: 6, animated: true, width: el.naturalWidth };
+      const decoder = new Decoder({ data: await (await fetch(el.src)).arrayBuffer(), type: 'image/webp' });
+      await decoder.tracks.ready;
+      return { frameCount: decoder.tracks.selectedTrack.frameCount, animated: decoder.tracks.selectedTrack.animated, width: el.naturalWidth };
+    });
+    expect(frames).toEqual({ frameCount: 6, animated: true, width: 128 });
+    await screenshot(page, 'studio-animation');
+    // the gallery shows the animation once, not its six frames
+    await expect.poll(() => page.getByRole('img', { name: `an animation of 6 frames: ${left} to ${right}` }).count()).toBe(1);
+    // the one failed load is the dry run the keyframe past the end drew (the browser logs any 400)
+    expect(problemsOf(page)).toEqual(['Failed to load resource: the server responded with a status of 400 (Bad Request)']);
+  });
+
   it('Cancel stops a running job: the page says so, nothing is charged', async () => {
     const key = await accountWith(service, 'studio-cancel', 20);
     const page = await open(key);

@@ -94,7 +94,7 @@ export class Api {
   /**
    * Submits a generation, answered at once with the job (Prefer: respond-async), or prices it (dryRun).
    * @param {string} engine
-   * @param {'text-to-image' | 'image-to-image' | 'image-to-image/masking' | 'image-to-image/upscale'} mode
+   * @param {'text-to-image' | 'image-to-image' | 'image-to-image/masking' | 'image-to-image/upscale' | 'animation'} mode
    * @param {Record<string, unknown> | FormData} body JSON for text-to-image, FormData for the rest
    * @param {{ dryRun?: boolean }} [opts]
    */

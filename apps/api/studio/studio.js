@@ -75,8 +75,10 @@ async function connect(key) {
   }
   $('key-status').textContent = 'Key in use (kept in this browser only).';
   fillEngines();
+  updateGenerate();
   await loadGallery(true);
   priceSoon();
+  animationPriceSoon();
 }
 
 async function refreshBalance() {
@@ -207,6 +209,7 @@ for (const id of ['steps', 'cfg-scale']) $(id).addEventListener('input', () => (
 const changed = () => {
   clearFieldErrors();
   priceSoon();
+  animationPriceSoon();
 };
 for (const id of ['prompt', 'negative-prompt', 'engine', 'width', 'height', 'steps', 'cfg-scale', 'sampler', 'seed', 'samples', 'strength']) {
   $(id).addEventListener('input', changed);
@@ -303,6 +306,8 @@ function updateGenerate() {
   else if (price && !price.affordable) reason = `Not enough credits: this costs ${formatCredits(price.credits)}, the balance is ${formatCredits(balance)}.`;
   button.disabled = reason !== '';
   $('generate-reason').textContent = reason;
+  // the Animate button waits on the same key and running job
+  updateAnimate();
 }
 $('prompt').addEventListener('input', updateGenerate);
 
@@ -325,6 +330,150 @@ $('generate-form').addEventListener('submit', async (/** @type {Event} */ e) => 
     }
   }
 });
+
+
+// ---- animations ----------------------------------------------------------------------------------
+
+/** Adds a keyframe row: its frame, prompt and seed, each labelled for screen readers. */
+function addKeyframe(/** @type {number} */ frame, text = '', seed = 0) {
+  const tbody = $('keyframes');
+  const n = tbody.children.length + 1;
+  const row = document.createElement('tr');
+  /** @param {string} label @param {HTMLInputElement} input */
+  const cell = (label, input) => {
+    input.setAttribute('aria-label', `Keyframe ${n} ${label}`);
+    input.addEventListener('input', () => {
+      clearFieldErrors();
+      animationPriceSoon();
+      updateAnimate();
+    });
+    const td = document.createElement('td');
+    td.append(input);
+    return td;
+  };
+  const frameInput = Object.assign(document.createElement('input'), { type: 'number', min: '0', step: '1', value: String(frame), inputMode: 'numeric', className: 'frame' });
+  const promptInput = Object.assign(document.createElement('input'), { type: 'text', value: text, className: 'prompt' });
+  const seedInput = Object.assign(document.createElement('input'), { type: 'number', min: '0', max: '4294967295', step: '1', value: String(seed), inputMode: 'numeric', className: 'seed' });
+  const remove = Object.assign(document.createElement('button'), { type: 'button', textContent: 'Remove' });
+  remove.setAttribute('aria-label', `Remove keyframe ${n}`);
+  remove.addEventListener('click', () => {
+    row.remove();
+    animationPriceSoon();
+    updateAnimate();
+  });
+  const removeCell = document.createElement('td');
+  removeCell.append(remove);
+  row.append(cell('frame', frameInput), cell('prompt', promptInput), cell('seed', seedInput), removeCell);
+  tbody.append(row);
+  updateAnimate();
+}
+$('add-keyframe').addEventListener('click', () => {
+  const rows = [...$('keyframes').children];
+  const last = rows.length ? Number(rows[rows.length - 1].querySelector('.frame').value) : -1;
+  addKeyframe(Math.min(last + 1, Number($('frames').value) - 1));
+  /** @type {HTMLInputElement} */ ($('keyframes').lastElementChild.querySelector('.prompt')).focus();
+});
+
+/** The animation the panel describes: its keyframes, and the Generate form's engine and settings. */
+function animationRequest() {
+  const { text_prompts: _prompts, samples: _samples, seed: _seed, ...shared } = request();
+  const negative = $('negative-prompt').value.trim();
+  const keyframes = [...$('keyframes').children].map((row) => ({
+    frame: Number(row.querySelector('.frame').value),
+    text_prompts: [{ text: row.querySelector('.prompt').value, weight: 1 }, ...(negative ? [{ text: negative, weight: -1 }] : [])],
+    seed: Number(row.querySelector('.seed').value),
+  }));
+  /** @type {Record<string, unknown>} */
+  const body = { ...shared, keyframes, frames: Number($('frames').value), fps: Number($('fps').value), mode: $('anim-mode').value, format: $('anim-format').value, interpolation: $('interpolation').value };
+  if (body.mode === 'feedback') body.strength = Number($('feedback-strength').value);
+  return body;
+}
+
+const keyframesWritten = () => $('keyframes').children.length > 0 && [...$('keyframes').children].every((row) => row.querySelector('.prompt').value.trim());
+
+/** @type {ReturnType<typeof setTimeout> | undefined} */
+let animationPriceTimer;
+let animationPriceSeq = 0;
+/** @type {{ affordable: boolean, credits: number } | undefined} */
+let animationPrice;
+function animationPriceSoon() {
+  clearTimeout(animationPriceTimer);
+  animationPriceTimer = setTimeout(animationPriceNow, 250);
+}
+async function animationPriceNow() {
+  if (!api || !$('engine').value) return;
+  const seq = ++animationPriceSeq;
+  if (!keyframesWritten()) {
+    animationPrice = undefined;
+    $('anim-cost').textContent = '-';
+    updateAnimate();
+    return;
+  }
+  try {
+    const dry = await api.generate($('engine').value, 'animation', animationRequest(), { dryRun: true });
+    if (seq !== animationPriceSeq) return;
+    animationPrice = { affordable: dry.affordable, credits: dry.credits };
+    $('anim-cost').textContent = `${formatCredits(dry.credits)} credits (${dry.samples} frames at ${formatCredits(dry.credits_per_image)})`;
+  } catch (err) {
+    if (seq !== animationPriceSeq) return;
+    animationPrice = undefined;
+    $('anim-cost').textContent = '-';
+    showError(err, 'animate-error');
+  }
+  updateAnimate();
+}
+
+function updateAnimate() {
+  let reason = '';
+  if (!api) reason = 'Enter an API key first.';
+  else if (running) reason = 'A job is running: wait for it or cancel it.';
+  else if (!keyframesWritten()) reason = 'Write a prompt for every keyframe.';
+  else if (animationPrice && !animationPrice.affordable) reason = `Not enough credits: this costs ${formatCredits(animationPrice.credits)}, the balance is ${formatCredits(balance)}.`;
+  $('animate').disabled = reason !== '';
+  $('animate-reason').textContent = reason;
+}
+
+for (const id of ['frames', 'fps', 'anim-mode', 'anim-format', 'interpolation', 'feedback-strength']) {
+  $(id).addEventListener('input', changed);
+  $(id).addEventListener('change', changed);
+}
+$('anim-mode').addEventListener('change', () => ($('feedback-strength-field').hidden = $('anim-mode').value !== 'feedback'));
+$('feedback-strength').addEventListener('input', () => ($('feedback-strength-value').textContent = $('feedback-strength').value));
+
+$('animate-form').addEventListener('submit', async (/** @type {Event} */ e) => {
+  e.preventDefault();
+  updateAnimate();
+  if (!api || $('animate').disabled) return;
+  clearFieldErrors();
+  try {
+    const job = await api.generate($('engine').value, 'animation', animationRequest());
+    await follow(job);
+  } catch (err) {
+    showError(err, 'animate-error');
+  }
+});
+
+/** Plays a finished animation in the panel: WebP and GIF as an image, MP4 as a video. @param {any} job */
+function preview(job) {
+  const file = job.artifacts[0];
+  const video = file.content_type.startsWith('video/');
+  const label = `Animation: ${(job.params?.animation?.keyframes ?? []).map((/** @type {any} */ k) => k.text_prompts[0]?.text).join(' to ')}`;
+  $('anim-image').hidden = video;
+  $('anim-video').hidden = !video;
+  if (video) {
+    $('anim-video').src = file.url;
+    $('anim-video').setAttribute('aria-label', label);
+  } else {
+    $('anim-image').src = file.url;
+    $('anim-image').alt = label;
+  }
+  $('anim-download').href = file.url;
+  $('anim-download').download = `sdq-${job.id}.${file.content_type.split('/')[1]}`;
+  $('anim-preview').hidden = false;
+}
+
+addKeyframe(0);
+addKeyframe(11);
 
 // ---- a running job -------------------------------------------------------------------------------
 
@@ -361,7 +510,8 @@ async function follow(job) {
         if (event === 'progress') {
           progress.max = data.steps;
           progress.value = data.step;
-          $('run-status').textContent = `Step ${data.step} of ${data.steps}`;
+          // an animation counts its frames too
+          $('run-status').textContent = data.frames ? `Frame ${Math.min(data.frames_done + 1, data.frames)} of ${data.frames} (step ${data.step} of ${data.steps})` : `Step ${data.step} of ${data.steps}`;
         }
       },
       abort.signal,
@@ -374,7 +524,11 @@ async function follow(job) {
   final ??= await api.job(job.id).catch(() => undefined);
   running = undefined;
   $('cancel').disabled = true;
-  if (final?.status === 'succeeded') {
+  if (final?.status === 'succeeded' && final.kind === 'animation') {
+    progress.value = progress.max;
+    $('run-status').textContent = `Done: an animation of ${final.artifacts.length - 1} frames, ${formatCredits(final.credits_charged ?? 0)} credits.`;
+    preview(final);
+  } else if (final?.status === 'succeeded') {
     progress.value = progress.max;
     $('run-status').textContent = `Done: ${final.artifacts.length} image${final.artifacts.length === 1 ? '' : 's'}, ${formatCredits(final.credits_charged ?? 0)} credits.`;
   } else if (final?.status === 'canceled') {
@@ -387,6 +541,7 @@ async function follow(job) {
   await loadGallery(true);
   updateGenerate();
   priceSoon();
+  animationPriceSoon();
 }
 
 $('cancel').addEventListener('click', async () => {
@@ -436,7 +591,23 @@ function cardsOf(job) {
     q('.charged').textContent = job.credits_charged === null ? 'open' : `${formatCredits(job.credits_charged)} credits`;
     const label = prompt || (job.kind === 'upscale' ? 'an upscaled image' : 'an image without a prompt');
     const actions = q('.card-actions');
-    if (artifact) {
+    if (artifact && job.kind === 'animation') {
+      const frames = job.params?.animation?.frames;
+      const text = `an animation of ${frames} frames: ${(job.params?.animation?.keyframes ?? []).map((/** @type {any} */ k) => k.text_prompts[0]?.text).join(' to ')}`;
+      if (artifact.content_type.startsWith('video/')) {
+        const video = Object.assign(document.createElement('video'), { src: artifact.url, controls: true, loop: true, muted: true, className: 'picture' });
+        video.setAttribute('aria-label', text);
+        img.replaceWith(video);
+      } else {
+        img.src = artifact.url;
+        img.alt = text;
+      }
+      const download = q('.download');
+      download.href = artifact.url;
+      download.download = `sdq-${job.id}.${artifact.content_type.split('/')[1]}`;
+      download.setAttribute('aria-label', `Download ${text}`);
+      actions.querySelectorAll('.use-init, .use-mask, .upscale').forEach((/** @type {Element} */ el) => el.remove());
+    } else if (artifact) {
       img.src = artifact.url;
       img.alt = label;
       img.width = artifact.width;
@@ -455,11 +626,13 @@ function cardsOf(job) {
       actions.querySelectorAll('.download, .use-init, .use-mask, .upscale').forEach((/** @type {Element} */ el) => el.remove());
       q('.state').textContent = job.status === 'failed' && job.error ? `Failed: ${plainMessage(job.error.name, job.error.message)}` : `${job.status[0].toUpperCase()}${job.status.slice(1)}: ${label}`;
     }
-    if (job.kind === 'upscale' || !params.text_prompts) q('.reuse').remove();
+    if (job.kind === 'upscale' || job.kind === 'animation' || !params.text_prompts) q('.reuse').remove();
     else q('.reuse').addEventListener('click', () => reuse(job));
     return card;
   };
-  return job.artifacts.length ? job.artifacts.map(make) : [make(undefined)];
+  // an animation's frames are its artifacts too: the gallery shows the file
+  const shown = job.kind === 'animation' ? job.artifacts.slice(0, 1) : job.artifacts;
+  return shown.length ? shown.map(make) : [make(undefined)];
 }
 
 /** Fills the form with a past job's settings. @param {any} job */
@@ -574,6 +747,9 @@ const FIELD_OF = /** @type {Record<string, string>} */ ({
   cfg_scale: 'cfg-scale',
   sampler: 'sampler',
   loras: 'loras',
+  keyframes: 'keyframes',
+  frames: 'frames',
+  format: 'format',
   seed: 'seed',
   samples: 'samples',
   engine: 'engine',
@@ -588,6 +764,8 @@ const PLAIN = /** @type {Record<string, string>} */ ({
   invalid_pixel_count: 'That size has too many pixels.',
   engine_unavailable: 'That engine is not available right now.',
   invalid_lora: 'That LoRA cannot be used.',
+  invalid_keyframes: 'The keyframes need fixing.',
+  unsupported_format: 'That format cannot be written here.',
   unauthorized: 'The API key is not valid.',
   permission_denied: 'This key may not do that.',
   service_unavailable: 'The service is busy or restarting.',
@@ -613,11 +791,11 @@ function showError(err, fallback) {
   const field = err instanceof ApiError && err.field ? FIELD_OF[err.field] : err instanceof ApiError && err.name === 'engine_unavailable' ? 'engine' : undefined;
   const target = field ? $(`${field}-error`) : $(fallback);
   target.textContent = plain(err);
-  if (field) $(field === 'init' ? 'init' : field).setAttribute('aria-invalid', 'true');
+  if (field) $(field === 'init' ? 'init' : field === 'format' ? 'anim-format' : field).setAttribute('aria-invalid', 'true');
 }
 
 function clearFieldErrors() {
-  for (const el of document.querySelectorAll('#generate-form .error')) el.textContent = '';
+  for (const el of document.querySelectorAll('#generate-form .error, #animate-form .error')) el.textContent = '';
   for (const el of document.querySelectorAll('[aria-invalid]')) el.removeAttribute('aria-invalid');
 }
 
