@@ -52,7 +52,7 @@ export function storageEnv(s3?: TestS3): { env: Record<string, string>; cleanup(
   return { env: { ARTIFACTS_DIR: dir }, cleanup: () => rmSync(dir, { recursive: true, force: true }) };
 }
 
-export async function startService(redis: TestRedis, opts: { s3?: TestS3; env?: Record<string, string> } = {}): Promise<Service> {
+export async function startService(redis: TestRedis, opts: { s3?: TestS3; env?: Record<string, string>; logger?: pino.Logger } = {}): Promise<Service> {
   const storage = storageEnv(opts.s3);
   const env = { REDIS_URL: redis.url, QUEUE_PREFIX: redis.prefix, MODELS_DIR, ...storage.env, ...opts.env };
   // PORT=0: the API fills its public URL (job URLs, local artifact URLs) in once it listens.
@@ -68,7 +68,7 @@ export async function startService(redis: TestRedis, opts: { s3?: TestS3; env?: 
     REDIS_TIMEOUT_MS: '2000',
     LOG_LEVEL,
   });
-  const server = await startServer(config, { logger: pino({ level: LOG_LEVEL }) });
+  const server = await startServer(config, { logger: opts.logger ?? pino({ level: LOG_LEVEL }) });
   return {
     url: server.url,
     server,

@@ -5,6 +5,7 @@
 import { existsSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import { AdapterCatalog } from './adapters';
+import { PromptBlocklist } from './moderation';
 import { adapterRoutes } from './adapters.routes';
 import express, { type Express, type RequestHandler } from 'express';
 import type { Logger } from 'pino';
@@ -57,6 +58,8 @@ export interface AppDeps {
   metrics?: ApiMetrics;
   /** LORA_DIR and EMBEDDINGS_DIR as requests use them; built here when absent. */
   adapters?: AdapterCatalog;
+  /** PROMPT_BLOCKLIST_FILE; built here when absent (startServer builds it to follow the file). */
+  blocklist?: PromptBlocklist;
   /** Model pulls from the Hub (admin); built here when absent. */
   pulls?: Pulls;
   shutdown?: Shutdown;
@@ -79,6 +82,9 @@ export function createApp(deps: AppDeps): Express {
   const metrics = deps.metrics ?? new ApiMetrics(deps.queue, () => [...(engines ?? new Map()).keys()]);
   const shutdown = deps.shutdown ?? new Shutdown();
   const adapters = deps.adapters ?? new AdapterCatalog(config.loraDir, config.embeddingsDir, logger);
+  const blocklist = deps.blocklist ?? new PromptBlocklist(config.promptBlocklistFile, logger);
+  // what every generating dialect is given
+  const generation = { config, engines, aliases, presence, jobs, prices, credits, limiter, adapters, blocklist };
   const app = express();
   app.disable('x-powered-by');
   app.use(metrics.middleware());
@@ -105,19 +111,19 @@ export function createApp(deps: AppDeps): Express {
   app.use('/v1', requireApiKey(store));
   app.use(engineRoutes(engines, aliases, prices, presence));
   app.use(adapterRoutes(engines, adapters));
-  app.use(stabilityV1Routes({ config, engines, aliases, presence, jobs, prices, credits, limiter, adapters }));
+  app.use(stabilityV1Routes(generation));
   app.use(jobRoutes(jobs, shutdown, config.http.eventStreams));
   app.use(webhookRoutes({ config, jobs, webhooks }));
   app.use(userRoutes(accounts));
-  app.use(openaiRoutes({ config, engines, aliases, presence, jobs, prices, credits, limiter, adapters, models }));
+  app.use(openaiRoutes({ ...generation, models }));
   app.use('/sdapi', requireRedis(store), requireApiKey(store));
-  app.use(a1111Routes({ config, engines, aliases, presence, jobs, prices, credits, limiter, adapters, store }));
+  app.use(a1111Routes({ ...generation, store }));
   app.use('/replicate', requireRedis(store), requireApiKey(store));
-  app.use(replicateRoutes({ config, engines, aliases, presence, jobs, prices, credits, limiter, adapters, models: replicate, webhookSecret: (accountId) => webhooks.accounts.secret(accountId) }));
+  app.use(replicateRoutes({ ...generation, models: replicate, webhookSecret: (accountId) => webhooks.accounts.secret(accountId) }));
   app.use('/fal', requireRedis(store), requireApiKey(store));
-  app.use(falRoutes({ config, engines, aliases, presence, jobs, prices, credits, limiter, adapters }));
+  app.use(falRoutes(generation));
   app.use('/v2beta', requireRedis(store), requireApiKey(store));
-  app.use(v2betaRoutes({ config, engines, aliases, presence, jobs, prices, credits, limiter, adapters, services }));
+  app.use(v2betaRoutes({ ...generation, services }));
   app.use(notFound);
   app.use(errorHandler);
   return app;
@@ -222,7 +228,15 @@ export async function startServer(config: Config, opts: { logger?: Logger } = {}
   const shutdown = new Shutdown();
   // a pull this process finishes is an engine at once, not at the next look
   const pulls = new Pulls(store, config.keyPrefix, { modelsDir: config.modelsDir, endpoint: config.hub.endpoint, token: config.hub.token, logger, onChanged: () => void refreshEngines() });
-  const deps: AppDeps = { config, logger, store, queue, storage, engines, aliases, presence, jobs, prices, credits, limiter, accounts, webhooks, metrics, shutdown, pulls };
+  // a blocklist file that was set but cannot be read stops start-up: the API never runs unmoderated by mistake
+  let blocklist: PromptBlocklist;
+  try {
+    blocklist = new PromptBlocklist(config.promptBlocklistFile, logger);
+  } catch (err) {
+    throw new ConfigError((err as Error).message);
+  }
+  blocklist.start();
+  const deps: AppDeps = { config, logger, store, queue, storage, engines, aliases, presence, jobs, prices, credits, limiter, accounts, webhooks, metrics, shutdown, pulls, blocklist };
   const app = createApp(deps);
   // Give Redis a moment to connect so the first requests are not 503s; start without it if it is down.
   if (!store.ready) {
@@ -331,6 +345,7 @@ export async function startServer(config: Config, opts: { logger?: Logger } = {}
     port,
     deps,
     close: async () => {
+      blocklist.stop();
       clearInterval(sweeper);
       clearInterval(refresher);
       // No new connections; a request on a kept-alive one is answered 503 with Connection: close.

@@ -76,6 +76,11 @@ const EnvSchema = z.object({
   API_SHUTDOWN_GRACE_MS: envInt(0, 600_000).default(10_000),
   /** Largest width x height accepted. Default 1048576. */
   MAX_PIXELS: envInt(16_384, 64 * 1024 * 1024).default(1_048_576),
+  /**
+   * The prompt blocklist: one term a line (a word or phrase, matched case-insensitively on word
+   * boundaries, or /regex/i); read at start, on SIGHUP and every minute. Unset: no prompt is refused.
+   */
+  PROMPT_BLOCKLIST_FILE: z.string().min(1).optional(),
   /** Most frames one animation may ask for (POST /v1/generation/{engine}/animation). Default 120. */
   MAX_ANIMATION_FRAMES: envInt(2, 100_000).default(120),
   /** Largest uploaded file in bytes. Default 10 MiB. */
@@ -186,6 +191,8 @@ export interface Config {
   unservedJobTimeout: number;
   maxPixels: number;
   maxAnimationFrames: number;
+  /** PROMPT_BLOCKLIST_FILE. */
+  promptBlocklistFile?: string;
   maxUploadBytes: number;
   http: {
     headersTimeoutMs: number;
@@ -254,6 +261,7 @@ export function parseConfig(env: Record<string, string | undefined>, randomSecre
     unservedJobTimeout: e.UNSERVED_JOB_TIMEOUT,
     maxPixels: e.MAX_PIXELS,
     maxAnimationFrames: e.MAX_ANIMATION_FRAMES,
+    promptBlocklistFile: e.PROMPT_BLOCKLIST_FILE,
     maxUploadBytes: e.MAX_UPLOAD_BYTES,
     http: {
       headersTimeoutMs: e.HTTP_HEADERS_TIMEOUT_MS,

@@ -35,6 +35,7 @@ export const ERROR_CATALOGUE = {
   invalid_keyframes: { status: 400, message: '{detail}', description: "An animation's keyframes are missing, unsorted, repeated, do not start at frame 0, or name a frame beyond `frames`." },
   invalid_frames: { status: 400, message: '{detail}', description: "An animation's `frames` is below 2 or above MAX_ANIMATION_FRAMES." },
   unsupported_format: { status: 400, message: '{detail}', description: 'The animation format needs a tool the workers serving the engine lack (mp4: an ffmpeg binary with libx264, FFMPEG_PATH).' },
+  content_moderated: { status: 400, message: '{detail}', description: "A prompt matched a term of the operator's blocklist (PROMPT_BLOCKLIST_FILE). The term is not said; nothing was queued or held." },
   invalid_sampler: { status: 400, message: '{detail}', description: 'Unknown sampler name, or one the engine cannot use.' },
   invalid_lora: {
     status: 400,
@@ -137,7 +138,8 @@ export interface ErrorBody {
 /** The body of every error of a Stability v2beta route, in Stability's shape. */
 export interface V2ErrorBody {
   id: string;
-  name: ErrorName;
+  /** The catalogue name, or Stability's own where it differs (`content_moderation`). */
+  name: ErrorName | 'content_moderation';
   errors: string[];
   /** As in ErrorBody: the request field the error is about, when there is one. */
   field?: string;

@@ -5,7 +5,9 @@
 import type { EngineInfo, GenerationEngineInfo } from '@sdq/pipeline/engines';
 import { checkEngineSize } from '@sdq/pipeline/engines';
 import { type GenerationParams, type LoraUse, ServiceError, STYLE_PRESETS } from '@sdq/contracts';
+import type { Request } from 'express';
 import type { AdapterCatalog } from '../adapters';
+import type { PromptBlocklist } from '../moderation';
 import type { JobWebhook } from '../jobs.service';
 import type { CheckedImage } from '../uploads';
 
@@ -62,12 +64,28 @@ export function webhookOf(body: { webhook?: string; webhook_events_filter?: stri
 }
 
 /**
- * A generation's adapters, the same in every dialect: `<lora:name:weight>` tags taken out of its prompts,
+ * A generation's prompts made ready, the same in every dialect: `<lora:name:weight>` tags taken out,
  * the `loras` field added, each LoRA checked against LORA_DIR and the engine (400 invalid_lora before any
- * hold), and the embeddings its prompts' words use; recorded in the params the job carries.
+ * hold), the embeddings its prompts' words use recorded in the params the job carries; then every
+ * positive prompt (and prompt_2, prompt_3) held against the operator's blocklist (400 content_moderated,
+ * before any hold; the term is logged for the operator with the account, never said to the client).
  */
-export function applyAdapters(adapters: AdapterCatalog, engine: GenerationEngineInfo, params: GenerationParams, requested?: LoraUse[], field = 'loras'): GenerationParams {
-  const use = adapters.resolve(engine, params, requested, field);
+export function resolvePrompts(
+  deps: { adapters: AdapterCatalog; blocklist: PromptBlocklist },
+  req: Request,
+  engine: GenerationEngineInfo,
+  params: GenerationParams,
+  requested?: LoraUse[],
+  field = 'loras',
+): GenerationParams {
+  const use = deps.adapters.resolve(engine, params, requested, field);
+  const texts = [...params.prompts.filter((p) => (p.weight ?? 1) > 0).map((p) => p.text), params.prompt2, params.prompt3];
+  for (const text of texts) {
+    const term = text === undefined ? undefined : deps.blocklist.match(text);
+    if (term === undefined) continue;
+    req.log.warn({ account_id: req.accountId, term }, 'prompt refused: it matches a term of PROMPT_BLOCKLIST_FILE');
+    throw new ServiceError('content_moderated', 'this request was flagged by content moderation: a prompt uses a term this service does not allow');
+  }
   if (use.loras.length) params.loras = use.loras;
   else delete params.loras;
   if (use.embeddings.length) params.embeddings = use.embeddings;

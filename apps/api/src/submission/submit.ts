@@ -10,6 +10,7 @@ import { type ErrorName, type JobObject, ServiceError, type StoredArtifact, TERM
 import { type Cost, type CreditsService, hashBody, MAX_IDEMPOTENCY_KEY_LENGTH, type PriceTable, type RateLimiter } from '@sdq/credits';
 import { validateWebhookUrl } from '@sdq/webhooks';
 import type { AdapterCatalog } from '../adapters';
+import type { PromptBlocklist } from '../moderation';
 import type { AppDeps } from '../app';
 import type { Config } from '../config';
 import type { JobDialect, JobInputs, JobsService, JobWebhook, NewJob } from '../jobs.service';
@@ -19,7 +20,7 @@ import { bindLog } from '../request-log';
 import type { JobRecord } from '../store';
 
 /** What the dialects and the kit use of the app's parts. */
-export type GenerationDeps = Pick<AppDeps, 'config' | 'engines' | 'aliases' | 'presence' | 'jobs' | 'prices' | 'credits' | 'limiter'> & { adapters: AdapterCatalog };
+export type GenerationDeps = Pick<AppDeps, 'config' | 'engines' | 'aliases' | 'presence' | 'jobs' | 'prices' | 'credits' | 'limiter'> & { adapters: AdapterCatalog; blocklist: PromptBlocklist };
 
 /** `Prefer: respond-async` and `Prefer: wait=N` (RFC 7240); N is kept within 1-60 s. `applied`: the Preference-Applied value, if any. */
 export function parsePrefer(header: string | undefined): { async: boolean; wait?: number; applied?: string } {

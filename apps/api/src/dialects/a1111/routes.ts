@@ -14,7 +14,7 @@ import { A1111_SAMPLERS, A1111_SCHEDULERS, A1111ExtraSingleImageRequest, checkpo
 import { requireScope } from '../../auth';
 import { jsonImageBudget, Slots } from '../../in-flight';
 import { jsonBody } from '../../body';
-import { applyAdapters, checkSize, dataUriBytes, type GenerationDeps, repaintMask, sizeForShape, submitAndWait } from '../../submission';
+import { resolvePrompts, checkSize, dataUriBytes, type GenerationDeps, repaintMask, sizeForShape, submitAndWait } from '../../submission';
 import { jobCost } from '../../pricing';
 import { rateLimit } from '../../rate-limit';
 import { parseBody } from '../../validate';
@@ -140,7 +140,7 @@ export function a1111Routes(deps: Deps): Router {
   router.post('/sdapi/v1/txt2img', ...generate, async (req, res) => {
     const body = parseBody(A1111Txt2ImgRequest, req.body);
     const { engine, width, height, samples, sampler, prompts } = await settings(req, body, 'text-to-image');
-    const params = applyAdapters(deps.adapters, engine, { prompts, width, height, steps: body.steps, cfgScale: body.cfg_scale, samples, seed: body.seed === -1 ? 0 : body.seed, sampler, outputFormat: 'png' }, undefined, 'prompt');
+    const params = resolvePrompts(deps, req, engine, { prompts, width, height, steps: body.steps, cfgScale: body.cfg_scale, samples, seed: body.seed === -1 ? 0 : body.seed, sampler, outputFormat: 'png' }, undefined, 'prompt');
     await answer(req, res, engine, { kind: 'text-to-image', params }, {}, body, sampler, width, height);
   });
 
@@ -149,7 +149,7 @@ export function a1111Routes(deps: Deps): Router {
     const image = await checkImage(decodeBase64(body.init_images[0], 'init_images[0]', config.maxUploadBytes), 'init_image', config.maxPixels, 'init_images[0]');
     const mask = body.mask === undefined ? undefined : await checkImage(decodeBase64(body.mask, 'mask', config.maxUploadBytes), 'mask_image', config.maxPixels, 'mask');
     const { engine, width, height, samples, sampler, prompts } = await settings(req, body, mask ? 'masking' : 'image-to-image', image);
-    const params = applyAdapters(deps.adapters, engine, { prompts, width, height, steps: body.steps, cfgScale: body.cfg_scale, samples, seed: body.seed === -1 ? 0 : body.seed, sampler, outputFormat: 'png', imageStrength: 1 - body.denoising_strength }, undefined, 'prompt');
+    const params = resolvePrompts(deps, req, engine, { prompts, width, height, steps: body.steps, cfgScale: body.cfg_scale, samples, seed: body.seed === -1 ? 0 : body.seed, sampler, outputFormat: 'png', imageStrength: 1 - body.denoising_strength }, undefined, 'prompt');
     const inputs: JobInputs = { initImage: image };
     // A1111's mask: white = repaint (black with invert), its edge blurred by mask_blur; another size is resized
     if (mask) inputs.maskImage = { data: await repaintMask(image, mask, { marks: 'white', invert: body.inpainting_mask_invert === 1, blur: body.mask_blur, sameSize: false, noAlpha: () => ({ field: 'mask', message: 'mask: has no alpha channel' }) }), contentType: 'image/png' };

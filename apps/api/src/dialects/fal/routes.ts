@@ -16,7 +16,7 @@ import { dryRun, jobCost } from '../../pricing';
 import { rateLimit } from '../../rate-limit';
 import type { JobRecord } from '../../store';
 import { parseBody } from '../../validate';
-import { applyAdapters, checkSize, checkWebhook, endedAsError, enginesByName, type GenerationDeps, isDryRun, sizeForShape, submitJob } from '../../submission';
+import { resolvePrompts, checkSize, checkWebhook, endedAsError, enginesByName, type GenerationDeps, isDryRun, sizeForShape, submitJob } from '../../submission';
 
 /** fal's app names for the first engine of each family; every engine is also `sdq/<id>`. */
 const FAMILY_APPS: Readonly<Record<string, string>> = {
@@ -45,7 +45,7 @@ export function falRoutes(deps: GenerationDeps): Router {
     return engine;
   };
 
-  const build = (engine: GenerationEngineInfo, raw: unknown): NewJob => {
+  const build = (req: Request, engine: GenerationEngineInfo, raw: unknown): NewJob => {
     const input = parseBody(FalInput, raw);
     if (!engine.modes.includes('text-to-image')) throw new ServiceError('bad_request', `app: its engine ${engine.id} cannot do text-to-image`);
     let size = { width: engine.nativeWidth, height: engine.nativeHeight };
@@ -54,8 +54,9 @@ export function falRoutes(deps: GenerationDeps): Router {
       size = asked.width * asked.height <= config.maxPixels && !checkEngineSize(engine, asked.width, asked.height) ? asked : sizeForShape(engine, asked.width / asked.height);
     }
     checkSize(size.width, size.height, config.maxPixels, engine);
-    const params: GenerationParams = applyAdapters(
-      deps.adapters,
+    const params: GenerationParams = resolvePrompts(
+      deps,
+      req,
       engine,
       {
         prompts: [{ text: input.prompt, weight: 1 }, ...(input.negative_prompt?.trim() ? [{ text: input.negative_prompt, weight: -1 }] : [])],
@@ -97,7 +98,7 @@ export function falRoutes(deps: GenerationDeps): Router {
   /** Makes the job; `sync`: fal.run's answer, once it ends (SYNC_WAIT; past it, the queue's answer). */
   const submit = async (req: Request, res: Response, app: string, sync: boolean, falWebhook?: string) => {
     const engine = appEngine(app);
-    const job = build(engine, req.body ?? {});
+    const job = build(req, engine, req.body ?? {});
     const cost = jobCost(prices, engine, job);
     // fal_webhook: called once the request ends, with fal's webhook body
     const webhook = falWebhook === undefined ? undefined : { url: falWebhook };

@@ -12,7 +12,7 @@ import { type GenerationParams, OPENAI_SIZES, OpenAIImageEditRequest, OpenAIImag
 import { requireScope } from '../../auth';
 import { jsonBody } from '../../body';
 import { ConfigError } from '../../config';
-import { applyAdapters, checkSize, type GenerationDeps, repaintMask, requireFile, sizeForShape, submitAndWait } from '../../submission';
+import { resolvePrompts, checkSize, type GenerationDeps, repaintMask, requireFile, sizeForShape, submitAndWait } from '../../submission';
 import type { JobInputs, NewJob } from '../../jobs.service';
 import { jobCost } from '../../pricing';
 import { rateLimit } from '../../rate-limit';
@@ -96,10 +96,10 @@ export function openaiRoutes(deps: GenerationDeps & { models: Map<string, Genera
     res.json({ created: Math.floor(record.created_at / 1000), data, background: 'opaque', output_format: params.outputFormat, quality: body.quality ?? 'auto', size: `${params.width}x${params.height}` });
   };
 
-  const paramsOf = (engine: GenerationEngineInfo, body: OpenAIBody, size: { width: number; height: number }, extra: Partial<GenerationParams> = {}): GenerationParams => {
+  const paramsOf = (req: Request, engine: GenerationEngineInfo, body: OpenAIBody, size: { width: number; height: number }, extra: Partial<GenerationParams> = {}): GenerationParams => {
     if (body.background === 'transparent') throw new ServiceError('bad_request', 'background: transparent is not available: sdq\'s engines draw opaque images (opaque or auto)', { field: 'background' });
     // A1111's <lora:name:weight> tags work in the prompt here too (the SDK has no field for them)
-    return applyAdapters(deps.adapters, engine, {
+    return resolvePrompts(deps, req, engine, {
     prompts: [{ text: body.prompt ?? '', weight: 1 }],
     ...size,
     steps: stepsFor(engine, body.quality),
@@ -117,7 +117,7 @@ export function openaiRoutes(deps: GenerationDeps & { models: Map<string, Genera
     const engine = modelEngine(body.model ?? DEFAULT_MODEL, 'text-to-image');
     const size = sizeOf(engine, body.size);
     checkSize(size.width, size.height, config.maxPixels, engine);
-    await run(req, res, engine, { kind: 'text-to-image', params: paramsOf(engine, body, size) }, {}, body, body.prompt);
+    await run(req, res, engine, { kind: 'text-to-image', params: paramsOf(req, engine, body, size) }, {}, body, body.prompt);
   });
 
   const form = multipart({ files: ['image', 'image[]', 'mask'], maxFileBytes: config.maxUploadBytes, idleTimeoutMs: config.http.uploadIdleTimeoutMs, maxPerKey: config.http.maxUploadsPerKey, dir: config.http.uploadTmpDir });
@@ -149,7 +149,7 @@ export function openaiRoutes(deps: GenerationDeps & { models: Map<string, Genera
     const mask = await readImage(req, 'mask', config.maxPixels);
     const engine = modelEngine(body.model ?? DEFAULT_MODEL, 'masking');
     const size = sizeFor(engine, body.size, image);
-    await run(req, res, engine, { kind: 'masking', params: paramsOf(engine, body, size, { maskSource: 'MASK_IMAGE_WHITE' }) }, { initImage: image, maskImage: { data: await repaintMask(image, mask, OPENAI_MASK), contentType: 'image/png' } }, body, body.prompt);
+    await run(req, res, engine, { kind: 'masking', params: paramsOf(req, engine, body, size, { maskSource: 'MASK_IMAGE_WHITE' }) }, { initImage: image, maskImage: { data: await repaintMask(image, mask, OPENAI_MASK), contentType: 'image/png' } }, body, body.prompt);
   });
 
   router.post('/v1/images/variations', requireScope('generate'), rateLimit(deps.limiter), form, async (req, res) => {
@@ -159,7 +159,7 @@ export function openaiRoutes(deps: GenerationDeps & { models: Map<string, Genera
     const engine = modelEngine(body.model ?? DEFAULT_MODEL, 'image-to-image');
     const size = sizeFor(engine, body.size, image);
     // no prompt: the image alone steers it; half of it kept
-    await run(req, res, engine, { kind: 'image-to-image', params: paramsOf(engine, body, size, { imageStrength: VARIATION_IMAGE_STRENGTH }) }, { initImage: image }, body, '');
+    await run(req, res, engine, { kind: 'image-to-image', params: paramsOf(req, engine, body, size, { imageStrength: VARIATION_IMAGE_STRENGTH }) }, { initImage: image }, body, '');
   });
 
   router.get('/v1/models', (_req, res) => {

@@ -34,7 +34,7 @@ import { rateLimit } from '../../rate-limit';
 import type { JobRecord } from '../../store';
 import { type CheckedImage, checkImage } from '../../uploads';
 import { parseBody } from '../../validate';
-import { applyAdapters, checkSize, checkWebhook, dataUriBytes, enginesByName, type GenerationDeps, isDryRun, parsePrefer, repaintMask, sizeForShape, submitJob } from '../../submission';
+import { resolvePrompts, checkSize, checkWebhook, dataUriBytes, enginesByName, type GenerationDeps, isDryRun, parsePrefer, repaintMask, sizeForShape, submitJob } from '../../submission';
 
 /** The names Replicate's own Stable Diffusion models have, for the first engine of each family. */
 const FAMILY_MODELS: Readonly<Record<string, string>> = {
@@ -169,7 +169,7 @@ export function replicateRoutes(deps: GenerationDeps & { models: () => Map<strin
   };
 
   /** The job an input makes; every mistake in it is refused here, before anything is held. */
-  const build = async (engine: GenerationEngineInfo, raw: Record<string, unknown>): Promise<{ job: NewJob; inputs: JobInputs }> => {
+  const build = async (req: Request, engine: GenerationEngineInfo, raw: Record<string, unknown>): Promise<{ job: NewJob; inputs: JobInputs }> => {
     const input = parseBody(ReplicateInput, raw);
     const image = input.image === undefined ? undefined : await checkImage(await fileOf(input.image, 'input.image'), 'init_image', config.maxPixels, 'input.image');
     const mask = input.mask === undefined ? undefined : await checkImage(await fileOf(input.mask, 'input.mask'), 'mask_image', config.maxPixels, 'input.mask');
@@ -184,8 +184,9 @@ export function replicateRoutes(deps: GenerationDeps & { models: () => Map<strin
       throw new ServiceError('invalid_sampler', `input.scheduler: ${input.scheduler} cannot be used with ${engine.id} (schedulers: ${offered.join(', ')})`, { field: 'input.scheduler' });
     }
     const loras: LoraUse[] = [...(input.loras ?? []), ...(input.lora_weights ? [{ name: input.lora_weights, weight: input.lora_scale }] : [])];
-    const params: GenerationParams = applyAdapters(
-      deps.adapters,
+    const params: GenerationParams = resolvePrompts(
+      deps,
+      req,
       engine,
       {
         prompts: [{ text: input.prompt, weight: 1 }, ...(input.negative_prompt?.trim() ? [{ text: input.negative_prompt, weight: -1 }] : [])],
@@ -222,7 +223,7 @@ export function replicateRoutes(deps: GenerationDeps & { models: () => Map<strin
   };
 
   const create = async (req: Request, res: Response, model: string, engine: GenerationEngineInfo, body: z.infer<typeof ReplicateModelPredictionRequest>, version: string) => {
-    const { job, inputs } = await build(engine, body.input);
+    const { job, inputs } = await build(req, engine, body.input);
     const cost = jobCost(prices, engine, job);
     const webhook = body.webhook === undefined ? undefined : { url: body.webhook, events: body.webhook_events_filter ? [...new Set(body.webhook_events_filter.map((e) => EVENT_OF[e]))] : undefined };
     if (isDryRun(req)) {

@@ -20,7 +20,7 @@ import {
 import type { JobsService } from '../../jobs.service';
 import { dryRun, jobCost } from '../../pricing';
 import { parseBody } from '../../validate';
-import { applyAdapters, applyStyle, checkSize, checkWebhook, endedAsError, type GenerationDeps, isDryRun, parsePrefer, submitJob, webhookOf } from '../../submission';
+import { resolvePrompts, applyStyle, checkSize, checkWebhook, endedAsError, type GenerationDeps, isDryRun, parsePrefer, submitJob, webhookOf } from '../../submission';
 import type { generationParams as GenerationParamsOf } from './routes';
 
 const ACCEPTABLE = ['application/json', ...Object.values(ANIMATION_CONTENT_TYPES)];
@@ -79,7 +79,7 @@ export function animationHandler(deps: GenerationDeps, generationParams: typeof 
     const first = { ...body, text_prompts: body.keyframes[0].text_prompts, seed: keyframes[0].seed, samples: 1 } satisfies TextToImageRequest;
     const base = generationParams(engine, raw, first, width, height, 'png');
     // LoRA tags in any keyframe's prompts come out of that keyframe's text (the same prompt objects)
-    const adapted = applyAdapters(deps.adapters, engine, { ...base, prompts: keyframes.flatMap((k) => k.prompts) }, body.loras);
+    const adapted = resolvePrompts(deps, req, engine, { ...base, prompts: keyframes.flatMap((k) => k.prompts) }, body.loras);
     const params: AnimationParams = {
       ...adapted,
       prompts: keyframes[0].prompts,

@@ -25,7 +25,7 @@ import type { JobRecord } from '../../store';
 import { parseBody } from '../../validate';
 import { type CheckedImage, type ImageField, multipart, parseFormFields, readImage, repeatedField } from '../../uploads';
 import { animationHandler } from './animation';
-import { applyAdapters, applyStyle, checkSize, checkWebhook, endedAsError, formEventsFilter, type GenerationDeps, isDryRun, parsePrefer, requireFile, submitJob, webhookOf } from '../../submission';
+import { resolvePrompts, applyStyle, checkSize, checkWebhook, endedAsError, formEventsFilter, type GenerationDeps, isDryRun, parsePrefer, requireFile, submitJob, webhookOf } from '../../submission';
 
 const ACCEPTABLE = ['application/json', 'image/png', 'image/jpeg', 'image/webp'];
 
@@ -89,7 +89,7 @@ export function generationRoutes(deps: GenerationDeps): Router {
       const width = body.width ?? engine.nativeWidth;
       const height = body.height ?? engine.nativeHeight;
       checkSize(width, height, config.maxPixels, engine);
-      const params = applyAdapters(deps.adapters, engine, generationParams(engine, req.body as Record<string, unknown>, body, width, height, format), body.loras);
+      const params = resolvePrompts(deps, req, engine, generationParams(engine, req.body as Record<string, unknown>, body, width, height, format), body.loras);
       return { job: { kind, params }, inputs: {}, samples: body.samples, webhook: webhookOf(body) };
     }
     const upload = req.multipart!;
@@ -127,7 +127,7 @@ export function generationRoutes(deps: GenerationDeps): Router {
     }
     const size = body.width && body.height ? { width: body.width, height: body.height } : sizeFromImage(init, config.maxPixels);
     checkSize(size.width, size.height, config.maxPixels, engine);
-    const params = applyAdapters(deps.adapters, gen, generationParams(gen, fields, body, size.width, size.height, format), body.loras);
+    const params = resolvePrompts(deps, req, gen, generationParams(gen, fields, body, size.width, size.height, format), body.loras);
     if ('init_image_mode' in body) {
       params.imageStrength = body.init_image_mode === 'STEP_SCHEDULE' ? 1 - body.step_schedule_start : body.image_strength;
     }

@@ -28,7 +28,7 @@ import {
 } from '@sdq/contracts';
 import { requireScope } from '../../auth';
 import { ConfigError } from '../../config';
-import { applyAdapters, applyStyle, checkSize, checkWebhook, endedAsError, repaintMask, formEventsFilter, type GenerationDeps, isDryRun, parsePrefer, requireFile, sizeForShape, submitJob, webhookOf } from '../../submission';
+import { resolvePrompts, applyStyle, checkSize, checkWebhook, endedAsError, repaintMask, formEventsFilter, type GenerationDeps, isDryRun, parsePrefer, requireFile, sizeForShape, submitJob, webhookOf } from '../../submission';
 import type { JobInputs, JobsService, NewJob } from '../../jobs.service';
 import { dryRun } from '../../pricing';
 import { rateLimit } from '../../rate-limit';
@@ -180,9 +180,9 @@ export function v2betaRoutes(deps: GenerationDeps & { services: Map<V2BetaServic
    * A call's generation parameters: its prompt and negative prompt (with the engine's style text), its
    * seed, format and guidance, the engine's steps and sampler, one image; `extra` adds the mode's own.
    */
-  const paramsOf = (engine: GenerationEngineInfo, body: CallFields, size: { width: number; height: number }, extra: Partial<GenerationParams> = {}): GenerationParams => {
+  const paramsOf = (req: Request, engine: GenerationEngineInfo, body: CallFields, size: { width: number; height: number }, extra: Partial<GenerationParams> = {}): GenerationParams => {
     const prompts = [{ text: body.prompt, weight: 1 }, ...(body.negative_prompt?.trim() ? [{ text: body.negative_prompt, weight: -1 }] : [])];
-    return applyAdapters(deps.adapters, engine, {
+    return resolvePrompts(deps, req, engine, {
       prompts: applyStyle(engine, prompts, body.style_preset),
       ...size,
       steps: engine.defaults.steps,
@@ -202,12 +202,12 @@ export function v2betaRoutes(deps: GenerationDeps & { services: Map<V2BetaServic
     return sizeForShape(engine, size.width / size.height);
   };
 
-  const generation = (service: V2BetaService, engine: GenerationEngineInfo, body: z.infer<typeof V2GenerateRequest>, image: CheckedImage | undefined): { job: NewJob; inputs: JobInputs } => {
+  const generation = (req: Request, service: V2BetaService, engine: GenerationEngineInfo, body: z.infer<typeof V2GenerateRequest>, image: CheckedImage | undefined): { job: NewJob; inputs: JobInputs } => {
     const kind = image ? 'image-to-image' : 'text-to-image';
     if (image && body.strength === undefined) throw new ServiceError('bad_request', 'strength: is required with image (0 keeps the image, 1 ignores it)', { field: 'strength' });
     const { width, height } = sizeForShape(engine, image ? image.width / image.height : ratioOf(body.aspect_ratio as AspectRatio));
     checkSize(width, height, config.maxPixels, engine);
-    const params = paramsOf(engine, body, { width, height }, image ? { imageStrength: 1 - body.strength! } : {});
+    const params = paramsOf(req, engine, body, { width, height }, image ? { imageStrength: 1 - body.strength! } : {});
     return { job: { kind, params }, inputs: image ? { initImage: image } : {} };
   };
 
@@ -226,7 +226,7 @@ export function v2betaRoutes(deps: GenerationDeps & { services: Map<V2BetaServic
       const body = parseBody(V2GenerateRequest, fields(req));
       const image = service === 'ultra' ? await readImage(req, 'image', config.maxPixels) : undefined;
       const engine = generationFor(service, image ? 'image-to-image' : 'text-to-image');
-      const { job, inputs } = generation(service, engine, body, image);
+      const { job, inputs } = generation(req, service, engine, body, image);
       await run(req, res, service, engine, job, inputs, body);
     });
   }
@@ -238,7 +238,7 @@ export function v2betaRoutes(deps: GenerationDeps & { services: Map<V2BetaServic
     if (body.mode === 'image-to-image' && !image) throw new ServiceError('bad_request', 'image: is required with mode image-to-image', { field: 'image' });
     if (body.mode === 'text-to-image' && image) throw new ServiceError('bad_request', 'image: is only taken with mode image-to-image', { field: 'image' });
     const engine = generationFor(model, image ? 'image-to-image' : 'text-to-image');
-    const { job, inputs } = generation(model, engine, body, image);
+    const { job, inputs } = generation(req, model, engine, body, image);
     await run(req, res, model, engine, job, inputs, body);
   });
 
@@ -269,7 +269,7 @@ export function v2betaRoutes(deps: GenerationDeps & { services: Map<V2BetaServic
         throw new ServiceError('invalid_pixel_count', `image: ${image.width}x${image.height} doubled is over the upscale maximum of ${config.maxPixels * 4} pixels`, { field: 'image' });
       }
       // the part of each tile kept: creative repaints `creativity` of it, conservative half that
-      const params = paramsOf(engine, body, { width, height }, { imageStrength: 1 - (creative ? body.creativity : body.creativity / 2) });
+      const params = paramsOf(req, engine, body, { width, height }, { imageStrength: 1 - (creative ? body.creativity : body.creativity / 2) });
       await run(req, res, service, engine, { kind: 'enhance', params }, { image }, body, creative);
     });
   }
@@ -285,7 +285,7 @@ export function v2betaRoutes(deps: GenerationDeps & { services: Map<V2BetaServic
       const maskData = await repaintMask(image, mask, { marks: 'white', grow: body.grow_mask, noAlpha: () => ({ field: 'mask', message: 'mask: is required when image has no alpha channel (transparent pixels are what gets repainted)' }) });
       const size = ownOrNearest(engine, { width: image.width, height: image.height });
       // erase: filled from the surroundings, with no prompt
-      const params = paramsOf(engine, service === 'erase' ? { ...body, prompt: '' } : body, size, { maskSource: 'MASK_IMAGE_WHITE' });
+      const params = paramsOf(req, engine, service === 'erase' ? { ...body, prompt: '' } : body, size, { maskSource: 'MASK_IMAGE_WHITE' });
       await run(req, res, service, engine, { kind: 'masking', params }, { initImage: image, maskImage: { data: maskData, contentType: 'image/png' } }, body);
     });
   }
@@ -308,7 +308,7 @@ export function v2betaRoutes(deps: GenerationDeps & { services: Map<V2BetaServic
       .png()
       .toBuffer();
     // creativity 1 paints the new area from noise; 0 denoises the stretched edges halfway
-    const params = paramsOf(engine, body, ownOrNearest(engine, canvas), { maskSource: 'MASK_IMAGE_WHITE', imageStrength: 0.5 * (1 - body.creativity) });
+    const params = paramsOf(req, engine, body, ownOrNearest(engine, canvas), { maskSource: 'MASK_IMAGE_WHITE', imageStrength: 0.5 * (1 - body.creativity) });
     const inputs = { initImage: { data: stretched, contentType: 'image/png' }, maskImage: { data: mask, contentType: 'image/png' } };
     await run(req, res, 'outpaint', engine, { kind: 'masking', params }, inputs, body);
   });
