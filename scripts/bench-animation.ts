@@ -75,14 +75,20 @@ async function main(): Promise<void> {
     const headers = (accept: string) => ({ authorization: `Bearer ${key}`, 'content-type': 'application/json', accept });
     const animation = async (frames: number, size: number, steps: number, seed: number) => {
       const t = performance.now();
-      const res = await fetch(`${url}/v1/generation/tiny-sd/animation`, {
-        method: 'POST',
-        headers: headers('image/webp'),
-        body: JSON.stringify({ keyframes: [{ frame: 0, text_prompts: [{ text: LEFT }], seed }, { frame: frames - 1, text_prompts: [{ text: RIGHT }], seed }], frames, steps, width: size, height: size, mode: 'travel' }),
-      });
-      await res.arrayBuffer();
-      if (res.status !== 200) throw new Error(`animation answered ${res.status}`);
-      return performance.now() - t;
+      const body = JSON.stringify({ keyframes: [{ frame: 0, text_prompts: [{ text: LEFT }], seed }, { frame: frames - 1, text_prompts: [{ text: RIGHT }], seed }], frames, steps, width: size, height: size, mode: 'travel' });
+      // the job at once, then its end: a long animation outlasts fetch's 5-minute wait for headers
+      const res = await fetch(`${url}/v1/generation/tiny-sd/animation`, { method: 'POST', headers: headers('application/json'), body });
+      const { id } = (await res.json()) as { id: string };
+      if (res.status !== 202) throw new Error(`animation answered ${res.status}`);
+      for (;;) {
+        const job = (await (await fetch(`${url}/v1/jobs/${id}`, { headers: headers('application/json') })).json()) as { status: string; artifacts: { url: string }[] };
+        if (job.status === 'succeeded') {
+          await (await fetch(job.artifacts[0].url)).arrayBuffer();
+          return performance.now() - t;
+        }
+        if (job.status !== 'queued' && job.status !== 'running') throw new Error(`animation ${id} ${job.status}`);
+        await new Promise((r) => setTimeout(r, 100));
+      }
     };
     const stills = async (frames: number, seed: number) => {
       const t = performance.now();

@@ -35,6 +35,7 @@ export const ERROR_CATALOGUE = {
   invalid_keyframes: { status: 400, message: '{detail}', description: "An animation's keyframes are missing, unsorted, repeated, do not start at frame 0, or name a frame beyond `frames`." },
   invalid_frames: { status: 400, message: '{detail}', description: "An animation's `frames` is below 2 or above MAX_ANIMATION_FRAMES." },
   unsupported_format: { status: 400, message: '{detail}', description: 'The animation format needs a tool the workers serving the engine lack (mp4: an ffmpeg binary with libx264, FFMPEG_PATH).' },
+  content_filtered: { status: 400, message: '{detail}', description: "The safety checker flagged an image and the account's safety mode is `refuse`: the job failed, no image was kept, nothing was charged." },
   content_moderated: { status: 400, message: '{detail}', description: "A prompt matched a term of the operator's blocklist (PROMPT_BLOCKLIST_FILE). The term is not said; nothing was queued or held." },
   invalid_sampler: { status: 400, message: '{detail}', description: 'Unknown sampler name, or one the engine cannot use.' },
   invalid_lora: {
@@ -204,6 +205,7 @@ export const PIPELINE_ERROR_MAP = {
   provider_unavailable: 'service_unavailable',
   canceled: 'canceled',
   invalid_keyframes: 'invalid_keyframes',
+  content_filtered: 'content_filtered',
 } as const satisfies Record<string, ErrorName>;
 
 export function errorNameForPipelineCode(code: string): ErrorName {

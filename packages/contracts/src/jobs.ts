@@ -44,6 +44,13 @@ export function inputKey(jobId: string, field: 'init_image' | 'mask_image' | 'im
   return `inputs/${jobId}/${field}`;
 }
 
+/**
+ * What becomes of an image the safety checker flags (SAFETY_MODE, or the account's own): blurred, black,
+ * refused (the job fails content_filtered), flagged (as made, marked), or nothing checked (off).
+ */
+export const SAFETY_MODES = ['blur', 'black', 'refuse', 'flag', 'off'] as const;
+export type SafetyMode = (typeof SAFETY_MODES)[number];
+
 const WeightedPrompt = z.object({ text: z.string(), weight: z.number().optional() });
 
 /**
@@ -98,6 +105,8 @@ export const GenerationParams = z.object({
     )
     .max(MAX_LORAS)
     .optional(),
+  /** The safety checker's mode for this job (the account's, else SAFETY_MODE). None: blur where the engine has a checker. */
+  safety: z.enum(SAFETY_MODES).optional(),
   /** Embeddings (EMBEDDINGS_DIR file stems) whose trigger words the prompts use, added to the text encoders for this job. */
   embeddings: z.array(z.string().min(1).max(128)).max(64).optional(),
 });
@@ -132,6 +141,7 @@ export const AnimationParams = GenerationParams.extend({ animation: AnimationSpe
 export type AnimationParams = z.infer<typeof AnimationParams>;
 
 export const UpscaleParams = z.object({
+  safety: z.enum(SAFETY_MODES).optional(),
   width: z.number().int().positive().optional(),
   height: z.number().int().positive().optional(),
   outputFormat: z.enum(OUTPUT_FORMATS),

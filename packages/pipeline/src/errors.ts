@@ -23,6 +23,7 @@ export const PIPELINE_ERROR_CODES = [
   'provider_unavailable',
   'canceled',
   'invalid_keyframes',
+  'content_filtered',
 ] as const;
 export type PipelineErrorCode = (typeof PIPELINE_ERROR_CODES)[number];
 

@@ -14,6 +14,7 @@ import type { DiffusionModel, TextEncoderPair } from './model';
 import { a1111SamplerName } from './infotext';
 import { imageBytes, type MemoryPlan, memoryRefusal } from './memory';
 import { BatchRng, NormalRng, resolveSeed, sampleSeed, MAX_SEED } from './rng';
+import { applySafety, type SafetyChecker, type SafetyMode } from './safety';
 import { createScheduler, type Scheduler } from './schedulers';
 import { InvalidSamplerError, schedulerConfigForSampler } from './schedulers/samplers';
 import type { Conditioning, ConditioningInput, GenerateRequest, GenerateResult, GeneratedImage, OutputFormat, WeightedPrompt } from './types';
@@ -88,6 +89,8 @@ type Member = { index: number; req: GenerateRequest; r: CheckedRequest; offset: 
 export abstract class DiffusionPipeline {
   /** The engine's memory model and the worker's bound; unset = no bound (a library caller's own business). */
   memory: MemoryPlan | undefined;
+  /** The safety checker every image goes through (safety.ts); unset = none (the engine ships none). */
+  safety: SafetyChecker | undefined;
 
   protected constructor(
     readonly model: DiffusionModel,
@@ -385,16 +388,24 @@ export abstract class DiffusionPipeline {
       const live = new Set(subs);
       try {
         const result = await this.denoise(subs, images, live, fail, started);
+        if (result.pixelMask && result.initImage) for (const sub of live) for (let s = 0; s < sub.r.samples; s++) composite(result.decoded[sub.offset + s], result.initImage, result.pixelMask);
+        // the safety checker sees the images as they will be returned (composited)
+        const flags = await this.safetyFlags(subs.filter((sub) => live.has(sub)), result.decoded);
         for (const [j, sub] of subs.entries()) {
           const member = parts[j].member;
           done.set(member, (done.get(member) ?? 0) + 1);
           if (!live.has(sub)) continue;
           truncated.set(member, result.truncatedTokens[j]);
-          for (let s = 0; s < sub.r.samples; s++) {
-            const image = result.decoded[sub.offset + s];
-            if (result.pixelMask && result.initImage) composite(image, result.initImage, result.pixelMask);
-            const data = await encodeImage(image, sub.r.outputFormat, this.parameters(sub.r, sub.seeds[s], sub.req));
-            out.get(member)!.push({ data, seed: sub.seeds[s], contentType: CONTENT_TYPES[sub.r.outputFormat], width: sub.r.width, height: sub.r.height, finishReason: 'SUCCESS' });
+          try {
+            for (let s = 0; s < sub.r.samples; s++) {
+              const checked = await applySafety(result.decoded[sub.offset + s], flags[sub.offset + s] ?? false, this.safetyMode(sub.req));
+              const data = await encodeImage(checked.image, sub.r.outputFormat, this.parameters(sub.r, sub.seeds[s], sub.req));
+              out.get(member)!.push({ data, seed: sub.seeds[s], contentType: CONTENT_TYPES[sub.r.outputFormat], width: sub.r.width, height: sub.r.height, finishReason: checked.finishReason });
+            }
+          } catch (err) {
+            // refused by its safety mode: this request fails, the others of the batch are theirs
+            live.delete(sub);
+            fail(sub.index, err);
           }
         }
       } catch (err) {
@@ -559,6 +570,22 @@ export abstract class DiffusionPipeline {
     // 5. decode the latents (masked results are composed over the original pixels by the caller)
     const decoded = await this.decodeLatents(latents, samples, h, w);
     return { decoded, truncatedTokens: prompts.map((p) => p.truncatedTokens), initImage, pixelMask };
+  }
+
+  /** A request's safety mode: its own, else blur where a checker is loaded. */
+  safetyMode(req: Pick<GenerateRequest, 'safety'>): SafetyMode {
+    return req.safety ?? (this.safety ? 'blur' : 'off');
+  }
+
+  /** The checker's flag for each image of a run whose request's mode checks (false for the rest). */
+  private async safetyFlags(subs: Member[], decoded: PlanarImage[]): Promise<boolean[]> {
+    const flags = new Array<boolean>(decoded.length).fill(false);
+    if (!this.safety) return flags;
+    const checked = subs.filter((sub) => this.safetyMode(sub.req) !== 'off').flatMap((sub) => Array.from({ length: sub.r.samples }, (_, s) => sub.offset + s));
+    if (!checked.length) return flags;
+    const found = await this.safety.flags(checked.map((i) => decoded[i]));
+    checked.forEach((i, k) => (flags[i] = found[k]));
+    return flags;
   }
 
   /** AUTOMATIC1111's "parameters" text: prompt, negative prompt, then one line of settings (its sampler names). */
