@@ -44,6 +44,13 @@ export class AccountsService {
     return { ...account, tier };
   }
 
+  /** Sets the account's safety mode (null: back to SAFETY_MODE); its next jobs carry it. */
+  async setSafety(idOrName: string, mode: string | null): Promise<Account> {
+    const account = await this.get(idOrName);
+    await this.store.setAccountSafety(account.id, mode ?? '');
+    return { ...account, safety_mode: mode ?? '' };
+  }
+
   async get(idOrName: string): Promise<Account> {
     const account = await this.store.findAccount(idOrName);
     if (!account) throw new ServiceError('not_found', `account ${idOrName} not found`);

@@ -193,6 +193,8 @@ export interface Config {
   maxAnimationFrames: number;
   /** PROMPT_BLOCKLIST_FILE. */
   promptBlocklistFile?: string;
+  /** SAFETY_MODE: the mode of accounts without their own. */
+  safetyMode: 'blur' | 'black' | 'refuse' | 'flag' | 'off';
   maxUploadBytes: number;
   http: {
     headersTimeoutMs: number;
@@ -262,6 +264,7 @@ export function parseConfig(env: Record<string, string | undefined>, randomSecre
     maxPixels: e.MAX_PIXELS,
     maxAnimationFrames: e.MAX_ANIMATION_FRAMES,
     promptBlocklistFile: e.PROMPT_BLOCKLIST_FILE,
+    safetyMode: e.SAFETY_MODE,
     maxUploadBytes: e.MAX_UPLOAD_BYTES,
     http: {
       headersTimeoutMs: e.HTTP_HEADERS_TIMEOUT_MS,

@@ -12,6 +12,8 @@ import {
   jobParamsView,
   type JobObject,
   type JobPayload,
+  SAFETY_MODES,
+  type SafetyMode,
   ServiceError,
   type Storage,
   TERMINAL_STATUSES,
@@ -70,27 +72,42 @@ export interface JobsDeps {
   metrics?: { creditsReserved: { inc(value: number): void } };
 }
 
-/** How long an account's tier is remembered: a tier change applies to jobs submitted after this. */
-const TIER_CACHE_MS = 5000;
+/** How long an account's tier and safety mode are remembered: a change applies to jobs submitted after this. */
+const SETTINGS_CACHE_MS = 5000;
 
 /** The job object and hold closing come from @sdq/jobs' JobView, shared with the webhook delivery process. */
 export class JobsService extends JobView {
-  private readonly tiers = new Map<string, { priority: number; at: number }>();
+  private readonly settings = new Map<string, { priority: number; safety: SafetyMode; at: number }>();
 
   constructor(protected override readonly deps: JobsDeps) {
     super(deps);
   }
 
-  /** The BullMQ priority of an account's jobs: its tier's, else the default tier's. */
-  private async priorityOf(accountId: string): Promise<number> {
-    const cached = this.tiers.get(accountId);
-    if (cached && Date.now() - cached.at < TIER_CACHE_MS) return cached.priority;
+  /** An account's BullMQ priority (its tier's, else the default tier's) and safety mode (its own, else SAFETY_MODE). */
+  private async settingsOf(accountId: string): Promise<{ priority: number; safety: SafetyMode }> {
+    const cached = this.settings.get(accountId);
+    if (cached && Date.now() - cached.at < SETTINGS_CACHE_MS) return cached;
     const { tiers, defaultTier } = this.deps.config.credits;
-    const tier = await this.deps.store.accountTier(accountId);
-    const priority = tiers.get(tier) ?? tiers.get(defaultTier)!;
-    this.tiers.set(accountId, { priority, at: Date.now() });
-    if (this.tiers.size > 10_000) this.tiers.clear();
-    return priority;
+    const { tier, safetyMode } = await this.deps.store.accountSettings(accountId);
+    const own = (SAFETY_MODES as readonly string[]).includes(safetyMode) ? (safetyMode as SafetyMode) : undefined;
+    const settings = { priority: tiers.get(tier) ?? tiers.get(defaultTier)!, safety: own ?? this.deps.config.safetyMode, at: Date.now() };
+    this.settings.set(accountId, settings);
+    if (this.settings.size > 10_000) this.settings.clear();
+    return settings;
+  }
+
+  private async priorityOf(accountId: string): Promise<number> {
+    return (await this.settingsOf(accountId)).priority;
+  }
+
+  /**
+   * The safety mode a job of this account runs with, recorded on it: the account's, else SAFETY_MODE. A
+   * client that asks for no checker (fal's enable_safety_checker: false) gets none only where the mode
+   * would not change the image anyway (off or flag).
+   */
+  async safetyFor(accountId: string, checker = true): Promise<SafetyMode> {
+    const mode = (await this.settingsOf(accountId)).safety;
+    return !checker && (mode === 'off' || mode === 'flag') ? 'off' : mode;
   }
 
   /**

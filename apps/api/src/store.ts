@@ -22,6 +22,8 @@ export interface Account {
   email: string;
   /** Its priority tier; "" = the default tier (DEFAULT_TIER). */
   tier: string;
+  /** Its safety mode (blur, black, refuse, flag, off); "" = SAFETY_MODE. */
+  safety_mode: string;
 }
 
 export interface ApiKeyInfo {
@@ -101,7 +103,7 @@ export class Store extends JobRecords {
 
   /** `id` may be chosen beforehand (newId('acct')), so that its starting grant can be made first. */
   async createAccount(name: string, id = newId('acct'), email = '', tier = ''): Promise<Account> {
-    const account: Account = { id, name, created_at: new Date().toISOString(), email, tier };
+    const account: Account = { id, name, created_at: new Date().toISOString(), email, tier, safety_mode: '' };
     await this.redis
       .multi()
       .hset(this.k('account', account.id), { id: account.id, name, created_at: account.created_at, email, tier })
@@ -113,12 +115,18 @@ export class Store extends JobRecords {
   async getAccount(id: string): Promise<Account | undefined> {
     const h = await this.redis.hgetall(this.k('account', id));
     if (!h.id) return undefined;
-    return { id: h.id, name: h.name, created_at: h.created_at, email: h.email ?? '', tier: h.tier ?? '' };
+    return { id: h.id, name: h.name, created_at: h.created_at, email: h.email ?? '', tier: h.tier ?? '', safety_mode: h.safety_mode ?? '' };
   }
 
-  /** The account's tier ("" = the default), in one round trip: read on every submission. */
-  async accountTier(id: string): Promise<string> {
-    return (await this.redis.hget(this.k('account', id), 'tier')) ?? '';
+  /** The account's tier and safety mode ("" = the defaults), in one round trip: read on every submission. */
+  async accountSettings(id: string): Promise<{ tier: string; safetyMode: string }> {
+    const [tier, safetyMode] = await this.redis.hmget(this.k('account', id), 'tier', 'safety_mode');
+    return { tier: tier ?? '', safetyMode: safetyMode ?? '' };
+  }
+
+  /** "" goes back to SAFETY_MODE. */
+  async setAccountSafety(id: string, mode: string): Promise<void> {
+    await this.redis.hset(this.k('account', id), 'safety_mode', mode);
   }
 
   async setAccountTier(id: string, tier: string): Promise<void> {

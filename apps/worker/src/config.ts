@@ -78,6 +78,11 @@ const EnvSchema = z.object({
   /** Times a job may stall (its worker died) before it fails instead of being retried. Default 2. */
   WORKER_MAX_STALLED_COUNT: envInt(0, 100).default(2),
   /**
+   * A safety checker folder (safety_checker/model.onnx, feature_extractor/preprocessor_config.json) for
+   * every engine without one of its own (in its folder, or named by its sdq-engine.json). Default: none.
+   */
+  SAFETY_CHECKER_DIR: z.string().min(1).optional(),
+  /**
    * The ffmpeg binary MP4 animations are written with (it needs libx264). Default `ffmpeg` on PATH; the
    * Docker images install Debian's. Without one the worker writes WebP and GIF only, and says so.
    */
@@ -134,6 +139,10 @@ export interface WorkerConfig {
   healthHost: string;
   /** FFMPEG_PATH. */
   ffmpegPath: string;
+  /** SAFETY_MODE: the default mode (off: a checker that fails to load does not stop its engine). */
+  safetyMode: 'blur' | 'black' | 'refuse' | 'flag' | 'off';
+  /** SAFETY_CHECKER_DIR. */
+  safetyCheckerDir?: string;
   /** ENGINE_REFRESH_MS: how often a worker serving every engine looks for engines added or removed. */
   engineRefreshMs: number;
   logLevel: z.infer<typeof EnvSchema>['LOG_LEVEL'];
@@ -180,6 +189,8 @@ export function parseWorkerConfig(env: Record<string, string | undefined>): Work
     healthPort: e.HEALTH_PORT,
     healthHost: e.HEALTH_HOST,
     ffmpegPath: e.FFMPEG_PATH,
+    safetyMode: e.SAFETY_MODE,
+    safetyCheckerDir: e.SAFETY_CHECKER_DIR,
     logLevel: e.LOG_LEVEL,
     logFormat: e.LOG_FORMAT,
   };

@@ -18,6 +18,9 @@ import {
   type MemoryModel,
   ResidentMemory,
   RUNTIME_VERSION,
+  type RuntimeOptions,
+  SafetyChecker,
+  checkerFolderOf,
   Upscaler,
 } from '@sdq/pipeline';
 import { DEFAULT_MAX_PIXELS, defaultEngineOf } from '@sdq/pipeline/engines';
@@ -89,9 +92,34 @@ export async function loadEngine(info: EngineInfo, config: WorkerConfig, logger:
     const upscaler = await Upscaler.load(info.dir, runtime);
     engine = { info: info as EngineInfo & { kind: 'upscale' }, upscaler, provider: upscaler.model.provider };
   }
+  await attachChecker(engine, info, config, runtime, logger);
   // which execution provider the engine got: a CUDA deployment that fell back to the CPU says so here
   logger.info({ engine: info.id, kind: info.kind, provider: engine.provider, ms: Math.round(performance.now() - started) }, `engine loaded on ${engine.provider}`);
   return engine;
+}
+
+/**
+ * The engine's safety checker (its folder's, its manifest's, else SAFETY_CHECKER_DIR), loaded beside it.
+ * One that fails to load fails the engine (it stays unserved, with the reason: fail closed), unless
+ * SAFETY_MODE is off.
+ */
+async function attachChecker(engine: LoadedEngine, info: EngineInfo, config: WorkerConfig, runtime: RuntimeOptions, logger: Logger): Promise<void> {
+  const dir = checkerFolderOf(info.dir, info.manifest.safety_checker, config.safetyCheckerDir);
+  if (!dir) return;
+  try {
+    const checker = await SafetyChecker.load(dir, runtime);
+    if ('pipeline' in engine) engine.pipeline.safety = checker;
+    else engine.upscaler.safety = checker;
+    logger.info({ engine: info.id, safety_checker: dir }, 'safety checker loaded');
+  } catch (err) {
+    const reason = `its safety checker ${dir} could not be loaded: ${(err as Error).message}`;
+    if (config.safetyMode === 'off') {
+      logger.warn({ engine: info.id }, `${reason}; served without one (SAFETY_MODE=off)`);
+      return;
+    }
+    await disposeEngine(engine);
+    throw new Error(`${reason} (an engine whose checker fails is not served unless SAFETY_MODE=off)`, { cause: err });
+  }
 }
 
 /** The worker's memory bound as the API is told it: bytes runs may take, and each generation engine's model. */
@@ -205,5 +233,9 @@ export async function disposeEngine(engine: LoadedEngine): Promise<void> {
   if ('pipeline' in engine) {
     await engine.loraSets.dispose();
     await engine.pipeline.dispose();
-  } else await engine.upscaler.dispose();
+    await engine.pipeline.safety?.dispose();
+  } else {
+    await engine.upscaler.dispose();
+    await engine.upscaler.safety?.dispose();
+  }
 }

@@ -238,6 +238,7 @@ export const HANDLERS: JobHandlers = {
       seed: params.seed,
       outputFormat: params.outputFormat,
       engineId,
+      safety: params.safety,
       onProgress: onProgress(ctx),
       signal: ctx.signal,
     }));
@@ -247,8 +248,8 @@ export const HANDLERS: JobHandlers = {
   upscale: async (ctx) => {
     if (!('upscaler' in ctx.engine)) throw new JobFailure('bad_request', `engine ${ctx.engine.info.id} is not an upscale engine`);
     const image = await input(ctx, ctx.payload.inputs.image);
-    const { width, height, outputFormat } = ctx.payload.params;
-    const out = await ctx.engine.upscaler.upscale({ image, width, height, outputFormat, onProgress: onProgress(ctx), signal: ctx.signal });
+    const { width, height, outputFormat, safety } = ctx.payload.params;
+    const out = await ctx.engine.upscaler.upscale({ image, width, height, outputFormat, safety, onProgress: onProgress(ctx), signal: ctx.signal });
     return store(ctx, [out]);
   },
 };

@@ -38,6 +38,12 @@ export const MODELS_ENV = {
   LORA_DIR: z.string().min(1).optional(),
   /** The folder of textual-inversion embeddings (.safetensors; the file stem is the trigger word). Default <MODELS_DIR>/embeddings. */
   EMBEDDINGS_DIR: z.string().min(1).optional(),
+  /**
+   * What becomes of an image the safety checker flags, for accounts without a mode of their own: blur
+   * (default), black, refuse, flag or off. The API records it on each job; a worker whose checker fails
+   * to load serves the engine anyway only when it is off (else the engine stays unserved: fail closed).
+   */
+  SAFETY_MODE: z.enum(['blur', 'black', 'refuse', 'flag', 'off']).default('blur'),
 };
 
 /**

@@ -262,6 +262,8 @@ export const JobParamsView = z
     loras: z.array(z.object({ name: z.string(), weight: z.number(), modules: z.number().int().optional(), matched: z.number().int().optional() })),
     /** The embeddings whose words the prompts used. */
     embeddings: z.array(z.string()),
+    /** The safety mode the job ran with (the account's, else SAFETY_MODE). */
+    safety: z.enum(SAFETY_MODES),
     /** An animation's own settings, in its request's field names (keyframes with their resolved seeds). */
     animation: z.object({
       frames: z.number().int(),
@@ -282,7 +284,7 @@ export type JobParamsView = z.infer<typeof JobParamsView>;
 export function jobParamsView(job: { kind: JobName; params: GenerationParams | UpscaleParams }): JobParamsView {
   if (job.kind === 'upscale') {
     const p = job.params as UpscaleParams;
-    return { ...(p.width !== undefined ? { width: p.width } : {}), ...(p.height !== undefined ? { height: p.height } : {}) };
+    return { ...(p.width !== undefined ? { width: p.width } : {}), ...(p.height !== undefined ? { height: p.height } : {}), ...(p.safety ? { safety: p.safety } : {}) };
   }
   const p = job.params as GenerationParams;
   const view: JobParamsView = { text_prompts: p.prompts.map(({ text, weight }) => ({ text, weight: weight ?? 1 })), width: p.width, height: p.height, steps: p.steps, cfg_scale: p.cfgScale, samples: p.samples, seed: p.seed };
@@ -291,6 +293,7 @@ export function jobParamsView(job: { kind: JobName; params: GenerationParams | U
   if (p.stylePreset !== undefined) view.style_preset = p.stylePreset;
   if (p.loras?.length) view.loras = p.loras.map((l) => ({ ...l }));
   if (p.embeddings?.length) view.embeddings = [...p.embeddings];
+  if (p.safety) view.safety = p.safety;
   if (job.kind === 'animation') {
     const { keyframes, ...rest } = (p as AnimationParams).animation;
     view.animation = { ...rest, keyframes: keyframes.map((k) => ({ frame: k.frame, text_prompts: k.prompts.map(({ text, weight }) => ({ text, weight: weight ?? 1 })), seed: k.seed })) };
@@ -319,6 +322,8 @@ export const JobObject = z
         content_type: z.string(),
         width: z.number().int(),
         height: z.number().int(),
+        /** The safety checker flagged it (finish_reason CONTENT_FILTERED): blurred, black or, in flag mode, as made. */
+        content_filtered: z.boolean(),
       }),
     ),
     error: z.object({ name: z.string(), message: z.string() }).nullable(),

@@ -70,7 +70,7 @@ export class JobView {
     const artifacts =
       status === 'succeeded' && snapshot?.result
         ? await Promise.all(
-            snapshot.result.artifacts.map(async ({ key, ...rest }) => ({ url: await storage.signedUrl(key, config.artifactUrlExpiry), ...rest })),
+            snapshot.result.artifacts.map(async ({ key, ...rest }) => ({ url: await storage.signedUrl(key, config.artifactUrlExpiry), ...rest, content_filtered: rest.finish_reason === 'CONTENT_FILTERED' })),
           )
         : [];
     return {

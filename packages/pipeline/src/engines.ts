@@ -36,6 +36,8 @@ export interface EngineManifest {
    * Absent: Stability's own table. A null-prototype record.
    */
   style_presets?: Readonly<Record<string, string>>;
+  /** A safety checker folder this engine's images go through, relative to the engine folder (`../checkers/sd`). */
+  safety_checker?: string;
 }
 
 /**
@@ -136,7 +138,7 @@ export function readManifest(dir: string, samplers: readonly string[] = []): Eng
   }
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw fail('(root)', 'must be a JSON object');
   const m = raw as Record<string, unknown>;
-  const known = ['$comment', 'aliases', 'allowed_sizes', 'max_pixels', 'steps', 'cfg_scale', 'sampler', 'price', 'style_presets'];
+  const known = ['$comment', 'aliases', 'allowed_sizes', 'max_pixels', 'steps', 'cfg_scale', 'sampler', 'price', 'style_presets', 'safety_checker'];
   for (const key of Object.keys(m)) if (!known.includes(key)) throw fail(key, `is not a manifest field (fields: ${known.slice(1).join(', ')})`);
   const strings = (field: string, pattern: RegExp, what: string): string[] | undefined => {
     const v = m[field];
@@ -158,6 +160,10 @@ export function readManifest(dir: string, samplers: readonly string[] = []): Eng
     price: typeof m.price === 'string' && m.price.length > 0 ? m.price : undefined,
   };
   if (m.price !== undefined && manifest.price === undefined) throw fail('price', 'must be the name of a price table entry');
+  if (m.safety_checker !== undefined) {
+    if (typeof m.safety_checker !== 'string' || !m.safety_checker.length || m.safety_checker.length > 1024) throw fail('safety_checker', 'must be the path of a safety checker folder (safety_checker/ and feature_extractor/), relative to the engine folder');
+    manifest.safety_checker = m.safety_checker;
+  }
   if (manifest.allowed_sizes && manifest.max_pixels !== undefined) throw fail('max_pixels', 'give allowed_sizes or max_pixels, not both');
   if (m.cfg_scale !== undefined) {
     if (typeof m.cfg_scale !== 'number' || !(m.cfg_scale >= 0 && m.cfg_scale <= 35)) throw fail('cfg_scale', `must be a number from 0 to 35 (got ${JSON.stringify(m.cfg_scale)})`);

@@ -22,3 +22,4 @@ export { readLora, LoraFormatError, type LoraModule } from './lora';
 export { readSafetensorsFile, SafetensorsError } from './safetensors';
 export { animate, checkKeyframes, frameSeed, frameSpan, lerp, slerp, type AnimateRequest, type AnimationMode, type AnimationProgress, type Interpolation, type Keyframe } from './animation';
 export { animationEncoder, ffmpegEncoders, type AnimationEncoder, type AnimationEncoderOptions } from './animation-encoders';
+export { applySafety, checkerFolderOf, checkImage, isCheckerFolder, SafetyChecker, SAFETY_MODES, type SafetyMode } from './safety';

@@ -170,3 +170,11 @@ export async function applySafety(image: PlanarImage, flagged: boolean, mode: Sa
   if (mode === 'flag') return { image, finishReason: 'CONTENT_FILTERED' };
   return { image: mode === 'blur' ? await blurred(image) : blacked(image), finishReason: 'CONTENT_FILTERED' };
 }
+
+/** One finished image through a checker (none, or mode off: as it is), then its mode. */
+export async function checkImage(checker: SafetyChecker | undefined, image: PlanarImage, mode: SafetyMode | undefined): Promise<{ image: PlanarImage; finishReason: 'SUCCESS' | 'CONTENT_FILTERED' }> {
+  const effective = mode ?? (checker ? 'blur' : 'off');
+  if (!checker || effective === 'off') return { image, finishReason: 'SUCCESS' };
+  const [flagged] = await checker.flags([image]);
+  return applySafety(image, flagged, effective);
+}

@@ -7,12 +7,16 @@
  */
 import sharp from 'sharp';
 import { PipelineError } from './errors';
+import { interleavedToPlanar, planarToRgb8 } from './image';
 import { resolveSeed } from './rng';
+import { checkImage, type SafetyChecker, type SafetyMode } from './safety';
 import type { GeneratedImage, GenerateRequest, GenerateResult, OutputFormat, ProgressEvent, WeightedPrompt } from './types';
 
 /** What a tiled pass needs of a pipeline: one image-to-image call per tile. */
 export interface TileGenerator {
   generate(req: GenerateRequest): Promise<GenerateResult>;
+  /** The engine's safety checker, which the finished image goes through. */
+  safety?: SafetyChecker;
 }
 
 export interface EnhanceRequest {
@@ -34,6 +38,8 @@ export interface EnhanceRequest {
   seed?: number;
   outputFormat: OutputFormat;
   engineId?: string;
+  /** The safety mode for the whole enhanced image (the tiles are not checked one by one: a concept may span them). */
+  safety?: SafetyMode;
   onProgress?: (p: ProgressEvent) => void;
   signal?: AbortSignal;
 }
@@ -88,6 +94,7 @@ export async function tiledEnhance(generator: TileGenerator, req: EnhanceRequest
         imageStrength: req.imageStrength,
         outputFormat: 'png',
         engineId: req.engineId,
+        safety: 'off',
         signal: req.signal,
         onProgress: (p) => req.onProgress?.({ ...p, step: index * p.total + p.step, total: tiles * p.total }),
       });
@@ -110,8 +117,10 @@ export async function tiledEnhance(generator: TileGenerator, req: EnhanceRequest
   }
   const out = Buffer.alloc(width * height * 3);
   for (let p = 0; p < width * height; p++) for (let c = 0; c < 3; c++) out[p * 3 + c] = Math.round(sum[p * 3 + c] / weight[p]);
-  let image = sharp(out, { raw: { width, height, channels: 3 } });
+  // the whole image through the engine's checker, as a generation's images go
+  const checked = await checkImage(generator.safety, interleavedToPlanar(out, width, height, 3), req.safety);
+  let image = sharp(planarToRgb8(checked.image), { raw: { width, height, channels: 3 } });
   image = req.outputFormat === 'jpeg' ? image.jpeg({ quality: 95 }) : req.outputFormat === 'webp' ? image.webp({ quality: 95 }) : image.png();
   const data = await image.toBuffer();
-  return { data, seed, contentType: `image/${req.outputFormat}`, width, height, finishReason: 'SUCCESS' };
+  return { data, seed, contentType: `image/${req.outputFormat}`, width, height, finishReason: checked.finishReason };
 }

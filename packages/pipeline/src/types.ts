@@ -83,6 +83,8 @@ export interface GenerateResult {
 
 export interface UpscaleRequest {
   image: Buffer;
+  /** The safety mode of the upscaled image; default blur where a checker is loaded. */
+  safety?: GenerationParams['safety'];
   /** Target width or height (not both); default = native scale. */
   width?: number;
   height?: number;

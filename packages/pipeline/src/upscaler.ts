@@ -4,6 +4,7 @@ import { OnnxClock, OnnxModel } from './backends/onnx';
 import { PipelineError } from './errors';
 import { CONTENT_TYPES, decoding, encodeImage, imageSize, interleavedToPlanar, type PlanarImage } from './image';
 import { readJsonFile } from './folder';
+import { checkImage, type SafetyChecker } from './safety';
 import type { GeneratedImage, OutputFormat, RuntimeOptions, UpscaleRequest } from './types';
 
 export interface UpscalerOptions extends RuntimeOptions {
@@ -19,6 +20,9 @@ export interface UpscalerOptions extends RuntimeOptions {
  * overlapping context, so memory stays bounded by the tile size.
  */
 export class Upscaler {
+  /** The safety checker its outputs go through (an upscale must not undo a blur); unset = none. */
+  safety: SafetyChecker | undefined;
+
   private constructor(
     readonly model: OnnxModel,
     readonly scale: number,
@@ -144,13 +148,14 @@ export class Upscaler {
       out = interleavedToPlanar(encoded.data, encoded.info.width, encoded.info.height, encoded.info.channels);
     }
     const parameters = `Upscale: x${this.scale}, Size: ${out.width}x${out.height}, Model: ${this.engineId}`;
+    const checked = await checkImage(this.safety, out, req.safety);
     return {
-      data: await encodeImage(out, format, parameters),
+      data: await encodeImage(checked.image, format, parameters),
       seed: 0,
       contentType: CONTENT_TYPES[format],
       width: out.width,
       height: out.height,
-      finishReason: 'SUCCESS',
+      finishReason: checked.finishReason,
     };
   }
 }

@@ -44,7 +44,7 @@ function jobObject(status: JobObject['status'], progress: JobObject['progress'] 
     params: { text_prompts: [{ text: 'a red circle', weight: 1 }], steps: 10 },
     artifacts:
       status === 'succeeded'
-        ? [{ url: `http://127.0.0.1:3000/v1/artifacts/generations/${id}/0.png?sig=x`, seed: 42, finish_reason: 'SUCCESS', content_type: 'image/png', width: 64, height: 64 }]
+        ? [{ url: `http://127.0.0.1:3000/v1/artifacts/generations/${id}/0.png?sig=x`, seed: 42, finish_reason: 'SUCCESS', content_type: 'image/png', width: 64, height: 64, content_filtered: false }]
         : [],
     error: null,
     urls: { self: `/v1/jobs/${id}`, cancel: `/v1/jobs/${id}/cancel`, events: `/v1/jobs/${id}/events` },

@@ -70,7 +70,7 @@ export async function submitJob(
   deps: GenerationDeps,
   req: Request,
   engine: EngineInfo,
-  built: { job: NewJob; inputs: JobInputs; webhook?: JobWebhook; cost: Cost; dialect?: JobDialect },
+  built: { job: NewJob; inputs: JobInputs; webhook?: JobWebhook; cost: Cost; dialect?: JobDialect; safetyChecker?: boolean },
 ): Promise<{ record: JobRecord; repeated: boolean }> {
   const { config, jobs } = deps;
   await checkWebhook(config, built.webhook);
@@ -86,6 +86,8 @@ export async function submitJob(
     const problem = await deps.presence.memoryProblem(engine.id, built.job.params.width, built.job.params.height);
     if (problem) throw new ServiceError('invalid_pixel_count', problem, { field: 'width' });
   }
+  // the account's safety mode (else SAFETY_MODE), recorded on the job: the worker applies it
+  built.job.params.safety = await jobs.safetyFor(req.accountId!, built.safetyChecker ?? true);
   const key = idempotencyKey(req);
   const submitted = await jobs.submit(req.accountId!, engine.id, built.job, built.inputs, {
     cost: built.cost,
