@@ -186,6 +186,7 @@ export const FUZZ_ROUTES: FuzzRoute[] = [
   { method: 'POST', path: '/v1/admin/accounts', caller: 'admin', json: () => ({ name: 'fuzzed', credits: 1 }) },
   { method: 'GET', path: '/v1/admin/accounts/{id}', caller: 'admin', params: (ids) => ({ id: ids.account }) },
   { method: 'PUT', path: '/v1/admin/accounts/{id}/tier', caller: 'admin', params: (ids) => ({ id: ids.account }), json: () => ({ tier: 'standard' }) },
+  { method: 'PUT', path: '/v1/admin/accounts/{id}/safety', caller: 'admin', params: (ids) => ({ id: ids.account }), json: () => ({ mode: 'blur' }) },
   { method: 'POST', path: '/v1/admin/accounts/{id}/credits', caller: 'admin', params: (ids) => ({ id: ids.account }), json: () => ({ amount: 1, reason: 'fuzz' }) },
   { method: 'GET', path: '/v1/admin/accounts/{id}/ledger', caller: 'admin', params: (ids) => ({ id: ids.account }) },
   { method: 'POST', path: '/v1/admin/accounts/{id}/keys', caller: 'admin', params: (ids) => ({ id: ids.account }), json: () => ({ scope: 'read' }) },

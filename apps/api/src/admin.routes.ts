@@ -4,7 +4,7 @@
  * The CLI (`npx sdq`) does the same through accounts.service.ts.
  */
 import { type Request, type Response, Router } from 'express';
-import { CreateAccountRequest, CreateKeyRequest, GrantCreditsRequest, PullModelRequest, ServiceError, SetTierRequest } from '@sdq/contracts';
+import { CreateAccountRequest, CreateKeyRequest, GrantCreditsRequest, PullModelRequest, ServiceError, SetTierRequest, SetSafetyRequest } from '@sdq/contracts';
 import { toCredits } from '@sdq/credits';
 import type { AccountsService } from './accounts.service';
 import { jsonBody } from './body';
@@ -65,6 +65,14 @@ export function adminRoutes(accounts: AccountsService, presence: Pick<EnginePres
     async (req, res) => {
       const { tier } = parseBody(SetTierRequest, req.body);
       const account = await accounts.setTier(String(req.params.id), knownTier(tier)!);
+      res.json({ ...account, credits: toCredits(await accounts.balance(account.id)) });
+    },
+  );
+  router.put(
+    '/accounts/:id/safety',
+    async (req, res) => {
+      const { mode } = parseBody(SetSafetyRequest, req.body);
+      const account = await accounts.setSafety(String(req.params.id), mode);
       res.json({ ...account, credits: toCredits(await accounts.balance(account.id)) });
     },
   );

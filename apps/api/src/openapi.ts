@@ -19,6 +19,7 @@ import {
   MaskingRequest,
   PullModelRequest,
   PullObject,
+  SetSafetyRequest,
   SetTierRequest,
   SetWebhookRequest,
   TextToImageRequest,
@@ -389,6 +390,15 @@ export function buildOpenApi(publicUrl: string): Record<string, unknown> {
           parameters: [jobParam],
           requestBody: { required: true, content: { 'application/json': { schema: schemaOf(SetTierRequest, schemas, 'input') } } },
           responses: { '200': { description: 'The account, with its tier and balance' }, ...errorResponses(['bad_request', 'not_found', 'permission_denied']), ...common },
+        },
+      },
+      '/v1/admin/accounts/{id}/safety': {
+        put: {
+          summary: "Set the account's safety mode (blur, black, refuse, flag, off; null: SAFETY_MODE's): its jobs submitted from then on run with it",
+          security: [{ admin: [] }],
+          parameters: [jobParam],
+          requestBody: { required: true, content: { 'application/json': { schema: schemaOf(SetSafetyRequest, schemas, 'input') } } },
+          responses: { '200': { description: 'The account, with its safety_mode and balance' }, ...errorResponses(['bad_request', 'not_found', 'permission_denied']), ...common },
         },
       },
       '/v1/admin/accounts/{id}/credits': {

@@ -5,6 +5,7 @@
  * from them.
  */
 import { z } from 'zod';
+import { SAFETY_MODES } from './jobs';
 
 /**
  * What an API key may do, each including the one before: `read` (engines, jobs, events, balance, account,
@@ -26,6 +27,11 @@ const TierName = z.string().regex(/^[a-z][a-z0-9_-]{0,31}$/, 'must be a tier nam
 
 /** PUT /v1/admin/accounts/{id}/tier. */
 export const SetTierRequest = z.object({ tier: TierName }).meta({ id: 'SetTierRequest' });
+
+/** PUT /v1/admin/accounts/{id}/safety: the account's own safety mode, or null for SAFETY_MODE's. */
+export const SetSafetyRequest = z
+  .object({ mode: z.enum(SAFETY_MODES).nullable().describe('blur, black, refuse, flag or off; null: the account follows SAFETY_MODE again.') })
+  .meta({ id: 'SetSafetyRequest' });
 
 /** C0 and C1 controls, DEL, and the bidirectional overrides: text that can rewrite a terminal or reorder a line. */
 const CONTROL_CHARACTERS = /[\p{Cc}\u202a-\u202e\u2066-\u2069]/u;

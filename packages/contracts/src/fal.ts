@@ -19,7 +19,9 @@ export const FAL_IMAGE_SIZES: Readonly<Record<string, { width: number; height: n
 
 /**
  * The input of fal's Stable Diffusion apps (fast-sdxl, stable-diffusion-v3-medium, ...). Fields sdq does
- * not use (enable_safety_checker, expand_prompt, sync_mode, ...) are accepted and ignored.
+ * not use (expand_prompt, sync_mode, ...) are accepted and ignored. `enable_safety_checker: false` turns
+ * the checker off only for accounts whose safety mode is off or flag (it never lets an image past a
+ * blur, black or refuse the operator chose).
  */
 export const FalInput = z
   .object({
@@ -35,6 +37,7 @@ export const FalInput = z
     guidance_scale: z.number().min(0).max(35).optional(),
     seed: z.number().int().min(0).max(MAX_SEED).optional(),
     num_images: z.number().int().min(1).max(10).default(1),
+    enable_safety_checker: z.boolean().default(true),
     format: z.enum(['jpeg', 'png']).default('jpeg'),
     output_format: z.enum(['jpeg', 'png']).optional(),
     /** fal's LoRA list; `path` names a LoRA file of LORA_DIR (sdq fetches no URL). */
@@ -70,7 +73,7 @@ export function falOutput(job: JobObject, prompt: string): z.infer<typeof FalOut
     images: job.artifacts.map((a) => ({ url: a.url, width: a.width, height: a.height, content_type: a.content_type })),
     seed: job.artifacts[0]?.seed ?? 0,
     timings: { inference: job.finished_at ? (Date.parse(job.finished_at) - started) / 1000 : 0 },
-    has_nsfw_concepts: job.artifacts.map(() => false),
+    has_nsfw_concepts: job.artifacts.map((a) => a.content_filtered),
     prompt,
   };
 }

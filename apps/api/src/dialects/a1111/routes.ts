@@ -130,6 +130,8 @@ export function a1111Routes(deps: Deps): Router {
       sd_model_name: engine.id,
       sd_model_hash: null,
       infotexts: pngs.map((png) => readPngText(png).parameters ?? ''),
+      // sdq's addition, as A1111's NSFW-censor extensions report it: the safety checker's flag per image
+      nsfw: artifacts.map((a) => a.finish_reason === 'CONTENT_FILTERED'),
       job_timestamp: new Date(record.created_at).toISOString().replace(/\D/g, '').slice(0, 14),
       job_id: record.id,
       version: 'sdq',

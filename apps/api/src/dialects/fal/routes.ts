@@ -45,7 +45,7 @@ export function falRoutes(deps: GenerationDeps): Router {
     return engine;
   };
 
-  const build = (req: Request, engine: GenerationEngineInfo, raw: unknown): NewJob => {
+  const build = (req: Request, engine: GenerationEngineInfo, raw: unknown): { job: NewJob; safetyChecker: boolean } => {
     const input = parseBody(FalInput, raw);
     if (!engine.modes.includes('text-to-image')) throw new ServiceError('bad_request', `app: its engine ${engine.id} cannot do text-to-image`);
     let size = { width: engine.nativeWidth, height: engine.nativeHeight };
@@ -71,7 +71,7 @@ export function falRoutes(deps: GenerationDeps): Router {
       (input.loras ?? []).map((l) => ({ name: l.path, weight: l.scale })),
       'loras',
     );
-    return { kind: 'text-to-image', params };
+    return { job: { kind: 'text-to-image', params }, safetyChecker: input.enable_safety_checker };
   };
 
   const urlsOf = (app: string, id: string) => {
@@ -98,7 +98,7 @@ export function falRoutes(deps: GenerationDeps): Router {
   /** Makes the job; `sync`: fal.run's answer, once it ends (SYNC_WAIT; past it, the queue's answer). */
   const submit = async (req: Request, res: Response, app: string, sync: boolean, falWebhook?: string) => {
     const engine = appEngine(app);
-    const job = build(req, engine, req.body ?? {});
+    const { job, safetyChecker } = build(req, engine, req.body ?? {});
     const cost = jobCost(prices, engine, job);
     // fal_webhook: called once the request ends, with fal's webhook body
     const webhook = falWebhook === undefined ? undefined : { url: falWebhook };
@@ -108,7 +108,7 @@ export function falRoutes(deps: GenerationDeps): Router {
       return;
     }
     const prompt = job.kind === 'text-to-image' ? (job.params.prompts.find((p) => (p.weight ?? 1) > 0)?.text ?? '') : '';
-    const { record, repeated } = await submitJob(deps, req, engine, { job, inputs: {}, cost, webhook, dialect: { name: 'fal', app, prompt } });
+    const { record, repeated } = await submitJob(deps, req, engine, { job, inputs: {}, cost, webhook, dialect: { name: 'fal', app, prompt }, safetyChecker });
     if (repeated) res.set('Idempotent-Replayed', 'true');
     // where fal's client reads a response's request id
     res.set(REQUEST_ID, record.id);
