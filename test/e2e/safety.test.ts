@@ -15,7 +15,7 @@ import { join, resolve } from 'node:path';
 import OpenAI from 'openai';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { accountWith, ADMIN_TOKEN, authed, balanceOf, MODELS_DIR, type Stack, startStack, waitFor } from './support';
+import { accountWith, ADMIN_TOKEN, authed, balanceOf, MODELS_DIR, type Stack, startService, startStack, waitFor } from './support';
 
 const CHECKER = resolve(import.meta.dirname, '../../../shared/models/tiny-safety-checker');
 const FLAGGED = 'a large red circle in the center on a red background';
@@ -149,6 +149,28 @@ describe('the safety checker through the service', () => {
     const error = await openai.images.generate({ model: 'tiny-sd', prompt: FLAGGED, size: '256x256' }).catch((err: unknown) => err);
     expect(error).toBeInstanceOf(OpenAI.BadRequestError);
     expect(error).toMatchObject({ status: 400, code: 'content_policy_violation' });
+  });
+
+  it('SAFETY_REFUND=true: a filtered image is given back at settle, and the ledger says why; a clean one is charged', async () => {
+    // a second API on the same Redis and worker, with the switch on
+    const refunding = await startService(stack.redis, { env: { ...stack.service.env, SAFETY_REFUND: 'true' } });
+    try {
+      const key = await accountWith(refunding, 'safety-refund', 100);
+      const before = await balanceOf(refunding, key);
+      const post = (text: string) => fetch(`${refunding.url}/v1/generation/tiny-sd/text-to-image`, { method: 'POST', headers: authed(key, { 'content-type': 'application/json' }), body: JSON.stringify({ text_prompts: [{ text }], steps: 20, seed: 3 }) });
+      expect(((await (await post(FLAGGED)).json()) as { artifacts: { finishReason: string }[] }).artifacts[0].finishReason).toBe('CONTENT_FILTERED');
+      expect(((await (await post(CLEAN)).json()) as { artifacts: { finishReason: string }[] }).artifacts[0].finishReason).toBe('SUCCESS');
+      const jobs = ((await (await fetch(`${refunding.url}/v1/jobs?limit=2`, { headers: authed(key) })).json()) as { data: { id: string; credits_charged: number }[] }).data;
+      const [clean, filtered] = jobs;
+      expect(filtered.credits_charged).toBe(0);
+      expect(clean.credits_charged).toBeGreaterThan(0);
+      expect(before - (await balanceOf(refunding, key))).toBeCloseTo(clean.credits_charged, 6);
+      const ledger = ((await (await fetch(`${refunding.url}/v1/user/ledger`, { headers: authed(key) })).json()) as { data: { type: string; job_id?: string; reason?: string; amount: number; charged?: number }[] }).data;
+      const entries = ledger.filter((e) => e.job_id === filtered.id).map((e) => [e.type, e.reason ?? null, e.charged ?? null]);
+      expect(entries).toEqual(expect.arrayContaining([['hold', null, null], ['settle', null, 0], ['release', 'content_filtered', null]]));
+    } finally {
+      await refunding.close();
+    }
   });
 
   it('an upscale goes through the checker too: it cannot undo a blur', async () => {

@@ -5,7 +5,7 @@
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { join } from 'node:path';
-import { ConfigError, JOB_VIEW_ENV, MODELS_ENV, QUEUE_ENV, envInt, envUrl, ownKeyPrefix, LOG_FORMAT, LOG_LEVEL, loadOrExit, parseEnv, redisOptionsFromUrl } from '@sdq/contracts';
+import { ConfigError, envBool, JOB_VIEW_ENV, MODELS_ENV, QUEUE_ENV, envInt, envUrl, ownKeyPrefix, LOG_FORMAT, LOG_LEVEL, loadOrExit, parseEnv, redisOptionsFromUrl } from '@sdq/contracts';
 import { parseCredits } from '@sdq/credits/amounts';
 import { STORAGE_ENV, storageConfigFromEnv, type S3Config } from '@sdq/storage/config';
 import { WEBHOOK_ENV, type WebhookConfig, webhookConfigFromEnv } from '@sdq/webhooks/config';
@@ -81,6 +81,11 @@ const EnvSchema = z.object({
    * boundaries, or /regex/i); read at start, on SIGHUP and every minute. Unset: no prompt is refused.
    */
   PROMPT_BLOCKLIST_FILE: z.string().min(1).optional(),
+  /**
+   * true: an image the safety checker filters is not charged (its price goes back when the job is
+   * settled, as a `release` ledger entry with the reason content_filtered). Default false: charged as made.
+   */
+  SAFETY_REFUND: envBool.default(false),
   /** Most frames one animation may ask for (POST /v1/generation/{engine}/animation). Default 120. */
   MAX_ANIMATION_FRAMES: envInt(2, 100_000).default(120),
   /** Largest uploaded file in bytes. Default 10 MiB. */
@@ -193,6 +198,8 @@ export interface Config {
   maxAnimationFrames: number;
   /** PROMPT_BLOCKLIST_FILE. */
   promptBlocklistFile?: string;
+  /** SAFETY_REFUND: filtered images are given back at settle. */
+  safetyRefund: boolean;
   /** SAFETY_MODE: the mode of accounts without their own. */
   safetyMode: 'blur' | 'black' | 'refuse' | 'flag' | 'off';
   maxUploadBytes: number;
@@ -265,6 +272,7 @@ export function parseConfig(env: Record<string, string | undefined>, randomSecre
     maxAnimationFrames: e.MAX_ANIMATION_FRAMES,
     promptBlocklistFile: e.PROMPT_BLOCKLIST_FILE,
     safetyMode: e.SAFETY_MODE,
+    safetyRefund: e.SAFETY_REFUND,
     maxUploadBytes: e.MAX_UPLOAD_BYTES,
     http: {
       headersTimeoutMs: e.HTTP_HEADERS_TIMEOUT_MS,

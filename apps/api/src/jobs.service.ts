@@ -153,7 +153,8 @@ export class JobsService extends JobView {
     const { credits, config, logger } = this.deps;
     // The hold is taken under the id the queue will use, so every close (settle, release) finds it.
     const id = randomUUID();
-    const held = await credits.reserve(accountId, id, cost.total, { maxActive: config.credits.maxActiveJobs });
+    // SAFETY_REFUND as it is now: the hold says what a filtered image gives back when the job is settled
+    const held = await credits.reserve(accountId, id, cost.total, { maxActive: config.credits.maxActiveJobs, refundPerImage: config.safetyRefund ? cost.per_image : 0 });
     if (!held.ok) {
       if (held.status === 'insufficient_balance') throw new ServiceError('insufficient_balance', held.message);
       throw new ServiceError('too_many_active_jobs', held.message, { headers: { 'Retry-After': '1' } });

@@ -6,7 +6,7 @@
 import type { Job } from 'bullmq';
 import type { Logger } from 'pino';
 import { parseFailedReason } from '@sdq/contracts';
-import type { JobCharge } from '@sdq/jobs/charge';
+import { filteredIn, type JobCharge } from '@sdq/jobs/charge';
 
 export class HoldCloser {
   constructor(
@@ -14,9 +14,10 @@ export class HoldCloser {
     private readonly logger: Logger,
   ) {}
 
-  /** BullMQ's `completed`: the job's result is recorded, so it is charged. */
+  /** BullMQ's `completed`: the job's result is recorded, so it is charged (its filtered images said). */
   completed(job: Job): void {
-    this.close(job.id, (id) => this.charge.succeeded(id));
+    const artifacts = (job.returnvalue as { artifacts?: { finish_reason: string }[] } | undefined)?.artifacts;
+    this.close(job.id, (id) => this.charge.succeeded(id, filteredIn(artifacts)));
   }
 
   /** BullMQ's `failed`: only a final failure has finishedOn; an attempt that will be retried keeps its hold. */

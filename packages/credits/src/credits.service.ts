@@ -48,6 +48,8 @@ export interface Hold {
   closed_at?: string;
   /** Why it was released. */
   reason?: string;
+  /** Once settled: what was charged (the amount, less the refund of filtered images). */
+  charged?: number;
 }
 
 export type ReserveResult =
@@ -153,7 +155,7 @@ export class CreditsService {
    * `maxActive` open holds (default DEFAULT_MAX_ACTIVE_JOBS; 0 = no limit). A job that already has a
    * hold gets it back unchanged.
    */
-  async reserve(accountId: string, jobId: string, amount: number, opts: { maxActive?: number } = {}): Promise<ReserveResult> {
+  async reserve(accountId: string, jobId: string, amount: number, opts: { maxActive?: number; refundPerImage?: number } = {}): Promise<ReserveResult> {
     checkId('account id', accountId);
     checkId('job id', jobId);
     checkAmount(amount, { positive: true });
@@ -164,7 +166,7 @@ export class CreditsService {
     const reply = (await SCRIPTS.reserve.run(
       this.redis,
       [k.hold(jobId), k.openHolds, k.accountHolds(accountId), k.ledger(accountId), k.balance(accountId), k.ledgerAccounts],
-      [accountId, jobId, amount, maxActive, now],
+      [accountId, jobId, amount, maxActive, now, opts.refundPerImage ?? 0],
     )) as string[];
     switch (reply[0]) {
       case 'reserved':
@@ -206,15 +208,16 @@ export class CreditsService {
   }
 
   /** Charges a job's hold (its job succeeded). Exactly once; later calls report what happened. */
-  async settle(jobId: string): Promise<SettleResult> {
+  /** `filtered`: the job's images the safety checker filtered, given back if its hold was taken with a refund per image. */
+  async settle(jobId: string, opts: { filtered?: number } = {}): Promise<SettleResult> {
     checkId('job id', jobId);
     const accountId = await this.holdAccount(jobId);
     if (!accountId) return { status: 'not_found' };
     const k = this.keys;
     const reply = (await SCRIPTS.settle.run(
       this.redis,
-      [k.hold(jobId), k.openHolds, k.accountHolds(accountId), k.ledger(accountId)],
-      [jobId, this.now(), this.closedTtl],
+      [k.hold(jobId), k.openHolds, k.accountHolds(accountId), k.ledger(accountId), k.balance(accountId)],
+      [jobId, this.now(), this.closedTtl, opts.filtered ?? 0],
     )) as string[];
     switch (reply[0]) {
       case 'settled':
@@ -270,7 +273,7 @@ export class CreditsService {
    */
   async charged(jobId: string): Promise<number | null> {
     const hold = await this.hold(jobId);
-    if (hold?.state === 'settled') return hold.amount;
+    if (hold?.state === 'settled') return hold.charged ?? hold.amount;
     if (hold?.state === 'released') return 0;
     return null;
   }
@@ -460,6 +463,7 @@ function toHold(h: Record<string, string>): Hold | undefined {
     created_at: iso(Number(h.created_at)),
     ...(h.closed_at ? { closed_at: iso(Number(h.closed_at)) } : {}),
     ...(h.reason ? { reason: h.reason } : {}),
+    ...(h.charged !== undefined ? { charged: Number(h.charged) } : {}),
   };
 }
 

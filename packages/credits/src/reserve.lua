@@ -16,6 +16,7 @@ ARGV[2]  job id
 ARGV[3]  amount, micro-credits (integer > 0, as text)
 ARGV[4]  max open holds for the account (0 = no limit)
 ARGV[5]  now, Unix ms
+ARGV[6]  micro-credits given back per image the safety checker filters, at settle (0: none; SAFETY_REFUND)
 
 Returns one of
   {'reserved', balance_after, ledger_entry_id}
@@ -25,7 +26,7 @@ Returns one of
 Amounts stay text in this script: Lua's tostring() would write large integers as 1.2e+14.
 ]]
 local hold, open_holds, account_holds, ledger, balance_key, accounts = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
-local account, job, amount, max_active, now = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
+local account, job, amount, max_active, now, refund_per_image = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5], ARGV[6] or '0'
 
 local existing = redis.call('HMGET', hold, 'account_id', 'amount', 'state', 'created_at')
 if existing[1] then
@@ -43,7 +44,7 @@ if max_active > 0 and active >= max_active then
 end
 
 local after = redis.call('DECRBY', balance_key, amount)
-redis.call('HSET', hold, 'job_id', job, 'account_id', account, 'amount', amount, 'state', 'held', 'created_at', now)
+redis.call('HSET', hold, 'job_id', job, 'account_id', account, 'amount', amount, 'state', 'held', 'created_at', now, 'refund_per_image', refund_per_image)
 redis.call('ZADD', open_holds, now, job)
 redis.call('SADD', account_holds, job)
 redis.call('SADD', accounts, account)

@@ -56,6 +56,31 @@ describe('reserve, settle, release', () => {
     expect(entries[0].created_at).toBe(new Date(clock).toISOString());
   });
 
+  it('a hold taken with a refund per image gives back its filtered images at settle, once, and the ledger says why', async () => {
+    const acct = account();
+    const id = job();
+    await credits.grant(acct, 1_000_000, 'test');
+    await credits.reserve(acct, id, 300_000, { refundPerImage: 100_000 });
+    expect(await credits.settle(id, { filtered: 2 })).toEqual({ status: 'settled', charged: 100_000 });
+    expect(await credits.settle(id, { filtered: 3 })).toEqual({ status: 'already_settled', charged: 100_000 });
+    expect(await credits.balance(acct)).toBe(900_000);
+    expect(await credits.charged(id)).toBe(100_000);
+    const { entries } = await credits.ledger(acct);
+    expect(entries.slice(0, 3).map(({ type, amount, reason, charged }) => ({ type, amount, reason, charged }))).toEqual([
+      { type: 'release', amount: 200_000, reason: 'content_filtered', charged: undefined },
+      { type: 'settle', amount: 0, reason: undefined, charged: 100_000 },
+      { type: 'hold', amount: -300_000, reason: undefined, charged: undefined },
+    ]);
+    // more filtered than held gives back what was held, never more; a hold without a refund gives nothing
+    const all = job();
+    await credits.reserve(acct, all, 50_000, { refundPerImage: 100_000 });
+    expect(await credits.settle(all, { filtered: 1 })).toEqual({ status: 'settled', charged: 0 });
+    const none = job();
+    await credits.reserve(acct, none, 50_000);
+    expect(await credits.settle(none, { filtered: 4 })).toEqual({ status: 'settled', charged: 50_000 });
+    expect(await credits.balance(acct)).toBe(850_000);
+  });
+
   it('releases in full once: nothing is charged, a settle afterwards changes nothing', async () => {
     const acct = account();
     const id = job();

@@ -4,7 +4,7 @@
  * none decides on its own.
  *
  * The rule. A job's hold is taken when the job is accepted and closed once, by the first report of its end:
- * - succeeded: settled, its price charged;
+ * - succeeded: settled, its price charged (less its filtered images', when SAFETY_REFUND was on at submission);
  * - failed for good, canceled, never queued (`not_enqueued`), waited unserved (`engine_unavailable`) or
  *   gone from the queue (`job_gone`): released in full, nothing charged;
  * - queued or running (a failed attempt that will be retried is running): kept.
@@ -25,14 +25,22 @@ import type { CreditsService, Hold, ReleaseResult, SettleResult } from '@sdq/cre
 export type ReleaseReason = 'failed' | 'canceled' | 'not_enqueued' | 'engine_unavailable' | 'job_gone';
 
 /** What becomes of an open hold, decided by someone who can see its job. */
-export type HoldFate = { action: 'keep' } | { action: 'settle' } | { action: 'release'; reason: ReleaseReason };
+export type HoldFate = { action: 'keep' } | { action: 'settle'; filtered: number } | { action: 'release'; reason: ReleaseReason };
 
-/** The rule, for a job whose status is known: `gone` is a job its queue no longer has. */
-export function holdFate(status: JobStatus, gone = false): HoldFate {
-  if (status === 'succeeded') return { action: 'settle' };
+/**
+ * The rule, for a job whose status is known: `gone` is a job its queue no longer has; `filtered`, its
+ * images the safety checker filtered (given back at settle when its hold was taken with SAFETY_REFUND).
+ */
+export function holdFate(status: JobStatus, gone = false, filtered = 0): HoldFate {
+  if (status === 'succeeded') return { action: 'settle', filtered };
   if (status === 'canceled') return { action: 'release', reason: 'canceled' };
   if (status === 'failed') return { action: 'release', reason: gone ? 'job_gone' : 'failed' };
   return { action: 'keep' };
+}
+
+/** How many of a job's stored images the safety checker filtered. */
+export function filteredIn(artifacts: readonly { finish_reason: string }[] | undefined): number {
+  return artifacts?.filter((a) => a.finish_reason === 'CONTENT_FILTERED').length ?? 0;
 }
 
 export interface JobChargeDeps {
@@ -47,9 +55,9 @@ export interface JobChargeDeps {
 export class JobCharge {
   constructor(private readonly deps: JobChargeDeps) {}
 
-  /** The job succeeded: charge its hold. */
-  async succeeded(jobId: string): Promise<SettleResult> {
-    const result = await this.deps.credits.settle(jobId);
+  /** The job succeeded: charge its hold (less its filtered images, where the hold says so). */
+  async succeeded(jobId: string, filtered = 0): Promise<SettleResult> {
+    const result = await this.deps.credits.settle(jobId, { filtered });
     if (result.status === 'settled') {
       this.deps.settled?.inc(result.charged / 1_000_000);
       this.deps.logger.info({ job_id: jobId, charged: result.charged }, 'hold settled');
@@ -66,7 +74,7 @@ export class JobCharge {
 
   /** Applies a fate decided by holdFate (keep does nothing). */
   async apply(jobId: string, fate: HoldFate): Promise<SettleResult | ReleaseResult | undefined> {
-    if (fate.action === 'settle') return this.succeeded(jobId);
+    if (fate.action === 'settle') return this.succeeded(jobId, fate.filtered);
     if (fate.action === 'release') return this.released(jobId, fate.reason);
     return undefined;
   }

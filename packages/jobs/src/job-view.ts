@@ -7,7 +7,7 @@
 import type { Logger } from 'pino';
 import { type JobKind, type JobObject, type JobStatus, parseFailedReason, type Storage, TERMINAL_STATUSES } from '@sdq/contracts';
 import { type CreditsService, toCredits } from '@sdq/credits';
-import { holdFate, type HoldFate, type JobCharge } from './charge';
+import { filteredIn, holdFate, type HoldFate, type JobCharge } from './charge';
 import type { EngineQueues, QueueJobSnapshot } from './engine-queues';
 import type { JobRecord, JobRecords } from './records';
 
@@ -136,7 +136,7 @@ export class JobView {
   }
 
   protected fateOf(record: JobRecord, snapshot: QueueJobSnapshot | undefined): HoldFate {
-    return holdFate(this.status(record, snapshot), !snapshot);
+    return holdFate(this.status(record, snapshot), !snapshot, filteredIn(snapshot?.result?.artifacts));
   }
 }
 

@@ -33,7 +33,8 @@ afterAll(async () => {
 
 describe('the rule', () => {
   it('settles a success, releases every other end with its reason, keeps an unfinished job', () => {
-    expect(holdFate('succeeded')).toEqual({ action: 'settle' });
+    expect(holdFate('succeeded')).toEqual({ action: 'settle', filtered: 0 });
+    expect(holdFate('succeeded', false, 2)).toEqual({ action: 'settle', filtered: 2 });
     expect(holdFate('failed')).toEqual({ action: 'release', reason: 'failed' });
     expect(holdFate('failed', true)).toEqual({ action: 'release', reason: 'job_gone' });
     expect(holdFate('canceled')).toEqual({ action: 'release', reason: 'canceled' });
