@@ -363,7 +363,8 @@ export class CreditsService {
 
   /**
    * Proves the books: for every account with a ledger (or a balance key), the balance equals the sum of
-   * its ledger and is not negative; every hold is closed at most once, never both settled and released,
+   * its ledger and is not negative; every hold is closed at most once, never both settled and released
+   * (a settle's refund of filtered images, a `release` with the reason content_filtered, adds up with it),
    * a release gives back what was held, and the account's open holds are the holds its ledger has not
    * closed. Reads each account at one instant (the balance, holds and last entry together), then its
    * entries up to that instant, so it runs beside live traffic.
@@ -402,7 +403,7 @@ export class CreditsService {
 
     let sum = 0;
     let count = 0;
-    const jobs = new Map<string, { held: number; holds: number; settles: number; releases: number; released: number }>();
+    const jobs = new Map<string, { held: number; holds: number; settles: number; charged: number; releases: number; released: number; refunds: number; refunded: number }>();
     let from = '-';
     while (last !== undefined) {
       const page = await this.redis.xrange(k.ledger(accountId), from, last, 'COUNT', 1000);
@@ -411,12 +412,17 @@ export class CreditsService {
         sum += entry.amount;
         count++;
         if (!entry.job_id) continue;
-        const job = jobs.get(entry.job_id) ?? { held: 0, holds: 0, settles: 0, releases: 0, released: 0 };
+        const job = jobs.get(entry.job_id) ?? { held: 0, holds: 0, settles: 0, charged: 0, releases: 0, released: 0, refunds: 0, refunded: 0 };
         if (entry.type === 'hold') {
           job.holds++;
           job.held = -entry.amount;
         } else if (entry.type === 'settle') {
           job.settles++;
+          job.charged = entry.charged ?? 0;
+        } else if (entry.type === 'release' && entry.reason === 'content_filtered') {
+          // a settle's refund of filtered images (SAFETY_REFUND), written with it
+          job.refunds++;
+          job.refunded = entry.amount;
         } else if (entry.type === 'release') {
           job.releases++;
           job.released = entry.amount;
@@ -437,6 +443,8 @@ export class CreditsService {
       if (job.settles > 0 && job.releases > 0) problems.push({ kind: 'hold_settled_and_released', ...p });
       else if (job.settles > 1 || job.releases > 1) problems.push({ kind: 'hold_closed_twice', ...p });
       if (job.releases > 0 && job.released !== job.held) problems.push({ kind: 'release_amount_mismatch', ...p, held: job.held, released: job.released });
+      // a refund comes with its settle, and the two add up to what was held
+      if (job.refunds > 0 && (job.refunds > 1 || job.settles !== 1 || job.charged + job.refunded !== job.held)) problems.push({ kind: 'release_amount_mismatch', ...p, held: job.held, released: job.refunded });
       const openInLedger = job.holds > 0 && job.settles + job.releases === 0;
       if (openInLedger && !openSet.has(jobId)) problems.push({ kind: 'open_hold_mismatch', ...p, detail: 'open in the ledger but not in the open holds' });
       if (!openInLedger && openSet.has(jobId)) problems.push({ kind: 'open_hold_mismatch', ...p, detail: 'in the open holds but closed (or absent) in the ledger' });
