@@ -173,6 +173,19 @@ describe('the safety checker through the service', () => {
     }
   });
 
+  it("an animation's frames go through the checker: each filtered frame is marked, and the file's answer says so", async () => {
+    const key = await accountWith(stack.service, 'safety-animation', 100);
+    const res = await fetch(`${stack.service.url}/v1/generation/tiny-sd/animation`, {
+      method: 'POST',
+      headers: authed(key, { 'content-type': 'application/json', accept: 'image/webp' }),
+      body: JSON.stringify({ keyframes: [{ frame: 0, text_prompts: [{ text: FLAGGED }], seed: 3 }, { frame: 2, text_prompts: [{ text: CLEAN }], seed: 3 }], frames: 3, steps: 20 }),
+    });
+    expect(res.status).toBe(200);
+    expect(res.headers.get('finish-reason')).toBe('CONTENT_FILTERED');
+    const job = (await (await fetch(`${stack.service.url}/v1/jobs/${res.headers.get('x-job-id')}`, { headers: authed(key) })).json()) as { artifacts: { content_filtered: boolean }[] };
+    expect(job.artifacts.map((a) => a.content_filtered)).toEqual([false, true, expect.any(Boolean), false]);
+  });
+
   it('an upscale goes through the checker too: it cannot undo a blur', async () => {
     // the original red image (checker off), upscaled for an account whose mode blurs
     const off = await accountIn('off', 'safety-upscale-source');

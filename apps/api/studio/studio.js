@@ -608,6 +608,7 @@ function cardsOf(job) {
       download.setAttribute('aria-label', `Download ${text}`);
       actions.querySelectorAll('.use-init, .use-mask, .upscale').forEach((/** @type {Element} */ el) => el.remove());
     } else if (artifact) {
+      if (artifact.content_filtered) q('.state').textContent = 'Filtered by the safety checker.';
       img.src = artifact.url;
       img.alt = label;
       img.width = artifact.width;

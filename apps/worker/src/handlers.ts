@@ -21,7 +21,7 @@ import {
 } from '@sdq/contracts';
 import { checkEngineSize } from '@sdq/pipeline/engines';
 import { isInputError, PipelineError } from '@sdq/pipeline/errors';
-import { animate, animationEncoder, type DiffusionPipeline, EmbeddingFormatError, frameSeed, LoraFormatError, SafetensorsError } from '@sdq/pipeline';
+import { animate, animationEncoder, type DiffusionPipeline, EmbeddingFormatError, frameSeed, insertPngText, LoraFormatError, readPngText, SafetensorsError } from '@sdq/pipeline';
 import { tiledEnhance } from '@sdq/pipeline/tiled-enhance';
 import type { GeneratedImage as Image, ProgressEvent } from '@sdq/pipeline/types';
 import type { LoadedEngine } from './engines';
@@ -139,6 +139,9 @@ async function withAdapters<K extends 'text-to-image' | 'image-to-image' | 'mask
   }
 }
 
+/** The PNG text chunk a stored animation frame the safety checker filtered carries, for a resumed job. */
+const FILTERED_TEXT = 'sdq-finish-reason';
+
 /**
  * An animation: its frames stored as PNG artifacts as they finish (frame i at artifactKey(job, i)) and
  * written into the animation file at once, so the worker holds a batch of frames' pixels at most. A
@@ -154,7 +157,9 @@ async function animation(ctx: JobContext<'animation'>): Promise<JobResult> {
   const spec = params.animation;
   const { width, height } = params;
   const encoder = animationEncoder({ format: spec.format, width, height, fps: spec.fps, loop: spec.loop, ffmpegPath: ctx.ffmpegPath });
-  const frameArtifact = (index: number): StoredArtifact => ({ key: artifactKey(jobId, index, 'png'), seed: frameSeed(spec.keyframes, index), finish_reason: 'SUCCESS', content_type: CONTENT_TYPES.png, width, height });
+  // the safety checker's verdict per frame; a stored frame carries its own (a resumed job reads it back)
+  const filtered = new Set<number>();
+  const frameArtifact = (index: number): StoredArtifact => ({ key: artifactKey(jobId, index, 'png'), seed: frameSeed(spec.keyframes, index), finish_reason: filtered.has(index) ? 'CONTENT_FILTERED' : 'SUCCESS', content_type: CONTENT_TYPES.png, width, height });
   try {
     let done = 0;
     let lastFrame: Buffer | undefined;
@@ -165,6 +170,7 @@ async function animation(ctx: JobContext<'animation'>): Promise<JobResult> {
         if (err instanceof StorageNotFoundError) break;
         throw new Error(`storage: could not read ${artifactKey(jobId, done, 'png')}: ${(err as Error).message}`, { cause: err });
       }
+      if (readPngText(lastFrame)[FILTERED_TEXT] === 'CONTENT_FILTERED') filtered.add(done);
       await encoder.add(lastFrame);
     }
     if (done) ctx.log.info({ frames_stored: done, frames: spec.frames }, 'animation resumed from its stored frames');
@@ -184,8 +190,10 @@ async function animation(ctx: JobContext<'animation'>): Promise<JobResult> {
         onProgress: (p) => ctx.progress(p.step, p.steps, { done: p.framesDone, total: p.frames }),
         onFrame: async (index, image) => {
           const key = artifactKey(jobId, index, 'png');
+          if (image.finishReason === 'CONTENT_FILTERED') filtered.add(index);
+          const png = image.finishReason === 'CONTENT_FILTERED' ? insertPngText(image.data, FILTERED_TEXT, 'CONTENT_FILTERED') : image.data;
           try {
-            await ctx.storage.put(key, image.data, CONTENT_TYPES.png);
+            await ctx.storage.put(key, png, CONTENT_TYPES.png);
           } catch (err) {
             // the frames stored before it stay: a retry goes on from them
             throw new Error(`storage: could not write ${key}: ${(err as Error).message}`, { cause: err });
@@ -202,6 +210,7 @@ async function animation(ctx: JobContext<'animation'>): Promise<JobResult> {
       throw new Error(`storage: could not write ${key}: ${(err as Error).message}`, { cause: err });
     }
     ctx.log.info({ frames: spec.frames, made: made.frames, resumed_from: done, ms: Math.round(made.totalMs), onnx_ms: Math.round(made.onnxMs), bytes: file.length, format: spec.format }, 'animated');
+    // the file's own finish reason stays SUCCESS: its frames say which were filtered (and only they are refunded)
     const animationArtifact: StoredArtifact = { key, seed: spec.keyframes[0].seed, finish_reason: 'SUCCESS', content_type: ANIMATION_CONTENT_TYPES[spec.format], width, height };
     return { artifacts: [animationArtifact, ...Array.from({ length: spec.frames }, (_, i) => frameArtifact(i))] };
   } finally {

@@ -12,7 +12,7 @@ export { ClipTokenizer } from './tokenizer/clip-tokenizer';
 export { createScheduler } from './schedulers';
 export { SAMPLERS, schedulerConfigForSampler } from './schedulers/samplers';
 export { discoverEngines, describeEngine, type EngineInfo, type EngineKind, type GenerationEngineInfo, REQUEST_DEFAULTS, type UpscaleEngineInfo } from './engines';
-export { readPngText } from './image';
+export { insertPngText, readPngText } from './image';
 export { tiledEnhance, tileOrigins, type EnhanceRequest, type TileGenerator } from './tiled-enhance';
 export * from './types';
 export { withAdapters, withLoras, type LoraPipeline } from './lora-pipeline';

@@ -121,6 +121,8 @@ async function answer(
   }
   const failure = endedAsError(record, object);
   if (failure) throw failure;
-  const file = snapshot!.result!.artifacts[0];
-  res.status(200).set({ 'Content-Type': file.content_type, Seed: String(file.seed), 'Finish-Reason': file.finish_reason }).send(await jobs.readArtifact(file.key));
+  const [file, ...frames] = snapshot!.result!.artifacts;
+  // the file is CONTENT_FILTERED when the safety checker filtered any of its frames
+  const filtered = frames.some((f) => f.finish_reason === 'CONTENT_FILTERED');
+  res.status(200).set({ 'Content-Type': file.content_type, Seed: String(file.seed), 'Finish-Reason': filtered ? 'CONTENT_FILTERED' : file.finish_reason }).send(await jobs.readArtifact(file.key));
 }
