@@ -11,6 +11,8 @@ import type { DiffusionPipeline } from '../src/pipeline';
 import { checkerFolderOf, isCheckerFolder, SafetyChecker } from '../src/safety';
 import type { GenerateRequest } from '../src/types';
 import { pixels } from './images';
+import sharp from 'sharp';
+import { tiledEnhance } from '../src/tiled-enhance';
 
 const CHECKER = '../shared/models/tiny-safety-checker';
 const FLAGGED = 'a large red circle in the center on a red background';
@@ -77,6 +79,17 @@ describe('the safety checker', () => {
     expect(settled[0]).toMatchObject({ status: 'rejected', reason: { code: 'content_filtered' } });
     expect(settled[1]).toMatchObject({ status: 'fulfilled', value: { images: [{ finishReason: 'SUCCESS' }] } });
     expect(settled[2]).toMatchObject({ status: 'fulfilled', value: { images: [{ finishReason: 'CONTENT_FILTERED' }] } });
+  });
+
+  it('inpainting is checked as returned (composited), and an enhance as the whole image, not tile by tile', async () => {
+    const red = await pipeline.generate(request(FLAGGED, { safety: 'off' }));
+    // repaint the middle of the red image: the result is still mostly red, so it is flagged
+    const mask = await sharp({ create: { width: 128, height: 128, channels: 3, background: '#000' } }).composite([{ input: { create: { width: 32, height: 32, channels: 3, background: '#fff' } }, left: 48, top: 48 }]).png().toBuffer();
+    const inpainted = await pipeline.generate(request(CLEAN, { safety: 'flag', initImage: red.images[0].data, maskImage: mask, maskSource: 'MASK_IMAGE_WHITE' }));
+    expect(inpainted.images[0].finishReason).toBe('CONTENT_FILTERED');
+    const enhanced = await tiledEnhance(pipeline, { image: red.images[0].data, width: 256, height: 256, tileWidth: 128, tileHeight: 128, prompts: [{ text: FLAGGED }], imageStrength: 0.7, steps: 10, cfgScale: 7, seed: 2, outputFormat: 'png', safety: 'black' });
+    expect(enhanced.finishReason).toBe('CONTENT_FILTERED');
+    expect((await pixels(enhanced.data)).data.every((v) => v === 0)).toBe(true);
   });
 
   it("CLIP's preprocessing: the shortest edge to 224, centre crop, normalised with the config's mean and std", async () => {
