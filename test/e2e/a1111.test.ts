@@ -168,6 +168,29 @@ describe('AUTOMATIC1111 /sdapi/v1', () => {
     expect(await ended.json()).toMatchObject({ error: 'canceled' });
   });
 
+  it('names as A1111 resolves them: every scheduler it lists by name (as front ends send it back) or label, a scheduler at the end of the sampler name, aliases, sampler_index', async () => {
+    const price = async (body: Record<string, unknown>) => {
+      const res = await fetch(`${service.url}/sdapi/v1/txt2img?dry_run=true`, { method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' }, body: JSON.stringify({ prompt: 'a red circle', steps: 10, ...body }) });
+      return [res.status, res.status === 200 ? '' : ((await res.json()) as { error: string }).error];
+    };
+    const schedulers = (await (await api('schedulers')).json()) as { name: string; label: string }[];
+    for (const { name, label } of schedulers) {
+      expect([name, await price({ sampler_name: 'Euler a', scheduler: name })]).toEqual([name, [200, '']]);
+      expect([label, await price({ sampler_name: 'DPM++ 2M', scheduler: label })]).toEqual([label, [200, '']]);
+    }
+    for (const body of [{ sampler_name: 'DPM++ 2M Karras' }, { sampler_name: 'DPM++ 2M karras' }, { sampler_name: 'k_euler_a' }, { sampler_name: 'K_DPMPP_2M' }, { sampler_index: 'Euler' }, { sampler_name: '', sampler_index: 'DDIM' }, { scheduler: '' }, { scheduler: 'no such schedule' }]) {
+      expect([body, await price(body)]).toEqual([body, [200, '']]);
+    }
+    expect(await price({ sampler_name: 'k_no_such_sampler' })).toEqual([400, 'invalid_sampler']);
+    // what ran is in the info: a schedule sdq cannot run falls back to Automatic, and says so
+    const res = await api('txt2img', { body: { prompt: 'a red circle on a blue background', steps: 10, seed: 4, sampler_name: 'DPM++ 2M', scheduler: 'polyexponential' } });
+    expect(res.status, await res.clone().text()).toBe(200);
+    const info = JSON.parse(((await res.json()) as { info: string }).info) as { sampler_name: string; scheduler: string; extra_generation_params: Record<string, string> };
+    expect(info).toMatchObject({ sampler_name: 'DPM++ 2M', scheduler: 'Automatic', extra_generation_params: { 'Schedule type': 'Automatic', 'sdq note': expect.stringContaining('Polyexponential') } });
+    const karras = JSON.parse(((await (await api('txt2img', { body: { prompt: 'a red circle', steps: 10, seed: 4, sampler_name: 'dpm++ 2m', scheduler: 'karras' } })).json()) as { info: string }).info) as { sampler_name: string; scheduler: string };
+    expect(karras).toMatchObject({ scheduler: 'Karras' });
+  });
+
   it('refuses in A1111 shape naming the field, and charges nothing', async () => {
     const before = await balance();
     const sampler = await api('txt2img', { body: { prompt: 'x', sampler_name: 'Restart' } });

@@ -22,8 +22,90 @@ export const A1111_SAMPLERS: Readonly<Record<string, string>> = Object.freeze({
   LCM: 'LCM',
 });
 
+/** A1111's sampler aliases (sd_samplers_kdiffusion.py, sd_samplers_timesteps.py, sd_samplers_lcm.py), matched case-insensitively. */
+const A1111_SAMPLER_ALIASES: Readonly<Record<string, string>> = Object.freeze({
+  k_euler_a: 'Euler a',
+  k_euler_ancestral: 'Euler a',
+  k_euler: 'Euler',
+  k_lms: 'LMS',
+  k_heun: 'Heun',
+  k_dpm_2: 'DPM2',
+  k_dpm_2_a: 'DPM2 a',
+  k_dpmpp_2s_a: 'DPM++ 2S a',
+  k_dpmpp_2m: 'DPM++ 2M',
+  k_dpmpp_2m_ka: 'DPM++ 2M Karras',
+  k_dpmpp_sde: 'DPM++ SDE',
+  ddim: 'DDIM',
+  plms: 'PLMS',
+  k_lcm: 'LCM',
+});
+
 /** A1111's schedulers (noise schedules); "Karras" turns DPM++ 2M into DPM++ 2M Karras, the rest follow the sampler. */
 export const A1111_SCHEDULERS = ['Automatic', 'Uniform', 'Karras', 'Exponential', 'SGM Uniform'] as const;
+
+/**
+ * Every scheduler A1111 1.10 knows, name -> label (sd_schedulers.py): a client may send either, and a
+ * sampler name may end in either (`DPM++ 2M Karras`). sdq runs the five of A1111_SCHEDULERS; the rest
+ * fall back to Automatic, which the answer's info says.
+ */
+const A1111_SCHEDULER_LABELS: Readonly<Record<string, string>> = Object.freeze({
+  automatic: 'Automatic',
+  uniform: 'Uniform',
+  karras: 'Karras',
+  exponential: 'Exponential',
+  polyexponential: 'Polyexponential',
+  sgm_uniform: 'SGM Uniform',
+  kl_optimal: 'KL Optimal',
+  align_your_steps: 'Align Your Steps',
+  simple: 'Simple',
+  normal: 'Normal',
+  ddim: 'DDIM',
+  beta: 'Beta',
+});
+
+/** A1111's aliases of one of its sampler names, as GET /sdapi/v1/samplers lists them. */
+export function a1111SamplerAliases(name: string): string[] {
+  return Object.entries(A1111_SAMPLER_ALIASES).filter(([, n]) => n === name).map(([alias]) => alias);
+}
+
+/** A scheduler by name, label or alias (SGMUniform), as A1111's schedulers_map finds it; undefined when none. */
+function schedulerLabel(text: string): string | undefined {
+  if (Object.hasOwn(A1111_SCHEDULER_LABELS, text)) return A1111_SCHEDULER_LABELS[text];
+  if (Object.values(A1111_SCHEDULER_LABELS).includes(text)) return text;
+  return text === 'SGMUniform' ? 'SGM Uniform' : undefined;
+}
+
+/**
+ * An A1111 sampler and scheduler as A1111 1.10 resolves them (get_sampler_and_scheduler): the sampler by
+ * its name or an alias, a scheduler named at the end of the sampler name taken off it, the scheduler by
+ * name or label; an empty or unknown scheduler is Automatic. `sampler` is A1111's name (undefined when
+ * none was given), `unknown` a name A1111 has not got (the caller refuses it), `note` what ran instead of
+ * what was asked.
+ */
+export function resolveA1111Sampler(name: string | undefined, scheduler: string | undefined): { sampler?: string; unknown?: string; scheduler: string; note?: string } {
+  let label = scheduler ? schedulerLabel(scheduler) : undefined;
+  let note = scheduler && !label ? `scheduler ${JSON.stringify(scheduler)} is not one A1111 knows: Automatic ran` : undefined;
+  let rest = name?.trim();
+  if (rest && !Object.keys(A1111_SAMPLERS).some((n) => n.toLowerCase() === rest!.toLowerCase())) {
+    for (const [key, value] of Object.entries(A1111_SCHEDULER_LABELS)) {
+      const suffix = [value, key].find((s) => rest!.endsWith(` ${s}`));
+      if (suffix) {
+        rest = rest.slice(0, -(suffix.length + 1));
+        label = value;
+        break;
+      }
+    }
+  }
+  const given = rest === undefined || rest === '' ? undefined : rest;
+  // A1111's samplers_map: its names and aliases, lower-cased
+  const sampler = given === undefined ? undefined : Object.hasOwn(A1111_SAMPLERS, given) ? given : (A1111_SAMPLER_ALIASES[given.toLowerCase()] ?? Object.keys(A1111_SAMPLERS).find((n) => n.toLowerCase() === given.toLowerCase()));
+  label ??= 'Automatic';
+  if (!(A1111_SCHEDULERS as readonly string[]).includes(label)) {
+    note = `scheduler ${label} is not one sdq runs (${A1111_SCHEDULERS.join(', ')}): Automatic ran`;
+    label = 'Automatic';
+  }
+  return { ...(sampler ? { sampler } : {}), ...(given !== undefined && !sampler ? { unknown: given } : {}), scheduler: label, ...(note ? { note } : {}) };
+}
 
 /**
  * A1111's override_settings: a setting name to its value. sdq reads sd_model_checkpoint and ignores the
@@ -50,7 +132,8 @@ const generation = {
   sampler_name: z.string().max(64).optional(),
   /** Legacy name of sampler_name. */
   sampler_index: z.string().max(64).optional(),
-  scheduler: z.enum(A1111_SCHEDULERS).optional(),
+  /** A scheduler's name or label (A1111 takes both); empty or unknown runs Automatic, as A1111 does. */
+  scheduler: z.string().max(64).optional(),
   batch_size: z.number().int().min(1).max(10).default(1),
   n_iter: z.number().int().min(1).max(10).default(1),
   steps: z.number().int().min(1).max(150).default(50),

@@ -10,7 +10,7 @@ import { type Request, type Response, Router } from 'express';
 import type { z } from 'zod';
 import { checkEngineSize, defaultEngineOf, type GenerationEngineInfo } from '@sdq/pipeline/engines';
 import { readPngText } from '@sdq/pipeline/image';
-import { A1111_SAMPLERS, A1111_SCHEDULERS, A1111ExtraSingleImageRequest, checkpointId, A1111Img2ImgRequest, A1111OptionsUpdate, A1111PngInfoRequest, A1111Txt2ImgRequest, parseInfotext, type GenerationParams, ServiceError, TERMINAL_STATUSES } from '@sdq/contracts';
+import { A1111_SAMPLERS, A1111_SCHEDULERS, a1111SamplerAliases, resolveA1111Sampler, A1111ExtraSingleImageRequest, checkpointId, A1111Img2ImgRequest, A1111OptionsUpdate, A1111PngInfoRequest, A1111Txt2ImgRequest, parseInfotext, type GenerationParams, ServiceError, TERMINAL_STATUSES } from '@sdq/contracts';
 import { requireScope } from '../../auth';
 import { jsonImageBudget, Slots } from '../../in-flight';
 import { jsonBody } from '../../body';
@@ -36,14 +36,30 @@ function decodeBase64(text: string, field: string, maxBytes: number): Buffer {
   return Buffer.from(text, 'base64');
 }
 
-/** The sdq sampler of an A1111 sampler name and scheduler. */
-function samplerOf(engine: GenerationEngineInfo, name: string | undefined, scheduler: string | undefined): string | undefined {
-  if (name === undefined) return scheduler === 'Karras' && engine.samplers?.includes('K_DPMPP_2M_KARRAS') ? 'K_DPMPP_2M_KARRAS' : engine.defaults.sampler;
-  let sdq = Object.hasOwn(A1111_SAMPLERS, name) ? A1111_SAMPLERS[name] : undefined;
-  if (sdq === 'K_DPMPP_2M' && scheduler === 'Karras') sdq = 'K_DPMPP_2M_KARRAS';
+/**
+ * The sdq sampler of an A1111 sampler name and scheduler, resolved as A1111 resolves them (names,
+ * aliases, a scheduler at the end of the name, the scheduler by name or label); with what ran, in
+ * A1111's names, for the answer's info.
+ */
+function samplerOf(engine: GenerationEngineInfo, name: string | undefined, scheduler: string | undefined): { sampler: string | undefined; samplerName?: string; scheduler: string; note?: string } {
+  const asked = resolveA1111Sampler(name, scheduler);
   const offered = Object.entries(A1111_SAMPLERS).filter(([, s]) => engine.samplers?.includes(s)).map(([n]) => n);
-  if (!sdq || !engine.samplers?.includes(sdq)) throw new ServiceError('invalid_sampler', `sampler_name: ${JSON.stringify(name)} is not a sampler of ${engine.id} (samplers: ${offered.join(', ')})`, { field: 'sampler_name' });
-  return sdq;
+  if (asked.unknown !== undefined) throw new ServiceError('invalid_sampler', `sampler_name: ${JSON.stringify(asked.unknown)} is not a sampler of ${engine.id} (samplers: ${offered.join(', ')})`, { field: 'sampler_name' });
+  const karras = asked.scheduler === 'Karras';
+  if (asked.sampler === undefined) {
+    const sampler = karras && engine.samplers?.includes('K_DPMPP_2M_KARRAS') ? 'K_DPMPP_2M_KARRAS' : engine.defaults.sampler;
+    return { sampler, scheduler: asked.scheduler, ...(asked.note ? { note: asked.note } : {}) };
+  }
+  let sdq = A1111_SAMPLERS[asked.sampler];
+  let note = asked.note;
+  let ran = asked.scheduler;
+  if (karras && sdq === 'K_DPMPP_2M') sdq = 'K_DPMPP_2M_KARRAS';
+  else if (karras && sdq !== 'K_DPMPP_2M_KARRAS') {
+    note = `scheduler Karras is not one sdq runs with ${asked.sampler}: its own schedule (Automatic) ran`;
+    ran = 'Automatic';
+  }
+  if (!engine.samplers?.includes(sdq)) throw new ServiceError('invalid_sampler', `sampler_name: ${JSON.stringify(name)} is not a sampler of ${engine.id} (samplers: ${offered.join(', ')})`, { field: 'sampler_name' });
+  return { sampler: sdq, samplerName: asked.sampler, scheduler: ran, ...(note ? { note } : {}) };
 }
 
 export function a1111Routes(deps: Deps): Router {
@@ -96,21 +112,22 @@ export function a1111Routes(deps: Deps): Router {
     checkSize(size.width, size.height, config.maxPixels, engine);
     const samples = body.batch_size * body.n_iter;
     if (samples > 10) throw new ServiceError('invalid_samples', `batch_size x n_iter: ${samples} images is over the maximum of 10`, { field: 'batch_size' });
-    const sampler = samplerOf(engine, body.sampler_name ?? body.sampler_index, body.scheduler);
+    // sampler_index is the old name of sampler_name; an empty one is none, as A1111 reads it
+    const sampler = samplerOf(engine, body.sampler_name || body.sampler_index || undefined, body.scheduler);
     const prompts = [{ text: body.prompt, weight: 1 }, ...(body.negative_prompt.trim() ? [{ text: body.negative_prompt, weight: -1 }] : [])];
     return { engine, ...size, samples, sampler, prompts };
   };
 
   /** Queues the job, waits for it (A1111 answers synchronously) and answers {images, parameters, info}. */
-  const answer = async (req: Request, res: Response, engine: GenerationEngineInfo, job: NewJob, inputs: JobInputs, body: z.infer<typeof A1111Txt2ImgRequest>, sampler: string | undefined, width: number, height: number, parameters: object = body) => {
+  const answer = async (req: Request, res: Response, engine: GenerationEngineInfo, job: NewJob, inputs: JobInputs, body: z.infer<typeof A1111Txt2ImgRequest>, chosen: ReturnType<typeof samplerOf>, width: number, height: number, parameters: object = body) => {
     const done = await submitAndWait(deps, req, res, engine, { job, inputs, cost: jobCost(prices, engine, job) });
     if (!done) return;
     const { record, artifacts } = done;
     const pngs = await Promise.all(artifacts.map((a) => jobs.readArtifact(a.key)));
     const seeds = artifacts.map((a) => a.seed);
     // no sampler asked: the engine's own, as its infotext names it (never "")
-    const ran = sampler ?? engine.schedulerSampler;
-    const samplerName = Object.entries(A1111_SAMPLERS).find(([, s]) => s === ran)?.[0] ?? ran ?? '';
+    const ran = chosen.sampler ?? engine.schedulerSampler;
+    const samplerName = chosen.samplerName ?? Object.entries(A1111_SAMPLERS).find(([, s]) => s === ran)?.[0] ?? ran ?? '';
     const info = {
       prompt: body.prompt,
       all_prompts: seeds.map(() => body.prompt),
@@ -124,6 +141,9 @@ export function a1111Routes(deps: Deps): Router {
       width,
       height,
       sampler_name: samplerName,
+      // what ran, in A1111's label; a scheduler sdq cannot run fell back to Automatic, as A1111 falls back for an unknown one
+      scheduler: chosen.scheduler,
+      extra_generation_params: { 'Schedule type': chosen.scheduler, ...(chosen.note ? { 'sdq note': chosen.note } : {}) },
       cfg_scale: body.cfg_scale,
       steps: body.steps,
       batch_size: body.batch_size,
@@ -142,7 +162,7 @@ export function a1111Routes(deps: Deps): Router {
   router.post('/sdapi/v1/txt2img', ...generate, async (req, res) => {
     const body = parseBody(A1111Txt2ImgRequest, req.body);
     const { engine, width, height, samples, sampler, prompts } = await settings(req, body, 'text-to-image');
-    const params = resolvePrompts(deps, req, engine, { prompts, width, height, steps: body.steps, cfgScale: body.cfg_scale, samples, seed: body.seed === -1 ? 0 : body.seed, sampler, outputFormat: 'png' }, undefined, 'prompt');
+    const params = resolvePrompts(deps, req, engine, { prompts, width, height, steps: body.steps, cfgScale: body.cfg_scale, samples, seed: body.seed === -1 ? 0 : body.seed, sampler: sampler.sampler, outputFormat: 'png' }, undefined, 'prompt');
     await answer(req, res, engine, { kind: 'text-to-image', params }, {}, body, sampler, width, height);
   });
 
@@ -151,7 +171,7 @@ export function a1111Routes(deps: Deps): Router {
     const image = await checkImage(decodeBase64(body.init_images[0], 'init_images[0]', config.maxUploadBytes), 'init_image', config.maxPixels, 'init_images[0]');
     const mask = body.mask === undefined ? undefined : await checkImage(decodeBase64(body.mask, 'mask', config.maxUploadBytes), 'mask_image', config.maxPixels, 'mask');
     const { engine, width, height, samples, sampler, prompts } = await settings(req, body, mask ? 'masking' : 'image-to-image', image);
-    const params = resolvePrompts(deps, req, engine, { prompts, width, height, steps: body.steps, cfgScale: body.cfg_scale, samples, seed: body.seed === -1 ? 0 : body.seed, sampler, outputFormat: 'png', imageStrength: 1 - body.denoising_strength }, undefined, 'prompt');
+    const params = resolvePrompts(deps, req, engine, { prompts, width, height, steps: body.steps, cfgScale: body.cfg_scale, samples, seed: body.seed === -1 ? 0 : body.seed, sampler: sampler.sampler, outputFormat: 'png', imageStrength: 1 - body.denoising_strength }, undefined, 'prompt');
     const inputs: JobInputs = { initImage: image };
     // A1111's mask: white = repaint (black with invert), its edge blurred by mask_blur; another size is resized
     if (mask) inputs.maskImage = { data: await repaintMask(image, mask, { marks: 'white', invert: body.inpainting_mask_invert === 1, blur: body.mask_blur, sameSize: false, noAlpha: () => ({ field: 'mask', message: 'mask: has no alpha channel' }) }), contentType: 'image/png' };
@@ -203,7 +223,7 @@ export function a1111Routes(deps: Deps): Router {
     res.json(
       Object.entries(A1111_SAMPLERS)
         .filter(([, s]) => generationEngines().some((e) => e.samplers?.includes(s)))
-        .map(([name, s]) => ({ name, aliases: [s], options: { engines: generationEngines().filter((e) => e.samplers?.includes(s)).map((e) => e.id).join(',') } })),
+        .map(([name, s]) => ({ name, aliases: [...a1111SamplerAliases(name), s], options: { engines: generationEngines().filter((e) => e.samplers?.includes(s)).map((e) => e.id).join(',') } })),
     );
   });
   router.get('/sdapi/v1/schedulers', (_req, res) => {
