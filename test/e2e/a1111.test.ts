@@ -191,6 +191,34 @@ describe('AUTOMATIC1111 /sdapi/v1', () => {
     expect(karras).toMatchObject({ scheduler: 'Karras' });
   });
 
+  it('every list a front end reads at connect time answers with what sdq has; operator actions are 403, interrogate 501, unknown routes 404, all in A1111 shape', async () => {
+    for (const name of ['sd-vae', 'latent-upscale-modes', 'hypernetworks', 'face-restorers', 'prompt-styles', 'sd-modules', 'script-info', 'extensions']) {
+      const res = await api(name);
+      expect([name, res.status, await res.json()]).toEqual([name, 200, []]);
+    }
+    expect(await (await api('realesrgan-models')).json()).toEqual([{ name: 'tiny-upscaler-x2', path: null, scale: 2 }]);
+    expect(await (await api('scripts')).json()).toEqual({ txt2img: [], img2img: [] });
+    const flags = (await (await api('cmd-flags')).json()) as Record<string, unknown>;
+    expect(flags).toMatchObject({ api: true });
+    // nothing of the server's own: no paths
+    expect(JSON.stringify(flags)).not.toMatch(/\//);
+    expect(await (await api('memory')).json()).toMatchObject({ ram: { total: expect.any(Number) }, cuda: { error: expect.any(String) } });
+    for (const action of ['refresh-checkpoints', 'refresh-vae']) expect(await (await api(action, { method: 'POST' })).json()).toBeNull();
+    for (const action of ['unload-checkpoint', 'reload-checkpoint']) {
+      const res = await api(action, { method: 'POST' });
+      expect([action, res.status, ((await res.json()) as { error: string }).error]).toEqual([action, 403, 'permission_denied']);
+    }
+    const interrogate = await api('interrogate', { body: { image: 'x', model: 'clip' } });
+    expect(interrogate.status).toBe(501);
+    expect(await interrogate.json()).toMatchObject({ error: 'not_implemented', detail: expect.stringContaining('interrogate') });
+    const missing = await api('no-such-list');
+    expect(missing.status).toBe(404);
+    expect(await missing.json()).toMatchObject({ error: 'not_found', detail: expect.any(String), body: '', errors: expect.any(String) });
+    // A1111's ping needs no key
+    const ping = await fetch(`${service.url}/internal/ping`);
+    expect([ping.status, await ping.json()]).toEqual([200, {}]);
+  });
+
   it('refuses in A1111 shape naming the field, and charges nothing', async () => {
     const before = await balance();
     const sampler = await api('txt2img', { body: { prompt: 'x', sampler_name: 'Restart' } });

@@ -422,8 +422,8 @@ describe('fuzz', () => {
 
     // No 5xx, and every error is a catalogue error in the documented body.
     // The deliberate 5xx: 501 from the v2beta endpoints sdq does not serve, whatever was sent,
-    // and Replicate's /files, whose 501 makes its client send files as data URIs
-    const refusedOnPurpose = new Set<string>([...V2BETA_UNSUPPORTED, '/replicate/v1/files']);
+    // Replicate's /files, whose 501 makes its client send files as data URIs, and A1111's interrogate
+    const refusedOnPurpose = new Set<string>([...V2BETA_UNSUPPORTED, '/replicate/v1/files', '/sdapi/v1/interrogate']);
     const faults = results.filter((r) => (r.status >= 500 && !(r.status === 501 && refusedOnPurpose.has(r.route.path))) || r.status === 0);
     expect(faults.map((r) => `${r.status} ${r.describe}: ${r.body.slice(0, 200)}`)).toEqual([]);
     const malformed = results.filter((r) => {

@@ -83,6 +83,9 @@ export const FUZZ_ROUTES: FuzzRoute[] = [
   },
   { method: 'POST', path: '/sdapi/v1/extra-single-image', caller: 'key', json: () => ({ image: RED_PNG_64, upscaling_resize: 2, upscaler_1: 'up-x2' }), creates: true },
   { method: 'POST', path: '/sdapi/v1/png-info', caller: 'key', json: () => ({ image: RED_PNG_64 }) },
+  ...['sd-vae', 'latent-upscale-modes', 'hypernetworks', 'face-restorers', 'realesrgan-models', 'prompt-styles', 'sd-modules', 'scripts', 'script-info', 'extensions', 'cmd-flags', 'memory'].map((name) => ({ method: 'GET' as const, path: `/sdapi/v1/${name}`, caller: 'key' as const })),
+  ...['refresh-checkpoints', 'refresh-vae', 'unload-checkpoint', 'reload-checkpoint', 'interrogate'].map((name) => ({ method: 'POST' as const, path: `/sdapi/v1/${name}`, caller: 'key' as const })),
+  { method: 'GET', path: '/internal/ping', caller: 'none' },
   ...['sd-models', 'samplers', 'schedulers', 'upscalers', 'loras', 'embeddings', 'options', 'progress'].map((name) => ({ method: 'GET' as const, path: `/sdapi/v1/${name}`, caller: 'key' as const })),
   { method: 'POST', path: '/sdapi/v1/options', caller: 'key', json: () => ({ sd_model_checkpoint: 'gen-a' }) },
   {

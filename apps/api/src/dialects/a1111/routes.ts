@@ -5,6 +5,7 @@
  * `--api-auth` clients send it), its options (its default engine), its progress and its interrupt.
  * Errors are A1111's `{error, detail, body, errors}` (errors.ts).
  */
+import { freemem, totalmem } from 'node:os';
 import { basename } from 'node:path';
 import { type Request, type Response, Router } from 'express';
 import type { z } from 'zod';
@@ -232,6 +233,48 @@ export function a1111Routes(deps: Deps): Router {
   router.get('/sdapi/v1/upscalers', (_req, res) => {
     res.json([...engines.values()].filter((e) => e.kind === 'upscale').map((e) => ({ name: e.id, model_name: e.id, model_path: null, model_url: null, scale: e.scale ?? 2 })));
   });
+  // The lists A1111 front ends read at connect time, with A1111's fields, saying what sdq really has: no
+  // separate VAEs, hypernetworks, face restorers, styles, modules, scripts or extensions, so empty lists.
+  // Latent upscale modes are listed once hires fix runs; nothing here reveals paths, flags or accounts.
+  for (const name of ['sd-vae', 'latent-upscale-modes', 'hypernetworks', 'face-restorers', 'prompt-styles', 'sd-modules', 'script-info', 'extensions']) {
+    router.get(`/sdapi/v1/${name}`, (_req, res) => {
+      res.json([]);
+    });
+  }
+  router.get('/sdapi/v1/realesrgan-models', (_req, res) => {
+    // the upscale engines take Real-ESRGAN's ONNX convention
+    res.json([...engines.values()].filter((e) => e.kind === 'upscale').map((e) => ({ name: e.id, path: null, scale: e.scale ?? 2 })));
+  });
+  router.get('/sdapi/v1/scripts', (_req, res) => {
+    res.json({ txt2img: [], img2img: [] });
+  });
+  router.get('/sdapi/v1/cmd-flags', (_req, res) => {
+    // the flags a client branches on, as A1111 answers them when it runs with --api; none of the server's own
+    res.json({ api: true, nowebui: true, listen: true, lowvram: false, medvram: false, hide_ui_dir_config: true, disable_safe_unpickle: false });
+  });
+  router.get('/sdapi/v1/memory', (_req, res) => {
+    // models run on the workers, not in this process: what A1111 says of a missing CUDA
+    res.json({ ram: { free: freemem(), used: totalmem() - freemem(), total: totalmem() }, cuda: { error: 'sdq runs its models on its workers (GET /v1/admin/workers), not in the API process' } });
+  });
+  // engines and adapters are read again on their own (ENGINE_REFRESH_MS, a second for LoRAs): a refresh is done already
+  for (const action of ['refresh-checkpoints', 'refresh-vae']) {
+    router.post(`/sdapi/v1/${action}`, requireScope('generate'), (_req, res) => {
+      res.json(null);
+    });
+  }
+  // which engines a worker holds is the operator's (WORKER_PRELOAD, its memory bound), never a caller's
+  for (const action of ['unload-checkpoint', 'reload-checkpoint']) {
+    router.post(`/sdapi/v1/${action}`, requireScope('generate'), () => {
+      throw new ServiceError('permission_denied', `${action}: the workers load and unload engines themselves (WORKER_PRELOAD, WORKER_MODEL_MEMORY_MB); an operator controls them, not an API key`);
+    });
+  }
+  router.post('/sdapi/v1/interrogate', requireScope('generate'), () => {
+    throw new ServiceError('not_implemented', 'interrogate: sdq has no captioning model (CLIP interrogator, DeepBooru)');
+  });
+  router.get('/internal/ping', (_req, res) => {
+    res.json({});
+  });
+
   // the LoRA and embedding folders as A1111's extra networks answer them
   router.get('/sdapi/v1/loras', (_req, res) => {
     res.json([...deps.adapters.loras().values()].map((f) => ({ name: f.name, alias: f.metadata.ss_output_name ?? f.name, path: basename(f.path), metadata: { ...f.metadata } })));
