@@ -6,7 +6,7 @@
  */
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { accountWith, authed, balanceOf, bluish, redish, rgbOf, type Service, type Stack, startStack, waitFor } from './support';
+import { accountWith, authed, balanceOf, bluish, readEvents, redish, rgbOf, type Service, type Stack, startStack, waitFor } from './support';
 
 let stack: Stack;
 let service: Service;
@@ -192,7 +192,7 @@ describe('AUTOMATIC1111 /sdapi/v1', () => {
   });
 
   it('every list a front end reads at connect time answers with what sdq has; operator actions are 403, interrogate 501, unknown routes 404, all in A1111 shape', async () => {
-    for (const name of ['sd-vae', 'latent-upscale-modes', 'hypernetworks', 'face-restorers', 'prompt-styles', 'sd-modules', 'script-info', 'extensions']) {
+    for (const name of ['sd-vae', 'hypernetworks', 'face-restorers', 'prompt-styles', 'sd-modules', 'script-info', 'extensions']) {
       const res = await api(name);
       expect([name, res.status, await res.json()]).toEqual([name, 200, []]);
     }
@@ -217,6 +217,55 @@ describe('AUTOMATIC1111 /sdapi/v1', () => {
     // A1111's ping needs no key
     const ping = await fetch(`${service.url}/internal/ping`);
     expect([ping.status, await ping.json()]).toEqual([200, {}]);
+  });
+
+  it('hires fix: 128 -> 256 by Latent and by the upscaler engine, the colours kept, both passes priced and charged once, the Hires lines in the infotext', async () => {
+    const body = { prompt: 'a large red circle in the center on a blue background', steps: 10, seed: 5, enable_hr: true, hr_scale: 2, hr_second_pass_steps: 10, denoising_strength: 0.6 };
+    const priced = async (extra: Record<string, unknown>) => ((await (await fetch(`${service.url}/sdapi/v1/txt2img?dry_run=true`, { method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' }, body: JSON.stringify({ ...body, ...extra }) })).json()) as { credits: number }).credits;
+    const still = await priced({ enable_hr: false });
+    const at256 = ((await (await fetch(`${service.url}/sdapi/v1/txt2img?dry_run=true`, { method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' }, body: JSON.stringify({ ...body, enable_hr: false, width: 256, height: 256 }) })).json()) as { credits: number }).credits;
+    expect(await priced({})).toBeCloseTo(still + at256, 6);
+    for (const upscaler of ['Latent', 'tiny-upscaler-x2']) {
+      const before = await balance();
+      const res = await api('txt2img', { body: { ...body, hr_upscaler: upscaler } });
+      expect(res.status).toBe(200);
+      const answer = (await res.json()) as { images: string[]; info: string };
+      const png = Buffer.from(answer.images[0], 'base64');
+      const rgb = await rgbOf(png);
+      expect([rgb.width, rgb.height]).toEqual([256, 256]);
+      expect(redish(rgb.at(128, 128))).toBe(true);
+      expect(bluish(rgb.at(8, 8))).toBe(true);
+      const infotext = (JSON.parse(answer.info) as { infotexts: string[] }).infotexts[0];
+      expect(infotext).toMatch(new RegExp(`Denoising strength: 0\\.6, Hires upscale: 2, Hires steps: 10, Hires upscaler: ${upscaler}`));
+      expect(before - (await balance())).toBeCloseTo(still + at256, 6);
+    }
+    expect(((await (await api('latent-upscale-modes')).json()) as { name: string }[]).map((m) => m.name)).toContain('Latent (nearest-exact)');
+    // a target the engine cannot draw, or an upscaler that is not here: 400 before any charge
+    const before = await balance();
+    const odd = await api('txt2img', { body: { ...body, hr_scale: 1.3 } });
+    expect([odd.status, ((await odd.json()) as { error: string }).error]).toEqual([400, 'invalid_height_or_width']);
+    const unknown = await api('txt2img', { body: { ...body, hr_upscaler: 'R-ESRGAN 4x+' } });
+    expect([unknown.status, ((await unknown.json()) as { error: string }).error]).toEqual([400, 'bad_request']);
+    expect(await balance()).toBe(before);
+  });
+
+  it('hires fix: one progress 0 -> 1 across both passes; a cancel during the second pass refunds as a cancel does', async () => {
+    const before = await balance();
+    const start = (extra: Record<string, unknown>) => fetch(`${service.url}/sdapi/v1/txt2img`, { method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json', prefer: 'respond-async' }, body: JSON.stringify({ prompt: 'a red circle', steps: 10, seed: 6, enable_hr: true, hr_second_pass_steps: 30, denoising_strength: 0.7, ...extra }) });
+    const job = (await (await start({})).json()) as { id: string; urls: { events: string } };
+    const events = await readEvents(job.urls.events, key, (e) => e.event === 'completed' || e.event === 'failed');
+    const progress = events.filter((e) => e.event === 'progress').map((e) => e.data as { step: number; steps: number });
+    expect(new Set(progress.map((p) => p.steps))).toEqual(new Set([40]));
+    for (let i = 1; i < progress.length; i++) expect(progress[i].step).toBeGreaterThanOrEqual(progress[i - 1].step);
+    expect(progress.at(-1)!.step).toBe(40);
+    const charged = before - (await balance());
+    expect(charged).toBeGreaterThan(0);
+
+    const second = (await (await start({ hr_second_pass_steps: 150 })).json()) as { id: string; urls: { events: string } };
+    await readEvents(second.urls.events, key, (e) => e.event === 'progress' && (e.data as { step: number }).step > 12);
+    expect((await fetch(`${service.url}/v1/jobs/${second.id}/cancel`, { method: 'POST', headers: { authorization: `Bearer ${key}` } })).status).toBeLessThan(300);
+    await waitFor(async () => ((await (await fetch(`${service.url}/v1/jobs/${second.id}`, { headers: { authorization: `Bearer ${key}` } })).json()) as { status: string }).status === 'canceled', 'the hires job to be canceled');
+    expect(before - (await balance())).toBeCloseTo(charged, 6);
   });
 
   it('refuses in A1111 shape naming the field, and charges nothing', async () => {

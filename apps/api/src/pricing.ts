@@ -21,9 +21,18 @@ export function priceEntry(prices: PriceTable, engine: EngineInfo): string {
 /** A generation's price: per image (size and steps), times samples. */
 const perImage = (prices: PriceTable, entry: string, { width, height, steps, samples, loras }: GenerationParams): Cost => prices.generation(entry, { width, height, steps, samples, loras: loras?.length ?? 0 });
 
+/** Text-to-image: with hires fix, both passes (the first at its size and steps, the second at the target's). */
+const textToImage = (prices: PriceTable, entry: string, params: GenerationParams): Cost => {
+  const first = perImage(prices, entry, params);
+  if (!params.hires) return first;
+  const { width, height, steps } = params.hires;
+  const second = perImage(prices, entry, { ...params, width, height, steps: steps ?? params.steps, loras: [] });
+  return { per_image: first.per_image + second.per_image, samples: first.samples, total: first.total + second.total };
+};
+
 /** Each job kind's price rule, by its name: a new kind does not compile until it has one. */
 const PRICE_RULES: { [K in JobName]: (prices: PriceTable, entry: string, params: NewJobOf<K>['params']) => Cost } = {
-  'text-to-image': perImage,
+  'text-to-image': textToImage,
   'image-to-image': perImage,
   masking: perImage,
   // an enhance is priced as the generation it runs (its output size, its steps)

@@ -21,7 +21,7 @@ import {
 } from '@sdq/contracts';
 import { checkEngineSize } from '@sdq/pipeline/engines';
 import { isInputError, PipelineError } from '@sdq/pipeline/errors';
-import { animate, animationEncoder, type DiffusionPipeline, EmbeddingFormatError, frameSeed, insertPngText, LoraFormatError, readPngText, SafetensorsError } from '@sdq/pipeline';
+import { animate, animationEncoder, type DiffusionPipeline, EmbeddingFormatError, frameSeed, hiresFix, insertPngText, LoraFormatError, type PixelUpscale, readPngText, SafetensorsError, upscalerKind } from '@sdq/pipeline';
 import { tiledEnhance } from '@sdq/pipeline/tiled-enhance';
 import type { GeneratedImage as Image, ProgressEvent } from '@sdq/pipeline/types';
 import type { LoadedEngine } from './engines';
@@ -48,6 +48,8 @@ export interface JobContext<K extends JobName> {
   progress(step: number, steps: number, frames?: { done: number; total: number }): void;
   /** FFMPEG_PATH: MP4 animations. */
   ffmpegPath: string;
+  /** Another engine this worker has loaded (hires fix's upscaler engine), if it has. */
+  engineById(id: string): LoadedEngine | undefined;
   log: Logger;
 }
 
@@ -98,18 +100,27 @@ async function generate<K extends 'text-to-image' | 'image-to-image' | 'masking'
   const payload = ctx.payload as JobPayloadOf<'text-to-image' | 'image-to-image' | 'masking'>;
   const { params } = payload;
   // The API refuses these already; a payload from elsewhere must not size the worker out of memory either.
-  const problem = checkEngineSize(ctx.engine.info, params.width, params.height);
+  const problem = checkEngineSize(ctx.engine.info, params.width, params.height) ?? (params.hires ? checkEngineSize(ctx.engine.info, params.hires.width, params.hires.height) : undefined);
   if (problem) throw new JobFailure('invalid_height_or_width', problem);
   // batched with compatible jobs running now when WORKER_BATCH_SIZE > 1 (same images either way)
   // the job's parameters are the pipeline's request as they are (GenerateRequest is made of
   // GenerationParams), plus what only the worker has: the input images, progress and cancellation
-  const { stylePreset: _applied, loras, embeddings, ...request } = params;
+  const { stylePreset: _applied, loras, embeddings, hires, ...request } = params;
   const call = { ...request, initImage, maskImage, engineId: payload.engineId, onProgress: onProgress(ctx), signal: ctx.signal };
   return withAdapters(ctx, params, async (pipeline) => {
-    const result = pipeline ? await pipeline.generate(call) : await engine.generate(call);
+    // hires fix runs its two passes alone, never batched
+    const result = hires ? await hiresFix(pipeline ?? engine.pipeline, { ...call, hires }, pixelUpscaleOf(ctx, hires.upscaler)) : pipeline ? await pipeline.generate(call) : await engine.generate(call);
     ctx.log.info({ ms: Math.round(result.timings.totalMs), onnx_ms: Math.round(result.timings.onnxMs), truncated_tokens: result.truncatedTokens, runs: result.runs }, 'generated');
     return store(ctx, result.images);
   });
+}
+
+/** Hires fix's upscaler engine, when it names one: it must be loaded on this worker beside the job's engine. */
+function pixelUpscaleOf<K extends JobName>(ctx: JobContext<K>, name: string): PixelUpscale | undefined {
+  if (upscalerKind(name) !== 'engine') return undefined;
+  const other = ctx.engineById(name);
+  if (!other || !('upscaler' in other)) throw new JobFailure('bad_request', `hires upscaler ${name} is not loaded on this worker: serve it beside ${ctx.payload.engineId} (ENGINES, WORKER_PRELOAD)`);
+  return async (png) => (await other.upscaler.upscale({ image: png, outputFormat: 'png', safety: 'off', signal: ctx.signal })).data;
 }
 
 /**

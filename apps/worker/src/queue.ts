@@ -228,6 +228,7 @@ export class EngineWorkers {
         signal: tracked.signal,
         log,
         ffmpegPath: this.opts.config.ffmpegPath,
+        engineById: (id) => engines.get(id),
         progress: (step, steps, frames) => {
           const now = performance.now();
           metrics?.stepSeconds.observe({ engine: engineId }, (now - lastStep) / 1000);

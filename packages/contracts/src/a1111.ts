@@ -149,7 +149,33 @@ const generation = {
   save_images: z.boolean().default(false),
 };
 
-export const A1111Txt2ImgRequest = z.object(generation);
+/** Hires fix, txt2img's second pass (A1111's StableDiffusionProcessingTxt2Img fields). */
+const hiresFields = {
+  enable_hr: z.boolean().default(false),
+  /** The target is width x height times this, unless hr_resize_x / hr_resize_y give it. */
+  hr_scale: z.number().min(1).max(8).default(2),
+  hr_resize_x: z.number().int().min(0).max(16_384).default(0),
+  hr_resize_y: z.number().int().min(0).max(16_384).default(0),
+  /** A latent mode (GET latent-upscale-modes), Lanczos, Nearest, or an upscaler (GET upscalers). Default Latent. */
+  hr_upscaler: z.string().max(128).nullable().optional(),
+  /** 0: the first pass's steps. */
+  hr_second_pass_steps: z.number().int().min(0).max(150).default(0),
+  /** How much the second pass changes the upscaled image. */
+  denoising_strength: z.number().min(0).max(1).nullable().optional(),
+  /** "" or "Use same sampler": the first pass's. */
+  hr_sampler_name: z.string().max(64).nullable().optional(),
+  hr_scheduler: z.string().max(64).nullable().optional(),
+  /** "": the first pass's prompt. */
+  hr_prompt: z.string().max(10_000).default(''),
+  hr_negative_prompt: z.string().max(10_000).default(''),
+  /** Accepted; A1111 itself ignores them since 1.0. */
+  firstphase_width: z.number().int().min(0).max(16_384).optional(),
+  firstphase_height: z.number().int().min(0).max(16_384).optional(),
+};
+
+export const A1111Txt2ImgRequest = z.object({ ...generation, ...hiresFields });
+/** What txt2img and img2img share. */
+export type A1111Generation = z.infer<ReturnType<typeof z.object<typeof generation>>>;
 
 /** img2img: the txt2img fields and the init image, its denoising strength, and the mask. */
 export const A1111Img2ImgRequest = z.object({

@@ -105,6 +105,24 @@ export const GenerationParams = z.object({
     )
     .max(MAX_LORAS)
     .optional(),
+  /**
+   * Hires fix (text-to-image): after this size, an upscale (a latent mode, Lanczos, Nearest, or an
+   * upscale engine's id) to width x height and an image-to-image pass there, as one job.
+   */
+  hires: z
+    .object({
+      width: z.number().int().positive(),
+      height: z.number().int().positive(),
+      upscaler: z.string().min(1).max(128),
+      /** The second pass's steps; default the first pass's. */
+      steps: z.number().int().positive().optional(),
+      denoisingStrength: z.number().min(0).max(1),
+      sampler: z.string().optional(),
+      prompts: z.array(WeightedPrompt).min(1).optional(),
+      /** What the PNG parameters say of the upscale (`Hires upscale: 2` or `Hires resize: 256x256`). */
+      label: z.record(z.string(), z.union([z.string(), z.number()])).optional(),
+    })
+    .optional(),
   /** The safety checker's mode for this job (the account's, else SAFETY_MODE). None: blur where the engine has a checker. */
   safety: z.enum(SAFETY_MODES).optional(),
   /** Embeddings (EMBEDDINGS_DIR file stems) whose trigger words the prompts use, added to the text encoders for this job. */

@@ -23,3 +23,4 @@ export { readSafetensorsFile, SafetensorsError } from './safetensors';
 export { animate, checkKeyframes, frameSeed, frameSpan, lerp, slerp, type AnimateRequest, type AnimationMode, type AnimationProgress, type Interpolation, type Keyframe } from './animation';
 export { animationEncoder, ffmpegEncoders, type AnimationEncoder, type AnimationEncoderOptions } from './animation-encoders';
 export { applySafety, checkerFolderOf, checkImage, isCheckerFolder, SafetyChecker, SAFETY_MODES, type SafetyMode } from './safety';
+export { hiresFix, LATENT_UPSCALE_MODES, PIXEL_UPSCALERS, upscaleLatents, upscalerKind, type HiresSpec, type PixelUpscale } from './hires';

@@ -199,6 +199,7 @@ export abstract class DiffusionPipeline {
     if (!(outputFormat in CONTENT_TYPES)) {
       throw new PipelineError('invalid_output_format', `output format must be png, jpeg or webp (got ${outputFormat})`);
     }
+    if (req.initLatents && (req.initImage || req.maskImage || req.maskSource)) throw new PipelineError('invalid_image', 'give initLatents or an init image, not both');
     if ((req.initImage || req.maskImage || req.maskSource) && !this.model.vaeEncoder) {
       throw new PipelineError('unsupported_mode', `engine ${this.engineId} has no vae_encoder, so it cannot do image-to-image or masking`);
     }
@@ -320,7 +321,7 @@ export abstract class DiffusionPipeline {
    * input that fails its checks, which then fails on its own).
    */
   batchKey(req: GenerateRequest): { key: string; images: number; fit: number } | undefined {
-    if (req.initImage || req.maskImage || req.maskSource) return undefined;
+    if (req.initImage || req.initLatents || req.maskImage || req.maskSource) return undefined;
     let r: CheckedRequest;
     try {
       r = this.checkInputs(req);
@@ -400,7 +401,8 @@ export abstract class DiffusionPipeline {
             for (let s = 0; s < sub.r.samples; s++) {
               const checked = await applySafety(result.decoded[sub.offset + s], flags[sub.offset + s] ?? false, this.safetyMode(sub.req));
               const data = await encodeImage(checked.image, sub.r.outputFormat, this.parameters(sub.r, sub.seeds[s], sub.req));
-              out.get(member)!.push({ data, seed: sub.seeds[s], contentType: CONTENT_TYPES[sub.r.outputFormat], width: sub.r.width, height: sub.r.height, finishReason: checked.finishReason });
+              const kept = sub.req.keepLatents && result.latents ? { latents: result.latents.slice((sub.offset + s) * (result.latents.length / images), (sub.offset + s + 1) * (result.latents.length / images)) } : {};
+              out.get(member)!.push({ data, seed: sub.seeds[s], contentType: CONTENT_TYPES[sub.r.outputFormat], width: sub.r.width, height: sub.r.height, finishReason: checked.finishReason, ...kept });
             }
           } catch (err) {
             // refused by its safety mode: this request fails, the others of the batch are theirs
@@ -436,7 +438,7 @@ export abstract class DiffusionPipeline {
     live: Set<(typeof members)[number]>,
     fail: (index: number, reason: unknown) => void,
     started: number,
-  ): Promise<{ decoded: PlanarImage[]; truncatedTokens: number[]; initImage?: PlanarImage; pixelMask?: Float32Array }> {
+  ): Promise<{ decoded: PlanarImage[]; latents?: Float32Array; truncatedTokens: number[]; initImage?: PlanarImage; pixelMask?: Float32Array }> {
     const first = members[0];
     const { req } = first;
     // shared by every member (their batchKey says so)
@@ -490,11 +492,17 @@ export abstract class DiffusionPipeline {
     let initImage: PlanarImage | undefined;
     let pixelMask: Float32Array | undefined;
     let latentMask: Float32Array | undefined;
-    if (req.initImage) {
-      initImage = await decodeImage(req.initImage, width, height, 'init_image');
-      initLatents = await this.encodeInitImage(initImage, samples);
+    if (req.initImage || req.initLatents) {
+      if (req.initLatents) {
+        if (req.initLatents.length !== latentSize) throw new Error(`initLatents has ${req.initLatents.length} values, expected ${latentSize} (${channels}x${h}x${w})`);
+        initLatents = new Float32Array(latentSize * samples);
+        for (let s = 0; s < samples; s++) initLatents.set(req.initLatents, s * latentSize);
+      } else {
+        initImage = await decodeImage(req.initImage!, width, height, 'init_image');
+        initLatents = await this.encodeInitImage(initImage, samples);
+      }
       if (req.maskSource) {
-        pixelMask = await decodeMask(req.maskSource === 'INIT_IMAGE_ALPHA' ? req.initImage : req.maskImage!, width, height, req.maskSource);
+        pixelMask = await decodeMask(req.maskSource === 'INIT_IMAGE_ALPHA' ? req.initImage! : req.maskImage!, width, height, req.maskSource);
         latentMask = downsampleMask(pixelMask, width, height, this.model.vaeScaleFactor);
       }
       // Masking repaints fully unless the caller asks to keep some of the original inside the mask.
@@ -569,7 +577,7 @@ export abstract class DiffusionPipeline {
 
     // 5. decode the latents (masked results are composed over the original pixels by the caller)
     const decoded = await this.decodeLatents(latents, samples, h, w);
-    return { decoded, truncatedTokens: prompts.map((p) => p.truncatedTokens), initImage, pixelMask };
+    return { decoded, latents, truncatedTokens: prompts.map((p) => p.truncatedTokens), initImage, pixelMask };
   }
 
   /** A request's safety mode: its own, else blur where a checker is loaded. */
@@ -601,7 +609,8 @@ export abstract class DiffusionPipeline {
       `Size: ${r.width}x${r.height}`,
       `Model: ${req.engineId ?? this.engineId}`,
     ];
-    if (req.initImage) settings.push(`Denoising strength: ${req.maskSource && req.imageStrength === undefined ? 1 : +(1 - r.imageStrength).toFixed(4)}`);
+    if (req.initImage || req.initLatents) settings.push(`Denoising strength: ${req.maskSource && req.imageStrength === undefined ? 1 : +(1 - r.imageStrength).toFixed(4)}`);
+    for (const [key, value] of Object.entries(req.parametersExtra ?? {})) settings.push(`${key}: ${value}`);
     lines.push(settings.join(', '));
     return lines.join('\n');
   }

@@ -43,6 +43,15 @@ export interface GenerateRequest extends GenerationOptions {
   conditioning?: Conditioning;
   /** The starting noise of each sample, instead of the seeds' (an animation's slerped noise): samples x the latent size. */
   latentNoise?: Float32Array;
+  /**
+   * Image-to-image from latents instead of an image (hires fix's Latent upscale): one sample's latents
+   * at this request's size, as the denoiser makes them (scaled), used for every sample; with imageStrength.
+   */
+  initLatents?: Float32Array;
+  /** Keep each image's final latents in the result (hires fix's first pass). */
+  keepLatents?: boolean;
+  /** More `Key: value` settings for the PNG parameters line (hires fix's, as A1111 writes them). */
+  parametersExtra?: Record<string, string | number>;
 }
 
 /** One conditioning input of the UNet, a row per image: the conditional row and, with guidance, the unconditional one. */
@@ -65,6 +74,8 @@ export type FinishReason = 'SUCCESS' | 'ERROR' | 'CONTENT_FILTERED';
 
 export interface GeneratedImage {
   data: Buffer;
+  /** The denoised latents it was decoded from, when the request asked to keep them. */
+  latents?: Float32Array;
   seed: number;
   contentType: string;
   width: number;

@@ -10,8 +10,9 @@ import { basename } from 'node:path';
 import { type Request, type Response, Router } from 'express';
 import type { z } from 'zod';
 import { checkEngineSize, defaultEngineOf, type GenerationEngineInfo } from '@sdq/pipeline/engines';
+import { LATENT_UPSCALE_MODES, PIXEL_UPSCALERS, upscalerKind } from '@sdq/pipeline/hires';
 import { readPngText } from '@sdq/pipeline/image';
-import { A1111_SAMPLERS, A1111_SCHEDULERS, a1111SamplerAliases, resolveA1111Sampler, A1111ExtraSingleImageRequest, checkpointId, A1111Img2ImgRequest, A1111OptionsUpdate, A1111PngInfoRequest, A1111Txt2ImgRequest, parseInfotext, type GenerationParams, ServiceError, TERMINAL_STATUSES } from '@sdq/contracts';
+import { type A1111Generation, A1111_SAMPLERS, A1111_SCHEDULERS, a1111SamplerAliases, resolveA1111Sampler, A1111ExtraSingleImageRequest, checkpointId, A1111Img2ImgRequest, A1111OptionsUpdate, A1111PngInfoRequest, A1111Txt2ImgRequest, parseInfotext, type GenerationParams, ServiceError, TERMINAL_STATUSES } from '@sdq/contracts';
 import { requireScope } from '../../auth';
 import { jsonImageBudget, Slots } from '../../in-flight';
 import { jsonBody } from '../../body';
@@ -100,7 +101,7 @@ export function a1111Routes(deps: Deps): Router {
    * the key's default), the size (given; else the engine's native size, or for img2img the image's own
    * size where the engine takes it, else the engine's size of its shape), the images, sampler and prompts.
    */
-  const settings = async (req: Request, body: z.infer<typeof A1111Txt2ImgRequest>, mode: 'text-to-image' | 'image-to-image' | 'masking', image?: CheckedImage) => {
+  const settings = async (req: Request, body: A1111Generation, mode: 'text-to-image' | 'image-to-image' | 'masking', image?: CheckedImage) => {
     const checkpoint = body.override_settings?.sd_model_checkpoint;
     if (checkpoint !== undefined && typeof checkpoint !== 'string') throw new ServiceError('bad_request', 'override_settings.sd_model_checkpoint: must be a string', { field: 'override_settings.sd_model_checkpoint' });
     const engine = checkpoint ? engineNamed(checkpoint, 'override_settings.sd_model_checkpoint') : await defaultEngine(req);
@@ -120,7 +121,7 @@ export function a1111Routes(deps: Deps): Router {
   };
 
   /** Queues the job, waits for it (A1111 answers synchronously) and answers {images, parameters, info}. */
-  const answer = async (req: Request, res: Response, engine: GenerationEngineInfo, job: NewJob, inputs: JobInputs, body: z.infer<typeof A1111Txt2ImgRequest>, chosen: ReturnType<typeof samplerOf>, width: number, height: number, parameters: object = body) => {
+  const answer = async (req: Request, res: Response, engine: GenerationEngineInfo, job: NewJob, inputs: JobInputs, body: A1111Generation, chosen: ReturnType<typeof samplerOf>, width: number, height: number, parameters: object = body) => {
     const done = await submitAndWait(deps, req, res, engine, { job, inputs, cost: jobCost(prices, engine, job) });
     if (!done) return;
     const { record, artifacts } = done;
@@ -160,10 +161,42 @@ export function a1111Routes(deps: Deps): Router {
     res.json({ images: body.send_images ? pngs.map((p) => p.toString('base64')) : [], parameters, info: JSON.stringify(info) });
   };
 
+  /**
+   * Hires fix's second pass as A1111 reads it: the target (hr_resize_x / _y, the other side by the
+   * first pass's shape, else hr_scale), the upscaler (default Latent), its steps, sampler and prompts.
+   * A target the engine cannot draw is refused here, before any charge.
+   */
+  const hiresOf = (req: Request, engine: GenerationEngineInfo, body: z.infer<typeof A1111Txt2ImgRequest>, width: number, height: number, first: ReturnType<typeof samplerOf>): GenerationParams['hires'] => {
+    if (!body.enable_hr) return undefined;
+    const x = body.hr_resize_x || (body.hr_resize_y ? Math.round((body.hr_resize_y * width) / height) : Math.round(width * body.hr_scale));
+    const y = body.hr_resize_y || (body.hr_resize_x ? Math.round((body.hr_resize_x * height) / width) : Math.round(height * body.hr_scale));
+    checkSize(x, y, config.maxPixels, engine);
+    const upscaler = body.hr_upscaler || 'Latent';
+    const upscalers = [...engines.values()].filter((e) => e.kind === 'upscale').map((e) => e.id);
+    if (upscalerKind(upscaler) === 'engine' && !upscalers.includes(upscaler)) {
+      throw new ServiceError('bad_request', `hr_upscaler: ${JSON.stringify(upscaler)} is not an upscaler here (${[...LATENT_UPSCALE_MODES, ...PIXEL_UPSCALERS, ...upscalers].join(', ')})`, { field: 'hr_upscaler' });
+    }
+    const same = !body.hr_sampler_name || body.hr_sampler_name === 'Use same sampler';
+    const second = same && !body.hr_scheduler ? first : samplerOf(engine, same ? body.sampler_name || body.sampler_index || undefined : body.hr_sampler_name!, body.hr_scheduler || body.scheduler);
+    const hrPrompts = body.hr_prompt || body.hr_negative_prompt ? [{ text: body.hr_prompt || body.prompt, weight: 1 }, ...((body.hr_negative_prompt || body.negative_prompt).trim() ? [{ text: body.hr_negative_prompt || body.negative_prompt, weight: -1 }] : [])] : undefined;
+    const label: Record<string, string | number> = body.hr_resize_x || body.hr_resize_y ? { 'Hires resize': `${x}x${y}` } : { 'Hires upscale': body.hr_scale };
+    return {
+      width: x,
+      height: y,
+      upscaler,
+      ...(body.hr_second_pass_steps ? { steps: body.hr_second_pass_steps } : {}),
+      denoisingStrength: body.denoising_strength ?? 0.7,
+      ...(second.sampler !== undefined ? { sampler: second.sampler } : {}),
+      ...(hrPrompts ? { prompts: resolvePrompts(deps, req, engine, { prompts: hrPrompts, width: x, height: y, steps: 1, cfgScale: 1, samples: 1, seed: 0, outputFormat: 'png' }, undefined, 'hr_prompt').prompts } : {}),
+      label,
+    };
+  };
+
   router.post('/sdapi/v1/txt2img', ...generate, async (req, res) => {
     const body = parseBody(A1111Txt2ImgRequest, req.body);
     const { engine, width, height, samples, sampler, prompts } = await settings(req, body, 'text-to-image');
-    const params = resolvePrompts(deps, req, engine, { prompts, width, height, steps: body.steps, cfgScale: body.cfg_scale, samples, seed: body.seed === -1 ? 0 : body.seed, sampler: sampler.sampler, outputFormat: 'png' }, undefined, 'prompt');
+    const hires = hiresOf(req, engine, body, width, height, sampler);
+    const params = resolvePrompts(deps, req, engine, { prompts, width, height, steps: body.steps, cfgScale: body.cfg_scale, samples, seed: body.seed === -1 ? 0 : body.seed, sampler: sampler.sampler, outputFormat: 'png', ...(hires ? { hires } : {}) }, undefined, 'prompt');
     await answer(req, res, engine, { kind: 'text-to-image', params }, {}, body, sampler, width, height);
   });
 
@@ -235,8 +268,11 @@ export function a1111Routes(deps: Deps): Router {
   });
   // The lists A1111 front ends read at connect time, with A1111's fields, saying what sdq really has: no
   // separate VAEs, hypernetworks, face restorers, styles, modules, scripts or extensions, so empty lists.
-  // Latent upscale modes are listed once hires fix runs; nothing here reveals paths, flags or accounts.
-  for (const name of ['sd-vae', 'latent-upscale-modes', 'hypernetworks', 'face-restorers', 'prompt-styles', 'sd-modules', 'script-info', 'extensions']) {
+  // Nothing here reveals paths, flags or accounts.
+  router.get('/sdapi/v1/latent-upscale-modes', (_req, res) => {
+    res.json(LATENT_UPSCALE_MODES.map((name) => ({ name })));
+  });
+  for (const name of ['sd-vae', 'hypernetworks', 'face-restorers', 'prompt-styles', 'sd-modules', 'script-info', 'extensions']) {
     router.get(`/sdapi/v1/${name}`, (_req, res) => {
       res.json([]);
     });
