@@ -24,7 +24,7 @@ export function a1111OpenApi(kit: OpenApiKit): Record<string, unknown> {
     '/sdapi/v1/txt2img': {
       post: {
         tags: ['AUTOMATIC1111'],
-        summary: 'Text to image: {images: [base64 PNG], parameters, info (a JSON string with seeds and infotexts)}; 202 with the job object past SYNC_WAIT',
+        summary: 'Text to image: {images: [base64 PNG], parameters, info (a JSON string with seeds and infotexts)}; 202 with the job object past SYNC_WAIT. enable_hr runs hires fix as one job: the first pass, the upscale (a latent mode, Lanczos, Nearest or an upscaler), an image-to-image pass at the target size',
         parameters: dialectJobParams,
         requestBody: { required: true, content: { 'application/json': { schema: schemaOf(A1111Txt2ImgRequest, schemas, 'input') } } },
         responses: {
@@ -86,7 +86,7 @@ export function a1111OpenApi(kit: OpenApiKit): Record<string, unknown> {
       },
     },
     '/sdapi/v1/sd-vae': a1111Get('VAEs apart from the checkpoints: none (each engine has its own)'),
-    '/sdapi/v1/latent-upscale-modes': a1111Get('Latent upscale modes for hires fix: none yet'),
+    '/sdapi/v1/latent-upscale-modes': a1111Get("Hires fix's latent upscale modes (Latent, Latent (antialiased), Latent (bicubic), ..., Latent (nearest-exact))"),
     '/sdapi/v1/hypernetworks': a1111Get('Hypernetworks: none (sdq refuses <hypernet:...> tags)'),
     '/sdapi/v1/face-restorers': a1111Get('Face restorers: none'),
     '/sdapi/v1/realesrgan-models': a1111Get('The upscale engines, as Real-ESRGAN models (name, scale)'),
