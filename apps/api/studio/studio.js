@@ -335,20 +335,25 @@ $('generate-form').addEventListener('submit', async (/** @type {Event} */ e) => 
 // ---- animations ----------------------------------------------------------------------------------
 
 /** Adds a keyframe row: its frame, prompt and seed, each labelled for screen readers. */
+let keyframeIds = 0;
 function addKeyframe(/** @type {number} */ frame, text = '', seed = 0) {
+  keyframeIds++;
   const tbody = $('keyframes');
   const n = tbody.children.length + 1;
   const row = document.createElement('tr');
   /** @param {string} label @param {HTMLInputElement} input */
   const cell = (label, input) => {
+    // a visible label on each input (its column's name), and the keyframe's number for screen readers
+    input.id = `keyframe-${keyframeIds}-${label}`;
     input.setAttribute('aria-label', `Keyframe ${n} ${label}`);
+    const caption = Object.assign(document.createElement('label'), { htmlFor: input.id, textContent: label[0].toUpperCase() + label.slice(1), className: 'cell-label' });
     input.addEventListener('input', () => {
       clearFieldErrors();
       animationPriceSoon();
       updateAnimate();
     });
     const td = document.createElement('td');
-    td.append(input);
+    td.append(caption, input);
     return td;
   };
   const frameInput = Object.assign(document.createElement('input'), { type: 'number', min: '0', step: '1', value: String(frame), inputMode: 'numeric', className: 'frame' });

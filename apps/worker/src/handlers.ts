@@ -48,8 +48,8 @@ export interface JobContext<K extends JobName> {
   progress(step: number, steps: number, frames?: { done: number; total: number }): void;
   /** FFMPEG_PATH: MP4 animations. */
   ffmpegPath: string;
-  /** Another engine this worker has loaded (hires fix's upscaler engine), if it has. */
-  engineById(id: string): LoadedEngine | undefined;
+  /** Another engine this worker serves (hires fix's upscaler engine), loaded for the job if it is not; undefined if it cannot be. */
+  engineById(id: string): Promise<LoadedEngine | undefined>;
   log: Logger;
 }
 
@@ -109,17 +109,17 @@ async function generate<K extends 'text-to-image' | 'image-to-image' | 'masking'
   const call = { ...request, initImage, maskImage, engineId: payload.engineId, onProgress: onProgress(ctx), signal: ctx.signal };
   return withAdapters(ctx, params, async (pipeline) => {
     // hires fix runs its two passes alone, never batched
-    const result = hires ? await hiresFix(pipeline ?? engine.pipeline, { ...call, hires }, pixelUpscaleOf(ctx, hires.upscaler)) : pipeline ? await pipeline.generate(call) : await engine.generate(call);
+    const result = hires ? await hiresFix(pipeline ?? engine.pipeline, { ...call, hires }, await pixelUpscaleOf(ctx, hires.upscaler)) : pipeline ? await pipeline.generate(call) : await engine.generate(call);
     ctx.log.info({ ms: Math.round(result.timings.totalMs), onnx_ms: Math.round(result.timings.onnxMs), truncated_tokens: result.truncatedTokens, runs: result.runs }, 'generated');
     return store(ctx, result.images);
   });
 }
 
-/** Hires fix's upscaler engine, when it names one: it must be loaded on this worker beside the job's engine. */
-function pixelUpscaleOf<K extends JobName>(ctx: JobContext<K>, name: string): PixelUpscale | undefined {
+/** Hires fix's upscaler engine, when it names one: served by this worker beside the job's engine, loaded for it if need be. */
+async function pixelUpscaleOf<K extends JobName>(ctx: JobContext<K>, name: string): Promise<PixelUpscale | undefined> {
   if (upscalerKind(name) !== 'engine') return undefined;
-  const other = ctx.engineById(name);
-  if (!other || !('upscaler' in other)) throw new JobFailure('bad_request', `hires upscaler ${name} is not loaded on this worker: serve it beside ${ctx.payload.engineId} (ENGINES, WORKER_PRELOAD)`);
+  const other = await ctx.engineById(name);
+  if (!other || !('upscaler' in other)) throw new JobFailure('bad_request', `hires upscaler ${name} is not an upscale engine this worker can load: serve it beside ${ctx.payload.engineId} (ENGINES)`);
   return async (png) => (await other.upscaler.upscale({ image: png, outputFormat: 'png', safety: 'off', signal: ctx.signal })).data;
 }
 

@@ -76,6 +76,8 @@ export class EngineWorkers {
   done = 0;
   /** Called when a job starts or ends (the presence reports it at once). */
   onChange?: () => void;
+  /** Loads another engine this worker serves, for a job that needs it beside its own (hires fix's upscaler); set by the residency. */
+  loadEngine?: (id: string) => Promise<boolean>;
   /** Closes a cluster client handed to BullMQ (which closes only the clients it made). */
   private readonly releaseConnection: () => void;
   private readonly connection: ConnectionOptions;
@@ -228,7 +230,7 @@ export class EngineWorkers {
         signal: tracked.signal,
         log,
         ffmpegPath: this.opts.config.ffmpegPath,
-        engineById: (id) => engines.get(id),
+        engineById: async (id) => engines.get(id) ?? ((await this.loadEngine?.(id)) ? engines.get(id) : undefined),
         progress: (step, steps, frames) => {
           const now = performance.now();
           metrics?.stepSeconds.observe({ engine: engineId }, (now - lastStep) / 1000);

@@ -121,6 +121,7 @@ export async function startWorker(config: WorkerConfig, logger: Logger, handlers
     residency = new Residency({ config, logger, engines, providers, memory, workers, presence, metrics, onBatch });
     const held = residency;
     states = () => held.states();
+    engineWorkers.loadEngine = (id) => held.load(id, 'job');
     await residency.follow(selected);
     for (const id of preload) await residency.load(id, 'preload');
     if (residency.servable.size === 0) {

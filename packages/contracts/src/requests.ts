@@ -150,7 +150,21 @@ const generationFields = {
 const file = (description: string) =>
   z.custom<Buffer>((v) => Buffer.isBuffer(v)).meta({ type: 'string', contentMediaType: 'application/octet-stream', description });
 
-export const TextToImageRequest = z.object(generationFields).meta({ id: 'TextToImageRequest' });
+/** sdq's two-pass option on text-to-image (A1111's hires fix): an upscale of the first pass, then image-to-image there. */
+export const HiresFixField = z
+  .object({
+    width: dimension('width').describe('The second pass\'s width: a multiple of 64. Give width and height, or scale.'),
+    height: dimension('height').describe('The second pass\'s height: a multiple of 64.'),
+    scale: z.number().min(1).max(4).optional().describe('Times the first pass\'s size, instead of width and height (each side must come to a multiple of 64).'),
+    upscaler: z.string().min(1).max(128).default('Latent').describe('A latent mode (Latent, Latent (bicubic), Latent (nearest-exact), ...), Lanczos, Nearest, or an upscale engine served beside the engine. Default Latent.'),
+    steps: z.number().int().min(1).max(150).optional().describe('The second pass\'s steps. Default: the first pass\'s.'),
+    strength: z.number().min(0).max(1).default(0.7).describe('How much the second pass changes the upscaled image (A1111\'s denoising strength). Default 0.7.'),
+    sampler: z.enum(SAMPLERS, { error: () => `unknown sampler; valid samplers: ${SAMPLERS.join(', ')}` }).optional().describe("The second pass's sampler. Default: the first pass's."),
+  })
+  .optional()
+  .describe("sdq's extension: hires fix as one job, priced as both passes; the images are the second pass's size.");
+
+export const TextToImageRequest = z.object({ ...generationFields, hires_fix: HiresFixField }).meta({ id: 'TextToImageRequest' });
 export type TextToImageRequest = z.infer<typeof TextToImageRequest>;
 
 export const ImageToImageRequest = z

@@ -4,6 +4,7 @@
  */
 import type { EngineInfo, GenerationEngineInfo } from '@sdq/pipeline/engines';
 import { checkEngineSize } from '@sdq/pipeline/engines';
+import { LATENT_UPSCALE_MODES, PIXEL_UPSCALERS, upscalerKind } from '@sdq/pipeline/hires';
 import { type GenerationParams, type LoraUse, ServiceError, STYLE_PRESETS } from '@sdq/contracts';
 import type { Request } from 'express';
 import type { AdapterCatalog } from '../adapters';
@@ -119,4 +120,24 @@ export function dataUriBytes(value: string, field: string, maxBytes: number): Bu
   const bytes = m[3] ? Math.floor((data.length * 3) / 4) : data.length;
   if (bytes > maxBytes) throw new ServiceError('invalid_file_size', `${field}: about ${bytes} bytes once decoded, over the maximum of ${maxBytes} (MAX_UPLOAD_BYTES)`, { field });
   return m[3] ? Buffer.from(data, 'base64') : Buffer.from(decodeURIComponent(data), 'latin1');
+}
+
+/**
+ * Hires fix's second pass, the same in every dialect that takes it: its target checked as any size
+ * (MAX_PIXELS, the engine's sizes), its upscaler a latent mode, Lanczos, Nearest or an upscale engine
+ * here; refused before any hold.
+ */
+export function hiresParams(
+  engines: Map<string, EngineInfo>,
+  engine: GenerationEngineInfo,
+  maxPixels: number,
+  spec: { width: number; height: number; upscaler: string; steps?: number; denoisingStrength: number; sampler?: string; prompts?: GenerationParams['prompts']; label?: Record<string, string | number> },
+  field: string,
+): NonNullable<GenerationParams['hires']> {
+  checkSize(spec.width, spec.height, maxPixels, engine);
+  const upscalers = [...engines.values()].filter((e) => e.kind === 'upscale').map((e) => e.id);
+  if (upscalerKind(spec.upscaler) === 'engine' && !upscalers.includes(spec.upscaler)) {
+    throw new ServiceError('bad_request', `${field}: ${JSON.stringify(spec.upscaler)} is not an upscaler here (${[...LATENT_UPSCALE_MODES, ...PIXEL_UPSCALERS, ...upscalers].join(', ')})`, { field });
+  }
+  return { ...spec };
 }

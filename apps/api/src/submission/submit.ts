@@ -83,7 +83,9 @@ export async function submitJob(
   // A size whose one image fits no worker's memory bound would fail there: refused here, before any hold.
   // (enhance runs tiles of the engine's native size, upscale no diffusion: neither is sized by the request)
   if (built.job.kind === 'text-to-image' || built.job.kind === 'image-to-image' || built.job.kind === 'masking' || built.job.kind === 'animation') {
-    const problem = await deps.presence.memoryProblem(engine.id, built.job.params.width, built.job.params.height);
+    const { width, height, hires } = built.job.params;
+    // hires fix's second pass runs at its own size: that one must fit too
+    const problem = (await deps.presence.memoryProblem(engine.id, width, height)) ?? (hires ? await deps.presence.memoryProblem(engine.id, hires.width, hires.height) : undefined);
     if (problem) throw new ServiceError('invalid_pixel_count', problem, { field: 'width' });
   }
   // the account's safety mode (else SAFETY_MODE), recorded on the job: the worker applies it

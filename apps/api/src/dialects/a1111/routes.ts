@@ -10,13 +10,13 @@ import { basename } from 'node:path';
 import { type Request, type Response, Router } from 'express';
 import type { z } from 'zod';
 import { checkEngineSize, defaultEngineOf, type GenerationEngineInfo } from '@sdq/pipeline/engines';
-import { LATENT_UPSCALE_MODES, PIXEL_UPSCALERS, upscalerKind } from '@sdq/pipeline/hires';
+import { LATENT_UPSCALE_MODES } from '@sdq/pipeline/hires';
 import { readPngText } from '@sdq/pipeline/image';
 import { type A1111Generation, A1111_SAMPLERS, A1111_SCHEDULERS, a1111SamplerAliases, resolveA1111Sampler, A1111ExtraSingleImageRequest, checkpointId, A1111Img2ImgRequest, A1111OptionsUpdate, A1111PngInfoRequest, A1111Txt2ImgRequest, parseInfotext, type GenerationParams, ServiceError, TERMINAL_STATUSES } from '@sdq/contracts';
 import { requireScope } from '../../auth';
 import { jsonImageBudget, Slots } from '../../in-flight';
 import { jsonBody } from '../../body';
-import { resolvePrompts, checkSize, dataUriBytes, type GenerationDeps, repaintMask, sizeForShape, submitAndWait } from '../../submission';
+import { resolvePrompts, checkSize, dataUriBytes, type GenerationDeps, hiresParams, repaintMask, sizeForShape, submitAndWait } from '../../submission';
 import { jobCost } from '../../pricing';
 import { rateLimit } from '../../rate-limit';
 import { parseBody } from '../../validate';
@@ -170,17 +170,12 @@ export function a1111Routes(deps: Deps): Router {
     if (!body.enable_hr) return undefined;
     const x = body.hr_resize_x || (body.hr_resize_y ? Math.round((body.hr_resize_y * width) / height) : Math.round(width * body.hr_scale));
     const y = body.hr_resize_y || (body.hr_resize_x ? Math.round((body.hr_resize_x * height) / width) : Math.round(height * body.hr_scale));
-    checkSize(x, y, config.maxPixels, engine);
     const upscaler = body.hr_upscaler || 'Latent';
-    const upscalers = [...engines.values()].filter((e) => e.kind === 'upscale').map((e) => e.id);
-    if (upscalerKind(upscaler) === 'engine' && !upscalers.includes(upscaler)) {
-      throw new ServiceError('bad_request', `hr_upscaler: ${JSON.stringify(upscaler)} is not an upscaler here (${[...LATENT_UPSCALE_MODES, ...PIXEL_UPSCALERS, ...upscalers].join(', ')})`, { field: 'hr_upscaler' });
-    }
     const same = !body.hr_sampler_name || body.hr_sampler_name === 'Use same sampler';
     const second = same && !body.hr_scheduler ? first : samplerOf(engine, same ? body.sampler_name || body.sampler_index || undefined : body.hr_sampler_name!, body.hr_scheduler || body.scheduler);
     const hrPrompts = body.hr_prompt || body.hr_negative_prompt ? [{ text: body.hr_prompt || body.prompt, weight: 1 }, ...((body.hr_negative_prompt || body.negative_prompt).trim() ? [{ text: body.hr_negative_prompt || body.negative_prompt, weight: -1 }] : [])] : undefined;
     const label: Record<string, string | number> = body.hr_resize_x || body.hr_resize_y ? { 'Hires resize': `${x}x${y}` } : { 'Hires upscale': body.hr_scale };
-    return {
+    return hiresParams(engines, engine, config.maxPixels, {
       width: x,
       height: y,
       upscaler,
@@ -189,7 +184,7 @@ export function a1111Routes(deps: Deps): Router {
       ...(second.sampler !== undefined ? { sampler: second.sampler } : {}),
       ...(hrPrompts ? { prompts: resolvePrompts(deps, req, engine, { prompts: hrPrompts, width: x, height: y, steps: 1, cfgScale: 1, samples: 1, seed: 0, outputFormat: 'png' }, undefined, 'hr_prompt').prompts } : {}),
       label,
-    };
+    }, 'hr_upscaler');
   };
 
   router.post('/sdapi/v1/txt2img', ...generate, async (req, res) => {

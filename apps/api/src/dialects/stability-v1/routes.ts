@@ -25,7 +25,7 @@ import type { JobRecord } from '../../store';
 import { parseBody } from '../../validate';
 import { type CheckedImage, type ImageField, multipart, parseFormFields, readImage, repeatedField } from '../../uploads';
 import { animationHandler } from './animation';
-import { resolvePrompts, applyStyle, checkSize, checkWebhook, endedAsError, formEventsFilter, type GenerationDeps, isDryRun, parsePrefer, requireFile, submitJob, webhookOf } from '../../submission';
+import { resolvePrompts, hiresParams, applyStyle, checkSize, checkWebhook, endedAsError, formEventsFilter, type GenerationDeps, isDryRun, parsePrefer, requireFile, submitJob, webhookOf } from '../../submission';
 
 const ACCEPTABLE = ['application/json', 'image/png', 'image/jpeg', 'image/webp'];
 
@@ -70,6 +70,20 @@ export function generationRoutes(deps: GenerationDeps): Router {
     return engine;
   };
 
+  /** sdq's hires_fix field as the job's second pass: its size (given, or scale times the first pass's), upscaler, steps, strength, sampler. */
+  const hiresFixOf = (engine: GenerationEngineInfo, spec: NonNullable<z.infer<typeof TextToImageRequest>['hires_fix']>, width: number, height: number): GenerationParams['hires'] => {
+    const field = { field: 'hires_fix' };
+    if ((spec.width === undefined) !== (spec.height === undefined)) throw new ServiceError('invalid_height_or_width', 'hires_fix: give width and height together, or scale', field);
+    if (spec.width === undefined && spec.scale === undefined) throw new ServiceError('bad_request', 'hires_fix: give width and height, or scale', field);
+    if (spec.width !== undefined && spec.scale !== undefined) throw new ServiceError('bad_request', 'hires_fix: give width and height, or scale, not both', field);
+    if (spec.sampler !== undefined && engine.samplers && !engine.samplers.includes(spec.sampler)) {
+      throw new ServiceError('invalid_sampler', `hires_fix.sampler: ${spec.sampler} cannot be used with ${engine.familyName ?? engine.id} engines; valid samplers: ${engine.samplers.join(', ')}`, { field: 'hires_fix.sampler' });
+    }
+    const target = spec.scale !== undefined ? { width: Math.round(width * spec.scale), height: Math.round(height * spec.scale) } : { width: spec.width!, height: spec.height! };
+    const label: Record<string, string | number> = spec.scale !== undefined ? { 'Hires upscale': spec.scale } : { 'Hires resize': `${target.width}x${target.height}` };
+    return hiresParams(engines, engine, config.maxPixels, { ...target, upscaler: spec.upscaler, ...(spec.steps ? { steps: spec.steps } : {}), denoisingStrength: spec.strength, ...(spec.sampler ? { sampler: spec.sampler } : {}), label }, 'hires_fix.upscaler');
+  };
+
   /** Builds the job from the request; everything the client got wrong is thrown here, before any storage. */
   const build = async (
     req: Request,
@@ -90,6 +104,7 @@ export function generationRoutes(deps: GenerationDeps): Router {
       const height = body.height ?? engine.nativeHeight;
       checkSize(width, height, config.maxPixels, engine);
       const params = resolvePrompts(deps, req, engine, generationParams(engine, req.body as Record<string, unknown>, body, width, height, format), body.loras);
+      if (body.hires_fix) params.hires = hiresFixOf(engine, body.hires_fix, width, height);
       return { job: { kind, params }, inputs: {}, samples: body.samples, webhook: webhookOf(body) };
     }
     const upload = req.multipart!;
